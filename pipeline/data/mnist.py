@@ -1,0 +1,127 @@
+"""The book's MNIST split and the one loader every stage uses.
+
+``prepare_split`` cuts the raw files into the book's three sets, in the original order:
+training = raw training images 0..49,999, validation = 50,000..59,999, test = the official
+10,000. Each set is stored compactly as uint8 images ``(n, 28, 28)`` plus uint8 labels in an
+uncompressed ``.npz`` (fast to load). ``load_dataset`` turns any such file into what the
+networks eat: float32 pixels ``raw/256`` (the book's scaling, range [0, 255/256]) of shape
+``(n, 784)`` and int64 labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import save_npz
+from pipeline.data.fetch import MnistFile
+from pipeline.data.idx import read_idx
+
+RAW_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# The pinned identity of MNIST: SHA-256 and size of each *uncompressed* file.
+MNIST_FILES = [
+    MnistFile("train-images-idx3-ubyte",
+              "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016),
+    MnistFile("train-labels-idx1-ubyte",
+              "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008),
+    MnistFile("t10k-images-idx3-ubyte",
+              "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016),
+    MnistFile("t10k-labels-idx1-ubyte",
+              "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
+]
+PIXEL_SCALE = 256.0  # the book's mnist.pkl.gz stores raw/256, not raw/255
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Network-ready data: ``x`` float (n, 784) in [0, 255/256], ``y`` int64 labels (n,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def read_raw(raw_dir: str | Path) -> dict[str, np.ndarray]:
+    """Parse the four raw IDX files, checking that images and labels agree in count."""
+    raw_dir = Path(raw_dir)
+    arrays = {}
+    for key, name in RAW_FILES.items():
+        path = raw_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro download` first.")
+        arrays[key] = read_idx(path, expect_ndim=3 if key.endswith("images") else 1)
+    for part in ("train", "test"):
+        n_images, n_labels = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
+        if n_images != n_labels:
+            raise ValueError(f"{part}: {n_images} images but {n_labels} labels.")
+        if arrays[f"{part}_labels"].max() > 9:
+            raise ValueError(f"{part}: labels outside 0..9.")
+    return arrays
+
+
+def split_book(raw: dict[str, np.ndarray], n_train: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The book's split: the first ``n_train`` raw training images train, the rest validate."""
+    images, labels = raw["train_images"], raw["train_labels"]
+    if not 0 < n_train < len(labels):
+        raise ValueError(f"data.n_train={n_train} must lie in 1..{len(labels) - 1}.")
+    return {
+        "train": (images[:n_train], labels[:n_train]),
+        "validation": (images[n_train:], labels[n_train:]),
+        "test": (raw["test_images"], raw["test_labels"]),
+    }
+
+
+def save_images(path: str | Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Store a set as uint8 ``images`` (n, 28, 28) and uint8 ``labels`` (n,), atomically."""
+    save_npz(path, images=np.ascontiguousarray(images, dtype=np.uint8),
+             labels=np.ascontiguousarray(labels, dtype=np.uint8))
+
+
+def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 images and labels of a stored set (no pickles, ever)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro` to build it (or `dvc pull`).")
+    with np.load(path, allow_pickle=False) as f:
+        missing = {"images", "labels"} - set(f.files)
+        if missing:
+            raise ValueError(f"{path}: not a data set file (missing {sorted(missing)}).")
+        images, labels = f["images"], f["labels"]
+    if images.dtype != np.uint8 or images.ndim != 3 or len(images) != len(labels):
+        raise ValueError(f"{path}: expected uint8 images (n, 28, 28) and n labels, got "
+                         f"{images.dtype} {images.shape} and {labels.shape}.")
+    return images, labels
+
+
+def load_dataset(path: str | Path, limit: int | None = None, dtype=np.float32) -> Dataset:
+    """The one loader: pixels as ``raw/256`` in ``dtype``, shape (n, 784); labels int64.
+
+    ``limit`` keeps the first ``limit`` examples (the book's "first 1,000 images").
+    """
+    images, labels = load_images(path)
+    if limit is not None:
+        if limit > len(labels):
+            raise ValueError(f"{path}: asked for the first {limit} examples, it has {len(labels)}.")
+        images, labels = images[:limit], labels[:limit]
+    x = images.reshape(len(images), -1).astype(dtype)
+    x /= dtype(PIXEL_SCALE)
+    return Dataset(x=x, y=labels.astype(np.int64))
+
+
+def digest(path: str | Path) -> str:
+    """SHA-256 of a data file: the data's identity in model files and MLflow tags."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,49 @@
+"""The contract every layer of the engine keeps.
+
+A network is a list of layers. Each layer maps a mini-batch of inputs ``x`` of shape
+``(m, *in_shape)`` to activations ``a`` of shape ``(m, *out_shape)``. Backpropagation runs
+the list in reverse: a layer receives ``delta``, the gradient of the mini-batch cost with
+respect to its weighted input ``z`` (the book's delta^l, equations BP1/BP2), fills
+``grads`` (BP3/BP4) and returns the gradient with respect to its *input activations*
+(the W^T delta part of BP2, with the previous layer's sigma'(z) still to apply).
+
+Conventions shared by every layer:
+
+- The mini-batch cost C is the *mean* over the m examples, so ``grads`` hold dC/dparam of
+  that mean: the book's update ``w -> w - (eta/m) sum_x grad C_x`` is ``w -= eta * grads["w"]``.
+  ``delta`` already carries the 1/m, so a layer's grads are plain sums over the batch.
+- ``params`` and ``grads`` are dicts with the same keys (``"w"``, ``"b"``); ``decayed``
+  names the parameters that L1/L2 regularisation acts on (weights, never biases).
+- ``dropout`` is the probability of dropping a unit of this layer's *input*
+  (network3.py's convention). ``dropout_mode`` is ``"classic"`` (mask while training,
+  scale the input by 1-p at test time) or ``"inverted"`` (scale by 1/(1-p) while training).
+- Arrays come from the array module ``xp`` (numpy, or cupy on a GPU); a layer never imports
+  numpy for array work it could do with ``xp``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Array = Any  # numpy.ndarray or cupy.ndarray
+
+
+class Layer(Protocol):
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    params: dict[str, Array]
+    grads: dict[str, Array]
+    decayed: tuple[str, ...]
+    dropout: float
+
+    def init_params(self, scheme: str, rng, xp, dtype) -> None:
+        """Draw the initial parameters for ``scheme`` ("large", "default", "network3")."""
+
+    def forward(self, x: Array, train: bool) -> Array:
+        """Return the activations for input ``x``; when ``train``, cache what backward needs."""
+
+    def backward(self, delta: Array, need_input_grad: bool = True) -> Array | None:
+        """Given delta = dC/dz for this layer, fill ``grads``; return dC/d(input) or None."""
+
+    def activation_prime(self) -> Array:
+        """sigma'(z) of the last training forward pass, to turn dC/da into dC/dz (BP2)."""

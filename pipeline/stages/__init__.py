@@ -1,0 +1,2 @@
+"""Thin entry points that DVC calls (``python -m pipeline.stages.<name>``): read params, call
+the library, write outputs atomically."""

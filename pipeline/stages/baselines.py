@@ -1,0 +1,59 @@
+"""Stage ``baselines``: chapter 1's average-darkness and SVM classifiers on the book's split."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipeline import baselines as bl
+from pipeline.atomic import write_json
+from pipeline.data.mnist import PIXEL_SCALE, load_images
+from pipeline.params import load_params
+from pipeline.stages._common import log, stage
+
+
+def darkness(sets: dict) -> dict:
+    means = bl.darkness_means(*sets["train"])
+    result = {}
+    for split in ("validation", "test"):
+        images, labels = sets[split]
+        predicted = bl.darkness_predict(means, images)
+        result[f"{split}_correct"] = int((predicted == labels).sum())
+        result[f"{split}_accuracy"] = bl.accuracy(predicted, labels)
+    log(f"darkness: test {result['test_correct']:,}/{len(sets['test'][1]):,} "
+        f"= {result['test_accuracy']:.2%}")
+    return result
+
+
+def svm(sets: dict, cfg: dict) -> dict:
+    images, labels = sets["train"]
+    if cfg.get("train_limit"):
+        images, labels = images[:cfg["train_limit"]], labels[:cfg["train_limit"]]
+    scale = lambda imgs: imgs.reshape(len(imgs), -1) / PIXEL_SCALE  # noqa: E731
+    start = time.perf_counter()
+    model = bl.train_svm(scale(images), labels, C=cfg["C"], kernel=cfg["kernel"],
+                         gamma=cfg["gamma"], log=log)
+    result = {"train_size": int(len(labels))}
+    for split in ("validation", "test"):
+        split_images, split_labels = sets[split]
+        predicted = bl.predict_in_chunks(model, scale(split_images), desc=f"svm {split}")
+        result[f"{split}_correct"] = int((predicted == split_labels).sum())
+        result[f"{split}_accuracy"] = bl.accuracy(predicted, split_labels)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    log(f"svm: validation {result['validation_accuracy']:.2%}, test {result['test_accuracy']:.2%} "
+        f"({result['seconds']:.0f} s)")
+    return result
+
+
+def main() -> None:
+    params = load_params()
+    data, cfg = params["data"], params["baselines"]
+    with stage("baselines"):
+        sets = {name: load_images(Path(data["prepared_dir"]) / f"{name}.npz")
+                for name in ("train", "validation", "test")}
+        metrics = {"darkness": darkness(sets), "svm": svm(sets, cfg["svm"])}
+        write_json(Path(cfg["out_dir"]) / "metrics.json", metrics)
+
+
+if __name__ == "__main__":
+    main()
