@@ -14,6 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 
+# MLflow's own store setup emits a SQLAlchemy deprecation warning; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow")
+
 DVC_ENV = ("DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
 
 

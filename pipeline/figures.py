@@ -1,0 +1,137 @@
+"""Per-run figures (matplotlib, Agg backend). Functions return Figures; the caller saves
+them with ``save_figure`` or logs them through ``pipeline.tracking``. No MLflow here."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+SPLITS = ("training", "validation", "test")
+COLORS = {"training": "tab:blue", "validation": "tab:orange", "test": "tab:green"}
+
+
+def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of ``key`` over the records that have a value for it."""
+    points = [(int(r["epoch"]), float(r[key])) for r in records if r.get(key) is not None]
+    return [e for e, _ in points], [v for _, v in points]
+
+
+def _as_percent(values: list[float]) -> list[float]:
+    """Accuracies may come as fractions (0.95) or percent (95.0); plot them as percent."""
+    return [100 * v for v in values] if values and max(values) <= 1.0 else values
+
+
+def learning_curves(
+    records: Sequence[Mapping[str, Any]], title: str, book_value: float | None = None
+) -> Figure:
+    """Accuracy per epoch (training / validation / test, where present) above cost per epoch.
+
+    ``book_value``: the book's reported accuracy (fraction or percent), drawn dashed.
+    Epochs are 0-based in the records, as in the book's plots.
+    """
+    has_cost = any(r.get(f"{s}_cost") is not None for r in records for s in SPLITS)
+    fig, axes = plt.subplots(
+        2 if has_cost else 1, 1, figsize=(7, 6.5 if has_cost else 4), sharex=True, squeeze=False
+    )
+    acc_ax = axes[0, 0]
+    for split in SPLITS:
+        epochs, values = _series(records, f"{split}_accuracy")
+        if epochs:
+            acc_ax.plot(epochs, _as_percent(values), marker=".", color=COLORS[split], label=split)
+    if book_value is not None:
+        book = 100 * book_value if book_value <= 1.0 else book_value
+        acc_ax.axhline(book, color="black", linestyle="--", linewidth=1, label=f"book: {book:.2f}%")
+    acc_ax.set_ylabel("accuracy (%)")
+    acc_ax.set_title(title)
+    acc_ax.grid(alpha=0.3)
+    if acc_ax.has_data():
+        acc_ax.legend(loc="lower right")
+    if has_cost:
+        cost_ax = axes[1, 0]
+        for split in SPLITS:
+            epochs, values = _series(records, f"{split}_cost")
+            if epochs:
+                cost_ax.plot(epochs, values, marker=".", color=COLORS[split], label=split)
+        cost_ax.set_ylabel("cost")
+        cost_ax.grid(alpha=0.3)
+        cost_ax.legend(loc="upper right")
+    axes[-1, 0].set_xlabel("epoch")
+    axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int = 10) -> Figure:
+    """Counts of (true digit, predicted digit); the diagonal holds the correct predictions."""
+    y_true = np.asarray(y_true, dtype=int).ravel()
+    y_pred = np.asarray(y_pred, dtype=int).ravel()
+    counts = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(counts, (y_true, y_pred), 1)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(counts, cmap="Blues", norm=matplotlib.colors.PowerNorm(0.4))
+    threshold = counts.max() * 0.4 if counts.size else 0
+    for t in range(n_classes):
+        for p in range(n_classes):
+            ax.text(
+                p, t, str(counts[t, p]), ha="center", va="center", fontsize=8,
+                color="white" if counts[t, p] > threshold else "black",
+            )
+    ticks = range(n_classes)
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set_title(f"confusion matrix: {counts.sum()} images, accuracy {100 * accuracy:.2f}%")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="count")
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_digits(images, y_true, y_pred, max_n: int = 36) -> Figure:
+    """The first ``max_n`` images whose prediction is wrong, titled "pred p / true t"."""
+    images = np.asarray(images).reshape(-1, 28, 28)
+    y_true = np.asarray(y_true, dtype=int).ravel()
+    y_pred = np.asarray(y_pred, dtype=int).ravel()
+    wrong = np.flatnonzero(y_true != y_pred)[:max_n]
+    cols = max(1, min(6, len(wrong)))
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), wrong):
+        ax.imshow(images[i], cmap="gray_r")
+        ax.set_title(f"pred {y_pred[i]} / true {y_true[i]}", fontsize=8)
+    total = int((y_true != y_pred).sum())
+    fig.suptitle(f"misclassified: first {len(wrong)} of {total}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` atomically (temp file + os.replace), then close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=dpi)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path

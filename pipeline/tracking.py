@@ -1,0 +1,285 @@
+"""MLflow tracking: the only module of the pipeline that imports mlflow.
+
+Where things go, chosen so that ``mlflow ui`` started in the repo root with no flags shows
+every run and its artifacts:
+
+- backend store: ``sqlite:///<root>/mlflow.db``. ``mlflow ui`` (an alias of ``mlflow server``)
+  defaults to ``sqlite:///mlflow.db`` relative to its working directory (it only
+  falls back to ``./mlruns`` when that folder holds an old file store, which we never write).
+- artifacts: ``<root>/mlartifacts/<experiment>/<run_id>/artifacts``. ``mlflow ui`` serves
+  artifacts from ``./mlartifacts`` by default; our experiment records an absolute ``file://``
+  location there, which the server reads directly, so the UI lists them and a client with no
+  server can write them.
+
+``<root>`` is ``$DVC_ROOT`` (DVC sets it for every stage, and points it at the main repo for
+queued experiments that run in temporary copies), else the nearest folder above the working
+directory holding ``dvc.yaml``, ``.dvc`` or ``.git``, else the working directory.
+``$MLFLOW_TRACKING_URI`` overrides the store; with a sqlite URI, artifacts go next to its file.
+
+Usage::
+
+    with start_run("ch1-30-hidden", params=cfg, tags=standard_tags(...)) as run:
+        net.fit(..., on_epoch=run.log_epoch)
+        run.log_metrics({"best_validation_accuracy": 0.95})
+        run.log_figure(figures.learning_curves(records, "ch1"), "learning_curves.png")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import platform
+import signal
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Fresh sqlite stores run ~50 alembic migrations, each logged at INFO; keep runs quiet.
+for _name in ("alembic", "mlflow.store.db.utils", "mlflow.store.db.db_types"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
+
+EXPERIMENT = "nielsen-mnist"
+PARAM_VALUE_MAX = 500  # the classic MLflow limit (3.x stores allow 6000): safe for any server
+BATCH_MAX = 100  # params/tags per log_batch call
+ROOT_MARKERS = ("dvc.yaml", ".dvc", ".git")
+# engine record key -> metric name; any other numeric key (grad_norm_layer1, ...) keeps its name
+EPOCH_METRIC_NAMES = {"seconds": "epoch_seconds"}
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised inside ``start_run`` when the process receives SIGTERM (DVC / queue kill).
+
+    A KeyboardInterrupt subclass so that ``except Exception`` in training code cannot swallow it.
+    """
+
+
+def project_root() -> Path:
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if any((folder / marker).exists() for marker in ROOT_MARKERS):
+            return folder
+    return cwd
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def artifact_root(uri: str | None = None) -> Path | None:
+    """Local folder for artifacts of ``uri``'s store; None for a remote server (it decides)."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.endswith(":memory:"):
+        return Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts"
+    return None
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; values stringified and cut to PARAM_VALUE_MAX."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = str(value)
+            flat[name] = text if len(text) <= PARAM_VALUE_MAX else text[: PARAM_VALUE_MAX - 3] + "..."
+    return flat
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def standard_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str) -> dict:
+    """Tags every run carries: what it reproduces, on which code, data and environment."""
+    tags = {
+        "book_id": book_id,
+        "chapter": chapter,
+        "profile": profile,
+        "seed": seed,
+        "data_digest": data_digest,
+        "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
+    }
+    commit = _git("rev-parse", "HEAD")  # cwd: a queued experiment's temp copy has its own HEAD
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        if dirty is not None:
+            tags["git_dirty"] = str(bool(dirty)).lower()
+    for env, tag in (
+        ("DVC_STAGE", "dvc.stage"),
+        ("DVC_EXP_NAME", "dvc.exp_name"),
+        ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev"),
+    ):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+def _number(value: Any) -> float | None:
+    """A finite-or-NaN float for a metric, or None to skip (None, strings, arrays)."""
+    if value is None or isinstance(value, str):
+        return None
+    try:
+        number = float(value)  # also numpy / cupy 0-d scalars
+    except (TypeError, ValueError):
+        return None
+    return number if not math.isinf(number) else None
+
+
+class RunLogger:
+    """Logs into one MLflow run; obtained from ``start_run``."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """The engine's ``on_epoch`` callback: one batched call, every metric at step=epoch."""
+        step = int(record["epoch"])
+        now = int(time.time() * 1000)
+        metrics = []
+        for key, value in record.items():
+            number = _number(value)
+            if key != "epoch" and number is not None:
+                metrics.append(Metric(EPOCH_METRIC_NAMES.get(key, key), number, now, step))
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Summary metrics (no step); None / non-numeric values are skipped."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, n, now, 0) for k, v in metrics.items() if (n := _number(v)) is not None]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, v) for k, v in flatten(params).items()]
+        for i in range(0, len(items), BATCH_MAX):
+            self.client.log_batch(self.run_id, params=items[i : i + BATCH_MAX])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), BATCH_MAX):
+            self.client.log_batch(self.run_id, tags=items[i : i + BATCH_MAX])
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, os.fspath(path), artifact_path)
+
+    def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, os.fspath(directory), artifact_path)
+
+    def log_figure(self, fig, name: str) -> None:
+        """Save a matplotlib figure as artifact ``name`` (e.g. "figures/curves.png"), then close it."""
+        import matplotlib.pyplot as plt
+
+        try:
+            self.client.log_figure(self.run_id, fig, name)
+        finally:
+            plt.close(fig)
+
+    def log_text(self, text: str, name: str) -> None:
+        """Save ``text`` as artifact ``name`` (e.g. "history.csv")."""
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, d: Mapping[str, Any], name: str) -> None:
+        """Save ``d`` as artifact ``name``: JSON, or YAML for a .yaml/.yml name."""
+        self.client.log_dict(self.run_id, dict(d), name)
+
+
+def _experiment_id(client: MlflowClient, uri: str) -> str:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    root = artifact_root(uri)
+    location = (root / EXPERIMENT).as_uri() if root else None
+    try:
+        return client.create_experiment(EXPERIMENT, artifact_location=location)
+    except MlflowException:  # another process created it first
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def start_run(
+    run_name: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[RunLogger]:
+    """Open a run in experiment ``EXPERIMENT``; it ends FINISHED, FAILED (exception) or
+    KILLED (KeyboardInterrupt / SIGTERM), never left RUNNING. Exceptions are re-raised."""
+    uri = tracking_uri()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = _experiment_id(client, uri)
+        all_tags = resolve_tags({k: str(v) for k, v in (tags or {}).items() if v is not None})
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    logger = RunLogger(client, run.info.run_id)
+    status = RunStatus.FAILED
+    try:
+        with _sigterm_raises():
+            if params:
+                logger.log_params(params)
+            yield logger
+        status = RunStatus.FINISHED
+    except KeyboardInterrupt:  # includes Terminated
+        status = RunStatus.KILLED
+        raise
+    finally:
+        client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+
+
+__all__ = [
+    "EXPERIMENT",
+    "RunLogger",
+    "Terminated",
+    "artifact_root",
+    "flatten",
+    "project_root",
+    "standard_tags",
+    "start_run",
+    "tracking_uri",
+]
