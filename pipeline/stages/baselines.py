@@ -45,15 +45,29 @@ def svm(sets: dict, cfg: dict) -> dict:
     return result
 
 
-def main() -> None:
+def sweep(sets: dict, cfg: dict) -> dict:
+    """Chapter 3's SVM companion to the training-set-size sweep: the SVM on the first n."""
+    points = []
+    for n in cfg["sweep"]["sizes"]:
+        limited = dict(sets, train=(sets["train"][0][:n], sets["train"][1][:n]))
+        points.append(dict(svm(limited, dict(cfg["svm"], train_limit=n)), n=n))
+    return {"points": points}
+
+
+def main(which: str) -> None:
     params = load_params()
     data, cfg = params["data"], params["baselines"]
-    with stage("baselines"):
+    with stage(f"baselines {which}"):
         sets = {name: load_images(Path(data["prepared_dir"]) / f"{name}.npz")
                 for name in ("train", "validation", "test")}
-        metrics = {"darkness": darkness(sets), "svm": svm(sets, cfg["svm"])}
-        write_json(Path(cfg["out_dir"]) / "metrics.json", metrics)
+        if which == "sweep":
+            write_json(Path(cfg["out_dir"]) / "svm_sweep.json", sweep(sets, cfg))
+        else:
+            metrics = {"darkness": darkness(sets), "svm": svm(sets, cfg["svm"])}
+            write_json(Path(cfg["out_dir"]) / "metrics.json", metrics)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main("sweep" if sys.argv[1:] == ["--sweep"] else "main")

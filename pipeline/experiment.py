@@ -1,0 +1,183 @@
+"""Train one run of the book (all its seeds), track it in MLflow, write its results.
+
+This is what the ``train@<id>`` DVC stage and the ``python -m pipeline.train`` Hydra app both
+call. A run's config is the ``book.<id>`` subtree of params.yaml (see conf/book/): the book's
+figure and how it was measured, which training set, the seeds, and the engine's ``model`` /
+``training`` spec. The profile's ``limits`` cap epochs and set sizes (the smoke profile).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline import figures, results, tracking
+from pipeline.atomic import write_json, write_text
+from pipeline.data.mnist import Dataset, digest, load_dataset
+from pipeline.nn import build_network, fit, save_model
+
+
+
+def split_path(name: str, data_cfg: dict) -> Path:
+    """Where the book's validation and test sets live."""
+    return Path(data_cfg["prepared_dir"]) / f"{name}.npz"
+
+
+def _cap(*limits: int | None) -> int | None:
+    present = [n for n in limits if n]
+    return min(present) if present else None
+
+
+def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset, Dataset, Dataset, str]:
+    """Training, validation and test sets for a run, and the training file's digest."""
+    train_path = Path(run_cfg["data"]["train_file"])
+    train = load_dataset(train_path, limit=_cap(run_cfg["data"].get("train_limit"),
+                                                limits.get("train_examples")))
+    eval_limit = limits.get("eval_examples")
+    validation = load_dataset(split_path("validation", data_cfg), limit=eval_limit)
+    test = load_dataset(split_path("test", data_cfg), limit=eval_limit)
+    return train, validation, test, digest(train_path)
+
+
+def run_spec(run_cfg: dict, seed: int, limits: dict) -> dict:
+    """The engine spec of one seed: the run's model and training, seeded and capped."""
+    training = dict(run_cfg["training"], seed=int(seed))
+    if limits.get("epochs"):
+        training["epochs"] = min(training["epochs"], limits["epochs"])
+    return {"model": run_cfg["model"], "training": training}
+
+
+def flat_record(record: dict) -> dict:
+    """An epoch record with the per-layer gradient norms spread into scalar columns."""
+    flat = {k: v for k, v in record.items() if k != "gradient_norms"}
+    for i, norm in enumerate(record.get("gradient_norms") or [], start=1):
+        flat[f"grad_norm_layer{i}"] = norm
+    return flat
+
+
+def history_csv(rows: list[dict]) -> str:
+    """Per-epoch rows of every seed as CSV (columns: the union of the rows' keys)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _summary_metrics(summary: dict, book: dict, seed_value: float | None) -> dict:
+    metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if seed_value is not None:
+        metrics[f"book_metric_{book['metric']}"] = seed_value
+    if book.get("value") is not None:
+        metrics["book_value"] = book["value"]
+        if seed_value is not None:
+            metrics["difference_vs_book"] = seed_value - book["value"]
+    return metrics
+
+
+def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str, limits: dict,
+               model_dir: Path, log: Callable[[str], None]) -> dict:
+    """Train one seed inside one MLflow run; return its summary, records and run id."""
+    train, validation, test, data_digest = data
+    spec = run_spec(run_cfg, seed, limits)
+    net = build_network(spec)
+    tags = tracking.standard_tags(book_id, run_cfg["chapter"], profile, seed, data_digest)
+    params = {"book_id": book_id, "profile": profile, "seed": seed, "data": run_cfg["data"],
+              "model": spec["model"], "training": spec["training"]}
+    log(f"train {book_id} seed {seed}: {len(train):,} training images, "
+        f"{spec['training']['epochs']} epochs")
+    with tracking.start_run(book_id, params=params, tags=tags) as run:
+        rows: list[dict] = []
+
+        def on_epoch(record: dict) -> None:
+            row = flat_record(record)
+            rows.append(row)
+            run.log_epoch(row)
+
+        start = time.perf_counter()
+        history = fit(net, spec["training"], (train.x, train.y), (validation.x, validation.y),
+                      (test.x, test.y), on_epoch=on_epoch, log=log)
+        wall = time.perf_counter() - start
+        summary = dict(history.summary(), wall_seconds=round(wall, 1))
+        seed_dir = model_dir / f"seed{seed}"
+        save_model(seed_dir, net, spec, metadata={
+            "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
+            "weights": "final epoch", "mlflow_run_id": run.run_id, "metrics": summary})
+        if history.interrupted:
+            log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")
+            raise KeyboardInterrupt
+        value = results.seed_value(summary, rows, run_cfg["book"]["metric"])
+        run.log_metrics(_summary_metrics(summary, run_cfg["book"], value))
+        _log_artifacts(run, book_id, run_cfg, spec, rows, net, test, seed_dir)
+        return {"seed": seed, "mlflow_run_id": run.run_id, "summary": summary, "records": rows}
+
+
+def _log_artifacts(run, book_id, run_cfg, spec, rows, net, test: Dataset, seed_dir: Path) -> None:
+    run.log_dict(spec, "config.json")
+    run.log_text(history_csv(rows), "history.csv")
+    run.log_figure(figures.learning_curves(rows, f"{book_id}: {run_cfg['title']}",
+                                           run_cfg["book"].get("value")), "learning_curves.png")
+    predicted = net.predict(test.x)
+    run.log_figure(figures.confusion_matrix(test.y, predicted), "confusion_matrix.png")
+    wrong = np.flatnonzero(predicted != test.y)
+    run.log_figure(figures.misclassified_digits(test.x[wrong], test.y[wrong], predicted[wrong]),
+                   "misclassified.png")
+    run.log_artifacts(seed_dir, "model")
+
+
+def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
+                model_dir: str | Path, results_dir: str | Path,
+                log: Callable[[str], None] = print) -> dict:
+    """Train every seed of ``book.<id>``; write ``metrics.json`` and ``history.csv``."""
+    model_dir, results_dir = Path(model_dir), Path(results_dir)
+    limits = profile_cfg.get("limits") or {}
+    data = load_run_data(run_cfg, data_cfg, limits)
+    start = time.perf_counter()
+    seeds = [train_seed(book_id, run_cfg, seed, data, profile_cfg["name"], limits, model_dir, log)
+             for seed in run_cfg["seeds"]]
+    book = run_cfg["book"]
+    ours = results.book_rule(seeds, book["metric"])
+    honest = results.honest(seeds)
+    difference = (ours["value"] - book["value"]
+                  if ours["value"] is not None and book.get("value") is not None else None)
+    metrics: dict[str, Any] = {
+        "id": book_id, "chapter": run_cfg["chapter"], "title": run_cfg["title"],
+        "what_changed": run_cfg["what_changed"], "profile": profile_cfg["name"],
+        "train_set": run_cfg["data"]["train"], "train_examples": len(data[0]),
+        "book": book,
+        "ours_book_metric": dict(ours, metric=book["metric"], n_seeds=len(seeds)),
+        "honest_test_at_best_validation": honest,
+        "difference": difference,
+        "epochs": max(s["summary"]["epochs_run"] for s in seeds),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "seeds": [dict(s["summary"], seed=s["seed"], mlflow_run_id=s["mlflow_run_id"]) for s in seeds],
+        "mlflow_run_ids": [s["mlflow_run_id"] for s in seeds],
+    }
+    rows = [dict(seed=s["seed"], **row) for s in seeds for row in s["records"]]
+    write_text(results_dir / "history.csv", history_csv(rows))
+    write_json(results_dir / "metrics.json", _json_safe(metrics))
+    shown = f"{ours['value']:.2%}" if ours["value"] is not None else "n/a"
+    versus = f" (book {book['value']:.2%})" if book.get("value") is not None else ""
+    log(f"train {book_id}: {book['metric']} {shown}{versus}, "
+        f"{metrics['wall_seconds']:.0f} s for {len(seeds)} seed(s)")
+    return metrics
+
+
+def _json_safe(value):
+    """NaN/inf become null so metrics.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,229 @@
+"""The report: every run beside the book's figure, as a table, a summary and plots.
+
+Reads the runs' ``results/<id>/metrics.json`` and ``history.csv``, the baselines' metrics and
+the SVM sweep; knows nothing of training. Each row gives the book's figure and how the book
+measured it, ours by the same rule, ours by the honest rule (test accuracy at the epoch of best
+validation accuracy, mean +- std over seeds), the difference and whether it is within the
+tolerance.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+METRIC_LABELS = {
+    "peak_test": "peak test",
+    "peak_validation": "peak validation",
+    "final_validation": "final-epoch validation",
+    "test_at_best_validation": "test at best validation",
+    "ensemble_test": "ensemble test",
+    "test": "test",
+    "validation": "validation",
+}
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """history.csv rows with numbers parsed (empty cells dropped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return rows
+
+
+def baseline_rows(cfg: dict, metrics: dict | None) -> list[dict]:
+    rows = []
+    for row_id, b in cfg["baselines"].items():
+        ours = None
+        if metrics and b["source"] in metrics:
+            ours = metrics[b["source"]].get(f"{b['split']}_accuracy")
+        rows.append({"chapter": 1, "id": row_id, "title": b["title"], "what_changed": "baseline",
+                     "book": {"value": b["value"], "metric": b["metric"], "note": b.get("note", "")},
+                     "ours": ours, "honest_mean": None, "honest_std": None, "n_seeds": 1,
+                     "epochs": None, "wall_seconds": (metrics or {}).get(b["source"], {}).get("seconds")})
+    return rows
+
+
+def run_row(metrics: dict) -> dict:
+    honest = metrics.get("honest_test_at_best_validation") or {}
+    return {"chapter": metrics["chapter"], "id": metrics["id"], "title": metrics["title"],
+            "what_changed": metrics["what_changed"], "book": metrics["book"],
+            "ours": (metrics.get("ours_book_metric") or {}).get("value"),
+            "honest_mean": honest.get("mean"), "honest_std": honest.get("std"),
+            "n_seeds": (metrics.get("ours_book_metric") or {}).get("n_seeds"),
+            "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
+            "profile": metrics.get("profile")}
+
+
+def with_verdict(row: dict, tolerance: dict) -> dict:
+    book = row["book"].get("value")
+    row = dict(row, difference_pp=None, tolerance_pp=None, within=None)
+    if book is not None and row["ours"] is not None:
+        tol = tolerance["chapter6"] if row["chapter"] == 6 else tolerance["default"]
+        diff = 100 * (row["ours"] - book)
+        row.update(difference_pp=round(diff, 2), tolerance_pp=tol, within=abs(diff) <= tol)
+    return row
+
+
+def _pct(value, digits=2) -> str:
+    return "—" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _honest(r: dict) -> str:
+    if r["honest_mean"] is None:
+        return "—"
+    text = _pct(r["honest_mean"])
+    if r["honest_std"] is not None:
+        text += f" ± {100 * r['honest_std']:.2f}"
+    return text + f" (n={r['n_seeds']})"
+
+
+def _book(r: dict) -> str:
+    if r["book"].get("value") is None:
+        return f"none ({r['book'].get('note') or 'no figure in the book'})"
+    return _pct(r["book"]["value"])
+
+
+def _diff(r: dict) -> str:
+    if r["difference_pp"] is None:
+        return "—"
+    return f"{r['difference_pp']:+.2f}" + ("" if r["within"] else " ⚠")
+
+
+def _number(value, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One line per run: the book's figure, ours by its rule and by the honest rule."""
+    lines = [
+        "| ch. | id | what changed | book | book's metric | ours, same metric | "
+        "ours, test at best val. (mean ± std) | diff (pp) | epochs | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        metric = METRIC_LABELS.get(r["book"]["metric"], r["book"]["metric"])
+        lines.append(
+            f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "
+            f"{_pct(r['ours'])} | {_honest(r)} | {_diff(r)} | {_number(r['epochs'], 'd')} | "
+            f"{_number(r['wall_seconds'], '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- plots ---------------------------------------------------------------------------------------
+def progression_plot(rows: list[dict], order: list[str]):
+    """Each successive improvement of the book, its figure beside ours."""
+    by_id = {r["id"]: r for r in rows}
+    shown = [by_id[i] for i in order if i in by_id]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    xs = range(len(shown))
+    book = [100 * r["book"]["value"] if r["book"].get("value") is not None else None for r in shown]
+    ours = [100 * r["ours"] if r["ours"] is not None else None for r in shown]
+    ax.plot(xs, [v if v is not None else float("nan") for v in book], "o--", color="black",
+            label="book")
+    ax.plot(xs, [v if v is not None else float("nan") for v in ours], "s-", color="tab:blue",
+            label="ours (the book's metric)")
+    ax.set_xticks(list(xs), [r["id"] for r in shown], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(bottom=max(90.0, min([v for v in book + ours if v is not None] or [90.0]) - 0.5))
+    ax.set_title("MNIST accuracy, chapter by chapter (baselines below 90% are off the axis)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy"):
+    """Validation accuracy per epoch of every run of one chapter (seed 1)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run_id, rows in histories.items():
+        rows = [r for r in rows if r.get("seed", 1) == min(x.get("seed", 1) for x in rows)]
+        pts = [(r["epoch"], 100 * r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts), label=run_id, linewidth=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
+    ax.set_title(f"chapter {chapter}: learning curves")
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def more_data_plot(points: list[tuple[int, float | None, float | None]], svm: list[tuple[int, float]]):
+    """Chapter 3: final validation accuracy against training-set size, network and SVM."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ns = [p[0] for p in points]
+    if any(p[1] is not None for p in points):
+        ax.plot(ns, [100 * p[1] if p[1] is not None else float("nan") for p in points], "o-",
+                label="ours: 784-30-10 network")
+    ax.plot(ns, [100 * p[2] if p[2] is not None else float("nan") for p in points], "k^--",
+            label="book: network")
+    if svm:
+        ax.plot([n for n, _ in svm], [100 * a for _, a in svm], "s-", color="tab:red",
+                label="ours: SVM")
+    ax.set_xscale("log")
+    ax.set_xlabel("training set size")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("chapter 3: more training data")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def learning_speed_plot(histories: dict[str, list[dict]]):
+    """Chapter 5: ||dC/db|| of each hidden layer per epoch, one panel per depth."""
+    fig, axes = plt.subplots(1, max(1, len(histories)), figsize=(4 * max(1, len(histories)), 4),
+                             squeeze=False, sharey=True)
+    for ax, (run_id, rows) in zip(axes[0], histories.items()):
+        layers = sorted({k for r in rows for k in r if k.startswith("grad_norm_layer")})
+        for key in layers[:-1]:  # hidden layers; the last is the output layer
+            pts = [(r["epoch"], r[key]) for r in rows if key in r and r.get("seed", 1) == 1]
+            if pts:
+                ax.semilogy(*zip(*pts), label=key.replace("grad_norm_", "hidden "))
+        ax.set_title(run_id)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3, which="both")
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("speed of learning ||dC/db||")
+    fig.suptitle("chapter 5: the first hidden layer learns slowest")
+    fig.tight_layout()
+    return fig
+
+
+def overfitting_plot(run_id: str, rows: list[dict]):
+    """Chapter 3's four overfitting panels: training cost, test accuracy, validation cost,
+    training accuracy."""
+    panels = [("training_cost", "cost on the training data"),
+              ("test_accuracy", "accuracy on the test data (%)"),
+              ("validation_cost", "cost on the validation data"),
+              ("training_accuracy", "accuracy on the training data (%)")]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (key, label) in zip(axes.ravel(), panels):
+        pts = [(r["epoch"], r[key] * (100 if key.endswith("accuracy") else 1))
+               for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts), linewidth=1)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"chapter 3: overfitting ({run_id})")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,81 @@
+"""How a number is read off training histories: the book's own rule, and an honest one.
+
+The book reports, per chapter (see shared BOOK.md, "How the book reports a number"):
+
+- ``peak_test``: the highest test accuracy over the epochs (chapter 1, best of three runs;
+  chapter 3 on test);
+- ``peak_validation``: the highest validation accuracy over the epochs (chapters 3 and 5);
+- ``final_validation``: the validation accuracy after the last epoch (chapter 3's
+  training-set-size sweep);
+- ``test_at_best_validation``: the test accuracy at the epoch of best validation accuracy
+  (ties to the later epoch), the run chosen among seeds by its validation accuracy (chapter 6).
+
+Peaks over test epochs select on the test set, so next to the book's figure we always give
+the honest number: test accuracy at the best-validation epoch, mean and spread over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+METRICS = ("peak_test", "peak_validation", "final_validation", "test_at_best_validation")
+
+
+def _column(records: Sequence[dict], key: str) -> list[float]:
+    return [r[key] for r in records if r.get(key) is not None and not math.isnan(r[key])]
+
+
+def seed_value(summary: dict, records: Sequence[dict], metric: str) -> float | None:
+    """One seed's value of ``metric`` from its history summary and per-epoch records."""
+    if metric == "peak_test":
+        values = _column(records, "test_accuracy")
+        return max(values) if values else None
+    if metric == "peak_validation":
+        values = _column(records, "validation_accuracy")
+        return max(values) if values else None
+    if metric == "final_validation":
+        values = _column(records, "validation_accuracy")
+        return values[-1] if values else None
+    if metric == "test_at_best_validation":
+        return summary.get("test_at_best_validation")
+    raise ValueError(f"book.metric: unknown {metric!r}; allowed: {', '.join(METRICS)}")
+
+
+def book_rule(seeds: Sequence[dict], metric: str) -> dict[str, Any]:
+    """The book's figure over several seeds: the best run (chosen by validation for chapter 6).
+
+    ``seeds``: one dict per seed with ``seed``, ``summary`` and ``records``.
+    """
+    if not seeds:
+        return {"value": None, "seed": None}
+    if metric == "test_at_best_validation":
+        # chapter 6: the run with the best validation accuracy (ties: the later seed)
+        best = max(enumerate(seeds),
+                   key=lambda p: (p[1]["summary"].get("best_validation_accuracy") or -1, p[0]))[1]
+        return {"value": best["summary"].get("test_at_best_validation"), "seed": best["seed"]}
+    scored = [(seed_value(s["summary"], s["records"], metric), s["seed"]) for s in seeds]
+    scored = [p for p in scored if p[0] is not None]
+    if not scored:
+        return {"value": None, "seed": None}
+    value, seed = max(scored)
+    return {"value": value, "seed": seed}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None for fewer than two values)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def honest(seeds: Sequence[dict]) -> dict[str, Any]:
+    """Test accuracy at the best-validation epoch: mean and spread over the seeds."""
+    values = [s["summary"].get("test_at_best_validation") for s in seeds]
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "n": len([v for v in values if v is not None]),
+            "values": values}

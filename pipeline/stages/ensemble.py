@@ -1,0 +1,45 @@
+"""Stage ``ensemble``: the plurality vote of the trained ch6-dropout nets (chapter 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import write_json
+from pipeline.data.mnist import load_dataset
+from pipeline.nn import load_model, plurality_vote
+from pipeline.params import load_params
+from pipeline.stages._common import log, stage
+
+
+def main() -> None:
+    params = load_params()
+    cfg, data = params["ensemble"], params["data"]
+    limit = (params["profile"].get("limits") or {}).get("eval_examples")
+    with stage("ensemble"):
+        member_dirs = sorted(Path("models", cfg["members"]).glob("seed*"))
+        if len(member_dirs) < 2:
+            raise SystemExit(f"ensemble: need at least 2 trained {cfg['members']} nets, "
+                             f"found {len(member_dirs)} in models/{cfg['members']}")
+        nets = [load_model(d).network for d in member_dirs]
+        result = {"id": cfg["id"], "chapter": cfg["chapter"], "title": cfg["title"],
+                  "what_changed": cfg["what_changed"], "profile": params["profile"]["name"],
+                  "book": cfg["book"], "members": [str(d) for d in member_dirs]}
+        for split in ("validation", "test"):
+            ds = load_dataset(Path(data["prepared_dir"]) / f"{split}.npz", limit=limit)
+            votes = [net.predict(ds.x) for net in nets]
+            predicted = plurality_vote(votes, n_classes=10)
+            result[f"{split}_accuracy"] = float(np.mean(predicted == ds.y))
+            result[f"{split}_errors"] = int(np.sum(predicted != ds.y))
+            result[f"{split}_member_accuracies"] = [float(np.mean(v == ds.y)) for v in votes]
+        result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
+                                      "n_seeds": len(nets), "seed": None}
+        result["difference"] = result["test_accuracy"] - cfg["book"]["value"]
+        write_json(Path("results", cfg["id"], "metrics.json"), result)
+        log(f"ensemble of {len(nets)}: test {result['test_accuracy']:.2%} "
+            f"({result['test_errors']} errors; book {cfg['book']['value']:.2%})")
+
+
+if __name__ == "__main__":
+    main()

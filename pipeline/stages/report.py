@@ -1,0 +1,79 @@
+"""Stage ``report``: ``results/report.md``, ``results/summary.json`` and the report plots."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from pipeline import report as rp
+from pipeline.atomic import write_json, write_text
+from pipeline.figures import save_figure
+from pipeline.params import load_params
+from pipeline.stages._common import log, stage
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params["report"]
+    out = Path(cfg["out_dir"])
+    with stage("report"):
+        rows = rp.baseline_rows(cfg, rp.read_json(out / "baselines" / "metrics.json"))
+        histories: dict[str, list[dict]] = {}
+        for run_id in [*params["book"], params["ensemble"]["id"]]:
+            metrics = rp.read_json(out / run_id / "metrics.json")
+            if metrics is None:
+                raise SystemExit(f"report: results/{run_id}/metrics.json is missing: "
+                                 f"run `dvc repro train@{run_id}` first")
+            rows.append(rp.run_row(metrics))
+            histories[run_id] = rp.read_history(out / run_id / "history.csv")
+        rows = [rp.with_verdict(r, cfg["tolerance_pp"]) for r in rows]
+
+        plots = out / "plots"
+        save_figure(rp.progression_plot(rows, cfg["progression"]), plots / "progression.png")
+        for chapter in (1, 3, 5, 6):
+            ids = [r["id"] for r in rows if r["chapter"] == chapter and histories.get(r["id"])
+                   and not r["id"].startswith("ch3-more-data")]
+            save_figure(rp.chapter_curves(chapter, {i: histories[i] for i in ids}),
+                        plots / f"learning_curves_ch{chapter}.png")
+        sweep = rp.read_json(out / "baselines" / "svm_sweep.json") or {"points": []}
+        svm = [(p["n"], p["validation_accuracy"]) for p in sweep["points"]]
+        base = rp.read_json(out / "baselines" / "metrics.json")
+        if base:
+            svm.append((base["svm"]["train_size"], base["svm"]["validation_accuracy"]))
+        by_id = {r["id"]: r for r in rows}
+        points = sorted(
+            (params["book"][i]["data"]["train_limit"] or params["data"]["n_train"],
+             by_id[i]["ours"], by_id[i]["book"]["value"])
+            for i in params["book"] if i.startswith("ch3-more-data"))
+        save_figure(rp.more_data_plot(points, sorted(svm)), plots / "more_data.png")
+        depth = {i: histories[i] for i in params["book"] if i.startswith("ch5-depth")}
+        save_figure(rp.learning_speed_plot(depth), plots / "learning_speed.png")
+        for run_id in ("ch3-overfit-1k", "ch3-l2-1k"):
+            save_figure(rp.overfitting_plot(run_id, histories.get(run_id, [])),
+                        plots / f"overfitting_{run_id}.png")
+
+        within = [r for r in rows if r["within"] is not None]
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        machine = f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}"
+        profile = params["profile"]["name"]
+        header = (
+            f"# The book's MNIST results, reproduced\n\n"
+            f"Profile `{profile}`, generated {stamp} on {machine}. "
+            f"{sum(r['within'] for r in within)} of {len(within)} rows with a book figure are "
+            f"within tolerance ({cfg['tolerance_pp']['default']} pp; chapter 6: "
+            f"{cfg['tolerance_pp']['chapter6']} pp); ⚠ marks the others.\n\n"
+            "*book's metric*: how the book measured its figure (BOOK.md). *ours, same metric*: "
+            "that rule applied to our runs (best of the seeds). *test at best val.*: the honest "
+            "number — test accuracy at the epoch of best validation accuracy, mean ± std over "
+            "seeds.\n\n")
+        write_text(out / "report.md", header + rp.markdown_table(rows) +
+                   "\n![progression](plots/progression.png)\n")
+        write_json(out / "summary.json", {"profile": profile, "generated": stamp,
+                                          "machine": machine, "rows": rows})
+        log(f"report: {len(rows)} rows, {sum(r['within'] for r in within)}/{len(within)} "
+            f"within tolerance -> {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

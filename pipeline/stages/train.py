@@ -1,0 +1,28 @@
+"""Stage ``train@<id>``: train one run of the book (every seed), tracked in MLflow.
+
+Usage: ``python -m pipeline.stages.train <id>`` with ``<id>`` a key of ``book`` in params.yaml.
+Outputs: ``models/<id>/seed<k>/`` and ``results/<id>/{metrics.json,history.csv}``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.experiment import train_entry
+from pipeline.params import load_params
+from pipeline.stages._common import log, stage
+
+
+def main(book_id: str) -> None:
+    params = load_params()
+    if book_id not in params["book"]:
+        sys.exit(f"train: no run {book_id!r} in params.yaml's book (have: {', '.join(params['book'])})")
+    with stage(f"train@{book_id}"):
+        train_entry(book_id, params["book"][book_id], params["data"], params["profile"],
+                    model_dir=f"models/{book_id}", results_dir=f"results/{book_id}", log=log)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m pipeline.stages.train <book id>")
+    main(sys.argv[1])
