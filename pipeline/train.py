@@ -1,0 +1,46 @@
+"""Hydra app: train any run of the book outside DVC, with the same code and MLflow logging.
+
+    python -m pipeline.train book=ch6-relu seed=2 eta=0.1
+    python -m pipeline.train -m book=ch1-30 seed=1,2,3 hydra/launcher=joblib
+
+Configuration: conf/train.yaml (the run is chosen from conf/book/, any key can be overridden,
+e.g. ``book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro expand`` or
+``dvc pull``). Outputs land in Hydra's output folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.experiment import train_entry
+
+
+def run_config(cfg: dict) -> tuple[str, dict]:
+    """The one selected ``book.<id>`` with the ``seed``/``eta``/``epochs`` shortcuts applied."""
+    (book_id, run_cfg), *others = cfg["book"].items()
+    if others:
+        raise SystemExit("select one run: book=<id>")
+    if cfg.get("seed") is not None:
+        run_cfg["seeds"] = [int(cfg["seed"])]
+    for key in ("eta", "epochs"):
+        if cfg.get(key) is not None:
+            run_cfg["training"][key] = cfg[key]
+    return book_id, run_cfg
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    book_id, run_cfg = run_config(plain)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    train_entry(book_id, run_cfg, plain["data"], plain["profile"],
+                model_dir=out / "models" / book_id, results_dir=out / "results" / book_id)
+
+
+if __name__ == "__main__":
+    main()
