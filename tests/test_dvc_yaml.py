@@ -1,0 +1,36 @@
+"""dvc.yaml keeps the rules that make the run-cache work across machines and covers every run."""
+
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    return yaml.safe_load((REPO_ROOT / name).read_text(encoding="utf-8"))
+
+
+def test_report_depends_on_every_run():
+    dvc, params = _load("dvc.yaml"), _load("params.yaml")
+    deps = set(dvc["stages"]["report"]["deps"])
+    for run_id in params["book"]:
+        assert f"results/{run_id}/metrics.json" in deps, f"report misses train@{run_id}"
+        assert f"results/{run_id}/history.csv" in deps
+
+
+def test_no_persist_no_uncached_outputs_no_absolute_paths():
+    text = (REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    assert "persist" not in text and "cache: false" not in text
+    for name, stage in _load("dvc.yaml")["stages"].items():
+        body = stage.get("do", stage)
+        assert not body["cmd"].split()[-1].startswith("/"), name
+        for dep in body.get("deps", []):
+            assert not str(dep).startswith("/"), f"{name}: absolute dep {dep}"
+
+
+def test_every_book_run_names_an_existing_training_set_kind():
+    params = _load("params.yaml")
+    for run_id, run in params["book"].items():
+        assert run["data"]["train"] in ("train", "shifted", "rotated"), run_id
+        assert run["data"]["train_file"].endswith(f"/{run['data']['train']}.npz"), run_id

@@ -1,0 +1,42 @@
+"""The book's rule and the honest rule for reading a number off training histories."""
+
+import math
+
+import pytest
+
+from pipeline.results import book_rule, honest, mean_std, seed_value
+
+
+def _seed(seed, val, test, summary=None):
+    records = [{"epoch": i, "validation_accuracy": v, "test_accuracy": t}
+               for i, (v, t) in enumerate(zip(val, test))]
+    return {"seed": seed, "records": records, "summary": summary or {}}
+
+
+def test_seed_values_by_metric():
+    s = _seed(1, [0.90, 0.95, 0.93], [0.91, 0.92, 0.96])
+    assert seed_value({}, s["records"], "peak_test") == 0.96
+    assert seed_value({}, s["records"], "peak_validation") == 0.95
+    assert seed_value({}, s["records"], "final_validation") == 0.93
+    assert seed_value({"test_at_best_validation": 0.92}, s["records"],
+                      "test_at_best_validation") == 0.92
+    with pytest.raises(ValueError, match="book.metric"):
+        seed_value({}, s["records"], "best_guess")
+
+
+def test_book_rule_is_best_of_seeds_and_chapter6_chooses_by_validation():
+    a = _seed(1, [0.90], [0.97], {"best_validation_accuracy": 0.99, "test_at_best_validation": 0.97})
+    b = _seed(2, [0.95], [0.98], {"best_validation_accuracy": 0.98, "test_at_best_validation": 0.98})
+    assert book_rule([a, b], "peak_test") == {"value": 0.98, "seed": 2}
+    # chapter 6: the run with the best *validation* accuracy, not the best test accuracy
+    assert book_rule([a, b], "test_at_best_validation") == {"value": 0.97, "seed": 1}
+
+
+def test_honest_is_mean_and_sample_std():
+    seeds = [{"summary": {"test_at_best_validation": v}} for v in (0.97, 0.98, 0.99)]
+    result = honest(seeds)
+    assert result["mean"] == pytest.approx(0.98)
+    assert result["std"] == pytest.approx(0.01)
+    assert mean_std([0.5]) == (0.5, None)
+    assert mean_std([]) == (None, None)
+    assert not math.isnan(result["std"])
