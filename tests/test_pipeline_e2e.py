@@ -39,3 +39,56 @@ def test_dvc_repro_data_stages_and_baselines(repo_copy, stage_env, mnist_raw_dir
     assert "up to date" in status
     again = run(["dvc", "repro", "baselines", "expand"], repo_copy, stage_env)
     assert "Running stage" not in again
+
+
+def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, mnist_raw_dir,
+                                                          tmp_path):
+    """Every stage on the smoke profile; MLflow holds the runs; reruns are exact and minimal."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    env = dict(stage_env, MLFLOW_TRACKING_URI=f"sqlite:///{db}")
+    overrides = ["profile=smoke", "download.sources=[local]", f"download.local_dir={mnist_raw_dir}"]
+    run([sys.executable, "-m", "pipeline.config", *overrides], repo_copy, env)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qam", "smoke"],
+        repo_copy, env)
+    run(["dvc", "repro"], repo_copy, env)
+
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    book_ids = list(params["book"])
+    summary = json.loads((repo_copy / "results/summary.json").read_text())
+    assert {r["id"] for r in summary["rows"]} >= {*book_ids, "ch6-ensemble", "B-darkness", "B-svm"}
+    assert (repo_copy / "results/report.md").read_text().count("\n| ") >= len(book_ids)
+    for plot in ("progression", "more_data", "learning_speed", "learning_curves_ch6"):
+        assert (repo_copy / f"results/plots/{plot}.png").stat().st_size > 5000
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("nielsen-mnist")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    by_name: dict[str, list] = {}
+    for r in runs:
+        by_name.setdefault(r.info.run_name, []).append(r)
+    for run_id in book_ids:
+        seeds = params["book"][run_id]["seeds"]
+        assert len(by_name.get(run_id, [])) == len(seeds), run_id
+        assert all(r.info.status == "FINISHED" for r in by_name[run_id]), run_id
+    one = by_name["ch1-30"][0]
+    epochs = params["book"]["ch1-30"]["training"]["epochs"]
+    steps = [m.step for m in client.get_metric_history(one.info.run_id, "validation_accuracy")]
+    assert steps == list(range(min(epochs, params["profile"]["limits"]["epochs"])))
+    artifacts = {a.path for a in client.list_artifacts(one.info.run_id)}
+    assert {"config.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
+            "misclassified.png", "model"} <= artifacts
+    assert one.data.tags["book_id"] == "ch1-30" and one.data.tags["profile"] == "smoke"
+    metrics = json.loads((repo_copy / "results/ch1-30/metrics.json").read_text())
+    assert metrics["mlflow_run_ids"] == [one.info.run_id]
+
+    again = run(["dvc", "repro"], repo_copy, env)
+    assert "Running stage" not in again
+
+    changed = run(["dvc", "exp", "run", *[f"-S{o}" for o in overrides],
+                   "-S", "book.ch1-30.training.eta=1.0"], repo_copy, env)
+    reran = sorted(line.split("'")[1] for line in changed.splitlines()
+                   if line.startswith("Running stage"))
+    assert reran == ["report", "train@ch1-30"], changed

@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 from pipeline import baselines as bl
+from pipeline import tracking
 from pipeline.atomic import write_json
-from pipeline.data.mnist import PIXEL_SCALE, load_images
+from pipeline.data.mnist import PIXEL_SCALE, digest, load_images
 from pipeline.params import load_params
 from pipeline.stages._common import log, stage
 
@@ -61,11 +62,28 @@ def main(which: str) -> None:
     with stage(f"baselines {which}"):
         sets = {name: load_images(Path(data["prepared_dir"]) / f"{name}.npz")
                 for name in ("train", "validation", "test")}
+        train_digest = digest(Path(data["prepared_dir"]) / "train.npz")
+        profile = params["profile"]["name"]
         if which == "sweep":
-            write_json(Path(cfg["out_dir"]) / "svm_sweep.json", sweep(sets, cfg))
-        else:
-            metrics = {"darkness": darkness(sets), "svm": svm(sets, cfg["svm"])}
-            write_json(Path(cfg["out_dir"]) / "metrics.json", metrics)
+            with tracking.start_run("svm-sweep", params=cfg,
+                                    tags=tracking.standard_tags("svm-sweep", 3, profile, None,
+                                                                train_digest)) as run:
+                result = sweep(sets, cfg)
+                for point in result["points"]:
+                    run.log_metrics({f"validation_accuracy_n{point['n']}":
+                                     point["validation_accuracy"]})
+            write_json(Path(cfg["out_dir"]) / "svm_sweep.json", result)
+            return
+        metrics = {}
+        for name, book_id, compute in (("darkness", "B-darkness", lambda: darkness(sets)),
+                                       ("svm", "B-svm", lambda: svm(sets, cfg["svm"]))):
+            params_logged = cfg["svm"] if name == "svm" else {"method": "average darkness"}
+            with tracking.start_run(book_id, params=params_logged,
+                                    tags=tracking.standard_tags(book_id, 1, profile, None,
+                                                                train_digest)) as run:
+                metrics[name] = compute()
+                run.log_metrics(metrics[name])
+        write_json(Path(cfg["out_dir"]) / "metrics.json", metrics)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset
 from pipeline.nn import load_model, plurality_vote
@@ -22,7 +23,8 @@ def main() -> None:
         if len(member_dirs) < 2:
             raise SystemExit(f"ensemble: need at least 2 trained {cfg['members']} nets, "
                              f"found {len(member_dirs)} in models/{cfg['members']}")
-        nets = [load_model(d).network for d in member_dirs]
+        loaded = [load_model(d) for d in member_dirs]
+        nets = [m.network for m in loaded]
         result = {"id": cfg["id"], "chapter": cfg["chapter"], "title": cfg["title"],
                   "what_changed": cfg["what_changed"], "profile": params["profile"]["name"],
                   "book": cfg["book"], "members": [str(d) for d in member_dirs]}
@@ -36,6 +38,11 @@ def main() -> None:
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
                                       "n_seeds": len(nets), "seed": None}
         result["difference"] = result["test_accuracy"] - cfg["book"]["value"]
+        tags = tracking.standard_tags(cfg["id"], cfg["chapter"], params["profile"]["name"], None,
+                                      loaded[0].metadata.get("data_digest", ""))
+        with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
+            run.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
+            result["mlflow_run_ids"] = [run.run_id]
         write_json(Path("results", cfg["id"], "metrics.json"), result)
         log(f"ensemble of {len(nets)}: test {result['test_accuracy']:.2%} "
             f"({result['test_errors']} errors; book {cfg['book']['value']:.2%})")
