@@ -19,6 +19,12 @@ Conventions shared by every layer:
   scale the input by 1-p at test time) or ``"inverted"`` (scale by 1/(1-p) while training).
 - Arrays come from the array module ``xp`` (numpy, or cupy on a GPU); a layer never imports
   numpy for array work it could do with ``xp``.
+- ``rng`` is the generator dropout masks are drawn from. The network owns it and assigns it to
+  every layer (``Network.set_dropout_rng``); re-seeding it reproduces the same masks.
+- An output layer (fc or softmax) also keeps ``z``, the weighted input of its last forward
+  pass: the costs evaluate themselves from z (stable for saturated units).
+- ``forward(x, train=True)`` may return a buffer the layer reuses on its next training pass
+  (the mini-batch loop allocates nothing); evaluation (``train=False``) returns fresh arrays.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Layer(Protocol):
     grads: dict[str, Array]
     decayed: tuple[str, ...]
     dropout: float
+    rng: Any  # dropout-mask generator, assigned by the network
 
     def init_params(self, scheme: str, rng, xp, dtype) -> None:
         """Draw the initial parameters for ``scheme`` ("large", "default", "network3")."""

@@ -1,0 +1,129 @@
+"""Activation functions sigma(z) and their derivatives sigma'(z), by name.
+
+Each :class:`Activation` is bound to an array module ``xp`` and works in place when given an
+``out`` buffer (the training loop reuses its buffers; evaluation passes ``out=None``).
+``prime(z, a, out)`` receives both the weighted input ``z`` and the activation ``a = sigma(z)``
+so that each derivative uses the cheapest exact form:
+
+- sigmoid: sigma(z) = 1 / (1 + e^-z),  sigma'(z) = sigma(z) (1 - sigma(z))  (book eq. 3 / ch. 2)
+- tanh:    sigma(z) = tanh(z),         sigma'(z) = 1 - tanh(z)^2
+- relu:    sigma(z) = max(0, z),       sigma'(z) = 1 if z > 0 else 0
+- linear:  sigma(z) = z,               sigma'(z) = 1
+
+The sigmoid never overflows: it is ``scipy.special.expit`` on the CPU (``cupyx``'s on a GPU),
+or 0.5 * (1 + tanh(z / 2)) for any other array module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy
+
+NAMES = ("sigmoid", "tanh", "relu", "linear")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A named activation bound to an array module: ``fn(z, out)`` and ``prime(z, a, out)``."""
+
+    name: str
+    fn: Callable
+    prime: Callable
+
+    def __call__(self, z):
+        return self.fn(z, None)
+
+    def derivative(self, z):
+        """sigma'(z), computed from scratch (for tests and one-off use)."""
+        return self.prime(z, self.fn(z, None), None)
+
+
+def _expit_for(xp) -> Callable:
+    if xp is numpy:
+        from scipy.special import expit  # noqa: PLC0415
+
+        return expit
+    try:  # pragma: no cover - GPU only
+        from cupyx.scipy.special import expit  # noqa: PLC0415
+
+        return expit
+    except ImportError:  # pragma: no cover - a numpy-like module without expit
+
+        def expit(z, out=None):
+            out = xp.multiply(z, 0.5, out=out)
+            xp.tanh(out, out=out)
+            out *= 0.5
+            out += 0.5
+            return out
+
+        return expit
+
+
+def _sigmoid(xp) -> Activation:
+    expit = _expit_for(xp)
+
+    def fn(z, out):
+        return expit(z) if out is None else expit(z, out=out)
+
+    def prime(z, a, out):  # sigma' = sigma (1 - sigma)
+        out = xp.subtract(1, a, out=out)
+        out *= a
+        return out
+
+    return Activation("sigmoid", fn, prime)
+
+
+def _tanh(xp) -> Activation:
+    def fn(z, out):
+        return xp.tanh(z, out=out)
+
+    def prime(z, a, out):  # 1 - tanh^2
+        out = xp.multiply(a, a, out=out)
+        xp.subtract(1, out, out=out)
+        return out
+
+    return Activation("tanh", fn, prime)
+
+
+def _relu(xp) -> Activation:
+    def fn(z, out):
+        return xp.maximum(z, 0, out=out)
+
+    def prime(z, a, out):  # Heaviside step, 0 at z = 0
+        if out is None:
+            return (z > 0).astype(z.dtype)
+        return xp.greater(z, 0, out=out)
+
+    return Activation("relu", fn, prime)
+
+
+def _linear(xp) -> Activation:
+    def fn(z, out):
+        if out is None:
+            return z.copy()
+        out[...] = z
+        return out
+
+    def prime(z, a, out):
+        if out is None:
+            return xp.ones_like(z)
+        out.fill(1)
+        return out
+
+    return Activation("linear", fn, prime)
+
+
+_FACTORIES = {"sigmoid": _sigmoid, "tanh": _tanh, "relu": _relu, "linear": _linear}
+
+
+@lru_cache(maxsize=None)
+def get_activation(name: str, xp=numpy) -> Activation:
+    """The activation called ``name`` (one of :data:`NAMES`) working on ``xp`` arrays."""
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(NAMES)}") from None
+    return factory(xp)

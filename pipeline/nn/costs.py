@@ -1,0 +1,123 @@
+"""Cost functions: their value and their output error delta^L = dC/dz^L (book eq. BP1).
+
+``y`` is the one-hot target matrix (m, classes), ``z`` and ``a`` the output layer's weighted
+input and activation. ``value`` returns the cost *summed* over the examples (callers divide by
+the number of examples: network2.py's ``total_cost`` is a mean); ``delta`` writes
+``scale * dC_x/dz`` into ``out``, with ``scale = 1/m`` for the mean mini-batch cost.
+
+- quadratic (ch. 1, eq. 6):  C_x = 0.5 ||a - y||^2,  delta = (a - y) * sigma'(z)  (any fc output)
+- cross_entropy (ch. 3, eq. 63):  C_x = sum_j -y_j ln a_j - (1 - y_j) ln(1 - a_j),
+  delta = a - y  (eq. 66; sigmoid fc output only). Evaluated from z as
+  sum_j softplus(z_j) - y_j z_j, which is exact and finite for saturated sigmoids.
+- log_likelihood (ch. 3, eq. 80):  C_x = -ln a_y,  delta = a - y  (eq. 81; softmax output only).
+  Evaluated from z as logsumexp(z) - z_y, finite for logits of any size.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy
+
+NAMES = ("quadratic", "cross_entropy", "log_likelihood")
+
+
+class Cost:
+    """A cost bound to an array module ``xp``; subclasses define ``value`` and ``delta``."""
+
+    name: str = ""
+    output_type: str = "fc"  # the type the output layer must have: "fc" or "softmax"
+    output_activations: tuple[str, ...] | None = None  # allowed fc activations (None: any)
+
+    def __init__(self, xp=numpy):
+        self.xp = xp
+
+    @classmethod
+    def requirement(cls) -> str:
+        """Human-readable statement of the output layer this cost needs."""
+        if cls.output_type == "softmax":
+            return "a softmax output layer"
+        if cls.output_activations is None:
+            return "an fc output layer"
+        return f"an fc output layer with activation {' or '.join(cls.output_activations)}"
+
+    @classmethod
+    def accepts(cls, layer_type: str, activation: str | None) -> bool:
+        """Whether an output layer of ``layer_type`` with ``activation`` suits this cost."""
+        if layer_type != cls.output_type:
+            return False
+        return cls.output_activations is None or activation in cls.output_activations
+
+    def value(self, z, a, y):
+        """Sum over the examples of C_x."""
+        raise NotImplementedError
+
+    def delta(self, z, a, y, layer, scale, out=None):
+        """``scale`` * dC_x/dz for every example, written into ``out`` when given."""
+        raise NotImplementedError
+
+    def _a_minus_y(self, a, y, scale, out):
+        out = self.xp.subtract(a, y, out=out)
+        out *= scale
+        return out
+
+
+class QuadraticCost(Cost):
+    name = "quadratic"
+
+    def value(self, z, a, y):
+        d = a - y
+        return 0.5 * (d * d).sum()
+
+    def delta(self, z, a, y, layer, scale, out=None):
+        """BP1: (a - y) * sigma'(z), times ``scale``."""
+        out = self._a_minus_y(a, y, scale, out)
+        out *= layer.activation_prime()
+        return out
+
+
+class CrossEntropyCost(Cost):
+    name = "cross_entropy"
+    output_activations = ("sigmoid",)
+
+    def value(self, z, a, y):
+        return (self.xp.logaddexp(0, z) - y * z).sum()
+
+    def delta(self, z, a, y, layer, scale, out=None):
+        """BP1 with the sigmoid's sigma'(z) cancelled (eq. 66): a - y, times ``scale``."""
+        return self._a_minus_y(a, y, scale, out)
+
+
+class LogLikelihoodCost(Cost):
+    name = "log_likelihood"
+    output_type = "softmax"
+
+    def value(self, z, a, y):
+        xp = self.xp
+        zmax = z.max(axis=1, keepdims=True)
+        lse = xp.log(xp.exp(z - zmax).sum(axis=1)) + zmax[:, 0]
+        return lse.sum() - (y * z).sum()
+
+    def delta(self, z, a, y, layer, scale, out=None):
+        """BP1 for softmax + log-likelihood (eq. 81): a - y, times ``scale``."""
+        return self._a_minus_y(a, y, scale, out)
+
+
+_CLASSES = {c.name: c for c in (QuadraticCost, CrossEntropyCost, LogLikelihoodCost)}
+
+
+@lru_cache(maxsize=None)
+def get_cost(name: str, xp=numpy) -> Cost:
+    """The cost called ``name`` (one of :data:`NAMES`) working on ``xp`` arrays."""
+    try:
+        return _CLASSES[name](xp)
+    except KeyError:
+        raise ValueError(f"unknown cost {name!r}; allowed: {', '.join(NAMES)}") from None
+
+
+def cost_class(name: str) -> type[Cost]:
+    """The class of the cost called ``name`` (its output-layer requirement, for validation)."""
+    try:
+        return _CLASSES[name]
+    except KeyError:
+        raise ValueError(f"unknown cost {name!r}; allowed: {', '.join(NAMES)}") from None

@@ -1,0 +1,187 @@
+"""Model files: a directory with ``weights.npz`` and ``model.json``.
+
+``weights.npz`` holds one float array per parameter (``layers.<i>.<key>``); it is always read
+with ``allow_pickle=False``, so a file carrying a pickled object array is refused rather than
+executed. ``model.json`` holds the format name and version, the validated spec (enough to
+rebuild the network), every parameter's shape and dtype, the SHA-256 of ``weights.npz``, and
+free-form metadata (metrics, data digest, ...). Both files are written atomically (temporary
+file in the same directory, then ``os.replace``), weights first, so a reader never sees a
+half-written file and a crash between the two shows up as a digest mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy
+
+from pipeline.nn.build import build_network
+from pipeline.nn.network import Network
+from pipeline.nn.spec import SpecError, validate_spec
+
+FORMAT = "nielsen-mnist-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.npz"
+META_FILE = "model.json"
+
+
+class ModelFileError(ValueError):
+    """A model directory that is missing, malformed, or does not match its own description."""
+
+
+class LoadedModel(NamedTuple):
+    network: Network
+    spec: dict
+    metadata: dict
+    info: dict  # the whole parsed model.json
+
+
+def _json_default(value: Any):
+    if isinstance(value, numpy.generic):
+        return value.item()
+    if isinstance(value, numpy.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(directory, net: Network, spec, metadata: dict | None = None) -> Path:
+    """Write ``net``'s weights and description into ``directory`` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = validate_spec(spec)
+    state = net.state_dict()
+    shapes = net.param_shapes()
+    built = build_network(spec, seed=0, xp=numpy, dtype=net.dtype).param_shapes()
+    if built != shapes:
+        raise ValueError(f"the spec describes parameters {built}, but the network has {shapes}")
+    weights_path = directory / WEIGHTS_FILE
+    _atomic_write(weights_path, lambda fh: numpy.savez(fh, **state))
+    info = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec": spec,
+        "dtype": str(net.dtype),
+        "params": {name: {"shape": list(shape), "dtype": str(state[name].dtype)} for name, shape in shapes.items()},
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": sha256_file(weights_path),
+        "metadata": metadata or {},
+    }
+    text = json.dumps(info, indent=2, sort_keys=False, default=_json_default, allow_nan=True) + "\n"
+    _atomic_write(directory / META_FILE, lambda fh: fh.write(text.encode()))
+    return directory
+
+
+def _read_info(directory: Path) -> dict:
+    path = directory / META_FILE
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not found (a model directory holds {META_FILE} and {WEIGHTS_FILE})")
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a {FORMAT} file (format={info.get('format') if isinstance(info, dict) else None!r})")
+    if info.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format_version {info.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    for key in ("spec", "params", "weights_sha256"):
+        if key not in info:
+            raise ModelFileError(f"{path}: missing key {key!r}")
+    return info
+
+
+def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, numpy.ndarray]:
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not found")
+    if not zipfile.is_zipfile(path):  # numpy.load would try to read anything else as a pickle
+        raise ModelFileError(f"{path}: not a readable .npz file (not a zip archive)")
+    state = {}
+    try:
+        with numpy.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
+            if missing:
+                raise ModelFileError(f"{path}: missing array(s) {missing}")
+            if unexpected:
+                raise ModelFileError(f"{path}: unexpected array(s) {unexpected}")
+            for name in expected:
+                try:
+                    state[name] = npz[name]
+                except ValueError as exc:  # numpy refuses object arrays without allow_pickle
+                    raise ModelFileError(
+                        f"{path}: array {name!r} is a pickled object array; refused (allow_pickle=False): {exc}"
+                    ) from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ModelFileError(f"{path}: not a readable .npz file ({exc})") from None
+    for name, shape in expected.items():
+        a = state[name]
+        if not numpy.issubdtype(a.dtype, numpy.floating):
+            raise ModelFileError(f"{path}: array {name!r} has dtype {a.dtype}, expected a floating-point type")
+        if tuple(a.shape) != tuple(shape):
+            raise ModelFileError(f"{path}: array {name!r} has shape {tuple(a.shape)}, expected {tuple(shape)}")
+        if not numpy.isfinite(a).all():
+            raise ModelFileError(f"{path}: array {name!r} contains NaN or infinite values")
+    return state
+
+
+def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> LoadedModel:
+    """Rebuild the network described in ``directory`` and load its weights, checking everything.
+
+    Raises :class:`ModelFileError` for a missing, malformed or mismatched file: unknown format,
+    invalid spec, parameter names or shapes that differ between spec, ``model.json`` and
+    ``weights.npz``, non-float or pickled arrays, or a weights digest that does not match.
+    """
+    directory = Path(directory)
+    info = _read_info(directory)
+    meta_path = directory / META_FILE
+    try:
+        spec = validate_spec(info["spec"])
+    except SpecError as exc:
+        raise ModelFileError(f"{meta_path}: invalid spec: {exc}") from None
+    if xp is None:
+        device = device or "cpu"
+    net = build_network(spec, seed=0, xp=xp, device=device, dtype=dtype or info.get("dtype"))
+    expected = net.param_shapes()
+    declared = info["params"]
+    try:
+        declared_shapes = {k: tuple(v["shape"]) for k, v in declared.items()}
+    except (AttributeError, KeyError, TypeError):
+        raise ModelFileError(f"{meta_path}: 'params' is malformed: {declared!r}") from None
+    if declared_shapes != expected:
+        raise ModelFileError(f"{meta_path}: 'params' {declared_shapes} do not match the spec's network {expected}")
+    weights_path = directory / WEIGHTS_FILE
+    state = _read_weights(weights_path, expected)
+    digest = sha256_file(weights_path)
+    if digest != info["weights_sha256"]:
+        raise ModelFileError(f"{weights_path}: SHA-256 {digest} does not match model.json ({info['weights_sha256']})")
+    net.load_state_dict(state)
+    return LoadedModel(net, spec, info.get("metadata") or {}, info)

@@ -1,0 +1,220 @@
+"""Fully connected layers: sigmoid/tanh/relu/linear units, and the softmax output layer.
+
+Both compute the weighted input z = x w + b with w of shape (n_in, n_out) (so a mini-batch is
+one matrix product, ``x @ w``; the book writes w x + b with w of shape (n_out, n_in)) and keep
+the contract of :mod:`pipeline.nn.base`: ``backward`` gets delta = dC/dz and fills
+dC/dw = x^T delta (BP4) and dC/db = sum_x delta (BP3), and returns delta w^T (the W^T delta
+part of BP2).
+
+Dropout acts on the layer's *input* with probability ``dropout`` of dropping each unit:
+
+- classic (network3.py, Hinton et al. 2012): training multiplies the input by a Bernoulli mask
+  with keep probability 1 - p; at test time the input is scaled by 1 - p instead;
+- inverted: training multiplies by mask / (1 - p); test time leaves the input alone.
+
+Either way the expected training-time input equals the test-time input. Masks are drawn from
+``self.rng``, a generator the owning network sets (so a gradient check can re-seed it and hold
+the masks fixed).
+
+Initial parameters (``init_params``):
+
+======== ============================== ===========================================
+scheme   weights                        biases
+======== ============================== ===========================================
+large    N(0, 1)                        N(0, 1)          (network.py, ch. 1 and 3)
+default  N(0, 1) / sqrt(n_in)           N(0, 1)          (network2.py, ch. 3 eq. 68)
+network3 N(0, sqrt(1/n_out)) (fc)       N(0, 1) (fc)     (network3.py; n_out is the
+         zero (softmax)                 zero (softmax)   original's slip, kept on purpose)
+======== ============================== ===========================================
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from pipeline.nn.activations import get_activation
+
+INIT_SCHEMES = ("large", "default", "network3")
+DROPOUT_MODES = ("classic", "inverted")
+
+
+def normal(rng, shape, std: float, xp=numpy, dtype=numpy.float32):
+    """N(0, std^2) samples of ``shape`` as an ``xp`` array of ``dtype``.
+
+    Drawn in float64 on the host from ``rng`` and then cast, so float32 and float64 runs with
+    one seed start from the same numbers (rounded), on the CPU and on a GPU.
+    """
+    if std == 0.0:
+        return xp.zeros(shape, dtype=dtype)
+    return xp.asarray(rng.standard_normal(shape) * std, dtype=dtype)
+
+
+def check_dropout(dropout: float, dropout_mode: str) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if dropout_mode not in DROPOUT_MODES:
+        raise ValueError(f"dropout_mode: unknown {dropout_mode!r}; allowed: {', '.join(DROPOUT_MODES)}")
+
+
+class FullyConnected:
+    """z = x w + b, a = sigma(z): every input unit feeds every output unit."""
+
+    kind = "fc"
+    decayed = ("w",)
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        activation: str = "sigmoid",
+        dropout: float = 0.0,
+        dropout_mode: str = "classic",
+        xp=numpy,
+        dtype=numpy.float32,
+    ):
+        if n_in < 1 or n_out < 1:
+            raise ValueError(f"{self.kind} layer needs n_in, n_out >= 1, got {n_in}, {n_out}")
+        check_dropout(dropout, dropout_mode)
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.in_shape, self.out_shape = (self.n_in,), (self.n_out,)
+        self.activation_name = activation
+        self.dropout, self.dropout_mode = float(dropout), dropout_mode
+        self.xp, self.dtype = xp, numpy.dtype(dtype)
+        self._bind_activation()
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.rng = None  # dropout-mask generator, set by the network
+        self.z = None  # weighted input of the last forward pass (the cost reads the output layer's)
+        self._m = -1  # mini-batch size the training buffers are allocated for
+
+    def _bind_activation(self) -> None:
+        self.activation = get_activation(self.activation_name, self.xp)
+
+    # -- parameters -------------------------------------------------------------------------
+    def init_stds(self, scheme: str) -> tuple[float, float]:
+        """Standard deviations (weights, biases) of the initial parameters under ``scheme``."""
+        if scheme == "large":
+            return 1.0, 1.0
+        if scheme == "default":
+            return 1.0 / math.sqrt(self.n_in), 1.0
+        if scheme == "network3":
+            return math.sqrt(1.0 / self.n_out), 1.0
+        raise ValueError(f"init: unknown {scheme!r}; allowed: {', '.join(INIT_SCHEMES)}")
+
+    def init_params(self, scheme: str, rng, xp=None, dtype=None) -> None:
+        """Draw w (n_in, n_out), then b (n_out,), from ``rng`` (see the module's table)."""
+        if xp is not None and xp is not self.xp:
+            self.xp = xp
+            self._bind_activation()
+        if dtype is not None:
+            self.dtype = numpy.dtype(dtype)
+        w_std, b_std = self.init_stds(scheme)
+        w = normal(rng, (self.n_in, self.n_out), w_std, self.xp, self.dtype)
+        b = normal(rng, (self.n_out,), b_std, self.xp, self.dtype)
+        self.params = {"w": w, "b": b}
+        self.grads = {"w": self.xp.zeros_like(w), "b": self.xp.zeros_like(b)}
+        self._m = -1
+
+    # -- forward ----------------------------------------------------------------------------
+    def _allocate(self, m: int) -> None:
+        xp, dt = self.xp, self.dtype
+        self._z = xp.empty((m, self.n_out), dt)
+        self._a = xp.empty((m, self.n_out), dt)
+        self._prime = xp.empty((m, self.n_out), dt)
+        self._dx = xp.empty((m, self.n_in), dt)
+        self._m = m
+
+    def _drop(self, x):
+        """Training-time dropout of the input; keeps the (scaled) mask for backward."""
+        keep = 1.0 - self.dropout
+        mask = self.rng.random(x.shape, dtype=self.dtype) < keep
+        if self.dropout_mode == "inverted":
+            mask = mask * self.xp.asarray(1.0 / keep, dtype=self.dtype)
+        else:
+            mask = mask.astype(self.dtype)
+        self._mask = mask
+        return x * mask
+
+    def _activate(self, z, out):
+        return self.activation.fn(z, out)
+
+    def forward(self, x, train: bool = False):
+        """a = sigma(x w + b); with ``train``, the result lives in a reused buffer."""
+        self._in_batch_shape = x.shape
+        if x.ndim != 2:
+            x = x.reshape(x.shape[0], -1)
+        if self.dropout:
+            if train:
+                x = self._drop(x)
+            elif self.dropout_mode == "classic":
+                x = x * self.xp.asarray(1.0 - self.dropout, dtype=self.dtype)
+        w, b = self.params["w"], self.params["b"]
+        if not train:
+            z = x @ w
+            z += b
+            self.z = z
+            return self._activate(z, None)
+        if x.shape[0] != self._m:
+            self._allocate(x.shape[0])
+        self._x = x
+        z = self.xp.matmul(x, w, out=self._z)
+        z += b
+        self.z = z
+        return self._activate(z, self._a)
+
+    # -- backward ---------------------------------------------------------------------------
+    def backward(self, delta, need_input_grad: bool = True):
+        """BP3, BP4 into ``grads``; return delta w^T (times the dropout mask), or None."""
+        xp, grads = self.xp, self.grads
+        xp.matmul(self._x.T, delta, out=grads["w"])
+        delta.sum(axis=0, out=grads["b"])
+        if not need_input_grad:
+            return None
+        dx = xp.matmul(delta, self.params["w"].T, out=self._dx)
+        if self.dropout:
+            dx *= self._mask
+        if len(self._in_batch_shape) != 2:
+            dx = dx.reshape(self._in_batch_shape)
+        return dx
+
+    def activation_prime(self):
+        """sigma'(z) of the last training forward pass."""
+        return self.activation.prime(self._z, self._a, self._prime)
+
+    def __repr__(self) -> str:
+        drop = f", dropout={self.dropout} ({self.dropout_mode})" if self.dropout else ""
+        return f"{type(self).__name__}({self.n_in} -> {self.n_out}, {self.activation_name}{drop})"
+
+
+class Softmax(FullyConnected):
+    """Softmax output layer: a_j = e^{z_j} / sum_k e^{z_k} (ch. 3 eq. 78), z = x w + b.
+
+    Only an output layer (it has no elementwise sigma'); pair it with the log-likelihood cost.
+    Computed as exp(z - max z) / sum, which is exact and finite for logits of any size.
+    """
+
+    kind = "softmax"
+
+    def __init__(self, n_in, n_out, dropout=0.0, dropout_mode="classic", xp=numpy, dtype=numpy.float32):
+        super().__init__(n_in, n_out, "linear", dropout, dropout_mode, xp, dtype)
+        self.activation_name = "softmax"
+
+    def _bind_activation(self) -> None:
+        self.activation = None
+
+    def init_stds(self, scheme: str) -> tuple[float, float]:
+        if scheme == "network3":
+            return 0.0, 0.0
+        return super().init_stds(scheme)
+
+    def _activate(self, z, out):
+        xp = self.xp
+        out = xp.subtract(z, z.max(axis=1, keepdims=True), out=out)
+        xp.exp(out, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+        return out
+
+    def activation_prime(self):
+        raise TypeError("a softmax layer is an output layer only: it has no elementwise sigma'(z)")

@@ -1,0 +1,315 @@
+"""A network and its training as plain data, validated before anything runs.
+
+:func:`validate_spec` checks a mapping (a dict from YAML, or an OmegaConf ``DictConfig``) and
+returns a new plain ``dict`` with every default filled in. Every error is a :class:`SpecError`
+(a ``ValueError``) whose message starts with the key path, e.g.
+``model.layers[1].activation: unknown 'relux'; allowed: sigmoid, tanh, relu, linear``.
+
+Schema (defaults in brackets; ``<required>`` has none)::
+
+    model:
+      input_shape: [1, 28, 28]     # [C, H, W] or [n]; an fc first layer flattens it
+      layers: <required>           # non-empty list; the last one is the output layer
+        - {type: conv, filters: <required>, kernel: [5], pool: [2], activation: [sigmoid], dropout: [0.0]}
+        - {type: fc, units: <required>, activation: [sigmoid], dropout: [0.0]}
+        - {type: softmax, units: <required>, dropout: [0.0]}
+      cost: <required>             # quadratic | cross_entropy | log_likelihood
+      init: [default]              # large | default | network3
+    training:
+      epochs: <required>           # >= 1
+      batch_size: <required>       # >= 1
+      eta: <required>              # > 0
+      momentum: [0.0]              # [0, 1)
+      regularization: {kind: [none], lmbda: [0.0], scaling: [network2]}
+      dropout_mode: [classic]      # classic | inverted
+      shuffle: [true]              # reshuffle every epoch (network.py/network2.py) or fixed order (network3.py)
+      early_stopping: {patience: [0]}   # 0 = off
+      eta_schedule: {kind: [constant]}  # or {kind: halve_on_plateau, patience: [10], min_fraction: [0.0078125]}
+      monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [false], gradient_norms: [false]}
+      eval_every: [1]              # evaluate (and record) every k-th epoch and the last one
+      seed: [1]                    # >= 0
+      dtype: [float32]             # float32 | float64
+      device: [cpu]                # cpu | gpu
+
+Shape rules: a conv layer needs a 3-d input (so it cannot follow an fc layer); its "valid"
+convolution output (H - kernel + 1) must be at least and a multiple of ``pool``. A softmax
+layer can only be last. The cost fixes the output layer: quadratic -> fc (any activation),
+cross_entropy -> fc with sigmoid, log_likelihood -> softmax.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.nn.activations import NAMES as ACTIVATIONS
+from pipeline.nn.costs import NAMES as COSTS
+from pipeline.nn.costs import cost_class
+from pipeline.nn.layers import DROPOUT_MODES, INIT_SCHEMES
+from pipeline.nn.regularization import KINDS as REG_KINDS
+from pipeline.nn.regularization import SCALINGS
+
+REQUIRED = object()
+LAYER_TYPES = ("conv", "fc", "softmax")
+SCHEDULES = ("constant", "halve_on_plateau")
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "gpu")
+MONITOR_KEYS = ("training_cost", "training_accuracy", "validation_cost", "gradient_norms")
+
+
+class SpecError(ValueError):
+    """An invalid spec; ``path`` is the offending key path (e.g. ``model.layers[0].units``)."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+# -- scalar checks -------------------------------------------------------------------------------
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _int(value, path, lo=None, hi=None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(path, f"expected an integer, got {_type_name(value)} {value!r}")
+    if lo is not None and value < lo:
+        raise SpecError(path, f"must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise SpecError(path, f"must be <= {hi}, got {value}")
+    return int(value)
+
+
+def _float(value, path, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = " (YAML reads 1e-4 as a string: write 1.0e-4)" if isinstance(value, str) else ""
+        raise SpecError(path, f"expected a number, got {_type_name(value)} {value!r}{hint}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise SpecError(path, f"must be finite, got {value}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise SpecError(path, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        raise SpecError(path, f"must be {'<' if hi_open else '<='} {hi}, got {value}")
+    return value
+
+
+def _bool(value, path) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(path, f"expected true or false, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _choice(value, path, allowed) -> str:
+    if not isinstance(value, str):
+        raise SpecError(path, f"expected one of {', '.join(allowed)}; got {_type_name(value)} {value!r}")
+    if value not in allowed:
+        raise SpecError(path, f"unknown {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _mapping(value, path, fields: dict[str, Any]) -> dict:
+    """Check ``value`` is a mapping with only ``fields``' keys; fill defaults; REQUIRED must be there."""
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"expected a mapping, got {_type_name(value)} {value!r}")
+    unknown = [k for k in value if k not in fields]
+    if unknown:
+        raise SpecError(_join(path, unknown[0]), f"unknown key; allowed keys: {', '.join(fields)}")
+    out = {}
+    for key, default in fields.items():
+        if key in value:
+            out[key] = value[key]
+        elif default is REQUIRED:
+            raise SpecError(_join(path, key), "required key is missing")
+        else:
+            out[key] = copy.deepcopy(default)
+    return out
+
+
+def _sequence(value, path) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise SpecError(path, f"expected a list, got {_type_name(value)} {value!r}")
+    return list(value)
+
+
+def _join(path: str, key) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+# -- model ---------------------------------------------------------------------------------------
+_LAYER_FIELDS = {
+    "conv": {"type": REQUIRED, "filters": REQUIRED, "kernel": 5, "pool": 2, "activation": "sigmoid", "dropout": 0.0},
+    "fc": {"type": REQUIRED, "units": REQUIRED, "activation": "sigmoid", "dropout": 0.0},
+    "softmax": {"type": REQUIRED, "units": REQUIRED, "dropout": 0.0},
+}
+
+
+def _layer(value, path: str, in_shape: tuple[int, ...]) -> tuple[dict, tuple[int, ...]]:
+    """Validate one layer given its input shape; return it (defaults filled) and its output shape."""
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"expected a mapping with a 'type' key, got {_type_name(value)} {value!r}")
+    if "type" not in value:
+        raise SpecError(_join(path, "type"), f"required key is missing; allowed: {', '.join(LAYER_TYPES)}")
+    kind = _choice(value["type"], _join(path, "type"), LAYER_TYPES)
+    layer = _mapping(value, path, _LAYER_FIELDS[kind])
+    layer["dropout"] = _float(layer["dropout"], _join(path, "dropout"), 0.0, 1.0, hi_open=True)
+    if "activation" in layer:
+        layer["activation"] = _choice(layer["activation"], _join(path, "activation"), ACTIVATIONS)
+    if kind != "conv":
+        layer["units"] = _int(layer["units"], _join(path, "units"), 1)
+        return layer, (layer["units"],)
+    layer["filters"] = _int(layer["filters"], _join(path, "filters"), 1)
+    layer["kernel"] = _int(layer["kernel"], _join(path, "kernel"), 1)
+    layer["pool"] = _int(layer["pool"], _join(path, "pool"), 1)
+    if len(in_shape) != 3:
+        raise SpecError(
+            _join(path, "type"),
+            f"a conv layer needs a 3-d (channels, height, width) input, but its input has shape "
+            f"{list(in_shape)} (a conv layer cannot follow an fc layer; give model.input_shape as [C, H, W])",
+        )
+    channels, height, width = in_shape
+    out_hw = []
+    for size, name in ((height, "height"), (width, "width")):
+        conv = size - layer["kernel"] + 1
+        if conv < layer["pool"] or conv % layer["pool"]:
+            raise SpecError(
+                _join(path, "kernel"),
+                f"input {name} {size} with kernel {layer['kernel']} gives a {conv}-wide convolution, "
+                f"which pool {layer['pool']} does not divide into >= 1 whole windows (input shape {list(in_shape)})",
+            )
+        out_hw.append(conv // layer["pool"])
+    return layer, (layer["filters"], *out_hw)
+
+
+def _model(value, path="model") -> dict:
+    model = _mapping(value, path, {"input_shape": [1, 28, 28], "layers": REQUIRED, "cost": REQUIRED, "init": "default"})
+    shape_path = _join(path, "input_shape")
+    shape = _sequence(model["input_shape"], shape_path)
+    if len(shape) not in (1, 3):
+        raise SpecError(shape_path, f"expected [n] or [channels, height, width], got {shape!r}")
+    model["input_shape"] = [_int(s, f"{shape_path}[{i}]", 1) for i, s in enumerate(shape)]
+    model["cost"] = _choice(model["cost"], _join(path, "cost"), COSTS)
+    model["init"] = _choice(model["init"], _join(path, "init"), INIT_SCHEMES)
+    layers_path = _join(path, "layers")
+    raw_layers = _sequence(model["layers"], layers_path)
+    if not raw_layers:
+        raise SpecError(layers_path, "needs at least one layer (the output layer)")
+    shape_now: tuple[int, ...] = tuple(model["input_shape"])
+    layers = []
+    for i, raw in enumerate(raw_layers):
+        layer, shape_now = _layer(raw, f"{layers_path}[{i}]", shape_now)
+        if layer["type"] == "softmax" and i != len(raw_layers) - 1:
+            raise SpecError(f"{layers_path}[{i}].type", "a softmax layer can only be the last (output) layer")
+        layers.append(layer)
+    last = layers[-1]
+    last_path = f"{layers_path}[{len(layers) - 1}]"
+    if last["type"] == "conv":
+        raise SpecError(f"{last_path}.type", "the last layer is the output layer: it must be fc or softmax")
+    if last["units"] < 2:
+        raise SpecError(f"{last_path}.units", f"the output layer needs >= 2 units (one per class), got {last['units']}")
+    cost = cost_class(model["cost"])
+    if not cost.accepts(last["type"], last.get("activation")):
+        have = last["type"] + (f" with activation {last['activation']}" if "activation" in last else "")
+        raise SpecError(
+            _join(path, "cost"), f"{model['cost']!r} needs {cost.requirement()}, but {last_path} is {have}"
+        )
+    model["layers"] = layers
+    return model
+
+
+# -- training ------------------------------------------------------------------------------------
+def _training(value, path="training") -> dict:
+    t = _mapping(
+        value,
+        path,
+        {
+            "epochs": REQUIRED,
+            "batch_size": REQUIRED,
+            "eta": REQUIRED,
+            "momentum": 0.0,
+            "regularization": {},
+            "dropout_mode": "classic",
+            "shuffle": True,
+            "early_stopping": {},
+            "eta_schedule": {},
+            "monitor": {},
+            "eval_every": 1,
+            "seed": 1,
+            "dtype": "float32",
+            "device": "cpu",
+        },
+    )
+    p = lambda key: _join(path, key)  # noqa: E731
+    t["epochs"] = _int(t["epochs"], p("epochs"), 1)
+    t["batch_size"] = _int(t["batch_size"], p("batch_size"), 1)
+    t["eta"] = _float(t["eta"], p("eta"), 0.0, lo_open=True)
+    t["momentum"] = _float(t["momentum"], p("momentum"), 0.0, 1.0, hi_open=True)
+    t["dropout_mode"] = _choice(t["dropout_mode"], p("dropout_mode"), DROPOUT_MODES)
+    t["shuffle"] = _bool(t["shuffle"], p("shuffle"))
+    t["eval_every"] = _int(t["eval_every"], p("eval_every"), 1)
+    t["seed"] = _int(t["seed"], p("seed"), 0)
+    t["dtype"] = _choice(t["dtype"], p("dtype"), DTYPES)
+    t["device"] = _choice(t["device"], p("device"), DEVICES)
+
+    rp = p("regularization")
+    reg = _mapping(t["regularization"], rp, {"kind": "none", "lmbda": 0.0, "scaling": "network2"})
+    reg["kind"] = _choice(reg["kind"], _join(rp, "kind"), REG_KINDS)
+    reg["lmbda"] = _float(reg["lmbda"], _join(rp, "lmbda"), 0.0)
+    reg["scaling"] = _choice(reg["scaling"], _join(rp, "scaling"), SCALINGS)
+    if reg["kind"] == "none" and reg["lmbda"] > 0:
+        raise SpecError(_join(rp, "lmbda"), f"is {reg['lmbda']} but kind is 'none'; set kind: l1 or l2, or lmbda: 0")
+    t["regularization"] = reg
+
+    ep = p("early_stopping")
+    early = _mapping(t["early_stopping"], ep, {"patience": 0})
+    early["patience"] = _int(early["patience"], _join(ep, "patience"), 0)
+    t["early_stopping"] = early
+
+    sp = p("eta_schedule")
+    raw = t["eta_schedule"]
+    if not isinstance(raw, Mapping):
+        raise SpecError(sp, f"expected a mapping like {{kind: constant}}, got {_type_name(raw)} {raw!r}")
+    kind = _choice(raw.get("kind", "constant"), _join(sp, "kind"), SCHEDULES)
+    if kind == "constant":
+        sched = _mapping(raw, sp, {"kind": "constant"})
+    else:
+        sched = _mapping(raw, sp, {"kind": kind, "patience": 10, "min_fraction": 1.0 / 128})
+        sched["patience"] = _int(sched["patience"], _join(sp, "patience"), 1)
+        sched["min_fraction"] = _float(sched["min_fraction"], _join(sp, "min_fraction"), 0.0, 1.0, lo_open=True)
+    t["eta_schedule"] = sched
+
+    mp = p("monitor")
+    monitor = _mapping(t["monitor"], mp, {k: False for k in MONITOR_KEYS})
+    t["monitor"] = {k: _bool(v, _join(mp, k)) for k, v in monitor.items()}
+    return t
+
+
+def validate_spec(spec) -> dict:
+    """Check a whole spec ({model, training}); return a plain dict with defaults filled in."""
+    if not isinstance(spec, Mapping):
+        raise SpecError("spec", f"expected a mapping with keys model, training; got {_type_name(spec)}")
+    top = _mapping(spec, "", {"model": REQUIRED, "training": REQUIRED})
+    return {"model": _model(top["model"]), "training": _training(top["training"])}
+
+
+def validate_model(model) -> dict:
+    """Check the ``model`` part alone."""
+    return _model(model)
+
+
+def validate_training(training) -> dict:
+    """Check the ``training`` part alone."""
+    return _training(training)
+
+
+def layer_shapes(model: dict) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(input shape, output shape) of every layer of a validated ``model``."""
+    shape = tuple(model["input_shape"])
+    shapes = []
+    for i, raw in enumerate(model["layers"]):
+        _, out = _layer(raw, f"model.layers[{i}]", shape)
+        shapes.append((shape, out))
+        shape = out
+    return shapes

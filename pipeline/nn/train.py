@@ -1,0 +1,344 @@
+"""Mini-batch stochastic gradient descent with the book's update rules and bookkeeping.
+
+One step on a mini-batch of m examples (``backprop`` gives dC/dw for the *mean* cost C_0):
+
+- plain SGD (ch. 1 eq. 20-21):    w <- w - eta dC_0/dw,   b <- b - eta dC_0/db
+- L2, L1 weight decay:            see :mod:`pipeline.nn.regularization` (biases never decay)
+- momentum (ch. 3, eq. 107-108):  v <- mu v - eta dC/dw,  w <- w + v   (C includes the decay term)
+
+Epochs visit the training set in mini-batches of ``batch_size`` (the last one may be smaller),
+either reshuffled every epoch (network.py, network2.py) or in a fixed order (network3.py).
+After every epoch (or every ``eval_every``-th epoch and the last; for runs of thousands of
+tiny epochs, like chapter 3's 100-image training sets) a record is made (accuracies are fractions in [0, 1]):
+``epoch`` (0-based), ``eta``, ``seconds`` (training loop only), ``eval_seconds``,
+``validation_accuracy``, ``test_accuracy`` (when those sets are given), and when monitored
+``training_cost``, ``training_accuracy``, ``validation_cost``, ``gradient_norms``
+(||dC/db^l|| per layer over the first 1000 training examples).
+
+Costs include the regularisation term as network2.py's ``total_cost`` does: c = lmbda / n with
+n the size of the set being evaluated (``network2`` scaling), or the training coefficient
+lmbda / (n_train // m) (``network3`` scaling).
+
+The best-validation epoch is the last one whose validation accuracy is >= every earlier one
+(chapter 6's rule: ties go to the later epoch); its test accuracy and a copy of its weights are
+kept. Early stopping and the eta schedule count epochs without *strict* improvement of the best
+validation accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy
+
+from pipeline.nn.backend import to_numpy
+from pipeline.nn.network import Network, one_hot
+from pipeline.nn.regularization import Regularization
+from pipeline.nn.seeding import streams
+from pipeline.nn.spec import validate_training
+
+GRADIENT_NORM_EXAMPLES = 1000
+_TICK_BATCHES = 250  # progress-bar granularity, in mini-batches
+
+
+@dataclass
+class History:
+    """What a training run produced. ``best_weights`` is a state dict (see ``Network.state_dict``)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_validation_accuracy: float | None = None
+    test_at_best_validation: float | None = None
+    peak_test_accuracy: float | None = None
+    peak_test_epoch: int | None = None  # first epoch reaching the peak
+    best_weights: dict[str, numpy.ndarray] | None = None
+    interrupted: bool = False
+    stopped_early: str | None = None  # why training stopped before the last epoch, if it did
+    final_eta: float | None = None
+
+    def column(self, key: str) -> list:
+        """One metric over the epochs (``None`` where a record lacks it)."""
+        return [r.get(key) for r in self.records]
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar results (no weights, no per-epoch records), JSON-ready."""
+        return {
+            "epochs_run": len(self.records),
+            "best_epoch": self.best_epoch,
+            "best_validation_accuracy": self.best_validation_accuracy,
+            "test_at_best_validation": self.test_at_best_validation,
+            "peak_test_accuracy": self.peak_test_accuracy,
+            "peak_test_epoch": self.peak_test_epoch,
+            "interrupted": self.interrupted,
+            "stopped_early": self.stopped_early,
+            "final_eta": self.final_eta,
+        }
+
+
+class SGD:
+    """In-place parameter updates from the gradients ``backprop`` left in the layers."""
+
+    def __init__(self, net: Network, momentum: float = 0.0, regularization: Regularization | None = None, coef: float = 0.0):
+        xp = net.xp
+        reg = regularization or Regularization()
+        self.xp = xp
+        self.momentum = float(momentum)
+        self.kind = reg.kind if reg.active and coef > 0 else "none"
+        self.coef = float(coef)
+        self.decayed = [layer.params[k] for layer in net.layers for k in layer.decayed]
+        decayed_ids = {id(p) for p in self.decayed}
+        # (param, grad, scratch, velocity, decays) for every parameter
+        self.slots = [
+            (
+                layer.params[k],
+                layer.grads[k],
+                xp.empty_like(layer.params[k]),
+                xp.zeros_like(layer.params[k]) if self.momentum else None,
+                id(layer.params[k]) in decayed_ids,
+            )
+            for layer in net.layers
+            for k in layer.params
+        ]
+        self._pairs = [(p, g, s) for p, g, s, _, _ in self.slots]
+
+    def step(self, eta: float) -> None:
+        """One update with learning rate ``eta``."""
+        if self.momentum:
+            self._momentum_step(eta)
+            return
+        xp = self.xp
+        if self.kind == "l2":  # w <- (1 - eta c) w
+            shrink = 1.0 - eta * self.coef
+            for w in self.decayed:
+                w *= shrink
+        elif self.kind == "l1":  # w <- w - eta c sgn(w)
+            k = eta * self.coef
+            for w in self.decayed:
+                w -= k * xp.sign(w)
+        multiply, subtract = xp.multiply, xp.subtract
+        for p, g, s in self._pairs:  # w <- w - eta dC_0/dw
+            multiply(g, eta, out=s)
+            subtract(p, s, out=p)
+
+    def _momentum_step(self, eta: float) -> None:
+        xp, mu, k = self.xp, self.momentum, eta * self.coef
+        for p, g, s, v, decays in self.slots:
+            xp.multiply(g, eta, out=s)  # s = eta dC/dw
+            if decays and self.kind == "l2":
+                s += k * p
+            elif decays and self.kind == "l1":
+                s += k * xp.sign(p)
+            v *= mu  # v <- mu v - eta dC/dw
+            v -= s
+            p += v  # w <- w + v
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _prepare(data, net: Network, name: str):
+    """(x on the device in the network's dtype, labels as a host int64 array)."""
+    try:
+        x, y = data
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an (x, y) pair") from None
+    x = net.xp.ascontiguousarray(net.xp.asarray(x, dtype=net.dtype))
+    y = numpy.asarray(to_numpy(y))
+    if y.ndim != 1 or not numpy.issubdtype(y.dtype, numpy.integer):
+        raise ValueError(f"{name}: labels must be a 1-d integer array, got shape {y.shape} dtype {y.dtype}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if y.size and (y.min() < 0 or y.max() >= net.classes):
+        raise ValueError(f"{name}: labels must lie in [0, {net.classes}), got [{y.min()}, {y.max()}]")
+    return x, y.astype(numpy.int64)
+
+
+def _training_config(training) -> dict:
+    if isinstance(training, Mapping) and "training" in training and "model" in training:
+        training = training["training"]
+    return validate_training(training)
+
+
+def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=None, tick=None) -> None:
+    """One pass of mini-batch SGD over (x, y one-hot), in ``order`` (an index array) or as stored."""
+    backprop, step = net.backprop, opt.step
+    n, m = x.shape[0], batch_size
+    chunk = m * _TICK_BATCHES
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        if order is None:
+            for lo in range(start, stop, m):
+                backprop(x[lo : lo + m], y[lo : lo + m])
+                step(eta)
+        else:
+            for lo in range(start, stop, m):
+                idx = order[lo : lo + m]
+                backprop(x.take(idx, axis=0), y.take(idx, axis=0))
+                step(eta)
+        if tick is not None:
+            tick((stop - start + m - 1) // m)
+
+
+def fit(
+    net: Network,
+    training,
+    train_data,
+    validation_data=None,
+    test_data=None,
+    *,
+    on_epoch: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] | None = _stderr,
+    progress: bool | None = None,
+) -> History:
+    """Train ``net`` in place by mini-batch SGD; return the :class:`History`.
+
+    ``training`` is the spec's ``training`` mapping (or a whole spec). Data are ``(x, y)``
+    pairs: x float (n, 784) or (n, C, H, W), y integer labels (n,). ``on_epoch(record)`` is
+    called after every epoch; ``log`` gets one progress line per epoch (``None``: silent);
+    ``progress`` shows a tqdm bar over the mini-batches (default: when stderr is a terminal).
+    Ctrl-C stops cleanly: the history so far comes back with ``interrupted=True`` and ``net``
+    keeps the weights it had reached.
+    """
+    t = _training_config(training)
+    x, labels = _prepare(train_data, net, "train_data")
+    val = _prepare(validation_data, net, "validation_data") if validation_data is not None else None
+    test = _prepare(test_data, net, "test_data") if test_data is not None else None
+    sched, early = t["eta_schedule"], t["early_stopping"]["patience"]
+    if val is None and (early or sched["kind"] != "constant"):
+        raise ValueError("training.early_stopping / training.eta_schedule need validation_data")
+    if x.shape[0] == 0:
+        raise ValueError("train_data is empty")
+
+    n, m = x.shape[0], t["batch_size"]
+    y = one_hot(labels, net.classes, net.xp, net.dtype)
+    reg = Regularization(**t["regularization"])
+    coef = reg.coefficient(n, m)
+    opt = SGD(net, t["momentum"], reg, coef)
+    shuffle_rng = streams(t["seed"]).shuffle
+    monitor = t["monitor"]
+    eta0 = eta = t["eta"]
+    epochs, eval_every = t["epochs"], t["eval_every"]
+    history = History(final_eta=eta)
+    train_seconds = 0.0
+    best_strict = -math.inf
+    since_best = since_halving = 0
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = None
+
+    def evaluate(epoch: int, seconds: float) -> dict:
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"epoch": epoch, "eta": eta, "seconds": seconds}
+        if monitor["training_cost"]:
+            record["training_cost"] = net.total_cost(x, labels, reg, coef)
+        if monitor["training_accuracy"]:
+            record["training_accuracy"] = net.accuracy(x, labels)
+        if val is not None:
+            record["validation_accuracy"] = net.accuracy(*val)
+            if monitor["validation_cost"]:
+                val_coef = reg.lmbda / val[0].shape[0] if reg.scaling == "network2" else coef
+                record["validation_cost"] = net.total_cost(*val, reg, val_coef)
+        if test is not None:
+            record["test_accuracy"] = net.accuracy(*test)
+        if monitor["gradient_norms"]:
+            k = min(GRADIENT_NORM_EXAMPLES, n)
+            record["gradient_norms"] = net.gradient_norms(x[:k], labels[:k])
+        record["eval_seconds"] = time.perf_counter() - t0
+        return record
+
+    try:
+        for epoch in range(epochs):
+            if progress:
+                from tqdm.auto import tqdm  # noqa: PLC0415
+
+                bar = tqdm(total=(n + m - 1) // m, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5)
+            t0 = time.perf_counter()
+            order = net.xp.asarray(shuffle_rng.permutation(n)) if t["shuffle"] else None
+            run_epoch(net, opt, x, y, m, eta, order, bar.update if bar is not None else None)
+            train_seconds += time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+                bar = None
+            if (epoch + 1) % eval_every and epoch != epochs - 1:
+                continue  # not an evaluation epoch: early stopping counts evaluations
+            record = evaluate(epoch, train_seconds)
+            train_seconds = 0.0
+            history.records.append(record)
+            _track_best(history, record, net)
+            if on_epoch is not None:
+                on_epoch(record)
+            if log is not None:
+                log(format_record(record, epochs))
+
+            if val is None:
+                continue
+            if record["validation_accuracy"] > best_strict:
+                best_strict = record["validation_accuracy"]
+                since_best = since_halving = 0
+            else:
+                since_best += 1
+                since_halving += 1
+            if early and since_best >= early:
+                history.stopped_early = f"early stopping: no validation improvement in {early} epochs"
+                break
+            if sched["kind"] == "halve_on_plateau" and since_halving >= sched["patience"]:
+                eta /= 2
+                since_halving = 0
+                history.final_eta = eta
+                if eta <= eta0 * sched["min_fraction"] * (1 + 1e-12):
+                    history.stopped_early = (
+                        f"eta schedule: eta reached {eta:g} = eta0 * {eta / eta0:g} "
+                        f"(<= min_fraction {sched['min_fraction']:g})"
+                    )
+                    break
+                if log is not None:
+                    log(f"eta halved to {eta:g} after {sched['patience']} epochs without improvement")
+    except KeyboardInterrupt:
+        history.interrupted = True
+        if log is not None:
+            log(f"interrupted after {len(history.records)} complete epoch(s)")
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
+
+
+def _track_best(history: History, record: dict, net: Network) -> None:
+    test_acc = record.get("test_accuracy")
+    if test_acc is not None and (history.peak_test_accuracy is None or test_acc > history.peak_test_accuracy):
+        history.peak_test_accuracy, history.peak_test_epoch = test_acc, record["epoch"]
+    val_acc = record.get("validation_accuracy")
+    if val_acc is None or math.isnan(val_acc):
+        return
+    if history.best_validation_accuracy is None or val_acc >= history.best_validation_accuracy:
+        history.best_epoch = record["epoch"]
+        history.best_validation_accuracy = val_acc
+        history.test_at_best_validation = test_acc
+        history.best_weights = net.state_dict()
+
+
+def format_record(record: dict, epochs: int | None = None) -> str:
+    """One progress line for an epoch record."""
+    parts = [f"epoch {record['epoch']}" + (f"/{epochs - 1}" if epochs else "")]
+    parts.append(f"eta {record['eta']:g}")
+    for key, label in (
+        ("training_cost", "train cost"),
+        ("training_accuracy", "train acc"),
+        ("validation_cost", "val cost"),
+        ("validation_accuracy", "val acc"),
+        ("test_accuracy", "test acc"),
+    ):
+        if key in record:
+            value = record[key]
+            parts.append(f"{label} {value:.2%}" if key.endswith("accuracy") else f"{label} {value:.4f}")
+    if "gradient_norms" in record:
+        norms = ", ".join("-" if g is None else f"{g:.3g}" for g in record["gradient_norms"])
+        parts.append(f"|dC/db| [{norms}]")
+    parts.append(f"{record['seconds']:.2f} s (+{record.get('eval_seconds', 0.0):.2f} s eval)")
+    return "  ".join(parts)

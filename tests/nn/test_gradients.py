@@ -1,0 +1,155 @@
+"""Finite-difference checks of backpropagation (float64): every activation, cost, regulariser
+and dropout mode, with the dropout masks held fixed by re-seeding the network's generator."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+
+from pipeline.nn import Regularization, build_network, one_hot
+from nnhelpers import blobs, make_spec
+
+TOLERANCE = 1e-6
+STEP = 1e-4  # fourth-order central differences: truncation ~STEP^4, rounding ~1e-16/STEP
+FLOOR = 1e-5  # |a - n| is taken relative to max(|a| + |n|, FLOOR); FD rounding noise is ~1e-16 |C| / STEP
+
+
+def numeric_and_analytic(net, x, y, reg=None, coef=0.0, seed=11):
+    """(analytic, numeric) gradient pairs of mean cost + c R(w), one per parameter."""
+
+    def objective():
+        net.seed_dropout(seed)  # same masks for every evaluation
+        value = net.batch_cost(x, y)
+        if reg is not None:
+            value += reg.penalty(net.weights(), coef)
+        return value
+
+    net.seed_dropout(seed)
+    net.backprop(x, y)
+    pairs = []
+    for _, layer, key in net.named_params():
+        analytic = layer.grads[key].copy()
+        if reg is not None and key in layer.decayed:
+            analytic += reg.gradient(layer.params[key], coef)
+        p = layer.params[key]
+        numeric = numpy.empty_like(p)
+        for idx in numpy.ndindex(p.shape):
+            old = p[idx]
+            values = []
+            for k in (2, 1, -1, -2):
+                p[idx] = old + k * STEP
+                values.append(objective())
+            p[idx] = old
+            f2, f1, fm1, fm2 = values
+            numeric[idx] = (-f2 + 8 * f1 - 8 * fm1 + fm2) / (12 * STEP)
+        pairs.append((analytic, numeric))
+    return pairs
+
+
+def max_relative_error(pairs) -> float:
+    worst = 0.0
+    for analytic, numeric in pairs:
+        denom = numpy.maximum(numpy.abs(analytic) + numpy.abs(numeric), FLOOR)
+        worst = max(worst, float((numpy.abs(analytic - numeric) / denom).max()))
+    return worst
+
+
+def check(spec, reg=None, n=7, seed=0):
+    net = build_network(spec)
+    shape = tuple(spec["model"]["input_shape"])
+    classes = spec["model"]["layers"][-1]["units"]
+    rng = numpy.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, (n, *shape))
+    y = one_hot(rng.integers(0, classes, n), classes, dtype=numpy.float64)
+    coef = reg.coefficient(n=40, batch_size=n) if reg is not None else 0.0
+    pairs = numeric_and_analytic(net, x, y, reg, coef)
+    assert any(numpy.abs(a).max() > 1e-3 for a, _ in pairs), "degenerate check: all gradients ~0"
+    return max_relative_error(pairs)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
+def test_quadratic_cost_every_hidden_and_output_activation(activation):
+    layers = [
+        {"type": "fc", "units": 5, "activation": activation},
+        {"type": "fc", "units": 4, "activation": activation},
+        {"type": "fc", "units": 3, "activation": activation},
+    ]
+    assert check(make_spec(layers, "quadratic")) < TOLERANCE
+
+
+@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu"])
+def test_cross_entropy_sigmoid_output(hidden):
+    layers = [{"type": "fc", "units": 5, "activation": hidden}, {"type": "fc", "units": 3, "activation": "sigmoid"}]
+    assert check(make_spec(layers, "cross_entropy", init="large")) < TOLERANCE
+
+
+@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu", "linear"])
+def test_log_likelihood_softmax_output(hidden):
+    layers = [
+        {"type": "fc", "units": 5, "activation": hidden},
+        {"type": "fc", "units": 4, "activation": hidden},
+        {"type": "softmax", "units": 3},
+    ]
+    assert check(make_spec(layers, "log_likelihood")) < TOLERANCE
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2"])
+@pytest.mark.parametrize("scaling", ["network2", "network3"])
+def test_regularised_cost(kind, scaling):
+    layers = [{"type": "fc", "units": 5, "activation": "tanh"}, {"type": "softmax", "units": 3}]
+    reg = Regularization(kind, 3.0, scaling)
+    assert check(make_spec(layers, "log_likelihood"), reg) < TOLERANCE
+
+
+@pytest.mark.parametrize("mode", ["classic", "inverted"])
+def test_dropout_with_fixed_masks(mode):
+    layers = [
+        {"type": "fc", "units": 6, "activation": "relu", "dropout": 0.3},
+        {"type": "fc", "units": 5, "activation": "sigmoid", "dropout": 0.5},
+        {"type": "softmax", "units": 3, "dropout": 0.4},
+    ]
+    spec = make_spec(layers, "log_likelihood", dropout_mode=mode)
+    assert check(spec, Regularization("l2", 1.0, "network3")) < TOLERANCE
+
+
+def test_dropout_masks_really_drop_and_change_with_the_seed():
+    layers = [{"type": "fc", "units": 6, "activation": "tanh", "dropout": 0.5}, {"type": "softmax", "units": 3}]
+    net = build_network(make_spec(layers, "log_likelihood"))
+    x, labels = blobs(8)
+    y = one_hot(labels, 3, dtype=numpy.float64)
+    net.seed_dropout(1)
+    c1 = net.batch_cost(x, y)
+    net.seed_dropout(1)
+    assert net.batch_cost(x, y) == c1
+    net.seed_dropout(2)
+    assert net.batch_cost(x, y) != c1
+
+
+def test_input_of_any_shape_is_flattened_by_an_fc_layer():
+    layers = [{"type": "fc", "units": 4, "activation": "sigmoid"}, {"type": "fc", "units": 3, "activation": "sigmoid"}]
+    assert check(make_spec(layers, "cross_entropy", input_shape=(1, 2, 3))) < TOLERANCE
+
+
+def test_checker_catches_a_wrong_gradient():
+    """The check is not vacuous: a 1% error in one entry is far above the tolerance."""
+    layers = [{"type": "fc", "units": 4, "activation": "sigmoid"}, {"type": "softmax", "units": 3}]
+    net = build_network(make_spec(layers, "log_likelihood"))
+    rng = numpy.random.default_rng(0)
+    x = rng.normal(size=(5, 6))
+    y = one_hot(rng.integers(0, 3, 5), 3, dtype=numpy.float64)
+    pairs = numeric_and_analytic(net, x, y)
+    analytic, numeric = pairs[0]
+    i = numpy.unravel_index(numpy.abs(analytic).argmax(), analytic.shape)
+    analytic[i] *= 1.01
+    assert max_relative_error(pairs) > 1e-3
+
+
+def test_mixed_network_with_convpool():
+    pytest.importorskip("pipeline.nn.conv")
+    layers = [
+        {"type": "conv", "filters": 2, "kernel": 3, "pool": 2, "activation": "relu"},
+        {"type": "fc", "units": 4, "activation": "sigmoid", "dropout": 0.2},
+        {"type": "softmax", "units": 3, "dropout": 0.3},
+    ]
+    spec = make_spec(layers, "log_likelihood", input_shape=(1, 6, 6), init="network3")
+    assert check(spec, Regularization("l2", 1.0, "network3"), n=4) < TOLERANCE

@@ -1,0 +1,139 @@
+"""Model files: round trip, and refusal of tampered or malformed files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy
+import pytest
+
+from nnhelpers import blobs, make_spec
+from pipeline.nn import ModelFileError, build_network, load_model, save_model
+
+LAYERS = [{"type": "fc", "units": 5, "activation": "relu", "dropout": 0.5}, {"type": "softmax", "units": 3}]
+
+
+@pytest.fixture
+def saved(tmp_path):
+    spec = make_spec(LAYERS, "log_likelihood", dtype="float32", seed=8)
+    net = build_network(spec)
+    metadata = {"test_accuracy": numpy.float64(0.9542), "data_sha256": "ab" * 32, "epochs": numpy.int64(30)}
+    save_model(tmp_path / "model", net, spec, metadata)
+    return tmp_path / "model", net, spec
+
+
+def rewrite_weights(directory, change):
+    with numpy.load(directory / "weights.npz", allow_pickle=False) as npz:
+        state = {k: npz[k] for k in npz.files}
+    change(state)
+    numpy.savez(directory / "weights.npz", **state)
+
+
+def test_round_trip(saved):
+    directory, net, spec = saved
+    assert sorted(p.name for p in directory.iterdir()) == ["model.json", "weights.npz"]  # no temp files left
+    loaded, loaded_spec, metadata, info = load_model(directory)
+    assert loaded_spec == spec | {"model": loaded_spec["model"], "training": loaded_spec["training"]}
+    assert metadata == {"test_accuracy": 0.9542, "data_sha256": "ab" * 32, "epochs": 30}
+    assert info["params"]["layers.0.w"] == {"shape": [6, 5], "dtype": "float32"}
+    assert loaded.dtype == numpy.float32
+    for k, v in net.state_dict().items():
+        assert numpy.array_equal(loaded.state_dict()[k], v)
+    x, _ = blobs(20, dtype=numpy.float32)
+    numpy.testing.assert_array_equal(loaded.forward(x), net.forward(x))  # dropout scaling included
+
+
+def test_saving_again_overwrites_atomically(saved):
+    directory, net, spec = saved
+    net.layers[0].params["w"] += 1.0
+    save_model(directory, net, spec)
+    assert numpy.array_equal(load_model(directory).network.state_dict()["layers.0.w"], net.state_dict()["layers.0.w"])
+
+
+def test_wrong_shape_is_rejected(saved):
+    directory = saved[0]
+    rewrite_weights(directory, lambda s: s.update({"layers.0.w": numpy.zeros((5, 6), numpy.float32)}))
+    with pytest.raises(ModelFileError, match=r"'layers.0.w' has shape \(5, 6\), expected \(6, 5\)"):
+        load_model(directory)
+
+
+def test_missing_array_is_rejected(saved):
+    directory = saved[0]
+    rewrite_weights(directory, lambda s: s.pop("layers.1.b"))
+    with pytest.raises(ModelFileError, match=r"missing array\(s\) \['layers.1.b'\]"):
+        load_model(directory)
+
+
+def test_extra_array_is_rejected(saved):
+    directory = saved[0]
+    rewrite_weights(directory, lambda s: s.update({"layers.2.w": numpy.zeros(3, numpy.float32)}))
+    with pytest.raises(ModelFileError, match="unexpected array"):
+        load_model(directory)
+
+
+def test_pickled_object_array_is_refused(saved):
+    directory = saved[0]
+    rewrite_weights(directory, lambda s: s.update({"layers.0.b": numpy.array([{"x": 1}] * 5, dtype=object)}))
+    with pytest.raises(ModelFileError, match="pickled object array.*allow_pickle=False"):
+        load_model(directory)
+
+
+def test_non_float_array_is_rejected(saved):
+    directory = saved[0]
+    rewrite_weights(directory, lambda s: s.update({"layers.0.b": numpy.zeros(5, numpy.int32)}))
+    with pytest.raises(ModelFileError, match="dtype int32"):
+        load_model(directory)
+
+
+def test_changed_values_fail_the_digest(saved):
+    directory = saved[0]
+    rewrite_weights(directory, lambda s: s.update({"layers.0.w": s["layers.0.w"] + 1}))
+    with pytest.raises(ModelFileError, match="SHA-256"):
+        load_model(directory)
+
+
+def test_spec_that_does_not_match_the_weights(saved):
+    directory = saved[0]
+    info = json.loads((directory / "model.json").read_text())
+    info["spec"]["model"]["layers"][0]["units"] = 7
+    (directory / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ModelFileError, match="do not match the spec's network"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda info: info.update(format="something-else"), "not a nielsen-mnist-model file"),
+        (lambda info: info.update(format_version=99), "format_version 99"),
+        (lambda info: info.pop("weights_sha256"), "missing key 'weights_sha256'"),
+        (lambda info: info["spec"]["model"].update(cost="hinge"), "invalid spec: model.cost"),
+        (lambda info: info.update(params=[1, 2]), "'params' is malformed"),
+    ],
+)
+def test_malformed_model_json(saved, edit, fragment):
+    directory = saved[0]
+    info = json.loads((directory / "model.json").read_text())
+    edit(info)
+    (directory / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ModelFileError, match=fragment):
+        load_model(directory)
+
+
+def test_unreadable_files(saved, tmp_path):
+    directory = saved[0]
+    (directory / "weights.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ModelFileError, match="not a readable .npz"):
+        load_model(directory)
+    (directory / "model.json").write_text("{broken")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_model(directory)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_save_refuses_a_spec_that_does_not_describe_the_network(tmp_path):
+    spec = make_spec(LAYERS, "log_likelihood")
+    other = make_spec([{"type": "fc", "units": 4}, {"type": "softmax", "units": 3}], "log_likelihood")
+    with pytest.raises(ValueError, match="spec describes parameters"):
+        save_model(tmp_path / "m", build_network(spec), other)

@@ -1,0 +1,115 @@
+"""The update rules: plain SGD, L2 and L1 decay in both scalings, momentum, checked by hand."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+
+from nnhelpers import blobs, make_spec
+from pipeline.nn import Regularization, build_network, fit, one_hot
+
+LAYERS = [{"type": "fc", "units": 4, "activation": "sigmoid"}, {"type": "fc", "units": 3, "activation": "sigmoid"}]
+N, M, ETA, LMBDA, MU = 8, 4, 0.7, 2.5, 0.6
+
+
+def hand_trained(spec, x, labels, rule):
+    """Replay fit's mini-batches (fixed order) on a twin network, updating with ``rule``."""
+    net = build_network(spec)
+    velocity = {name: 0.0 for name, _, _ in net.named_params()}
+    for lo in range(0, len(x), M):
+        net.backprop(x[lo : lo + M], one_hot(labels[lo : lo + M], 3, dtype=numpy.float64))
+        for name, layer, key in net.named_params():
+            w, g = layer.params[key], layer.grads[key].copy()
+            layer.params[key][...] = rule(w.copy(), g, key in layer.decayed, name, velocity)
+    return net
+
+
+def fitted(spec, x, labels):
+    net = build_network(spec)
+    fit(net, spec, (x, labels), log=None, progress=False)
+    return net
+
+
+def assert_same_weights(a, b):
+    for (name, la, k), (_, lb, _) in zip(a.named_params(), b.named_params()):
+        numpy.testing.assert_allclose(la.params[k], lb.params[k], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def spec_with(**training):
+    return make_spec(LAYERS, "quadratic", init="large", epochs=1, batch_size=M, eta=ETA, shuffle=False, **training)
+
+
+@pytest.fixture
+def data():
+    return blobs(N)
+
+
+def test_plain_sgd_step(data):
+    spec = spec_with()
+
+    def rule(w, g, decayed, name, v):  # w <- w - eta dC/dw (mean over the batch)
+        return w - ETA * g
+
+    assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
+
+
+def test_l2_network2_scaling(data):
+    """Chapter 3: w <- (1 - eta lmbda / n) w - eta grad, n = training-set size; biases plain."""
+    spec = spec_with(regularization={"kind": "l2", "lmbda": LMBDA, "scaling": "network2"})
+
+    def rule(w, g, decayed, name, v):
+        return (1 - ETA * LMBDA / N) * w - ETA * g if decayed else w - ETA * g
+
+    assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
+
+
+def test_l2_network3_scaling(data):
+    """Chapter 6: cost + 0.5 lmbda sum w^2 / (n // m)  =>  w <- w - eta (grad + lmbda w / (n // m))."""
+    spec = spec_with(regularization={"kind": "l2", "lmbda": LMBDA, "scaling": "network3"})
+
+    def rule(w, g, decayed, name, v):
+        return w - ETA * (g + LMBDA * w / (N // M)) if decayed else w - ETA * g
+
+    assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
+
+
+def test_l1_network2_scaling(data):
+    """w <- w - (eta lmbda / n) sgn(w) - eta grad."""
+    spec = spec_with(regularization={"kind": "l1", "lmbda": LMBDA, "scaling": "network2"})
+
+    def rule(w, g, decayed, name, v):
+        return w - ETA * LMBDA / N * numpy.sign(w) - ETA * g if decayed else w - ETA * g
+
+    assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
+
+
+def test_momentum_with_l2(data):
+    """v <- mu v - eta (grad + c w); w <- w + v."""
+    spec = spec_with(momentum=MU, regularization={"kind": "l2", "lmbda": LMBDA, "scaling": "network2"})
+
+    def rule(w, g, decayed, name, v):
+        grad = g + LMBDA / N * w if decayed else g
+        v[name] = MU * v[name] - ETA * grad
+        return w + v[name]
+
+    assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
+
+
+def test_regularization_changes_the_result(data):
+    """Guard against the two tests above passing because decay was silently ignored."""
+    plain = fitted(spec_with(), *data)
+    decayed = fitted(spec_with(regularization={"kind": "l2", "lmbda": LMBDA}), *data)
+    assert not numpy.allclose(plain.layers[0].params["w"], decayed.layers[0].params["w"])
+
+
+def test_regularization_coefficients():
+    assert Regularization("l2", 5.0, "network2").coefficient(50000, 10) == pytest.approx(5.0 / 50000)
+    assert Regularization("l2", 0.1, "network3").coefficient(50000, 10) == pytest.approx(0.1 / 5000)
+    assert Regularization("l1", 0.1, "network3").coefficient(50005, 10) == pytest.approx(0.1 / 5000)
+    assert Regularization("none", 0.0).coefficient(100, 10) == 0.0
+    w = numpy.array([[1.0, -2.0], [0.0, 3.0]])
+    assert Regularization("l2", 1.0).penalty([w], 0.5) == pytest.approx(0.5 * 0.5 * 14.0)
+    assert Regularization("l1", 1.0).penalty([w], 0.5) == pytest.approx(0.5 * 6.0)
+    numpy.testing.assert_allclose(Regularization("l1", 1.0).gradient(w, 2.0), [[2.0, -2.0], [0.0, 2.0]])
+    with pytest.raises(ValueError, match="kind"):
+        Regularization("l3", 1.0)

@@ -1,0 +1,216 @@
+"""Spec validation: the brief's example passes with defaults filled; every kind of mistake is a
+ValueError naming the key path and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from pipeline.nn import SpecError, validate_spec
+
+EXAMPLE = {
+    "model": {
+        "input_shape": [1, 28, 28],
+        "layers": [
+            {"type": "conv", "filters": 20, "kernel": 5, "pool": 2, "activation": "relu"},
+            {"type": "conv", "filters": 40, "kernel": 5, "pool": 2, "activation": "relu"},
+            {"type": "fc", "units": 100, "activation": "relu", "dropout": 0.0},
+            {"type": "softmax", "units": 10, "dropout": 0.0},
+        ],
+        "cost": "log_likelihood",
+        "init": "network3",
+    },
+    "training": {
+        "epochs": 60,
+        "batch_size": 10,
+        "eta": 0.03,
+        "momentum": 0.0,
+        "regularization": {"kind": "l2", "lmbda": 0.1, "scaling": "network3"},
+        "dropout_mode": "classic",
+        "shuffle": False,
+        "early_stopping": {"patience": 0},
+        "eta_schedule": {"kind": "constant"},
+        "monitor": {"training_cost": False, "training_accuracy": False, "validation_cost": True, "gradient_norms": False},
+        "seed": 1,
+        "dtype": "float32",
+        "device": "cpu",
+    },
+}
+
+
+def edited(path, value=None, delete=False):
+    """EXAMPLE with the value at ``path`` (a tuple of keys/indices) replaced or deleted."""
+    spec = copy.deepcopy(EXAMPLE)
+    node = spec
+    for key in path[:-1]:
+        node = node[key]
+    if delete:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return spec
+
+
+def rejects(spec, path, *fragments):
+    with pytest.raises(ValueError) as info:
+        validate_spec(spec)
+    assert isinstance(info.value, SpecError)
+    message = str(info.value)
+    assert message.startswith(path + ":"), message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_the_example_is_valid_and_comes_back_with_defaults_added():
+    expected = copy.deepcopy(EXAMPLE)
+    for layer in expected["model"]["layers"][:2]:
+        layer["dropout"] = 0.0  # the only keys the example leaves out
+    expected["training"]["eval_every"] = 1
+    assert validate_spec(EXAMPLE) == expected
+
+
+def test_defaults_are_filled_in():
+    minimal = {
+        "model": {"layers": [{"type": "fc", "units": 30}, {"type": "fc", "units": 10}], "cost": "quadratic"},
+        "training": {"epochs": 30, "batch_size": 10, "eta": 3},
+    }
+    spec = validate_spec(minimal)
+    assert spec["model"]["input_shape"] == [1, 28, 28] and spec["model"]["init"] == "default"
+    assert spec["model"]["layers"][0] == {"type": "fc", "units": 30, "activation": "sigmoid", "dropout": 0.0}
+    t = spec["training"]
+    assert t["eta"] == 3.0 and isinstance(t["eta"], float)
+    assert t["regularization"] == {"kind": "none", "lmbda": 0.0, "scaling": "network2"}
+    assert t["eta_schedule"] == {"kind": "constant"} and t["early_stopping"] == {"patience": 0}
+    assert t["monitor"] == {"training_cost": False, "training_accuracy": False, "validation_cost": False, "gradient_norms": False}
+    assert (t["shuffle"], t["seed"], t["dtype"], t["device"], t["dropout_mode"]) == (True, 1, "float32", "cpu", "classic")
+    assert minimal["training"] == {"epochs": 30, "batch_size": 10, "eta": 3}  # input left alone
+    halving = validate_spec(edited(("training", "eta_schedule"), {"kind": "halve_on_plateau"}))
+    assert halving["training"]["eta_schedule"] == {"kind": "halve_on_plateau", "patience": 10, "min_fraction": 1 / 128}
+
+
+@pytest.mark.parametrize(
+    "path, value, where",
+    [
+        (("model", "layers", 2, "unitz"), 5, "model.layers[2].unitz"),
+        (("training", "learning_rate"), 0.1, "training.learning_rate"),
+        (("training", "regularization", "lambda"), 0.1, "training.regularization.lambda"),
+        (("training", "monitor", "test_cost"), True, "training.monitor.test_cost"),
+        (("extra",), {}, "extra"),
+    ],
+)
+def test_unknown_keys(path, value, where):
+    rejects(edited(path, value), where, "unknown key", "allowed keys")
+
+
+@pytest.mark.parametrize(
+    "path, value, where, fragment",
+    [
+        (("training", "epochs"), "60", "training.epochs", "expected an integer"),
+        (("training", "epochs"), 2.5, "training.epochs", "expected an integer"),
+        (("training", "batch_size"), True, "training.batch_size", "expected an integer"),
+        (("training", "eta"), "1e-4", "training.eta", "expected a number"),
+        (("training", "shuffle"), "no", "training.shuffle", "expected true or false"),
+        (("training", "monitor", "validation_cost"), 1, "training.monitor.validation_cost", "true or false"),
+        (("model", "layers"), {"type": "fc"}, "model.layers", "expected a list"),
+        (("model", "layers", 2), "fc", "model.layers[2]", "expected a mapping"),
+        (("model", "input_shape"), [28, 28], "model.input_shape", "[channels, height, width]"),
+        (("training", "regularization"), 0.1, "training.regularization", "expected a mapping"),
+    ],
+)
+def test_wrong_types(path, value, where, fragment):
+    rejects(edited(path, value), where, fragment)
+
+
+@pytest.mark.parametrize(
+    "path, value, where, allowed",
+    [
+        (("model", "layers", 2, "activation"), "relux", "model.layers[2].activation", "sigmoid, tanh, relu, linear"),
+        (("model", "layers", 0, "type"), "pool", "model.layers[0].type", "conv, fc, softmax"),
+        (("model", "cost"), "hinge", "model.cost", "quadratic, cross_entropy, log_likelihood"),
+        (("model", "init"), "xavier", "model.init", "large, default, network3"),
+        (("training", "dtype"), "float16", "training.dtype", "float32, float64"),
+        (("training", "device"), "tpu", "training.device", "cpu, gpu"),
+        (("training", "dropout_mode"), "spatial", "training.dropout_mode", "classic, inverted"),
+        (("training", "regularization", "kind"), "l3", "training.regularization.kind", "none, l1, l2"),
+        (("training", "regularization", "scaling"), "keras", "training.regularization.scaling", "network2, network3"),
+        (("training", "eta_schedule", "kind"), "cosine", "training.eta_schedule.kind", "constant, halve_on_plateau"),
+    ],
+)
+def test_unknown_names(path, value, where, allowed):
+    rejects(edited(path, value), where, "unknown", allowed)
+
+
+@pytest.mark.parametrize(
+    "path, value, where",
+    [
+        (("training", "epochs"), 0, "training.epochs"),
+        (("training", "eta"), 0.0, "training.eta"),
+        (("training", "momentum"), 1.0, "training.momentum"),
+        (("training", "seed"), -1, "training.seed"),
+        (("training", "regularization", "lmbda"), -0.1, "training.regularization.lmbda"),
+        (("model", "layers", 2, "dropout"), 1.0, "model.layers[2].dropout"),
+        (("model", "layers", 2, "units"), 0, "model.layers[2].units"),
+        (("model", "layers", 0, "filters"), 0, "model.layers[0].filters"),
+        (("training", "eta_schedule"), {"kind": "halve_on_plateau", "min_fraction": 0.0}, "training.eta_schedule.min_fraction"),
+    ],
+)
+def test_out_of_range_values(path, value, where):
+    rejects(edited(path, value), where, "must be")
+
+
+def test_missing_required_keys():
+    rejects(edited(("training", "eta"), delete=True), "training.eta", "required")
+    rejects(edited(("model", "layers", 2, "units"), delete=True), "model.layers[2].units", "required")
+    rejects(edited(("model",), delete=True), "model", "required")
+
+
+@pytest.mark.parametrize(
+    "cost, output, fragment",
+    [
+        ("cross_entropy", {"type": "softmax", "units": 10}, "sigmoid"),
+        ("cross_entropy", {"type": "fc", "units": 10, "activation": "relu"}, "sigmoid"),
+        ("log_likelihood", {"type": "fc", "units": 10, "activation": "sigmoid"}, "softmax"),
+        ("quadratic", {"type": "softmax", "units": 10}, "fc output layer"),
+    ],
+)
+def test_cost_must_match_the_output_layer(cost, output, fragment):
+    spec = edited(("model", "cost"), cost)
+    spec["model"]["layers"][-1] = output
+    rejects(spec, "model.cost", fragment, "model.layers[3]")
+
+
+def test_incompatible_shapes():
+    # the second conv sees 12x12 maps; a 9x9 kernel leaves 4, pool 3 does not divide it
+    spec = edited(("model", "layers", 1, "kernel"), 9)
+    spec["model"]["layers"][1]["pool"] = 3
+    rejects(spec, "model.layers[1].kernel", "pool 3", "[20, 12, 12]")
+    # a kernel larger than the image
+    rejects(edited(("model", "layers", 0, "kernel"), 29), "model.layers[0].kernel", "kernel 29")
+    # conv after fc: the fc output is flat
+    spec = copy.deepcopy(EXAMPLE)
+    spec["model"]["layers"].insert(3, {"type": "conv", "filters": 4})
+    rejects(spec, "model.layers[3].type", "cannot follow an fc layer")
+    # conv on a flat input
+    rejects(edited(("model", "input_shape"), [784]), "model.layers[0].type", "3-d")
+    # softmax in the middle, conv as the output layer
+    spec = copy.deepcopy(EXAMPLE)
+    spec["model"]["layers"][2] = {"type": "softmax", "units": 100}
+    rejects(spec, "model.layers[2].type", "last")
+    spec = copy.deepcopy(EXAMPLE)
+    spec["model"]["layers"] = spec["model"]["layers"][:2]
+    rejects(spec, "model.layers[1].type", "output layer")
+
+
+def test_inconsistent_settings():
+    rejects(edited(("training", "regularization"), {"kind": "none", "lmbda": 0.5}), "training.regularization.lmbda", "none")
+    rejects(edited(("training", "eta_schedule"), {"kind": "constant", "patience": 3}), "training.eta_schedule.patience", "unknown key")
+    rejects(edited(("model", "layers"), []), "model.layers", "at least one")
+    spec = copy.deepcopy(EXAMPLE)
+    spec["model"]["layers"][-1]["units"] = 1
+    rejects(spec, "model.layers[3].units", ">= 2")
+
+
+def test_a_non_mapping_spec():
+    rejects([1, 2], "spec", "mapping")

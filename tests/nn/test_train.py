@@ -1,0 +1,214 @@
+"""The training loop: learning, determinism, bookkeeping, stopping rules, Ctrl-C."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+
+from nnhelpers import blobs, make_spec
+from pipeline.nn import build_network, fit
+
+SOFTMAX_NET = [{"type": "fc", "units": 10, "activation": "sigmoid"}, {"type": "softmax", "units": 3}]
+
+
+def spec(**training):
+    training = {"epochs": 3, "batch_size": 10, "eta": 0.5, **training}
+    return make_spec(SOFTMAX_NET, "log_likelihood", **training)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = blobs(900, seed=4)
+    return (x[:600], y[:600]), (x[600:750], y[600:750]), (x[750:], y[750:])
+
+
+def scripted_accuracy(net, validation, test, val_seq, test_seq):
+    """Make ``net.accuracy`` return scripted values on the validation and test inputs."""
+    real, vals, tests = net.accuracy, iter(val_seq), iter(test_seq)
+
+    def fake(x, labels, batch=1000):
+        if x is validation[0]:
+            return next(vals)
+        if x is test[0]:
+            return next(tests)
+        return real(x, labels, batch)
+
+    net.accuracy = fake
+
+
+def test_it_learns_and_records_every_epoch(data):
+    train, val, test = data
+    s = spec(epochs=4, monitor={"training_cost": True, "training_accuracy": True, "validation_cost": True, "gradient_norms": True})
+    net = build_network(s)
+    before = net.accuracy(*val)
+    lines, records = [], []
+    history = fit(net, s, train, val, test, on_epoch=records.append, log=lines.append, progress=False)
+    assert before < 0.6 and history.records[-1]["validation_accuracy"] > 0.95
+    assert records == history.records and len(records) == 4 and len(lines) == 4
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    for r in records:
+        assert {"epoch", "eta", "seconds", "training_cost", "training_accuracy", "validation_accuracy",
+                "validation_cost", "test_accuracy", "gradient_norms"} <= set(r)
+        assert len(r["gradient_norms"]) == 2 and all(g > 0 for g in r["gradient_norms"])
+    assert records[-1]["training_cost"] < records[0]["training_cost"]
+    assert "val acc" in lines[0] and "test acc" in lines[0]
+    assert records[-1]["gradient_norms"] == pytest.approx(net.gradient_norms(*train))
+    assert records[-1]["training_cost"] == pytest.approx(net.total_cost(*train))
+    assert history.peak_test_accuracy == max(r["test_accuracy"] for r in records)
+    assert not history.interrupted and history.stopped_early is None
+
+
+def test_monitored_costs_include_the_network2_penalty(data):
+    train, val, test = data
+    s = spec(epochs=1, regularization={"kind": "l2", "lmbda": 4.0}, monitor={"training_cost": True, "validation_cost": True})
+    net = build_network(s)
+    r = fit(net, s, train, val, log=None, progress=False).records[0]
+    squares = sum(float((w**2).sum()) for w in net.weights())
+    assert r["training_cost"] == pytest.approx(net.total_cost(*train) + 0.5 * 4.0 / len(train[0]) * squares)
+    assert r["validation_cost"] == pytest.approx(net.total_cost(*val) + 0.5 * 4.0 / len(val[0]) * squares)
+
+
+def test_without_monitoring_only_the_required_metrics_are_recorded(data):
+    train, val, _ = data
+    s = spec(epochs=1)
+    record = fit(build_network(s), s, train, val, log=None, progress=False).records[0]
+    assert "training_cost" not in record and "gradient_norms" not in record and "test_accuracy" not in record
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_seed_same_weights_different_seed_different_weights(data, dtype):
+    train, val, _ = data
+    layers = [{"type": "fc", "units": 8, "activation": "relu", "dropout": 0.3}, {"type": "softmax", "units": 3, "dropout": 0.2}]
+
+    def run(seed):
+        s = make_spec(layers, "log_likelihood", batch_size=10, eta=0.1, epochs=2, shuffle=True, seed=seed, dtype=dtype)
+        net = build_network(s)
+        fit(net, s, train, val, log=None, progress=False)
+        return net.state_dict()
+
+    a, b, c = run(5), run(5), run(6)
+    assert all(numpy.array_equal(a[k], b[k]) for k in a)
+    assert a["layers.0.w"].dtype == numpy.dtype(dtype)
+    assert not numpy.array_equal(a["layers.0.w"], c["layers.0.w"])
+
+
+def test_shuffling_changes_the_trajectory(data):
+    train, _, _ = data
+    states = []
+    for shuffle in (False, True):
+        s = spec(epochs=1, shuffle=shuffle)
+        net = build_network(s)
+        fit(net, s, train, log=None, progress=False)
+        states.append(net.state_dict()["layers.0.w"])
+    assert not numpy.array_equal(*states)
+
+
+def test_best_validation_ties_go_to_the_later_epoch(data):
+    train, val, test = data
+    s = spec(epochs=4)
+    net = build_network(s)
+    scripted_accuracy(net, val, test, [0.5, 0.7, 0.7, 0.6], [0.1, 0.2, 0.3, 0.4])
+    states = []
+    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None, progress=False)
+    assert history.best_epoch == 2
+    assert history.best_validation_accuracy == 0.7
+    assert history.test_at_best_validation == 0.3
+    assert (history.peak_test_accuracy, history.peak_test_epoch) == (0.4, 3)
+    assert all(numpy.array_equal(history.best_weights[k], states[2][k]) for k in states[2])
+    assert not numpy.array_equal(history.best_weights["layers.0.w"], states[1]["layers.0.w"])
+
+
+def test_early_stopping_counts_epochs_without_strict_improvement(data):
+    train, val, test = data
+    s = spec(epochs=20, early_stopping={"patience": 3})
+    net = build_network(s)
+    #             best  -    -    new  -    tie  -   -> stop after epoch 6
+    val_seq = [0.5, 0.4, 0.4, 0.6, 0.5, 0.6, 0.5, 0.9, 0.9]
+    scripted_accuracy(net, val, test, val_seq, [0.0] * 20)
+    history = fit(net, s, train, val, test, log=None, progress=False)
+    assert len(history.records) == 7
+    assert "early stopping" in history.stopped_early
+    assert history.best_epoch == 5  # the tie at epoch 5 is the best-validation epoch, not an improvement
+
+
+def test_eta_is_halved_on_plateaus_and_training_stops_at_the_floor(data):
+    train, val, test = data
+    s = spec(epochs=20, eta=0.8, eta_schedule={"kind": "halve_on_plateau", "patience": 2, "min_fraction": 0.25})
+    net = build_network(s)
+    # e0 best; e1, e2 flat -> halve; e3 better; e4, e5 flat -> halve to eta/4 = floor -> stop
+    scripted_accuracy(net, val, test, [0.5, 0.5, 0.5, 0.6, 0.6, 0.6, 0.7, 0.8], [0.0] * 20)
+    history = fit(net, s, train, val, test, log=None, progress=False)
+    assert [r["eta"] for r in history.records] == [0.8, 0.8, 0.8, 0.4, 0.4, 0.4]
+    assert history.final_eta == pytest.approx(0.2)
+    assert "eta" in history.stopped_early
+
+
+def test_halved_eta_is_the_one_used_for_updates(data):
+    """After a halving, an epoch's update equals a fresh run at eta/2 from the same weights."""
+    train, val, test = data
+    s = spec(epochs=3, shuffle=False, eta=0.8, eta_schedule={"kind": "halve_on_plateau", "patience": 1, "min_fraction": 0.1})
+    net = build_network(s)
+    scripted_accuracy(net, val, test, [0.5, 0.5, 0.5], [0.0] * 3)
+    states = []
+    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None, progress=False)
+    assert [r["eta"] for r in history.records] == [0.8, 0.8, 0.4]  # halved after epoch 1
+    twin = build_network(s)
+    twin.load_state_dict(states[1])
+    fit(twin, spec(epochs=1, shuffle=False, eta=0.4), train, log=None, progress=False)
+    numpy.testing.assert_allclose(twin.state_dict()["layers.0.w"], net.state_dict()["layers.0.w"], rtol=1e-12)
+
+
+def test_keyboard_interrupt_returns_the_history_so_far(data):
+    train, val, test = data
+    s = spec(epochs=5, shuffle=False)
+    net = build_network(s)
+    batches_per_epoch = len(train[0]) // 10
+    layer = net.layers[0]
+    forward, calls = layer.forward, []
+
+    def interrupting_forward(x, train=False):
+        if train:
+            calls.append(1)
+            if len(calls) == batches_per_epoch + 3:  # mid-way through the second epoch
+                raise KeyboardInterrupt
+        return forward(x, train)
+
+    layer.forward = interrupting_forward
+    states = []
+    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None, progress=False)
+    assert history.interrupted
+    assert len(history.records) == 1 and history.best_epoch == 0
+    assert all(numpy.array_equal(history.best_weights[k], states[0][k]) for k in states[0])
+    # the network keeps the two updates of the interrupted epoch
+    assert not numpy.array_equal(net.state_dict()["layers.0.w"], states[0]["layers.0.w"])
+
+
+def test_fit_checks_its_inputs(data):
+    train, val, _ = data
+    with pytest.raises(ValueError, match="validation_data"):
+        fit(build_network(spec(early_stopping={"patience": 2})), spec(early_stopping={"patience": 2}), train, log=None)
+    x, y = train
+    with pytest.raises(ValueError, match="labels must lie in"):
+        fit(build_network(spec()), spec(), (x, y + 3), log=None)
+    with pytest.raises(ValueError, match="inputs but"):
+        fit(build_network(spec()), spec(), (x, y[:-1]), log=None)
+    with pytest.raises(ValueError, match="training.eta"):
+        fit(build_network(spec()), spec(eta=-1.0), train, log=None)
+
+
+def test_eval_every_records_only_evaluation_epochs_and_the_last():
+    """Chapter 3's 100-image runs train 15,000 tiny epochs; evaluating all would dominate."""
+    import numpy as np
+
+    from pipeline.nn import build_network, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 40)
+    spec = {"model": {"input_shape": [784], "layers": [{"type": "fc", "units": 5},
+                                                       {"type": "fc", "units": 10}],
+                      "cost": "cross_entropy"},
+            "training": {"epochs": 7, "batch_size": 10, "eta": 0.5, "eval_every": 3}}
+    history = fit(build_network(spec), spec, (x, y), (x, y), (x, y), log=None)
+    assert [r["epoch"] for r in history.records] == [2, 5, 6]
+    assert all(r["seconds"] > 0 for r in history.records)
