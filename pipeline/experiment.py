@@ -20,13 +20,60 @@ import numpy as np
 from pipeline import figures, results, tracking
 from pipeline.atomic import write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset
-from pipeline.nn import build_network, fit, save_model
+from pipeline.nn import build_network, fit, save_model, validate_spec
+from pipeline.nn.spec import SpecError
+
+RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
+            "seeds": list, "model": dict, "training": dict}
+BOOK_KEYS = {"value": (float, type(None)), "metric": str, "note": str}
+DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
 
 
 
 def split_path(name: str, data_cfg: dict) -> Path:
     """Where the book's validation and test sets live."""
     return Path(data_cfg["prepared_dir"]) / f"{name}.npz"
+
+
+def _check_keys(node, path: str, schema: dict) -> None:
+    if not isinstance(node, dict):
+        raise SpecError(path, f"expected a mapping, got {type(node).__name__}")
+    unknown = sorted(set(node) - set(schema))
+    if unknown:
+        raise SpecError(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(schema)}")
+    for key, kind in schema.items():
+        if key not in node:
+            raise SpecError(f"{path}.{key}", "required key is missing")
+        if isinstance(node[key], bool) or not isinstance(node[key], kind):
+            if kind is float or (isinstance(kind, tuple) and float in kind) and \
+                    isinstance(node[key], int) and not isinstance(node[key], bool):
+                continue  # YAML's 1 for 1.0
+            raise SpecError(f"{path}.{key}", f"expected {_kind_name(kind)}, "
+                            f"got {type(node[key]).__name__} {node[key]!r}")
+
+
+def _kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+
+
+def validate_run(book_id: str, run_cfg: dict) -> None:
+    """Check a ``book.<id>`` config before anything runs; errors name the key path."""
+    path = f"book.{book_id}"
+    _check_keys(run_cfg, path, RUN_KEYS)
+    _check_keys(run_cfg["book"], f"{path}.book", BOOK_KEYS)
+    if run_cfg["book"]["metric"] not in results.METRICS:
+        raise SpecError(f"{path}.book.metric", f"unknown {run_cfg['book']['metric']!r}; "
+                        f"allowed: {', '.join(results.METRICS)}")
+    _check_keys(run_cfg["data"], f"{path}.data", DATA_KEYS)
+    seeds = run_cfg["seeds"]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                            for s in seeds):
+        raise SpecError(f"{path}.seeds", f"expected a non-empty list of integers >= 0, got {seeds!r}")
+    try:
+        validate_spec({"model": run_cfg["model"], "training": run_cfg["training"]})
+    except SpecError as error:
+        raise SpecError(f"{path}.{error.path}", str(error).split(": ", 1)[1]) from None
 
 
 def _cap(*limits: int | None) -> int | None:
@@ -139,6 +186,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
                 log: Callable[[str], None] = print) -> dict:
     """Train every seed of ``book.<id>``; write ``metrics.json`` and ``history.csv``."""
     model_dir, results_dir = Path(model_dir), Path(results_dir)
+    validate_run(book_id, run_cfg)
     limits = profile_cfg.get("limits") or {}
     data = load_run_data(run_cfg, data_cfg, limits)
     start = time.perf_counter()

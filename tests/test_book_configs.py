@@ -1,0 +1,79 @@
+"""Every run of the book is a valid config, in every profile; bad configs are named clearly."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import compose
+from pipeline.experiment import validate_run
+from pipeline.nn.spec import SpecError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BOOK_IDS = {  # the rows of shared BOOK.md (plus chapter 3's runs without a figure of their own)
+    "ch1-30", "ch1-100", "ch3-ce-30", "ch3-ce-100", "ch3-overfit-1k", "ch3-l2-1k", "ch3-l2-30",
+    "ch3-l2-100", "ch3-l2-100-tuned", "ch3-init-30-default", "ch3-init-30-large",
+    "ch3-init-100-default", "ch3-init-100-large", "ch3-early-stop", "ch3-dropout", "ch3-rotated",
+    *(f"ch3-more-data-{n}" for n in (100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)),
+    *(f"ch5-depth-{k}" for k in (1, 2, 3, 4)),
+    "ch6-fc", "ch6-conv1", "ch6-conv2", "ch6-relu", "ch6-expanded", "ch6-fc300", "ch6-fc1000",
+    "ch6-2fc", "ch6-2fc300", "ch6-2fc1000", "ch6-dropout",
+}
+
+
+@pytest.fixture(scope="module", params=["quick", "book", "smoke"])
+def profile_params(request):
+    return yaml.safe_load(compose(REPO_ROOT, [f"profile={request.param}"]))
+
+
+def test_every_book_run_present_and_valid(profile_params):
+    assert set(profile_params["book"]) == BOOK_IDS
+    for book_id, run in profile_params["book"].items():
+        validate_run(book_id, run)
+
+
+def test_book_profile_keeps_the_books_hyperparameters():
+    params = yaml.safe_load(compose(REPO_ROOT, ["profile=book"]))
+    book = params["book"]
+    assert params["profile"]["limits"] == {"epochs": None, "train_examples": None,
+                                           "eval_examples": None}
+    assert book["ch1-30"]["training"]["epochs"] == 30 and book["ch1-30"]["training"]["eta"] == 3.0
+    assert book["ch6-relu"]["training"]["epochs"] == 60
+    assert book["ch6-dropout"]["training"]["epochs"] == 40
+    assert len(book["ch6-dropout"]["seeds"]) == 5
+    assert all(len(run["seeds"]) >= 3 for run in book.values())
+    assert book["ch3-more-data-100"]["training"]["epochs"] == 15000
+
+
+@pytest.mark.parametrize("path,value,fragment", [
+    (("training", "eta"), "fast", "book.ch1-30.training.eta: expected a number"),
+    (("training", "epochs_typo"), 3, "book.ch1-30.training.epochs_typo: unknown key"),
+    (("model", "layers", 0, "activation"), "relux", "book.ch1-30.model.layers[0].activation"),
+    (("book", "metric"), "best_guess", "book.ch1-30.book.metric: unknown"),
+    (("seeds",), [1, "two"], "book.ch1-30.seeds"),
+    (("colour",), "red", "book.ch1-30.colour: unknown key"),
+])
+def test_bad_run_configs_are_rejected_naming_the_key(path, value, fragment):
+    run = copy.deepcopy(yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["book"]["ch1-30"])
+    node = run
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(SpecError) as info:
+        validate_run("ch1-30", run)
+    assert fragment in str(info.value)
+
+
+def test_hydra_app_selects_one_run_and_applies_shortcuts():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from pipeline.train import run_config
+
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base=None):
+        cfg = hydra_compose("train", overrides=["book=ch6-relu", "seed=2", "eta=0.1"])
+    book_id, run = run_config(OmegaConf.to_container(cfg, resolve=True))
+    assert book_id == "ch6-relu" and run["seeds"] == [2] and run["training"]["eta"] == 0.1
+    assert run["training"]["epochs"] == 60
