@@ -43,11 +43,13 @@ Given delta = dC/dz (m, Hp, Wp, F):
   correlation of the input with the upsampled error = ``cols^T @ dC/dc`` with im2col ``cols``.
 - BP2 (input part): dC/dx = the *full* convolution of dC/dc with the 180-degree-rotated kernel,
   dC/dx[n, y, x, ch] = sum_{di,dj,f} dC/dc[n, y - di, x - dj, f] * w[di, dj, ch, f]. It is
-  computed as col2im(dC/dc @ W^T): the GEMM gives, for every output position (i, j), the
-  k x k x C patch of contributions w[., ., ., f] * dC/dc[n, i, j, f], and col2im adds each patch
-  back at the input window (i.., j..) it came from -- the same sum, term by term, but with half
-  the multiplications of a zero-padded full convolution. ``need_input_grad=False`` (first
-  layer) skips it: it is the single most expensive step.
+  computed as col2im(dC/dc @ W^T): for every kernel offset (di, dj) a GEMM gives
+  blocks[di, dj][n, i, j, ch] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f] (the columns of
+  dC/dc @ W^T that belong to that offset), and col2im adds that block to dx shifted by (di, dj):
+  dx[n, i + di, j + dj, ch] += blocks[di, dj][n, i, j, ch]. Substituting y = i + di, x = j + dj
+  gives the full-convolution sum above term by term, with half the multiplications of a
+  zero-padded full convolution. ``need_input_grad=False`` (first layer) skips it: it is the
+  single most expensive step.
 
 How it is made fast (measured on 2 shared cores, float32, 1 BLAS thread)
 -------------------------------------------------------------------------
@@ -57,14 +59,25 @@ How it is made fast (measured on 2 shared cores, float32, 1 BLAS thread)
   (pi, pj, n, u, v) instead of (n, i, j). Then the p*p candidates of every pooling window are
   p*p contiguous blocks: pooling is p*p - 1 ``maximum`` calls on long contiguous arrays and the
   upsampling is one ``equal`` + one ``multiply``, 3-4x faster than strided window views.
-- im2col is one strided copy: for C > 1 (rows = positions, columns = (di, dj, ch)) each kernel
-  row is a contiguous run of k*C numbers of the channels-last input. For C = 1 the matrix is
-  stored transposed (one row per kernel offset) and built from the p*p... (k+p-1)^2 "phase
-  planes" x[:, s::p, t::p], so that every copy is a long contiguous run.
-- col2im adds each kernel row's contribution for every k-th window at once (windows j, j+k, ...
-  do not overlap), k*k adds with contiguous runs of k*C numbers instead of C.
-- Large mini-batches are processed in chunks of at most ``chunk`` images so the buffers stay in
-  cache (gradients are sums, so chunking changes nothing but summation order).
+- im2col is one strided copy into a preallocated buffer (views made once per buffer; numpy's
+  ``as_strided`` costs microseconds per call): for C > 1 (rows = positions, columns =
+  (di, dj, ch)) every kernel row is a contiguous run of k*C numbers of the channels-last
+  input. For C = 1 the matrix is stored transposed (one row per kernel offset, used as
+  ``cols.T`` in the GEMM) and built in two copies through the (k+p-1)^2 "phase planes"
+  x[:, s::p, t::p], so that every copied run is long and contiguous (2-3x faster than a
+  per-offset loop or a sliding-window copy).
+- col2im: the k*k blocks come from one batched matmul (numpy loops over BLAS) into a
+  preallocated (k*k, rows, C) buffer, so every one of the k*k adds has a contiguous source.
+  (Tried and slower: adding per kernel row with residue classes of windows, two-stage
+  accumulation, per-row GEMMs, transposed weight views in the batched matmul.)
+- BP3 is a GEMV with a ones vector (faster than ``sum(axis=0)`` on a (rows, F) array).
+- Large mini-batches are processed in chunks of at most ``chunk`` images (default 25, the
+  fastest of 10/20/25/50/100 at mini-batch 100). Chunks share one set of scratch buffers (patch
+  matrix, dC/dc, col2im blocks) that stays in cache; each chunk keeps only its input copy, conv
+  output and pooled maxima, and backward rebuilds its patch matrix (a cheap copy) instead of
+  keeping m/chunk large ones. Evaluation always runs in chunks, so a 10,000-image forward pass
+  never materialises a 1 GB patch matrix. Gradients are sums, so chunking only changes the
+  order of summation.
 """
 
 from __future__ import annotations
@@ -84,8 +97,8 @@ def _as_strided(xp, a, shape, strides):
     return xp.lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
 
 
-class _Buffers:
-    """Work arrays for one chunk of ``m`` images (allocated once, reused every step)."""
+class _Work:
+    """Scratch arrays for chunks of ``m`` images, shared by every chunk of that size."""
 
     def __init__(self, layer: "ConvPool", m: int, train: bool):
         xp, dt = layer.xp, layer.dtype
@@ -95,7 +108,6 @@ class _Buffers:
         self.m = m
         n_rows = p * p * m * Hp * Wp
         K = k * k * C
-        self.x = xp.empty((m, H, W, C), dt)  # channels-last copy of the input (im2col source)
         if layer.transposed_cols:
             L = k + p - 1
             self.planes = xp.empty((L, L, C, m, Hp, Wp), dt)
@@ -104,40 +116,60 @@ class _Buffers:
         else:
             self.cols = xp.empty((p, p, m, Hp, Wp, k, k * C), dt)
             self.A = self.cols.reshape(n_rows, K)
+        if not train:
+            return
+        self.dc = xp.empty((p * p, m * Hp * Wp, F), dt)
+        self.gw = xp.empty((K, F), dt)
+        if layer.ties == "one":
+            self.taken = xp.empty((m * Hp * Wp, F), dt)
+        Hc, Wc = Hp * p, Wp * p
+        self.dc_std = xp.empty((m, Hp, p, Wp, p, F), dt)  # dC/dc in (n, i, j) order
+        # col2im: blocks[di, dj] = dC/dc @ w[di, dj]^T, the contribution of every output
+        # position (n, i, j) to input position (n, i + di, j + dj); each block is added to a
+        # shifted window of dx (k*k adds with contiguous sources).
+        self.blocks = xp.empty((k * k, m * Hc * Wc, C), dt)
+        self.wt = xp.empty((k * k, F, C), dt)
+        self.dx = xp.empty((m, H, W, C), dt)
+        b6 = self.blocks.reshape(k, k, m, Hc, Wc, C)
+        self.col2im_pairs = [
+            (self.dx[:, di : di + Hc, dj : dj + Wc, :], b6[di, dj]) for di in range(k) for dj in range(k)
+        ]
+
+
+class _Buffers:
+    """What one chunk of ``m`` images keeps from forward to backward (input copy, conv output,
+    pooled maxima, z, a), plus the scratch ``work`` it shares with chunks of its size."""
+
+    def __init__(self, layer: "ConvPool", m: int, train: bool, work: _Work):
+        xp, dt = layer.xp, layer.dtype
+        k, C, F, p = layer.kernel, layer.channels, layer.filters, layer.pool
+        H, W = layer.height, layer.width
+        Hp, Wp = layer.out_shape[0], layer.out_shape[1]
+        self.m = m
+        self.work = work
+        self.A = work.A
+        self.x = xp.empty((m, H, W, C), dt)  # channels-last copy of the input (im2col source)
         self.c = xp.empty((p * p, m * Hp * Wp, F), dt)  # conv output, pool-major
         self.P = xp.empty((m, Hp, Wp, F), dt)  # pooled (pre-bias)
         if train:
             self.z = xp.empty((m, Hp, Wp, F), dt)
             self.a = xp.empty((m, Hp, Wp, F), dt)
             self.prime = xp.empty((m, Hp, Wp, F), dt)
-            self.dc = xp.empty((p * p, m * Hp * Wp, F), dt)
-            self.gw = xp.empty((K, F), dt)
-            if layer.ties == "one":
-                self.taken = xp.empty((m * Hp * Wp, F), dt)
-            Hc, Wc = Hp * p, Wp * p
-            self.dc_std = xp.empty((m, Hp, p, Wp, p, F), dt)  # dC/dc in (n, i, j) order
-            # col2im: blocks[di, dj] = dC/dc @ w[di, dj]^T, the contribution of every output
-            # position (n, i, j) to input position (n, i + di, j + dj); each block is added to a
-            # shifted window of dx (k*k adds with contiguous sources).
-            self.blocks = xp.empty((k * k, m * Hc * Wc, C), dt)
-            self.wt = xp.empty((k * k, F, C), dt)
-            self.dx = xp.empty((m, H, W, C), dt)
-            b6 = self.blocks.reshape(k, k, m, Hc, Wc, C)
-            self.col2im_pairs = [
-                (self.dx[:, di : di + Hc, dj : dj + Wc, :], b6[di, dj]) for di in range(k) for dj in range(k)
-            ]
             self.ones = xp.ones((1, m * Hp * Wp), dt)  # bias gradient as a GEMV
         # im2col sources: strided views of self.x (and of the phase planes), made once
         sN, sH, sW, sC = self.x.strides
         if layer.transposed_cols:
+            planes = work.planes
             # planes[s, t, ch, n, u, v] = x[n, p*u + s, p*v + t, ch]
-            self.src1 = _as_strided(xp, self.x, self.planes.shape, (sH, sW, sC, sN, p * sH, p * sW))
+            self.copies = [(planes, _as_strided(xp, self.x, planes.shape, (sH, sW, sC, sN, p * sH, p * sW)))]
             # cols[di, dj, ch, pi, pj, n, u, v] = planes[di + pi, dj + pj, ch, n, u, v]
-            a, b, c = self.planes.strides[:3]
-            self.src2 = _as_strided(xp, self.planes, self.cols.shape, (a, b, c, a, b) + self.planes.strides[3:])
+            a, b, c = planes.strides[:3]
+            self.copies.append(
+                (work.cols, _as_strided(xp, planes, work.cols.shape, (a, b, c, a, b) + planes.strides[3:]))
+            )
         else:
             # cols[pi, pj, n, u, v, di, (dj, ch)] = x[n, p*u + pi + di, p*v + pj + dj, ch]
-            self.src1 = _as_strided(xp, self.x, self.cols.shape, (sH, sW, sN, p * sH, p * sW, sH, sC))
+            self.copies = [(work.cols, _as_strided(xp, self.x, work.cols.shape, (sH, sW, sN, p * sH, p * sW, sH, sC)))]
 
 
 class ConvPool:
@@ -164,7 +196,7 @@ class ConvPool:
         xp=numpy,
         dtype=numpy.float32,
         ties: str = "all",
-        chunk: int = 50,
+        chunk: int = 25,
     ):
         C, H, W = (int(s) for s in in_shape)
         if min(C, H, W, filters, kernel, pool) < 1:
@@ -255,15 +287,13 @@ class ConvPool:
         return x * mask
 
     # -- the pieces -------------------------------------------------------------------------
-    def _im2col(self, B: _Buffers, x):
-        """Fill B.cols (so that B.A is the (rows, k*k*C) patch matrix) from x (m, H, W, C)."""
+    def _im2col(self, B: _Buffers, x=None):
+        """Fill the patch matrix B.A (rows, k*k*C) from x (m, H, W, C), or from B.x again."""
         xp = self.xp
-        xp.copyto(B.x, x)  # a contiguous channels-last copy with known strides (casts too)
-        if self.transposed_cols:
-            xp.copyto(B.planes, B.src1)
-            xp.copyto(B.cols, B.src2)
-        else:
-            xp.copyto(B.cols, B.src1)
+        if x is not None:
+            xp.copyto(B.x, x)  # a contiguous channels-last copy with known strides (casts too)
+        for dst, src in B.copies:
+            xp.copyto(dst, src)
 
     def _conv_pool(self, B: _Buffers, x):
         """im2col, one GEMM, max-pool: fills B.c (pool-major conv output) and B.P."""
@@ -300,13 +330,15 @@ class ConvPool:
                 e = min(m, s + self.chunk)
                 B = self._eval_bufs.get(e - s)
                 if B is None:
-                    B = self._eval_bufs[e - s] = _Buffers(self, e - s, train=False)
+                    work = _Work(self, e - s, train=False)
+                    B = self._eval_bufs[e - s] = _Buffers(self, e - s, False, work)
                 self._conv_pool(B, x[s:e])
                 xp.add(B.P, b, out=out[s:e])
             return self.activation.fn(out, out)
         sizes = [min(self.chunk, m - s) for s in range(0, m, self.chunk)]
         if [B.m for B in self._train_bufs] != sizes:
-            self._train_bufs = [_Buffers(self, n, train=True) for n in sizes]
+            works = {n: _Work(self, n, train=True) for n in set(sizes)}
+            self._train_bufs = [_Buffers(self, n, True, works[n]) for n in sizes]
         self._m = m
         if len(sizes) == 1:
             B = self._train_bufs[0]
@@ -331,12 +363,12 @@ class ConvPool:
         F = self.filters
         d = delta.reshape(-1, F)
         P = B.P.reshape(-1, F)
-        dc = B.dc
+        dc = B.work.dc
         if self.ties == "all":
             xp.equal(B.c, P, out=dc)
             xp.multiply(dc, d, out=dc)
         else:
-            taken = B.taken
+            taken = B.work.taken
             taken.fill(0)
             for q in range(dc.shape[0]):
                 xp.equal(B.c[q], P, out=dc[q])
@@ -345,7 +377,7 @@ class ConvPool:
                 xp.multiply(dc[q], d, out=dc[q])
         return dc
 
-    def _col2im(self, B: _Buffers, dc):
+    def _col2im(self, B: _Work, dc):
         """dC/dx = col2im(dC/dc @ W^T): the full convolution with the 180-degree-rotated kernel."""
         xp = self.xp
         k, p, C, F = self.kernel, self.pool, self.channels, self.filters
@@ -378,23 +410,30 @@ class ConvPool:
             xp.matmul(self._train_bufs[0].ones, delta.reshape(-1, F), out=self.grads["b"].reshape(1, F))
         else:
             delta.reshape(-1, F).sum(axis=0, out=self.grads["b"])
-        dxs = []
+        bufs = self._train_bufs
+        several = len(bufs) > 1
+        if several and need_input_grad:
+            dx = xp.empty((m, self.height, self.width, self.channels), self.dtype)
         s = 0
-        for idx, B in enumerate(self._train_bufs):
-            d = delta[s : s + B.m]
-            dc = self._upsample(B, d)
+        for idx, B in enumerate(bufs):
+            if several:  # the shared patch matrix holds the last chunk's: rebuild this one's
+                self._im2col(B)
+            dc = self._upsample(B, delta[s : s + B.m])
             dc2 = dc.reshape(-1, F)
             if idx == 0:
                 xp.matmul(B.A.T, dc2, out=gw)
             else:
-                xp.matmul(B.A.T, dc2, out=B.gw)
-                gw += B.gw
+                xp.matmul(B.A.T, dc2, out=B.work.gw)
+                gw += B.work.gw
             if need_input_grad:
-                dxs.append(self._col2im(B, dc))
+                d = self._col2im(B.work, dc)
+                if several:
+                    dx[s : s + B.m] = d
+                else:
+                    dx = d
             s += B.m
         if not need_input_grad:
             return None
-        dx = dxs[0] if len(dxs) == 1 else xp.concatenate(dxs)
         if self.dropout:
             dx = dx * self._mask
         return self._grad_to_input_layout(dx, self._in_batch_shape)

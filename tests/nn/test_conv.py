@@ -289,3 +289,24 @@ def test_chapter6_shapes():
     d1 = c2.backward(np.ones_like(a2) * c2.activation_prime())
     assert d1.shape == (10, 12, 12, 20)
     assert c1.backward(d1 * c1.activation_prime(), need_input_grad=False) is None
+
+
+@pytest.mark.parametrize("mode", ["classic", "inverted"])
+def test_dropout_on_the_input(mode):
+    """Dropout (off in the book's conv layers, offered for completeness) masks the input."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 2, 8, 8))
+    layer = make_layer(2, 8, 8, 3, 3, 2, "tanh", dropout=0.5, dropout_mode=mode)
+    plain = make_layer(2, 8, 8, 3, 3, 2, "tanh")
+    layer.rng = np.random.default_rng(11)
+    a = layer.forward(x, train=True).copy()
+    mask = layer._mask  # channels-last, scaled by 1/keep when inverted
+    x_masked = x.transpose(0, 2, 3, 1) * mask
+    np.testing.assert_allclose(a, plain.forward(x_masked, train=True))
+    delta = rng.standard_normal(a.shape)
+    dx = layer.backward(delta)
+    dx_plain = plain.backward(delta)
+    np.testing.assert_allclose(dx.transpose(0, 2, 3, 1), dx_plain * mask)
+    np.testing.assert_allclose(layer.grads["w"], plain.grads["w"])
+    scale = 0.5 if mode == "classic" else 1.0
+    np.testing.assert_allclose(layer.forward(x, train=False), plain.forward(x * scale, train=False))

@@ -1,0 +1,410 @@
+"""Speed benchmark of the numpy engine: ``python -m pipeline.bench``.
+
+Times the *training loop only* (mini-batch SGD over one 50,000-image epoch, no evaluation) of
+
+1. ``ch1``: 784-30-10, sigmoid, quadratic cost (chapter 1): ours vs a per-example
+   implementation of the chapter 1 algorithm (column vectors, float64, one example at a time;
+   written here from the equations as the reference). Target: ours >= 10x faster.
+2. ``fc30`` / ``fc100``: 784-30-10 and 784-100-10 (same net): ours vs PyTorch CPU.
+   Targets: ours <= 0.2x and <= 0.35x of torch's time.
+3. ``conv``: the chapter 6 ReLU net, conv20(5x5, pool 2) -> conv40(5x5, pool 2) -> fc100 relu ->
+   softmax10, log-likelihood, L2 (lambda 0.1): ours vs torch (default NCHW layout) and torch
+   channels_last. Targets: <= 1.0x the faster torch at mini-batch 10 (goal 0.8x), <= 1.5x at
+   mini-batch 100.
+
+"Ours" is the engine's public API (``build_network`` + ``SGD`` + ``run_epoch``). Every case runs
+its implementations interleaved (A B C A B C ...) ``--repeats`` times in one process and reports
+medians, separately for every BLAS thread count in ``--threads`` (threadpoolctl for numpy's BLAS,
+``torch.set_num_threads`` for torch). Timings on a shared machine are noisy: the JSON keeps every
+individual time and the load average. ``--epoch-fraction f`` times f * 50,000 images and scales
+up. Data are synthetic (uniform [0, 1) float32 images, random labels) unless ``--data`` names an
+``.npz`` with ``x`` (n, 784) and ``y`` (n,) arrays or the prepare stage's uint8 ``images`` and
+``labels`` (``data/prepared/train.npz``); speed does not depend on the values except
+through max-pooling ties, which real MNIST has many of (zero background).
+
+torch is an optional, benchmark-only extra (``pip install -e '.[bench]'``); without it the torch
+columns are skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy
+
+EPOCH = 50_000
+CASES = ("ch1", "fc30", "fc100", "conv")
+TARGETS = {  # (case, batch size or None for any) -> (compared against, max ratio ours/ref)
+    ("ch1", None): ("loop", 0.1),
+    ("fc30", None): ("torch", 0.2),
+    ("fc100", None): ("torch", 0.35),
+    ("conv", 10): ("torch_best", 1.0),
+    ("conv", 100): ("torch_best", 1.5),
+}
+
+
+# -- machine ---------------------------------------------------------------------------------
+def machine_info() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [
+            {k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for d in threadpool_info()
+            if d.get("user_api") == "blas"
+        ]
+    except ImportError:  # pragma: no cover
+        info["blas"] = "threadpoolctl not installed"
+    torch = _torch()
+    info["torch"] = torch.__version__ if torch is not None else None
+    return info
+
+
+def _loadavg():
+    try:
+        return list(os.getloadavg())
+    except OSError:  # pragma: no cover
+        return None
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# -- data ------------------------------------------------------------------------------------
+def load_data(path: str | None, n: int, seed: int = 0):
+    """(x float32 (n, 784), labels int64 (n,)): synthetic, or the first n rows of an .npz.
+
+    The .npz holds either ``x`` (float, used as is) and ``y``, or the prepare stage's uint8
+    ``images`` and ``labels`` (pixels scaled raw/256, the book's convention). Fewer than n rows
+    are repeated.
+    """
+    if path:
+        with numpy.load(path, allow_pickle=False) as f:
+            if "images" in f.files:
+                x, y = f["images"].astype(numpy.float32) / 256.0, f["labels"]
+            else:
+                x, y = f["x"], f["y"]
+        x = numpy.ascontiguousarray(x.reshape(x.shape[0], -1)[:n], dtype=numpy.float32)
+        y = numpy.asarray(y[:n], dtype=numpy.int64)
+        if x.shape[0] < n:
+            reps = -(-n // x.shape[0])
+            x, y = numpy.tile(x, (reps, 1))[:n], numpy.tile(y, reps)[:n]
+        return x, y
+    rng = numpy.random.default_rng(seed)
+    return rng.random((n, 784), dtype=numpy.float32), rng.integers(0, 10, n)
+
+
+# -- the chapter 1 reference: one example at a time -------------------------------------------
+class PerExampleNetwork:
+    """Chapter 1's algorithm written directly from the equations, for one example at a time.
+
+    Column vectors, float64, sigmoid everywhere, quadratic cost, weights and biases N(0, 1).
+    For each mini-batch: feedforward a^l = sigma(w^l a^{l-1} + b^l); BP1 delta^L =
+    (a^L - y) * sigma'(z^L); BP2 delta^l = (w^{l+1 T} delta^{l+1}) * sigma'(z^l); BP3/BP4
+    dC/db = delta, dC/dw = delta a^{l-1 T}; sum over the mini-batch; w -= (eta/m) sum.
+    """
+
+    def __init__(self, sizes, seed=0):
+        rng = numpy.random.default_rng(seed)
+        self.biases = [rng.standard_normal((n, 1)) for n in sizes[1:]]
+        self.weights = [rng.standard_normal((n, k)) for k, n in zip(sizes[:-1], sizes[1:])]
+
+    @staticmethod
+    def _sigmoid(z):
+        return 1.0 / (1.0 + numpy.exp(-z))
+
+    def backprop(self, x, y):
+        sig = self._sigmoid
+        a, activations, zs = x, [x], []
+        for w, b in zip(self.weights, self.biases):
+            z = w @ a + b
+            zs.append(z)
+            a = sig(z)
+            activations.append(a)
+        s = sig(zs[-1])
+        delta = (activations[-1] - y) * s * (1 - s)
+        nb = [None] * len(self.biases)
+        nw = [None] * len(self.weights)
+        nb[-1], nw[-1] = delta, delta @ activations[-2].T
+        for l in range(2, len(self.weights) + 1):
+            s = sig(zs[-l])
+            delta = (self.weights[-l + 1].T @ delta) * s * (1 - s)
+            nb[-l], nw[-l] = delta, delta @ activations[-l - 1].T
+        return nb, nw
+
+    def update_mini_batch(self, batch, eta):
+        nb = [numpy.zeros_like(b) for b in self.biases]
+        nw = [numpy.zeros_like(w) for w in self.weights]
+        for x, y in batch:
+            dnb, dnw = self.backprop(x, y)
+            nb = [a + d for a, d in zip(nb, dnb)]
+            nw = [a + d for a, d in zip(nw, dnw)]
+        k = eta / len(batch)
+        self.weights = [w - k * g for w, g in zip(self.weights, nw)]
+        self.biases = [b - k * g for b, g in zip(self.biases, nb)]
+
+
+def _loop_epoch_fn(x, labels, m):
+    """The per-example reference: data as lists of (784, 1) / (10, 1) float64 columns."""
+    xs = [numpy.asarray(r, dtype=numpy.float64).reshape(784, 1) for r in x]
+    eye = numpy.eye(10)
+    ys = [eye[int(c)].reshape(10, 1) for c in labels]
+    data = list(zip(xs, ys))
+    net = PerExampleNetwork([784, 30, 10])
+
+    def run(n):
+        for lo in range(0, n, m):
+            net.update_mini_batch(data[lo : lo + m], 3.0)
+
+    return run
+
+
+# -- ours ------------------------------------------------------------------------------------
+FC_LAYERS = {"fc30": 30, "fc100": 100, "ch1": 30}
+
+
+def _spec(case: str, m: int) -> dict:
+    if case == "conv":
+        model = {
+            "input_shape": [1, 28, 28],
+            "layers": [
+                {"type": "conv", "filters": 20, "kernel": 5, "pool": 2, "activation": "relu"},
+                {"type": "conv", "filters": 40, "kernel": 5, "pool": 2, "activation": "relu"},
+                {"type": "fc", "units": 100, "activation": "relu"},
+                {"type": "softmax", "units": 10},
+            ],
+            "cost": "log_likelihood",
+            "init": "network3",
+        }
+        training = {
+            "epochs": 1,
+            "batch_size": m,
+            "eta": 0.03,
+            "regularization": {"kind": "l2", "lmbda": 0.1, "scaling": "network3"},
+            "shuffle": False,
+        }
+    else:
+        model = {
+            "input_shape": [784],
+            "layers": [
+                {"type": "fc", "units": FC_LAYERS[case], "activation": "sigmoid"},
+                {"type": "fc", "units": 10, "activation": "sigmoid"},
+            ],
+            "cost": "quadratic",
+            "init": "large",
+        }
+        training = {"epochs": 1, "batch_size": m, "eta": 3.0, "shuffle": False}
+    training.update({"dtype": "float32", "device": "cpu", "seed": 1})
+    return {"model": model, "training": training}
+
+
+def _ours_epoch_fn(case, x, labels, m):
+    from pipeline.nn import SGD, Regularization, build_network, one_hot
+    from pipeline.nn.train import run_epoch
+
+    spec = _spec(case, m)
+    net = build_network(spec)
+    t = spec["training"]
+    reg = Regularization(**t.get("regularization", {}))
+    opt = SGD(net, 0.0, reg, reg.coefficient(EPOCH, m) if reg.active else 0.0)
+    xd = numpy.ascontiguousarray(x, dtype=numpy.float32)
+    y = one_hot(labels, 10, numpy, numpy.float32)
+    eta = t["eta"]
+
+    def run(n):
+        run_epoch(net, opt, xd[:n], y[:n], m, eta)
+
+    return run
+
+
+# -- torch -----------------------------------------------------------------------------------
+def _torch_epoch_fn(case, x, labels, m, channels_last=False):
+    torch = _torch()
+    torch.manual_seed(0)
+    nn = torch.nn
+    if case == "conv":
+        net = nn.Sequential(
+            nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Flatten(), nn.Linear(640, 100), nn.ReLU(), nn.Linear(100, 10),
+        )  # fmt: skip
+        X = torch.from_numpy(numpy.ascontiguousarray(x, dtype=numpy.float32)).reshape(-1, 1, 28, 28)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+            X = X.contiguous(memory_format=torch.channels_last)
+        Y = torch.from_numpy(numpy.asarray(labels, dtype=numpy.int64))
+        loss_fn = nn.CrossEntropyLoss()  # mean log-likelihood of the softmax
+        # L2 as network3.py: per step w -= eta * lmbda * m / N * w (weights only; torch's
+        # weight_decay also decays biases, a negligible difference in cost)
+        opt = torch.optim.SGD(net.parameters(), lr=0.03, weight_decay=0.1 * m / EPOCH)
+    else:
+        net = nn.Sequential(nn.Linear(784, FC_LAYERS[case]), nn.Sigmoid(), nn.Linear(FC_LAYERS[case], 10), nn.Sigmoid())
+        X = torch.from_numpy(numpy.ascontiguousarray(x, dtype=numpy.float32))
+        Y = torch.nn.functional.one_hot(torch.from_numpy(numpy.asarray(labels, dtype=numpy.int64)), 10).float()
+
+        def loss_fn(a, y):  # mean over the mini-batch of 0.5 ||a - y||^2
+            return 0.5 * ((a - y) ** 2).sum() / a.shape[0]
+
+        opt = torch.optim.SGD(net.parameters(), lr=3.0)
+
+    def run(n):
+        for lo in range(0, n, m):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(X[lo : lo + m]), Y[lo : lo + m])
+            loss.backward()
+            opt.step()
+
+    return run
+
+
+# -- driver ----------------------------------------------------------------------------------
+def implementations(case, x, labels, m, log):
+    impls = {"ours": lambda: _ours_epoch_fn(case, x, labels, m)}
+    if case == "ch1":
+        impls["loop"] = lambda: _loop_epoch_fn(x, labels, m)
+        return impls
+    if _torch() is None:
+        log(f"  [{case}] torch is not importable: torch columns skipped (pip install -e '.[bench]')")
+        return impls
+    impls["torch"] = lambda: _torch_epoch_fn(case, x, labels, m)
+    if case == "conv":
+        impls["torch_cl"] = lambda: _torch_epoch_fn(case, x, labels, m, channels_last=True)
+    return impls
+
+
+def time_case(case, m, threads, repeats, fraction, x, labels, log):
+    """Interleaved timings of every implementation of ``case``: {name: [seconds per epoch]}."""
+    from threadpoolctl import threadpool_limits
+
+    torch = _torch()
+    n = max(m, int(round(EPOCH * fraction / m)) * m)
+    scale = EPOCH / n
+    times: dict[str, list[float]] = {}
+    with threadpool_limits(limits=threads):
+        if torch is not None:
+            torch.set_num_threads(threads)
+        runs = {name: make() for name, make in implementations(case, x[:n], labels[:n], m, log).items()}
+        warm = min(n, max(m, 20 * m))
+        for run in runs.values():  # warm-up: allocations, first-call costs
+            run(warm)
+        for _ in range(repeats):
+            for name, run in runs.items():
+                t0 = time.perf_counter()
+                run(n)
+                times.setdefault(name, []).append((time.perf_counter() - t0) * scale)
+    return times
+
+
+def summarize(case, m, threads, times):
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row = {"case": case, "batch_size": m, "threads": threads, "median_s": med, "times_s": times}
+    ref_name, limit = TARGETS.get((case, m), TARGETS.get((case, None), (None, None)))
+    if ref_name == "torch_best":
+        cands = {k: med[k] for k in ("torch", "torch_cl") if k in med}
+        if cands:
+            best = min(cands, key=cands.get)
+            row.update(reference=best, ratio=med["ours"] / cands[best])
+    elif ref_name in med:
+        row.update(reference=ref_name, ratio=med["ours"] / med[ref_name])
+    if "ratio" in row:
+        row.update(target_ratio=limit, meets_target=row["ratio"] <= limit)
+    return row
+
+
+def format_row(row) -> str:
+    med = row["median_s"]
+    parts = "  ".join(f"{k} {v:7.2f}s" for k, v in med.items())
+    ratio = ""
+    if "ratio" in row:
+        ok = "ok" if row["meets_target"] else "MISSES"
+        ratio = f"  ours/{row['reference']} = {row['ratio']:.2f} (target <= {row['target_ratio']}: {ok})"
+        if row["case"] == "ch1":
+            ratio += f"  [{1 / row['ratio']:.1f}x faster]"
+    return f"{row['case']:>6} m={row['batch_size']:<4} thr={row['threads']}  {parts}{ratio}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epoch-fraction", type=float, default=1.0, help="time this fraction of the 50,000 images and scale")
+    ap.add_argument("--batch-size", nargs="+", type=int, default=None, help="mini-batch sizes (default: 10; conv: 10 100)")
+    ap.add_argument("--data", default=None, help=".npz with x (n, 784) and y (n,), or uint8 images/labels (e.g. data/prepared/train.npz); default synthetic")
+    ap.add_argument("--out", default="results/bench.json")
+    args = ap.parse_args(argv)
+    if not 0 < args.epoch_fraction <= 1:
+        ap.error("--epoch-fraction must be in (0, 1]")
+
+    def log(s):
+        print(s, flush=True)
+
+    info = machine_info()
+    log(f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, torch {info['torch']}")
+    log(f"training loop only, one {EPOCH}-image epoch (fraction {args.epoch_fraction} timed, scaled), float32 "
+        f"(ch1 loop: float64), medians of {args.repeats} interleaved repeats")  # fmt: skip
+    x, labels = load_data(args.data, EPOCH)
+    load_before = _loadavg()
+    rows = []
+    t_start = time.time()
+    for threads in args.threads:
+        for case in args.cases:
+            sizes = args.batch_size or ([10, 100] if case == "conv" else [10])
+            for m in sizes:
+                times = time_case(case, m, threads, args.repeats, args.epoch_fraction, x, labels, log)
+                row = summarize(case, m, threads, times)
+                rows.append(row)
+                log(format_row(row))
+    result = {
+        "machine": info,
+        "config": {
+            "cases": args.cases,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "epoch_fraction": args.epoch_fraction,
+            "batch_sizes": args.batch_size,
+            "data": args.data or "synthetic uniform [0,1) float32, random labels",
+            "epoch_images": EPOCH,
+        },
+        "loadavg_before": load_before,
+        "loadavg_after": _loadavg(),
+        "wall_s": time.time() - t_start,
+        "results": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {out} (load average before {load_before}, after {result['loadavg_after']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

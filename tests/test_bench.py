@@ -1,0 +1,43 @@
+"""Smoke test of ``python -m pipeline.bench``: a tiny fraction of an epoch, every case."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from pipeline import bench
+
+
+def test_per_example_reference_matches_minibatch_gradient():
+    """The chapter 1 reference's summed per-example gradients equal a mini-batch computation."""
+    net = bench.PerExampleNetwork([6, 4, 3], seed=1)
+    rng = np.random.default_rng(2)
+    xs = [rng.random((6, 1)) for _ in range(5)]
+    ys = [np.eye(3)[i % 3].reshape(3, 1) for i in range(5)]
+    nb = [np.zeros_like(b) for b in net.biases]
+    for x, y in zip(xs, ys):
+        dnb, _ = net.backprop(x, y)
+        nb = [a + d for a, d in zip(nb, dnb)]
+    X, Y = np.hstack(xs), np.hstack(ys)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    z1 = net.weights[0] @ X + net.biases[0]
+    a1 = sig(z1)
+    z2 = net.weights[1] @ a1 + net.biases[1]
+    d2 = (sig(z2) - Y) * sig(z2) * (1 - sig(z2))
+    d1 = (net.weights[1].T @ d2) * sig(z1) * (1 - sig(z1))
+    np.testing.assert_allclose(nb[1], d2.sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(nb[0], d1.sum(axis=1, keepdims=True))
+
+
+def test_bench_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--epoch-fraction", "0.002", "--repeats", "1", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["machine"]["cores"] >= 1 and result["machine"]["numpy"]
+    rows = {(r["case"], r["batch_size"]) for r in result["results"]}
+    assert rows == {("ch1", 10), ("fc30", 10), ("fc100", 10), ("conv", 10), ("conv", 100)}
+    for r in result["results"]:
+        assert all(t > 0 for ts in r["times_s"].values() for t in ts)
+    assert "ours" in capsys.readouterr().out
