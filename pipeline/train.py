@@ -39,7 +39,8 @@ def main(cfg: DictConfig) -> None:
     book_id, run_cfg = run_config(plain)
     out = Path(HydraConfig.get().runtime.output_dir)
     train_entry(book_id, run_cfg, plain["data"], plain["profile"],
-                model_dir=out / "models" / book_id, results_dir=out / "results" / book_id)
+                model_dir=out / "models" / book_id, results_dir=out / "results" / book_id,
+                compute=plain.get("compute"))
 
 
 if __name__ == "__main__":

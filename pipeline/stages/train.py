@@ -19,7 +19,8 @@ def main(book_id: str) -> None:
         sys.exit(f"train: no run {book_id!r} in params.yaml's book (have: {', '.join(params['book'])})")
     with stage(f"train@{book_id}"):
         train_entry(book_id, params["book"][book_id], params["data"], params["profile"],
-                    model_dir=f"models/{book_id}", results_dir=f"results/{book_id}", log=log)
+                    model_dir=f"models/{book_id}", results_dir=f"results/{book_id}", log=log,
+                    compute=params.get("compute"))
 
 
 if __name__ == "__main__":
