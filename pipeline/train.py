@@ -18,11 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.experiment import train_entry
 
 
-def run_config(cfg: dict) -> tuple[str, dict]:
-    """The one selected ``book.<id>`` with the ``seed``/``eta``/``epochs`` shortcuts applied."""
-    (book_id, run_cfg), *others = cfg["book"].items()
-    if others:
-        raise SystemExit("select one run: book=<id>")
+def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
+    """The selected ``book.<id>`` with the ``seed``/``eta``/``epochs`` shortcuts applied.
+
+    (``cfg["book"]`` may hold partial entries of other runs: a profile's per-run cuts.)
+    """
+    run_cfg = cfg["book"][book_id]
     if cfg.get("seed") is not None:
         run_cfg["seeds"] = [int(cfg["seed"])]
     for key in ("eta", "epochs"):
@@ -36,7 +37,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     plain = OmegaConf.to_container(cfg, resolve=True)
-    book_id, run_cfg = run_config(plain)
+    book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
     out = Path(HydraConfig.get().runtime.output_dir)
     train_entry(book_id, run_cfg, plain["data"], plain["profile"],
                 model_dir=out / "models" / book_id, results_dir=out / "results" / book_id,

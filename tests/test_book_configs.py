@@ -72,8 +72,15 @@ def test_hydra_app_selects_one_run_and_applies_shortcuts():
 
     from pipeline.train import run_config
 
-    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base=None):
-        cfg = hydra_compose("train", overrides=["book=ch6-relu", "seed=2", "eta=0.1"])
-    book_id, run = run_config(OmegaConf.to_container(cfg, resolve=True))
+    def selected(*overrides):
+        with initialize_config_dir(str(REPO_ROOT / "conf"), version_base=None):
+            cfg = hydra_compose("train", overrides=["book=ch6-relu", *overrides],
+                                return_hydra_config=True)
+        choice = cfg.hydra.runtime.choices["book"]
+        plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        return run_config(OmegaConf.to_container(plain, resolve=True), choice)
+
+    book_id, run = selected("seed=2", "eta=0.1")
     assert book_id == "ch6-relu" and run["seeds"] == [2] and run["training"]["eta"] == 0.1
-    assert run["training"]["epochs"] == 60
+    assert run["training"]["epochs"] == 12  # the quick profile's cut
+    assert selected("profile=book")[1]["training"]["epochs"] == 60
