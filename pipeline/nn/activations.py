@@ -5,10 +5,16 @@ Each :class:`Activation` is bound to an array module ``xp`` and works in place w
 ``prime(z, a, out)`` receives both the weighted input ``z`` and the activation ``a = sigma(z)``
 so that each derivative uses the cheapest exact form:
 
-- sigmoid: sigma(z) = 1 / (1 + e^-z),  sigma'(z) = sigma(z) (1 - sigma(z))  (book eq. 3 / ch. 2)
-- tanh:    sigma(z) = tanh(z),         sigma'(z) = 1 - tanh(z)^2
+- sigmoid: sigma(z) = 1 / (1 + e^-z),  sigma'(z) = sigma(z) sigma(-z)  (= sigma (1 - sigma), eq. 3)
+- tanh:    sigma(z) = tanh(z),         sigma'(z) = 1 / cosh(z)^2     (= 1 - tanh^2)
 - relu:    sigma(z) = max(0, z),       sigma'(z) = 1 if z > 0 else 0
 - linear:  sigma(z) = z,               sigma'(z) = 1
+
+Why not the textbook forms sigma (1 - sigma) and 1 - tanh^2: in float32, sigma(z) rounds to
+exactly 1 for z > 17 (tanh for z > 9), so 1 - sigma is 0 and a saturated unit stops learning
+for good. The book's programs run in float64, where that happens only past z = 37, and the
+chapter 1 and 3 networks with N(0, 1) weights do start with weighted inputs of that size
+(784-100-10 with eta 3 lost whole digits for ever in float32 until this was fixed).
 
 The sigmoid never overflows: it is ``scipy.special.expit`` on the CPU (``cupyx``'s on a GPU),
 or 0.5 * (1 + tanh(z / 2)) for any other array module.
@@ -68,8 +74,9 @@ def _sigmoid(xp) -> Activation:
     def fn(z, out):
         return expit(z) if out is None else expit(z, out=out)
 
-    def prime(z, a, out):  # sigma' = sigma (1 - sigma)
-        out = xp.subtract(1, a, out=out)
+    def prime(z, a, out):  # sigma' = sigma(z) sigma(-z): no cancellation, unlike sigma (1 - sigma)
+        out = xp.negative(z, out=out)
+        out = expit(out, out=out)
         out *= a
         return out
 
@@ -80,9 +87,10 @@ def _tanh(xp) -> Activation:
     def fn(z, out):
         return xp.tanh(z, out=out)
 
-    def prime(z, a, out):  # 1 - tanh^2
-        out = xp.multiply(a, a, out=out)
-        xp.subtract(1, out, out=out)
+    def prime(z, a, out):  # 1 / cosh^2: no cancellation, unlike 1 - tanh^2
+        out = xp.cosh(z, out=out)
+        xp.multiply(out, out, out=out)
+        xp.reciprocal(out, out=out)
         return out
 
     return Activation("tanh", fn, prime)

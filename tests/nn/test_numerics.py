@@ -110,3 +110,19 @@ def test_quadratic_cost_value_and_delta():
 def test_cost_registry_rejects_unknown_names():
     with pytest.raises(ValueError, match="allowed: quadratic, cross_entropy, log_likelihood"):
         get_cost("hinge")
+
+
+def test_saturated_sigmoid_and_tanh_keep_a_nonzero_derivative_in_float32():
+    """sigma(z) is exactly 1.0f for z > 17: sigma (1 - sigma) would be 0 and the unit dead."""
+    import numpy as np
+
+    from pipeline.nn.activations import get_activation
+
+    z = np.array([-30.0, -20.0, 20.0, 30.0], dtype=np.float32)
+    for name, expected in (("sigmoid", np.exp(-np.abs(z.astype(np.float64)))),
+                           ("tanh", 4 * np.exp(-2 * np.abs(z.astype(np.float64))))):
+        act = get_activation(name)
+        a = act.fn(z, None)
+        prime = act.prime(z, a, np.empty_like(z))
+        assert prime.dtype == np.float32 and (prime > 0).all(), name
+        np.testing.assert_allclose(prime, expected, rtol=1e-3)
