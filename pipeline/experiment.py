@@ -204,6 +204,7 @@ def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int) -> lis
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log)
                 for seed in seeds]
+    tracking.init_store()
     _SHARED.update(data=data, args=args)
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:

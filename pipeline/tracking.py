@@ -42,6 +42,10 @@ from typing import Any
 
 import numpy as np
 
+# No pooled connections: seeds train in forked processes, and a sqlite connection must not
+# cross a fork. Our logging is one call per epoch, so opening a connection each time is cheap.
+os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+
 # Fresh sqlite stores run ~50 alembic migrations, each logged at INFO; keep runs quiet.
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.store.db.db_types"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -224,6 +228,21 @@ def _experiment_id(client: MlflowClient, uri: str) -> str:
         return experiment.experiment_id
 
 
+def _client() -> tuple[MlflowClient, str]:
+    """A client of the tracking store and the experiment's id (created on first use)."""
+    uri = tracking_uri()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
+        client = MlflowClient(tracking_uri=uri)
+        return client, _experiment_id(client, uri)
+
+
+def init_store() -> None:
+    """Create the store and the experiment now, before processes that share it are forked:
+    a new sqlite store runs its schema migrations once, and two at a time collide."""
+    _client()
+
+
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM into ``Terminated`` while the block runs (main thread only)."""
@@ -250,11 +269,9 @@ def start_run(
 ) -> Iterator[RunLogger]:
     """Open a run in experiment ``EXPERIMENT``; it ends FINISHED, FAILED (exception) or
     KILLED (KeyboardInterrupt / SIGTERM), never left RUNNING. Exceptions are re-raised."""
-    uri = tracking_uri()
+    client, experiment_id = _client()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
-        client = MlflowClient(tracking_uri=uri)
-        experiment_id = _experiment_id(client, uri)
+        warnings.simplefilter("ignore")
         all_tags = resolve_tags({k: str(v) for k, v in (tags or {}).items() if v is not None})
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
     logger = RunLogger(client, run.info.run_id)
@@ -278,6 +295,7 @@ __all__ = [
     "Terminated",
     "artifact_root",
     "flatten",
+    "init_store",
     "project_root",
     "standard_tags",
     "start_run",

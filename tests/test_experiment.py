@@ -1,0 +1,76 @@
+"""One run of the book end to end on tiny synthetic data: results, model, MLflow status."""
+
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import experiment
+from pipeline.data.mnist import save_images
+
+RUN = {
+    "chapter": 3, "title": "tiny", "what_changed": "test",
+    "book": {"value": 0.5, "metric": "peak_validation", "note": ""},
+    "data": {"train": "train", "train_file": "data/prepared/train.npz", "train_limit": None},
+    "seeds": [1, 2],
+    "model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
+              "layers": [{"type": "fc", "units": 8}, {"type": "fc", "units": 10}]},
+    "training": {"epochs": 3, "batch_size": 10, "eta": 0.5},
+}
+DATA = {"prepared_dir": "data/prepared", "expanded_dir": "data/expanded", "n_train": 60}
+PROFILE = {"name": "test", "limits": {}}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 60), ("validation", 30), ("test", 30)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8) + labels[:, None, None] * 20
+        save_images(tmp_path / "data/prepared" / f"{name}.npz", images, labels)
+    return tmp_path
+
+
+def _runs(workdir):
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    exp = client.get_experiment_by_name("nielsen-mnist")
+    return client, client.search_runs([exp.experiment_id])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
+    metrics = experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny",
+                                     log=lambda _: None, compute={"seed_workers": workers})
+    saved = json.loads((workdir / "results/tiny/metrics.json").read_text())
+    assert saved["ours_book_metric"]["n_seeds"] == 2 and len(saved["seeds"]) == 2
+    assert saved["honest_test_at_best_validation"]["n"] == 2
+    assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1", "seed2"]
+    header, *rows = (workdir / "results/tiny/history.csv").read_text().splitlines()
+    assert header.startswith("seed,epoch") and len(rows) == 6
+    client, runs = _runs(workdir)
+    assert sorted(r.info.run_id for r in runs) == sorted(metrics["mlflow_run_ids"])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "validation_accuracy")]
+    assert steps == [0, 1, 2]
+
+
+def test_interrupted_training_saves_weights_and_ends_killed(workdir, monkeypatch):
+    real_fit = experiment.fit
+
+    def interrupted_fit(*args, **kwargs):
+        history = real_fit(*args, **kwargs)
+        history.interrupted = True  # as if Ctrl-C arrived after the last epoch
+        return history
+
+    monkeypatch.setattr(experiment, "fit", interrupted_fit)
+    run = dict(RUN, seeds=[1])
+    with pytest.raises(KeyboardInterrupt):
+        experiment.train_entry("tiny", run, DATA, PROFILE, "models/tiny", "results/tiny",
+                               log=lambda _: None)
+    assert (workdir / "models/tiny/seed1/weights.npz").is_file()
+    assert not (workdir / "results/tiny/metrics.json").exists()
+    _, runs = _runs(workdir)
+    assert [r.info.status for r in runs] == ["KILLED"]
