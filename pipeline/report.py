@@ -74,8 +74,8 @@ def with_verdict(row: dict, tolerance: dict) -> dict:
     row = dict(row, difference_pp=None, tolerance_pp=None, within=None)
     if book is not None and row["ours"] is not None:
         tol = tolerance["chapter6"] if row["chapter"] == 6 else tolerance["default"]
-        diff = 100 * (row["ours"] - book)
-        row.update(difference_pp=round(diff, 2), tolerance_pp=tol, within=abs(diff) <= tol)
+        diff = round(100 * (row["ours"] - book), 2)  # 99.30 - 99.60 is -0.30, not -0.3000001
+        row.update(difference_pp=diff, tolerance_pp=tol, within=abs(diff) <= tol)
     return row
 
 
@@ -133,13 +133,14 @@ def progression_plot(rows: list[dict], order: list[str]):
     xs = range(len(shown))
     book = [100 * r["book"]["value"] if r["book"].get("value") is not None else None for r in shown]
     ours = [100 * r["ours"] if r["ours"] is not None else None for r in shown]
-    ax.plot(xs, [v if v is not None else float("nan") for v in book], "o--", color="black",
-            label="book")
-    ax.plot(xs, [v if v is not None else float("nan") for v in ours], "s-", color="tab:blue",
-            label="ours (the book's metric)")
+    bottom = max(90.0, min([v for v in book + ours if v is not None] or [90.0]) - 0.5)
+    shown_values = lambda values: [v if v is not None and v >= bottom else float("nan")  # noqa: E731
+                                   for v in values]
+    ax.plot(xs, shown_values(book), "o--", color="black", label="book")
+    ax.plot(xs, shown_values(ours), "s-", color="tab:blue", label="ours (the book's metric)")
     ax.set_xticks(list(xs), [r["id"] for r in shown], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(bottom=max(90.0, min([v for v in book + ours if v is not None] or [90.0]) - 0.5))
+    ax.set_ylim(bottom, 100.0)
     ax.set_title("MNIST accuracy, chapter by chapter (baselines below 90% are off the axis)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

@@ -40,3 +40,12 @@ def test_honest_is_mean_and_sample_std():
     assert mean_std([0.5]) == (0.5, None)
     assert mean_std([]) == (None, None)
     assert not math.isnan(result["std"])
+
+
+def test_report_tolerance_is_inclusive_at_two_decimals():
+    from pipeline.report import with_verdict
+
+    row = {"chapter": 6, "book": {"value": 0.996}, "ours": 0.993}
+    verdict = with_verdict(row, {"default": 0.5, "chapter6": 0.3})
+    assert verdict["difference_pp"] == -0.3 and verdict["within"] is True
+    assert with_verdict(dict(row, ours=0.9929), {"default": 0.5, "chapter6": 0.3})["within"] is False

@@ -68,7 +68,7 @@ class History:
     def summary(self) -> dict[str, Any]:
         """The scalar results (no weights, no per-epoch records), JSON-ready."""
         return {
-            "epochs_run": len(self.records),
+            "epochs_run": self.records[-1]["epoch"] + 1 if self.records else 0,
             "best_epoch": self.best_epoch,
             "best_validation_accuracy": self.best_validation_accuracy,
             "test_at_best_validation": self.test_at_best_validation,
