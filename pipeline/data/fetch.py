@@ -16,7 +16,6 @@ nothing partial or unverified ever lands in the output directory.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from pipeline.atomic import atomic_path
+from pipeline.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,12 @@ class VerificationError(ValueError):
     """Bytes that do not match the pinned checksum or size."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path: Path, expected: MnistFile) -> None:
     """Raise VerificationError unless ``path`` holds exactly the expected bytes."""
     size = path.stat().st_size
     if size != expected.size:
         raise VerificationError(f"size {size:,} bytes, expected {expected.size:,}")
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected.sha256:
         raise VerificationError(f"SHA-256 {actual[:16]}..., expected {expected.sha256[:16]}...")
 

@@ -10,7 +10,6 @@ networks eat: float32 pixels ``raw/256`` (the book's scaling, range [0, 255/256]
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from pipeline.atomic import save_npz
 from pipeline.data.fetch import MnistFile
 from pipeline.data.idx import read_idx
+from pipeline.hashing import sha256_file
 
 RAW_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -120,8 +120,4 @@ def load_dataset(path: str | Path, limit: int | None = None, dtype=np.float32) -
 
 def digest(path: str | Path) -> str:
     """SHA-256 of a data file: the data's identity in model files and MLflow tags."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)

@@ -87,6 +87,7 @@ import math
 import numpy
 
 from pipeline.nn.activations import get_activation
+from pipeline.nn.layers import dropout_mask
 
 TIES = ("all", "one")
 INIT_SCHEMES = ("large", "default", "network3")
@@ -277,14 +278,9 @@ class ConvPool:
         return dx.reshape(shape)
 
     def _drop(self, x):
-        keep = 1.0 - self.dropout
-        mask = self.rng.random(x.shape, dtype=self.dtype) < keep
-        if self.dropout_mode == "inverted":
-            mask = mask * self.xp.asarray(1.0 / keep, dtype=self.dtype)
-        else:
-            mask = mask.astype(self.dtype)
-        self._mask = mask
-        return x * mask
+        self._mask = dropout_mask(self.rng, x.shape, self.dropout, self.dropout_mode, self.xp,
+                                  self.dtype)
+        return x * self._mask
 
     # -- the pieces -------------------------------------------------------------------------
     def _im2col(self, B: _Buffers, x=None):

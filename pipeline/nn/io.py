@@ -11,7 +11,6 @@ half-written file and a crash between the two shows up as a digest mismatch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy
 
+from pipeline.hashing import sha256_file
 from pipeline.nn.build import build_network
 from pipeline.nn.network import Network
 from pipeline.nn.spec import SpecError, validate_spec
@@ -64,14 +64,6 @@ def _atomic_write(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_model(directory, net: Network, spec, metadata: dict | None = None) -> Path:

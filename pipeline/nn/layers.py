@@ -58,6 +58,15 @@ def check_dropout(dropout: float, dropout_mode: str) -> None:
         raise ValueError(f"dropout_mode: unknown {dropout_mode!r}; allowed: {', '.join(DROPOUT_MODES)}")
 
 
+def dropout_mask(rng, shape, p: float, mode: str, xp=numpy, dtype=numpy.float32):
+    """A Bernoulli(keep = 1 - p) mask of ``shape``, divided by 1 - p for inverted dropout."""
+    keep = 1.0 - p
+    mask = rng.random(shape, dtype=dtype) < keep
+    if mode == "inverted":
+        return mask * xp.asarray(1.0 / keep, dtype=dtype)
+    return mask.astype(dtype)
+
+
 class FullyConnected:
     """z = x w + b, a = sigma(z): every input unit feeds every output unit."""
 
@@ -128,14 +137,9 @@ class FullyConnected:
 
     def _drop(self, x):
         """Training-time dropout of the input; keeps the (scaled) mask for backward."""
-        keep = 1.0 - self.dropout
-        mask = self.rng.random(x.shape, dtype=self.dtype) < keep
-        if self.dropout_mode == "inverted":
-            mask = mask * self.xp.asarray(1.0 / keep, dtype=self.dtype)
-        else:
-            mask = mask.astype(self.dtype)
-        self._mask = mask
-        return x * mask
+        self._mask = dropout_mask(self.rng, x.shape, self.dropout, self.dropout_mode, self.xp,
+                                  self.dtype)
+        return x * self._mask
 
     def _activate(self, z, out):
         return self.activation.fn(z, out)
