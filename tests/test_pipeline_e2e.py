@@ -35,7 +35,7 @@ def test_dvc_repro_data_stages_and_baselines(repo_copy, stage_env, mnist_raw_dir
     assert len(shifted) == 250_000 and len(rotated) == 150_000
     assert (repo_copy / "results/expand/rotated_preview.png").stat().st_size > 1000
 
-    status = run(["dvc", "status"], repo_copy, stage_env)
+    status = run(["dvc", "status", "baselines", "expand", "--with-deps"], repo_copy, stage_env)
     assert "up to date" in status
     again = run(["dvc", "repro", "baselines", "expand"], repo_copy, stage_env)
     assert "Running stage" not in again
