@@ -143,7 +143,7 @@ class _Buffers:
 
     def __init__(self, layer: "ConvPool", m: int, train: bool, work: _Work):
         xp, dt = layer.xp, layer.dtype
-        k, C, F, p = layer.kernel, layer.channels, layer.filters, layer.pool
+        C, F, p = layer.channels, layer.filters, layer.pool
         H, W = layer.height, layer.width
         Hp, Wp = layer.out_shape[0], layer.out_shape[1]
         self.m = m
@@ -376,7 +376,7 @@ class ConvPool:
     def _col2im(self, B: _Work, dc):
         """dC/dx = col2im(dC/dc @ W^T): the full convolution with the 180-degree-rotated kernel."""
         xp = self.xp
-        k, p, C, F = self.kernel, self.pool, self.channels, self.filters
+        p, C, F = self.pool, self.channels, self.filters
         Hp, Wp = self.out_shape[0], self.out_shape[1]
         m = B.m
         Hc, Wc = Hp * p, Wp * p
