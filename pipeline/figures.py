@@ -4,7 +4,6 @@ them with ``save_figure`` or logs them through ``pipeline.tracking``. No MLflow 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from pipeline.atomic import atomic_path  # noqa: E402
 
 SPLITS = ("training", "validation", "test")
 COLORS = {"training": "tab:blue", "validation": "tab:orange", "test": "tab:green"}
@@ -122,16 +123,9 @@ def misclassified_digits(images, y_true, y_pred, max_n: int = 36) -> Figure:
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write ``fig`` to ``path`` atomically (temp file + os.replace), then close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=dpi)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=path.suffix) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi)
     finally:
         plt.close(fig)
     return path

@@ -12,14 +12,13 @@ half-written file and a crash between the two shows up as a digest mismatch.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy
 
+from pipeline.atomic import atomic_path
 from pipeline.hashing import sha256_file
 from pipeline.nn.build import build_network
 from pipeline.nn.network import Network
@@ -53,17 +52,8 @@ def _json_default(value: Any):
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
 
 
 def save_model(directory, net: Network, spec, metadata: dict | None = None) -> Path:

@@ -57,38 +57,24 @@ def test_wrong_shape_is_rejected(saved):
         load_model(directory)
 
 
-def test_missing_array_is_rejected(saved):
+TAMPERINGS = {
+    "missing array": (lambda s: s.pop("layers.1.b"), r"missing array\(s\) \['layers.1.b'\]"),
+    "extra array": (lambda s: s.update({"layers.2.w": numpy.zeros(3, numpy.float32)}),
+                    "unexpected array"),
+    "pickled object array": (
+        lambda s: s.update({"layers.0.b": numpy.array([{"x": 1}] * 5, dtype=object)}),
+        "pickled object array.*allow_pickle=False"),
+    "non-float array": (lambda s: s.update({"layers.0.b": numpy.zeros(5, numpy.int32)}),
+                        "dtype int32"),
+    "changed values": (lambda s: s.update({"layers.0.w": s["layers.0.w"] + 1}), "SHA-256"),
+}
+
+
+@pytest.mark.parametrize("change,message", TAMPERINGS.values(), ids=TAMPERINGS.keys())
+def test_tampered_weights_are_rejected(saved, change, message):
     directory = saved[0]
-    rewrite_weights(directory, lambda s: s.pop("layers.1.b"))
-    with pytest.raises(ModelFileError, match=r"missing array\(s\) \['layers.1.b'\]"):
-        load_model(directory)
-
-
-def test_extra_array_is_rejected(saved):
-    directory = saved[0]
-    rewrite_weights(directory, lambda s: s.update({"layers.2.w": numpy.zeros(3, numpy.float32)}))
-    with pytest.raises(ModelFileError, match="unexpected array"):
-        load_model(directory)
-
-
-def test_pickled_object_array_is_refused(saved):
-    directory = saved[0]
-    rewrite_weights(directory, lambda s: s.update({"layers.0.b": numpy.array([{"x": 1}] * 5, dtype=object)}))
-    with pytest.raises(ModelFileError, match="pickled object array.*allow_pickle=False"):
-        load_model(directory)
-
-
-def test_non_float_array_is_rejected(saved):
-    directory = saved[0]
-    rewrite_weights(directory, lambda s: s.update({"layers.0.b": numpy.zeros(5, numpy.int32)}))
-    with pytest.raises(ModelFileError, match="dtype int32"):
-        load_model(directory)
-
-
-def test_changed_values_fail_the_digest(saved):
-    directory = saved[0]
-    rewrite_weights(directory, lambda s: s.update({"layers.0.w": s["layers.0.w"] + 1}))
-    with pytest.raises(ModelFileError, match="SHA-256"):
+    rewrite_weights(directory, change)
+    with pytest.raises(ModelFileError, match=message):
         load_model(directory)
 
 
