@@ -18,6 +18,7 @@ import numpy
 
 from pipeline.nn.backend import to_numpy
 from pipeline.nn.costs import get_cost
+from pipeline.nn.layers import sgd_update
 
 
 def one_hot(labels, classes: int, xp=numpy, dtype=numpy.float32):
@@ -103,6 +104,33 @@ class Network:
             g *= layers[i - 1].activation_prime()  # BP2
             delta = g
         layers[0].backward(delta, False)
+
+    def sgd_step(self, x, y, eta: float, shrink: float = 1.0) -> None:
+        """``backprop`` on (x, y one-hot) with the plain SGD step taken inside it, layer by layer.
+
+        Each layer's step w <- shrink w - eta dC/dw (shrink = 1 - eta c for L2 weight decay,
+        1 without) follows its own backward pass, which has already used its old weights for
+        BP2, so the result is backprop-then-step; layers with a ``backward_sgd`` fuse the two.
+        """
+        layers = self.layers
+        a = x
+        for layer in layers:
+            a = layer.forward(a, True)
+        out = layers[-1]
+        buf = self._delta
+        if buf is None or buf.shape != a.shape:
+            buf = self._delta = self.xp.empty(a.shape, self.dtype)
+        delta = self.cost.delta(out.z, a, y, out, 1.0 / a.shape[0], buf)  # BP1 / m
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
+            if hasattr(layer, "backward_sgd"):
+                g = layer.backward_sgd(delta, i > 0, eta, shrink)
+            else:
+                g = layer.backward(delta, i > 0)
+                sgd_update(layer, eta, shrink)
+            if i > 0:
+                g *= layers[i - 1].activation_prime()  # BP2
+                delta = g
 
     def batch_cost(self, x, y, train: bool = True) -> float:
         """Mean cost over the mini-batch (x, y one-hot); ``train`` applies dropout masks."""

@@ -105,6 +105,12 @@ class SGD:
             for k in layer.params
         ]
         self._pairs = [(p, g, s) for p, g, s, _, _ in self.slots]
+        # Plain SGD (no momentum, L2 or no decay) is taken inside backprop: Network.sgd_step
+        self.fused = not self.momentum and self.kind in ("none", "l2")
+
+    def shrink(self, eta: float) -> float:
+        """The weight-decay factor of one step: 1 - eta c for L2, 1 otherwise."""
+        return 1.0 - eta * self.coef if self.kind == "l2" else 1.0
 
     def step(self, eta: float) -> None:
         """One update with learning rate ``eta``."""
@@ -167,20 +173,29 @@ def _training_config(training) -> dict:
 
 def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=None, tick=None) -> None:
     """One pass of mini-batch SGD over (x, y one-hot), in ``order`` (an index array) or as stored."""
-    backprop, step = net.backprop, opt.step
+    if opt.fused:
+        sgd_step, shrink = net.sgd_step, opt.shrink(eta)
+
+        def train(xb, yb):
+            sgd_step(xb, yb, eta, shrink)
+    else:
+        backprop, step = net.backprop, opt.step
+
+        def train(xb, yb):
+            backprop(xb, yb)
+            step(eta)
+
     n, m = x.shape[0], batch_size
     chunk = m * _TICK_BATCHES
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         if order is None:
             for lo in range(start, stop, m):
-                backprop(x[lo : lo + m], y[lo : lo + m])
-                step(eta)
+                train(x[lo : lo + m], y[lo : lo + m])
         else:
             for lo in range(start, stop, m):
                 idx = order[lo : lo + m]
-                backprop(x.take(idx, axis=0), y.take(idx, axis=0))
-                step(eta)
+                train(x.take(idx, axis=0), y.take(idx, axis=0))
         if tick is not None:
             tick((stop - start + m - 1) // m)
 

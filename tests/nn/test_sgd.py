@@ -113,3 +113,34 @@ def test_regularization_coefficients():
     numpy.testing.assert_allclose(Regularization("l1", 1.0).gradient(w, 2.0), [[2.0, -2.0], [0.0, 2.0]])
     with pytest.raises(ValueError, match="kind"):
         Regularization("l3", 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("lmbda", [0.0, 0.4])
+def test_step_inside_backprop_equals_backprop_then_step(dtype, lmbda):
+    """``Network.sgd_step`` (the step taken layer by layer inside backprop, one in-place GEMM for
+    fc weights) gives the weights of ``backprop`` + ``SGD.step``: conv, fc, softmax, dropout."""
+    from pipeline.nn.train import SGD
+
+    layers = [
+        {"type": "conv", "filters": 3, "kernel": 3, "pool": 2, "activation": "relu"},
+        {"type": "fc", "units": 7, "activation": "relu", "dropout": 0.5},
+        {"type": "softmax", "units": 3, "dropout": 0.5},
+    ]
+    spec = make_spec(layers, "log_likelihood", input_shape=(1, 8, 8), init="network3", dtype=dtype)
+    reg = Regularization("l2", lmbda, "network3")
+    two_step, fused = build_network(spec), build_network(spec)
+    opt = SGD(two_step, 0.0, reg, reg.coefficient(20, 5))
+    assert opt.fused and not SGD(two_step, MU, reg, 0.1).fused
+    initial = build_network(spec).state_dict()
+    rng = numpy.random.default_rng(1)
+    x = rng.random((20, 1, 8, 8)).astype(dtype)
+    y = one_hot(rng.integers(0, 3, 20), 3, dtype=numpy.dtype(dtype))
+    for lo in range(0, 20, 5):
+        two_step.backprop(x[lo : lo + 5], y[lo : lo + 5])
+        opt.step(ETA)
+        fused.sgd_step(x[lo : lo + 5], y[lo : lo + 5], ETA, opt.shrink(ETA))
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for (name, la, k), (_, lb, _) in zip(two_step.named_params(), fused.named_params()):
+        assert not numpy.allclose(lb.params[k], initial[name]), f"{name} never moved"
+        numpy.testing.assert_allclose(lb.params[k], la.params[k], rtol=tol, atol=tol, err_msg=name)
