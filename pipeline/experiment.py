@@ -8,6 +8,7 @@ figure and how it was measured, which training set, the seeds, and the engine's 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -26,7 +27,7 @@ from pipeline.nn.spec import SpecError
 
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
             "seeds": list, "model": dict, "training": dict}
-BOOK_KEYS = {"value": (float, type(None)), "metric": str, "note": str}
+BOOK_KEYS = {"value": (float, type(None)), "metric": str, "runs": int, "note": str}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
 
 
@@ -66,6 +67,9 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     if run_cfg["book"]["metric"] not in results.METRICS:
         raise SpecError(f"{path}.book.metric", f"unknown {run_cfg['book']['metric']!r}; "
                         f"allowed: {', '.join(results.METRICS)}")
+    if run_cfg["book"]["runs"] < 1:
+        raise SpecError(f"{path}.book.runs", f"expected the number of runs the book's figure "
+                        f"is the best of (>= 1), got {run_cfg['book']['runs']!r}")
     _check_keys(run_cfg["data"], f"{path}.data", DATA_KEYS)
     seeds = run_cfg["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
@@ -186,26 +190,34 @@ _SHARED: dict[str, Any] = {}  # the data, inherited by forked seed workers inste
 
 
 def _seed_worker(seed: int) -> dict:
-    from threadpoolctl import threadpool_limits
-
     book_id, run_cfg, profile, limits, model_dir, log = _SHARED["args"]
-    with threadpool_limits(1):
+    with _blas_threads(_SHARED["threads"]):
         return train_seed(book_id, run_cfg, seed, _SHARED["data"], profile, limits, model_dir,
                           lambda line: log(f"[seed {seed}] {line}"))
 
 
-def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int) -> list[dict]:
-    """Train each seed, one after the other or ``workers`` at a time in forked processes."""
+def _blas_threads(threads: int | None):
+    """A context that pins BLAS to ``threads`` threads (None: leave the library's default)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(threads) if threads else contextlib.nullcontext()
+
+
+def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
+                threads: int | None = None) -> list[dict]:
+    """Train each seed, one after the other or ``workers`` at a time in forked processes,
+    each with ``threads`` BLAS threads."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     book_id, run_cfg, profile, limits, model_dir, log = args
     workers = min(workers, len(seeds), os.cpu_count() or 1)
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log)
-                for seed in seeds]
+        with _blas_threads(threads):
+            return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log)
+                    for seed in seeds]
     tracking.init_store()
-    _SHARED.update(data=data, args=args)
+    _SHARED.update(data=data, args=args, threads=threads)
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             return list(pool.map(_seed_worker, seeds))
@@ -218,8 +230,10 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
                 log: Callable[[str], None] = print, compute: dict | None = None) -> dict:
     """Train every seed of ``book.<id>``; write ``metrics.json`` and ``history.csv``.
 
-    ``compute.seed_workers`` > 1 trains that many seeds at once, in processes with one BLAS
-    thread each (on two cores, two mini-batch-10 nets side by side beat one net on two threads).
+    ``compute.seed_workers`` > 1 trains that many seeds at once, in forked processes;
+    ``compute.blas_threads`` pins each training process's BLAS threads (on two cores, two
+    mini-batch-10 nets side by side on one thread each beat one net on two threads, and one
+    thread alone beats two: see conf/compute/default.yaml).
     """
     model_dir, results_dir = Path(model_dir), Path(results_dir)
     validate_run(book_id, run_cfg)
@@ -227,9 +241,11 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     data = load_run_data(run_cfg, data_cfg, limits)
     start = time.perf_counter()
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
-    seeds = train_seeds(run_cfg["seeds"], data, args, (compute or {}).get("seed_workers", 1))
+    compute = compute or {}
+    seeds = train_seeds(run_cfg["seeds"], data, args, compute.get("seed_workers", 1),
+                        compute.get("blas_threads"))
     book = run_cfg["book"]
-    ours = results.book_rule(seeds, book["metric"])
+    ours = results.book_rule(seeds, book["metric"], book["runs"])
     honest = results.honest(seeds)
     difference = (ours["value"] - book["value"]
                   if ours["value"] is not None and book.get("value") is not None else None)

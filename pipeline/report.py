@@ -65,6 +65,7 @@ def run_row(metrics: dict) -> dict:
             "ours": (metrics.get("ours_book_metric") or {}).get("value"),
             "honest_mean": honest.get("mean"), "honest_std": honest.get("std"),
             "n_seeds": (metrics.get("ours_book_metric") or {}).get("n_seeds"),
+            "rule": (metrics.get("ours_book_metric") or {}).get("rule"),
             "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
             "profile": metrics.get("profile")}
 
@@ -117,6 +118,8 @@ def markdown_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         metric = METRIC_LABELS.get(r["book"]["metric"], r["book"]["metric"])
+        if r.get("rule") and r["rule"] != "one run":
+            metric += f" ({r['rule']} seeds)"
         lines.append(
             f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "
             f"{_pct(r['ours'])} | {_honest(r)} | {_diff(r)} | {_number(r['epochs'], 'd')} | "

@@ -42,13 +42,30 @@ def seed_value(summary: dict, records: Sequence[dict], metric: str) -> float | N
     raise ValueError(f"book.metric: unknown {metric!r}; allowed: {', '.join(METRICS)}")
 
 
-def book_rule(seeds: Sequence[dict], metric: str) -> dict[str, Any]:
-    """The book's figure over several seeds: the best run (chosen by validation for chapter 6).
+def book_rule(seeds: Sequence[dict], metric: str, runs: int = 3) -> dict[str, Any]:
+    """The book's figure over our seeds, ``runs`` being how many runs the book's figure is from.
 
-    ``seeds``: one dict per seed with ``seed``, ``summary`` and ``records``.
+    - ``runs`` > 1 (chapters 1 and 6, best of three): the best seed (chosen by validation
+      accuracy for chapter 6's ``test_at_best_validation``);
+    - ``runs`` == 1 (chapters 3 and 5: one run): the mean over the seeds, the expected value of
+      the book's one-run measurement (with a single seed, that seed's value).
+
+    ``seeds``: one dict per seed with ``seed``, ``summary`` and ``records``. The result names
+    the rule it applied (``"best of 3"``, ``"mean of 2"``, ``"one run"``).
     """
     if not seeds:
-        return {"value": None, "seed": None}
+        return {"value": None, "seed": None, "rule": None}
+    if len(seeds) == 1:
+        value = seed_value(seeds[0]["summary"], seeds[0]["records"], metric)
+        return {"value": value, "seed": seeds[0]["seed"], "rule": "one run"}
+    if runs == 1:
+        values = [seed_value(s["summary"], s["records"], metric) for s in seeds]
+        mean, _ = mean_std(values)
+        return {"value": mean, "seed": None, "rule": f"mean of {len(seeds)}"}
+    return dict(_best(seeds, metric), rule=f"best of {len(seeds)}")
+
+
+def _best(seeds: Sequence[dict], metric: str) -> dict[str, Any]:
     if metric == "test_at_best_validation":
         # chapter 6: the run with the best validation accuracy (ties: the later seed)
         best = max(enumerate(seeds),

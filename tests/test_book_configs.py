@@ -44,6 +44,9 @@ def test_book_profile_keeps_the_books_hyperparameters():
     assert len(book["ch6-dropout"]["seeds"]) == 5
     assert all(len(run["seeds"]) >= 3 for run in book.values())
     assert book["ch3-more-data-100"]["training"]["epochs"] == 15000
+    # BOOK.md: chapters 1 and 6 report the best of three runs, chapters 3 and 5 one run
+    assert {run["book"]["runs"] for run in book.values() if run["chapter"] in (1, 6)} == {3}
+    assert {run["book"]["runs"] for run in book.values() if run["chapter"] in (3, 5)} == {1}
 
 
 @pytest.mark.parametrize("path,value,fragment", [
@@ -51,6 +54,8 @@ def test_book_profile_keeps_the_books_hyperparameters():
     (("training", "epochs_typo"), 3, "book.ch1-30.training.epochs_typo: unknown key"),
     (("model", "layers", 0, "activation"), "relux", "book.ch1-30.model.layers[0].activation"),
     (("book", "metric"), "best_guess", "book.ch1-30.book.metric: unknown"),
+    (("book", "runs"), 0, "book.ch1-30.book.runs"),
+    (("book", "runs"), "three", "book.ch1-30.book.runs: expected int"),
     (("seeds",), [1, "two"], "book.ch1-30.seeds"),
     (("colour",), "red", "book.ch1-30.colour: unknown key"),
 ])

@@ -11,7 +11,7 @@ from pipeline.data.mnist import save_images
 
 RUN = {
     "chapter": 3, "title": "tiny", "what_changed": "test",
-    "book": {"value": 0.5, "metric": "peak_validation", "note": ""},
+    "book": {"value": 0.5, "metric": "peak_validation", "runs": 1, "note": ""},
     "data": {"train": "train", "train_file": "data/prepared/train.npz", "train_limit": None},
     "seeds": [1, 2],
     "model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
@@ -43,7 +43,8 @@ def _runs(workdir):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
     metrics = experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny",
-                                     log=lambda _: None, compute={"seed_workers": workers})
+                                     log=lambda _: None,
+                                     compute={"seed_workers": workers, "blas_threads": 1})
     saved = json.loads((workdir / "results/tiny/metrics.json").read_text())
     assert saved["ours_book_metric"]["n_seeds"] == 2 and len(saved["seeds"]) == 2
     assert saved["honest_test_at_best_validation"]["n"] == 2
@@ -74,3 +75,23 @@ def test_interrupted_training_saves_weights_and_ends_killed(workdir, monkeypatch
     assert not (workdir / "results/tiny/metrics.json").exists()
     _, runs = _runs(workdir)
     assert [r.info.status for r in runs] == ["KILLED"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_compute_blas_threads_pins_every_training_process(workdir, monkeypatch, workers):
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    real = experiment.train_seed
+
+    def spy(*args, **kwargs):
+        threads = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+        result = real(*args, **kwargs)
+        result["summary"]["blas_threads_seen"] = sorted(threads)
+        return result
+
+    monkeypatch.setattr(experiment, "train_seed", spy)
+    metrics = experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny",
+                                     log=lambda _: None,
+                                     compute={"seed_workers": workers, "blas_threads": 1})
+    assert [s["blas_threads_seen"] for s in metrics["seeds"]] == [[1], [1]]

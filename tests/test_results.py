@@ -27,9 +27,21 @@ def test_seed_values_by_metric():
 def test_book_rule_is_best_of_seeds_and_chapter6_chooses_by_validation():
     a = _seed(1, [0.90], [0.97], {"best_validation_accuracy": 0.99, "test_at_best_validation": 0.97})
     b = _seed(2, [0.95], [0.98], {"best_validation_accuracy": 0.98, "test_at_best_validation": 0.98})
-    assert book_rule([a, b], "peak_test") == {"value": 0.98, "seed": 2}
+    assert book_rule([a, b], "peak_test") == {"value": 0.98, "seed": 2, "rule": "best of 2"}
     # chapter 6: the run with the best *validation* accuracy, not the best test accuracy
-    assert book_rule([a, b], "test_at_best_validation") == {"value": 0.97, "seed": 1}
+    assert book_rule([a, b], "test_at_best_validation", runs=3) == {
+        "value": 0.97, "seed": 1, "rule": "best of 2"}
+
+
+def test_book_rule_for_a_one_run_figure_is_the_mean_over_seeds():
+    """Chapters 3 and 5 report one run: several seeds estimate that run's expected value."""
+    a = _seed(1, [0.90, 0.94], [0.91, 0.97])
+    b = _seed(2, [0.95, 0.93], [0.96, 0.92])
+    result = book_rule([a, b], "final_validation", runs=1)
+    assert result["value"] == pytest.approx(0.935) and result["rule"] == "mean of 2"
+    assert book_rule([a, b], "peak_test", runs=1)["value"] == pytest.approx(0.965)
+    assert book_rule([b], "peak_test", runs=1) == {"value": 0.96, "seed": 2, "rule": "one run"}
+    assert book_rule([b], "peak_test", runs=3) == {"value": 0.96, "seed": 2, "rule": "one run"}
 
 
 def test_honest_is_mean_and_sample_std():
