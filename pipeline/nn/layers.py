@@ -34,6 +34,11 @@ import math
 
 import numpy
 
+# Loaded at import, not at the first step: scipy ships its own OpenBLAS, and a BLAS loaded
+# inside a threadpoolctl limit keeps its default thread count (two processes, two threads
+# each, on two cores spin-wait: a 2880x100 layer trained 5x slower).
+from scipy.linalg.blas import get_blas_funcs
+
 from pipeline.nn.activations import get_activation
 
 INIT_SCHEMES = ("large", "default", "network3")
@@ -75,8 +80,6 @@ def _inplace_gemm(w):
     if key not in _GEMM_IN_PLACE:
         gemm = None
         if w.dtype in (numpy.float32, numpy.float64):
-            from scipy.linalg.blas import get_blas_funcs  # noqa: PLC0415
-
             probe = numpy.ones((3, 2), dtype=w.dtype)
             f = get_blas_funcs("gemm", dtype=w.dtype)
             out = f(1.0, numpy.ones((1, 2), w.dtype).T, numpy.ones((1, 3), w.dtype).T, beta=1.0,
