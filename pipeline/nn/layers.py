@@ -214,10 +214,10 @@ class FullyConnected:
         """``backward`` and the SGD step w <- shrink w - eta x^T delta, b <- b - eta sum delta.
 
         dx = delta w^T is taken first, from the weights the forward pass used (BP2). On the
-        CPU the weight step is one BLAS GEMM with beta = shrink (1 - eta c for L2, else 1)
-        writing into w itself: w is read and written once, where gradient-then-update makes
-        five passes over it. At mini-batch 10 a 1000x1000 layer is memory-bound, so this more
-        than halves its time; ``grads["w"]`` is left stale.
+        CPU the weight step is the L2 shrink (shrink = 1 - eta c, else 1) and then one BLAS
+        GEMM that adds -eta x^T delta into w itself, where gradient-then-update writes the
+        gradient and makes three more passes over w (at mini-batch 10 a 1000x1000 layer is
+        memory-bound). ``grads["w"]`` is left stale.
         """
         w = self.params["w"]
         gemm = _inplace_gemm(w) if self.xp is numpy and w.flags.c_contiguous else None

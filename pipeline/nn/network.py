@@ -88,8 +88,8 @@ class Network:
 
     feedforward = forward
 
-    def backprop(self, x, y) -> None:
-        """Fill every layer's ``grads`` with the gradient of the mean cost over (x, y one-hot)."""
+    def _output_error(self, x, y):
+        """Feedforward (training mode), then delta^L of the mean cost (BP1, divided by m)."""
         layers = self.layers
         a = x
         for layer in layers:
@@ -98,7 +98,12 @@ class Network:
         buf = self._delta
         if buf is None or buf.shape != a.shape:
             buf = self._delta = self.xp.empty(a.shape, self.dtype)
-        delta = self.cost.delta(out.z, a, y, out, 1.0 / a.shape[0], buf)  # BP1 / m
+        return self.cost.delta(out.z, a, y, out, 1.0 / a.shape[0], buf)
+
+    def backprop(self, x, y) -> None:
+        """Fill every layer's ``grads`` with the gradient of the mean cost over (x, y one-hot)."""
+        layers = self.layers
+        delta = self._output_error(x, y)
         for i in range(len(layers) - 1, 0, -1):
             g = layers[i].backward(delta, True)  # BP3, BP4; returns delta w^T
             g *= layers[i - 1].activation_prime()  # BP2
@@ -113,14 +118,7 @@ class Network:
         BP2, so the result is backprop-then-step; layers with a ``backward_sgd`` fuse the two.
         """
         layers = self.layers
-        a = x
-        for layer in layers:
-            a = layer.forward(a, True)
-        out = layers[-1]
-        buf = self._delta
-        if buf is None or buf.shape != a.shape:
-            buf = self._delta = self.xp.empty(a.shape, self.dtype)
-        delta = self.cost.delta(out.z, a, y, out, 1.0 / a.shape[0], buf)  # BP1 / m
+        delta = self._output_error(x, y)
         for i in range(len(layers) - 1, -1, -1):
             layer = layers[i]
             if hasattr(layer, "backward_sgd"):
