@@ -87,5 +87,5 @@ def test_hydra_app_selects_one_run_and_applies_shortcuts():
 
     book_id, run = selected("seed=2", "eta=0.1")
     assert book_id == "ch6-relu" and run["seeds"] == [2] and run["training"]["eta"] == 0.1
-    assert run["training"]["epochs"] == 15  # the quick profile's cut
+    assert run["training"]["epochs"] == 12  # the quick profile's cut
     assert selected("profile=book")[1]["training"]["epochs"] == 60

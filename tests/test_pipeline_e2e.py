@@ -18,7 +18,7 @@ def run(cmd, cwd, env):
 def test_dvc_repro_data_stages_and_baselines(repo_copy, stage_env, mnist_raw_dir):
     overrides = ["download.sources=[mirrors,local]", f"download.local_dir={mnist_raw_dir}",
                  "download.timeout_s=5", "baselines.svm.train_limit=1000",
-                 "expand.rotated.angles=[-10,10]"]
+                 "baselines.sweep.sizes=[100,200]", "expand.rotated.angles=[-10,10]"]
     run([sys.executable, "-m", "pipeline.config", *overrides], repo_copy, stage_env)
     out = run(["dvc", "repro", "baselines", "expand"], repo_copy, stage_env)
     assert "stage download" in out and "<- local" in out
@@ -28,6 +28,10 @@ def test_dvc_repro_data_stages_and_baselines(repo_copy, stage_env, mnist_raw_dir
     metrics = json.loads((repo_copy / "results/baselines/metrics.json").read_text())
     assert metrics["darkness"]["test_correct"] == 2225
     assert metrics["svm"]["train_size"] == 1000 and metrics["svm"]["test_accuracy"] > 0.8
+    # the sweep's SVMs are fitted beside the main one, in a second process
+    sweep = json.loads((repo_copy / "results/baselines/svm_sweep.json").read_text())
+    assert [p["n"] for p in sweep["points"]] == [100, 200]
+    assert sweep["points"][1]["validation_accuracy"] > sweep["points"][0]["validation_accuracy"]
     from pipeline.data.mnist import load_images
 
     shifted, _ = load_images(repo_copy / "data/expanded/shifted.npz")
