@@ -1,0 +1,180 @@
+"""Cross-check against PyTorch: does our engine learn what a standard framework learns?
+
+``python -m pipeline.crosscheck ch6-relu --epochs 3 --seeds 1 2``
+
+For each seed, builds the run's network with our initialisation, copies those starting weights
+into the same network written in PyTorch (torch's autograd does the backward pass), and trains
+both on the same mini-batches in the same fixed order with the run's η, λ and mini-batch size.
+After every epoch it prints both engines' validation and test accuracy, and at the end each
+engine's test accuracy at its best-validation epoch. Two engines that start from the same
+weights and see the same data differ only by floating-point rounding and by which tied pooling
+maximum receives the error (PyTorch: one; ours, like Theano: all); their curves should agree to
+within seed-to-seed noise, so a gap between a run and the book that both engines show is not
+our engine's doing.
+
+Covers the chapter 6 runs: conv + max-pool, fully connected and softmax layers,
+log-likelihood cost, no dropout, network3's L2 scaling (or none), no reshuffling. torch is the
+benchmark-only extra (``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy
+
+from pipeline.experiment import load_run_data, run_spec
+from pipeline.nn.build import build_network
+from pipeline.nn.spec import validate_spec
+from pipeline.nn.train import fit
+from pipeline.params import load_params
+
+
+def _check_supported(spec: dict, book_id: str) -> None:
+    model, training = spec["model"], spec["training"]
+    problems = []
+    if model["cost"] != "log_likelihood":
+        problems.append(f"cost {model['cost']!r} (only log_likelihood)")
+    if any(layer["dropout"] for layer in model["layers"]):
+        problems.append("dropout (the masks would differ between the engines)")
+    if training["shuffle"]:
+        problems.append("shuffle: true (the engines would see different mini-batches)")
+    reg = training["regularization"]
+    if reg["kind"] not in ("none", "l2") or (reg["kind"] == "l2" and reg["scaling"] != "network3"):
+        problems.append(f"regularization {reg['kind']}/{reg['scaling']} (only none or network3 L2)")
+    if training["momentum"] or training["eta_schedule"]["kind"] != "constant":
+        problems.append("momentum or an eta schedule (plain constant-eta SGD only)")
+    if problems:
+        raise SystemExit(f"crosscheck: {book_id} is not supported: " + "; ".join(problems))
+
+
+class TorchTwin:
+    """The spec's network in PyTorch, holding a copy of our network's parameters."""
+
+    def __init__(self, spec: dict, state: dict, torch):
+        self.torch = torch
+        self.layers = spec["model"]["layers"]
+        self.input_shape = spec["model"]["input_shape"]
+        self.params = []
+        self.weights = []  # what L2 decays: every layer's w, never b
+        self.tensors = []
+        for i, layer in enumerate(self.layers):
+            w = torch.tensor(state[f"layers.{i}.w"], requires_grad=True)
+            b = torch.tensor(state[f"layers.{i}.b"], requires_grad=True)
+            self.tensors.append((w, b))
+            self.params += [w, b]
+            self.weights.append(w)
+
+    def _activation(self, name, z):
+        F = self.torch.nn.functional
+        return {"sigmoid": self.torch.sigmoid, "tanh": self.torch.tanh, "relu": F.relu,
+                "linear": lambda v: v}[name](z)
+
+    def logits(self, x):
+        """Forward pass; conv weights are ours (k, k, C, F), used as torch's (F, C, k, k)."""
+        F = self.torch.nn.functional
+        a = x.reshape(len(x), *self.input_shape)  # (m, C, H, W)
+        for layer, (w, b) in zip(self.layers, self.tensors):
+            if layer["type"] == "conv":
+                c = F.conv2d(a, w.permute(3, 2, 0, 1))
+                z = F.max_pool2d(c, layer["pool"]) + b[None, :, None, None]
+                a = self._activation(layer["activation"], z)
+                continue
+            if a.dim() == 4:  # our fully connected layers read conv maps in (u, v, f) order
+                a = a.permute(0, 2, 3, 1).reshape(len(a), -1)
+            z = a @ w + b
+            if layer["type"] == "softmax":
+                return z
+            a = self._activation(layer["activation"], z)
+        raise ValueError("the network has no softmax layer")
+
+    def sgd_step(self, x, labels, eta: float, l2: float) -> None:
+        """One step on C = mean log-likelihood + l2/2 * sum w^2 (network3's cost)."""
+        torch = self.torch
+        cost = torch.nn.functional.cross_entropy(self.logits(x), labels)
+        if l2:
+            cost = cost + 0.5 * l2 * sum((w * w).sum() for w in self.weights)
+        for p in self.params:
+            p.grad = None
+        cost.backward()
+        with torch.no_grad():
+            for p in self.params:
+                p -= eta * p.grad
+
+    def accuracy(self, x, labels, chunk: int = 1000) -> float:
+        with self.torch.no_grad():
+            right = sum(int((self.logits(x[i:i + chunk]).argmax(1) == labels[i:i + chunk]).sum())
+                        for i in range(0, len(x), chunk))
+        return right / len(x)
+
+
+def train_torch(spec: dict, state: dict, train, validation, test, torch, log=print) -> list[dict]:
+    """Train the twin like ``fit``: fixed order, network3 L2; one record per epoch."""
+    training = spec["training"]
+    m, eta = training["batch_size"], training["eta"]
+    reg = training["regularization"]
+    n = len(train.y)
+    l2 = reg["lmbda"] / max(1, n // m) if reg["kind"] == "l2" else 0.0  # lambda / number of batches
+    twin = TorchTwin(spec, state, torch)
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    xv, yv = torch.from_numpy(validation.x), torch.from_numpy(validation.y)
+    xt, yt = torch.from_numpy(test.x), torch.from_numpy(test.y)
+    records = []
+    for epoch in range(training["epochs"]):
+        start = time.perf_counter()
+        for s in range(0, n, m):  # the stored order, as fit does without shuffling
+            twin.sgd_step(x[s:s + m], y[s:s + m], eta, l2)
+        record = {"epoch": epoch, "validation_accuracy": twin.accuracy(xv, yv),
+                  "test_accuracy": twin.accuracy(xt, yt),
+                  "seconds": time.perf_counter() - start}
+        log(f"  torch epoch {epoch}: val {record['validation_accuracy']:.2%}  "
+            f"test {record['test_accuracy']:.2%}  ({record['seconds']:.0f} s)")
+        records.append(record)
+    return records
+
+
+def best_validation_test_accuracy(records: list[dict]) -> float:
+    """The book's chapter 6 number: test accuracy at the best validation epoch (ties: later)."""
+    best = max(range(len(records)), key=lambda i: (records[i]["validation_accuracy"], i))
+    return records[best]["test_accuracy"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.crosscheck", description=__doc__.split("\n")[0])
+    parser.add_argument("book_id", help="a chapter 6 run in params.yaml, e.g. ch6-relu")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    args = parser.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("crosscheck needs torch: pip install -e '.[bench]'") from None
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    params = load_params()
+    if args.book_id not in params["book"]:
+        raise SystemExit(f"crosscheck: no run {args.book_id!r} in params.yaml's book")
+    run_cfg = params["book"][args.book_id]
+    train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
+    results = []
+    for seed in args.seeds:
+        spec = validate_spec(run_spec(run_cfg, seed, {"epochs": args.epochs}))
+        _check_supported(spec, args.book_id)
+        net = build_network(spec, device="cpu")
+        start_state = net.state_dict()
+        print(f"{args.book_id} seed {seed}: {args.epochs} epochs, both engines from the same start")
+        with threadpool_limits(1):
+            ours = fit(net, spec["training"], (train.x, train.y), (validation.x, validation.y),
+                       (test.x, test.y), log=lambda s: print("  ours " + s.strip()), progress=False)
+        theirs = train_torch(spec, start_state, train, validation, test, torch)
+        results.append((seed, ours.test_at_best_validation, best_validation_test_accuracy(theirs)))
+    print(f"\n{args.book_id}, {args.epochs} epochs: test accuracy at the best validation epoch")
+    for seed, a, b in results:
+        print(f"  seed {seed}: ours {a:.2%}  torch {b:.2%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

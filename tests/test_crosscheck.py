@@ -1,0 +1,64 @@
+"""The PyTorch twin of a chapter 6 network: same start, same gradients, same training.
+
+These run where torch is installed (the benchmark extra, ``pip install -e '.[bench]'``); they
+check both the twin's translation of our layouts and our backward pass against autograd."""
+
+import numpy
+import pytest
+
+from pipeline.crosscheck import TorchTwin, best_validation_test_accuracy, train_torch
+from pipeline.data.mnist import Dataset
+from pipeline.nn.build import build_network
+from pipeline.nn.network import one_hot
+from pipeline.nn.spec import validate_spec
+from pipeline.nn.train import fit
+
+torch = pytest.importorskip("torch")
+
+LAYERS = [{"type": "conv", "filters": 3, "kernel": 3, "pool": 2, "activation": "relu"},
+          {"type": "fc", "units": 7, "activation": "sigmoid"},
+          {"type": "softmax", "units": 10}]
+
+
+def _spec(**training):
+    t = {"epochs": 10, "batch_size": 5, "eta": 0.3, "seed": 4, "dtype": "float64",
+         "shuffle": False, "regularization": {"kind": "l2", "lmbda": 0.3, "scaling": "network3"}}
+    t.update(training)
+    return validate_spec({"model": {"input_shape": [1, 10, 10], "layers": LAYERS,
+                                    "cost": "log_likelihood", "init": "default"}, "training": t})
+
+
+def _data(n, seed):
+    rng = numpy.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    centres = numpy.random.default_rng(99).uniform(0, 1, (10, 100))
+    x = numpy.clip(centres[labels] + 0.1 * rng.normal(size=(n, 100)), 0, 1)
+    return Dataset(x=x, y=labels)
+
+
+def test_twin_gradients_equal_our_backprop():
+    spec = _spec()
+    net = build_network(spec)
+    twin = TorchTwin(spec, net.state_dict(), torch)
+    data = _data(6, seed=1)
+    net.backprop(data.x, one_hot(data.y, 10, numpy, numpy.float64))
+    cost = torch.nn.functional.cross_entropy(twin.logits(torch.from_numpy(data.x)),
+                                             torch.from_numpy(data.y))
+    cost.backward()
+    for layer, (w, b) in zip(net.layers, twin.tensors):
+        numpy.testing.assert_allclose(layer.grads["w"], w.grad.numpy(), rtol=1e-9, atol=1e-12)
+        numpy.testing.assert_allclose(layer.grads["b"], b.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_both_engines_train_to_the_same_accuracies():
+    spec = _spec()
+    net = build_network(spec)
+    start = net.state_dict()
+    train, val, test = _data(200, 2), _data(100, 3), _data(100, 4)
+    ours = fit(net, spec["training"], (train.x, train.y), (val.x, val.y), (test.x, test.y),
+               log=None, progress=False)
+    theirs = train_torch(spec, start, train, val, test, torch, log=lambda s: None)
+    assert [r["validation_accuracy"] for r in theirs] == ours.column("validation_accuracy")
+    assert [r["test_accuracy"] for r in theirs] == ours.column("test_accuracy")
+    assert best_validation_test_accuracy(theirs) == ours.test_at_best_validation
+    assert ours.column("validation_accuracy")[-1] > 0.5  # it learned something to agree on
