@@ -72,6 +72,24 @@ def sgd_update(layer, eta: float, shrink: float) -> None:
 
 
 _GEMM_IN_PLACE: dict = {}
+_BLAS_LIBRARIES: list | None = None
+
+
+def blas_single_threaded() -> bool:
+    """Whether every BLAS in the process runs one thread now (a ctypes call each, < 1 us).
+
+    The in-place GEMM below is scipy's, and scipy ships an OpenBLAS of its own beside numpy's.
+    With two threads each, the two libraries' idle workers spin-wait against each other: on
+    two cores the chapter 6 conv net at mini-batch 100 trained at 38 s an epoch with the
+    in-place GEMM and 9 s without it. So the step takes it only with one BLAS thread.
+    """
+    global _BLAS_LIBRARIES
+    if _BLAS_LIBRARIES is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_LIBRARIES = [lib for lib in ThreadpoolController().lib_controllers
+                           if lib.user_api == "blas"]
+    return all(lib.get_num_threads() == 1 for lib in _BLAS_LIBRARIES)
 
 
 def _inplace_gemm(w):
@@ -214,14 +232,16 @@ class FullyConnected:
         """``backward`` and the SGD step w <- shrink w - eta x^T delta, b <- b - eta sum delta.
 
         dx = delta w^T is taken first, from the weights the forward pass used (BP2). On the
-        CPU the weight step is the L2 shrink (shrink = 1 - eta c, else 1) and then one BLAS
+        CPU with one BLAS thread (see ``blas_single_threaded``) the weight step is the L2 shrink (shrink = 1 - eta c, else 1) and then one BLAS
         GEMM that adds -eta x^T delta into w itself, where gradient-then-update writes the
         gradient and makes three more passes over w (at mini-batch 10 a 1000x1000 layer is
         memory-bound). ``grads["w"]`` is left stale.
         """
         w = self.params["w"]
-        gemm = _inplace_gemm(w) if self.xp is numpy and w.flags.c_contiguous else None
-        if gemm is None:  # GPU, or a BLAS that would copy: the plain two-step update
+        gemm = None
+        if self.xp is numpy and w.flags.c_contiguous and blas_single_threaded():
+            gemm = _inplace_gemm(w)
+        if gemm is None:  # GPU, several BLAS threads, or a BLAS that would copy: two steps
             dx = self.backward(delta, need_input_grad)
             sgd_update(self, eta, shrink)
             return dx

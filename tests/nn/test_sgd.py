@@ -117,9 +117,21 @@ def test_regularization_coefficients():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("lmbda", [0.0, 0.4])
-def test_step_inside_backprop_equals_backprop_then_step(dtype, lmbda):
-    """``Network.sgd_step`` (the step taken layer by layer inside backprop, one in-place GEMM for
-    fc weights) gives the weights of ``backprop`` + ``SGD.step``: conv, fc, softmax, dropout."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_step_inside_backprop_equals_backprop_then_step(dtype, lmbda, threads):
+    """``Network.sgd_step`` (the step taken layer by layer inside backprop: one in-place GEMM for
+    fc weights with one BLAS thread, two steps with more) gives the weights of ``backprop`` +
+    ``SGD.step``: conv, fc, softmax, dropout."""
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.nn.layers import blas_single_threaded
+
+    with threadpool_limits(threads, user_api="blas"):
+        assert blas_single_threaded() == (threads == 1)
+        _check_step_inside_backprop(dtype, lmbda)
+
+
+def _check_step_inside_backprop(dtype, lmbda):
     from pipeline.nn.train import SGD
 
     layers = [
