@@ -232,10 +232,11 @@ class FullyConnected:
         """``backward`` and the SGD step w <- shrink w - eta x^T delta, b <- b - eta sum delta.
 
         dx = delta w^T is taken first, from the weights the forward pass used (BP2). On the
-        CPU with one BLAS thread (see ``blas_single_threaded``) the weight step is the L2 shrink (shrink = 1 - eta c, else 1) and then one BLAS
-        GEMM that adds -eta x^T delta into w itself, where gradient-then-update writes the
-        gradient and makes three more passes over w (at mini-batch 10 a 1000x1000 layer is
-        memory-bound). ``grads["w"]`` is left stale.
+        CPU with one BLAS thread (see ``blas_single_threaded``) the weight step is the L2
+        shrink (shrink = 1 - eta c, else 1) and then one BLAS GEMM that adds -eta x^T delta
+        into w itself, where gradient-then-update writes the gradient and makes three more
+        passes over w (at mini-batch 10 a 1000x1000 layer is memory-bound). ``grads["w"]`` is
+        left stale.
         """
         w = self.params["w"]
         gemm = None

@@ -1,4 +1,5 @@
-"""Stage ``baselines``: chapter 1's average-darkness and SVM classifiers on the book's split."""
+"""Stage ``baselines``: chapter 1's average-darkness and SVM classifiers on the book's split,
+and chapter 3's SVM on the first n training images (its companion to ``ch3-more-data``)."""
 
 from __future__ import annotations
 
@@ -55,8 +56,7 @@ def _sweep_point(sets: dict, cfg: dict, n: int) -> dict:
 
 def sweep(sets: dict, cfg: dict) -> dict:
     """Chapter 3's SVM companion to the training-set-size sweep: the SVM on the first n."""
-    sizes = sorted(cfg["sweep"]["sizes"], reverse=True)
-    return {"points": sorted((_sweep_point(sets, cfg, n) for n in sizes), key=lambda p: p["n"])}
+    return {"points": [_sweep_point(sets, cfg, n) for n in sorted(cfg["sweep"]["sizes"])]}
 
 
 def _sweep_from_files(prepared_dir: str, cfg: dict) -> dict:
