@@ -26,8 +26,9 @@ import numpy
 
 from pipeline.experiment import load_run_data, run_spec
 from pipeline.nn.build import build_network
+from pipeline.nn.regularization import Regularization
 from pipeline.nn.spec import validate_spec
-from pipeline.nn.train import fit
+from pipeline.nn.train import History, fit, track_best
 from pipeline.params import load_params
 
 
@@ -102,6 +103,14 @@ class TorchTwin:
             for p in self.params:
                 p -= eta * p.grad
 
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """A numpy copy of the parameters, named as ``Network.state_dict`` names them."""
+        state = {}
+        for i, (w, b) in enumerate(self.tensors):
+            state[f"layers.{i}.w"] = w.detach().numpy().copy()
+            state[f"layers.{i}.b"] = b.detach().numpy().copy()
+        return state
+
     def accuracy(self, x, labels, chunk: int = 1000) -> float:
         with self.torch.no_grad():
             right = sum(int((self.logits(x[i:i + chunk]).argmax(1) == labels[i:i + chunk]).sum())
@@ -109,18 +118,17 @@ class TorchTwin:
         return right / len(x)
 
 
-def train_torch(spec: dict, state: dict, train, validation, test, torch, log=print) -> list[dict]:
-    """Train the twin like ``fit``: fixed order, network3 L2; one record per epoch."""
+def train_torch(spec: dict, state: dict, train, validation, test, torch, log=print) -> History:
+    """Train the twin like ``fit``: fixed order, network3 L2, the same best-epoch rule."""
     training = spec["training"]
     m, eta = training["batch_size"], training["eta"]
-    reg = training["regularization"]
     n = len(train.y)
-    l2 = reg["lmbda"] / max(1, n // m) if reg["kind"] == "l2" else 0.0  # lambda / number of batches
+    l2 = Regularization(**training["regularization"]).coefficient(n, m)
     twin = TorchTwin(spec, state, torch)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
     xv, yv = torch.from_numpy(validation.x), torch.from_numpy(validation.y)
     xt, yt = torch.from_numpy(test.x), torch.from_numpy(test.y)
-    records = []
+    history = History(final_eta=eta)
     for epoch in range(training["epochs"]):
         start = time.perf_counter()
         for s in range(0, n, m):  # the stored order, as fit does without shuffling
@@ -130,14 +138,9 @@ def train_torch(spec: dict, state: dict, train, validation, test, torch, log=pri
                   "seconds": time.perf_counter() - start}
         log(f"  torch epoch {epoch}: val {record['validation_accuracy']:.2%}  "
             f"test {record['test_accuracy']:.2%}  ({record['seconds']:.0f} s)")
-        records.append(record)
-    return records
-
-
-def best_validation_test_accuracy(records: list[dict]) -> float:
-    """The book's chapter 6 number: test accuracy at the best validation epoch (ties: later)."""
-    best = max(range(len(records)), key=lambda i: (records[i]["validation_accuracy"], i))
-    return records[best]["test_accuracy"]
+        history.records.append(record)
+        track_best(history, record, twin)
+    return history
 
 
 def main(argv=None) -> int:
@@ -169,7 +172,7 @@ def main(argv=None) -> int:
             ours = fit(net, spec["training"], (train.x, train.y), (validation.x, validation.y),
                        (test.x, test.y), log=lambda s: print("  ours " + s.strip()), progress=False)
         theirs = train_torch(spec, start_state, train, validation, test, torch)
-        results.append((seed, ours.test_at_best_validation, best_validation_test_accuracy(theirs)))
+        results.append((seed, ours.test_at_best_validation, theirs.test_at_best_validation))
     print(f"\n{args.book_id}, {args.epochs} epochs: test accuracy at the best validation epoch")
     for seed, a, b in results:
         print(f"  seed {seed}: ours {a:.2%}  torch {b:.2%}")

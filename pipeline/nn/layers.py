@@ -93,7 +93,13 @@ def blas_single_threaded() -> bool:
 
 
 def _inplace_gemm(w):
-    """scipy's BLAS GEMM for ``w``'s dtype if it updates w^T in place, else None (checked once)."""
+    """scipy's BLAS GEMM for ``w``'s dtype if it can update w^T in place now, else None.
+
+    None on the GPU, for a non-contiguous w, with several BLAS threads (see
+    ``blas_single_threaded``), or where the GEMM would copy (probed once per dtype).
+    """
+    if not (isinstance(w, numpy.ndarray) and w.flags.c_contiguous and blas_single_threaded()):
+        return None
     key = w.dtype.char
     if key not in _GEMM_IN_PLACE:
         gemm = None
@@ -239,9 +245,7 @@ class FullyConnected:
         left stale.
         """
         w = self.params["w"]
-        gemm = None
-        if self.xp is numpy and w.flags.c_contiguous and blas_single_threaded():
-            gemm = _inplace_gemm(w)
+        gemm = _inplace_gemm(w)
         if gemm is None:  # GPU, several BLAS threads, or a BLAS that would copy: two steps
             dx = self.backward(delta, need_input_grad)
             sgd_update(self, eta, shrink)

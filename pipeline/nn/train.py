@@ -285,7 +285,7 @@ def fit(
             record = evaluate(epoch, train_seconds)
             train_seconds = 0.0
             history.records.append(record)
-            _track_best(history, record, net)
+            track_best(history, record, net)
             if on_epoch is not None:
                 on_epoch(record)
             if log is not None:
@@ -324,7 +324,9 @@ def fit(
     return history
 
 
-def _track_best(history: History, record: dict, net: Network) -> None:
+def track_best(history: History, record: dict, net) -> None:
+    """Update the peak test and best-validation epoch (ties: the later one) with ``record``;
+    ``net`` (anything with a ``state_dict()``) gives the best weights."""
     test_acc = record.get("test_accuracy")
     if test_acc is not None and (history.peak_test_accuracy is None or test_acc > history.peak_test_accuracy):
         history.peak_test_accuracy, history.peak_test_epoch = test_acc, record["epoch"]
