@@ -14,8 +14,10 @@ Times the *training loop only* (mini-batch SGD over one 50,000-image epoch, no e
 
 "Ours" is the engine's public API (``build_network`` + ``SGD`` + ``run_epoch``). Every case runs
 its implementations interleaved (A B C A B C ...) ``--repeats`` times in one process and reports
-medians, separately for every BLAS thread count in ``--threads`` (threadpoolctl for numpy's BLAS,
-``torch.set_num_threads`` for torch). Timings on a shared machine are noisy: the JSON keeps every
+medians, separately for every thread count t in ``--threads`` (threadpoolctl for numpy's BLAS,
+``torch.set_num_threads`` for torch). For the conv net at t > 1, "ours" shares the conv layers'
+chunks of a mini-batch over t threads, each calling a one-thread BLAS (``training.threads``), and
+"ours_blas" is one thread of ours calling a t-thread BLAS. Timings on a shared machine are noisy: the JSON keeps every
 individual time and the load average. ``--epoch-fraction f`` times f * 50,000 images and scales
 up. Data are synthetic (uniform [0, 1) float32 images, random labels) unless ``--data`` names an
 ``.npz`` with ``x`` (n, 784) and ``y`` (n,) arrays or the prepare stage's uint8 ``images`` and
@@ -225,11 +227,16 @@ def _spec(case: str, m: int) -> dict:
     return {"model": model, "training": training}
 
 
-def _ours_epoch_fn(case, x, labels, m):
+def _ours_epoch_fn(case, x, labels, m, threads=1):
+    """One epoch of ours; ``threads`` > 1 shares the conv layers' chunks over that many threads
+    with BLAS pinned to one (``training.threads``)."""
+    from threadpoolctl import threadpool_limits
+
     from pipeline.nn import SGD, Regularization, build_network, one_hot
     from pipeline.nn.train import run_epoch
 
     spec = _spec(case, m)
+    spec["training"]["threads"] = threads
     net = build_network(spec)
     t = spec["training"]
     reg = Regularization(**t.get("regularization", {}))
@@ -239,7 +246,11 @@ def _ours_epoch_fn(case, x, labels, m):
     eta = t["eta"]
 
     def run(n):
-        run_epoch(net, opt, xd[:n], y[:n], m, eta)
+        if threads > 1:
+            with threadpool_limits(limits=1, user_api="blas"):
+                run_epoch(net, opt, xd[:n], y[:n], m, eta)
+        else:
+            run_epoch(net, opt, xd[:n], y[:n], m, eta)
 
     return run
 
@@ -285,8 +296,13 @@ def _torch_epoch_fn(case, x, labels, m, channels_last=False):
 
 
 # -- driver ----------------------------------------------------------------------------------
-def implementations(case, x, labels, m, log):
+def implementations(case, x, labels, m, threads, log):
     impls = {"ours": lambda: _ours_epoch_fn(case, x, labels, m)}
+    if case == "conv" and threads > 1:
+        # ours: the conv layers share the chunks over ``threads`` threads of one-thread BLAS;
+        # ours_blas: one thread of ours calling a ``threads``-thread BLAS
+        impls = {"ours": lambda: _ours_epoch_fn(case, x, labels, m, threads),
+                 "ours_blas": impls["ours"]}  # fmt: skip
     if case == "ch1":
         impls["loop"] = lambda: _loop_epoch_fn(x, labels, m)
         return impls
@@ -310,7 +326,8 @@ def time_case(case, m, threads, repeats, fraction, x, labels, log):
     with threadpool_limits(limits=threads):
         if torch is not None:
             torch.set_num_threads(threads)
-        runs = {name: make() for name, make in implementations(case, x[:n], labels[:n], m, log).items()}
+        impls = implementations(case, x[:n], labels[:n], m, threads, log)
+        runs = {name: make() for name, make in impls.items()}
         warm = min(n, max(m, 20 * m))
         for run in runs.values():  # warm-up: allocations, first-call costs
             run(warm)

@@ -13,7 +13,7 @@ from pipeline.nn.seeding import streams
 from pipeline.nn.spec import layer_shapes, validate_spec
 
 
-def make_layer(layer: dict, in_shape: tuple[int, ...], dropout_mode: str, xp, dtype):
+def make_layer(layer: dict, in_shape: tuple[int, ...], dropout_mode: str, xp, dtype, threads: int = 1):
     """One layer object for a validated layer spec with input shape ``in_shape``."""
     kind = layer["type"]
     if kind == "conv":
@@ -29,6 +29,7 @@ def make_layer(layer: dict, in_shape: tuple[int, ...], dropout_mode: str, xp, dt
             dropout_mode=dropout_mode,
             xp=xp,
             dtype=dtype,
+            threads=threads,
         )
     n_in = int(numpy.prod(in_shape))
     if kind == "fc":
@@ -51,7 +52,7 @@ def build_network(spec, *, seed: int | None = None, xp=None, dtype=None, device:
     rngs = streams(training["seed"] if seed is None else seed)
     layers = []
     for i, (layer, (in_shape, out_shape)) in enumerate(zip(model["layers"], layer_shapes(model))):
-        obj = make_layer(layer, in_shape, training["dropout_mode"], xp, dtype)
+        obj = make_layer(layer, in_shape, training["dropout_mode"], xp, dtype, training["threads"])
         if math.prod(obj.out_shape) != math.prod(out_shape):
             raise ValueError(
                 f"model.layers[{i}]: the {layer['type']} layer produces {obj.out_shape}, "

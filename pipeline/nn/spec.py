@@ -30,6 +30,8 @@ Schema (defaults in brackets; ``<required>`` has none)::
       seed: [1]                    # >= 0
       dtype: [float32]             # float32 | float64
       device: [cpu]                # cpu | gpu
+      threads: [1]                 # >= 1: CPU threads a conv layer shares a mini-batch's chunks
+                                   # over (each with one BLAS thread; used when BLAS runs one)
 
 Shape rules: a conv layer needs a 3-d input (so it cannot follow an fc layer); its "valid"
 convolution output (H - kernel + 1) must be at least and a multiple of ``pool``. A softmax
@@ -239,6 +241,7 @@ def _training(value, path="training") -> dict:
             "seed": 1,
             "dtype": "float32",
             "device": "cpu",
+            "threads": 1,
         },
     )
     p = lambda key: _join(path, key)  # noqa: E731
@@ -252,6 +255,7 @@ def _training(value, path="training") -> dict:
     t["seed"] = _int(t["seed"], p("seed"), 0)
     t["dtype"] = _choice(t["dtype"], p("dtype"), DTYPES)
     t["device"] = _choice(t["device"], p("device"), DEVICES)
+    t["threads"] = _int(t["threads"], p("threads"), 1)
 
     rp = p("regularization")
     reg = _mapping(t["regularization"], rp, {"kind": "none", "lmbda": 0.0, "scaling": "network2"})

@@ -310,3 +310,29 @@ def test_dropout_on_the_input(mode):
     np.testing.assert_allclose(layer.grads["w"], plain.grads["w"])
     scale = 0.5 if mode == "classic" else 1.0
     np.testing.assert_allclose(layer.forward(x, train=False), plain.forward(x * scale, train=False))
+
+
+@pytest.mark.parametrize("C", [1, 3])  # the transposed patch matrix (C = 1) and the other
+def test_threads_share_the_chunks_and_give_the_same_results(C):
+    """threads > 1 runs the chunks of a mini-batch on that many threads when BLAS runs one
+    thread, and falls back to one thread otherwise; outputs and gradients are the serial ones
+    up to the order of summation over chunks."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(9)
+    x = rng.random((11, 12, 12, C))
+    x[:, :3] = 0.0  # tied windows
+    t = rng.standard_normal((11, 4, 4, 5))
+    results = []
+    for threads, blas in ((1, 1), (2, 1), (3, 1), (2, 2)):
+        layer = make_layer(C, 12, 12, 5, 5, 2, "relu", chunk=2, threads=threads)
+        with threadpool_limits(limits=blas, user_api="blas"):
+            a = layer.forward(x, train=True).copy()
+            dx = layer.backward(t * layer.activation_prime(), need_input_grad=True)
+            evaluated = layer.forward(x, train=False)
+        expected_lanes = threads if blas == 1 else 1
+        assert layer._lanes_now == expected_lanes, (threads, blas)
+        results.append((a, evaluated, dx, layer.grads["w"].copy(), layer.grads["b"].copy()))
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -68,6 +68,7 @@ def test_the_example_is_valid_and_comes_back_with_defaults_added():
     for layer in expected["model"]["layers"][:2]:
         layer["dropout"] = 0.0  # the only keys the example leaves out
     expected["training"]["eval_every"] = 1
+    expected["training"]["threads"] = 1
     assert validate_spec(EXAMPLE) == expected
 
 
@@ -149,6 +150,7 @@ def test_unknown_names(path, value, where, allowed):
         (("training", "eta"), 0.0, "training.eta"),
         (("training", "momentum"), 1.0, "training.momentum"),
         (("training", "seed"), -1, "training.seed"),
+        (("training", "threads"), 0, "training.threads"),
         (("training", "regularization", "lmbda"), -0.1, "training.regularization.lmbda"),
         (("model", "layers", 2, "dropout"), 1.0, "model.layers[2].dropout"),
         (("model", "layers", 2, "units"), 0, "model.layers[2].units"),
