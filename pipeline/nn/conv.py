@@ -343,7 +343,6 @@ class ConvPool:
             return 1
         return self.threads
 
-
     def _conv_pool(self, B: _Buffers, x):
         """im2col, one GEMM, max-pool: fills B.c (pool-major conv output) and B.P."""
         xp = self.xp
