@@ -17,9 +17,9 @@ its implementations interleaved (A B C A B C ...) ``--repeats`` times in one pro
 medians, separately for every thread count t in ``--threads`` (threadpoolctl for numpy's BLAS,
 ``torch.set_num_threads`` for torch). For the conv net at t > 1, "ours" shares the conv layers'
 chunks of a mini-batch over t threads, each calling a one-thread BLAS (``training.threads``), and
-"ours_blas" is one thread of ours calling a t-thread BLAS. Timings on a shared machine are noisy: the JSON keeps every
-individual time and the load average. ``--epoch-fraction f`` times f * 50,000 images and scales
-up. Data are synthetic (uniform [0, 1) float32 images, random labels) unless ``--data`` names an
+"ours_blas" is one thread of ours calling a t-thread BLAS. Timings on a shared machine are noisy:
+the JSON keeps every individual time and the load average. ``--epoch-fraction f`` times
+f * 50,000 images and scales up. Data are synthetic (uniform [0, 1) float32 images, random labels) unless ``--data`` names an
 ``.npz`` with ``x`` (n, 784) and ``y`` (n,) arrays or the prepare stage's uint8 ``images`` and
 ``labels`` (``data/prepared/train.npz``); speed does not depend on the values except
 through max-pooling ties, which real MNIST has many of (zero background).
@@ -31,6 +31,7 @@ columns are skipped with a message.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -246,10 +247,7 @@ def _ours_epoch_fn(case, x, labels, m, threads=1):
     eta = t["eta"]
 
     def run(n):
-        if threads > 1:
-            with threadpool_limits(limits=1, user_api="blas"):
-                run_epoch(net, opt, xd[:n], y[:n], m, eta)
-        else:
+        with threadpool_limits(limits=1, user_api="blas") if threads > 1 else contextlib.nullcontext():
             run_epoch(net, opt, xd[:n], y[:n], m, eta)
 
     return run

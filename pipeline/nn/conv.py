@@ -335,13 +335,13 @@ class ConvPool:
             xp.copyto(dst, src)
         B.work.owner = B
 
-    def _lanes(self, m: int) -> int:
-        """How many threads share this mini-batch's chunks: ``threads`` on the CPU when BLAS
-        runs one thread (two BLAS threads under two of ours would oversubscribe the cores),
-        else 1."""
-        if self.threads == 1 or m <= self.chunk or self.xp is not numpy or not blas_single_threaded():
+    def _lanes(self, chunks: int) -> int:
+        """How many threads share ``chunks`` chunks: up to ``threads`` on the CPU when BLAS runs
+        one thread (two BLAS threads under two of ours would oversubscribe the cores), else 1.
+        Never more than one chunk each: smaller chunks for more lanes cost more than they give."""
+        if self.threads == 1 or chunks == 1 or self.xp is not numpy or not blas_single_threaded():
             return 1
-        return self.threads
+        return min(self.threads, chunks)
 
     def _conv_pool(self, B: _Buffers, x):
         """im2col, one GEMM, max-pool: fills B.c (pool-major conv output) and B.P."""
@@ -372,10 +372,9 @@ class ConvPool:
                 x = x * self.xp.asarray(1.0 - self.dropout, dtype=self.dtype)
         m = x.shape[0]
         b = self.params["b"]
-        lanes = self._lanes(m)
-        sizes = [min(self.chunk, m - s) for s in range(0, m, self.chunk)]
-        lanes = min(lanes, len(sizes))  # smaller chunks for more lanes cost more than they give
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        starts = range(0, m, self.chunk)
+        sizes = [min(self.chunk, m - s) for s in starts]
+        lanes = self._lanes(len(sizes))
         if not train:
             out = xp.empty((m,) + self.out_shape, self.dtype)
             bufs = [self._eval_buffers(n, i % lanes) for i, n in enumerate(sizes)]
@@ -402,7 +401,7 @@ class ConvPool:
             ]
             self._train_key = (sizes, lanes)
             self._gw_lanes = [xp.empty_like(self.grads["w"]).reshape(-1, self.filters) for _ in range(lanes - 1)]
-        self._m, self._starts, self._lanes_now = m, starts, lanes
+            self._m, self._starts, self._lanes_now = m, starts, lanes
         bufs = self._train_bufs
 
         def train_forward(i):
