@@ -51,7 +51,9 @@ def book_rule(seeds: Sequence[dict], metric: str, runs: int = 3) -> dict[str, An
       the book's one-run measurement (with a single seed, that seed's value).
 
     ``seeds``: one dict per seed with ``seed``, ``summary`` and ``records``. The result names
-    the rule it applied (``"best of 3"``, ``"mean of 2"``, ``"one run"``).
+    the rule it applied (``"best of 3"``, ``"mean of 2"``, ``"one run"``); a mean also gives
+    the seeds' own values (``values``), whose range says how far one run, like the book's,
+    can fall from that mean.
     """
     if not seeds:
         return {"value": None, "seed": None, "rule": None}
@@ -61,7 +63,7 @@ def book_rule(seeds: Sequence[dict], metric: str, runs: int = 3) -> dict[str, An
     if runs == 1:
         values = [seed_value(s["summary"], s["records"], metric) for s in seeds]
         mean, _ = mean_std(values)
-        return {"value": mean, "seed": None, "rule": f"mean of {len(seeds)}"}
+        return {"value": mean, "seed": None, "rule": f"mean of {len(seeds)}", "values": values}
     return dict(_best(seeds, metric), rule=f"best of {len(seeds)}")
 
 
