@@ -70,6 +70,11 @@ def run_row(metrics: dict) -> dict:
             "profile": metrics.get("profile")}
 
 
+def _seed_values(row: dict) -> list[float]:
+    """Our seeds' own values of the book's metric (kept where ours is a mean over seeds)."""
+    return [v for v in row.get("seed_values") or [] if v is not None]
+
+
 def with_verdict(row: dict, tolerance: dict) -> dict:
     """The difference from the book in pp, whether it is within tolerance and, where ours is a
     mean over seeds of a one-run figure, whether the book's run lies inside our seeds' range
@@ -80,7 +85,7 @@ def with_verdict(row: dict, tolerance: dict) -> dict:
         tol = tolerance["chapter6"] if row["chapter"] == 6 else tolerance["default"]
         diff = round(100 * (row["ours"] - book), 2)  # 99.30 - 99.60 is -0.30, not -0.3000001
         row.update(difference_pp=diff, tolerance_pp=tol, within=abs(diff) <= tol)
-        values = [v for v in row.get("seed_values") or [] if v is not None]
+        values = _seed_values(row)
         if len(values) > 1:
             row["book_in_seed_range"] = min(values) <= book <= max(values)
     return row
@@ -106,7 +111,7 @@ def _book(r: dict) -> str:
 
 
 def _ours(r: dict) -> str:
-    values = [v for v in r.get("seed_values") or [] if v is not None]
+    values = _seed_values(r)
     if r["ours"] is None or len(values) < 2:
         return _pct(r["ours"])
     return f"{_pct(r['ours'])} ({100 * min(values):.2f}–{100 * max(values):.2f})"
