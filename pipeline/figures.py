@@ -100,22 +100,30 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
     return fig
 
 
-def misclassified_digits(images, y_true, y_pred, max_n: int = 36) -> Figure:
-    """The first ``max_n`` images whose prediction is wrong, titled "pred p / true t"."""
+def misclassified_digits(images, y_true, y_pred, max_n: int = 36, cols: int = 6) -> Figure:
+    """The first ``max_n`` images whose prediction is wrong, each labelled "pred p / true t".
+
+    The digits are tiled into one image drawn on one axes: a grid of 36 axes took about 2 s
+    to draw and save, once per seed of every run.
+    """
     images = np.asarray(images).reshape(-1, 28, 28)
     y_true = np.asarray(y_true, dtype=int).ravel()
     y_pred = np.asarray(y_pred, dtype=int).ravel()
     wrong = np.flatnonzero(y_true != y_pred)[:max_n]
-    cols = max(1, min(6, len(wrong)))
+    cols = max(1, min(cols, len(wrong)))
     rows = max(1, -(-len(wrong) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + 0.4), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, i in zip(axes.ravel(), wrong):
-        ax.imshow(images[i], cmap="gray_r")
-        ax.set_title(f"pred {y_pred[i]} / true {y_true[i]}", fontsize=8)
+    cell, label = 28 + 4, 10  # pixels per tile (2-pixel margin) and above it for the label
+    tiles = np.zeros((rows * (cell + label), cols * cell), dtype=np.float32)
+    fig, ax = plt.subplots(figsize=(1.6 * cols, 1.8 * rows + 0.4))
+    for k, i in enumerate(wrong):
+        top, left = (k // cols) * (cell + label) + label + 2, (k % cols) * cell + 2
+        tiles[top:top + 28, left:left + 28] = images[i]
+        ax.text(left + 14, top - 2, f"pred {y_pred[i]} / true {y_true[i]}", fontsize=8,
+                ha="center", va="bottom")
+    ax.imshow(tiles, cmap="gray_r", interpolation="nearest")
+    ax.axis("off")
     total = int((y_true != y_pred).sum())
-    fig.suptitle(f"misclassified: first {len(wrong)} of {total}", fontsize=10)
+    ax.set_title(f"misclassified: first {len(wrong)} of {total}", fontsize=10)
     fig.tight_layout()
     return fig
 
