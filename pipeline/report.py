@@ -45,7 +45,30 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+BASELINE_KEYS = {"value": float, "metric": str, "split": str, "source": str, "title": str,
+                 "note": str}
+
+
+def validate_baselines(baselines: dict) -> None:
+    """Check ``report.baselines``: each row has exactly BASELINE_KEYS, of those types.
+
+    (An unquoted comma in a YAML flow mapping silently splits a title into extra keys.)
+    """
+    for row_id, row in baselines.items():
+        where = f"report.baselines.{row_id}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a mapping of {', '.join(BASELINE_KEYS)}")
+        extra, missing = sorted(set(row) - set(BASELINE_KEYS)), sorted(set(BASELINE_KEYS) - set(row))
+        if extra or missing:
+            raise ValueError(f"{where}: unknown keys {extra}, missing keys {missing}; allowed: "
+                             f"{', '.join(BASELINE_KEYS)} (quote a value that holds a comma)")
+        for key, kind in BASELINE_KEYS.items():
+            if not isinstance(row[key], kind) and not (kind is float and isinstance(row[key], int)):
+                raise ValueError(f"{where}.{key}: expected {kind.__name__}, got {row[key]!r}")
+
+
 def baseline_rows(cfg: dict, metrics: dict | None) -> list[dict]:
+    validate_baselines(cfg["baselines"])
     rows = []
     for row_id, b in cfg["baselines"].items():
         ours = None

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pipeline.config import compose
@@ -44,3 +45,15 @@ def test_conf_has_no_machine_specific_interpolations_or_absolute_paths():
 def test_dvc_hydra_composition_enabled():
     config = (REPO_ROOT / ".dvc" / "config").read_text(encoding="utf-8")
     assert re.search(r"\[hydra\]\s*\n\s*enabled = true", config)
+
+
+def test_report_baselines_validate_and_a_split_title_is_rejected():
+    from pipeline.report import validate_baselines
+
+    baselines = yaml.safe_load(compose(REPO_ROOT))["report"]["baselines"]
+    validate_baselines(baselines)
+    assert baselines["B-svm"]["title"] == "SVM (RBF, C=1, gamma=1/784)"
+    broken = yaml.safe_load("B-svm: {value: 0.9435, metric: test, split: test, source: svm, "
+                            "title: SVM (RBF, C=1), note: ''}")
+    with pytest.raises(ValueError, match=r"report\.baselines\.B-svm: unknown keys \['C=1\)'\]"):
+        validate_baselines(broken)
