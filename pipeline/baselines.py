@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,34 +28,119 @@ def darkness_predict(means: np.ndarray, images: np.ndarray) -> np.ndarray:
     return np.abs(darkness[:, None] - means[None, :]).argmin(axis=1)
 
 
-def train_svm(x: np.ndarray, y: np.ndarray, *, C: float, kernel: str, gamma, log=print):
-    """Fit scikit-learn's SVC; slow (minutes for 50k on two cores), so say how long it took."""
+def resolve_gamma(gamma, x: np.ndarray) -> float:
+    """scikit-learn's ``gamma='auto'`` (1/n_features) or ``'scale'`` as a number, from the
+    full training set, so that every pairwise machine uses the same kernel."""
+    if gamma == "auto":
+        return 1.0 / x.shape[1]
+    if gamma == "scale":
+        return 1.0 / (x.shape[1] * x.var())
+    return float(gamma)
+
+
+def pair_indices(y: np.ndarray, i, j) -> np.ndarray:
+    """The examples of classes ``i`` then ``j``, each in their original order: libsvm's
+    one-vs-one subproblem for the pair, in the same order libsvm builds it."""
+    return np.concatenate([np.flatnonzero(y == i), np.flatnonzero(y == j)])
+
+
+def _fit_pair(x: np.ndarray, y: np.ndarray, index: np.ndarray, C: float, gamma: float):
     from sklearn.svm import SVC
 
-    model = SVC(C=C, kernel=kernel, gamma=gamma)
-    log(f"svm: fitting SVC(C={C}, kernel={kernel!r}, gamma={gamma!r}) on {len(y):,} images "
-        "(single-threaded; several minutes for the full 50,000)...")
-    start = time.perf_counter()
-    model.fit(x, y)
-    log(f"svm: fitted in {time.perf_counter() - start:.0f} s, "
-        f"{model.n_support_.sum():,} support vectors")
-    return model
+    machine = SVC(C=C, kernel="rbf", gamma=gamma).fit(x[index], y[index])
+    # sklearn's binary convention: decision > 0 means the second class (j)
+    return index[machine.support_], machine.dual_coef_[0].copy(), float(machine.intercept_[0])
 
 
-def predict_in_chunks(model, x: np.ndarray, chunk: int = 1000, desc: str = "predict",
-                      n_jobs: int = -1) -> np.ndarray:
-    """Predict in chunks on every core, with a progress bar.
-
-    libsvm predicts on one core and 10,000 images take minutes; chunks run in parallel.
+@dataclass
+class PairwiseSVM:
+    """A one-vs-one RBF SVM as libsvm (scikit-learn's ``SVC``) builds it: one binary machine
+    per pair of classes, a vote among them. Fitting the machines separately lets them run on
+    every core (libsvm fits them one after another on one); predicting with one kernel matrix
+    against all support vectors (a BLAS product) replaces libsvm's one-image-at-a-time loop.
+    Same subproblems in the same order, so the same machines and predictions as ``SVC``.
     """
+    classes: np.ndarray
+    gamma: float
+    support_vectors: np.ndarray          # (n_sv, d): every pair's support vectors, once
+    pairs: list[tuple[int, int]]         # (i, j) indices into classes, i < j
+    pair_support: list[np.ndarray]       # per pair: rows of support_vectors
+    pair_coef: list[np.ndarray]          # per pair: dual coefficients y_k alpha_k
+    pair_intercept: np.ndarray           # per pair: b
+
+    @property
+    def n_support(self) -> int:
+        return len(self.support_vectors)
+
+    def kernel(self, x: np.ndarray) -> np.ndarray:
+        """K(x, sv) = exp(-gamma |x - sv|^2), through |x|^2 + |sv|^2 - 2 x.sv."""
+        sq = (np.einsum("ij,ij->i", x, x)[:, None]
+              + np.einsum("ij,ij->i", self.support_vectors, self.support_vectors)[None, :]
+              - 2.0 * x @ self.support_vectors.T)
+        return np.exp(-self.gamma * np.maximum(sq, 0.0))
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        """Each pair's decision value, shape (n, n_pairs); > 0 votes for the pair's j."""
+        k = self.kernel(x)
+        return np.stack([k[:, rows] @ coef + b for rows, coef, b
+                         in zip(self.pair_support, self.pair_coef, self.pair_intercept)], axis=1)
+
+    def predict(self, x: np.ndarray, chunk: int = 2000) -> np.ndarray:
+        """The class with the most votes; a tie goes to the smaller class, as in libsvm."""
+        pairs = np.array(self.pairs)
+        out = []
+        for start in range(0, len(x), chunk):
+            wins_j = self.decision(x[start:start + chunk]) > 0
+            votes = np.zeros((len(wins_j), len(self.classes)), dtype=np.int64)
+            for p, (i, j) in enumerate(pairs):
+                votes[:, j] += wins_j[:, p]
+                votes[:, i] += ~wins_j[:, p]
+            out.append(self.classes[votes.argmax(axis=1)])
+        return np.concatenate(out)
+
+
+def fit_pairwise_svms(x: np.ndarray, y: np.ndarray, sizes: list[int], *, C: float, gamma,
+                      n_jobs: int = -1, log=print) -> dict[int, PairwiseSVM]:
+    """An RBF ``SVC`` on each of the first ``n`` examples for every ``n`` in ``sizes``, all
+    their pairwise machines fitted on ``n_jobs`` cores, the largest first so no core idles
+    at the end. libsvm is single-threaded: this is where the cores come in."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
-    starts = range(0, len(x), chunk)
-    parts = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(model.predict)(x[i:i + chunk]) for i in starts)
-    return np.concatenate(list(tqdm(parts, total=len(starts), desc=desc, unit="chunk",
-                                    leave=False)))
+    if max(sizes) > len(y):
+        raise ValueError(f"SVM training size {max(sizes):,} exceeds the {len(y):,} training "
+                         "images: lower baselines.sweep.sizes or baselines.svm.train_limit")
+    gammas = {n: resolve_gamma(gamma, x[:n]) for n in sizes}
+    jobs = []
+    for n in sizes:
+        classes = np.unique(y[:n])
+        for a in range(len(classes)):
+            for b in range(a + 1, len(classes)):
+                jobs.append((n, (a, b), pair_indices(y[:n], classes[a], classes[b])))
+    jobs.sort(key=lambda job: -len(job[2]))
+    log(f"svm: fitting {len(jobs)} pairwise RBF machines (C={C}, gamma={gamma!r}) for "
+        f"training sizes {', '.join(f'{n:,}' for n in sizes)}, on every core...")
+    start = time.perf_counter()
+    fitted = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fit_pair)(x, y, index, C, gammas[n]) for n, _, index in jobs)
+    by_size: dict[int, dict] = {n: {} for n in sizes}
+    for (n, pair, _), result in zip(jobs, tqdm(fitted, total=len(jobs), desc="svm pairs",
+                                               unit="pair", leave=False)):
+        by_size[n][pair] = result
+    models = {n: _assemble(x, y[:n], pairs, gammas[n]) for n, pairs in by_size.items()}
+    log(f"svm: fitted in {time.perf_counter() - start:.0f} s; support vectors: "
+        + ", ".join(f"{models[n].n_support:,} (n={n:,})" for n in sizes))
+    return models
+
+
+def _assemble(x: np.ndarray, y: np.ndarray, fitted: dict, gamma: float) -> PairwiseSVM:
+    pairs = sorted(fitted)
+    support = np.unique(np.concatenate([fitted[p][0] for p in pairs]))
+    return PairwiseSVM(
+        classes=np.unique(y), gamma=gamma, support_vectors=np.ascontiguousarray(x[support]),
+        pairs=pairs, pair_support=[np.searchsorted(support, fitted[p][0]) for p in pairs],
+        pair_coef=[fitted[p][1] for p in pairs],
+        pair_intercept=np.array([fitted[p][2] for p in pairs]))
 
 
 def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:

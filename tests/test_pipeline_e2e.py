@@ -28,7 +28,7 @@ def test_dvc_repro_data_stages_and_baselines(repo_copy, stage_env, mnist_raw_dir
     metrics = json.loads((repo_copy / "results/baselines/metrics.json").read_text())
     assert metrics["darkness"]["test_correct"] == 2225
     assert metrics["svm"]["train_size"] == 1000 and metrics["svm"]["test_accuracy"] > 0.8
-    # the sweep's SVMs are fitted beside the main one, in a second process
+    # the sweep's SVMs are fitted in the same pool as the main one
     sweep = json.loads((repo_copy / "results/baselines/svm_sweep.json").read_text())
     assert [p["n"] for p in sweep["points"]] == [100, 200]
     assert sweep["points"][1]["validation_accuracy"] > sweep["points"][0]["validation_accuracy"]

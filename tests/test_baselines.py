@@ -1,0 +1,49 @@
+"""The SVM baseline fitted pair by pair must be scikit-learn's SVC, machine for machine."""
+
+import numpy as np
+import pytest
+from sklearn.svm import SVC
+
+from pipeline.baselines import PairwiseSVM, fit_pairwise_svms
+
+
+def _blobs(n=240, classes=4, dims=12, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    centres = rng.normal(0, 1.0, (classes, dims))
+    return centres[y] + rng.normal(0, 1.2, (n, dims)), y
+
+
+@pytest.mark.parametrize("gamma", ["auto", "scale", 0.05])
+def test_pairwise_svm_equals_sklearn_svc(gamma):
+    x, y = _blobs()
+    new_x, _ = _blobs(300, seed=1)
+    sizes = [120, 240]
+    models = fit_pairwise_svms(x, y, sizes, C=1.0, gamma=gamma, n_jobs=2, log=lambda _: None)
+    for n in sizes:
+        ref = SVC(C=1.0, kernel="rbf", gamma=gamma, decision_function_shape="ovo").fit(x[:n], y[:n])
+        ours = models[n]
+        assert ours.n_support == ref.n_support_.sum()
+        np.testing.assert_array_equal(np.sort(ours.support_vectors, axis=0),
+                                      np.sort(ref.support_vectors_, axis=0))
+        # libsvm's one-vs-one decision is positive for the pair's first class; ours for the second
+        np.testing.assert_allclose(ours.decision(new_x), -ref.decision_function(new_x),
+                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(ours.predict(new_x, chunk=64), ref.predict(new_x))
+
+
+def test_vote_ties_go_to_the_smaller_class_as_in_libsvm():
+    # three classes, each pair's machine votes cyclically: 0 beats 1, 1 beats 2, 2 beats 0
+    model = PairwiseSVM(classes=np.array([0, 1, 2]), gamma=1.0, support_vectors=np.zeros((1, 2)),
+                        pairs=[(0, 1), (0, 2), (1, 2)], pair_support=[np.array([0])] * 3,
+                        pair_coef=[np.array([0.0])] * 3, pair_intercept=np.array([-1.0, 1.0, -1.0]))
+    assert model.predict(np.zeros((1, 2))).tolist() == [0]
+    # break the cycle: 2 now beats 1 as well as 0, and wins outright
+    model.pair_intercept = np.array([-1.0, 1.0, 1.0])
+    assert model.predict(np.zeros((1, 2))).tolist() == [2]
+
+
+def test_a_training_size_beyond_the_data_is_rejected_with_the_fix():
+    x, y = _blobs(50)
+    with pytest.raises(ValueError, match="exceeds the 50 training images.*baselines.sweep.sizes"):
+        fit_pairwise_svms(x, y, [60], C=1.0, gamma="auto", log=lambda _: None)
