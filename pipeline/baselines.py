@@ -30,7 +30,8 @@ def darkness_predict(means: np.ndarray, images: np.ndarray) -> np.ndarray:
 
 def resolve_gamma(gamma, x: np.ndarray) -> float:
     """scikit-learn's ``gamma='auto'`` (1/n_features) or ``'scale'`` as a number, from the
-    full training set, so that every pairwise machine uses the same kernel."""
+    training set ``x`` as ``SVC`` does, so that all the pairwise machines of one SVM share
+    one kernel (each pair's own subset would give ``'scale'`` another value)."""
     if gamma == "auto":
         return 1.0 / x.shape[1]
     if gamma == "scale":
