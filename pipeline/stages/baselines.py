@@ -38,6 +38,7 @@ def svm(sets: dict, cfg: dict) -> tuple[dict, dict]:
     sizes = sorted(set(cfg["sweep"]["sizes"]) | {full})
     scale = lambda imgs: imgs.reshape(len(imgs), -1) / PIXEL_SCALE  # noqa: E731
     start = time.perf_counter()
+    scaled = {split: scale(sets[split][0]) for split in ("validation", "test")}  # once, not per size
     models = bl.fit_pairwise_svms(scale(images[:max(sizes)]), labels[:max(sizes)], sizes,
                                   C=cfg["svm"]["C"], gamma=cfg["svm"]["gamma"], log=log)
     evaluated = {}
@@ -46,8 +47,8 @@ def svm(sets: dict, cfg: dict) -> tuple[dict, dict]:
         splits = ("validation", "test") if n == full else ("validation",)
         point = {"n": n, "support_vectors": models[n].n_support}
         for split in splits:
-            split_images, split_labels = sets[split]
-            predicted = models[n].predict(scale(split_images))
+            split_labels = sets[split][1]
+            predicted = models[n].predict(scaled[split])
             point[f"{split}_correct"] = int((predicted == split_labels).sum())
             point[f"{split}_accuracy"] = bl.accuracy(predicted, split_labels)
         evaluated[n] = point
