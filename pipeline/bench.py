@@ -25,7 +25,8 @@ f * 50,000 images and scales up. Data are synthetic (uniform [0, 1) float32 imag
 through max-pooling ties, which real MNIST has many of (zero background).
 
 ``--device gpu`` times the same cases on an NVIDIA GPU: ours through CuPy (``training.device:
-gpu``), against PyTorch on CUDA (fp32 throughout: cuDNN's TF32 convolutions are switched off,
+gpu``) with each step replayed as a CUDA graph ("ours", the default) and without
+("ours_nograph"), against PyTorch on CUDA (fp32 throughout: cuDNN's TF32 convolutions are switched off,
 as our GEMMs are plain fp32; cuDNN picks its fastest algorithms). Each timed epoch ends with a
 device synchronisation. The CPU targets do not apply; the ratio to torch is still reported.
 The per-example chapter 1 loop is CPU-only and is left out there.
@@ -250,7 +251,7 @@ def _spec(case: str, m: int) -> dict:
     return {"model": model, "training": training}
 
 
-def _ours_epoch_fn(case, x, labels, m, threads=1, device="cpu"):
+def _ours_epoch_fn(case, x, labels, m, threads=1, device="cpu", graphs=True):
     """One epoch of ours; ``threads`` > 1 shares the conv layers' chunks over that many threads
     with BLAS pinned to one (``training.threads``). On ``device="gpu"`` the data live on the
     GPU and every run ends with a synchronisation."""
@@ -273,7 +274,7 @@ def _ours_epoch_fn(case, x, labels, m, threads=1, device="cpu"):
 
     def run(n):
         with threadpool_limits(limits=1, user_api="blas") if threads > 1 else contextlib.nullcontext():
-            run_epoch(net, opt, xd[:n], y[:n], m, eta)
+            run_epoch(net, opt, xd[:n], y[:n], m, eta, graphs=graphs, log=print)
         if xp is not numpy:
             xp.cuda.Device().synchronize()
 
@@ -334,7 +335,8 @@ def _torch_epoch_fn(case, x, labels, m, channels_last=False, device="cpu"):
 # -- driver ----------------------------------------------------------------------------------
 def implementations(case, x, labels, m, threads, log, device="cpu"):
     if device == "gpu":
-        impls = {"ours": lambda: _ours_epoch_fn(case, x, labels, m, device="gpu")}
+        impls = {"ours": lambda: _ours_epoch_fn(case, x, labels, m, device="gpu"),
+                 "ours_nograph": lambda: _ours_epoch_fn(case, x, labels, m, device="gpu", graphs=False)}
         torch = _torch()
         if torch is None or not torch.cuda.is_available():
             log(f"  [{case}] torch with CUDA is not importable: torch columns skipped")

@@ -168,12 +168,17 @@ class _Work:
             self.taken = xp.empty((m * Hp * Wp, F), dt)
         Hc, Wc = Hp * p, Wp * p
         self.dc_std = xp.empty((m, Hp, p, Wp, p, F), dt)  # dC/dc in (n, i, j) order
+        self.dx = xp.empty((m, H, W, C), dt)
+        if xp is not numpy:
+            # on a GPU: one GEMM gives every block, blocks[n, i, j, di, dj, ch], and one
+            # gather kernel sums them into dx (pipeline.nn.gpu.col2im_gather)
+            self.blocks = xp.empty((m * Hc * Wc, k * k * C), dt)
+            return
         # col2im: blocks[di, dj] = dC/dc @ w[di, dj]^T, the contribution of every output
         # position (n, i, j) to input position (n, i + di, j + dj); each block is added to a
         # shifted window of dx (k*k adds with contiguous sources).
         self.blocks = xp.empty((k * k, m * Hc * Wc, C), dt)
         self.wt = xp.empty((k * k, F, C), dt)
-        self.dx = xp.empty((m, H, W, C), dt)
         b6 = self.blocks.reshape(k, k, m, Hc, Wc, C)
         self.col2im_pairs = [
             (self.dx[:, di : di + Hc, dj : dj + Wc, :], b6[di, dj]) for di in range(k) for dj in range(k)
@@ -401,6 +406,8 @@ class ConvPool:
             ]
             self._train_key = (sizes, lanes)
             self._gw_lanes = [xp.empty_like(self.grads["w"]).reshape(-1, self.filters) for _ in range(lanes - 1)]
+            # dC/dx of the whole mini-batch when it comes in several chunks
+            self._dx_all = xp.empty((m, self.height, self.width, self.channels), dt) if len(sizes) > 1 else None
             self._m, self._starts, self._lanes_now = m, starts, lanes
         bufs = self._train_bufs
 
@@ -449,8 +456,15 @@ class ConvPool:
         Hc, Wc = Hp * p, Wp * p
         # pool-major (pi, pj, n, u, v) -> natural (n, i = p*u + pi, j = p*v + pj)
         xp.copyto(B.dc_std, dc.reshape(p, p, m, Hp, Wp, F).transpose(2, 3, 0, 4, 1, 5))
-        # blocks[di, dj][(n, i, j), ch] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f]
         k2 = self.kernel * self.kernel
+        if xp is not numpy:
+            from pipeline.nn.gpu import col2im_gather  # noqa: PLC0415 - GPU only
+
+            # blocks[(n, i, j), (di, dj, ch)] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f]
+            xp.matmul(B.dc_std.reshape(m * Hc * Wc, F), self.params["w"].reshape(k2 * C, F).T, out=B.blocks)
+            col2im_gather(B.blocks.reshape(m, Hc, Wc, self.kernel, self.kernel, C), B.dx, self.kernel)
+            return B.dx
+        # blocks[di, dj][(n, i, j), ch] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f]
         # (k*k, F, C) contiguous copy: BLAS is 30% slower on the transposed view
         xp.copyto(B.wt, self.params["w"].reshape(k2, C, F).transpose(0, 2, 1))
         xp.matmul(B.dc_std.reshape(m * Hc * Wc, F), B.wt, out=B.blocks)
@@ -475,7 +489,7 @@ class ConvPool:
         several = len(bufs) > 1
         dx = None
         if several and need_input_grad:
-            dx = xp.empty((m, self.height, self.width, self.channels), self.dtype)
+            dx = self._dx_all
         # lane t sums its chunks' dC/dw into sums[t]; the lanes' sums are added at the end
         sums = [gw] + self._gw_lanes
 

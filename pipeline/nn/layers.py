@@ -65,6 +65,12 @@ def check_dropout(dropout: float, dropout_mode: str) -> None:
 
 def sgd_update(layer, eta: float, shrink: float) -> None:
     """w <- shrink w - eta dC/dw for the decayed parameters, p <- p - eta dC/dp for the others."""
+    if layer.xp is not numpy:  # one fused kernel per parameter, no temporary
+        from pipeline.nn.gpu import scaled_axpy  # noqa: PLC0415 - GPU only
+
+        for key, p in layer.params.items():
+            scaled_axpy(p, layer.grads[key], shrink if key in layer.decayed else 1.0, eta)
+        return
     for key, p in layer.params.items():
         if shrink != 1.0 and key in layer.decayed:
             p *= shrink
@@ -188,7 +194,11 @@ class FullyConnected:
         self._z = xp.empty((m, self.n_out), dt)
         self._a = xp.empty((m, self.n_out), dt)
         self._prime = xp.empty((m, self.n_out), dt)
-        self._dx_t = xp.empty((self.n_in, m), dt)
+        if xp is numpy:
+            self._dx_t = xp.empty((self.n_in, m), dt)
+        else:  # on a GPU: dx contiguous, and the bias gradient as a GEMV (see backward)
+            self._dx = xp.empty((m, self.n_in), dt)
+            self._ones = xp.ones((1, m), dt)
         self._m = m
 
     def _drop(self, x):
@@ -229,7 +239,10 @@ class FullyConnected:
         """BP3, BP4 into ``grads``; return delta w^T (times the dropout mask), or None."""
         xp, grads = self.xp, self.grads
         xp.matmul(self._x.T, delta, out=grads["w"])
-        delta.sum(axis=0, out=grads["b"])
+        if xp is numpy:
+            delta.sum(axis=0, out=grads["b"])
+        else:  # CuPy's sum may take scratch memory from its pool, which a CUDA graph forbids
+            xp.matmul(self._ones, delta, out=grads["b"].reshape(1, -1))
         if not need_input_grad:
             return None
         return self._input_grad(delta)
@@ -263,9 +276,14 @@ class FullyConnected:
         """delta w^T (times the dropout mask), shaped like the layer's input.
 
         Computed as (w delta^T)^T: for a few rows, OpenBLAS multiplies by a transposed
-        right-hand matrix about half as fast as by a plain left-hand one.
+        right-hand matrix about half as fast as by a plain left-hand one. On a GPU it is
+        delta w^T into a contiguous buffer, so that reshaping it for a conv layer below copies
+        nothing.
         """
-        dx = self.xp.matmul(self.params["w"], delta.T, out=self._dx_t).T
+        if self.xp is numpy:
+            dx = numpy.matmul(self.params["w"], delta.T, out=self._dx_t).T
+        else:
+            dx = self.xp.matmul(delta, self.params["w"].T, out=self._dx)
         if self.dropout:
             dx *= self._mask
         if len(self._in_batch_shape) != 2:
@@ -302,11 +320,28 @@ class Softmax(FullyConnected):
             return 0.0, 0.0
         return super().init_stds(scheme)
 
+    def _allocate(self, m: int) -> None:
+        super()._allocate(m)
+        self._rows = self.xp.empty((m, 1), self.dtype)  # row maxima, then row sums
+
     def _activate(self, z, out):
         xp = self.xp
-        out = xp.subtract(z, z.max(axis=1, keepdims=True), out=out)
+        if out is None:
+            out = xp.subtract(z, z.max(axis=1, keepdims=True))
+            xp.exp(out, out=out)
+            out /= out.sum(axis=1, keepdims=True)
+            return out
+        if xp is not numpy:  # training on a GPU: one kernel, no temporaries
+            from pipeline.nn.gpu import softmax_rows  # noqa: PLC0415 - GPU only
+
+            softmax_rows(z, out, self._rows.reshape(-1))
+            return out
+        rows = self._rows
+        z.max(axis=1, keepdims=True, out=rows)
+        xp.subtract(z, rows, out=out)
         xp.exp(out, out=out)
-        out /= out.sum(axis=1, keepdims=True)
+        out.sum(axis=1, keepdims=True, out=rows)
+        out /= rows
         return out
 
     def activation_prime(self):

@@ -32,6 +32,7 @@ Schema (defaults in brackets; ``<required>`` has none)::
       device: [cpu]                # cpu | gpu
       threads: [1]                 # >= 1: CPU threads a conv layer shares a mini-batch's chunks
                                    # over (each with one BLAS thread; used when BLAS runs one)
+      cuda_graphs: [true]          # on a GPU: replay each SGD step as a recorded CUDA graph
 
 Shape rules: a conv layer needs a 3-d input (so it cannot follow an fc layer); its "valid"
 convolution output (H - kernel + 1) must be at least and a multiple of ``pool``. A softmax
@@ -242,6 +243,7 @@ def _training(value, path="training") -> dict:
             "dtype": "float32",
             "device": "cpu",
             "threads": 1,
+            "cuda_graphs": True,
         },
     )
     p = lambda key: _join(path, key)  # noqa: E731
@@ -256,6 +258,7 @@ def _training(value, path="training") -> dict:
     t["dtype"] = _choice(t["dtype"], p("dtype"), DTYPES)
     t["device"] = _choice(t["device"], p("device"), DEVICES)
     t["threads"] = _int(t["threads"], p("threads"), 1)
+    t["cuda_graphs"] = _bool(t["cuda_graphs"], p("cuda_graphs"))
 
     rp = p("regularization")
     reg = _mapping(t["regularization"], rp, {"kind": "none", "lmbda": 0.0, "scaling": "network2"})

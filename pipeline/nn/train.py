@@ -171,8 +171,14 @@ def _training_config(training) -> dict:
     return validate_training(training)
 
 
-def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=None, tick=None) -> None:
-    """One pass of mini-batch SGD over (x, y one-hot), in ``order`` (an index array) or as stored."""
+def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=None, tick=None,
+              graphs: bool = False, log: Callable[[str], None] | None = None) -> bool:
+    """One pass of mini-batch SGD over (x, y one-hot), in ``order`` (an index array) or as stored.
+
+    ``graphs`` (a network on a GPU only): record the step once as a CUDA graph and replay it
+    for every full mini-batch (see :mod:`pipeline.nn.gpu`); ``log`` hears why when it cannot.
+    Returns whether a graph was used.
+    """
     if opt.fused:
         sgd_step, shrink = net.sgd_step, opt.shrink(eta)
 
@@ -186,6 +192,11 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
             step(eta)
 
     n, m = x.shape[0], batch_size
+    # dropout draws new masks every step, which a replayed graph would not
+    if graphs and net.xp is not numpy and not any(getattr(layer, "dropout", 0) for layer in net.layers):
+        from pipeline.nn.gpu import run_epoch_graphed  # noqa: PLC0415 - GPU only
+
+        return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log)
     chunk = m * _TICK_BATCHES
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
@@ -198,6 +209,7 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
                 train(x.take(idx, axis=0), y.take(idx, axis=0))
         if tick is not None:
             tick((stop - start + m - 1) // m)
+    return False
 
 
 def fit(
@@ -240,6 +252,7 @@ def fit(
     eta0 = eta = t["eta"]
     epochs, eval_every = t["epochs"], t["eval_every"]
     history = History(final_eta=eta)
+    graphs = t["cuda_graphs"] and net.xp is not numpy  # dropped for the run if a step cannot be recorded
     train_seconds = 0.0
     best_strict = -math.inf
     since_best = since_halving = 0
@@ -275,7 +288,8 @@ def fit(
                 bar = tqdm(total=(n + m - 1) // m, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5)
             t0 = time.perf_counter()
             order = net.xp.asarray(shuffle_rng.permutation(n)) if t["shuffle"] else None
-            run_epoch(net, opt, x, y, m, eta, order, bar.update if bar is not None else None)
+            graphs = run_epoch(net, opt, x, y, m, eta, order, bar.update if bar is not None else None,
+                               graphs, log) and graphs
             train_seconds += time.perf_counter() - t0
             if bar is not None:
                 bar.close()

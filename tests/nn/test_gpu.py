@@ -258,3 +258,46 @@ def test_chapter6_relu_convnet_on_the_gpu(mnist_prepared_dir):
     history = fit(net, spec, (sets["train"].x, sets["train"].y), (sets["validation"].x, sets["validation"].y),
                   (sets["test"].x, sets["test"].y), log=print)
     assert history.test_at_best_validation >= 0.975
+
+
+@pytest.mark.parametrize("m, shuffle, n", [(10, False, 95), (10, True, 100), (30, True, 100)])
+def test_cuda_graph_steps_equal_plain_steps(m, shuffle, n):
+    """Replaying the recorded step gives bit for bit the weights of plain steps: fixed order or
+    reshuffled, a last smaller mini-batch (95 = 9 x 10 + 5), and a conv layer that splits a
+    mini-batch of 30 into chunks of 25 and 5."""
+    from pipeline.nn import SGD
+    from pipeline.nn.train import run_epoch
+
+    spec = dict(SPECS["conv-conv-fc-softmax"])
+    spec["training"] = dict(spec["training"], dtype="float32", batch_size=m,
+                            regularization={"kind": "l2", "lmbda": 0.1, "scaling": "network3"})
+    x = cupy.asarray(images(n, (1, 10, 10), seed=11).reshape(n, -1), dtype=numpy.float32)
+    y = one_hot(numpy.random.default_rng(12).integers(0, 3, n), 3, cupy, numpy.float32)
+    weights, used, said = [], [], []
+    for graphs in (True, False):
+        net = build_network(spec)
+        reg = Regularization(**spec["training"]["regularization"])
+        opt = SGD(net, 0.0, reg, reg.coefficient(n, m))
+        rng = numpy.random.default_rng(13)
+        for eta in (0.1, 0.05):  # a new eta: a new recording
+            order = cupy.asarray(rng.permutation(n)) if shuffle else None
+            used.append(run_epoch(net, opt, x, y, m, eta, order, graphs=graphs, log=said.append))
+        weights.append(net.state_dict())
+    assert used == [True, True, False, False] and said == []
+    for name in weights[0]:
+        assert numpy.array_equal(weights[0][name], weights[1][name]), name
+
+
+def test_a_step_that_allocates_is_not_recorded_and_says_why():
+    """Momentum's update takes temporaries: the epoch falls back to plain steps."""
+    from pipeline.nn import SGD
+    from pipeline.nn.train import run_epoch
+
+    spec = SPECS["fc-relu-softmax"]
+    x, labels = blobs(40)
+    net = build_network(spec, dtype="float32", device="gpu")
+    opt = SGD(net, 0.5)
+    y = one_hot(labels, 3, cupy, numpy.float32)
+    said = []
+    assert not run_epoch(net, opt, cupy.asarray(x, dtype=numpy.float32), y, 5, 0.1, graphs=True, log=said.append)
+    assert len(said) == 1 and "CUDA graph not used" in said[0] and "allocated" in said[0], said

@@ -69,6 +69,7 @@ def test_the_example_is_valid_and_comes_back_with_defaults_added():
         layer["dropout"] = 0.0  # the only keys the example leaves out
     expected["training"]["eval_every"] = 1
     expected["training"]["threads"] = 1
+    expected["training"]["cuda_graphs"] = True
     assert validate_spec(EXAMPLE) == expected
 
 
@@ -113,6 +114,7 @@ def test_unknown_keys(path, value, where):
         (("training", "batch_size"), True, "training.batch_size", "expected an integer"),
         (("training", "eta"), "1e-4", "training.eta", "expected a number"),
         (("training", "shuffle"), "no", "training.shuffle", "expected true or false"),
+        (("training", "cuda_graphs"), "yes", "training.cuda_graphs", "expected true or false"),
         (("training", "monitor", "validation_cost"), 1, "training.monitor.validation_cost", "true or false"),
         (("model", "layers"), {"type": "fc"}, "model.layers", "expected a list"),
         (("model", "layers", 2), "fc", "model.layers[2]", "expected a mapping"),

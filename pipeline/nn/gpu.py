@@ -1,0 +1,192 @@
+"""What only the GPU path needs: two fused CuPy kernels and CUDA-graph replay of the SGD step.
+
+Imported lazily, only when a network lives on a GPU (``device: gpu``); nothing here runs on
+the CPU.
+
+Why graphs. At the book's mini-batch of 10 a GPU step is a hundred or so tiny kernels, and the
+time goes into Python and launch overhead, not arithmetic: the chapter 6 ReLU net took 8.8 s an
+epoch on an H200, no faster than one CPU core. A CUDA graph records one whole step (forward,
+backward, update) once and replays it with a single launch. A replay uses the very buffers
+and scalars (eta, the L2 shrink, 1/m) of the recorded step, so :func:`run_epoch_graphed` copies
+each mini-batch into a fixed input buffer first, records a new graph every epoch (eta may
+change between epochs) and runs the plain step for a last, smaller mini-batch.
+
+A step may be recorded only if it allocates no memory: a temporary taken from CuPy's pool
+while recording would be baked into the graph and could later be handed to another array.
+Recording therefore runs under an allocator that refuses every request; a step that still
+allocates (L1, momentum, ``ties: one``) is then not recorded, and the run goes on with plain
+steps, with one line saying why. Networks with dropout are never recorded: a replay would
+repeat the recorded step's masks.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cupy
+
+__all__ = ["col2im_gather", "run_epoch_graphed", "scaled_axpy", "softmax_rows"]
+
+
+@lru_cache(maxsize=None)
+def _axpy_kernel():
+    return cupy.ElementwiseKernel("T g, T s, T e", "T p", "p = s * p - e * g", "nielsen_sgd_update")
+
+
+def scaled_axpy(p, g, shrink: float, eta: float) -> None:
+    """p <- shrink * p - eta * g in one kernel (the SGD step, with the L2 shrink when != 1)."""
+    _axpy_kernel()(g, p.dtype.type(shrink), p.dtype.type(eta), p)
+
+
+@lru_cache(maxsize=None)
+def _col2im_kernel():
+    # dx[n, y, x, c] = sum_{di, dj} blocks[n, y - di, x - dj, di, dj, c] over the offsets that
+    # land inside the Hc x Wc convolution output; summed in (di, dj) order, as the CPU's
+    # k*k shifted adds do.
+    return cupy.ElementwiseKernel(
+        "raw T blocks, int32 H, int32 W, int32 C, int32 Hc, int32 Wc, int32 k",
+        "T dx",
+        """
+        int c = i % C;
+        long long t = i / C;
+        int xx = t % W; t /= W;
+        int yy = t % H;
+        long long n = t / H;
+        T s = 0;
+        for (int di = 0; di < k; ++di) {
+            int u = yy - di;
+            if (u < 0 || u >= Hc) continue;
+            for (int dj = 0; dj < k; ++dj) {
+                int v = xx - dj;
+                if (v < 0 || v >= Wc) continue;
+                s += blocks[(((n * Hc + u) * Wc + v) * k * k + di * k + dj) * C + c];
+            }
+        }
+        dx = s;
+        """,
+        "nielsen_col2im",
+    )
+
+
+def col2im_gather(blocks, dx, k: int) -> None:
+    """dx (m, H, W, C) <- the full-convolution sum of ``blocks`` (m, Hc, Wc, k, k, C), where
+    blocks[n, i, j, di, dj, c] is output position (i, j)'s contribution to input (i+di, j+dj)."""
+    m, H, W, C = dx.shape
+    Hc, Wc = blocks.shape[1], blocks.shape[2]
+    _col2im_kernel()(blocks, H, W, C, Hc, Wc, k, dx)
+
+
+@lru_cache(maxsize=None)
+def _softmax_kernel():
+    # one thread per row: a = exp(z - max z) / sum exp(z - max z)
+    return cupy.ElementwiseKernel(
+        "raw T z, int32 n",
+        "raw T a, T total",
+        """
+        long long row = (long long) i * n;
+        T top = z[row];
+        for (int j = 1; j < n; ++j) top = max(top, z[row + j]);
+        T s = 0;
+        for (int j = 0; j < n; ++j) { T e = exp(z[row + j] - top); a[row + j] = e; s += e; }
+        for (int j = 0; j < n; ++j) a[row + j] /= s;
+        total = s;
+        """,
+        "nielsen_softmax_rows",
+    )
+
+
+def softmax_rows(z, out, totals) -> None:
+    """out <- softmax of every row of the contiguous (m, n) z; ``totals`` (m,) is scratch.
+    One kernel and no reduction library (CUB would ask for temporary memory)."""
+    _softmax_kernel()(z, z.shape[1], out, totals)
+
+
+class _AllocationWhileRecording(RuntimeError):
+    pass
+
+
+def _refuse(size):
+    raise _AllocationWhileRecording(f"the step allocated {size} bytes")
+
+
+def _device_arrays(obj, found: list, seen: set, depth: int = 0) -> None:
+    """Every CuPy array reachable from ``obj`` (attributes, lists, tuples, dicts), kept alive
+    for as long as a graph that may use them."""
+    if depth > 6 or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, cupy.ndarray):
+        found.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _device_arrays(item, found, seen, depth + 1)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _device_arrays(item, found, seen, depth + 1)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        for item in vars(obj).values():
+            _device_arrays(item, found, seen, depth + 1)
+
+
+def record_step(train, xb, yb, stream):
+    """A CUDA graph of ``train(xb, yb)`` on ``stream``, or None and the reason it was not
+    recorded (the step allocated, or CUDA refused an operation while recording)."""
+    why, recorded = None, None
+    with cupy.cuda.using_allocator(_refuse):
+        stream.begin_capture()
+        try:
+            train(xb, yb)
+        except Exception as exc:  # noqa: BLE001 - any failure means: run the plain step
+            why = f"{type(exc).__name__}: {exc}"
+        finally:
+            try:
+                recorded = stream.end_capture()
+            except Exception as exc:  # noqa: BLE001
+                why = why or f"{type(exc).__name__}: {exc}"
+                recorded = None
+    return (recorded, None) if why is None else (None, why)
+
+
+def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None) -> bool:
+    """One epoch of ``train`` over (x, y) in mini-batches of ``m``, replaying a CUDA graph for
+    every full mini-batch. The first full one runs plainly (it allocates the layers' buffers
+    and compiles their kernels), the second is recorded and every one after is a replay.
+    Returns whether a graph was used."""
+    n = x.shape[0]
+    xb = cupy.empty((m,) + x.shape[1:], x.dtype)
+    yb = cupy.empty((m,) + y.shape[1:], y.dtype)
+    cupy.cuda.Device().synchronize()  # x, y and the weights were written on the default stream
+    stream = cupy.cuda.Stream(non_blocking=True)
+    graph, tried, done = None, False, 0
+    with stream:
+        for lo in range(0, n, m):
+            hi = min(lo + m, n)
+            if hi - lo == m:
+                if order is None:
+                    cupy.copyto(xb, x[lo:hi])
+                    cupy.copyto(yb, y[lo:hi])
+                else:
+                    cupy.take(x, order[lo:hi], axis=0, out=xb)
+                    cupy.take(y, order[lo:hi], axis=0, out=yb)
+                if graph is not None:
+                    graph.launch(stream)
+                else:
+                    train(xb, yb)
+                    if not tried:
+                        tried = True
+                        # every buffer the graph writes must outlive it
+                        arrays: list = []
+                        _device_arrays(keep_alive, arrays, set())
+                        graph, why = record_step(train, xb, yb, stream)
+                        if graph is None and log is not None:
+                            log(f"CUDA graph not used ({why}): plain steps this epoch")
+            elif order is None:
+                train(x[lo:hi], y[lo:hi])
+            else:
+                idx = order[lo:hi]
+                train(x.take(idx, axis=0), y.take(idx, axis=0))
+            done += 1
+            if tick is not None and (done % 250 == 0 or hi == n):
+                tick(250 if done % 250 == 0 else done % 250)
+    stream.synchronize()
+    return graph is not None
