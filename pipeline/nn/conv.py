@@ -96,7 +96,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from pipeline.nn.activations import get_activation
-from pipeline.nn.layers import blas_single_threaded, dropout_mask
+from pipeline.nn.layers import blas_single_threaded, dropout_mask, matmul_into
 
 TIES = ("all", "one")
 INIT_SCHEMES = ("large", "default", "network3")
@@ -355,7 +355,7 @@ class ConvPool:
         F = self.filters
         w = self.params["w"].reshape(-1, F)
         c2 = B.c.reshape(-1, F)
-        xp.matmul(B.A, w, out=c2)
+        matmul_into(xp, B.A, w, c2)
         c, P = B.c, B.P.reshape(-1, F)
         if c.shape[0] == 1:
             P[...] = c[0]
@@ -461,7 +461,7 @@ class ConvPool:
             from pipeline.nn.gpu import col2im_gather  # noqa: PLC0415 - GPU only
 
             # blocks[(n, i, j), (di, dj, ch)] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f]
-            xp.matmul(B.dc_std.reshape(m * Hc * Wc, F), self.params["w"].reshape(k2 * C, F).T, out=B.blocks)
+            matmul_into(xp, B.dc_std.reshape(m * Hc * Wc, F), self.params["w"].reshape(k2 * C, F).T, B.blocks)
             col2im_gather(B.blocks.reshape(m, Hc, Wc, self.kernel, self.kernel, C), B.dx, self.kernel)
             return B.dx
         # blocks[di, dj][(n, i, j), ch] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f]
@@ -484,7 +484,7 @@ class ConvPool:
         delta = delta.reshape(m, -1)
         gw = self.grads["w"].reshape(-1, F)
         # BP3 as a GEMV with a ones vector (faster than sum)
-        xp.matmul(self._ones, delta.reshape(-1, F), out=self.grads["b"].reshape(1, F))
+        matmul_into(xp, self._ones, delta.reshape(-1, F), self.grads["b"].reshape(1, F))
         bufs, starts, lanes = self._train_bufs, self._starts, self._lanes_now
         several = len(bufs) > 1
         dx = None
@@ -501,10 +501,11 @@ class ConvPool:
             dc = self._upsample(B, delta[s : s + B.m])
             dc2 = dc.reshape(-1, F)
             total = sums[i % lanes]
+            dot = xp.dot if xp is numpy else lambda a, b, out: matmul_into(xp, a, b, out)
             if i < lanes:  # the lane's first chunk
-                xp.dot(B.A.T, dc2, out=total)
+                dot(B.A.T, dc2, out=total)
             else:
-                xp.dot(B.A.T, dc2, out=B.work.gw)
+                dot(B.A.T, dc2, out=B.work.gw)
                 total += B.work.gw
             if need_input_grad:
                 d = self._col2im(B.work, dc)

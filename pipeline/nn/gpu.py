@@ -13,6 +13,12 @@ change between epochs) and runs the plain step for a last, smaller mini-batch.
 
 A step may be recorded only if it allocates no memory: a temporary taken from CuPy's pool
 while recording would be baked into the graph and could later be handed to another array.
+CuPy refuses to call cuBLAS while a stream records ("calling cuBLAS API during stream capture
+is currently unsupported"), although cuBLAS itself records fine (PyTorch's CUDA graphs rely on
+it). So every GEMM of a GPU training step goes through :func:`gemm`, which calls the cuBLAS
+library CuPy has loaded through ctypes, on CuPy's own handle, in recorded and plain steps
+alike, so that both compute bit for bit the same.
+
 Recording therefore runs under an allocator that refuses every request; a step that still
 allocates (L1, momentum, ``ties: one``) is then not recorded, and the run goes on with plain
 steps, with one line saying why. Networks with dropout are never recorded: a replay would
@@ -21,11 +27,104 @@ repeat the recorded step's masks.
 
 from __future__ import annotations
 
+import ctypes
 from functools import lru_cache
 
 import cupy
+import numpy
 
-__all__ = ["col2im_gather", "run_epoch_graphed", "scaled_axpy", "softmax_rows"]
+__all__ = ["col2im_gather", "gemm", "run_epoch_graphed", "scaled_axpy", "softmax_rows"]
+
+_OP_N, _OP_T = 0, 1  # cublasOperation_t
+_WORKSPACE_BYTES = 32 * 2**20  # cuBLAS's own default on Hopper
+_state = {"recording": False, "workspace": None}
+
+
+@lru_cache(maxsize=None)
+def _cublas():
+    """The cuBLAS library CuPy loaded (found in /proc/self/maps), or None."""
+    from cupy.cuda import device  # noqa: PLC0415
+
+    device.get_cublas_handle()  # makes CuPy load cuBLAS
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libcublas.so" in line}
+    except OSError:
+        return None
+    if len(paths) != 1:
+        return None
+    lib = ctypes.CDLL(paths.pop())
+    ptr, i = ctypes.c_void_p, ctypes.c_int
+    for name in ("cublasSgemm_v2", "cublasDgemm_v2"):
+        getattr(lib, name).argtypes = [ptr, i, i, i, i, i, ptr, ptr, i, ptr, i, ptr, ptr, i]
+    lib.cublasSetStream_v2.argtypes = [ptr, ptr]
+    lib.cublasSetPointerMode_v2.argtypes = [ptr, i]
+    if hasattr(lib, "cublasSetWorkspace_v2"):  # cuBLAS 11.4 and later
+        lib.cublasSetWorkspace_v2.argtypes = [ptr, ptr, ctypes.c_size_t]
+    return lib
+
+
+@lru_cache(maxsize=None)
+def _scalars(dtype):
+    return numpy.ones(1, dtype), numpy.zeros(1, dtype)  # alpha = 1, beta = 0, read from the host
+
+
+def _operand(x):
+    """(pointer, op, leading dimension) that make cuBLAS's column-major view of ``x`` be x^T."""
+    if x.flags.c_contiguous:
+        return x.data.ptr, _OP_N, max(1, x.shape[1])
+    if x.flags.f_contiguous:
+        return x.data.ptr, _OP_T, max(1, x.shape[0])
+    return None
+
+
+def gemm(a, b, out):
+    """out <- a @ b for 2-d float arrays (out C-contiguous, a and b C- or F-contiguous, e.g.
+    a transposed view), by cuBLAS on the current stream; ``cupy.matmul`` for anything else.
+
+    Row-major out (M x N) is column-major out^T, and out^T = b^T a^T: one GEMM with the
+    operands swapped.
+    """
+    lib = _cublas()
+    dt = out.dtype
+    ops = (_operand(a), _operand(b)) if a.ndim == b.ndim == 2 else (None, None)
+    if (lib is None or None in ops or not out.flags.c_contiguous or dt not in (numpy.float32, numpy.float64)
+            or a.dtype != dt or b.dtype != dt):
+        return cupy.matmul(a, b, out=out)
+    (pa, opa, lda), (pb, opb, ldb) = ops
+    M, K = a.shape
+    N = b.shape[1]
+    if M == 0 or N == 0:
+        return out
+    handle = cupy.cuda.device.get_cublas_handle()
+    if not _state["recording"]:  # while recording, the stream was set before
+        _check(lib.cublasSetStream_v2(handle, cupy.cuda.get_current_stream().ptr), "cublasSetStream")
+    _check(lib.cublasSetPointerMode_v2(handle, 0), "cublasSetPointerMode")  # host scalars
+    one, zero = _scalars(dt)
+    fn = lib.cublasSgemm_v2 if dt == numpy.float32 else lib.cublasDgemm_v2
+    _check(fn(handle, opb, opa, N, M, K, one.ctypes.data, pb, ldb, pa, lda, zero.ctypes.data,
+              out.data.ptr, N), "cublas gemm")
+    return out
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{what} failed with cuBLAS status {status}")
+
+
+def _prepare_recording(stream) -> None:
+    """Point CuPy's cuBLAS handle at ``stream`` and give it a fixed workspace, so that nothing
+    in a recorded GEMM sets a stream or allocates."""
+    lib = _cublas()
+    if lib is None:
+        return
+    handle = cupy.cuda.device.get_cublas_handle()
+    if _state["workspace"] is None and hasattr(lib, "cublasSetWorkspace_v2"):
+        # kept for the life of the process: the handle keeps using it
+        _state["workspace"] = cupy.empty(_WORKSPACE_BYTES, numpy.uint8)
+        ws = _state["workspace"]
+        _check(lib.cublasSetWorkspace_v2(handle, ws.data.ptr, ws.nbytes), "cublasSetWorkspace")
+    _check(lib.cublasSetStream_v2(handle, stream.ptr), "cublasSetStream")
 
 
 @lru_cache(maxsize=None)
@@ -132,13 +231,16 @@ def record_step(train, xb, yb, stream):
     """A CUDA graph of ``train(xb, yb)`` on ``stream``, or None and the reason it was not
     recorded (the step allocated, or CUDA refused an operation while recording)."""
     why, recorded = None, None
+    _prepare_recording(stream)
     with cupy.cuda.using_allocator(_refuse):
         stream.begin_capture()
+        _state["recording"] = True
         try:
             train(xb, yb)
         except Exception as exc:  # noqa: BLE001 - any failure means: run the plain step
             why = f"{type(exc).__name__}: {exc}"
         finally:
+            _state["recording"] = False
             try:
                 recorded = stream.end_capture()
             except Exception as exc:  # noqa: BLE001

@@ -120,6 +120,16 @@ def _inplace_gemm(w):
     return _GEMM_IN_PLACE[key]
 
 
+def matmul_into(xp, a, b, out):
+    """out <- a @ b for 2-d arrays: numpy's matmul on the CPU; on a GPU, cuBLAS through
+    :func:`pipeline.nn.gpu.gemm`, which a CUDA graph can record."""
+    if xp is numpy:
+        return numpy.matmul(a, b, out=out)
+    from pipeline.nn.gpu import gemm  # noqa: PLC0415 - GPU only
+
+    return gemm(a, b, out)
+
+
 def dropout_mask(rng, shape, p: float, mode: str, xp=numpy, dtype=numpy.float32):
     """A Bernoulli(keep = 1 - p) mask of ``shape``, divided by 1 - p for inverted dropout."""
     keep = 1.0 - p
@@ -229,7 +239,7 @@ class FullyConnected:
         if x.shape[0] != self._m:
             self._allocate(x.shape[0])
         self._x = x
-        z = self.xp.matmul(x, w, out=self._z)
+        z = matmul_into(self.xp, x, w, self._z)
         z += b
         self.z = z
         return self._activate(z, self._a)
@@ -238,11 +248,11 @@ class FullyConnected:
     def backward(self, delta, need_input_grad: bool = True):
         """BP3, BP4 into ``grads``; return delta w^T (times the dropout mask), or None."""
         xp, grads = self.xp, self.grads
-        xp.matmul(self._x.T, delta, out=grads["w"])
+        matmul_into(xp, self._x.T, delta, grads["w"])
         if xp is numpy:
             delta.sum(axis=0, out=grads["b"])
         else:  # CuPy's sum may take scratch memory from its pool, which a CUDA graph forbids
-            xp.matmul(self._ones, delta, out=grads["b"].reshape(1, -1))
+            matmul_into(xp, self._ones, delta, grads["b"].reshape(1, -1))
         if not need_input_grad:
             return None
         return self._input_grad(delta)
@@ -283,7 +293,7 @@ class FullyConnected:
         if self.xp is numpy:
             dx = numpy.matmul(self.params["w"], delta.T, out=self._dx_t).T
         else:
-            dx = self.xp.matmul(delta, self.params["w"].T, out=self._dx)
+            dx = matmul_into(self.xp, delta, self.params["w"].T, self._dx)
         if self.dropout:
             dx *= self._mask
         if len(self._in_batch_shape) != 2:

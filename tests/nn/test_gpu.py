@@ -275,7 +275,7 @@ def test_cuda_graph_steps_equal_plain_steps(m, shuffle, n):
     y = one_hot(numpy.random.default_rng(12).integers(0, 3, n), 3, cupy, numpy.float32)
     weights, used, said = [], [], []
     for graphs in (True, False):
-        net = build_network(spec)
+        net = build_network(spec, device="gpu")
         reg = Regularization(**spec["training"]["regularization"])
         opt = SGD(net, 0.0, reg, reg.coefficient(n, m))
         rng = numpy.random.default_rng(13)
