@@ -20,7 +20,7 @@ library CuPy has loaded through ctypes, on CuPy's own handle, in recorded and pl
 alike, so that both compute bit for bit the same.
 
 Recording therefore runs under an allocator that refuses every request; a step that still
-allocates (L1, momentum, ``ties: one``) is then not recorded, and the run goes on with plain
+allocates (L1, momentum with L2, ``ties: one``) is then not recorded, and the run goes on with plain
 steps, with one line saying why. Networks with dropout are never recorded: a replay would
 repeat the recorded step's masks.
 """

@@ -289,14 +289,14 @@ def test_cuda_graph_steps_equal_plain_steps(m, shuffle, n):
 
 
 def test_a_step_that_allocates_is_not_recorded_and_says_why():
-    """Momentum's update takes temporaries: the epoch falls back to plain steps."""
+    """L1's update takes a temporary (eta c sgn(w)): the epoch falls back to plain steps."""
     from pipeline.nn import SGD
     from pipeline.nn.train import run_epoch
 
     spec = SPECS["fc-relu-softmax"]
     x, labels = blobs(40)
     net = build_network(spec, dtype="float32", device="gpu")
-    opt = SGD(net, 0.5)
+    opt = SGD(net, 0.0, Regularization("l1", 1.0), 0.01)
     y = one_hot(labels, 3, cupy, numpy.float32)
     said = []
     assert not run_epoch(net, opt, cupy.asarray(x, dtype=numpy.float32), y, 5, 0.1, graphs=True, log=said.append)

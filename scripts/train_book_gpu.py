@@ -1,0 +1,62 @@
+"""Train one chapter 6 run of the book at its full epochs on a GPU, with the engine alone.
+
+For a GPU machine that has CuPy but not the rest of the stack (no DVC, Hydra or MLflow): the
+model and training come from ``conf/book/<id>.yaml`` as they stand, the data are the book's
+50,000/10,000/10,000 split of the four raw MNIST files (``--raw``, plain or ``.gz``, checked
+by SHA-256). Only runs that train on the plain training set (not the expanded ones). Prints one
+line per epoch and writes the records and the book's rule (test accuracy at the best
+validation epoch) to ``--out`` as JSON. The pipeline's own way is
+``python -m pipeline.train book=<id> training.device=gpu``.
+
+    python scripts/train_book_gpu.py ch6-relu --seed 1 --raw /path/to/mnist --out relu-1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from pipeline.data.fetch import LocalDirSource, fetch_mnist
+from pipeline.data.mnist import MNIST_FILES, PIXEL_SCALE, read_raw, split_book
+from pipeline.nn import build_network, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("book_id")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--raw", required=True, help="folder with the four MNIST files (plain or .gz)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="gpu", choices=("cpu", "gpu"))
+    args = ap.parse_args(argv)
+
+    cfg = yaml.safe_load((REPO / "conf" / "book" / f"{args.book_id}.yaml").read_text())[args.book_id]
+    if cfg["data"]["train"] != "train" or cfg["data"].get("train_limit"):
+        ap.error(f"{args.book_id} trains on {cfg['data']['train']!r}; this script has the plain split only")
+    with tempfile.TemporaryDirectory() as tmp:
+        fetch_mnist(MNIST_FILES, [LocalDirSource(args.raw)], tmp, log=lambda _: None)
+        sets = split_book(read_raw(tmp), 50_000)
+    data = {name: ((images.reshape(len(images), -1) / PIXEL_SCALE).astype("float32"), labels.astype("int64"))
+            for name, (images, labels) in sets.items()}
+    spec = {"model": cfg["model"], "training": dict(cfg["training"], seed=args.seed, device=args.device)}
+    net = build_network(spec)
+    t0 = time.perf_counter()
+    history = fit(net, spec, data["train"], data["validation"], data["test"], log=print)
+    wall = time.perf_counter() - t0
+    result = {"book_id": args.book_id, "seed": args.seed, "device": args.device, "wall_s": wall,
+              "book": cfg["book"], **history.summary(), "records": history.records}
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{args.book_id} seed {args.seed}: test at best validation {history.test_at_best_validation:.4f} "
+          f"(epoch {history.best_epoch}), book {cfg['book']['value']}, {wall:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
