@@ -23,7 +23,7 @@ from pipeline import figures, results, tracking
 from pipeline.atomic import write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset
 from pipeline.nn import build_network, fit, save_model, validate_spec
-from pipeline.nn.spec import SpecError
+from pipeline.nn.spec import DEVICES, SpecError
 
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
             "seeds": list, "model": dict, "training": dict}
@@ -230,7 +230,9 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
                 log: Callable[[str], None] = print, compute: dict | None = None) -> dict:
     """Train every seed of ``book.<id>``; write ``metrics.json`` and ``history.csv``.
 
-    ``compute.seed_workers`` > 1 trains that many seeds at once, in forked processes;
+    ``compute.device`` (cpu | gpu) is where every seed trains (it overrides the run's
+    ``training.device``); ``compute.seed_workers`` > 1 trains that many seeds at once, in
+    forked processes (CPU only);
     ``compute.blas_threads`` pins each training process's BLAS threads (on two cores, two
     mini-batch-10 nets side by side on one thread each beat one net on two threads, and one
     thread alone beats two: see conf/compute/default.yaml).
@@ -242,8 +244,16 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     start = time.perf_counter()
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
     compute = compute or {}
-    seeds = train_seeds(run_cfg["seeds"], data, args, compute.get("seed_workers", 1),
-                        compute.get("blas_threads"))
+    workers = compute.get("seed_workers", 1)
+    if compute.get("device", "cpu") not in DEVICES:
+        raise ValueError(f"compute.device: unknown {compute['device']!r}; allowed: {', '.join(DEVICES)}")
+    if compute.get("device", "cpu") != "cpu":
+        # the machine's choice, recorded with the run; a GPU trains one seed at a time (forked
+        # workers cannot share a CUDA context, and side by side they gained nothing)
+        run_cfg = dict(run_cfg, training=dict(run_cfg["training"], device=compute["device"]))
+        args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
+        workers = 1
+    seeds = train_seeds(run_cfg["seeds"], data, args, workers, compute.get("blas_threads"))
     book = run_cfg["book"]
     ours = results.book_rule(seeds, book["metric"], book["runs"])
     honest = results.honest(seeds)

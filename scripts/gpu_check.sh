@@ -14,6 +14,7 @@ set -u
 out=${1:-results/gpu}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # scripts/ import the package from the checkout
 py=${PYTHON:-python3}
 status=0
 fail() { [ "$status" = 0 ] && status=$1; }

@@ -96,3 +96,27 @@ def test_compute_blas_threads_pins_every_training_process(workdir, monkeypatch, 
                                      log=lambda _: None,
                                      compute={"seed_workers": workers, "blas_threads": 1})
     assert [s["blas_threads_seen"] for s in metrics["seeds"]] == [[1], [1]]
+
+
+def test_compute_device_reaches_every_seed_and_a_gpu_trains_in_this_process(workdir, monkeypatch):
+    """``compute.device: gpu`` goes into each seed's training config (and so into MLflow), and
+    the seeds train one by one here: forked workers cannot share a CUDA context."""
+    import os
+
+    seen = []
+
+    def build(spec, **_):
+        seen.append((spec["training"]["device"], os.getpid()))
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(experiment, "build_network", build)
+    with pytest.raises(RuntimeError, match="stop before training"):
+        experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
+                               compute={"device": "gpu", "seed_workers": 2, "blas_threads": 1})
+    assert seen == [("gpu", os.getpid())]
+
+
+def test_unknown_compute_device_is_rejected_by_name(workdir):
+    with pytest.raises(ValueError, match=r"compute\.device: unknown 'tpu'; allowed: cpu, gpu"):
+        experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
+                               compute={"device": "tpu"})
