@@ -15,7 +15,7 @@ import pytest
 from pipeline.nn import BackendError, Regularization, build_network, fit, get_xp, load_model, one_hot, save_model
 from pipeline.nn.backend import to_numpy
 from pipeline.nn.conv import ConvPool
-from nnhelpers import blobs, make_spec
+from nnhelpers import blobs, central_difference, chapter6_relu_spec, make_spec
 
 try:
     cupy = get_xp("gpu")
@@ -171,14 +171,7 @@ def _fd_check_on_gpu(spec, x, y, seed=11):
         p = layer.params[key]
         numeric = numpy.empty(p.shape)
         for idx in numpy.ndindex(p.shape):
-            old = float(p[idx])
-            values = []
-            for k in (2, 1, -1, -2):
-                p[idx] = old + k * FD_STEP
-                values.append(objective())
-            p[idx] = old
-            f2, f1, fm1, fm2 = values
-            numeric[idx] = (-f2 + 8 * f1 - 8 * fm1 + fm2) / (12 * FD_STEP)
+            numeric[idx] = central_difference(objective, p, idx, FD_STEP)
         denom = numpy.maximum(numpy.abs(analytic) + numpy.abs(numeric), 1e-5)
         worst = max(worst, float((numpy.abs(analytic - numeric) / denom).max()))
         biggest = max(biggest, float(numpy.abs(analytic).max()))
@@ -246,14 +239,7 @@ def test_chapter6_relu_convnet_on_the_gpu(mnist_prepared_dir):
     from pipeline.data.mnist import load_dataset
 
     sets = {name: load_dataset(mnist_prepared_dir / f"{name}.npz") for name in ("train", "validation", "test")}
-    relu = {"type": "conv", "kernel": 5, "pool": 2, "activation": "relu"}
-    spec = {"model": {"input_shape": [1, 28, 28], "cost": "log_likelihood", "init": "network3",
-                      "layers": [dict(relu, filters=20), dict(relu, filters=40),
-                                 {"type": "fc", "units": 100, "activation": "relu"},
-                                 {"type": "softmax", "units": 10}]},
-            "training": {"epochs": 3, "batch_size": 10, "eta": 0.03, "shuffle": False, "seed": 1,
-                         "device": "gpu",
-                         "regularization": {"kind": "l2", "lmbda": 0.1, "scaling": "network3"}}}
+    spec = chapter6_relu_spec(device="gpu")
     net = build_network(spec)
     history = fit(net, spec, (sets["train"].x, sets["train"].y), (sets["validation"].x, sets["validation"].y),
                   (sets["test"].x, sets["test"].y), log=print)

@@ -7,7 +7,7 @@ import numpy
 import pytest
 
 from pipeline.nn import Regularization, build_network, one_hot
-from nnhelpers import blobs, make_spec
+from nnhelpers import blobs, central_difference, make_spec
 
 TOLERANCE = 1e-6
 STEP = 1e-4  # fourth-order central differences: truncation ~STEP^4, rounding ~1e-16/STEP
@@ -34,14 +34,7 @@ def numeric_and_analytic(net, x, y, reg=None, coef=0.0, seed=11):
         p = layer.params[key]
         numeric = numpy.empty_like(p)
         for idx in numpy.ndindex(p.shape):
-            old = p[idx]
-            values = []
-            for k in (2, 1, -1, -2):
-                p[idx] = old + k * STEP
-                values.append(objective())
-            p[idx] = old
-            f2, f1, fm1, fm2 = values
-            numeric[idx] = (-f2 + 8 * f1 - 8 * fm1 + fm2) / (12 * STEP)
+            numeric[idx] = central_difference(objective, p, idx, STEP)
         pairs.append((analytic, numeric))
     return pairs
 

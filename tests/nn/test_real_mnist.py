@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.data.mnist import load_dataset
 from pipeline.nn import build_network, fit
+from nnhelpers import chapter6_relu_spec
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -44,13 +45,7 @@ def test_chapter6_relu_convnet_after_three_epochs(mnist):
     Measured here: 98.21% (seed 1) and 97.82% (seed 2) test after 3 epochs; a PyTorch
     re-implementation with the same initialisation scheme reached 98.18% validation after 2.
     """
-    relu = {"type": "conv", "kernel": 5, "pool": 2, "activation": "relu"}
-    spec = {"model": {"input_shape": [1, 28, 28], "cost": "log_likelihood", "init": "network3",
-                      "layers": [dict(relu, filters=20), dict(relu, filters=40),
-                                 {"type": "fc", "units": 100, "activation": "relu"},
-                                 {"type": "softmax", "units": 10}]},
-            "training": {"epochs": 3, "batch_size": 10, "eta": 0.03, "shuffle": False, "seed": 1,
-                         "regularization": {"kind": "l2", "lmbda": 0.1, "scaling": "network3"}}}
+    spec = chapter6_relu_spec()
     history = _fit(spec, mnist)
     assert history.test_at_best_validation >= 0.975
     accuracies = [r["validation_accuracy"] for r in history.records]
