@@ -492,6 +492,7 @@ class ConvPool:
             dx = self._dx_all
         # lane t sums its chunks' dC/dw into sums[t]; the lanes' sums are added at the end
         sums = [gw] + self._gw_lanes
+        dot = xp.dot if xp is numpy else lambda a, b, out: matmul_into(xp, a, b, out)
 
         def chunk_backward(i):
             nonlocal dx
@@ -501,7 +502,6 @@ class ConvPool:
             dc = self._upsample(B, delta[s : s + B.m])
             dc2 = dc.reshape(-1, F)
             total = sums[i % lanes]
-            dot = xp.dot if xp is numpy else lambda a, b, out: matmul_into(xp, a, b, out)
             if i < lanes:  # the lane's first chunk
                 dot(B.A.T, dc2, out=total)
             else:

@@ -1,28 +1,33 @@
-"""What only the GPU path needs: two fused CuPy kernels and CUDA-graph replay of the SGD step.
+"""What only the GPU path needs: fused kernels, cuBLAS GEMMs a CUDA graph can record, and the
+CUDA-graph replay of the SGD step.
 
 Imported lazily, only when a network lives on a GPU (``device: gpu``); nothing here runs on
 the CPU.
 
 Why graphs. At the book's mini-batch of 10 a GPU step is a hundred or so tiny kernels, and the
-time goes into Python and launch overhead, not arithmetic: the chapter 6 ReLU net took 8.8 s an
-epoch on an H200, no faster than one CPU core. A CUDA graph records one whole step (forward,
-backward, update) once and replays it with a single launch. A replay uses the very buffers
-and scalars (eta, the L2 shrink, 1/m) of the recorded step, so :func:`run_epoch_graphed` copies
-each mini-batch into a fixed input buffer first, records a new graph every epoch (eta may
-change between epochs) and runs the plain step for a last, smaller mini-batch.
+time goes into Python and launch overhead, not arithmetic: without graphs the chapter 6 ReLU
+net took 5.4-9.3 s an epoch on an H200, no faster than one CPU core; with them, 1.1 s. A CUDA
+graph records one whole step (forward, backward, update) once and replays it with a single
+launch. A replay uses the very buffers and scalars (eta, the L2 shrink, 1/m) of the recorded
+step, so :func:`run_epoch_graphed` copies each mini-batch into a fixed input buffer first,
+records a new graph every epoch (eta may change between epochs) and runs the plain step for a
+last, smaller mini-batch.
 
-A step may be recorded only if it allocates no memory: a temporary taken from CuPy's pool
-while recording would be baked into the graph and could later be handed to another array.
-CuPy refuses to call cuBLAS while a stream records ("calling cuBLAS API during stream capture
-is currently unsupported"), although cuBLAS itself records fine (PyTorch's CUDA graphs rely on
-it). So every GEMM of a GPU training step goes through :func:`gemm`, which calls the cuBLAS
-library CuPy has loaded through ctypes, on CuPy's own handle, in recorded and plain steps
-alike, so that both compute bit for bit the same.
+What a recorded step may not do:
 
-Recording therefore runs under an allocator that refuses every request; a step that still
-allocates (L1, momentum with L2, ``ties: one``) is then not recorded, and the run goes on with plain
-steps, with one line saying why. Networks with dropout are never recorded: a replay would
-repeat the recorded step's masks.
+- Allocate. A temporary taken from CuPy's pool while recording would be baked into the graph
+  and could later be handed to another array. So the GPU step is written without temporaries
+  (the update and the softmax are one kernel each, col2im one GEMM and one gather kernel, bias
+  gradients GEMVs), and recording runs under an allocator that refuses every request: a step
+  that still allocates (L1, momentum with L2, ``ties: one``) is not recorded, and the run goes
+  on with plain steps, with one line saying why.
+- Call cuBLAS through CuPy, which refuses while a stream records ("calling cuBLAS API during
+  stream capture is currently unsupported"), although cuBLAS itself records fine (PyTorch's
+  CUDA graphs rely on it). So every GEMM of a GPU training step goes through :func:`gemm`,
+  which calls the cuBLAS library CuPy has loaded through ctypes, on CuPy's own handle, in
+  recorded and plain steps alike, so that both compute bit for bit the same.
+- Draw dropout masks: a replay would repeat the recorded step's masks, so networks with
+  dropout are never recorded.
 """
 
 from __future__ import annotations
