@@ -213,23 +213,27 @@ def _refuse(size):
     raise _AllocationWhileRecording(f"the step allocated {size} bytes")
 
 
-def _device_arrays(obj, found: list, seen: set, depth: int = 0) -> None:
-    """Every CuPy array reachable from ``obj`` (attributes, lists, tuples, dicts), kept alive
-    for as long as a graph that may use them."""
-    if depth > 6 or id(obj) in seen:
-        return
+def device_arrays(obj, found: list | None = None, seen: set | None = None) -> list:
+    """Every CuPy array reachable from ``obj`` through the engine's own objects (networks,
+    layers, their scratch buffers, the optimiser) and the lists, tuples and dicts they hold:
+    what a graph recorded from them may write, kept alive for as long as the graph."""
+    found = [] if found is None else found
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return found
     seen.add(id(obj))
     if isinstance(obj, cupy.ndarray):
         found.append(obj)
     elif isinstance(obj, (list, tuple)):
         for item in obj:
-            _device_arrays(item, found, seen, depth + 1)
+            device_arrays(item, found, seen)
     elif isinstance(obj, dict):
         for item in obj.values():
-            _device_arrays(item, found, seen, depth + 1)
-    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            device_arrays(item, found, seen)
+    elif type(obj).__module__.startswith("pipeline.") and hasattr(obj, "__dict__"):
         for item in vars(obj).values():
-            _device_arrays(item, found, seen, depth + 1)
+            device_arrays(item, found, seen)
+    return found
 
 
 def record_step(train, xb, yb, stream):
@@ -264,7 +268,7 @@ def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None) ->
     yb = cupy.empty((m,) + y.shape[1:], y.dtype)
     cupy.cuda.Device().synchronize()  # x, y and the weights were written on the default stream
     stream = cupy.cuda.Stream(non_blocking=True)
-    graph, tried, done = None, False, 0
+    graph, arrays, tried, done = None, [], False, 0
     with stream:
         for lo in range(0, n, m):
             hi = min(lo + m, n)
@@ -281,9 +285,7 @@ def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None) ->
                     train(xb, yb)
                     if not tried:
                         tried = True
-                        # every buffer the graph writes must outlive it
-                        arrays: list = []
-                        _device_arrays(keep_alive, arrays, set())
+                        arrays = device_arrays(keep_alive)  # every buffer the graph uses outlives it
                         graph, why = record_step(train, xb, yb, stream)
                         if graph is None and log is not None:
                             log(f"CUDA graph not used ({why}): plain steps this epoch")
@@ -296,4 +298,6 @@ def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None) ->
             if tick is not None and (done % 250 == 0 or hi == n):
                 tick(250 if done % 250 == 0 else done % 250)
     stream.synchronize()
-    return graph is not None
+    used = graph is not None
+    del graph, arrays  # the graph is done: its buffers may go
+    return used

@@ -115,3 +115,26 @@ def test_a_step_that_cannot_be_recorded_runs_plainly_and_says_why(gpu):
     assert not gpu.run_epoch_graphed(step, x, y, 10, None, None, keep_alive=None, log=said.append)
     assert step.seen == [list(range(lo, min(lo + 10, 45))) for lo in range(0, 45, 10)]
     assert said == ["CUDA graph not used (RuntimeError: the step allocated 40 bytes): plain steps this epoch"]
+
+
+def test_the_graph_keeps_every_buffer_of_the_network_alive(gpu):
+    """device_arrays finds the parameters, gradients, the optimiser's scratch and every
+    layer's training buffers, down to a conv layer's shared patch matrix."""
+    from nnhelpers import make_spec
+
+    from pipeline.nn import SGD, build_network, one_hot
+    from pipeline.nn.train import run_epoch
+
+    layers = [{"type": "conv", "filters": 2, "kernel": 3, "pool": 2, "activation": "relu"},
+              {"type": "fc", "units": 4, "activation": "sigmoid"}, {"type": "softmax", "units": 3}]
+    net = build_network(make_spec(layers, "log_likelihood", input_shape=(1, 8, 8)))
+    opt = SGD(net)
+    x = numpy.random.default_rng(0).random((30, 64))
+    run_epoch(net, opt, x, one_hot(numpy.arange(30) % 3, 3, numpy, numpy.float64), 30, 0.1)
+    found = {id(a) for a in gpu.device_arrays((net, opt))}
+    conv = net.layers[0]
+    expected = [conv.params["w"], conv.grads["b"], net.layers[2]._rows, net._delta, conv._dx_all]
+    for chunk in conv._train_bufs:  # chunks of 25 and 5 images
+        expected += [a for a in (*vars(chunk).values(), *vars(chunk.work).values()) if isinstance(a, numpy.ndarray)]
+    expected += [scratch for _, _, scratch, _, _ in opt.slots]
+    assert len(conv._train_bufs) == 2 and all(id(a) in found for a in expected)
