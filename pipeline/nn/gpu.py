@@ -269,35 +269,37 @@ def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None) ->
     cupy.cuda.Device().synchronize()  # x, y and the weights were written on the default stream
     stream = cupy.cuda.Stream(non_blocking=True)
     graph, arrays, tried, done = None, [], False, 0
-    with stream:
-        for lo in range(0, n, m):
-            hi = min(lo + m, n)
-            if hi - lo == m:
-                if order is None:
-                    cupy.copyto(xb, x[lo:hi])
-                    cupy.copyto(yb, y[lo:hi])
+    try:
+        with stream:
+            for lo in range(0, n, m):
+                hi = min(lo + m, n)
+                if hi - lo == m:
+                    if order is None:
+                        cupy.copyto(xb, x[lo:hi])
+                        cupy.copyto(yb, y[lo:hi])
+                    else:
+                        cupy.take(x, order[lo:hi], axis=0, out=xb)
+                        cupy.take(y, order[lo:hi], axis=0, out=yb)
+                    if graph is not None:
+                        graph.launch(stream)
+                    else:
+                        train(xb, yb)
+                        if not tried:
+                            tried = True
+                            arrays = device_arrays(keep_alive)  # every buffer the graph uses outlives it
+                            graph, why = record_step(train, xb, yb, stream)
+                            if graph is None and log is not None:
+                                log(f"CUDA graph not used ({why}): plain steps from here on")
+                elif order is None:
+                    train(x[lo:hi], y[lo:hi])
                 else:
-                    cupy.take(x, order[lo:hi], axis=0, out=xb)
-                    cupy.take(y, order[lo:hi], axis=0, out=yb)
-                if graph is not None:
-                    graph.launch(stream)
-                else:
-                    train(xb, yb)
-                    if not tried:
-                        tried = True
-                        arrays = device_arrays(keep_alive)  # every buffer the graph uses outlives it
-                        graph, why = record_step(train, xb, yb, stream)
-                        if graph is None and log is not None:
-                            log(f"CUDA graph not used ({why}): plain steps this epoch")
-            elif order is None:
-                train(x[lo:hi], y[lo:hi])
-            else:
-                idx = order[lo:hi]
-                train(x.take(idx, axis=0), y.take(idx, axis=0))
-            done += 1
-            if tick is not None and (done % 250 == 0 or hi == n):
-                tick(250 if done % 250 == 0 else done % 250)
-    stream.synchronize()
+                    idx = order[lo:hi]
+                    train(x.take(idx, axis=0), y.take(idx, axis=0))
+                done += 1
+                if tick is not None and (done % 250 == 0 or hi == n):
+                    tick(250 if done % 250 == 0 else done % 250)
+    finally:  # an interrupt too: nothing may still be writing when the caller reads the weights
+        stream.synchronize()
     used = graph is not None
     del graph, arrays  # the graph is done: its buffers may go
     return used

@@ -114,7 +114,7 @@ def test_a_step_that_cannot_be_recorded_runs_plainly_and_says_why(gpu):
     step, said = _Step(fail_recording=RuntimeError("the step allocated 40 bytes")), []
     assert not gpu.run_epoch_graphed(step, x, y, 10, None, None, keep_alive=None, log=said.append)
     assert step.seen == [list(range(lo, min(lo + 10, 45))) for lo in range(0, 45, 10)]
-    assert said == ["CUDA graph not used (RuntimeError: the step allocated 40 bytes): plain steps this epoch"]
+    assert said == ["CUDA graph not used (RuntimeError: the step allocated 40 bytes): plain steps from here on"]
 
 
 def test_the_graph_keeps_every_buffer_of_the_network_alive(gpu):
