@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--raw", required=True, help="folder with the four MNIST files (plain or .gz)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="gpu", choices=("cpu", "gpu"))
+    ap.add_argument("--epochs", type=int, default=None, help="fewer epochs than the book's, for a trial")
     args = ap.parse_args(argv)
 
     cfg = yaml.safe_load((REPO / "conf" / "book" / f"{args.book_id}.yaml").read_text())[args.book_id]
@@ -45,7 +46,10 @@ def main(argv=None) -> int:
         sets = split_book(read_raw(tmp), 50_000)
     data = {name: ((images.reshape(len(images), -1) / PIXEL_SCALE).astype("float32"), labels.astype("int64"))
             for name, (images, labels) in sets.items()}
-    spec = {"model": cfg["model"], "training": dict(cfg["training"], seed=args.seed, device=args.device)}
+    training = dict(cfg["training"], seed=args.seed, device=args.device)
+    if args.epochs:
+        training["epochs"] = args.epochs
+    spec = {"model": cfg["model"], "training": training}
     net = build_network(spec)
     t0 = time.perf_counter()
     history = fit(net, spec, data["train"], data["validation"], data["test"], log=print)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy
 
 GPU_HINT = (
-    "install the GPU extra with `pip install -e '.[gpu]'` (CuPy for CUDA 12) on a machine "
-    "with an NVIDIA GPU and driver, or use device: cpu"
+    "install the GPU extra with `pip install -e '.[gpu]'` (CuPy for CUDA 12; for CUDA 13 "
+    "`pip install cupy-cuda13x`) on a machine with an NVIDIA GPU and driver, or use device: cpu"
 )
 
 
