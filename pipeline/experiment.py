@@ -242,17 +242,16 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     limits = profile_cfg.get("limits") or {}
     data = load_run_data(run_cfg, data_cfg, limits)
     start = time.perf_counter()
-    args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
     compute = compute or {}
-    workers = compute.get("seed_workers", 1)
-    if compute.get("device", "cpu") not in DEVICES:
-        raise ValueError(f"compute.device: unknown {compute['device']!r}; allowed: {', '.join(DEVICES)}")
-    if compute.get("device", "cpu") != "cpu":
+    device, workers = compute.get("device", "cpu"), compute.get("seed_workers", 1)
+    if device not in DEVICES:
+        raise ValueError(f"compute.device: unknown {device!r}; allowed: {', '.join(DEVICES)}")
+    if device != "cpu":
         # the machine's choice, recorded with the run; a GPU trains one seed at a time (forked
         # workers cannot share a CUDA context, and side by side they gained nothing)
-        run_cfg = dict(run_cfg, training=dict(run_cfg["training"], device=compute["device"]))
-        args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
+        run_cfg = dict(run_cfg, training=dict(run_cfg["training"], device=device))
         workers = 1
+    args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
     seeds = train_seeds(run_cfg["seeds"], data, args, workers, compute.get("blas_threads"))
     book = run_cfg["book"]
     ours = results.book_rule(seeds, book["metric"], book["runs"])

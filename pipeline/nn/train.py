@@ -289,7 +289,7 @@ def fit(
             t0 = time.perf_counter()
             order = net.xp.asarray(shuffle_rng.permutation(n)) if t["shuffle"] else None
             graphs = run_epoch(net, opt, x, y, m, eta, order, bar.update if bar is not None else None,
-                               graphs, log) and graphs
+                               graphs, log)
             train_seconds += time.perf_counter() - t0
             if bar is not None:
                 bar.close()
