@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 # No pooled connections: seeds train in forked processes, and a sqlite connection must not
 # cross a fork. Our logging is one call per epoch, so opening a connection each time is cheap.
@@ -228,18 +229,29 @@ def _experiment_id(client: MlflowClient, uri: str) -> str:
         return experiment.experiment_id
 
 
+def _store_lock(uri: str) -> contextlib.AbstractContextManager:
+    """An inter-process lock around opening a sqlite store: a new store runs its schema
+    migrations on first open, and two processes migrating at once fail ("duplicate column").
+    That happens with the joblib launcher's parallel runs, queued DVC experiments, or two
+    ad-hoc runs started together. Other stores (servers, ``:memory:``) need no lock."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        return contextlib.nullcontext()
+    database = Path(uri[len("sqlite:///") :])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{database}.lock")
+
+
 def _client() -> tuple[MlflowClient, str]:
     """A client of the tracking store and the experiment's id (created on first use)."""
     uri = tracking_uri()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _store_lock(uri):
         warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
         client = MlflowClient(tracking_uri=uri)
         return client, _experiment_id(client, uri)
 
 
 def init_store() -> None:
-    """Create the store and the experiment now, before processes that share it are forked:
-    a new sqlite store runs its schema migrations once, and two at a time collide."""
+    """Create the store and the experiment now, before the seeds' processes are forked."""
     _client()
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -254,3 +255,35 @@ def test_runs_go_to_dvc_root_store_from_a_temp_workspace(monkeypatch, tmp_path):
     assert (main / "mlartifacts" / tracking.EXPERIMENT / run.run_id / "artifacts" / "a.json").is_file()
     client = MlflowClient(tracking_uri=f"sqlite:///{main}/mlflow.db")
     assert client.get_run(run.run_id).info.status == "FINISHED"
+
+
+OPEN_STORE_WHEN_TOLD = """
+import pathlib, sys, time
+from pipeline import tracking  # imports mlflow before the race starts
+ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+ready.touch()
+while not go.exists():
+    time.sleep(0.005)
+tracking.init_store()
+"""
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(monkeypatch, tmp_path):
+    """Parallel runs (joblib launcher, queued experiments) may open a not-yet-created sqlite
+    store together; its schema migrations must run once, not collide."""
+    for name in DVC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    go, ready = tmp_path / "go", [tmp_path / f"ready{i}" for i in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORE_WHEN_TOLD, str(r), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in ready]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(outputs)
+    experiments = MlflowClient(tracking_uri=uri).search_experiments()
+    assert [e.name for e in experiments].count(tracking.EXPERIMENT) == 1
