@@ -85,12 +85,17 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store; None for a server or an in-memory store."""
+    if uri.startswith("sqlite:///") and not uri.endswith(":memory:"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
 def artifact_root(uri: str | None = None) -> Path | None:
     """Local folder for artifacts of ``uri``'s store; None for a remote server (it decides)."""
-    uri = uri or tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.endswith(":memory:"):
-        return Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts"
-    return None
+    database = sqlite_file(uri or tracking_uri())
+    return database.resolve().parent / "mlartifacts" if database else None
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -234,9 +239,9 @@ def _store_lock(uri: str) -> contextlib.AbstractContextManager:
     migrations on first open, and two processes migrating at once fail ("duplicate column").
     That happens with the joblib launcher's parallel runs, queued DVC experiments, or two
     ad-hoc runs started together. Other stores (servers, ``:memory:``) need no lock."""
-    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+    database = sqlite_file(uri)
+    if database is None:
         return contextlib.nullcontext()
-    database = Path(uri[len("sqlite:///") :])
     database.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(f"{database}.lock")
 
