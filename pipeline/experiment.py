@@ -13,13 +13,14 @@ import csv
 import io
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from pipeline import figures, results, tracking
+from pipeline import figures, interrupts, results, tracking
 from pipeline.atomic import write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset
 from pipeline.nn import build_network, fit, save_model, validate_spec
@@ -190,10 +191,22 @@ _SHARED: dict[str, Any] = {}  # the data, inherited by forked seed workers inste
 
 
 def _seed_worker(seed: int) -> dict:
+    """One seed in a forked worker (see ``interrupts.init_worker`` for how it is stopped)."""
     book_id, run_cfg, profile, limits, model_dir, log = _SHARED["args"]
-    with _blas_threads(_SHARED["threads"]):
-        return train_seed(book_id, run_cfg, seed, _SHARED["data"], profile, limits, model_dir,
-                          lambda line: log(f"[seed {seed}] {line}"))
+    try:
+        if interrupts.stop_requested():
+            raise KeyboardInterrupt(f"seed {seed} not started: the run was stopped")
+        with _blas_threads(_SHARED["threads"]):
+            return train_seed(book_id, run_cfg, seed, _SHARED["data"], profile, limits,
+                              model_dir, lambda line: log(f"[seed {seed}] {line}"))
+    except KeyboardInterrupt:
+        interrupts.request_stop()
+        if interrupts.parent_gone(_SHARED["parent"]):
+            # nobody left to report to: end here rather than wait for work that never comes
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
 
 
 def _blas_threads(threads: int | None):
@@ -217,10 +230,19 @@ def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
             return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log)
                     for seed in seeds]
     tracking.init_store()
-    _SHARED.update(data=data, args=args, threads=threads)
+    _SHARED.update(data=data, args=args, threads=threads, parent=os.getpid())
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_seed_worker, seeds))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=interrupts.init_worker,
+                                 initargs=(os.getpid(),)) as pool, interrupts.sigterm_raises():
+            try:
+                return list(pool.map(_seed_worker, seeds))
+            except KeyboardInterrupt:
+                # Ctrl-C, SIGTERM here, or a seed interrupted on its own: every seed stops,
+                # saving its weights and ending its run KILLED, before this process exits
+                interrupts.stop_workers([p.pid for p in multiprocessing.active_children()])
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         _SHARED.clear()
 

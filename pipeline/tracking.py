@@ -31,9 +31,7 @@ import logging
 import math
 import os
 import platform
-import signal
 import subprocess
-import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -42,6 +40,8 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock
+
+from pipeline.interrupts import Terminated, sigterm_raises
 
 # No pooled connections: seeds train in forked processes, and a sqlite connection must not
 # cross a fork. Our logging is one call per epoch, so opening a connection each time is cheap.
@@ -62,13 +62,6 @@ BATCH_MAX = 100  # params/tags per log_batch call
 ROOT_MARKERS = ("dvc.yaml", ".dvc", ".git")
 # engine record key -> metric name; any other numeric key (grad_norm_layer1, ...) keeps its name
 EPOCH_METRIC_NAMES = {"seconds": "epoch_seconds"}
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised inside ``start_run`` when the process receives SIGTERM (DVC / queue kill).
-
-    A KeyboardInterrupt subclass so that ``except Exception`` in training code cannot swallow it.
-    """
 
 
 def project_root() -> Path:
@@ -261,23 +254,6 @@ def init_store() -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into ``Terminated`` while the block runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def start_run(
     run_name: str,
     *,
@@ -293,17 +269,19 @@ def start_run(
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
     logger = RunLogger(client, run.info.run_id)
     status = RunStatus.FAILED
-    try:
-        with _sigterm_raises():
+    # SIGTERM (DVC, a queue, ``kill``) stops the run like Ctrl-C; the handler stays in place
+    # until the run is closed, so a repeated SIGTERM cannot cut the closing short
+    with sigterm_raises():
+        try:
             if params:
                 logger.log_params(params)
             yield logger
-        status = RunStatus.FINISHED
-    except KeyboardInterrupt:  # includes Terminated
-        status = RunStatus.KILLED
-        raise
-    finally:
-        client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+            status = RunStatus.FINISHED
+        except KeyboardInterrupt:  # includes Terminated
+            status = RunStatus.KILLED
+            raise
+        finally:
+            client.set_terminated(run.info.run_id, RunStatus.to_string(status))
 
 
 __all__ = [

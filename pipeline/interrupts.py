@@ -1,0 +1,110 @@
+"""Stopping long work cleanly: SIGTERM handled like Ctrl-C, and seed workers that stop with
+their parent.
+
+A training run must end with its weights saved and its MLflow run marked KILLED, whether it
+is stopped by Ctrl-C (SIGINT), by ``kill``/DVC/a queue (SIGTERM) or by its parent dying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+PARENT_POLL_SECONDS = 1.0  # how often a seed worker checks that its parent is still alive
+ORPHAN_GRACE_SECONDS = 60.0  # time an orphaned worker gets to save its weights and close its run
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM inside ``sigterm_raises``.
+
+    A KeyboardInterrupt subclass, so code that stops cleanly on Ctrl-C stops cleanly on SIGTERM
+    too, and ``except Exception`` cannot swallow it.
+    """
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn the first SIGTERM into ``Terminated`` while the block runs; ignore repeats.
+
+    The repeats are ignored so that the clean-up the first one started (saving weights,
+    closing the run) is not cut short by a second ``kill`` or by a signal forwarded to the
+    whole process group. Outside the main thread (where Python cannot set handlers) the block
+    runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(signum, frame):
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_stop_requested = False  # in a seed worker: a SIGTERM came, start no further seed
+
+
+def init_worker(parent_pid: int) -> None:
+    """Set up a forked worker process so that its parent decides when it stops.
+
+    - SIGINT is ignored: a terminal's Ctrl-C reaches every process of the group, and the parent
+      forwards exactly one SIGTERM to each worker (``stop_workers``) instead;
+    - SIGTERM between seeds only notes the request (``request_stop``): the worker then starts
+      no further seed, and leaves when the pool shuts down, instead of dying and breaking the
+      pool. While a seed trains, ``tracking.start_run`` turns SIGTERM into ``Terminated``;
+    - a daemon thread stops the worker when the parent is gone (killed with SIGKILL, say), so
+      no worker trains on for hours with nobody to report to.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: request_stop())
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent",
+                     daemon=True).start()
+
+
+def request_stop() -> None:
+    """Note that this worker must start no further seed."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def stop_requested() -> bool:
+    return _stop_requested
+
+
+def parent_gone(parent_pid: int) -> bool:
+    """True once ``parent_pid`` is no longer this process's parent (it died; we were adopted)."""
+    return os.getppid() != parent_pid
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Once the parent is gone: SIGTERM this process, so a training seed stops as after
+    Ctrl-C (its worker then exits, see ``experiment``); exit anyway after a grace period, for
+    a worker that was waiting for work."""
+    while not parent_gone(parent_pid):
+        time.sleep(PARENT_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(1)
+
+
+def stop_workers(pids: list[int]) -> None:
+    """Send SIGTERM to each worker still alive (each ends its run as after Ctrl-C)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+__all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "init_worker", "parent_gone",
+           "request_stop", "sigterm_raises", "stop_requested", "stop_workers"]

@@ -1,0 +1,131 @@
+"""Stopping a run whose seeds train in forked workers: every way of stopping it ends with
+each started seed's weights saved and its MLflow run KILLED, no seed started afterwards, and
+no worker left behind."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import interrupts
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="forked seed workers: Linux")
+
+# Three seeds on two workers, so one seed waits in the pool's queue when the stop comes.
+# Each epoch is slowed down to a fifth of a second, so the run is still training when stopped.
+CHILD = textwrap.dedent("""
+    import functools, sys, time
+    import numpy as np
+    from pipeline import experiment
+    from pipeline.data.mnist import save_images
+
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 60), ("validation", 30), ("test", 30)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8) + labels[:, None, None] * 20
+        save_images(f"data/prepared/{name}.npz", images, labels)
+    real_flat_record = experiment.flat_record
+    def slow_flat_record(record):
+        time.sleep(0.2)
+        return real_flat_record(record)
+    experiment.flat_record = slow_flat_record
+    run = {
+        "chapter": 3, "title": "tiny", "what_changed": "test",
+        "book": {"value": 0.5, "metric": "peak_validation", "runs": 1, "note": ""},
+        "data": {"train": "train", "train_file": "data/prepared/train.npz", "train_limit": None},
+        "seeds": [1, 2, 3],
+        "model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
+                  "layers": [{"type": "fc", "units": 8}, {"type": "fc", "units": 10}]},
+        "training": {"epochs": 100000, "batch_size": 10, "eta": 0.5},
+    }
+    data = {"prepared_dir": "data/prepared", "expanded_dir": "data/expanded", "n_train": 60}
+    experiment.train_entry("tiny", run, data, {"name": "test", "limits": {}}, "models/tiny",
+                           "results/tiny", log=functools.partial(print, flush=True),
+                           compute={"seed_workers": 2, "blas_threads": 1})
+""")
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def training(tmp_path):
+    """The run above, started in its own process group; yields (process, its two workers, log)."""
+    (tmp_path / "child.py").write_text(CHILD)
+    log = tmp_path / "out.log"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "child.py"], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    workers: list[psutil.Process] = []
+    try:
+        _wait_for(lambda: all(f"[seed {s}] epoch 1/" in log.read_text() for s in (1, 2)),
+                  120, "both seeds' second epoch")
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        yield proc, workers, log
+    finally:
+        for p in [proc, *workers]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                p.kill()
+
+
+def _assert_stopped_cleanly(tmp_path, workers, log):
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"workers left running: {alive}\n{log.read_text()}"
+    text = log.read_text()
+    assert "train tiny seed 3" not in text, "a queued seed started after the stop"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"], text
+    assert sorted(p.name for p in (tmp_path / "models/tiny").iterdir()) == ["seed1", "seed2"]
+    assert not (tmp_path / "results/tiny/metrics.json").exists()
+
+
+@pytest.mark.parametrize("how", ["sigterm to the parent", "sigterm to the group",
+                                 "ctrl-c in a terminal"])
+def test_stopping_the_parent_stops_every_seed_cleanly(tmp_path, training, how):
+    proc, workers, log = training
+    if how == "sigterm to the parent":  # kill <pid>, a queue, DVC
+        proc.send_signal(signal.SIGTERM)
+    elif how == "sigterm to the group":  # pkill -f, a batch system
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait(timeout=60)
+    assert rc != 0
+    _assert_stopped_cleanly(tmp_path, workers, log)
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path, training):
+    proc, workers, log = training
+    proc.kill()  # SIGKILL: the parent can do nothing, so the workers must notice on their own
+    proc.wait(timeout=10)
+    _assert_stopped_cleanly(tmp_path, workers, log)
+
+
+def test_sigterm_raises_once_and_ignores_repeats_while_cleaning_up():
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(interrupts.Terminated):
+        with interrupts.sigterm_raises():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                pytest.fail("SIGTERM did not raise")
+            except interrupts.Terminated:
+                os.kill(os.getpid(), signal.SIGTERM)  # a second one during clean-up
+                time.sleep(0.2)
+                raise
+    assert signal.getsignal(signal.SIGTERM) is previous
