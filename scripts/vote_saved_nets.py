@@ -1,0 +1,61 @@
+"""The plurality vote of saved networks (``models/<id>/seed<N>/``), as the ``ensemble`` stage
+computes it, and the test errors of every sub-ensemble of three or more of them.
+
+For nets trained outside one DVC run, e.g. the book profile's ch6-dropout seeds trained a
+pair at a time with ``python -m pipeline.train``, each pair in its own output folder:
+
+    python scripts/vote_saved_nets.py --out vote.json run-a/models/ch6-dropout/seed1 \\
+        run-a/models/ch6-dropout/seed2 run-b/models/ch6-dropout/seed3 ...
+
+Sub-ensembles are named by the nets' positions on the command line (``1+2+3``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import write_json
+from pipeline.data.mnist import load_dataset
+from pipeline.nn import load_model, plurality_vote
+
+
+def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
+    nets = [load_model(d).network for d in model_dirs]
+    result: dict = {"members": [str(d) for d in model_dirs]}
+    for split in ("validation", "test"):
+        ds = load_dataset(prepared_dir / f"{split}.npz")
+        votes = [net.predict(ds.x) for net in nets]
+        predicted = plurality_vote(votes, n_classes=10)
+        result[f"{split}_accuracy"] = float(np.mean(predicted == ds.y))
+        result[f"{split}_errors"] = int(np.sum(predicted != ds.y))
+        result[f"{split}_member_accuracies"] = [float(np.mean(v == ds.y)) for v in votes]
+    result["test_errors_by_subset"] = {
+        "+".join(str(i + 1) for i in subset):
+            int(np.sum(plurality_vote([votes[i] for i in subset], n_classes=10) != ds.y))
+        for k in range(3, len(nets) + 1) for subset in itertools.combinations(range(len(nets)), k)
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dirs", nargs="+", type=Path, help="saved nets (seed folders)")
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"),
+                        help="folder of validation.npz and test.npz (default: data/prepared)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    args = parser.parse_args()
+    if len(args.model_dirs) < 2:
+        parser.error("a vote needs at least 2 nets")
+    result = vote(args.model_dirs, args.prepared)
+    write_json(args.out, result)
+    print(f"vote of {len(args.model_dirs)}: test {result['test_accuracy']:.2%} "
+          f"({result['test_errors']} errors); sub-ensembles: {result['test_errors_by_subset']}")
+
+
+if __name__ == "__main__":
+    main()
