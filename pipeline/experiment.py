@@ -149,6 +149,8 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
     log(f"train {book_id} seed {seed}: {len(train):,} training images, "
         f"{spec['training']['epochs']} epochs")
     with tracking.start_run(book_id, params=params, tags=tags) as run:
+        if interrupts.stop_requested():  # a SIGTERM came while this seed was being set up
+            raise KeyboardInterrupt(f"seed {seed} stopped before training")
         rows: list[dict] = []
 
         def on_epoch(record: dict) -> None:
