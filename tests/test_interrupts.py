@@ -21,8 +21,11 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="forked seed wor
 # Three seeds on two workers, so one seed waits in the pool's queue when the stop comes.
 # Each epoch is slowed down to a fifth of a second, so the run is still training when stopped.
 CHILD = textwrap.dedent("""
-    import functools, sys, time
+    import functools, signal, sys, time
     import numpy as np
+    # as in a terminal: a test runner started in the background (nohup, CI) may pass SIGINT on
+    # ignored, and Python then installs no Ctrl-C handler of its own
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from pipeline import experiment
     from pipeline.data.mnist import save_images
 
