@@ -17,11 +17,9 @@ import itertools
 import json
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset
-from pipeline.nn import load_model, plurality_vote
+from pipeline.nn import load_model, score_vote
 
 
 def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
@@ -30,13 +28,11 @@ def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
     for split in ("validation", "test"):
         ds = load_dataset(prepared_dir / f"{split}.npz")
         votes = [net.predict(ds.x) for net in nets]
-        predicted = plurality_vote(votes, n_classes=10)
-        result[f"{split}_accuracy"] = float(np.mean(predicted == ds.y))
-        result[f"{split}_errors"] = int(np.sum(predicted != ds.y))
-        result[f"{split}_member_accuracies"] = [float(np.mean(v == ds.y)) for v in votes]
+        score = score_vote(votes, ds.y, n_classes=10)
+        result.update({f"{split}_{key}": value for key, value in score.items()})
     result["test_errors_by_subset"] = {
         "+".join(str(i + 1) for i in subset):
-            int(np.sum(plurality_vote([votes[i] for i in subset], n_classes=10) != ds.y))
+            score_vote([votes[i] for i in subset], ds.y, n_classes=10)["errors"]
         for k in range(3, len(nets) + 1) for subset in itertools.combinations(range(len(nets)), k)
     }
     return result

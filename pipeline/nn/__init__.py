@@ -19,7 +19,7 @@ from pipeline.nn.activations import Activation, get_activation
 from pipeline.nn.backend import BackendError, get_xp, to_numpy
 from pipeline.nn.build import build_network
 from pipeline.nn.costs import Cost, get_cost
-from pipeline.nn.ensemble import ensemble_predict, plurality_vote
+from pipeline.nn.ensemble import ensemble_predict, plurality_vote, score_vote
 from pipeline.nn.io import LoadedModel, ModelFileError, load_model, save_model
 from pipeline.nn.layers import FullyConnected, Softmax
 from pipeline.nn.network import Network, one_hot
@@ -43,6 +43,7 @@ __all__ = [
     "SpecError",
     "build_network",
     "ensemble_predict",
+    "score_vote",
     "fit",
     "get_activation",
     "get_cost",

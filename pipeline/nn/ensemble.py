@@ -30,3 +30,14 @@ def ensemble_predict(networks: Sequence, x, batch: int = 1000) -> numpy.ndarray:
     """Plurality vote of ``networks``' predicted labels on ``x``."""
     preds = [net.predict(x, batch) for net in networks]
     return plurality_vote(preds, networks[0].classes)
+
+
+def score_vote(votes: Sequence, labels, n_classes: int) -> dict:
+    """The vote's accuracy and number of errors on ``labels``, and each voter's own accuracy.
+
+    ``votes`` holds one (n,) predicted-label array per network, as ``net.predict`` returns."""
+    labels = numpy.asarray(labels)
+    predicted = plurality_vote(votes, n_classes)
+    return {"accuracy": float(numpy.mean(predicted == labels)),
+            "errors": int(numpy.sum(predicted != labels)),
+            "member_accuracies": [float(numpy.mean(numpy.asarray(v) == labels)) for v in votes]}

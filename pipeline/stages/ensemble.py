@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from pipeline import tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset
-from pipeline.nn import load_model, plurality_vote
+from pipeline.nn import load_model, score_vote
 from pipeline.params import load_params
 from pipeline.stages._common import log, stage
 
@@ -30,11 +29,8 @@ def main() -> None:
                   "book": cfg["book"], "members": [str(d) for d in member_dirs]}
         for split in ("validation", "test"):
             ds = load_dataset(Path(data["prepared_dir"]) / f"{split}.npz", limit=limit)
-            votes = [net.predict(ds.x) for net in nets]
-            predicted = plurality_vote(votes, n_classes=10)
-            result[f"{split}_accuracy"] = float(np.mean(predicted == ds.y))
-            result[f"{split}_errors"] = int(np.sum(predicted != ds.y))
-            result[f"{split}_member_accuracies"] = [float(np.mean(v == ds.y)) for v in votes]
+            score = score_vote([net.predict(ds.x) for net in nets], ds.y, n_classes=10)
+            result.update({f"{split}_{key}": value for key, value in score.items()})
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
                                       "n_seeds": len(nets), "seed": None}
         result["difference"] = result["test_accuracy"] - cfg["book"]["value"]
