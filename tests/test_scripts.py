@@ -1,5 +1,5 @@
 """The helper scripts: the GPU one run on the CPU (it must keep working where CI cannot reach
-a GPU), and the vote of saved nets."""
+a GPU), the vote of saved nets, and the book profile's table merged from runs in pieces."""
 
 import json
 import subprocess
@@ -58,3 +58,72 @@ def test_vote_saved_nets_matches_a_vote_computed_here(tmp_path):
     assert result["test_errors_by_subset"]["1+3+4"] == int(
         np.sum(plurality_vote([votes[0], votes[2], votes[3]], 10) != test.y))
     assert sorted(result["test_errors_by_subset"]) == ["1+2+3", "1+2+3+4", "1+2+4", "1+3+4", "2+3+4"]
+
+
+TABLE = SCRIPT.with_name("book_profile_table.py")
+MEASURED = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+
+
+def _split_run(metrics_path: Path, parts: list[list[int]], out: Path) -> None:
+    """Write one measured run as if its seeds had been trained in several runs."""
+    metrics = json.loads(metrics_path.read_text())
+    header, *lines = metrics_path.with_name("history.csv").read_text().splitlines()
+    for n, seeds in enumerate(parts):
+        folder = out / f"run{n}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(
+            dict(metrics, seeds=[s for s in metrics["seeds"] if s["seed"] in seeds])))
+        (folder / "history.csv").write_text("\n".join(
+            [header, *[line for line in lines if int(line.split(",")[0]) in seeds]]) + "\n")
+
+
+def _table(tmp_path, *args):
+    done = subprocess.run([sys.executable, str(TABLE), *map(str, args), "--json",
+                           str(tmp_path / "rows.json"), "--params", str(MEASURED.parents[1] / "params.yaml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return {row["id"]: row for row in json.loads((tmp_path / "rows.json").read_text())}, done.stdout
+
+
+@pytest.mark.parametrize("measured, parts", [
+    # chapter 6: best of the seeds by validation, the honest mean over them
+    ("2026-11-30-cpu-book/ch6-2fc/metrics.json", [[2], [1]]),
+    # chapter 3: the mean of each seed's peak test accuracy, read off the history
+    ("2026-11-30-cpu-eight-seeds/ch3-overfit-1k/metrics.json", [[1, 2, 3], [4, 5, 6, 7, 8]]),
+])
+def test_book_profile_table_merges_runs_into_what_one_run_computed(tmp_path, measured, parts):
+    original = json.loads((MEASURED / measured).read_text())
+    _split_run(MEASURED / measured, parts, tmp_path / "runs")
+    rows, text = _table(tmp_path, tmp_path / "runs")
+    row = rows[original["id"]]
+    assert row["seeds"] == sorted(s for p in parts for s in p)
+    assert row["ours"]["value"] == pytest.approx(original["ours_book_metric"]["value"], abs=1e-12)
+    assert row["ours"]["seed"] == original["ours_book_metric"]["seed"]
+    assert row["honest"]["mean"] == pytest.approx(original["honest_test_at_best_validation"]["mean"])
+    assert row["honest"]["std"] == pytest.approx(original["honest_test_at_best_validation"]["std"])
+    assert row["difference_pp"] == round(100 * original["difference"], 2)
+    assert len(row["walls"]) == len(parts) and f"| {original['id']} |" in text
+
+
+def test_book_profile_table_refuses_a_seed_twice_and_runs_that_differ(tmp_path):
+    measured = MEASURED / "2026-11-30-cpu-book" / "ch6-2fc" / "metrics.json"
+    _split_run(measured, [[1], [1, 2]], tmp_path / "twice")
+    done = subprocess.run([sys.executable, str(TABLE), str(tmp_path / "twice")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "seed 1 is in both" in done.stderr, done.stderr
+
+    _split_run(measured, [[1], [2]], tmp_path / "differ")
+    other = tmp_path / "differ" / "run1" / "metrics.json"
+    other.write_text(json.dumps(dict(json.loads(other.read_text()), profile="quick")))
+    done = subprocess.run([sys.executable, str(TABLE), str(tmp_path / "differ")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "profile differs" in done.stderr, done.stderr
+
+
+def test_book_profile_table_adds_the_ensemble_row_from_a_vote(tmp_path):
+    vote = MEASURED / "2026-11-30-cpu-book" / "ch6-ensemble" / "vote-of-4.json"
+    rows, text = _table(tmp_path, MEASURED / "2026-11-30-cpu-book" / "ch6-2fc", "--vote", vote)
+    assert rows["ch6-ensemble"]["test_errors"] == json.loads(vote.read_text())["test_errors"]
+    assert rows["ch6-ensemble"]["difference_pp"] == round(
+        100 * (json.loads(vote.read_text())["test_accuracy"] - 0.9967), 2)
+    assert "vote of 4 nets" in text

@@ -1,0 +1,179 @@
+"""The book profile's table from runs that trained a row's seeds in pieces.
+
+On two cores a 60-epoch chapter 6 row is trained a run at a time, e.g. seeds 1-2 one night
+(``python -m pipeline.train book=<id> profile=book 'book.<id>.seeds=[1,2]'``) and seed 3 the
+next (``'book.<id>.seeds=[3]'``). Each run writes its own ``metrics.json`` and ``history.csv``.
+This script finds every ``metrics.json`` under the folders it is given, merges the seeds of
+each id, and computes the book's rule and the honest mean ± std over all of them, exactly as
+one run of every seed would (``pipeline.results``). Runs of one id must agree on profile,
+data, epochs and the book's figure, and no seed may appear twice.
+
+``--vote`` adds the ensemble's row from a ``scripts/vote_saved_nets.py`` file, against the
+book's figure in ``params.yaml`` (``ensemble.book``).
+
+    python scripts/book_profile_table.py docs/measurements/2026-11-30-cpu-book \\
+        --vote docs/measurements/2026-11-30-cpu-book/ch6-ensemble/vote-of-5.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from pipeline import results
+from pipeline.atomic import write_text
+
+# what must be the same in every run of one id for their seeds to be one row
+SAME_IN_EVERY_RUN = ("profile", "train_set", "train_examples", "book")
+
+
+def _number(text: str):
+    if text in ("", "nan", "None"):
+        return None
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def read_run(metrics_path: Path) -> dict:
+    """One run's ``metrics.json`` with each seed's per-epoch records from ``history.csv``."""
+    metrics = json.loads(metrics_path.read_text())
+    history = metrics_path.with_name("history.csv")
+    if not history.is_file():
+        raise SystemExit(f"{history}: missing; a run writes it beside {metrics_path.name}")
+    with history.open(newline="") as f:
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    metrics["path"] = str(metrics_path)
+    metrics["records"] = {s["seed"]: [r for r in rows if r["seed"] == s["seed"]]
+                          for s in metrics["seeds"]}
+    return metrics
+
+
+def merge(runs: list[dict]) -> dict:
+    """The row of one id over the seeds of all its runs (see the module docstring)."""
+    first = runs[0]
+    for run in runs[1:]:
+        for key in SAME_IN_EVERY_RUN:
+            if run.get(key) != first.get(key):
+                raise SystemExit(f"{first['id']}: {key} differs between {first['path']} "
+                                 f"({first.get(key)!r}) and {run['path']} ({run.get(key)!r}); "
+                                 "only runs of the same configuration can be merged")
+    seeds, where = [], {}
+    for run in runs:
+        for summary in run["seeds"]:
+            seed = summary["seed"]
+            if seed in where:
+                raise SystemExit(f"{first['id']}: seed {seed} is in both {where[seed]} and "
+                                 f"{run['path']}; keep one of them")
+            where[seed] = run["path"]
+            seeds.append({"seed": seed, "summary": summary, "records": run["records"][seed]})
+    seeds.sort(key=lambda s: s["seed"])
+    book = first["book"]
+    ours = results.book_rule(seeds, book["metric"], book["runs"])
+    honest = results.honest(seeds)
+    return {
+        "id": first["id"], "chapter": first["chapter"], "book": book,
+        "seeds": [s["seed"] for s in seeds], "ours": ours, "honest": honest,
+        "difference_pp": _diff_pp(ours["value"], book.get("value")),
+        "epochs": max(run["epochs"] for run in runs),
+        "best_epochs": [s["summary"]["best_epoch"] for s in seeds],
+        "walls": [run["wall_seconds"] for run in sorted(runs, key=_first_seed)],
+    }
+
+
+def _first_seed(run: dict) -> int:
+    return min(s["seed"] for s in run["seeds"])
+
+
+def vote_row(vote: dict, ensemble_cfg: dict) -> dict:
+    """The ensemble's row from a ``vote_saved_nets.py`` result."""
+    book = ensemble_cfg["book"]
+    return {"id": ensemble_cfg["id"], "chapter": ensemble_cfg["chapter"], "book": book,
+            "members": len(vote["members"]), "test_accuracy": vote["test_accuracy"],
+            "test_errors": vote["test_errors"],
+            "difference_pp": _diff_pp(vote["test_accuracy"], book.get("value"))}
+
+
+def _diff_pp(ours: float | None, book: float | None) -> float | None:
+    return None if ours is None or book is None else round(100 * (ours - book), 2)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours} h {minutes} min {secs} s" if hours else f"{minutes} min {secs} s")
+
+
+def _seeds(seeds: list[int]) -> str:
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| id | seeds | epochs | wall, run by run | ours, book's rule | book | diff (pp) "
+             "| test at best val., mean ± std | best-val. epochs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        book = f"{100 * r['book']['value']:.2f}" if r["book"].get("value") is not None else "—"
+        diff = "—" if r["difference_pp"] is None else f"{r['difference_pp']:+.2f}"
+        if "members" in r:
+            lines.append(f"| {r['id']} | vote of {r['members']} nets | — | — | "
+                         f"{100 * r['test_accuracy']:.2f} ({r['test_errors']} errors) | {book} "
+                         f"| {diff} | — | — |")
+            continue
+        ours = "—" if r["ours"]["value"] is None else f"{100 * r['ours']['value']:.2f}"
+        if r["ours"].get("seed") is not None:
+            ours += f" (seed {r['ours']['seed']})"
+        honest = r["honest"]
+        spread = "" if honest["std"] is None else f" ± {100 * honest['std']:.2f}"
+        mean = "—" if honest["mean"] is None else f"{100 * honest['mean']:.2f}{spread}"
+        lines.append(f"| {r['id']} | {_seeds(r['seeds'])} | {r['epochs']} | "
+                     f"{' + '.join(_duration(w) for w in r['walls'])} | {ours} | {book} | {diff} "
+                     f"| {mean} | {', '.join(map(str, r['best_epochs']))} |")
+    return "\n".join(lines) + "\n"
+
+
+def table(folders: list[Path], votes: list[Path], params: dict) -> list[dict]:
+    """Every id's merged row, in ``params.yaml``'s order, then the ensembles' rows."""
+    by_id: dict[str, list[dict]] = {}
+    for folder in folders:
+        paths = sorted(folder.rglob("metrics.json"))
+        if not paths:
+            raise SystemExit(f"{folder}: no metrics.json below it")
+        for path in paths:
+            run = read_run(path)
+            by_id.setdefault(run["id"], []).append(run)
+    order = list(params.get("book", {}))
+    ids = sorted(by_id, key=lambda i: (order.index(i) if i in order else len(order), i))
+    rows = [merge(by_id[i]) for i in ids]
+    rows += [vote_row(json.loads(v.read_text()), params["ensemble"]) for v in votes]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="folders searched for metrics.json")
+    parser.add_argument("--vote", action="append", type=Path, default=[],
+                        help="a vote_saved_nets.py result to add as the ensemble's row")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="for the rows' order and the ensemble's book figure")
+    parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    parser.add_argument("--json", type=Path, help="also write the merged rows (JSON) here")
+    args = parser.parse_args()
+    params = yaml.safe_load(args.params.read_text())
+    rows = table(args.folders, args.vote, params)
+    text = markdown(rows)
+    print(text, end="")
+    if args.out:
+        write_text(args.out, text)
+    if args.json:
+        write_text(args.json, json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
