@@ -6,7 +6,8 @@ next (``'book.<id>.seeds=[3]'``). Each run writes its own ``metrics.json`` and `
 This script finds every ``metrics.json`` under the folders it is given, merges the seeds of
 each id, and computes the book's rule and the honest mean ± std over all of them, exactly as
 one run of every seed would (``pipeline.results``). Runs of one id must agree on profile,
-data, epochs and the book's figure, and no seed may appear twice.
+training data and the book's figure, and no seed may appear twice. ``metrics.json`` does not
+hold the run's config, so the rest is the caller's care: override nothing but the seeds.
 
 ``--vote`` adds the ensemble's row from a ``scripts/vote_saved_nets.py`` file, against the
 book's figure in ``params.yaml`` (``ensemble.book``).

@@ -77,10 +77,13 @@ def _split_run(metrics_path: Path, parts: list[list[int]], out: Path) -> None:
             [header, *[line for line in lines if int(line.split(",")[0]) in seeds]]) + "\n")
 
 
+def _run_table(*args):
+    return subprocess.run([sys.executable, str(TABLE), *map(str, args), "--params",
+                           str(MEASURED.parents[1] / "params.yaml")], capture_output=True, text=True)
+
+
 def _table(tmp_path, *args):
-    done = subprocess.run([sys.executable, str(TABLE), *map(str, args), "--json",
-                           str(tmp_path / "rows.json"), "--params", str(MEASURED.parents[1] / "params.yaml")],
-                          capture_output=True, text=True)
+    done = _run_table(*args, "--json", tmp_path / "rows.json")
     assert done.returncode == 0, done.stderr
     return {row["id"]: row for row in json.loads((tmp_path / "rows.json").read_text())}, done.stdout
 
@@ -108,15 +111,13 @@ def test_book_profile_table_merges_runs_into_what_one_run_computed(tmp_path, mea
 def test_book_profile_table_refuses_a_seed_twice_and_runs_that_differ(tmp_path):
     measured = MEASURED / "2026-11-30-cpu-book" / "ch6-2fc" / "metrics.json"
     _split_run(measured, [[1], [1, 2]], tmp_path / "twice")
-    done = subprocess.run([sys.executable, str(TABLE), str(tmp_path / "twice")],
-                          capture_output=True, text=True)
+    done = _run_table(tmp_path / "twice")
     assert done.returncode == 1 and "seed 1 is in both" in done.stderr, done.stderr
 
     _split_run(measured, [[1], [2]], tmp_path / "differ")
     other = tmp_path / "differ" / "run1" / "metrics.json"
     other.write_text(json.dumps(dict(json.loads(other.read_text()), profile="quick")))
-    done = subprocess.run([sys.executable, str(TABLE), str(tmp_path / "differ")],
-                          capture_output=True, text=True)
+    done = _run_table(tmp_path / "differ")
     assert done.returncode == 1 and "profile differs" in done.stderr, done.stderr
 
 
