@@ -19,7 +19,6 @@ book's figure in ``params.yaml`` (``ensemble.book``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -27,16 +26,10 @@ import yaml
 
 from pipeline import results
 from pipeline.atomic import write_text
+from pipeline.report import read_history
 
 # what must be the same in every run of one id for their seeds to be one row
 SAME_IN_EVERY_RUN = ("profile", "train_set", "train_examples", "book")
-
-
-def _number(text: str):
-    if text in ("", "nan", "None"):
-        return None
-    value = float(text)
-    return int(value) if value.is_integer() and "." not in text else value
 
 
 def read_run(metrics_path: Path) -> dict:
@@ -45,8 +38,7 @@ def read_run(metrics_path: Path) -> dict:
     history = metrics_path.with_name("history.csv")
     if not history.is_file():
         raise SystemExit(f"{history}: missing; a run writes it beside {metrics_path.name}")
-    with history.open(newline="") as f:
-        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    rows = read_history(history)
     metrics["path"] = str(metrics_path)
     metrics["records"] = {s["seed"]: [r for r in rows if r["seed"] == s["seed"]]
                           for s in metrics["seeds"]}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from pipeline import tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset
