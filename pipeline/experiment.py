@@ -30,7 +30,8 @@ RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "da
             "seeds": list, "model": dict, "training": dict}
 BOOK_KEYS = {"value": (float, type(None)), "metric": str, "runs": int, "note": str}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
-
+# optional: the book's own run of this row, replayed with its script's seed and random streams
+REPLAY_KEYS = {"script": str, "seed": int, "rng": dict}
 
 
 def split_path(name: str, data_cfg: dict) -> Path:
@@ -38,13 +39,16 @@ def split_path(name: str, data_cfg: dict) -> Path:
     return Path(data_cfg["prepared_dir"]) / f"{name}.npz"
 
 
-def _check_keys(node, path: str, schema: dict) -> None:
+def _check_keys(node, path: str, schema: dict, optional: dict | None = None) -> None:
     if not isinstance(node, dict):
         raise SpecError(path, f"expected a mapping, got {type(node).__name__}")
+    schema = {**schema, **(optional or {})}
     unknown = sorted(set(node) - set(schema))
     if unknown:
         raise SpecError(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(schema)}")
     for key, kind in schema.items():
+        if key not in node and key in (optional or {}):
+            continue
         if key not in node:
             raise SpecError(f"{path}.{key}", "required key is missing")
         if isinstance(node[key], bool) or not isinstance(node[key], kind):
@@ -63,7 +67,7 @@ def _kind_name(kind) -> str:
 def validate_run(book_id: str, run_cfg: dict) -> None:
     """Check a ``book.<id>`` config before anything runs; errors name the key path."""
     path = f"book.{book_id}"
-    _check_keys(run_cfg, path, RUN_KEYS)
+    _check_keys(run_cfg, path, RUN_KEYS, {"replay": dict})
     _check_keys(run_cfg["book"], f"{path}.book", BOOK_KEYS)
     if run_cfg["book"]["metric"] not in results.METRICS:
         raise SpecError(f"{path}.book.metric", f"unknown {run_cfg['book']['metric']!r}; "
@@ -80,6 +84,17 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
         validate_spec({"model": run_cfg["model"], "training": run_cfg["training"]})
     except SpecError as error:
         raise SpecError(f"{path}.{error.path}", str(error).split(": ", 1)[1]) from None
+    replay = run_cfg.get("replay")
+    if replay is not None:
+        _check_keys(replay, f"{path}.replay", REPLAY_KEYS)
+        if replay["seed"] < 0 or replay["seed"] in seeds:
+            raise SpecError(f"{path}.replay.seed", f"expected an integer >= 0 that is not one of "
+                            f"the seeds {seeds}, got {replay['seed']!r}")
+        try:
+            validate_spec(run_spec(run_cfg, replay["seed"], {}, replay=True))
+        except SpecError as error:
+            where = error.path.replace("training.rng", "replay.rng")
+            raise SpecError(f"{path}.{where}", str(error).split(": ", 1)[1]) from None
 
 
 def _cap(*limits: int | None) -> int | None:
@@ -98,9 +113,14 @@ def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset,
     return train, validation, test, digest(train_path)
 
 
-def run_spec(run_cfg: dict, seed: int, limits: dict) -> dict:
-    """The engine spec of one seed: the run's model and training, seeded and capped."""
+def run_spec(run_cfg: dict, seed: int, limits: dict, replay: bool = False) -> dict:
+    """The engine spec of one seed: the run's model and training, seeded and capped.
+
+    ``replay``: the book's own run, with the random streams of its script (``replay.rng``).
+    """
     training = dict(run_cfg["training"], seed=int(seed))
+    if replay:
+        training["rng"] = run_cfg["replay"]["rng"]
     if limits.get("epochs"):
         training["epochs"] = min(training["epochs"], limits["epochs"])
     return {"model": run_cfg["model"], "training": training}
@@ -138,15 +158,21 @@ def _summary_metrics(summary: dict, book: dict, seed_value: float | None) -> dic
 
 
 def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str, limits: dict,
-               model_dir: Path, log: Callable[[str], None]) -> dict:
-    """Train one seed inside one MLflow run; return its summary, records and run id."""
+               model_dir: Path, log: Callable[[str], None], replay: bool = False) -> dict:
+    """Train one seed inside one MLflow run; return its summary, records and run id.
+
+    ``replay``: train the book's own run instead (``seed`` is then the script's seed).
+    """
     train, validation, test, data_digest = data
-    spec = run_spec(run_cfg, seed, limits)
+    spec = run_spec(run_cfg, seed, limits, replay)
     net = build_network(spec)
     tags = tracking.standard_tags(book_id, run_cfg["chapter"], profile, seed, data_digest)
+    if replay:
+        tags["replay"] = run_cfg["replay"]["script"]
     params = {"book_id": book_id, "profile": profile, "seed": seed, "data": run_cfg["data"],
               "model": spec["model"], "training": spec["training"]}
-    log(f"train {book_id} seed {seed}: {len(train):,} training images, "
+    what = f"the book's run ({run_cfg['replay']['script']}, seed {seed}) replayed" if replay else f"seed {seed}"
+    log(f"train {book_id} {what}: {len(train):,} training images, "
         f"{spec['training']['epochs']} epochs")
     with tracking.start_run(book_id, params=params, tags=tags) as run:
         if interrupts.stop_requested():  # a SIGTERM came while this seed was being set up
@@ -173,7 +199,8 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         value = results.seed_value(summary, rows, run_cfg["book"]["metric"])
         run.log_metrics(_summary_metrics(summary, run_cfg["book"], value))
         _log_artifacts(run, book_id, run_cfg, spec, rows, net, test, seed_dir)
-        return {"seed": seed, "mlflow_run_id": run.run_id, "summary": summary, "records": rows}
+        return {"seed": seed, "replay": replay, "mlflow_run_id": run.run_id, "summary": summary,
+                "records": rows}
 
 
 def _log_artifacts(run, book_id, run_cfg, spec, rows, net, test: Dataset, seed_dir: Path) -> None:
@@ -192,15 +219,16 @@ def _log_artifacts(run, book_id, run_cfg, spec, rows, net, test: Dataset, seed_d
 _SHARED: dict[str, Any] = {}  # the data, inherited by forked seed workers instead of pickled
 
 
-def _seed_worker(seed: int) -> dict:
-    """One seed in a forked worker (see ``interrupts.init_worker`` for how it is stopped)."""
+def _seed_worker(job: tuple[int, bool]) -> dict:
+    """One seed (or the replay) in a forked worker (see ``interrupts.init_worker`` for how it is stopped)."""
+    seed, replay = job
     book_id, run_cfg, profile, limits, model_dir, log = _SHARED["args"]
     try:
         if interrupts.stop_requested():
             raise KeyboardInterrupt(f"seed {seed} not started: the run was stopped")
         with _blas_threads(_SHARED["threads"]):
             return train_seed(book_id, run_cfg, seed, _SHARED["data"], profile, limits,
-                              model_dir, lambda line: log(f"[seed {seed}] {line}"))
+                              model_dir, lambda line: log(f"[seed {seed}] {line}"), replay)
     except KeyboardInterrupt:
         interrupts.request_stop()
         if interrupts.parent_gone(_SHARED["parent"]):
@@ -219,18 +247,19 @@ def _blas_threads(threads: int | None):
 
 
 def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
-                threads: int | None = None) -> list[dict]:
-    """Train each seed, one after the other or ``workers`` at a time in forked processes,
-    each with ``threads`` BLAS threads."""
+                threads: int | None = None, replay_seed: int | None = None) -> list[dict]:
+    """Train each seed (and, with ``replay_seed``, the book's own run last), one after the
+    other or ``workers`` at a time in forked processes, each with ``threads`` BLAS threads."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     book_id, run_cfg, profile, limits, model_dir, log = args
-    workers = min(workers, len(seeds), os.cpu_count() or 1)
+    jobs = [(seed, False) for seed in seeds] + ([(replay_seed, True)] if replay_seed is not None else [])
+    workers = min(workers, len(jobs), os.cpu_count() or 1)
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         with _blas_threads(threads):
-            return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log)
-                    for seed in seeds]
+            return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log, replay)
+                    for seed, replay in jobs]
     tracking.init_store()
     _SHARED.update(data=data, args=args, threads=threads, parent=os.getpid())
     try:
@@ -238,7 +267,7 @@ def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
                                  initializer=interrupts.init_worker,
                                  initargs=(os.getpid(),)) as pool, interrupts.sigterm_raises():
             try:
-                return list(pool.map(_seed_worker, seeds))
+                return list(pool.map(_seed_worker, jobs))
             except KeyboardInterrupt:
                 # Ctrl-C, SIGTERM here, or a seed interrupted on its own: every seed stops,
                 # saving its weights and ending its run KILLED, before this process exits
@@ -276,7 +305,9 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
         run_cfg = dict(run_cfg, training=dict(run_cfg["training"], device=device))
         workers = 1
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
-    seeds = train_seeds(run_cfg["seeds"], data, args, workers, compute.get("blas_threads"))
+    replay_seed = run_cfg["replay"]["seed"] if run_cfg.get("replay") and profile_cfg.get("replay") else None
+    trained = train_seeds(run_cfg["seeds"], data, args, workers, compute.get("blas_threads"), replay_seed)
+    seeds = [s for s in trained if not s.get("replay")]
     book = run_cfg["book"]
     ours = results.book_rule(seeds, book["metric"], book["runs"])
     honest = results.honest(seeds)
@@ -295,14 +326,33 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
         "seeds": [dict(s["summary"], seed=s["seed"], mlflow_run_id=s["mlflow_run_id"]) for s in seeds],
         "mlflow_run_ids": [s["mlflow_run_id"] for s in seeds],
     }
-    rows = [dict(seed=s["seed"], **row) for s in seeds for row in s["records"]]
+    replayed = [s for s in trained if s.get("replay")]
+    if replayed:
+        metrics["replay"] = replay_metrics(run_cfg, replayed[0])
+    # the replay's epochs follow the seeds' in history.csv, under its own seed
+    rows = [dict(seed=s["seed"], **row) for s in trained for row in s["records"]]
     write_text(results_dir / "history.csv", history_csv(rows))
     write_json(results_dir / "metrics.json", _json_safe(metrics))
     shown = f"{ours['value']:.2%}" if ours["value"] is not None else "n/a"
     versus = f" (book {book['value']:.2%})" if book.get("value") is not None else ""
     log(f"train {book_id}: {book['metric']} {shown}{versus}, "
-        f"{metrics['wall_seconds']:.0f} s for {len(seeds)} seed(s)")
+        f"{metrics['wall_seconds']:.0f} s for {len(seeds)} seed(s)"
+        + (" and the book's run replayed" if replayed else ""))
+    if replayed and metrics["replay"]["value"] is not None:
+        log(f"train {book_id}: the book's run ({metrics['replay']['script']}, seed "
+            f"{metrics['replay']['seed']}) replayed: {book['metric']} "
+            f"{metrics['replay']['value']:.2%}{versus}")
     return metrics
+
+
+def replay_metrics(run_cfg: dict, replayed: dict) -> dict:
+    """What the book's own run, replayed, gives by the book's metric, and how far that is from
+    the book's figure (0 when the replay retraces the book's run)."""
+    book = run_cfg["book"]
+    value = results.seed_value(replayed["summary"], replayed["records"], book["metric"])
+    return {"script": run_cfg["replay"]["script"], "seed": replayed["seed"], "value": value,
+            "difference": value - book["value"] if value is not None and book.get("value") is not None else None,
+            "summary": replayed["summary"], "mlflow_run_id": replayed["mlflow_run_id"]}
 
 
 def _json_safe(value):

@@ -90,7 +90,9 @@ def run_row(metrics: dict) -> dict:
             "honest_mean": honest.get("mean"), "honest_std": honest.get("std"),
             "n_seeds": ours.get("n_seeds"), "rule": ours.get("rule"),
             "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
-            "profile": metrics.get("profile")}
+            "profile": metrics.get("profile"),
+            "replay": (metrics.get("replay") or {}).get("value"),
+            "replay_script": (metrics.get("replay") or {}).get("script")}
 
 
 def _seed_values(row: dict) -> list[float]:
@@ -103,7 +105,10 @@ def with_verdict(row: dict, tolerance: dict) -> dict:
     mean over seeds of a one-run figure, whether the book's run lies inside our seeds' range
     (a gap that one run of ours could show as well)."""
     book = row["book"].get("value")
-    row = dict(row, difference_pp=None, tolerance_pp=None, within=None, book_in_seed_range=None)
+    row = dict(row, difference_pp=None, tolerance_pp=None, within=None, book_in_seed_range=None,
+               replay_difference_pp=None)
+    if book is not None and row.get("replay") is not None:
+        row["replay_difference_pp"] = round(100 * (row["replay"] - book), 2)
     if book is not None and row["ours"] is not None:
         tol = tolerance["chapter6"] if row["chapter"] == 6 else tolerance["default"]
         diff = round(100 * (row["ours"] - book), 2)  # 99.30 - 99.60 is -0.30, not -0.3000001
@@ -149,6 +154,13 @@ def _diff(r: dict) -> str:
     return text
 
 
+def _replay(r: dict) -> str:
+    if r.get("replay") is None:
+        return "—"
+    diff = r.get("replay_difference_pp")
+    return _pct(r["replay"]) + ("" if diff is None else f" ({diff:+.2f})")
+
+
 def _number(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -157,8 +169,9 @@ def markdown_table(rows: list[dict]) -> str:
     """One line per run: the book's figure, ours by its rule and by the honest rule."""
     lines = [
         "| ch. | id | what changed | book | book's metric | ours, same metric | "
-        "ours, test at best val. (mean ± std) | diff (pp) | epochs | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "ours, test at best val. (mean ± std) | diff (pp) | the book's run, replayed (diff) | "
+        "epochs | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         metric = METRIC_LABELS.get(r["book"]["metric"], r["book"]["metric"])
@@ -166,7 +179,7 @@ def markdown_table(rows: list[dict]) -> str:
             metric += f" ({r['rule']} seeds)"
         lines.append(
             f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "
-            f"{_ours(r)} | {_honest(r)} | {_diff(r)} | {_number(r['epochs'], 'd')} | "
+            f"{_ours(r)} | {_honest(r)} | {_diff(r)} | {_replay(r)} | {_number(r['epochs'], 'd')} | "
             f"{_number(r['wall_seconds'], '.0f')} |")
     return "\n".join(lines) + "\n"
 
@@ -256,22 +269,27 @@ def learning_speed_plot(histories: dict[str, list[dict]]):
     return fig
 
 
-def overfitting_plot(run_id: str, rows: list[dict]):
+def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = None):
     """Chapter 3's four overfitting panels: training cost, test accuracy, validation cost,
-    training accuracy."""
+    training accuracy; one line per seed (``replay_seed``'s is the book's run, replayed)."""
     panels = [("training_cost", "cost on the training data"),
               ("test_accuracy", "accuracy on the test data (%)"),
               ("validation_cost", "cost on the validation data"),
               ("training_accuracy", "accuracy on the training data (%)")]
+    seeds = sorted({int(r.get("seed", 1)) for r in rows})
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, (key, label) in zip(axes.ravel(), panels):
-        pts = [(r["epoch"], r[key] * (100 if key.endswith("accuracy") else 1))
-               for r in rows if key in r]
-        if pts:
-            ax.plot(*zip(*pts), linewidth=1)
+        for seed in seeds:
+            pts = [(r["epoch"], r[key] * (100 if key.endswith("accuracy") else 1))
+                   for r in rows if key in r and int(r.get("seed", 1)) == seed]
+            if pts:
+                name = "the book's run, replayed" if seed == replay_seed else f"seed {seed}"
+                ax.plot(*zip(*pts), linewidth=1, label=name)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if ax.has_data() and len(seeds) > 1:
+            ax.legend(fontsize=7)
     fig.suptitle(f"chapter 3: overfitting ({run_id})")
     fig.tight_layout()
     return fig

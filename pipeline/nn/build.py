@@ -9,6 +9,7 @@ import numpy
 from pipeline.nn.backend import get_xp
 from pipeline.nn.layers import FullyConnected, Softmax
 from pipeline.nn.network import Network
+from pipeline.nn.network2_rng import network2_parameters
 from pipeline.nn.seeding import streams
 from pipeline.nn.spec import layer_shapes, validate_spec
 
@@ -42,7 +43,9 @@ def build_network(spec, *, seed: int | None = None, xp=None, dtype=None, device:
 
     ``seed``, ``dtype`` and ``device`` default to the spec's ``training`` values; ``xp`` (an
     array module) overrides ``device``. Initial parameters come from the seed's ``init`` stream
-    and dropout masks from its ``dropout`` stream (:func:`pipeline.nn.seeding.streams`).
+    and dropout masks from its ``dropout`` stream (:func:`pipeline.nn.seeding.streams`), or,
+    with ``training.rng.kind: network2``, from the book's script's numpy stream
+    (:func:`pipeline.nn.network2_rng.network2_parameters`).
     """
     spec = validate_spec(spec)
     model, training = spec["model"], spec["training"]
@@ -60,4 +63,12 @@ def build_network(spec, *, seed: int | None = None, xp=None, dtype=None, device:
             )
         obj.init_params(model["init"], rngs.init, xp, dtype)
         layers.append(obj)
+    rng = training["rng"]
+    if rng["kind"] == "network2":
+        sizes = [math.prod(model["input_shape"])] + [layer["units"] for layer in model["layers"]]
+        drawn = network2_parameters(sizes, training["seed"] if seed is None else seed, model["init"],
+                                    rng["inits_before"])
+        for obj, (w, b) in zip(layers, drawn):
+            obj.params["w"][...] = xp.asarray(w, dtype=dtype)
+            obj.params["b"][...] = xp.asarray(b, dtype=dtype)
     return Network(layers, model["cost"], xp=xp, dtype=dtype, dropout_rng=rngs.dropout)

@@ -33,6 +33,12 @@ Schema (defaults in brackets; ``<required>`` has none)::
       threads: [1]                 # >= 1: CPU threads a conv layer shares a mini-batch's chunks
                                    # over (each with one BLAS thread; used when BLAS runs one)
       cuda_graphs: [true]          # on a GPU: replay each SGD step as a recorded CUDA graph
+      rng:                         # where the initial weights and the epochs' orders come from
+        kind: [pcg64]              # pcg64: our seeded streams (pipeline.nn.seeding) | network2:
+                                   # the book's seeded chapter 3 scripts (pipeline.nn.network2_rng)
+        inits_before: [0]          # network2: large initialisations the script drew before this run's
+        shuffles_before: [[]]      # network2: the script's earlier runs, as [examples, epochs] pairs
+        order_carried: [false]     # network2: those runs shuffled this run's very list
 
 Shape rules: a conv layer needs a 3-d input (so it cannot follow an fc layer); its "valid"
 convolution output (H - kernel + 1) must be at least and a multiple of ``pool``. A softmax
@@ -58,6 +64,7 @@ REQUIRED = object()
 LAYER_TYPES = ("conv", "fc", "softmax")
 SCHEDULES = ("constant", "halve_on_plateau")
 DTYPES = ("float32", "float64")
+RNG_KINDS = ("pcg64", "network2")
 DEVICES = ("cpu", "gpu")
 MONITOR_KEYS = ("training_cost", "training_accuracy", "validation_cost", "gradient_norms")
 
@@ -244,6 +251,7 @@ def _training(value, path="training") -> dict:
             "device": "cpu",
             "threads": 1,
             "cuda_graphs": True,
+            "rng": {},
         },
     )
     p = lambda key: _join(path, key)  # noqa: E731
@@ -290,7 +298,40 @@ def _training(value, path="training") -> dict:
     mp = p("monitor")
     monitor = _mapping(t["monitor"], mp, {k: False for k in MONITOR_KEYS})
     t["monitor"] = {k: _bool(v, _join(mp, k)) for k, v in monitor.items()}
+
+    gp = p("rng")
+    rng = _mapping(t["rng"], gp, {"kind": "pcg64", "inits_before": 0, "shuffles_before": [], "order_carried": False})
+    rng["kind"] = _choice(rng["kind"], _join(gp, "kind"), RNG_KINDS)
+    rng["inits_before"] = _int(rng["inits_before"], _join(gp, "inits_before"), 0)
+    before = []
+    for i, pair in enumerate(_sequence(rng["shuffles_before"], _join(gp, "shuffles_before"))):
+        pair_path = f"{_join(gp, 'shuffles_before')}[{i}]"
+        pair = _sequence(pair, pair_path)
+        if len(pair) != 2:
+            raise SpecError(pair_path, f"expected [examples, epochs], got {pair!r}")
+        before.append([_int(pair[0], f"{pair_path}[0]", 1), _int(pair[1], f"{pair_path}[1]", 0)])
+    rng["shuffles_before"] = before
+    rng["order_carried"] = _bool(rng["order_carried"], _join(gp, "order_carried"))
+    if rng["kind"] == "pcg64" and (rng["inits_before"] or before or rng["order_carried"]):
+        raise SpecError(gp, "inits_before, shuffles_before and order_carried describe the network2 streams; set kind: network2")
+    if rng["kind"] == "network2" and not t["shuffle"]:
+        raise SpecError(p("shuffle"), "must be true with rng.kind network2 (the book's scripts reshuffle every epoch)")
+    t["rng"] = rng
     return t
+
+
+def _check_network2_streams(model: dict, training: dict) -> None:
+    """A network2 stream fits only the networks network2.py builds."""
+    rng = training["rng"]
+    if rng["kind"] != "network2":
+        return
+    for i, layer in enumerate(model["layers"]):
+        if layer["type"] != "fc" or layer["dropout"]:
+            raise SpecError(f"model.layers[{i}]", "rng.kind network2 replays network2.py, whose layers are all fc without dropout")
+    if model["init"] not in ("default", "large"):
+        raise SpecError("model.init", f"rng.kind network2 draws 'default' or 'large' parameters, not {model['init']!r}")
+    if model["init"] == "default" and rng["inits_before"]:
+        raise SpecError("training.rng.inits_before", "must be 0 with init 'default' (the constructor's draw comes first)")
 
 
 def validate_spec(spec) -> dict:
@@ -298,7 +339,9 @@ def validate_spec(spec) -> dict:
     if not isinstance(spec, Mapping):
         raise SpecError("spec", f"expected a mapping with keys model, training; got {_type_name(spec)}")
     top = _mapping(spec, "", {"model": REQUIRED, "training": REQUIRED})
-    return {"model": _model(top["model"]), "training": _training(top["training"])}
+    model, training = _model(top["model"]), _training(top["training"])
+    _check_network2_streams(model, training)
+    return {"model": model, "training": training}
 
 
 def validate_model(model) -> dict:

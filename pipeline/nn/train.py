@@ -38,6 +38,7 @@ import numpy
 
 from pipeline.nn.backend import to_numpy
 from pipeline.nn.network import Network, one_hot
+from pipeline.nn.network2_rng import Python27Shuffle
 from pipeline.nn.regularization import Regularization
 from pipeline.nn.seeding import streams
 from pipeline.nn.spec import validate_training
@@ -171,6 +172,21 @@ def _training_config(training) -> dict:
     return validate_training(training)
 
 
+def epoch_orders(training: dict, n: int) -> Callable[[], numpy.ndarray] | None:
+    """The source of each epoch's order of n examples (``None``: the stored order).
+
+    Our seed's ``shuffle`` stream, or with ``rng.kind: network2`` the book's script's
+    Python-2.7 shuffles (:class:`pipeline.nn.network2_rng.Python27Shuffle`).
+    """
+    if not training["shuffle"]:
+        return None
+    rng = training["rng"]
+    if rng["kind"] == "network2":
+        return Python27Shuffle(training["seed"], n, rng["shuffles_before"], rng["order_carried"]).permutation
+    shuffle_rng = streams(training["seed"]).shuffle
+    return lambda: shuffle_rng.permutation(n)
+
+
 def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=None, tick=None,
               graphs: bool = False, log: Callable[[str], None] | None = None) -> bool:
     """One pass of mini-batch SGD over (x, y one-hot), in ``order`` (an index array) or as stored.
@@ -247,7 +263,7 @@ def fit(
     reg = Regularization(**t["regularization"])
     coef = reg.coefficient(n, m)
     opt = SGD(net, t["momentum"], reg, coef)
-    shuffle_rng = streams(t["seed"]).shuffle
+    next_order = epoch_orders(t, n)
     monitor = t["monitor"]
     eta0 = eta = t["eta"]
     epochs, eval_every = t["epochs"], t["eval_every"]
@@ -287,7 +303,7 @@ def fit(
 
                 bar = tqdm(total=(n + m - 1) // m, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5)
             t0 = time.perf_counter()
-            order = net.xp.asarray(shuffle_rng.permutation(n)) if t["shuffle"] else None
+            order = net.xp.asarray(next_order()) if next_order is not None else None
             graphs = run_epoch(net, opt, x, y, m, eta, order, bar.update if bar is not None else None,
                                graphs, log)
             train_seconds += time.perf_counter() - t0

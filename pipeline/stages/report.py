@@ -20,12 +20,15 @@ def main() -> None:
     with stage("report"):
         rows = rp.baseline_rows(cfg, rp.read_json(out / "baselines" / "metrics.json"))
         histories: dict[str, list[dict]] = {}
+        replay_seeds: dict[str, int] = {}
         for run_id in [*params["book"], params["ensemble"]["id"]]:
             metrics = rp.read_json(out / run_id / "metrics.json")
             if metrics is None:
                 raise SystemExit(f"report: results/{run_id}/metrics.json is missing: "
                                  f"run `dvc repro train@{run_id}` first")
             rows.append(rp.run_row(metrics))
+            if metrics.get("replay"):
+                replay_seeds[run_id] = metrics["replay"]["seed"]
             histories[run_id] = rp.read_history(out / run_id / "history.csv")
         rows = [rp.with_verdict(r, cfg["tolerance_pp"]) for r in rows]
 
@@ -50,11 +53,16 @@ def main() -> None:
         depth = {i: histories[i] for i in params["book"] if i.startswith("ch5-depth")}
         save_figure(rp.learning_speed_plot(depth), plots / "learning_speed.png")
         for run_id in ("ch3-overfit-1k", "ch3-l2-1k"):
-            save_figure(rp.overfitting_plot(run_id, histories.get(run_id, [])),
+            save_figure(rp.overfitting_plot(run_id, histories.get(run_id, []), replay_seeds.get(run_id)),
                         plots / f"overfitting_{run_id}.png")
 
         within = [r for r in rows if r["within"] is not None]
         in_range = [r for r in within if not r["within"] and r["book_in_seed_range"]]
+        replayed = [r for r in rows if r.get("replay_difference_pp") is not None]
+        retraced = [r for r in replayed if r["replay_difference_pp"] == 0]
+        replay_line = (f"The book's own run, replayed with its script's seed, gives the book's "
+                       f"figure exactly in {len(retraced)} of {len(replayed)} rows.\n\n"
+                       if replayed else "")
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         machine = f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}"
         profile = params["profile"]["name"]
@@ -70,7 +78,10 @@ def main() -> None:
             "that rule applied to our seeds: the best of them where the book took the best of "
             "three runs, their mean (and range) where the book reports one run. *test at best "
             "val.*: the honest number — test accuracy at the epoch of best validation accuracy, "
-            "mean ± std over seeds.\n\n")
+            "mean ± std over seeds. *the book's run, replayed*: where the book's figure came "
+            "from one of its seeded scripts, that very run trained again with the script's seed "
+            "and random streams (our engine, the book's draws); a difference of +0.00 means it "
+            "retraced the book's run.\n\n" + replay_line)
         write_text(out / "report.md", header + rp.markdown_table(rows) +
                    "\n![progression](plots/progression.png)\n")
         write_json(out / "summary.json", {"profile": profile, "generated": stamp,

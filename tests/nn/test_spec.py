@@ -70,6 +70,7 @@ def test_the_example_is_valid_and_comes_back_with_defaults_added():
     expected["training"]["eval_every"] = 1
     expected["training"]["threads"] = 1
     expected["training"]["cuda_graphs"] = True
+    expected["training"]["rng"] = {"kind": "pcg64", "inits_before": 0, "shuffles_before": [], "order_carried": False}
     assert validate_spec(EXAMPLE) == expected
 
 
@@ -214,6 +215,44 @@ def test_inconsistent_settings():
     spec = copy.deepcopy(EXAMPLE)
     spec["model"]["layers"][-1]["units"] = 1
     rejects(spec, "model.layers[3].units", ">= 2")
+
+
+NETWORK2_NET = {
+    "model": {"input_shape": [784], "layers": [{"type": "fc", "units": 30}, {"type": "fc", "units": 10}],
+              "cost": "cross_entropy", "init": "large"},
+    "training": {"epochs": 2, "batch_size": 10, "eta": 0.5, "dtype": "float64",
+                 "rng": {"kind": "network2", "inits_before": 2, "shuffles_before": [[100, 15000], [200, 7500]]}},
+}
+
+
+def test_network2_streams_are_validated():
+    rng = validate_spec(NETWORK2_NET)["training"]["rng"]
+    assert rng == {"kind": "network2", "inits_before": 2, "shuffles_before": [[100, 15000], [200, 7500]],
+                   "order_carried": False}
+
+    def network2(path, value, where, *fragments):
+        spec = copy.deepcopy(NETWORK2_NET)
+        node = spec
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        rejects(spec, where, *fragments)
+
+    network2(("training", "rng", "kind"), "mt19937", "training.rng.kind", "allowed: pcg64, network2")
+    network2(("training", "rng", "shuffles_before"), [[100]], "training.rng.shuffles_before[0]", "[examples, epochs]")
+    network2(("training", "rng", "shuffles_before"), [[0, 3]], "training.rng.shuffles_before[0][0]", ">= 1")
+    network2(("training", "rng", "inits_before"), -1, "training.rng.inits_before", ">= 0")
+    network2(("training", "shuffle"), False, "training.shuffle", "network2")
+    network2(("model", "init"), "network3", "model.init", "'default' or 'large'")
+    network2(("model", "init"), "default", "training.rng.inits_before", "constructor")
+    network2(("model", "layers"), [{"type": "fc", "units": 30, "dropout": 0.5}, {"type": "fc", "units": 10}],
+             "model.layers[0]", "network2.py")
+    # the network2 keys mean nothing to our own streams
+    rejects(edited(("training", "rng"), {"kind": "pcg64", "inits_before": 1}), "training.rng", "kind: network2")
+    # a conv net is not a network2 net
+    spec = edited(("training", "rng"), {"kind": "network2"})
+    spec["training"]["shuffle"] = True
+    rejects(spec, "model.layers[0]", "network2.py")
 
 
 def test_a_non_mapping_spec():
