@@ -58,6 +58,48 @@ def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
     assert steps == [0, 1, 2]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_replay_trains_beside_the_seeds_and_is_reported_apart(workdir, workers):
+    run = dict(RUN, seeds=[1], replay={"script": "overfitting.py", "seed": 12345678,
+                                       "rng": {"kind": "network2"}})
+    run["model"] = dict(RUN["model"], init="large")
+    metrics = experiment.train_entry("tiny", run, DATA, dict(PROFILE, replay=True), "models/tiny",
+                                     "results/tiny", log=lambda _: None,
+                                     compute={"seed_workers": workers, "blas_threads": 1})
+    # the book's rule and the honest numbers are over our seeds only
+    assert metrics["ours_book_metric"]["n_seeds"] == 1 and [s["seed"] for s in metrics["seeds"]] == [1]
+    replay = metrics["replay"]
+    assert replay["seed"] == 12345678 and replay["script"] == "overfitting.py"
+    header, *rows = (workdir / "results/tiny/history.csv").read_text().splitlines()
+    replay_rows = [r for r in rows if r.startswith("12345678,")]
+    assert len(rows) == 6 and len(replay_rows) == 3
+    peak = max(float(r.split(",")[header.split(",").index("validation_accuracy")]) for r in replay_rows)
+    assert replay["value"] == pytest.approx(peak) and replay["difference"] == pytest.approx(peak - 0.5)
+    assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1", "seed12345678"]
+    client, runs = _runs(workdir)
+    tags = {r.info.run_id: r.data.tags for r in runs}
+    assert tags[replay["mlflow_run_id"]]["replay"] == "overfitting.py"
+    assert "replay" not in tags[metrics["mlflow_run_ids"][0]]
+    assert client.get_run(replay["mlflow_run_id"]).data.params["training.rng.kind"] == "network2"
+
+    # a profile without replays trains the seeds alone
+    metrics = experiment.train_entry("tiny", run, DATA, dict(PROFILE, replay=False), "models/tiny",
+                                     "results/tiny", log=lambda _: None)
+    assert "replay" not in metrics and metrics["mlflow_run_ids"] == [s["mlflow_run_id"] for s in metrics["seeds"]]
+
+
+def test_a_replay_config_is_checked_by_key(workdir):
+    run = dict(RUN, replay={"script": "x.py", "seed": 1, "rng": {"kind": "network2"}})
+    with pytest.raises(ValueError, match=r"book.tiny.replay.seed: .*not one of the seeds"):
+        experiment.validate_run("tiny", run)
+    run = dict(RUN, replay={"script": "x.py", "seed": 9, "rng": {"kind": "network2", "inits_before": 1}})
+    with pytest.raises(ValueError, match=r"book.tiny.replay.rng.inits_before: .*constructor"):
+        experiment.validate_run("tiny", run)
+    run = dict(RUN, replay={"script": "x.py", "seed": 9})
+    with pytest.raises(ValueError, match=r"book.tiny.replay.rng: required key is missing"):
+        experiment.validate_run("tiny", run)
+
+
 def test_interrupted_training_saves_weights_and_ends_killed(workdir, monkeypatch):
     real_fit = experiment.fit
 

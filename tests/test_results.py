@@ -86,3 +86,23 @@ def test_report_marks_a_one_run_figure_inside_our_seed_range():
     # best-of rows and single seeds carry no range
     best = with_verdict(dict(row, seed_values=None, rule="best of 2"), tol)
     assert best["book_in_seed_range"] is None
+
+
+def test_report_gives_the_replayed_book_run_its_own_column():
+    """A replay that retraces the book's run shows +0.00 beside it; the verdict stays our seeds'."""
+    from pipeline.report import markdown_table, run_row, with_verdict
+
+    metrics = {"chapter": 3, "id": "ch3-overfit-1k", "title": "t", "what_changed": "w",
+               "book": {"value": 0.8227, "metric": "peak_test", "runs": 1},
+               "ours_book_metric": {"value": 0.8315, "values": [0.8315], "n_seeds": 1, "rule": "one run"},
+               "honest_test_at_best_validation": {"mean": 0.827, "std": None},
+               "epochs": 400, "wall_seconds": 30.0,
+               "replay": {"script": "overfitting.py", "seed": 12345678, "value": 8227 / 10000}}
+    row = with_verdict(run_row(metrics), {"default": 0.5, "chapter6": 0.3})
+    assert row["replay_difference_pp"] == 0 and row["within"] is False
+    header, _, line = markdown_table([row]).splitlines()
+    assert "the book's run, replayed" in header
+    assert "| 82.27% (+0.00) |" in line and "+0.88 ⚠" in line
+    # rows without a replay keep a dash
+    plain = with_verdict(run_row(dict(metrics, replay=None)), {"default": 0.5, "chapter6": 0.3})
+    assert plain["replay_difference_pp"] is None and "| — |" in markdown_table([plain]).splitlines()[-1]
