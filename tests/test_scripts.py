@@ -128,3 +128,32 @@ def test_book_profile_table_adds_the_ensemble_row_from_a_vote(tmp_path):
     assert rows["ch6-ensemble"]["difference_pp"] == round(
         100 * (json.loads(vote.read_text())["test_accuracy"] - 0.9967), 2)
     assert "vote of 4 nets" in text
+
+
+def test_compare_with_book_figures_finds_the_first_epoch_that_differs(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_with_book_figures.py"
+    results, fig = tmp_path / "results", tmp_path / "fig"
+    fig.mkdir()
+    counts = {"default": [9270, 9414, 9470], "large": [8643, 9044, 9141]}
+    for kind, seed_counts in counts.items():
+        run = results / f"ch3-init-30-{kind}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"replay": {"seed": 12345678}}))
+        lines = ["seed,epoch,validation_accuracy"]
+        lines += [f"1,{e},0.5" for e in range(3)]  # our own seed: not compared
+        lines += [f"12345678,{e},{c / 10_000}" for e, c in enumerate(seed_counts)]
+        (run / "history.csv").write_text("\n".join(lines) + "\n")
+    book = {f"{k}_weight_initialization": [[], list(v), [], []] for k, v in counts.items()}
+
+    def run_script():
+        (fig / "weight_initialization_30.json").write_text(json.dumps(book))
+        return subprocess.run([sys.executable, str(script), str(fig), "--results", str(results)],
+                              capture_output=True, text=True)
+
+    done = run_script()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("the same at 3 epoch(s)") == 2 and "overfitting.json: not in" in done.stdout
+    book["large_weight_initialization"][1][1] = 9045
+    done = run_script()
+    assert done.returncode == 1
+    assert "ch3-init-30-large" in done.stdout and "DIFFERS: epoch 1: ours 9044, the book's 9045" in done.stdout
