@@ -64,7 +64,7 @@ def build_network(spec, *, seed: int | None = None, xp=None, dtype=None, device:
         obj.init_params(model["init"], rngs.init, xp, dtype)
         layers.append(obj)
     rng = training["rng"]
-    if rng["kind"] == "network2":
+    if rng["kind"] == "network2":  # the book's script's draw replaces the values drawn above
         sizes = [math.prod(model["input_shape"])] + [layer["units"] for layer in model["layers"]]
         drawn = network2_parameters(sizes, training["seed"] if seed is None else seed, model["init"],
                                     rng["inits_before"])
