@@ -29,6 +29,8 @@ from pipeline.nn.spec import DEVICES, SpecError
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
             "seeds": list, "model": dict, "training": dict}
 BOOK_KEYS = {"value": (float, type(None)), "metric": str, "runs": int, "note": str}
+# optional: chapter 5's initial speed of learning ||dC/db^l|| per hidden layer, as the book gives it
+BOOK_OPTIONAL = {"speeds": list}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
 # optional: the book's own run of this row, replayed with its script's seed and random streams
 REPLAY_KEYS = {"script": str, "seed": int, "rng": dict}
@@ -68,7 +70,7 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     """Check a ``book.<id>`` config before anything runs; errors name the key path."""
     path = f"book.{book_id}"
     _check_keys(run_cfg, path, RUN_KEYS, {"replay": dict})
-    _check_keys(run_cfg["book"], f"{path}.book", BOOK_KEYS)
+    _check_keys(run_cfg["book"], f"{path}.book", BOOK_KEYS, BOOK_OPTIONAL)
     if run_cfg["book"]["metric"] not in results.METRICS:
         raise SpecError(f"{path}.book.metric", f"unknown {run_cfg['book']['metric']!r}; "
                         f"allowed: {', '.join(results.METRICS)}")
@@ -84,6 +86,8 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
         validate_spec({"model": run_cfg["model"], "training": run_cfg["training"]})
     except SpecError as error:
         raise SpecError(f"{path}.{error.path}", str(error).split(": ", 1)[1]) from None
+    if "speeds" in run_cfg["book"]:
+        _check_speeds(run_cfg, path)
     replay = run_cfg.get("replay")
     if replay is not None:
         _check_keys(replay, f"{path}.replay", REPLAY_KEYS)
@@ -95,6 +99,18 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
         except SpecError as error:
             where = error.path.replace("training.rng", "replay.rng")
             raise SpecError(f"{path}.{where}", str(error).split(": ", 1)[1]) from None
+
+
+def _check_speeds(run_cfg: dict, path: str) -> None:
+    """``book.speeds``: one positive number per hidden layer, and gradient norms monitored."""
+    speeds, hidden = run_cfg["book"]["speeds"], len(run_cfg["model"]["layers"]) - 1
+    if len(speeds) != hidden or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                        and v > 0 for v in speeds):
+        raise SpecError(f"{path}.book.speeds", f"expected {hidden} positive numbers (one per "
+                        f"hidden layer), got {speeds!r}")
+    if not (run_cfg["training"].get("monitor") or {}).get("gradient_norms"):
+        raise SpecError(f"{path}.training.monitor.gradient_norms",
+                        "must be true when book.speeds is given (ours are measured from it)")
 
 
 def _cap(*limits: int | None) -> int | None:

@@ -16,7 +16,7 @@ BOOK_IDS = {  # the rows of shared BOOK.md (plus chapter 3's runs without a figu
     "ch3-l2-100", "ch3-l2-100-tuned", "ch3-init-30-default", "ch3-init-30-large",
     "ch3-init-100-default", "ch3-init-100-large", "ch3-early-stop", "ch3-dropout", "ch3-rotated",
     *(f"ch3-more-data-{n}" for n in (100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)),
-    *(f"ch5-depth-{k}" for k in (1, 2, 3, 4)),
+    *(f"ch5-depth-{k}" for k in (1, 2, 3, 4)), *(f"ch5-speed-{k}" for k in (2, 3, 4)),
     "ch6-fc", "ch6-conv1", "ch6-conv2", "ch6-relu", "ch6-expanded", "ch6-fc300", "ch6-fc1000",
     "ch6-2fc", "ch6-2fc300", "ch6-2fc1000", "ch6-dropout",
 }
@@ -67,6 +67,21 @@ def test_bad_run_configs_are_rejected_naming_the_key(path, value, fragment):
     node[path[-1]] = value
     with pytest.raises(SpecError) as info:
         validate_run("ch1-30", run)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (lambda run: run["book"].update(speeds=[0.07]), "book.ch5-speed-2.book.speeds: expected 2 positive"),
+    (lambda run: run["book"].update(speeds=[0.07, -0.31]), "book.ch5-speed-2.book.speeds"),
+    (lambda run: run["book"].update(speeds="fast"), "book.ch5-speed-2.book.speeds: expected list"),
+    (lambda run: run["training"].pop("monitor"), "book.ch5-speed-2.training.monitor.gradient_norms"),
+])
+def test_bad_speeds_of_learning_are_rejected_naming_the_key(change, fragment):
+    run = copy.deepcopy(yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["book"]["ch5-speed-2"])
+    validate_run("ch5-speed-2", copy.deepcopy(run))
+    change(run)
+    with pytest.raises(SpecError) as info:
+        validate_run("ch5-speed-2", run)
     assert fragment in str(info.value)
 
 

@@ -64,6 +64,10 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     summary = json.loads((repo_copy / "results/summary.json").read_text())
     assert {r["id"] for r in summary["rows"]} >= {*book_ids, "ch6-ensemble", "B-darkness", "B-svm"}
     assert (repo_copy / "results/report.md").read_text().count("\n| ") >= len(book_ids)
+    speeds = summary["initial_speeds"]  # chapter 5's speed of learning at the start, per seed
+    assert set(speeds) == {"ch5-speed-2", "ch5-speed-3", "ch5-speed-4"}
+    assert all(len(speeds[i]["ours"]["1"]) == len(speeds[i]["book"]) for i in speeds)
+    assert "## Chapter 5: the speed of learning" in (repo_copy / "results/report.md").read_text()
     for plot in ("progression", "more_data", "learning_speed", "learning_curves_ch6"):
         assert (repo_copy / f"results/plots/{plot}.png").stat().st_size > 5000
 

@@ -106,3 +106,22 @@ def test_report_gives_the_replayed_book_run_its_own_column():
     # rows without a replay keep a dash
     plain = with_verdict(run_row(dict(metrics, replay=None)), {"default": 0.5, "chapter6": 0.3})
     assert plain["replay_difference_pp"] is None and "| — |" in markdown_table([plain]).splitlines()[-1]
+
+
+def test_speed_table_sets_the_books_starting_speeds_beside_our_seeds():
+    """Epoch 0's norms of each seed (the output layer left out), their median and range."""
+    from pipeline.report import initial_speeds, speed_table
+
+    def row(seed, epoch, norms):
+        return {"seed": seed, "epoch": epoch,
+                **{f"grad_norm_layer{i}": v for i, v in enumerate(norms, start=1)}}
+
+    history = [row(1, 0, [0.01, 0.2, 5.0]), row(1, 1, [0.001, 0.1, 4.0]),
+               row(2, 0, [0.03, 0.3, 6.0]), row(3, 0, [0.02, 0.1, 7.0])]
+    assert initial_speeds(history) == {1: [0.01, 0.2], 2: [0.03, 0.3], 3: [0.02, 0.1]}
+    lines = speed_table({"ch5-speed-2": [0.066, 0.31]}, {"ch5-speed-2": history}).splitlines()
+    assert lines[2] == "| ch5-speed-2 | 1 | 0.066 | 0.02 (0.01–0.03, n=3) |"
+    assert lines[3] == "| ch5-speed-2 | 2 | 0.31 | 0.2 (0.1–0.3, n=3) |"
+    assert lines[4] == "| ch5-speed-2 | last / first | 4.7x | 10x (5–20, n=3) |"
+    # a run that has not trained yet keeps its book values and dashes
+    assert speed_table({"ch5-speed-2": [0.066, 0.31]}, {}).splitlines()[2].endswith("| — |")

@@ -13,7 +13,8 @@ tiny epochs, like chapter 3's 100-image training sets) a record is made (accurac
 ``epoch`` (0-based), ``eta``, ``seconds`` (training loop only), ``eval_seconds``,
 ``validation_accuracy``, ``test_accuracy`` (when those sets are given), and when monitored
 ``training_cost``, ``training_accuracy``, ``validation_cost``, ``gradient_norms``
-(||dC/db^l|| per layer over the first 1000 training examples).
+(||dC/db^l|| per layer over the first 1000 training examples, measured at the *start* of the
+epoch as the book's chapter 5 script does, so epoch 0's are the initial network's).
 
 Costs include the regularisation term as network2.py's ``total_cost`` does: c = lmbda / n with
 n the size of the set being evaluated (``network2`` scaling), or the training coefficient
@@ -290,11 +291,14 @@ def fit(
                 record["validation_cost"] = net.total_cost(*val, reg, val_coef)
         if test is not None:
             record["test_accuracy"] = net.accuracy(*test)
-        if monitor["gradient_norms"]:
-            k = min(GRADIENT_NORM_EXAMPLES, n)
-            record["gradient_norms"] = net.gradient_norms(x[:k], labels[:k])
         record["eval_seconds"] = time.perf_counter() - t0
         return record
+
+    def start_of_epoch_norms() -> tuple[list, float]:
+        """||dC/db^l|| before the epoch trains (ch. 5's speed of learning) and its seconds."""
+        t0 = time.perf_counter()
+        k = min(GRADIENT_NORM_EXAMPLES, n)
+        return net.gradient_norms(x[:k], labels[:k]), time.perf_counter() - t0
 
     try:
         for epoch in range(epochs):
@@ -302,6 +306,8 @@ def fit(
                 from tqdm.auto import tqdm  # noqa: PLC0415
 
                 bar = tqdm(total=(n + m - 1) // m, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5)
+            recorded = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
+            norms = start_of_epoch_norms() if recorded and monitor["gradient_norms"] else None
             t0 = time.perf_counter()
             order = net.xp.asarray(next_order()) if next_order is not None else None
             graphs = run_epoch(net, opt, x, y, m, eta, order, bar.update if bar is not None else None,
@@ -310,9 +316,12 @@ def fit(
             if bar is not None:
                 bar.close()
                 bar = None
-            if (epoch + 1) % eval_every and epoch != epochs - 1:
+            if not recorded:
                 continue  # not an evaluation epoch: early stopping counts evaluations
             record = evaluate(epoch, train_seconds)
+            if norms is not None:
+                record["gradient_norms"] = norms[0]
+                record["eval_seconds"] += norms[1]
             train_seconds = 0.0
             history.records.append(record)
             track_best(history, record, net)

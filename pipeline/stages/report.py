@@ -51,7 +51,9 @@ def main() -> None:
             for i in params["book"] if i.startswith("ch3-more-data"))
         save_figure(rp.more_data_plot(points, sorted(svm)), plots / "more_data.png")
         depth = {i: histories[i] for i in params["book"] if i.startswith("ch5-depth")}
-        save_figure(rp.learning_speed_plot(depth), plots / "learning_speed.png")
+        speeds = {i: run["book"]["speeds"] for i, run in params["book"].items() if run["book"].get("speeds")}
+        save_figure(rp.learning_speed_plot({i: histories[i] for i in speeds}, depth, speeds),
+                    plots / "learning_speed.png")
         for run_id in ("ch3-overfit-1k", "ch3-l2-1k"):
             save_figure(rp.overfitting_plot(run_id, histories.get(run_id, []), replay_seeds.get(run_id)),
                         plots / f"overfitting_{run_id}.png")
@@ -85,10 +87,19 @@ def main() -> None:
             "from one of its seeded scripts, that very run trained again with the script's seed "
             "and random streams (our engine, the book's draws); a difference of +0.00 means it "
             "retraced the book's run.\n\n" + replay_line)
+        speed_section = (
+            "\n## Chapter 5: the speed of learning at the start\n\n"
+            "||dC/db^l|| of each hidden layer over the first 1,000 training images, before "
+            "any training, in the book's figure runs (the book's from its one unseeded run). "
+            "The first hidden layer learns slowest, and the gap grows with depth.\n\n"
+            + rp.speed_table(speeds, histories) +
+            "\n![speed of learning](plots/learning_speed.png)\n" if speeds else "")
         write_text(out / "report.md", header + rp.markdown_table(rows) +
-                   "\n![progression](plots/progression.png)\n")
-        write_json(out / "summary.json", {"profile": profile, "generated": stamp,
-                                          "machine": machine, "rows": rows})
+                   "\n![progression](plots/progression.png)\n" + speed_section)
+        write_json(out / "summary.json", {
+            "profile": profile, "generated": stamp, "machine": machine, "rows": rows,
+            "initial_speeds": {i: {"book": speeds[i], "ours": rp.initial_speeds(histories[i])}
+                               for i in speeds}})
         log(f"report: {len(rows)} rows, {sum(r['within'] for r in within)}/{len(within)} "
             f"within tolerance -> {out / 'report.md'}")
 
