@@ -248,15 +248,17 @@ def more_data_plot(points: list[tuple[int, float | None, float | None]], svm: li
     return fig
 
 
+def _hidden_norm_keys(rows: list[dict]) -> list[str]:
+    """history.csv's ``grad_norm_layer<i>`` columns in layer order, the output layer left out."""
+    keys = sorted({k for r in rows for k in r if k.startswith("grad_norm_layer")},
+                  key=lambda k: int(k.removeprefix("grad_norm_layer")))
+    return keys[:-1]
+
+
 def initial_speeds(rows: list[dict]) -> dict[int, list[float]]:
     """Each seed's ||dC/db^l|| of the hidden layers at the start of training (epoch 0)."""
-    speeds = {}
-    for r in rows:
-        if r.get("epoch") == 0:
-            layers = sorted((k for k in r if k.startswith("grad_norm_layer")),
-                            key=lambda k: int(k.removeprefix("grad_norm_layer")))
-            speeds[int(r.get("seed", 1))] = [r[k] for k in layers[:-1]]  # the last is the output
-    return speeds
+    return {int(r.get("seed", 1)): [r[k] for k in _hidden_norm_keys([r])]
+            for r in rows if r.get("epoch") == 0}
 
 
 def speed_table(book: dict[str, list[float]], histories: dict[str, list[dict]]) -> str:
@@ -293,42 +295,38 @@ def learning_speed_plot(figure: dict[str, list[dict]], depth: dict[str, list[dic
     book's starting values (``book``) as black marks at epoch 0. Bottom: the same measure
     during the accuracy runs of ``depth`` (50,000 images, mini-batches of 10).
     """
-    panels = [(row, run_id, rows) for row, group in enumerate((figure, depth))
-              for run_id, rows in group.items()]
-    cols = max(1, len(figure), len(depth))
-    nrows = max(1, int(bool(figure)) + int(bool(depth)))
+    groups = [group for group in (figure, depth) if group]
+    cols = max([1] + [len(group) for group in groups])
+    nrows = max(1, len(groups))
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.6 * nrows), squeeze=False)
-    used = set()
-    for row, run_id, rows in panels:
-        r = row if nrows == 2 else 0
-        col = list((figure, depth)[row]).index(run_id)
-        ax = axes[r, col]
-        used.add((r, col))
-        first_seed = min((x.get("seed", 1) for x in rows), default=1)
-        layers = sorted({k for x in rows for k in x if k.startswith("grad_norm_layer")},
-                        key=lambda k: int(k.removeprefix("grad_norm_layer")))
-        for key in layers[:-1]:  # hidden layers; the last is the output layer
-            pts = [(x["epoch"], x[key]) for x in rows if key in x and x.get("seed", 1) == first_seed]
-            if pts:
-                ax.semilogy(*zip(*pts), linewidth=1.2, label=key.replace("grad_norm_layer", "hidden layer "))
-        if book and run_id in book:
-            ax.semilogy([0] * len(book[run_id]), book[run_id], "k_", markersize=12, label="book, at the start")
-        ax.set_title(run_id, fontsize=9)
-        ax.set_xlabel("epoch (norms at its start)")
-        ax.grid(alpha=0.3, which="both")
-        if ax.has_data():
-            ax.legend(fontsize=7)
+    for r, group in enumerate(groups):
+        for col, (run_id, rows) in enumerate(group.items()):
+            _speed_panel(axes[r, col], run_id, rows, (book or {}).get(run_id))
+        for col in range(len(group), cols):
+            axes[r, col].axis("off")
     for r in range(nrows):
         axes[r, 0].set_ylabel("speed of learning ||dC/db||")
-        for col in range(cols):
-            if (r, col) not in used:
-                axes[r, col].axis("off")
     title = "chapter 5: the first hidden layer learns slowest"
     if figure and depth:
         title += " (top: the book's figure, 1,000 images in one batch; bottom: the accuracy runs)"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _speed_panel(ax, run_id: str, rows: list[dict], book: list[float] | None) -> None:
+    first_seed = min((x.get("seed", 1) for x in rows), default=1)
+    for key in _hidden_norm_keys(rows):
+        pts = [(x["epoch"], x[key]) for x in rows if key in x and x.get("seed", 1) == first_seed]
+        if pts:
+            ax.semilogy(*zip(*pts), linewidth=1.2, label=key.replace("grad_norm_layer", "hidden layer "))
+    if book:
+        ax.semilogy([0] * len(book), book, "k_", markersize=12, label="book, at the start")
+    ax.set_title(run_id, fontsize=9)
+    ax.set_xlabel("epoch (norms at its start)")
+    ax.grid(alpha=0.3, which="both")
+    if ax.has_data():
+        ax.legend(fontsize=7)
 
 
 def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = None):
