@@ -92,7 +92,8 @@ def run_row(metrics: dict) -> dict:
             "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
             "profile": metrics.get("profile"),
             "replay": (metrics.get("replay") or {}).get("value"),
-            "replay_script": (metrics.get("replay") or {}).get("script")}
+            "replay_script": (metrics.get("replay") or {}).get("script"),
+            "replay_seed": (metrics.get("replay") or {}).get("seed")}
 
 
 def _seed_values(row: dict) -> list[float]:

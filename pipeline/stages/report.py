@@ -20,15 +20,12 @@ def main() -> None:
     with stage("report"):
         rows = rp.baseline_rows(cfg, rp.read_json(out / "baselines" / "metrics.json"))
         histories: dict[str, list[dict]] = {}
-        replay_seeds: dict[str, int] = {}
         for run_id in [*params["book"], params["ensemble"]["id"]]:
             metrics = rp.read_json(out / run_id / "metrics.json")
             if metrics is None:
                 raise SystemExit(f"report: results/{run_id}/metrics.json is missing: "
                                  f"run `dvc repro train@{run_id}` first")
             rows.append(rp.run_row(metrics))
-            if metrics.get("replay"):
-                replay_seeds[run_id] = metrics["replay"]["seed"]
             histories[run_id] = rp.read_history(out / run_id / "history.csv")
         rows = [rp.with_verdict(r, cfg["tolerance_pp"]) for r in rows]
 
@@ -51,11 +48,13 @@ def main() -> None:
             for i in params["book"] if i.startswith("ch3-more-data"))
         save_figure(rp.more_data_plot(points, sorted(svm)), plots / "more_data.png")
         depth = {i: histories[i] for i in params["book"] if i.startswith("ch5-depth")}
-        speeds = {i: run["book"]["speeds"] for i, run in params["book"].items() if run["book"].get("speeds")}
+        speeds = {i: run["book"]["speeds"] for i, run in params["book"].items()
+                  if run["book"].get("speeds")}
         save_figure(rp.learning_speed_plot({i: histories[i] for i in speeds}, depth, speeds),
                     plots / "learning_speed.png")
         for run_id in ("ch3-overfit-1k", "ch3-l2-1k"):
-            save_figure(rp.overfitting_plot(run_id, histories.get(run_id, []), replay_seeds.get(run_id)),
+            replay_seed = by_id.get(run_id, {}).get("replay_seed")
+            save_figure(rp.overfitting_plot(run_id, histories.get(run_id, []), replay_seed),
                         plots / f"overfitting_{run_id}.png")
 
         within = [r for r in rows if r["within"] is not None]
