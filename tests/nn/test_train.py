@@ -63,6 +63,24 @@ def test_it_learns_and_records_every_epoch(data):
     assert not history.interrupted and history.stopped_early is None
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_measuring_gradient_norms_leaves_the_training_untouched(data, dropout):
+    """The norms are one extra backprop before each epoch; weights and records come out the same."""
+    train, val, _ = data
+    layers = [dict(SOFTMAX_NET[0], dropout=dropout), SOFTMAX_NET[1]]
+    runs = []
+    for monitored in (True, False):
+        s = make_spec(layers, "log_likelihood", epochs=3, batch_size=10, eta=0.5,
+                      monitor={"gradient_norms": monitored})
+        net = build_network(s)
+        history = fit(net, s, train, val, log=None, progress=False)
+        runs.append((net.state_dict(), [r["validation_accuracy"] for r in history.records]))
+    (monitored_weights, monitored_acc), (plain_weights, plain_acc) = runs
+    assert monitored_acc == plain_acc
+    for name, w in plain_weights.items():
+        numpy.testing.assert_array_equal(monitored_weights[name], w)
+
+
 def test_monitored_costs_include_the_network2_penalty(data):
     train, val, test = data
     s = spec(epochs=1, regularization={"kind": "l2", "lmbda": 4.0}, monitor={"training_cost": True, "validation_cost": True})
