@@ -88,7 +88,7 @@ def main() -> None:
             "retraced the book's run.\n\n" + replay_line)
         speed_section = (
             "\n## Chapter 5: the speed of learning at the start\n\n"
-            "||dC/db^l|| of each hidden layer over the first 1,000 training images, before "
+            "‖∂C/∂b^l‖ of each hidden layer over the first 1,000 training images, before "
             "any training, in the book's figure runs (the book's from its one unseeded run). "
             "The first hidden layer learns slowest, and the gap grows with depth.\n\n"
             + rp.speed_table(speeds, histories) +
