@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -283,8 +284,7 @@ def _median_range(values: list[float], unit: str = "") -> str:
     if not values:
         return "—"
     n = len(values)
-    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
-    text = f"{median:.3g}{unit}"
+    text = f"{statistics.median(values):.3g}{unit}"
     return text + (f" ({values[0]:.3g}–{values[-1]:.3g}, n={n})" if n > 1 else " (n=1)")
 
 
