@@ -6,7 +6,8 @@ next (``'book.<id>.seeds=[3]'``). Each run writes its own ``metrics.json`` and `
 This script finds every ``metrics.json`` under the folders it is given, merges the seeds of
 each id, and computes the book's rule and the honest mean ± std over all of them, exactly as
 one run of every seed would (``pipeline.results``). Runs of one id must agree on profile,
-training data and the book's figure, and no seed may appear twice. ``metrics.json`` does not
+training data, the book's figure and, where they replay the book's own run, its result; no
+seed may appear twice. Rows with a replay get a column for it. ``metrics.json`` does not
 hold the run's config, so the rest is the caller's care: override nothing but the seeds.
 
 ``--vote`` adds the ensemble's row from a ``scripts/vote_saved_nets.py`` file, against the
@@ -64,6 +65,11 @@ def merge(runs: list[dict]) -> dict:
             where[seed] = run["path"]
             seeds.append({"seed": seed, "summary": summary, "records": run["records"][seed]})
     seeds.sort(key=lambda s: s["seed"])
+    replays = {json.dumps(run["replay"], sort_keys=True): run["replay"] for run in runs
+               if run.get("replay")}
+    if len(replays) > 1:
+        raise SystemExit(f"{first['id']}: the runs replayed the book's run with different "
+                         "results; only runs of the same configuration can be merged")
     book = first["book"]
     ours = results.book_rule(seeds, book["metric"], book["runs"])
     honest = results.honest(seeds)
@@ -74,7 +80,16 @@ def merge(runs: list[dict]) -> dict:
         "epochs": max(run["epochs"] for run in runs),
         "best_epochs": [s["summary"]["best_epoch"] for s in seeds],
         "walls": [run["wall_seconds"] for run in sorted(runs, key=_first_seed)],
+        "replay": _replay(next(iter(replays.values()), None), book.get("value")),
     }
+
+
+def _replay(replay: dict | None, book: float | None) -> dict | None:
+    """The book's own run, replayed with its script's seed (the row's ``replay`` block)."""
+    if replay is None:
+        return None
+    return {"script": replay["script"], "seed": replay["seed"], "value": replay["value"],
+            "difference_pp": _diff_pp(replay["value"], book)}
 
 
 def _first_seed(run: dict) -> int:
@@ -108,12 +123,17 @@ def _seeds(seeds: list[int]) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The rows as a markdown table; a replay column only where some row has a replay."""
+    with_replay = any(r.get("replay") for r in rows)
     lines = ["| id | seeds | epochs | wall, run by run | ours, book's rule | book | diff (pp) "
-             "| test at best val., mean ± std | best-val. epochs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             + ("| the book's run, replayed " if with_replay else "")
+             + "| test at best val., mean ± std | best-val. epochs |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_replay else "")]
     for r in rows:
         book = f"{100 * r['book']['value']:.2f}" if r["book"].get("value") is not None else "—"
         diff = "—" if r["difference_pp"] is None else f"{r['difference_pp']:+.2f}"
+        if with_replay:
+            diff += f" | {_replay_cell(r.get('replay'))}"
         if "members" in r:
             lines.append(f"| {r['id']} | vote of {r['members']} nets | — | — | "
                          f"{100 * r['test_accuracy']:.2f} ({r['test_errors']} errors) | {book} "
@@ -129,6 +149,13 @@ def markdown(rows: list[dict]) -> str:
                      f"{' + '.join(_duration(w) for w in r['walls'])} | {ours} | {book} | {diff} "
                      f"| {mean} | {', '.join(map(str, r['best_epochs']))} |")
     return "\n".join(lines) + "\n"
+
+
+def _replay_cell(replay: dict | None) -> str:
+    if not replay:
+        return "—"
+    diff = "" if replay["difference_pp"] is None else f" ({replay['difference_pp']:+.2f})"
+    return f"{100 * replay['value']:.2f}{diff}"
 
 
 def table(folders: list[Path], votes: list[Path], params: dict) -> list[dict]:

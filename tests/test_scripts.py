@@ -157,3 +157,23 @@ def test_compare_with_book_figures_finds_the_first_epoch_that_differs(tmp_path):
     done = run_script()
     assert done.returncode == 1
     assert "ch3-init-30-large" in done.stdout and "DIFFERS: epoch 1: ours 9044, the book's 9045" in done.stdout
+
+
+def test_book_profile_table_shows_the_replay_only_where_a_row_has_one(tmp_path):
+    measured = MEASURED / "2026-12-01-cpu-book-ch1-5" / "ch3-l2-30" / "metrics.json"
+    replay = json.loads(measured.read_text())["replay"]
+    _split_run(measured, [[1], [2, 3]], tmp_path / "runs")
+    rows, text = _table(tmp_path, tmp_path / "runs")
+    assert rows["ch3-l2-30"]["replay"]["value"] == replay["value"]
+    assert rows["ch3-l2-30"]["replay"]["difference_pp"] == round(100 * replay["difference"], 2)
+    assert "the book's run, replayed" in text and f"| {100 * replay['value']:.2f} (+0.00) |" in text
+
+    # runs that replayed the book's run differently are not one configuration
+    other = tmp_path / "runs" / "run1" / "metrics.json"
+    other.write_text(json.dumps(dict(json.loads(other.read_text()),
+                                     replay=dict(replay, value=replay["value"] - 0.01))))
+    done = _run_table(tmp_path / "runs")
+    assert done.returncode == 1 and "replayed the book's run with different" in done.stderr
+
+    ch6 = _run_table(MEASURED / "2026-11-30-cpu-book" / "ch6-2fc")
+    assert ch6.returncode == 0 and "replayed" not in ch6.stdout
