@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Writes constraints.txt: the exact version of every package that `pip install -e '.[dev]'`
 # brings in, from a fresh virtual environment (so nothing installed by hand slips in).
-# pyproject.toml keeps ranges; this file records one environment that is known to work and
-# that the README's figures were measured with. Use: pip install -c constraints.txt -e '.[dev]'
+# pyproject.toml keeps ranges; this file records one environment that is known to work.
+# Use: pip install -c constraints.txt -e '.[dev]'
 # Usage: bash scripts/freeze_constraints.sh   (from the repo root; takes a minute or two)
 set -euo pipefail
 cd "$(dirname "$0")/.."
