@@ -65,8 +65,9 @@ def merge(runs: list[dict]) -> dict:
             where[seed] = run["path"]
             seeds.append({"seed": seed, "summary": summary, "records": run["records"][seed]})
     seeds.sort(key=lambda s: s["seed"])
-    replays = {json.dumps(run["replay"], sort_keys=True): run["replay"] for run in runs
-               if run.get("replay")}
+    # one replay per result: each run logs its own replay (MLflow id, wall), all must agree
+    replays = {(run["replay"]["script"], run["replay"]["seed"], run["replay"]["value"]):
+               run["replay"] for run in runs if run.get("replay")}
     if len(replays) > 1:
         raise SystemExit(f"{first['id']}: the runs replayed the book's run with different "
                          "results; only runs of the same configuration can be merged")

@@ -168,8 +168,14 @@ def test_book_profile_table_shows_the_replay_only_where_a_row_has_one(tmp_path):
     assert rows["ch3-l2-30"]["replay"]["difference_pp"] == round(100 * replay["difference"], 2)
     assert "the book's run, replayed" in text and f"| {100 * replay['value']:.2f} (+0.00) |" in text
 
-    # runs that replayed the book's run differently are not one configuration
+    # each run logs its own replay: another MLflow run and wall time are the same result
     other = tmp_path / "runs" / "run1" / "metrics.json"
+    other.write_text(json.dumps(dict(json.loads(other.read_text()),
+                                     replay=dict(replay, mlflow_run_id="another", summary={}))))
+    rows, _ = _table(tmp_path, tmp_path / "runs")
+    assert rows["ch3-l2-30"]["replay"]["value"] == replay["value"]
+
+    # runs that replayed the book's run differently are not one configuration
     other.write_text(json.dumps(dict(json.loads(other.read_text()),
                                      replay=dict(replay, value=replay["value"] - 0.01))))
     done = _run_table(tmp_path / "runs")
