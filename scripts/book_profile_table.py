@@ -55,16 +55,7 @@ def merge(runs: list[dict]) -> dict:
                 raise SystemExit(f"{first['id']}: {key} differs between {first['path']} "
                                  f"({first.get(key)!r}) and {run['path']} ({run.get(key)!r}); "
                                  "only runs of the same configuration can be merged")
-    seeds, where = [], {}
-    for run in runs:
-        for summary in run["seeds"]:
-            seed = summary["seed"]
-            if seed in where:
-                raise SystemExit(f"{first['id']}: seed {seed} is in both {where[seed]} and "
-                                 f"{run['path']}; keep one of them")
-            where[seed] = run["path"]
-            seeds.append({"seed": seed, "summary": summary, "records": run["records"][seed]})
-    seeds.sort(key=lambda s: s["seed"])
+    seeds = seeds_of(runs)
     # one replay per result: each run logs its own replay (MLflow id, wall), all must agree
     replays = {(run["replay"]["script"], run["replay"]["seed"], run["replay"]["value"]):
                run["replay"] for run in runs if run.get("replay")}
@@ -83,6 +74,21 @@ def merge(runs: list[dict]) -> dict:
         "walls": [run["wall_seconds"] for run in sorted(runs, key=_first_seed)],
         "replay": _replay(next(iter(replays.values()), None), book.get("value")),
     }
+
+
+def seeds_of(runs: list[dict]) -> list[dict]:
+    """Every seed of one id's runs (``seed``, ``summary``, ``records``), in seed order; a seed
+    in two runs is refused."""
+    seeds, where = [], {}
+    for run in runs:
+        for summary in run["seeds"]:
+            seed = summary["seed"]
+            if seed in where:
+                raise SystemExit(f"{run['id']}: seed {seed} is in both {where[seed]} and "
+                                 f"{run['path']}; keep one of them")
+            where[seed] = run["path"]
+            seeds.append({"seed": seed, "summary": summary, "records": run["records"][seed]})
+    return sorted(seeds, key=lambda s: s["seed"])
 
 
 def _replay(replay: dict | None, book: float | None) -> dict | None:
