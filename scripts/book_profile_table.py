@@ -165,8 +165,8 @@ def _replay_cell(replay: dict | None) -> str:
     return f"{100 * replay['value']:.2f}{diff}"
 
 
-def table(folders: list[Path], votes: list[Path], params: dict) -> list[dict]:
-    """Every id's merged row, in ``params.yaml``'s order, then the ensembles' rows."""
+def runs_by_id(folders: list[Path]) -> dict[str, list[dict]]:
+    """Every run (``read_run``) whose ``metrics.json`` is below ``folders``, by id."""
     by_id: dict[str, list[dict]] = {}
     for folder in folders:
         paths = sorted(folder.rglob("metrics.json"))
@@ -175,6 +175,21 @@ def table(folders: list[Path], votes: list[Path], params: dict) -> list[dict]:
         for path in paths:
             run = read_run(path)
             by_id.setdefault(run["id"], []).append(run)
+    return by_id
+
+
+def write_outputs(text: str, rows: list[dict], out: Path | None, json_path: Path | None) -> None:
+    """Print the markdown ``text``; also write it to ``out`` and ``rows`` to ``json_path``."""
+    print(text, end="")
+    if out:
+        write_text(out, text)
+    if json_path:
+        write_text(json_path, json.dumps(rows, indent=2) + "\n")
+
+
+def table(folders: list[Path], votes: list[Path], params: dict) -> list[dict]:
+    """Every id's merged row, in ``params.yaml``'s order, then the ensembles' rows."""
+    by_id = runs_by_id(folders)
     order = list(params.get("book", {}))
     ids = sorted(by_id, key=lambda i: (order.index(i) if i in order else len(order), i))
     rows = [merge(by_id[i]) for i in ids]
@@ -194,12 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     params = yaml.safe_load(args.params.read_text())
     rows = table(args.folders, args.vote, params)
-    text = markdown(rows)
-    print(text, end="")
-    if args.out:
-        write_text(args.out, text)
-    if args.json:
-        write_text(args.json, json.dumps(rows, indent=2) + "\n")
+    write_outputs(markdown(rows), rows, args.out, args.json)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,9 @@ import json
 from pathlib import Path
 
 import yaml
-from book_profile_table import read_run, seeds_of  # scripts/ is on sys.path when run as a script
+from book_profile_table import runs_by_id, seeds_of, write_outputs  # scripts/ is on sys.path when run as a script
 
 from pipeline import results
-from pipeline.atomic import write_text
 from pipeline.nn.train import History, track_best
 
 
@@ -160,14 +159,7 @@ def markdown(rows: list[dict]) -> str:
 def frontier(folders: list[Path], params: dict, quick: dict | None) -> tuple[list[dict], list[str]]:
     """Every id under ``folders`` that ``params`` (the quick profile) trains, in its order,
     and why the ids it had to skip were skipped."""
-    by_id: dict[str, list[dict]] = {}
-    for folder in folders:
-        paths = sorted(folder.rglob("metrics.json"))
-        if not paths:
-            raise SystemExit(f"{folder}: no metrics.json below it")
-        for path in paths:
-            run = read_run(path)
-            by_id.setdefault(run["id"], []).append(run)
+    by_id = runs_by_id(folders)
     if params.get("profile", {}).get("name") != "quick":
         raise SystemExit("--params: not the quick profile's; write it with "
                          "`python -m pipeline.config profile=quick`")
@@ -204,11 +196,7 @@ def main() -> None:
     quick = json.loads(args.quick.read_text()) if args.quick else None
     rows, skipped = frontier(args.folders, params, quick)
     text = markdown(rows) + "".join(f"- Skipped {s}.\n" for s in skipped)
-    print(text, end="")
-    if args.out:
-        write_text(args.out, text)
-    if args.json:
-        write_text(args.json, json.dumps(rows, indent=2) + "\n")
+    write_outputs(text, rows, args.out, args.json)
 
 
 if __name__ == "__main__":
