@@ -1,6 +1,7 @@
 """Every run of the book is a valid config, in every profile; bad configs are named clearly."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ BOOK_IDS = {  # the rows of shared BOOK.md (plus chapter 3's runs without a figu
 }
 
 
-@pytest.fixture(scope="module", params=["quick", "book", "smoke"])
+@pytest.fixture(scope="module", params=["quick", "tolerance", "book", "smoke"])
 def profile_params(request):
     return yaml.safe_load(compose(REPO_ROOT, [f"profile={request.param}"]))
 
@@ -47,6 +48,27 @@ def test_book_profile_keeps_the_books_hyperparameters():
     # BOOK.md: chapters 1 and 6 report the best of three runs, chapters 3 and 5 one run
     assert {run["book"]["runs"] for run in book.values() if run["chapter"] in (1, 6)} == {3}
     assert {run["book"]["runs"] for run in book.values() if run["chapter"] in (3, 5)} == {1}
+
+
+def test_tolerance_profile_is_quick_with_the_epochs_read_off_the_book_runs():
+    """conf/profile/tolerance.yaml: the quick profile, where a chapter 6 row needs more epochs
+    for every set of seeds to land inside its tolerance, with those epochs (the measured file
+    scripts/epochs_to_tolerance.py wrote), and nothing else changed."""
+    quick = yaml.safe_load(compose(REPO_ROOT, ["profile=quick"]))
+    tolerance = yaml.safe_load(compose(REPO_ROOT, ["profile=tolerance"]))
+    measured = REPO_ROOT / "docs" / "measurements" / "2026-11-30-cpu-book" / "epochs-to-tolerance.json"
+    needed = {r["id"]: r["first_inside"] for r in json.loads(measured.read_text())}
+    assert tolerance["profile"] == dict(quick["profile"], name="tolerance")
+    assert {k: v for k, v in tolerance.items() if k not in ("book", "profile")} == \
+        {k: v for k, v in quick.items() if k not in ("book", "profile")}
+    for book_id, run in tolerance["book"].items():
+        epochs = quick["book"][book_id]["training"]["epochs"]
+        if book_id in needed:
+            epochs = max(epochs, needed[book_id])
+        assert run == dict(quick["book"][book_id], training=dict(
+            quick["book"][book_id]["training"], epochs=epochs)), book_id
+    assert {i for i in needed if needed[i] > quick["book"][i]["training"]["epochs"]} == {
+        i for i in tolerance["book"] if tolerance["book"][i] != quick["book"][i]}
 
 
 @pytest.mark.parametrize("path,value,fragment", [
