@@ -30,7 +30,9 @@ import json
 from pathlib import Path
 
 import yaml
-from book_profile_table import runs_by_id, seeds_of, write_outputs  # scripts/ is on sys.path when run as a script
+
+# scripts/ is on sys.path when this runs as a script
+from book_profile_table import runs_by_id, seeds_of, write_outputs
 
 from pipeline import results
 from pipeline.nn.train import History, track_best
@@ -58,7 +60,8 @@ def first_epochs(seed: dict, k: int) -> dict:
 
 def rule_at(seeds: list[dict], k: int, book: dict) -> float:
     """The book's rule over ``seeds`` trained ``k`` epochs."""
-    value = results.book_rule([first_epochs(s, k) for s in seeds], book["metric"], book["runs"])["value"]
+    cut = [first_epochs(s, k) for s in seeds]
+    value = results.book_rule(cut, book["metric"], book["runs"])["value"]
     if value is None:
         raise SystemExit(f"no {book['metric']} in the first {k} epochs of seeds "
                          f"{[s['seed'] for s in seeds]}")
@@ -79,7 +82,8 @@ def row(run_id: str, runs: list[dict], quick_cfg: dict, quick_row: dict | None,
                    "book-profile runs given")
     n = len(quick_seeds)
     # the epoch counts after which every seed was evaluated (some rows evaluate every N epochs)
-    ks = sorted(set.intersection(*({int(r["epoch"]) + 1 for r in s["records"]} for s in seeds.values())))
+    ks = sorted(set.intersection(*({int(r["epoch"]) + 1 for r in s["records"]}
+                                   for s in seeds.values())))
     if quick_epochs not in ks:
         raise Skip(f"{run_id}: the book-profile runs have no evaluation after the quick "
                    f"profile's {quick_epochs} epochs")
@@ -141,7 +145,8 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['id']} | {100 * r['book']:.2f} | {r['quick_epochs']}, "
             f"{at_quick['quick_seeds']:+.2f} | {_range(at_quick['low'], at_quick['high'])} "
-            f"({r['sets']} set{'s' if r['sets'] != 1 else ''} of {r['n']} of seeds {', '.join(map(str, r['book_seeds']))}) | "
+            f"({r['sets']} set{'s' if r['sets'] != 1 else ''} of {r['n']} of seeds "
+            f"{', '.join(map(str, r['book_seeds']))}) | "
             f"{first or 'never'} | {stays or 'never'} (of {r['epochs_trained']}) | {there} | "
             f"{extra} |")
     lines.append("")
@@ -156,7 +161,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def frontier(folders: list[Path], params: dict, quick: dict | None) -> tuple[list[dict], list[str]]:
+def frontier(folders: list[Path], params: dict,
+             quick: dict | None) -> tuple[list[dict], list[str]]:
     """Every id under ``folders`` that ``params`` (the quick profile) trains, in its order,
     and why the ids it had to skip were skipped."""
     by_id = runs_by_id(folders)
