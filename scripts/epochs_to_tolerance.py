@@ -1,25 +1,27 @@
 """How many epochs each row needs to land inside its tolerance, read off book-profile runs.
 
-A quick-profile run of k epochs is, epoch by epoch, the first k epochs of the book-profile run
-with the same seed: training is deterministic for a seed, and nothing in it looks ahead to
-how many epochs follow. So the per-epoch histories of the book profile's runs
-(``docs/measurements/2026-11-30-cpu-book``) say exactly what the quick profile would report
-with any number of epochs and any of the seeds trained. This script applies the book's rule
-(``pipeline.results``) to the first k epochs of every set of n seeds, n being the quick
-profile's number of seeds for the row, and reports for each row:
+A run of k epochs is, epoch by epoch, the first k epochs of the book-profile run with the same
+seed: training is deterministic for a seed, and nothing in it looks ahead to how many epochs
+follow. So the per-epoch histories of the book profile's runs
+(``docs/measurements/2026-11-30-cpu-book``) say exactly what a profile that cuts epochs
+(``quick``, ``fast``) would report with any number of epochs and any of the seeds trained.
+This script applies the book's rule (``pipeline.results``) to the first k epochs of every set
+of n seeds, n being the profile's number of seeds for the row, and reports for each row:
 
-- the quick profile's own figure, recomputed from the first epochs of its seeds and checked
-  against the quick run's ``summary.json`` (a mismatch stops the script: the two runs would
-  not be the same training);
+- the profile's own figure, recomputed from the first epochs of its seeds and, given a run of
+  that profile (``--run``, its ``summary.json``), checked against it (a mismatch stops the
+  script: the two would not be the same training);
 - the fewest epochs at which every set of n seeds is inside the tolerance, and the fewest
   from which every set stays inside up to the book's epochs: choices of epochs that do not
   hang on which seeds happen to be drawn (k runs over the epochs after which the runs were
   evaluated: every epoch, or every N for chapter 3's small training sets);
-- what those epochs would add to the quick run, at the quick run's own seconds per epoch
-  (a projection from a measured wall, labelled so).
+- what those epochs would add to that run, at its own seconds per epoch (a projection from a
+  measured wall, labelled so).
+
+conf/profile/quick.yaml's chapter 6 epochs are the "every set inside at epoch" column of
 
     python scripts/epochs_to_tolerance.py docs/measurements/2026-11-30-cpu-book \\
-        --quick docs/measurements/2026-12-01-cpu-quick-2/summary.json
+        --profile fast --run docs/measurements/2026-12-01-cpu-quick-2/summary.json
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import json
 from pathlib import Path
 
 import yaml
+
+from pipeline.config import compose
 
 # scripts/ is on sys.path when this runs as a script
 from book_profile_table import runs_by_id, seeds_of, write_outputs
@@ -68,25 +72,29 @@ def rule_at(seeds: list[dict], k: int, book: dict) -> float:
     return value
 
 
-def row(run_id: str, runs: list[dict], quick_cfg: dict, quick_row: dict | None,
+def row(run_id: str, runs: list[dict], cfg: dict, run_row: dict | None,
         tolerance_pp: float) -> dict:
     """One row's frontier: the book's rule over every n-seed set, epoch by epoch."""
     book = runs[0]["book"]
     if book.get("value") is None:
         raise Skip(f"{run_id}: the book gives no figure for it")
     seeds = {s["seed"]: s for s in seeds_of(runs)}
-    quick_seeds, quick_epochs = list(quick_cfg["seeds"]), quick_cfg["training"]["epochs"]
-    missing = sorted(set(quick_seeds) - set(seeds))
+    cut_seeds, cut_epochs = list(cfg["seeds"]), cfg["training"]["epochs"]
+    missing = sorted(set(cut_seeds) - set(seeds))
     if missing:
-        raise Skip(f"{run_id}: the quick profile's seeds {missing} are not in the "
-                   "book-profile runs given")
-    n = len(quick_seeds)
+        raise Skip(f"{run_id}: the profile's seeds {missing} are not in the book-profile runs "
+                   "given")
+    if run_row is not None and (run_row["epochs"], run_row["n_seeds"]) != (cut_epochs, len(cut_seeds)):
+        raise SystemExit(f"{run_id}: --run trained {run_row['epochs']} epochs of "
+                         f"{run_row['n_seeds']} seeds, the profile {cut_epochs} of "
+                         f"{len(cut_seeds)}; give the summary.json of a run of this profile")
+    n = len(cut_seeds)
     # the epoch counts after which every seed was evaluated (some rows evaluate every N epochs)
     ks = sorted(set.intersection(*({int(r["epoch"]) + 1 for r in s["records"]}
                                    for s in seeds.values())))
-    if quick_epochs not in ks:
-        raise Skip(f"{run_id}: the book-profile runs have no evaluation after the quick "
-                   f"profile's {quick_epochs} epochs")
+    if cut_epochs not in ks:
+        raise Skip(f"{run_id}: the book-profile runs have no evaluation after the profile's "
+                   f"{cut_epochs} epochs")
     sets = list(itertools.combinations(sorted(seeds), n))
 
     def diff_pp(value: float) -> float:
@@ -96,55 +104,55 @@ def row(run_id: str, runs: list[dict], quick_cfg: dict, quick_row: dict | None,
     for k in ks:
         diffs = [diff_pp(rule_at([seeds[s] for s in chosen], k, book)) for chosen in sets]
         by_k.append({"epochs": k, "low": min(diffs), "high": max(diffs),
-                     "quick_seeds": diff_pp(rule_at([seeds[s] for s in quick_seeds], k, book))})
-    quick_value = rule_at([seeds[s] for s in quick_seeds], quick_epochs, book)
-    if quick_row is not None and abs(quick_value - quick_row["ours"]) > 1e-9:
-        raise SystemExit(f"{run_id}: the first {quick_epochs} epochs of seeds {quick_seeds} give "
-                         f"{quick_value}, the quick run reported {quick_row['ours']}; the runs "
-                         "are not the same training")
+                     "profile_seeds": diff_pp(rule_at([seeds[s] for s in cut_seeds], k, book))})
+    value = rule_at([seeds[s] for s in cut_seeds], cut_epochs, book)
+    if run_row is not None and abs(value - run_row["ours"]) > 1e-9:
+        raise SystemExit(f"{run_id}: the first {cut_epochs} epochs of seeds {cut_seeds} give "
+                         f"{value}, the run reported {run_row['ours']}; the runs are not the "
+                         "same training")
     inside = [abs(r["low"]) <= tolerance_pp and abs(r["high"]) <= tolerance_pp for r in by_k]
     first = next((ks[i] for i in range(len(ks)) if inside[i]), None)
     stays = next((ks[i] for i in range(len(ks)) if all(inside[i:])), None)
-    per_epoch = (quick_row["wall_seconds"] / quick_epochs
-                 if quick_row and quick_row.get("wall_seconds") else None)
+    per_epoch = (run_row["wall_seconds"] / cut_epochs
+                 if run_row and run_row.get("wall_seconds") else None)
     return {
         "id": run_id, "book": book["value"], "metric": book["metric"],
         "tolerance_pp": tolerance_pp, "book_seeds": sorted(seeds), "n": n, "sets": len(sets),
-        "epochs_trained": ks[-1], "quick_epochs": quick_epochs, "quick_seeds": quick_seeds,
-        "quick_value": quick_value, "checked_against_quick_run": quick_row is not None,
-        "quick_seconds_per_epoch": per_epoch, "first_inside": first, "stays_inside_from": stays,
-        "extra_seconds": {"first_inside": _extra(first, quick_epochs, per_epoch),
-                          "stays_inside": _extra(stays, quick_epochs, per_epoch)},
+        "epochs_trained": ks[-1], "profile_epochs": cut_epochs, "profile_seeds": cut_seeds,
+        "profile_value": value, "checked_against_run": run_row is not None,
+        "run_seconds_per_epoch": per_epoch, "first_inside": first, "stays_inside_from": stays,
+        "extra_seconds": {"first_inside": _extra(first, cut_epochs, per_epoch),
+                          "stays_inside": _extra(stays, cut_epochs, per_epoch)},
         "by_epochs": by_k,
     }
 
 
-def _extra(epochs: int | None, quick_epochs: int, per_epoch: float | None) -> float | None:
-    """Seconds that ``epochs`` instead of the quick's would add (negative: save)."""
+def _extra(epochs: int | None, cut_epochs: int, per_epoch: float | None) -> float | None:
+    """Seconds that ``epochs`` instead of the profile's would add (negative: save)."""
     if epochs is None or per_epoch is None:
         return None
-    return round((epochs - quick_epochs) * per_epoch, 1)
+    return round((epochs - cut_epochs) * per_epoch, 1)
 
 
 def _range(low: float, high: float) -> str:
     return f"{low:+.2f}" if low == high else f"{low:+.2f} to {high:+.2f}"
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], profile: str) -> str:
     """The rows as a markdown table, with the projected totals at the foot."""
-    lines = ["| id | book | quick: epochs, diff (pp) | every n-seed set at the quick's epochs | "
+    lines = [f"| id | book | {profile}: epochs, diff (pp) | every n-seed set at its epochs | "
              "every set inside at epoch | and stays inside from epoch | every set, from there | "
              "extra wall, projected: first / stays |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         at = {e["epochs"]: e for e in r["by_epochs"]}
-        at_quick = at[r["quick_epochs"]]
+        at_cut = at[r["profile_epochs"]]
         first, stays = r["first_inside"], r["stays_inside_from"]
         there = "—" if stays is None else _range(at[stays]["low"], at[stays]["high"])
         extra = " / ".join("—" if v is None else f"{v:+.0f} s" for v in r["extra_seconds"].values())
         lines.append(
-            f"| {r['id']} | {100 * r['book']:.2f} | {r['quick_epochs']}, "
-            f"{at_quick['quick_seeds']:+.2f} | {_range(at_quick['low'], at_quick['high'])} "
+            f"| {r['id']} | {100 * r['book']:.2f} | {r['profile_epochs']}, "
+            f"{at_cut['profile_seeds']:+.2f} | {_range(at_cut['low'], at_cut['high'])} "
             f"({r['sets']} set{'s' if r['sets'] != 1 else ''} of {r['n']} of seeds "
             f"{', '.join(map(str, r['book_seeds']))}) | "
             f"{first or 'never'} | {stays or 'never'} (of {r['epochs_trained']}) | {there} | "
@@ -155,23 +163,22 @@ def markdown(rows: list[dict]) -> str:
         extra = [r["extra_seconds"][key] for r in rows
                  if r["extra_seconds"][key] is not None and r["extra_seconds"][key] > 0]
         lines.append(f"- Extra wall, {what}: {sum(extra) / 60:.1f} min over the {len(extra)} "
-                     "rows that need more epochs than the quick profile's (projected at each "
-                     "row's seconds per epoch in the quick run; what rows needing fewer would "
-                     "save is not subtracted).")
+                     f"rows that need more epochs than profile {profile} gives them (projected "
+                     "at each row's seconds per epoch in the run given; what rows needing fewer "
+                     "would save is not subtracted).")
     return "\n".join(lines) + "\n"
 
 
 def frontier(folders: list[Path], params: dict,
-             quick: dict | None) -> tuple[list[dict], list[str]]:
-    """Every id under ``folders`` that ``params`` (the quick profile) trains, in its order,
-    and why the ids it had to skip were skipped."""
+             run: dict | None) -> tuple[list[dict], list[str]]:
+    """Every id under ``folders`` that ``params`` (a profile's) trains, in its order, and why
+    the ids it had to skip were skipped."""
     by_id = runs_by_id(folders)
-    if params.get("profile", {}).get("name") != "quick":
-        raise SystemExit("--params: not the quick profile's; write it with "
-                         "`python -m pipeline.config profile=quick`")
-    quick_rows = {r["id"]: r for r in quick["rows"]} if quick else {}
-    if quick and quick.get("profile") != "quick":
-        raise SystemExit("--quick: not a quick-profile summary.json")
+    limits = params["profile"].get("limits") or {}
+    if any(v is not None for v in limits.values()):
+        raise SystemExit(f"profile {params['profile']['name']} limits the data ({limits}); its "
+                         "runs are not the first epochs of the book-profile runs")
+    run_rows = {r["id"]: r for r in run["rows"]} if run else {}
     tolerance = params["report"]["tolerance_pp"]
     out, skipped = [], []
     for run_id, cfg in params["book"].items():
@@ -179,29 +186,29 @@ def frontier(folders: list[Path], params: dict,
             continue
         tol = tolerance["chapter6"] if cfg["chapter"] == 6 else tolerance["default"]
         try:
-            out.append(row(run_id, by_id[run_id], cfg, quick_rows.get(run_id), tol))
+            out.append(row(run_id, by_id[run_id], cfg, run_rows.get(run_id), tol))
         except Skip as skip:
             skipped.append(str(skip))
     if not out:
-        raise SystemExit("none of the runs found is a row of the quick profile that they can "
-                         "say anything about" + "".join(f"\n  {s}" for s in skipped))
+        raise SystemExit("none of the runs found is a row of the profile that they can say "
+                         "anything about" + "".join(f"\n  {s}" for s in skipped))
     return out, skipped
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="folders searched for metrics.json")
-    parser.add_argument("--quick", type=Path, help="a quick run's summary.json: checks the "
-                        "recomputed figures and gives each row's seconds per epoch")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="the quick profile's params.yaml: its seeds, epochs, tolerances")
+    parser.add_argument("--profile", default="quick",
+                        help="the profile whose cuts are read (composed from conf/)")
+    parser.add_argument("--run", type=Path, help="a run of that profile (its summary.json): "
+                        "checks the recomputed figures and gives each row's seconds per epoch")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     parser.add_argument("--json", type=Path, help="also write the rows (JSON) here")
     args = parser.parse_args()
-    params = yaml.safe_load(args.params.read_text())
-    quick = json.loads(args.quick.read_text()) if args.quick else None
-    rows, skipped = frontier(args.folders, params, quick)
-    text = markdown(rows) + "".join(f"- Skipped {s}.\n" for s in skipped)
+    params = yaml.safe_load(compose(Path(__file__).resolve().parents[1], [f"profile={args.profile}"]))
+    run = json.loads(args.run.read_text()) if args.run else None
+    rows, skipped = frontier(args.folders, params, run)
+    text = markdown(rows, args.profile) + "".join(f"- Skipped {s}.\n" for s in skipped)
     write_outputs(text, rows, args.out, args.json)
 
 

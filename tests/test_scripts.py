@@ -188,61 +188,83 @@ def test_book_profile_table_shows_the_replay_only_where_a_row_has_one(tmp_path):
 
 
 FRONTIER = SCRIPT.with_name("epochs_to_tolerance.py")
-QUICK = MEASURED / "2026-12-01-cpu-quick-2" / "summary.json"
+FAST_RUN = MEASURED / "2026-12-01-cpu-quick-2" / "summary.json"  # profile fast, then called quick
+QUICK_RUN = MEASURED / "2026-12-01-cpu-quick-3" / "summary.json"  # profile quick
 
 
 def _frontier(tmp_path, *args):
-    return subprocess.run([sys.executable, str(FRONTIER), *map(str, args), "--params",
-                           str(MEASURED.parents[1] / "params.yaml"), "--json", tmp_path / "rows.json"],
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, str(FRONTIER), *map(str, args),
+                           "--json", tmp_path / "rows.json"], capture_output=True, text=True)
 
 
-def test_epochs_to_tolerance_recomputes_the_quick_run_from_the_book_runs_first_epochs(tmp_path):
+def _rows(tmp_path):
+    return {r["id"]: r for r in json.loads((tmp_path / "rows.json").read_text())}
+
+
+def _summary(path):
+    return {r["id"]: r for r in json.loads(path.read_text())["rows"]}
+
+
+def test_epochs_to_tolerance_recomputes_a_run_from_the_book_runs_first_epochs(tmp_path):
     book = MEASURED / "2026-11-30-cpu-book"
-    done = _frontier(tmp_path, book / "ch6-2fc", book / "ch6-fc300", "--quick", QUICK)
+    done = _frontier(tmp_path, book / "ch6-2fc", book / "ch6-fc300", "--profile", "fast",
+                     "--run", FAST_RUN)
     assert done.returncode == 0, done.stderr
-    rows = {r["id"]: r for r in json.loads((tmp_path / "rows.json").read_text())}
-    quick = {r["id"]: r for r in json.loads(QUICK.read_text())["rows"]}
+    rows, fast = _rows(tmp_path), _summary(FAST_RUN)
     for run_id, row in rows.items():
-        # the quick run's figure, from the first epochs of the book runs' seeds 1 and 2
-        assert row["checked_against_quick_run"] and row["quick_value"] == quick[run_id]["ours"]
-        assert row["by_epochs"][row["quick_epochs"] - 1]["quick_seeds"] == quick[run_id]["difference_pp"]
+        # the fast run's figure, from the first epochs of the book runs' seeds 1 and 2
+        assert row["checked_against_run"] and row["profile_value"] == fast[run_id]["ours"]
+        at = {e["epochs"]: e for e in row["by_epochs"]}
+        assert at[row["profile_epochs"]]["profile_seeds"] == fast[run_id]["difference_pp"]
         # all epochs of seeds 1 and 2: what the book-profile run of those seeds computed itself
         full = json.loads((book / run_id / "metrics.json").read_text())
         assert [s["seed"] for s in full["seeds"]] == [1, 2]
-        assert row["by_epochs"][-1]["quick_seeds"] == round(100 * full["difference"], 2)
+        assert row["by_epochs"][-1]["profile_seeds"] == round(100 * full["difference"], 2)
         assert row["sets"] == 3 and len(row["by_epochs"]) == full["epochs"]
-    # ch6-fc300: every pair is inside at the quick's 2 epochs, but leaves it again before epoch 6
+    # ch6-fc300: every pair is inside at 2 epochs, but leaves it again before epoch 6
     assert rows["ch6-fc300"]["first_inside"] == 2 and rows["ch6-fc300"]["stays_inside_from"] == 6
     assert rows["ch6-fc300"]["extra_seconds"]["first_inside"] == 0
     assert rows["ch6-2fc"]["first_inside"] == rows["ch6-2fc"]["stays_inside_from"] == 8
-    assert rows["ch6-2fc"]["extra_seconds"]["stays_inside"] == round(7 * quick["ch6-2fc"]["wall_seconds"], 1)
+    assert rows["ch6-2fc"]["extra_seconds"]["stays_inside"] == round(7 * fast["ch6-2fc"]["wall_seconds"], 1)
 
 
-def test_epochs_to_tolerance_refuses_a_quick_run_that_is_not_the_same_training(tmp_path):
-    summary = json.loads(QUICK.read_text())
-    for r in summary["rows"]:
-        if r["id"] == "ch6-2fc":
-            r["ours"] += 0.0001
-    other = tmp_path / "summary.json"
-    other.write_text(json.dumps(summary))
-    done = _frontier(tmp_path, MEASURED / "2026-11-30-cpu-book" / "ch6-2fc", "--quick", other)
-    assert done.returncode == 1 and "not the same training" in done.stderr, done.stderr
-
-    params = yaml.safe_load((MEASURED.parents[1] / "params.yaml").read_text())
-    params["profile"]["name"] = "book"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = subprocess.run([sys.executable, str(FRONTIER), str(MEASURED / "2026-11-30-cpu-book"),
-                           "--params", str(tmp_path / "params.yaml")], capture_output=True, text=True)
-    assert done.returncode == 1 and "not the quick profile's" in done.stderr, done.stderr
+def test_epochs_to_tolerance_foretold_the_quick_run(tmp_path):
+    """The quick profile's chapter 6 epochs were read off the book runs before its run; the
+    run then reported exactly the figures the first epochs of the book runs give."""
+    done = _frontier(tmp_path, MEASURED / "2026-11-30-cpu-book", "--run", QUICK_RUN)
+    assert done.returncode == 0, done.stderr
+    rows, quick = _rows(tmp_path), _summary(QUICK_RUN)
+    assert len(rows) == 10
+    for run_id, row in rows.items():
+        assert row["checked_against_run"] and row["profile_value"] == quick[run_id]["ours"]
+        assert quick[run_id]["within"] and row["first_inside"] <= row["profile_epochs"]
 
 
 def test_epochs_to_tolerance_reads_rows_evaluated_every_n_epochs_by_epoch_number(tmp_path):
     # ch3-more-data-200 trains 7,500 epochs of 200 images and is evaluated every 250
     done = _frontier(tmp_path, MEASURED / "2026-12-01-cpu-book-ch1-5" / "ch3-more-data-200",
-                     "--quick", QUICK)
+                     "--run", QUICK_RUN)
     assert done.returncode == 0, done.stderr
-    (row,) = json.loads((tmp_path / "rows.json").read_text())
-    quick = {r["id"]: r for r in json.loads(QUICK.read_text())["rows"]}["ch3-more-data-200"]
-    assert row["quick_value"] == quick["ours"] and row["quick_epochs"] == 7500
+    row = _rows(tmp_path)["ch3-more-data-200"]
+    assert row["profile_value"] == _summary(QUICK_RUN)["ch3-more-data-200"]["ours"]
+    assert row["profile_epochs"] == 7500
     assert [e["epochs"] for e in row["by_epochs"]] == list(range(250, 7501, 250))
+
+
+def test_epochs_to_tolerance_refuses_a_run_that_is_not_the_same_training(tmp_path):
+    book = MEASURED / "2026-11-30-cpu-book"
+    summary = json.loads(FAST_RUN.read_text())
+    for r in summary["rows"]:
+        if r["id"] == "ch6-2fc":
+            r["ours"] += 0.0001
+    other = tmp_path / "summary.json"
+    other.write_text(json.dumps(summary))
+    done = _frontier(tmp_path, book / "ch6-2fc", "--profile", "fast", "--run", other)
+    assert done.returncode == 1 and "not the same training" in done.stderr, done.stderr
+
+    # a run of another profile: its epochs are not the profile's
+    done = _frontier(tmp_path, book / "ch6-2fc", "--profile", "fast", "--run", QUICK_RUN)
+    assert done.returncode == 1 and "trained 8 epochs of 2 seeds, the profile 1 of 2" in done.stderr
+
+    done = _frontier(tmp_path, book, "--profile", "smoke")
+    assert done.returncode == 1 and "limits the data" in done.stderr, done.stderr
