@@ -57,8 +57,10 @@ def test_quick_profile_gives_chapter_6_the_epochs_read_off_the_book_runs():
     quick = yaml.safe_load(compose(REPO_ROOT, ["profile=quick"]))
     fast = yaml.safe_load(compose(REPO_ROOT, ["profile=fast"]))
     measured = REPO_ROOT / "docs" / "measurements" / "2026-11-30-cpu-book" / "epochs-to-tolerance.json"
-    needed = {r["id"]: r["first_inside"] for r in json.loads(measured.read_text())}
-    assert {r["profile_epochs"] for r in json.loads(measured.read_text())} != {None}
+    rows = json.loads(measured.read_text())
+    needed = {r["id"]: r["first_inside"] for r in rows}
+    # the file reads fast's cuts (and was checked against fast's run)
+    assert all(r["profile_epochs"] == fast["book"][r["id"]]["training"]["epochs"] for r in rows)
     assert quick["profile"] == dict(fast["profile"], name="quick")
     assert {k: v for k, v in quick.items() if k not in ("book", "profile")} == \
         {k: v for k, v in fast.items() if k not in ("book", "profile")}
