@@ -41,13 +41,14 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy
+
+from pipeline.machine import machine_info as base_machine_info
 
 EPOCH = 50_000
 CASES = ("ch1", "fc30", "fc100", "conv")
@@ -62,31 +63,8 @@ TARGETS = {  # (case, batch size or None for any) -> (compared against, max rati
 
 # -- machine ---------------------------------------------------------------------------------
 def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-    }
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [
-            {k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-            for d in threadpool_info()
-            if d.get("user_api") == "blas"
-        ]
-    except ImportError:  # pragma: no cover
-        info["blas"] = "threadpoolctl not installed"
+    """:func:`pipeline.machine.machine_info` plus the torch version (None without torch)."""
+    info = base_machine_info()
     torch = _torch()
     info["torch"] = torch.__version__ if torch is not None else None
     return info

@@ -42,6 +42,7 @@ import numpy as np
 from filelock import FileLock
 
 from pipeline.interrupts import Terminated, sigterm_raises
+from pipeline.machine import blas_summary, cpu_model
 
 # No pooled connections: seeds train in forked processes, and a sqlite connection must not
 # cross a fork. Our logging is one call per epoch, so opening a connection each time is cheap.
@@ -124,6 +125,8 @@ def standard_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_dige
         "data_digest": data_digest,
         "python_version": platform.python_version(),
         "numpy_version": np.__version__,
+        "cpu": cpu_model(),
+        "blas": blas_summary() or None,  # None: the tag is left out
     }
     commit = _git("rev-parse", "HEAD")  # cwd: a queued experiment's temp copy has its own HEAD
     if commit:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
+from pipeline import machine, tracking
 
 # MLflow's own store setup emits a SQLAlchemy deprecation warning; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow")
@@ -126,6 +126,8 @@ def test_standard_tags_reach_the_run(client, monkeypatch, tmp_path):
     assert "dvc.exp_baseline_rev" not in logged
     assert logged["python_version"].count(".") == 2
     assert logged["numpy_version"]
+    assert logged["cpu"] == machine.cpu_model() and logged["cpu"] != "unknown"
+    assert "OpenBLAS" in logged["blas"]  # numpy's wheels bring OpenBLAS
     assert logged["mlflow.runName"] == "tags"
     assert logged["extra"] == "yes" and "dropped" not in logged
 

@@ -28,6 +28,7 @@ validation accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -46,6 +47,13 @@ from pipeline.nn.spec import validate_training
 
 GRADIENT_NORM_EXAMPLES = 1000
 _TICK_BATCHES = 250  # progress-bar granularity, in mini-batches
+# The most multiply-adds one layer's GEMM of a training step may have for an epoch to train
+# on one BLAS thread whatever the thread limit: below it a second OpenBLAS thread costs more
+# than it gives, and one thread also lets the step update w in place (see
+# pipeline.nn.layers.blas_single_threaded). Measured by ``python -m pipeline.bench`` (2-core
+# Intel Xeon, 2026-12-01): 784-30-10 (235k) and 784-100-10 (784k) at mini-batch 10 took 0.21
+# and 0.35 s an epoch on one thread, 0.24 and 0.45 s on two.
+SMALL_STEP_MACS = 1_000_000
 
 
 @dataclass
@@ -214,6 +222,35 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
         from pipeline.nn.gpu import run_epoch_graphed  # noqa: PLC0415 - GPU only
 
         return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log)
+    with one_blas_thread() if small_steps(net, m) else contextlib.nullcontext():
+        _run_minibatches(train, x, y, m, order, tick)
+    return False
+
+
+def small_steps(net: Network, batch_size: int) -> bool:
+    """Whether every layer of a CPU network is fully connected with at most ``SMALL_STEP_MACS``
+    multiply-adds per GEMM at this mini-batch size (see ``SMALL_STEP_MACS``)."""
+    return net.xp is numpy and all(
+        layer.kind in ("fc", "softmax") and batch_size * layer.n_in * layer.n_out <= SMALL_STEP_MACS
+        for layer in net.layers)
+
+
+_CONTROLLER = None
+
+
+def one_blas_thread():
+    """A context in which every BLAS library in the process runs one thread."""
+    global _CONTROLLER
+    if _CONTROLLER is None:  # scanning the loaded libraries takes milliseconds: once
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def _run_minibatches(train, x, y, m: int, order, tick) -> None:
+    """``train`` on each mini-batch of (x, y) in ``order`` (or as stored), ``tick`` every few."""
+    n = x.shape[0]
     chunk = m * _TICK_BATCHES
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
@@ -226,7 +263,6 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
                 train(x.take(idx, axis=0), y.take(idx, axis=0))
         if tick is not None:
             tick((stop - start + m - 1) // m)
-    return False
 
 
 def fit(

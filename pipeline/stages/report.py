@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
 from pipeline import report as rp
 from pipeline.atomic import write_json, write_text
 from pipeline.figures import save_figure
+from pipeline.machine import describe
 from pipeline.params import load_params
 from pipeline.stages._common import log, stage
 
@@ -68,7 +68,7 @@ def main() -> None:
                        f"replays, {len(either)} of {len(within)} rows are within tolerance.\n\n"
                        if replayed else "")
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        machine = f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}"
+        machine = describe()
         profile = params["profile"]["name"]
         header = (
             f"# The book's MNIST results, reproduced\n\n"

@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.data.mnist import load_dataset
 from pipeline.nn import build_network, fit
+from pipeline.nn.train import one_blas_thread
 from nnhelpers import chapter6_relu_spec
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -40,13 +41,19 @@ def test_chapter1_network_beats_90_percent_after_one_epoch(mnist):
 
 
 def test_chapter6_relu_convnet_after_three_epochs(mnist):
-    """conv20-conv40-fc100-softmax, eta 0.03, lambda 0.1 (network3 scaling), fixed order.
+    """conv20-conv40-fc100-softmax, eta 0.03, lambda 0.1 (network3 scaling), fixed order, on one
+    BLAS thread as the pipeline trains (compute.blas_threads: 1).
 
-    Measured here: 98.21% (seed 1) and 97.82% (seed 2) test after 3 epochs; a PyTorch
-    re-implementation with the same initialisation scheme reached 98.18% validation after 2.
+    Seed 1 gives 97.83% test after 3 epochs: the first 3 epochs of seed 1 of the book-profile
+    run (docs/measurements/2026-11-30-cpu-book/ch6-relu/history.csv), whose seeds 2 and 3 gave
+    98.19% and 98.03%. The book's settings learn no faster: those runs first reach 98.7% at
+    epochs 7, 14 and 12, and 99.14% by the book's rule at 60 epochs (the book: 99.23%); PyTorch,
+    from the same weights on the same mini-batches, gave 98.02% and 98.18% after 3 epochs
+    (``python -m pipeline.crosscheck ch6-relu --epochs 3 --seeds 1 2``).
     """
     spec = chapter6_relu_spec()
-    history = _fit(spec, mnist)
+    with one_blas_thread():
+        history = _fit(spec, mnist)
     assert history.test_at_best_validation >= 0.975
     accuracies = [r["validation_accuracy"] for r in history.records]
     assert accuracies == sorted(accuracies)  # still learning every epoch

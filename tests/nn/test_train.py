@@ -235,3 +235,43 @@ def test_eval_every_records_only_evaluation_epochs_and_the_last():
     history = fit(build_network(spec), spec, (x, y), (x, y), (x, y), log=None)
     assert [r["epoch"] for r in history.records] == [2, 5, 6]
     assert all(r["seconds"] > 0 for r in history.records)
+
+
+def test_small_fully_connected_steps_train_on_one_blas_thread(data):
+    """Under a two-thread BLAS limit, a net of small GEMMs trains on one thread (the step then
+    updates w in place), giving the very weights of a run limited to one thread; a conv net or
+    a large layer keeps the limit it was given."""
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.nn.layers import blas_single_threaded
+    from pipeline.nn.train import SGD, SMALL_STEP_MACS, run_epoch, small_steps
+
+    spec = make_spec([{"type": "fc", "units": 30}, {"type": "fc", "units": 3}], dtype="float32",
+                     batch_size=10)
+    x, labels = data[0]
+    y = numpy.eye(3, dtype=numpy.float32)[labels]
+    weights, threads_seen = [], []
+    for limit in (1, 2):
+        net = build_network(spec)
+        assert small_steps(net, 10)
+        step = net.sgd_step
+
+        def spy(*args, _step=step):
+            threads_seen.append(blas_single_threaded())
+            return _step(*args)
+
+        net.sgd_step = spy
+        with threadpool_limits(limits=limit, user_api="blas"):
+            run_epoch(net, SGD(net), x.astype(numpy.float32), y, 10, 0.5)
+            assert blas_single_threaded() == (limit == 1)  # the limit is restored afterwards
+        weights.append([layer.params["w"].copy() for layer in net.layers])
+    assert all(threads_seen)
+    assert all(numpy.array_equal(a, b) for a, b in zip(*weights))
+
+    wide = build_network(make_spec([{"type": "fc", "units": SMALL_STEP_MACS // (6 * 10) + 1},
+                                    {"type": "fc", "units": 3}], batch_size=10))
+    assert not small_steps(wide, 10) and small_steps(wide, 1)
+    conv = build_network(make_spec([{"type": "conv", "filters": 2, "kernel": 3, "pool": 2},
+                                    {"type": "softmax", "units": 3}], cost="log_likelihood",
+                                   input_shape=(1, 8, 8)))
+    assert not small_steps(conv, 1)

@@ -1,0 +1,63 @@
+"""What machine a result came from: CPU model, cores, numpy and its BLAS.
+
+A seed's float32 run is the same to the last digit on one machine, run after run; another CPU
+or BLAS may round differently and part ways. So the report, every MLflow run and the
+benchmark record these facts beside their figures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows, else "unknown"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def blas_libraries() -> list[dict]:
+    """The BLAS libraries loaded in this process (numpy's, scipy's): API, version, kernel set."""
+    from threadpoolctl import threadpool_info  # noqa: PLC0415 - a dependency of scikit-learn
+
+    return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+
+
+def machine_info() -> dict:
+    """The facts above as a dict (the benchmark's JSON)."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "blas": blas_libraries(),
+    }
+
+
+def blas_summary() -> str:
+    """E.g. "OpenBLAS 0.3.31 (Haswell)", one entry per distinct library; "" when none is loaded."""
+    seen = []
+    for lib in blas_libraries():
+        name = {"openblas": "OpenBLAS", "mkl": "MKL"}.get(lib["internal_api"], lib["internal_api"])
+        text = f"{name} {lib['version']} ({lib['architecture']})" if lib["architecture"] else f"{name} {lib['version']}"
+        if text not in seen:
+            seen.append(text)
+    return ", ".join(seen)
+
+
+def describe() -> str:
+    """One line: CPU, cores, OS, Python, numpy and BLAS, for a report's header."""
+    blas = blas_summary()
+    return (f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()} {platform.system()}, "
+            f"Python {platform.python_version()}, numpy {numpy.__version__}" + (f", {blas}" if blas else ""))

@@ -1,0 +1,42 @@
+"""The machine facts recorded beside every result (report header, MLflow tags, benchmark)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy
+
+from pipeline import machine
+
+
+def test_describe_names_cpu_cores_numpy_and_blas():
+    line = machine.describe()
+    assert line.startswith(machine.cpu_model() + f", {os.cpu_count()} cores, ")
+    assert f"Python {platform.python_version()}, numpy {numpy.__version__}" in line
+    assert "OpenBLAS" in line  # numpy's wheels bring OpenBLAS
+    assert machine.blas_summary() in line
+
+
+def test_cpu_model_reads_proc_cpuinfo_and_falls_back_without_it(monkeypatch):
+    if Path("/proc/cpuinfo").exists():
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        if names:
+            assert machine.cpu_model() == names[0]
+
+    def unreadable(self, *args, **kwargs):
+        raise OSError("no such file")
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert machine.cpu_model() == "unknown"
+    monkeypatch.setattr(platform, "processor", lambda: "x86_64")
+    assert machine.cpu_model() == "x86_64"
+
+
+def test_machine_info_lists_each_blas_library():
+    info = machine.machine_info()
+    assert info["cores"] == os.cpu_count() and info["numpy"] == numpy.__version__
+    assert info["blas"] and all(lib["internal_api"] and lib["version"] for lib in info["blas"])
