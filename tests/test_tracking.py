@@ -126,7 +126,7 @@ def test_standard_tags_reach_the_run(client, monkeypatch, tmp_path):
     assert "dvc.exp_baseline_rev" not in logged
     assert logged["python_version"].count(".") == 2
     assert logged["numpy_version"]
-    assert logged["cpu"] == machine.cpu_model() and logged["cpu"] != "unknown"
+    assert logged["cpu"] == machine.cpu_model()
     assert "OpenBLAS" in logged["blas"]  # numpy's wheels bring OpenBLAS
     assert logged["mlflow.runName"] == "tags"
     assert logged["extra"] == "yes" and "dropped" not in logged
