@@ -46,14 +46,15 @@ def machine_info() -> dict:
 
 
 def blas_summary() -> str:
-    """E.g. "OpenBLAS 0.3.31 (Haswell)", one entry per distinct library; "" when none is loaded."""
+    """E.g. "OpenBLAS 0.3.31 (Haswell)", one entry per distinct library, sorted (load order
+    varies); "" when none is loaded."""
     seen = []
     for lib in blas_libraries():
         name = {"openblas": "OpenBLAS", "mkl": "MKL"}.get(lib["internal_api"], lib["internal_api"])
         text = f"{name} {lib['version']} ({lib['architecture']})" if lib["architecture"] else f"{name} {lib['version']}"
         if text not in seen:
             seen.append(text)
-    return ", ".join(seen)
+    return ", ".join(sorted(seen))
 
 
 def describe() -> str:
