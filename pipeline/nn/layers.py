@@ -78,7 +78,17 @@ def sgd_update(layer, eta: float, shrink: float) -> None:
 
 
 _GEMM_IN_PLACE: dict = {}
-_BLAS_LIBRARIES: list | None = None
+_BLAS_CONTROLLER = None
+
+
+def _blas_controller():
+    """threadpoolctl's view of the BLAS libraries loaded now, made once (a scan takes ms)."""
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+        _BLAS_CONTROLLER = ThreadpoolController().select(user_api="blas")
+    return _BLAS_CONTROLLER
 
 
 def blas_single_threaded() -> bool:
@@ -89,13 +99,12 @@ def blas_single_threaded() -> bool:
     two cores the chapter 6 conv net at mini-batch 100 trained at 38 s an epoch with the
     in-place GEMM and 9 s without it. So the step takes it only with one BLAS thread.
     """
-    global _BLAS_LIBRARIES
-    if _BLAS_LIBRARIES is None:
-        from threadpoolctl import ThreadpoolController
+    return all(lib.get_num_threads() == 1 for lib in _blas_controller().lib_controllers)
 
-        _BLAS_LIBRARIES = [lib for lib in ThreadpoolController().lib_controllers
-                           if lib.user_api == "blas"]
-    return all(lib.get_num_threads() == 1 for lib in _BLAS_LIBRARIES)
+
+def one_blas_thread():
+    """A context in which every BLAS library in the process runs one thread."""
+    return _blas_controller().limit(limits=1)
 
 
 def _inplace_gemm(w):

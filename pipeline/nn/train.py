@@ -39,6 +39,7 @@ from typing import Any
 import numpy
 
 from pipeline.nn.backend import to_numpy
+from pipeline.nn.layers import one_blas_thread
 from pipeline.nn.network import Network, one_hot
 from pipeline.nn.network2_rng import Python27Shuffle
 from pipeline.nn.regularization import Regularization
@@ -233,19 +234,6 @@ def small_steps(net: Network, batch_size: int) -> bool:
     return net.xp is numpy and all(
         layer.kind in ("fc", "softmax") and batch_size * layer.n_in * layer.n_out <= SMALL_STEP_MACS
         for layer in net.layers)
-
-
-_CONTROLLER = None
-
-
-def one_blas_thread():
-    """A context in which every BLAS library in the process runs one thread."""
-    global _CONTROLLER
-    if _CONTROLLER is None:  # scanning the loaded libraries takes milliseconds: once
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _run_minibatches(train, x, y, m: int, order, tick) -> None:

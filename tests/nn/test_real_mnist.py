@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.data.mnist import load_dataset
 from pipeline.nn import build_network, fit
-from pipeline.nn.train import one_blas_thread
+from pipeline.nn.layers import one_blas_thread
 from nnhelpers import chapter6_relu_spec
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
