@@ -26,7 +26,12 @@ def cpu_model() -> str:
 
 
 def blas_libraries() -> list[dict]:
-    """The BLAS libraries loaded in this process (numpy's, scipy's): API, version, kernel set."""
+    """The BLAS libraries the engine runs on, numpy's and scipy's: API, version, kernel set.
+
+    scipy's is loaded first if it is not yet (the engine loads it at import), so the answer
+    does not depend on what the process happened to import before asking.
+    """
+    import scipy.linalg.blas  # noqa: F401, PLC0415 - loads scipy's OpenBLAS
     from threadpoolctl import threadpool_info  # noqa: PLC0415 - a dependency of scikit-learn
 
     return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}

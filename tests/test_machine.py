@@ -40,3 +40,13 @@ def test_machine_info_lists_each_blas_library():
     info = machine.machine_info()
     assert info["cores"] == os.cpu_count() and info["numpy"] == numpy.__version__
     assert info["blas"] and all(lib["internal_api"] and lib["version"] for lib in info["blas"])
+
+
+def test_blas_summary_names_scipys_library_whatever_was_imported_before():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.machine import blas_summary; s = blas_summary(); "
+            "import pipeline.nn; assert blas_summary() == s, (s, blas_summary()); print(s)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
