@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy
@@ -43,10 +45,7 @@ def test_machine_info_lists_each_blas_library():
 
 
 def test_blas_summary_names_scipys_library_whatever_was_imported_before():
-    import subprocess
-    import sys
-
-    code = ("import sys; from pipeline.machine import blas_summary; s = blas_summary(); "
+    code = ("from pipeline.machine import blas_summary; s = blas_summary(); "
             "import pipeline.nn; assert blas_summary() == s, (s, blas_summary()); print(s)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
