@@ -39,7 +39,7 @@ from typing import Any
 import numpy
 
 from pipeline.nn.backend import to_numpy
-from pipeline.nn.layers import one_blas_thread
+from pipeline.nn.layers import blas_threads_settled, one_blas_thread
 from pipeline.nn.network import Network, one_hot
 from pipeline.nn.network2_rng import Python27Shuffle
 from pipeline.nn.regularization import Regularization
@@ -223,7 +223,7 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
         from pipeline.nn.gpu import run_epoch_graphed  # noqa: PLC0415 - GPU only
 
         return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log)
-    with one_blas_thread() if small_steps(net, m) else contextlib.nullcontext():
+    with one_blas_thread() if small_steps(net, m) else contextlib.nullcontext(), blas_threads_settled():
         _run_minibatches(train, x, y, m, order, tick)
     return False
 

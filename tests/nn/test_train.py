@@ -275,3 +275,21 @@ def test_small_fully_connected_steps_train_on_one_blas_thread(data):
                                     {"type": "softmax", "units": 3}], cost="log_likelihood",
                                    input_shape=(1, 8, 8)))
     assert not small_steps(conv, 1)
+
+
+def test_blas_threads_settled_answers_what_it_found_on_entry():
+    """Inside ``blas_threads_settled`` (one training epoch) the thread check is the one made on
+    entry; outside, and in a nested block, the live one."""
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.nn.layers import blas_single_threaded, blas_threads_settled
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        with blas_threads_settled():
+            with threadpool_limits(limits=2, user_api="blas"):
+                assert blas_single_threaded()  # the answer found on entry
+                with blas_threads_settled():
+                    assert not blas_single_threaded()  # a nested block checks again
+                assert blas_single_threaded()
+        with threadpool_limits(limits=2, user_api="blas"):
+            assert not blas_single_threaded()  # outside: live
