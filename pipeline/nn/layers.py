@@ -114,7 +114,7 @@ def blas_threads_settled():
     """Check ``blas_single_threaded`` once, and give that answer inside the block.
 
     For a training epoch, which changes no thread limit: every fully connected layer asks
-    before every step, and the asking (two ctypes calls) was 7% of a 784-30-10 epoch.
+    before every step, and the asking (two ctypes calls) was 6% of a 784-30-10 epoch.
     """
     global _SETTLED_SINGLE_THREADED
     saved = _SETTLED_SINGLE_THREADED
