@@ -106,6 +106,11 @@ def blas_single_threaded() -> bool:
     """
     if _SETTLED_SINGLE_THREADED is not None:
         return _SETTLED_SINGLE_THREADED
+    return blas_single_threaded_now()
+
+
+def blas_single_threaded_now() -> bool:
+    """Whether every BLAS in the process runs one thread now, asked of each library."""
     return all(lib.get_num_threads() == 1 for lib in _blas_controller().lib_controllers)
 
 
@@ -118,8 +123,7 @@ def blas_threads_settled():
     """
     global _SETTLED_SINGLE_THREADED
     saved = _SETTLED_SINGLE_THREADED
-    _SETTLED_SINGLE_THREADED = None
-    _SETTLED_SINGLE_THREADED = blas_single_threaded()
+    _SETTLED_SINGLE_THREADED = blas_single_threaded_now()
     try:
         yield
     finally:

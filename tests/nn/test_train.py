@@ -243,7 +243,7 @@ def test_small_fully_connected_steps_train_on_one_blas_thread(data):
     a large layer keeps the limit it was given."""
     from threadpoolctl import threadpool_limits
 
-    from pipeline.nn.layers import blas_single_threaded
+    from pipeline.nn.layers import blas_single_threaded_now
     from pipeline.nn.train import SGD, SMALL_STEP_MACS, run_epoch, small_steps
 
     spec = make_spec([{"type": "fc", "units": 30}, {"type": "fc", "units": 3}], dtype="float32",
@@ -257,13 +257,13 @@ def test_small_fully_connected_steps_train_on_one_blas_thread(data):
         step = net.sgd_step
 
         def spy(*args, _step=step):
-            threads_seen.append(blas_single_threaded())
+            threads_seen.append(blas_single_threaded_now())  # the libraries themselves
             return _step(*args)
 
         net.sgd_step = spy
         with threadpool_limits(limits=limit, user_api="blas"):
             run_epoch(net, SGD(net), x.astype(numpy.float32), y, 10, 0.5)
-            assert blas_single_threaded() == (limit == 1)  # the limit is restored afterwards
+            assert blas_single_threaded_now() == (limit == 1)  # the limit is restored afterwards
         weights.append([layer.params["w"].copy() for layer in net.layers])
     assert all(threads_seen)
     assert all(numpy.array_equal(a, b) for a, b in zip(*weights))
