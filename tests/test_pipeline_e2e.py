@@ -95,6 +95,20 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     again = run(["dvc", "repro"], repo_copy, env)
     assert "Running stage" not in again
 
+    # Sharing through the default remote, a folder beside the repo: a collaborator's clone of
+    # the commit before this run (its dvc.lock records the data stages only, as main's does)
+    # restores every stage from the remote's run-cache and trains nothing.
+    run(["dvc", "push", "--run-cache"], repo_copy, env)
+    assert (tmp_path / "nielsen-mnist-dvc-storage" / "runs").is_dir()
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo_copy), str(clone)], tmp_path, env)
+    restored = run(["dvc", "repro", "--pull"], clone, env)
+    assert "Running stage" not in restored, restored
+    for stage in ["baselines", "ensemble", "report", *(f"train@{i}" for i in book_ids)]:
+        assert f"Stage '{stage}' is cached - skipping run" in restored, stage
+    for path in ("results/summary.json", "results/ch1-30/metrics.json"):
+        assert (clone / path).read_bytes() == (repo_copy / path).read_bytes(), path
+
     changed = run(["dvc", "exp", "run", *[f"-S{o}" for o in overrides],
                    "-S", "book.ch1-30.training.eta=1.0"], repo_copy, env)
     reran = sorted(line.split("'")[1] for line in changed.splitlines()

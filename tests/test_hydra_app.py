@@ -1,0 +1,46 @@
+"""The Hydra app outside DVC: a seed sweep through the joblib launcher, logged to MLflow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from pipeline.data.mnist import save_images
+
+
+def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 500), ("validation", 500), ("test", 500)):  # the smoke sizes
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8) + labels[:, None, None] * 20
+        save_images(tmp_path / "data/prepared" / f"{name}.npz", images, labels)
+    db = tmp_path / "mlflow.db"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{db}")
+    sweep = tmp_path / "multirun"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "-m", "book=ch1-30", "seed=1,2",
+         "hydra/launcher=joblib", "profile=smoke", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "Joblib.Parallel" in out and "launching 2 jobs" in out
+
+    # job k of the sweep is seed k + 1, with its own results and model in its own folder
+    for job, seed in ((0, 1), (1, 2)):
+        metrics = json.loads((sweep / str(job) / "results/ch1-30/metrics.json").read_text())
+        assert [s["seed"] for s in metrics["seeds"]] == [seed]
+        assert (sweep / str(job) / f"models/ch1-30/seed{seed}").is_dir()
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("nielsen-mnist")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["seed"] for r in runs) == ["1", "2"]
+    assert {r.info.run_name for r in runs} == {"ch1-30"}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["profile"] for r in runs} == {"smoke"}
+    for r in runs:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "validation_accuracy")]
+        assert steps == [0]  # the smoke profile's one epoch
