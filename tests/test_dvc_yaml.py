@@ -1,5 +1,6 @@
 """dvc.yaml keeps the rules that make the run-cache work across machines and covers every run."""
 
+import json
 from pathlib import Path
 
 import yaml
@@ -34,3 +35,18 @@ def test_every_book_run_names_an_existing_training_set_kind():
     for run_id, run in params["book"].items():
         assert run["data"]["train"] in ("train", "shifted", "rotated"), run_id
         assert run["data"]["train_file"].endswith(f"/{run['data']['train']}.npz"), run_id
+
+
+def test_every_run_is_plotted_once_with_a_line_per_seed():
+    dvc, params = _load("dvc.yaml"), _load("params.yaml")
+    plotted = []
+    for plot in dvc["plots"]:
+        ((plot_id, props),) = plot.items()
+        template = REPO_ROOT / ".dvc" / "plots" / f"{props['template']}.json"
+        spec = json.loads(template.read_text(encoding="utf-8"))
+        assert spec["data"]["values"] == "<DVC_METRIC_DATA>", template
+        # history.csv holds every seed's epochs: one line each, not one zigzag through them all
+        assert spec["encoding"]["detail"]["field"] == "seed", template
+        assert props["x"] == "epoch", plot_id
+        plotted += [path.split("/")[1] for path in props["y"]]
+    assert sorted(plotted) == sorted(params["book"])

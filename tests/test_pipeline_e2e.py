@@ -95,6 +95,13 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     again = run(["dvc", "repro"], repo_copy, env)
     assert "Running stage" not in again
 
+    shown = subprocess.run(["dvc", "plots", "show", "--show-vega", "ch1"], cwd=repo_copy, env=env,
+                           capture_output=True, text=True, check=True)
+    vega = json.loads(shown.stdout)
+    assert vega["encoding"]["detail"] == {"field": "seed", "type": "nominal"}
+    rows = [v for v in vega["data"]["values"] if v["filename"] == "ch1-30/history.csv"]
+    assert len(rows) == len(params["book"]["ch1-30"]["seeds"]) * len(steps)
+
     # Sharing through the default remote, a folder beside the repo: a collaborator's clone of
     # the commit before this run (its dvc.lock records the data stages only, as main's does)
     # restores every stage from the remote's run-cache and trains nothing.
