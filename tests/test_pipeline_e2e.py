@@ -64,6 +64,10 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     summary = json.loads((repo_copy / "results/summary.json").read_text())
     assert {r["id"] for r in summary["rows"]} >= {*book_ids, "ch6-ensemble", "B-darkness", "B-svm"}
     assert (repo_copy / "results/report.md").read_text().count("\n| ") >= len(book_ids)
+    ensemble = json.loads((repo_copy / "results/ch6-ensemble/metrics.json").read_text())
+    n_voters = len(params["book"]["ch6-dropout"]["seeds"])
+    assert ensemble["ours_book_metric"]["rule"] == f"vote of {n_voters}"
+    assert len(ensemble["members"]) == n_voters
     speeds = summary["initial_speeds"]  # chapter 5's speed of learning at the start, per seed
     assert set(speeds) == {"ch5-speed-2", "ch5-speed-3", "ch5-speed-4"}
     assert all(len(speeds[i]["ours"]["1"]) == len(speeds[i]["book"]) for i in speeds)

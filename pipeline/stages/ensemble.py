@@ -31,7 +31,8 @@ def main() -> None:
             score = score_vote([net.predict(ds.x) for net in nets], ds.y, n_classes=10)
             result.update({f"{split}_{key}": value for key, value in score.items()})
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
-                                      "n_seeds": len(nets), "seed": None}
+                                      "n_seeds": len(nets), "rule": f"vote of {len(nets)}",
+                                      "seed": None}
         result["difference"] = result["test_accuracy"] - cfg["book"]["value"]
         tags = tracking.standard_tags(cfg["id"], cfg["chapter"], params["profile"]["name"], None,
                                       loaded[0].metadata.get("data_digest", ""))
