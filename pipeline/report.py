@@ -178,7 +178,8 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         metric = METRIC_LABELS.get(r["book"]["metric"], r["book"]["metric"])
         if r.get("rule") and r["rule"] != "one run":
-            metric += f" ({r['rule']} {'nets' if r['book']['metric'] == 'ensemble_test' else 'seeds'})"
+            counted = "nets" if r["book"]["metric"] == "ensemble_test" else "seeds"
+            metric += f" ({r['rule']} {counted})"
         lines.append(
             f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "
             f"{_ours(r)} | {_honest(r)} | {_diff(r)} | {_replay(r)} | {_number(r['epochs'], 'd')} | "

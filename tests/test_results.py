@@ -108,7 +108,6 @@ def test_report_gives_the_replayed_book_run_its_own_column():
     assert plain["replay_difference_pp"] is None and "| — |" in markdown_table([plain]).splitlines()[-1]
 
 
-
 def test_report_says_how_many_nets_the_ensemble_voted():
     """The book's ensemble is five nets; a profile that votes fewer says so in the metric."""
     from pipeline.report import markdown_table, run_row, with_verdict
@@ -119,6 +118,7 @@ def test_report_says_how_many_nets_the_ensemble_voted():
                                     "rule": "vote of 4"}}
     line = markdown_table([with_verdict(run_row(metrics), {"default": 0.5, "chapter6": 0.3})])
     assert "| ensemble test (vote of 4 nets) | 99.43% |" in line
+
 
 def test_speed_table_sets_the_books_starting_speeds_beside_our_seeds():
     """Epoch 0's norms of each seed (the output layer left out), their median and range."""
