@@ -120,8 +120,21 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     for path in ("results/summary.json", "results/ch1-30/metrics.json"):
         assert (clone / path).read_bytes() == (repo_copy / path).read_bytes(), path
 
-    changed = run(["dvc", "exp", "run", *[f"-S{o}" for o in overrides],
+    # Comparing experiments, as the README does it: the workspace's run saved as the baseline
+    # (main's dvc.lock records no training run), one changed, `dvc exp diff` shows only that.
+    run(["dvc", "exp", "save", "-n", "baseline"], repo_copy, env)
+    changed = run(["dvc", "exp", "run", "-n", "eta-1", *[f"-S{o}" for o in overrides],
                    "-S", "book.ch1-30.training.eta=1.0"], repo_copy, env)
     reran = sorted(line.split("'")[1] for line in changed.splitlines()
                    if line.startswith("Running stage"))
     assert reran == ["report", "train@ch1-30"], changed
+    diff = json.loads(run(["dvc", "exp", "diff", "baseline", "eta-1", "--json"], repo_copy, env))
+    assert list(diff["params"]["params.yaml"]) == ["book.ch1-30.training.eta"], diff["params"]
+    assert set(diff["metrics"]) == {"results/ch1-30/metrics.json"}, diff["metrics"]
+    assert "ours_book_metric.value" in diff["metrics"]["results/ch1-30/metrics.json"]
+    headline = run(["dvc", "exp", "show", "--csv", "--drop", ".*",
+                    "--keep", r"Experiment|.*ours_book_metric\.value"], repo_copy, env)
+    columns = headline.splitlines()[0].split(",")
+    assert columns[0] == "Experiment"
+    assert sorted(columns[1:]) == sorted(f"results/{i}/metrics.json:ours_book_metric.value"
+                                         for i in [*book_ids, "ch6-ensemble"]), columns
