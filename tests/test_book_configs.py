@@ -29,9 +29,18 @@ def profile_params(request):
 
 
 def test_every_book_run_present_and_valid(profile_params):
-    assert set(profile_params["book"]) == BOOK_IDS
+    missing = BOOK_IDS - set(profile_params["book"])
+    assert not missing, f"BOOK.md rows without a config in conf/book/: {sorted(missing)}"
     for book_id, run in profile_params["book"].items():
         validate_run(book_id, run)
+
+
+def test_a_run_of_our_own_claims_no_figure_of_the_books(profile_params):
+    # Runs beyond BOOK.md's rows are welcome (README: "An experiment of your own"), but the
+    # report would set a figure under "book" beside them: only the book's rows may have one.
+    for book_id in set(profile_params["book"]) - BOOK_IDS:
+        assert profile_params["book"][book_id]["book"]["value"] is None, (
+            f"book.{book_id}: not a row of BOOK.md, so its book.value must be null")
 
 
 def test_book_profile_keeps_the_books_hyperparameters():
