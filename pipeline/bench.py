@@ -19,10 +19,11 @@ medians, separately for every thread count t in ``--threads`` (threadpoolctl for
 chunks of a mini-batch over t threads, each calling a one-thread BLAS (``training.threads``), and
 "ours_blas" is one thread of ours calling a t-thread BLAS. Timings on a shared machine are noisy:
 the JSON keeps every individual time and the load average. ``--epoch-fraction f`` times
-f * 50,000 images and scales up. Data are synthetic (uniform [0, 1) float32 images, random labels) unless ``--data`` names an
-``.npz`` with ``x`` (n, 784) and ``y`` (n,) arrays or the prepare stage's uint8 ``images`` and
-``labels`` (``data/prepared/train.npz``); speed does not depend on the values except
-through max-pooling ties, which real MNIST has many of (zero background).
+f * 50,000 images and scales up. Data are synthetic (uniform [0, 1) float32 images, random
+labels) unless ``--data`` names an ``.npz`` with ``x`` (n, 784) and ``y`` (n,) arrays or the
+prepare stage's uint8 ``images`` and ``labels`` (``data/prepared/train.npz``); speed does not
+depend on the values except through max-pooling ties, which real MNIST has many of (zero
+background).
 
 ``--device gpu`` times the same cases on an NVIDIA GPU: ours through CuPy (``training.device:
 gpu``) with each step replayed as a CUDA graph ("ours", the default) and without
@@ -157,7 +158,7 @@ class PerExampleNetwork:
         nb = [None] * len(self.biases)
         nw = [None] * len(self.weights)
         nb[-1], nw[-1] = delta, delta @ activations[-2].T
-        for l in range(2, len(self.weights) + 1):
+        for l in range(2, len(self.weights) + 1):  # noqa: E741 - the book's layer index
             s = sig(zs[-l])
             delta = (self.weights[-l + 1].T @ delta) * s * (1 - s)
             nb[-l], nw[-l] = delta, delta @ activations[-l - 1].T
@@ -404,9 +405,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: ours through CuPy, torch on CUDA")
     ap.add_argument("--threads", nargs="+", type=int, default=None, help="CPU thread counts (default: 1 2; gpu: 1)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--epoch-fraction", type=float, default=1.0, help="time this fraction of the 50,000 images and scale")
-    ap.add_argument("--batch-size", nargs="+", type=int, default=None, help="mini-batch sizes (default: 10; conv: 10 100)")
-    ap.add_argument("--data", default=None, help=".npz with x (n, 784) and y (n,), or uint8 images/labels (e.g. data/prepared/train.npz); default synthetic")
+    ap.add_argument("--epoch-fraction", type=float, default=1.0,
+                    help="time this fraction of the 50,000 images and scale")
+    ap.add_argument("--batch-size", nargs="+", type=int, default=None,
+                    help="mini-batch sizes (default: 10; conv: 10 100)")
+    ap.add_argument("--data", default=None,
+                    help=".npz with x (n, 784) and y (n,), or uint8 images/labels "
+                         "(e.g. data/prepared/train.npz); default synthetic")
     ap.add_argument("--out", default="results/bench.json")
     args = ap.parse_args(argv)
     if not 0 < args.epoch_fraction <= 1:

@@ -60,7 +60,7 @@ class TorchTwin:
         self.params = []
         self.weights = []  # what L2 decays: every layer's w, never b
         self.tensors = []
-        for i, layer in enumerate(self.layers):
+        for i in range(len(self.layers)):
             w = torch.tensor(state[f"layers.{i}.w"], requires_grad=True)
             b = torch.tensor(state[f"layers.{i}.b"], requires_grad=True)
             self.tensors.append((w, b))

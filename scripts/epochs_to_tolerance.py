@@ -33,12 +33,11 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import compose
-
 # scripts/ is on sys.path when this runs as a script
 from book_profile_table import runs_by_id, seeds_of, write_outputs
 
 from pipeline import results
+from pipeline.config import compose
 from pipeline.nn.train import History, track_best
 
 

@@ -123,7 +123,6 @@ def test_interrupted_training_saves_weights_and_ends_killed(workdir, monkeypatch
 def test_compute_blas_threads_pins_every_training_process(workdir, monkeypatch, workers):
     from threadpoolctl import threadpool_info
 
-    seen = []
     real = experiment.train_seed
 
     def spy(*args, **kwargs):

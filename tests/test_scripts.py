@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_book_gpu.py"
 VOTE = SCRIPT.with_name("vote_saved_nets.py")

@@ -92,9 +92,11 @@ def _read_info(directory: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a {FORMAT} file (format={info.get('format') if isinstance(info, dict) else None!r})")
+        found = info.get("format") if isinstance(info, dict) else None
+        raise ModelFileError(f"{path}: not a {FORMAT} file (format={found!r})")
     if info.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: format_version {info.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+        raise ModelFileError(f"{path}: format_version {info.get('format_version')!r} is not supported "
+                             f"(expected {FORMAT_VERSION})")
     for key in ("spec", "params", "weights_sha256"):
         if key not in info:
             raise ModelFileError(f"{path}: missing key {key!r}")

@@ -30,7 +30,9 @@ from collections.abc import Sequence
 import numpy
 
 
-def network2_parameters(sizes: Sequence[int], seed: int, init: str, inits_before: int = 0) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
+def network2_parameters(
+    sizes: Sequence[int], seed: int, init: str, inits_before: int = 0
+) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
     """(w of shape (n_in, n_out), b of shape (n_out,)) per layer, float64, as the book's script drew them.
 
     ``sizes`` = [n_0, n_1, ..., n_L] (input first); ``init`` is "default" (the constructor's

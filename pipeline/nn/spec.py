@@ -313,7 +313,8 @@ def _training(value, path="training") -> dict:
     rng["shuffles_before"] = before
     rng["order_carried"] = _bool(rng["order_carried"], _join(gp, "order_carried"))
     if rng["kind"] == "pcg64" and (rng["inits_before"] or before or rng["order_carried"]):
-        raise SpecError(gp, "inits_before, shuffles_before and order_carried describe the network2 streams; set kind: network2")
+        raise SpecError(gp, "inits_before, shuffles_before and order_carried describe the network2 streams; "
+                            "set kind: network2")
     if rng["kind"] == "network2" and not t["shuffle"]:
         raise SpecError(p("shuffle"), "must be true with rng.kind network2 (the book's scripts reshuffle every epoch)")
     t["rng"] = rng
@@ -327,11 +328,13 @@ def _check_network2_streams(model: dict, training: dict) -> None:
         return
     for i, layer in enumerate(model["layers"]):
         if layer["type"] != "fc" or layer["dropout"]:
-            raise SpecError(f"model.layers[{i}]", "rng.kind network2 replays network2.py, whose layers are all fc without dropout")
+            raise SpecError(f"model.layers[{i}]",
+                            "rng.kind network2 replays network2.py, whose layers are all fc without dropout")
     if model["init"] not in ("default", "large"):
         raise SpecError("model.init", f"rng.kind network2 draws 'default' or 'large' parameters, not {model['init']!r}")
     if model["init"] == "default" and rng["inits_before"]:
-        raise SpecError("training.rng.inits_before", "must be 0 with init 'default' (the constructor's draw comes first)")
+        raise SpecError("training.rng.inits_before",
+                        "must be 0 with init 'default' (the constructor's draw comes first)")
 
 
 def validate_spec(spec) -> dict:

@@ -94,7 +94,8 @@ class History:
 class SGD:
     """In-place parameter updates from the gradients ``backprop`` left in the layers."""
 
-    def __init__(self, net: Network, momentum: float = 0.0, regularization: Regularization | None = None, coef: float = 0.0):
+    def __init__(self, net: Network, momentum: float = 0.0, regularization: Regularization | None = None,
+                 coef: float = 0.0):
         xp = net.xp
         reg = regularization or Regularization()
         self.xp = xp
@@ -217,7 +218,7 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
             backprop(xb, yb)
             step(eta)
 
-    n, m = x.shape[0], batch_size
+    m = batch_size
     # dropout draws new masks every step, which a replayed graph would not
     if graphs and net.xp is not numpy and not any(getattr(layer, "dropout", 0) for layer in net.layers):
         from pipeline.nn.gpu import run_epoch_graphed  # noqa: PLC0415 - GPU only

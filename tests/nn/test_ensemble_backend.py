@@ -6,8 +6,8 @@ import importlib.util
 
 import numpy
 import pytest
-
 from nnhelpers import make_spec
+
 from pipeline.nn import BackendError, build_network, get_xp, plurality_vote, to_numpy
 from pipeline.nn.ensemble import ensemble_predict
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy
 import pytest
+from nnhelpers import blobs, central_difference, chapter6_relu_spec, make_spec
 
 from pipeline.nn import BackendError, Regularization, build_network, fit, get_xp, load_model, one_hot, save_model
 from pipeline.nn.backend import to_numpy
 from pipeline.nn.conv import ConvPool
-from nnhelpers import blobs, central_difference, chapter6_relu_spec, make_spec
 
 try:
     cupy = get_xp("gpu")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy
 import pytest
+from nnhelpers import blobs, central_difference, make_spec
 
 from pipeline.nn import Regularization, build_network, one_hot
-from nnhelpers import blobs, central_difference, make_spec
 
 TOLERANCE = 1e-6
 STEP = 1e-4  # fourth-order central differences: truncation ~STEP^4, rounding ~1e-16/STEP

@@ -6,8 +6,8 @@ import json
 
 import numpy
 import pytest
-
 from nnhelpers import blobs, make_spec
+
 from pipeline.nn import ModelFileError, build_network, load_model, save_model
 
 LAYERS = [{"type": "fc", "units": 5, "activation": "relu", "dropout": 0.5}, {"type": "softmax", "units": 3}]

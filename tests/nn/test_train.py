@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy
 import pytest
-
 from nnhelpers import blobs, make_spec
+
 from pipeline.nn import build_network, fit
 
 SOFTMAX_NET = [{"type": "fc", "units": 10, "activation": "sigmoid"}, {"type": "softmax", "units": 3}]
@@ -38,7 +38,8 @@ def scripted_accuracy(net, validation, test, val_seq, test_seq):
 
 def test_it_learns_and_records_every_epoch(data):
     train, val, test = data
-    s = spec(epochs=4, monitor={"training_cost": True, "training_accuracy": True, "validation_cost": True, "gradient_norms": True})
+    s = spec(epochs=4, monitor={"training_cost": True, "training_accuracy": True, "validation_cost": True,
+                                "gradient_norms": True})
     net = build_network(s)
     before = net.accuracy(*val)
     initial_norms = net.gradient_norms(*train)
@@ -83,7 +84,8 @@ def test_measuring_gradient_norms_leaves_the_training_untouched(data, dropout):
 
 def test_monitored_costs_include_the_network2_penalty(data):
     train, val, test = data
-    s = spec(epochs=1, regularization={"kind": "l2", "lmbda": 4.0}, monitor={"training_cost": True, "validation_cost": True})
+    s = spec(epochs=1, regularization={"kind": "l2", "lmbda": 4.0},
+             monitor={"training_cost": True, "validation_cost": True})
     net = build_network(s)
     r = fit(net, s, train, val, log=None, progress=False).records[0]
     squares = sum(float((w**2).sum()) for w in net.weights())
@@ -101,7 +103,8 @@ def test_without_monitoring_only_the_required_metrics_are_recorded(data):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_same_seed_same_weights_different_seed_different_weights(data, dtype):
     train, val, _ = data
-    layers = [{"type": "fc", "units": 8, "activation": "relu", "dropout": 0.3}, {"type": "softmax", "units": 3, "dropout": 0.2}]
+    layers = [{"type": "fc", "units": 8, "activation": "relu", "dropout": 0.3},
+              {"type": "softmax", "units": 3, "dropout": 0.2}]
 
     def run(seed):
         s = make_spec(layers, "log_likelihood", batch_size=10, eta=0.1, epochs=2, shuffle=True, seed=seed, dtype=dtype)
@@ -132,7 +135,8 @@ def test_best_validation_ties_go_to_the_later_epoch(data):
     net = build_network(s)
     scripted_accuracy(net, val, test, [0.5, 0.7, 0.7, 0.6], [0.1, 0.2, 0.3, 0.4])
     states = []
-    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None, progress=False)
+    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None,
+                  progress=False)
     assert history.best_epoch == 2
     assert history.best_validation_accuracy == 0.7
     assert history.test_at_best_validation == 0.3
@@ -169,11 +173,13 @@ def test_eta_is_halved_on_plateaus_and_training_stops_at_the_floor(data):
 def test_halved_eta_is_the_one_used_for_updates(data):
     """After a halving, an epoch's update equals a fresh run at eta/2 from the same weights."""
     train, val, test = data
-    s = spec(epochs=3, shuffle=False, eta=0.8, eta_schedule={"kind": "halve_on_plateau", "patience": 1, "min_fraction": 0.1})
+    s = spec(epochs=3, shuffle=False, eta=0.8,
+             eta_schedule={"kind": "halve_on_plateau", "patience": 1, "min_fraction": 0.1})
     net = build_network(s)
     scripted_accuracy(net, val, test, [0.5, 0.5, 0.5], [0.0] * 3)
     states = []
-    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None, progress=False)
+    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None,
+                  progress=False)
     assert [r["eta"] for r in history.records] == [0.8, 0.8, 0.4]  # halved after epoch 1
     twin = build_network(s)
     twin.load_state_dict(states[1])
@@ -198,7 +204,8 @@ def test_keyboard_interrupt_returns_the_history_so_far(data):
 
     layer.forward = interrupting_forward
     states = []
-    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None, progress=False)
+    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None,
+                  progress=False)
     assert history.interrupted
     assert len(history.records) == 1 and history.best_epoch == 0
     assert all(numpy.array_equal(history.best_weights[k], states[0][k]) for k in states[0])
