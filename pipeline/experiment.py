@@ -208,7 +208,8 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         seed_dir = model_dir / f"seed{seed}"
         save_model(seed_dir, net, spec, metadata={
             "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
-            "weights": "final epoch", "mlflow_run_id": run.run_id, "metrics": summary})
+            "weights": f"interrupted during epoch {len(rows)}" if history.interrupted else "final epoch",
+            "mlflow_run_id": run.run_id, "metrics": summary})
         if history.interrupted:
             log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")
             raise KeyboardInterrupt
@@ -253,6 +254,9 @@ def _seed_worker(job: tuple[int, bool]) -> dict:
             sys.stderr.flush()
             os._exit(130)
         raise
+    except Exception:
+        interrupts.request_stop()  # the run has failed: this worker takes no queued seed
+        raise
 
 
 def _blas_threads(threads: int | None):
@@ -267,7 +271,7 @@ def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
     """Train each seed (and, with ``replay_seed``, the book's own run last), one after the
     other or ``workers`` at a time in forked processes, each with ``threads`` BLAS threads."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     book_id, run_cfg, profile, limits, model_dir, log = args
     jobs = [(seed, False) for seed in seeds] + ([(replay_seed, True)] if replay_seed is not None else [])
@@ -282,11 +286,19 @@ def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                  initializer=interrupts.init_worker,
                                  initargs=(os.getpid(),)) as pool, interrupts.sigterm_raises():
+            futures = [pool.submit(_seed_worker, job) for job in jobs]
             try:
-                return list(pool.map(_seed_worker, jobs))
-            except KeyboardInterrupt:
-                # Ctrl-C, SIGTERM here, or a seed interrupted on its own: every seed stops,
-                # saving its weights and ending its run KILLED, before this process exits
+                # the first seed to fail (or be interrupted) is seen at once, not after the
+                # seeds before it in the list have finished training
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for future in futures:
+                    if future in done and future.exception() is not None:
+                        future.result()  # raises it
+                return [future.result() for future in futures]
+            except BaseException:
+                # Ctrl-C, SIGTERM here, or a seed that crashed or was interrupted on its own:
+                # every other seed stops, saving its weights and ending its run KILLED, and
+                # no queued seed starts, before this process exits
                 interrupts.stop_workers([p.pid for p in multiprocessing.active_children()])
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="forked seed wor
 # Three seeds on two workers, so one seed waits in the pool's queue when the stop comes.
 # Each epoch is slowed down to a fifth of a second, so the run is still training when stopped.
 CHILD = textwrap.dedent("""
-    import functools, signal, sys, time
+    import functools, os, signal, sys, time
     import numpy as np
     # as in a terminal: a test runner started in the background (nohup, CI) may pass SIGINT on
     # ignored, and Python then installs no Ctrl-C handler of its own
@@ -37,6 +37,13 @@ CHILD = textwrap.dedent("""
     real_flat_record = experiment.flat_record
     def slow_flat_record(record):
         time.sleep(0.2)
+        if record["epoch"] == 4 and os.environ.get("CRASH_ONE_SEED"):
+            try:  # the first seed to get here crashes, the other trains on
+                os.close(os.open("crashed", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                raise RuntimeError("a seed crashed on purpose")
         return real_flat_record(record)
     experiment.flat_record = slow_flat_record
     run = {
@@ -63,12 +70,15 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def training(tmp_path):
-    """The run above, started in its own process group; yields (process, its two workers, log)."""
+@pytest.fixture(params=[False])
+def training(tmp_path, request):
+    """The run above, started in its own process group; yields (process, its two workers, log).
+    Parametrised with True, one seed raises an ordinary exception in its fifth epoch."""
     (tmp_path / "child.py").write_text(CHILD)
     log = tmp_path / "out.log"
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    if request.param:
+        env["CRASH_ONE_SEED"] = "1"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "child.py"], cwd=tmp_path, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -85,15 +95,16 @@ def training(tmp_path):
                 p.kill()
 
 
-def _assert_stopped_cleanly(tmp_path, workers, log):
+def _assert_stopped_cleanly(tmp_path, workers, log, statuses=("KILLED", "KILLED")):
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, f"workers left running: {alive}\n{log.read_text()}"
     text = log.read_text()
     assert "train tiny seed 3" not in text, "a queued seed started after the stop"
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id])
-    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"], text
-    assert sorted(p.name for p in (tmp_path / "models/tiny").iterdir()) == ["seed1", "seed2"]
+    assert sorted(r.info.status for r in runs) == sorted(statuses), text
+    saved = sorted(p.name for p in (tmp_path / "models/tiny").iterdir())
+    assert len(saved) == statuses.count("KILLED") and set(saved) <= {"seed1", "seed2"}
     assert not (tmp_path / "results/tiny/metrics.json").exists()
 
 
@@ -117,6 +128,16 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path, training):
     proc.kill()  # SIGKILL: the parent can do nothing, so the workers must notice on their own
     proc.wait(timeout=10)
     _assert_stopped_cleanly(tmp_path, workers, log)
+
+
+@pytest.mark.parametrize("training", [True], indirect=True)
+def test_a_crashed_seed_stops_the_others_at_once(tmp_path, training):
+    proc, workers, log = training
+    # the other seed would train for 100,000 epochs: the run ends only if it is stopped
+    rc = proc.wait(timeout=60)
+    assert rc != 0
+    assert "a seed crashed on purpose" in log.read_text()
+    _assert_stopped_cleanly(tmp_path, workers, log, statuses=("FAILED", "KILLED"))
 
 
 def test_sigterm_raises_once_and_ignores_repeats_while_cleaning_up():
