@@ -1,5 +1,6 @@
 """dvc.yaml keeps the rules that make the run-cache work across machines and covers every run."""
 
+import ast
 import json
 from pathlib import Path
 
@@ -56,3 +57,62 @@ def test_every_run_is_plotted_once_with_a_line_per_seed():
     assert not unplotted, (f"dvc.yaml plots: add results/<id>/history.csv: validation_accuracy "
                            f"to one group's y for {unplotted}")
     assert set(plotted) <= set(params["book"]), f"dvc.yaml plots: not runs: {set(plotted) - set(params['book'])}"
+
+
+# Modules a stage imports that do not decide what it writes: reading params, writing files
+# atomically, hashing, stopping cleanly, describing the machine, logging to MLflow (and the
+# figures that go only to MLflow). Editing them must not make DVC retrain the book.
+INFRASTRUCTURE = {
+    "pipeline/__init__.py", "pipeline/data/__init__.py", "pipeline/atomic.py", "pipeline/hashing.py",
+    "pipeline/interrupts.py", "pipeline/machine.py", "pipeline/params.py", "pipeline/tracking.py",
+    "pipeline/stages/_common.py",
+    # reading the raw files: download and prepare list them, the later stages read .npz files
+    "pipeline/data/fetch.py", "pipeline/data/idx.py",
+}
+INFRASTRUCTURE_BY_STAGE = {
+    # figures.py draws the report's plots (outputs of `report`) but, in training, only MLflow's
+    "train": {"pipeline/figures.py"},
+    # the download's output is the files that mnist.py's SHA-256 pins name, whatever the code
+    "download": {"pipeline/data/mnist.py"},
+}
+
+
+def _module_path(module: str) -> Path | None:
+    path = REPO_ROOT / Path(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _pipeline_imports(path: Path) -> set[str]:
+    """The pipeline modules that ``path`` imports (absolute imports, as the project writes them)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found |= {name for name in names if name.split(".")[0] == "pipeline" and _module_path(name)}
+    return found
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def test_every_stage_depends_on_the_code_that_decides_its_outputs():
+    for name, stage in _load("dvc.yaml")["stages"].items():
+        body = stage.get("do", stage)
+        module = body["cmd"].split()[2]  # python -m pipeline.stages.<name> ...
+        seen, todo = set(), [module]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo += _pipeline_imports(_module_path(current))
+        paths = {str(_module_path(m).relative_to(REPO_ROOT)) for m in seen}
+        ignored = INFRASTRUCTURE | INFRASTRUCTURE_BY_STAGE.get(name, set())
+        missing = sorted(p for p in paths - ignored if not _covered(p, body["deps"]))
+        assert not missing, f"dvc.yaml: stage {name} runs {missing} but does not list it in its deps"

@@ -1,6 +1,6 @@
 """The book's MNIST split and the one loader every stage uses.
 
-``prepare_split`` cuts the raw files into the book's three sets, in the original order:
+``split_book`` cuts the raw files into the book's three sets, in the original order:
 training = raw training images 0..49,999, validation = 50,000..59,999, test = the official
 10,000. Each set is stored compactly as uint8 images ``(n, 28, 28)`` plus uint8 labels in an
 uncompressed ``.npz`` (fast to load). ``load_dataset`` turns any such file into what the
@@ -114,7 +114,7 @@ def load_dataset(path: str | Path, limit: int | None = None, dtype=np.float32) -
             raise ValueError(f"{path}: asked for the first {limit} examples, it has {len(labels)}.")
         images, labels = images[:limit], labels[:limit]
     x = images.reshape(len(images), -1).astype(dtype)
-    x /= dtype(PIXEL_SCALE)
+    x /= x.dtype.type(PIXEL_SCALE)  # dtype may be a class, a numpy dtype or a name
     return Dataset(x=x, y=labels.astype(np.int64))
 
 

@@ -24,6 +24,9 @@ def test_loader_scales_by_256(mnist_prepared_dir):
     assert data.y.dtype == np.int64
     first_1k = load_dataset(mnist_prepared_dir / "train.npz", limit=1000)
     np.testing.assert_array_equal(first_1k.x, data.x[:1000])
+    for dtype in (np.float64, np.dtype("float64"), "float64"):  # a class, a dtype or a name
+        as64 = load_dataset(mnist_prepared_dir / "test.npz", dtype=dtype).x
+        assert as64.dtype == np.float64 and as64.max() == 255 / 256
 
 
 def test_average_darkness_gets_exactly_2225(mnist_sets):
