@@ -110,7 +110,8 @@ def _check_speeds(run_cfg: dict, path: str) -> None:
                         f"hidden layer), got {speeds!r}")
     if not (run_cfg["training"].get("monitor") or {}).get("gradient_norms"):
         raise SpecError(f"{path}.training.monitor.gradient_norms",
-                        "must be true when book.speeds is given (ours are measured from it)")
+                        "must be the number of first training examples to measure on when "
+                        "book.speeds is given (ours are measured from it; the book: 1000)")
 
 
 def _cap(*limits: int | None) -> int | None:

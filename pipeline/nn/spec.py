@@ -25,7 +25,9 @@ Schema (defaults in brackets; ``<required>`` has none)::
       shuffle: [true]              # reshuffle every epoch (network.py/network2.py) or fixed order (network3.py)
       early_stopping: {patience: [0]}   # 0 = off
       eta_schedule: {kind: [constant]}  # or {kind: halve_on_plateau, patience: [10], min_fraction: [0.0078125]}
-      monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [false], gradient_norms: [false]}
+      monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [false]}
+                                   # and gradient_norms: [false] or n >= 1, the number of first
+                                   # training examples ||dC/db^l|| is measured on (chapter 5: 1000)
       eval_every: [1]              # evaluate (and record) every k-th epoch and the last one
       seed: [1]                    # >= 0
       dtype: [float32]             # float32 | float64
@@ -110,6 +112,16 @@ def _bool(value, path) -> bool:
     if not isinstance(value, bool):
         raise SpecError(path, f"expected true or false, got {_type_name(value)} {value!r}")
     return value
+
+
+def _gradient_norm_examples(value, path) -> int | bool:
+    """``monitor.gradient_norms``: false, or how many of the first training examples to measure on."""
+    if value is False:
+        return False
+    if value is True:
+        raise SpecError(path, "expected false or the number of first training examples to measure "
+                        "the gradient on (the book's chapter 5 script: 1000), got true")
+    return _int(value, path, 1)
 
 
 def _choice(value, path, allowed) -> str:
@@ -297,7 +309,8 @@ def _training(value, path="training") -> dict:
 
     mp = p("monitor")
     monitor = _mapping(t["monitor"], mp, {k: False for k in MONITOR_KEYS})
-    t["monitor"] = {k: _bool(v, _join(mp, k)) for k, v in monitor.items()}
+    t["monitor"] = {k: _bool(v, _join(mp, k)) for k, v in monitor.items() if k != "gradient_norms"}
+    t["monitor"]["gradient_norms"] = _gradient_norm_examples(monitor["gradient_norms"], _join(mp, "gradient_norms"))
 
     gp = p("rng")
     rng = _mapping(t["rng"], gp, {"kind": "pcg64", "inits_before": 0, "shuffles_before": [], "order_carried": False})

@@ -13,8 +13,9 @@ tiny epochs, like chapter 3's 100-image training sets) a record is made (accurac
 ``epoch`` (0-based), ``eta``, ``seconds`` (training loop only), ``eval_seconds``,
 ``validation_accuracy``, ``test_accuracy`` (when those sets are given), and when monitored
 ``training_cost``, ``training_accuracy``, ``validation_cost``, ``gradient_norms``
-(||dC/db^l|| per layer over the first 1000 training examples, measured at the *start* of the
-epoch as the book's chapter 5 script does, so epoch 0's are the initial network's).
+(||dC/db^l|| per layer over the first ``monitor.gradient_norms`` training examples, measured at
+the *start* of the epoch as the book's chapter 5 script does, so epoch 0's are the initial
+network's).
 
 Costs include the regularisation term as network2.py's ``total_cost`` does: c = lmbda / n with
 n the size of the set being evaluated (``network2`` scaling), or the training coefficient
@@ -46,7 +47,6 @@ from pipeline.nn.regularization import Regularization
 from pipeline.nn.seeding import streams
 from pipeline.nn.spec import validate_training
 
-GRADIENT_NORM_EXAMPLES = 1000
 _TICK_BATCHES = 250  # progress-bar granularity, in mini-batches
 # The most multiply-adds one layer's GEMM of a training step may have for an epoch to train
 # on one BLAS thread whatever the thread limit: below it a second OpenBLAS thread costs more
@@ -322,7 +322,7 @@ def fit(
     def start_of_epoch_norms() -> tuple[list, float]:
         """||dC/db^l|| before the epoch trains (ch. 5's speed of learning) and its seconds."""
         t0 = time.perf_counter()
-        k = min(GRADIENT_NORM_EXAMPLES, n)
+        k = min(monitor["gradient_norms"], n)
         return net.gradient_norms(x[:k], labels[:k]), time.perf_counter() - t0
 
     try:

@@ -50,6 +50,7 @@ def main() -> None:
         depth = {i: histories[i] for i in params["book"] if i.startswith("ch5-depth")}
         speeds = {i: run["book"]["speeds"] for i, run in params["book"].items()
                   if run["book"].get("speeds")}
+        measured_on = sorted({params["book"][i]["training"]["monitor"]["gradient_norms"] for i in speeds})
         save_figure(rp.learning_speed_plot({i: histories[i] for i in speeds}, depth, speeds),
                     plots / "learning_speed.png")
         for run_id in ("ch3-overfit-1k", "ch3-l2-1k"):
@@ -88,7 +89,8 @@ def main() -> None:
             "retraced the book's run.\n\n" + replay_line)
         speed_section = (
             "\n## Chapter 5: the speed of learning at the start\n\n"
-            "‖∂C/∂b^l‖ of each hidden layer over the first 1,000 training images, before "
+            f"‖∂C/∂b^l‖ of each hidden layer over the first {' or '.join(f'{n:,}' for n in measured_on)} "
+            "training images, before "
             "any training, in the book's figure runs (the book's from its one unseeded run). "
             "The first hidden layer learns slowest, and the gap grows with depth.\n\n"
             + rp.speed_table(speeds, histories) +

@@ -125,7 +125,7 @@ def test_training_matches_the_cpu_epoch_by_epoch(regularization, momentum):
     spec = make_spec(layers, "cross_entropy", epochs=3, batch_size=7, eta=0.5, momentum=momentum,
                      regularization=regularization,
                      monitor={"training_cost": True, "training_accuracy": True, "validation_cost": True,
-                              "gradient_norms": True})
+                              "gradient_norms": 100})
     train, val, test = blobs(120, seed=1), blobs(40, seed=2), blobs(40, seed=3)
     cpu, gpu = pair(spec)
     h_cpu = fit(cpu, spec, train, val, test, log=None)
