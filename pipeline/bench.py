@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy
 
+from pipeline.atomic import write_text
 from pipeline.machine import machine_info as base_machine_info
 
 EPOCH = 50_000
@@ -466,8 +467,7 @@ def main(argv=None) -> int:
         "results": rows,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(out, json.dumps(result, indent=2) + "\n")  # atomic: an interrupted run leaves the old file
     log(f"wrote {out} (load average before {load_before}, after {result['loadavg_after']})")
     return 0
 

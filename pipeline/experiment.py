@@ -54,8 +54,8 @@ def _check_keys(node, path: str, schema: dict, optional: dict | None = None) -> 
         if key not in node:
             raise SpecError(f"{path}.{key}", "required key is missing")
         if isinstance(node[key], bool) or not isinstance(node[key], kind):
-            if kind is float or (isinstance(kind, tuple) and float in kind) and \
-                    isinstance(node[key], int) and not isinstance(node[key], bool):
+            takes_float = kind is float or (isinstance(kind, tuple) and float in kind)
+            if takes_float and isinstance(node[key], int) and not isinstance(node[key], bool):
                 continue  # YAML's 1 for 1.0
             raise SpecError(f"{path}.{key}", f"expected {_kind_name(kind)}, "
                             f"got {type(node[key]).__name__} {node[key]!r}")

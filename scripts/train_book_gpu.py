@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.atomic import write_text
 from pipeline.data.fetch import LocalDirSource, fetch_mnist
 from pipeline.data.mnist import MNIST_FILES, PIXEL_SCALE, read_raw, split_book
 from pipeline.nn import build_network, fit
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     result = {"book_id": args.book_id, "seed": args.seed, "device": args.device, "wall_s": wall,
               "book": cfg["book"], **history.summary(), "records": history.records}
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"{args.book_id} seed {args.seed}: test at best validation {history.test_at_best_validation:.4f} "
           f"(epoch {history.best_epoch}), book {cfg['book']['value']}, {wall:.0f} s")
     return 0

@@ -90,6 +90,7 @@ def test_quick_profile_gives_chapter_6_the_epochs_read_off_the_book_runs():
     (("book", "metric"), "best_guess", "book.ch1-30.book.metric: unknown"),
     (("book", "runs"), 0, "book.ch1-30.book.runs"),
     (("book", "runs"), "three", "book.ch1-30.book.runs: expected int"),
+    (("book", "value"), "high", "book.ch1-30.book.value: expected float or null"),
     (("seeds",), [1, "two"], "book.ch1-30.seeds"),
     (("colour",), "red", "book.ch1-30.colour: unknown key"),
 ])
