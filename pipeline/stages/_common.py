@@ -11,9 +11,17 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _is_input_error(error: BaseException) -> bool:
+    """A bad config (``SpecError``, which names the key) or a missing input file (the message
+    says which command makes it): the message is the whole story, a traceback only hides it."""
+    spec = sys.modules.get("pipeline.nn.spec")  # imported by every stage that validates a spec
+    return isinstance(error, FileNotFoundError) or (spec is not None and isinstance(error, spec.SpecError))
+
+
 @contextmanager
 def stage(name: str):
-    """Print the stage's start and total time; Ctrl-C exits with 130 and no traceback."""
+    """Print the stage's start and total time; Ctrl-C exits with 130 and no traceback, a bad
+    config or a missing input with 2 and its message alone."""
     log(f"== stage {name} ==")
     start = time.perf_counter()
     try:
@@ -21,4 +29,10 @@ def stage(name: str):
     except KeyboardInterrupt:
         log(f"== stage {name} interrupted after {time.perf_counter() - start:.1f} s ==")
         sys.exit(130)
+    except Exception as error:
+        if not _is_input_error(error):
+            raise
+        log(f"{name}: {error}")
+        log(f"== stage {name} failed after {time.perf_counter() - start:.1f} s ==")
+        sys.exit(2)
     log(f"== stage {name} done in {time.perf_counter() - start:.1f} s ==")

@@ -1,0 +1,34 @@
+"""The frame around every stage: how it ends on Ctrl-C, on bad input and on a bug."""
+
+import pytest
+
+from pipeline.nn.spec import SpecError
+from pipeline.stages._common import stage
+
+
+@pytest.mark.parametrize("error, message", [
+    (SpecError("book.x.training.eta", "expected a number, got str 'fast'"),
+     "train@x: book.x.training.eta: expected a number, got str 'fast'"),
+    (FileNotFoundError("data/prepared/train.npz is missing: run `dvc repro` to build it"),
+     "train@x: data/prepared/train.npz is missing: run `dvc repro` to build it"),
+])
+def test_bad_input_ends_with_its_message_alone_and_status_2(capsys, error, message):
+    with pytest.raises(SystemExit) as info:
+        with stage("train@x"):
+            raise error
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "== stage train@x failed after" in err and "Traceback" not in err
+
+
+def test_a_bug_keeps_its_traceback():
+    with pytest.raises(RuntimeError, match="a bug"):
+        with stage("report"):
+            raise RuntimeError("a bug")
+
+
+def test_ctrl_c_exits_130():
+    with pytest.raises(SystemExit) as info:
+        with stage("report"):
+            raise KeyboardInterrupt
+    assert info.value.code == 130
