@@ -212,7 +212,7 @@ def progression_plot(rows: list[dict], order: list[str]):
 
 
 def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy"):
-    """Validation accuracy per epoch of every run of one chapter (seed 1)."""
+    """Validation accuracy per epoch of every run of one chapter (its smallest seed)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for run_id, rows in histories.items():
         rows = [r for r in rows if r.get("seed", 1) == min(x.get("seed", 1) for x in rows)]
@@ -291,7 +291,7 @@ def _median_range(values: list[float], unit: str = "") -> str:
 
 def learning_speed_plot(figure: dict[str, list[dict]], depth: dict[str, list[dict]],
                         book: dict[str, list[float]] | None = None):
-    """Chapter 5: ||dC/db^l|| of each hidden layer per epoch (seed 1), log scale.
+    """Chapter 5: ||dC/db^l|| of each hidden layer per epoch (smallest seed), log scale.
 
     Top: the book's figure, ``figure`` (1,000 images, one mini-batch, 500 epochs), with the
     book's starting values (``book``) as black marks at epoch 0. Bottom: the same measure

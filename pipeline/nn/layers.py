@@ -301,8 +301,8 @@ class FullyConnected:
         CPU with one BLAS thread (see ``blas_single_threaded``) the weight step is the L2
         shrink (shrink = 1 - eta c, else 1) and then one BLAS GEMM that adds -eta x^T delta
         into w itself, where gradient-then-update writes the gradient and makes three more
-        passes over w (at mini-batch 10 a 1000x1000 layer is memory-bound). ``grads["w"]`` is
-        left stale.
+        passes over w (at mini-batch 10 a 1000x1000 layer is memory-bound). ``grads["w"]`` and
+        ``grads["b"]`` are left stale.
         """
         w = self.params["w"]
         gemm = _inplace_gemm(w)

@@ -23,8 +23,8 @@ lmbda / (n_train // m) (``network3`` scaling).
 
 The best-validation epoch is the last one whose validation accuracy is >= every earlier one
 (chapter 6's rule: ties go to the later epoch); its test accuracy and a copy of its weights are
-kept. Early stopping and the eta schedule count epochs without *strict* improvement of the best
-validation accuracy.
+kept. Early stopping and the eta schedule count evaluations (epochs, unless ``eval_every`` > 1)
+without *strict* improvement of the best validation accuracy.
 """
 
 from __future__ import annotations
@@ -298,6 +298,7 @@ def fit(
     train_seconds = 0.0
     best_strict = -math.inf
     since_best = since_halving = 0
+    unit = "epochs" if eval_every == 1 else f"evaluations (one every {eval_every} epochs)"
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None
@@ -364,7 +365,7 @@ def fit(
                 since_best += 1
                 since_halving += 1
             if early and since_best >= early:
-                history.stopped_early = f"early stopping: no validation improvement in {early} epochs"
+                history.stopped_early = f"early stopping: no validation improvement in {early} {unit}"
                 break
             if sched["kind"] == "halve_on_plateau" and since_halving >= sched["patience"]:
                 eta /= 2
@@ -377,7 +378,7 @@ def fit(
                     )
                     break
                 if log is not None:
-                    log(f"eta halved to {eta:g} after {sched['patience']} epochs without improvement")
+                    log(f"eta halved to {eta:g} after {sched['patience']} {unit} without improvement")
     except KeyboardInterrupt:
         history.interrupted = True
         if log is not None:
