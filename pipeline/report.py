@@ -179,7 +179,10 @@ def markdown_table(rows: list[dict]) -> str:
         metric = METRIC_LABELS.get(r["book"]["metric"], r["book"]["metric"])
         if r.get("rule") and r["rule"] != "one run":
             counted = "nets" if r["book"]["metric"] == "ensemble_test" else "seeds"
-            metric += f" ({r['rule']} {counted})"
+            runs = r["book"].get("runs")
+            # more seeds than the book's runs give the best more chances, fewer give it fewer
+            differs = r["rule"].startswith("best of") and runs and r.get("n_seeds") != runs
+            metric += f" ({r['rule']} {counted}" + (f"; the book: best of {runs})" if differs else ")")
         lines.append(
             f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "
             f"{_ours(r)} | {_honest(r)} | {_diff(r)} | {_replay(r)} | {_number(r['epochs'], 'd')} | "

@@ -86,6 +86,12 @@ def test_report_marks_a_one_run_figure_inside_our_seed_range():
     # best-of rows and single seeds carry no range
     best = with_verdict(dict(row, seed_values=None, rule="best of 2"), tol)
     assert best["book_in_seed_range"] is None
+    # a best of more (or fewer) seeds than the book's runs says so
+    book3 = {"value": 0.9659, "metric": "peak_test", "runs": 3}
+    for n, label in ((6, "(best of 6 seeds; the book: best of 3)"), (3, "(best of 3 seeds)")):
+        line = markdown_table([with_verdict(dict(row, book=book3, rule=f"best of {n}", n_seeds=n,
+                                                 seed_values=None), tol)]).splitlines()[-1]
+        assert f"| peak test {label} |" in line, line
 
 
 def test_report_gives_the_replayed_book_run_its_own_column():
