@@ -190,6 +190,36 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def curves_table(ids: list[str], rows: list[dict], histories: dict[str, list[dict]]) -> str:
+    """The book's words about a run's curves ("training accuracy reaches 100%", "after epoch 1
+    about 93%", "peak at epoch 28") beside each seed's curve, and the replayed book run's: the
+    accuracy on the set the book's metric names at the first and last epoch and at its peak,
+    and the training accuracy at the last epoch where it was monitored. Epochs count from 0,
+    as the book's programs print them."""
+    by_id = {r["id"]: r for r in rows}
+    lines = ["| id | the book says | run | set | first epoch | last epoch | peak (epoch) | "
+             "training acc., last epoch |", "|---|---|---|---|---|---|---|---|"]
+    for run_id in ids:
+        row, history = by_id.get(run_id), histories.get(run_id) or []
+        if row is None or not history:
+            continue
+        split = "validation" if "validation" in row["book"]["metric"] else "test"
+        key, words = f"{split}_accuracy", row["book"].get("note") or "—"
+        replay_seed = row.get("replay_seed")
+        for seed in sorted({h["seed"] for h in history}, key=lambda s: (s == replay_seed, s)):
+            curve = [h for h in history if h["seed"] == seed and key in h]
+            if not curve:
+                continue
+            first, last = curve[0], curve[-1]
+            peak = max(curve, key=lambda h: (h[key], -h["epoch"]))  # the first epoch at the peak
+            run = "the book's run, replayed" if seed == replay_seed else f"seed {seed:g}"
+            lines.append(f"| {run_id} | {words} | {run} | {split} | {_pct(first[key])} ({first['epoch']:g}) | "
+                         f"{_pct(last[key])} ({last['epoch']:g}) | {_pct(peak[key])} ({peak['epoch']:g}) | "
+                         f"{_pct(last.get('training_accuracy'))} |")
+            words = '"'  # the book's words once per run
+    return "\n".join(lines) + "\n"
+
+
 # -- plots ---------------------------------------------------------------------------------------
 def progression_plot(rows: list[dict], order: list[str]):
     """Each successive improvement of the book, its figure beside ours."""

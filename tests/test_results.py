@@ -143,3 +143,24 @@ def test_speed_table_sets_the_books_starting_speeds_beside_our_seeds():
     assert lines[4] == "| ch5-speed-2 | last / first | 4.7x | 10x (5–20, n=3) |"
     # a run that has not trained yet keeps its book values and dashes
     assert speed_table({"ch5-speed-2": [0.066, 0.31]}, {}).splitlines()[2].endswith("| — |")
+
+
+def test_curves_table_sets_the_books_words_beside_each_seed_and_the_replay():
+    from pipeline.report import curves_table
+
+    row = {"id": "ch3-overfit-1k", "book": {"value": 0.8227, "metric": "peak_test",
+                                            "note": "training accuracy reaches 100%"},
+           "replay_seed": 12345678.0}
+    history = [
+        {"seed": 12345678.0, "epoch": 0.0, "test_accuracy": 0.70, "training_accuracy": 0.80},
+        {"seed": 12345678.0, "epoch": 1.0, "test_accuracy": 0.8227, "training_accuracy": 1.0},
+        {"seed": 1.0, "epoch": 0.0, "test_accuracy": 0.60, "training_accuracy": 0.7},
+        {"seed": 1.0, "epoch": 1.0, "test_accuracy": 0.83, "training_accuracy": 0.9},
+        {"seed": 1.0, "epoch": 2.0, "test_accuracy": 0.83, "training_accuracy": 1.0},
+    ]
+    lines = curves_table(["ch3-overfit-1k", "not-run"], [row], {"ch3-overfit-1k": history}).splitlines()
+    assert len(lines) == 4  # header, rule, seed 1, then the replay
+    assert lines[2] == ("| ch3-overfit-1k | training accuracy reaches 100% | seed 1 | test | 60.00% (0) | "
+                        "83.00% (2) | 83.00% (1) | 100.00% |")  # the first epoch at the peak
+    assert lines[3].startswith('| ch3-overfit-1k | " | the book\'s run, replayed | test | 70.00% (0) |')
+    assert "82.27% (1)" in lines[3]

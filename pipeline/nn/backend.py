@@ -39,15 +39,6 @@ def get_xp(device: str = "cpu"):
     return cupy  # pragma: no cover
 
 
-def xp_of(a: Any):
-    """The array module an array belongs to (numpy for anything that is not a CuPy array)."""
-    if type(a).__module__.startswith("cupy"):
-        import cupy  # noqa: PLC0415
-
-        return cupy
-    return numpy
-
-
 def to_numpy(a: Any) -> numpy.ndarray:
     """Copy a CuPy array to the host; pass numpy arrays (and array-likes) through."""
     if type(a).__module__.startswith("cupy"):

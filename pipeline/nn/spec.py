@@ -360,11 +360,6 @@ def validate_spec(spec) -> dict:
     return {"model": model, "training": training}
 
 
-def validate_model(model) -> dict:
-    """Check the ``model`` part alone."""
-    return _model(model)
-
-
 def validate_training(training) -> dict:
     """Check the ``training`` part alone."""
     return _training(training)

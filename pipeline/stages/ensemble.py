@@ -17,11 +17,18 @@ def main() -> None:
     cfg, data = params["ensemble"], params["data"]
     limit = (params["profile"].get("limits") or {}).get("eval_examples")
     with stage("ensemble"):
-        member_dirs = sorted(Path("models", cfg["members"]).glob("seed*"))
-        if len(member_dirs) < 2:
-            raise SystemExit(f"ensemble: need at least 2 trained {cfg['members']} nets, "
-                             f"found {len(member_dirs)} in models/{cfg['members']}")
+        # exactly the seeds that train@<members> trained, each to its last epoch
+        seeds = params["book"][cfg["members"]]["seeds"]
+        member_dirs = [Path("models", cfg["members"], f"seed{seed}") for seed in seeds]
+        missing = [str(d) for d in member_dirs if not d.is_dir()]
+        if len(member_dirs) < 2 or missing:
+            raise SystemExit(f"ensemble: needs the {cfg['members']} nets of seeds {seeds} (at least 2); "
+                             f"missing: {missing or 'none'}. Run `dvc repro train@{cfg['members']}` first")
         loaded = [load_model(d) for d in member_dirs]
+        unfinished = [str(d) for d, m in zip(member_dirs, loaded) if m.metadata.get("weights") != "final epoch"]
+        if unfinished:
+            raise SystemExit(f"ensemble: {unfinished} hold the weights of an interrupted run; "
+                             f"run `dvc repro train@{cfg['members']}` to train them to the end")
         nets = [m.network for m in loaded]
         result = {"id": cfg["id"], "chapter": cfg["chapter"], "title": cfg["title"],
                   "what_changed": cfg["what_changed"], "profile": params["profile"]["name"],

@@ -18,6 +18,10 @@ def main() -> None:
     cfg = params["report"]
     out = Path(cfg["out_dir"])
     with stage("report"):
+        unknown = [i for i in cfg["curves_in_words"] if i not in params["book"]]
+        if unknown:
+            raise SystemExit(f"report.curves_in_words: {unknown} are not runs in params.yaml's book; "
+                             "fix the ids in conf/report/default.yaml")
         rows = rp.baseline_rows(cfg, rp.read_json(out / "baselines" / "metrics.json"))
         histories: dict[str, list[dict]] = {}
         for run_id in [*params["book"], params["ensemble"]["id"]]:
@@ -95,8 +99,13 @@ def main() -> None:
             "The first hidden layer learns slowest, and the gap grows with depth.\n\n"
             + rp.speed_table(speeds, histories) +
             "\n![speed of learning](plots/learning_speed.png)\n" if speeds else "")
+        curves_section = (
+            "\n## The book's words beside our curves\n\n"
+            "Where the book describes a curve rather than (or as well as) giving a figure. "
+            "Accuracy on the set the book's metric names; epochs count from 0, as the book's "
+            "programs print them.\n\n" + rp.curves_table(cfg["curves_in_words"], rows, histories))
         write_text(out / "report.md", header + rp.markdown_table(rows) +
-                   "\n![progression](plots/progression.png)\n" + speed_section)
+                   "\n![progression](plots/progression.png)\n" + curves_section + speed_section)
         write_json(out / "summary.json", {
             "profile": profile, "generated": stamp, "machine": machine, "rows": rows,
             "initial_speeds": {i: {"book": speeds[i], "ours": rp.initial_speeds(histories[i])}
