@@ -10,12 +10,14 @@ e.g. ``book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro exp
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.experiment import train_entry
+from pipeline.nn.spec import SpecError
 
 
 def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
@@ -23,6 +25,9 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
 
     (``cfg["book"]`` may hold partial entries of other runs: a profile's per-run cuts.)
     """
+    if book_id not in cfg["book"]:
+        raise SpecError(f"book.{book_id}", f"conf/book/{book_id}.yaml must hold its run under the top "
+                        f"key `{book_id}:` (the file's name); the runs composed are {sorted(cfg['book'])}")
     run_cfg = cfg["book"][book_id]
     if cfg.get("seed") is not None:
         run_cfg["seeds"] = [int(cfg["seed"])]
@@ -37,11 +42,17 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     plain = OmegaConf.to_container(cfg, resolve=True)
-    book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
     out = Path(HydraConfig.get().runtime.output_dir)
-    train_entry(book_id, run_cfg, plain["data"], plain["profile"],
-                model_dir=out / "models" / book_id, results_dir=out / "results" / book_id,
-                compute=plain.get("compute"))
+    try:
+        book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
+        train_entry(book_id, run_cfg, plain["data"], plain["profile"],
+                    model_dir=out / "models" / book_id, results_dir=out / "results" / book_id,
+                    compute=plain.get("compute"))
+    except SpecError as error:  # the message names the key and what is allowed
+        sys.exit(f"{error}")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
+        print(f"interrupted: the weights so far are in {out / 'models'}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

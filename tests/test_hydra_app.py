@@ -4,11 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.mnist import save_images
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
@@ -44,3 +47,20 @@ def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
     for r in runs:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "validation_accuracy")]
         assert steps == [0]  # the smoke profile's one epoch
+
+
+def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tmp_path):
+    """A copy of a run whose top key was not renamed, or with a misspelt key, stops at once."""
+    extra = tmp_path / "extra" / "book"
+    extra.mkdir(parents=True)
+    relu = (REPO_ROOT / "conf/book/ch6-relu.yaml").read_text()
+    (extra / "my-nokey.yaml").write_text(relu)  # still `ch6-relu:` at the top
+    (extra / "my-typo.yaml").write_text(relu.replace("ch6-relu:", "my-typo:").replace("batch_size:", "batch_sise:"))
+    for name, message in (("my-nokey", "conf/book/my-nokey.yaml must hold its run under the top key `my-nokey:`"),
+                          ("my-typo", "book.my-typo.training.batch_sise: unknown key")):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.train", f"book={name}", "profile=smoke",
+             f"hydra.searchpath=[file://{tmp_path / 'extra'}]", f"hydra.run.dir={tmp_path / name}"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
