@@ -161,3 +161,11 @@ def test_unknown_compute_device_is_rejected_by_name(workdir):
     with pytest.raises(ValueError, match=r"compute\.device: unknown 'tpu'; allowed: cpu, gpu"):
         experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
                                compute={"device": "tpu"})
+
+
+def test_a_plain_float_key_takes_an_integer_but_not_a_string():
+    from pipeline.nn.spec import SpecError
+
+    experiment._check_keys({"x": 1}, "run", {"x": float})  # YAML's 1 for 1.0
+    with pytest.raises(SpecError, match="run.x: expected float, got str 'high'"):
+        experiment._check_keys({"x": "high"}, "run", {"x": float})
