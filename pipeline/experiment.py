@@ -24,6 +24,7 @@ from pipeline import figures, interrupts, results, tracking
 from pipeline.atomic import write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset
 from pipeline.nn import build_network, fit, save_model, validate_spec
+from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.nn.spec import DEVICES, SpecError
 
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
@@ -209,7 +210,7 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         seed_dir = model_dir / f"seed{seed}"
         save_model(seed_dir, net, spec, metadata={
             "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
-            "weights": f"interrupted during epoch {len(rows)}" if history.interrupted else "final epoch",
+            "weights": f"interrupted during epoch {len(rows)}" if history.interrupted else FINAL_EPOCH_WEIGHTS,
             "mlflow_run_id": run.run_id, "metrics": summary})
         if history.interrupted:
             log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")

@@ -56,6 +56,9 @@ def _atomic_write(path: Path, write) -> None:
         write(fh)
 
 
+FINAL_EPOCH_WEIGHTS = "final epoch"  # metadata["weights"] of a model whose run trained to the end
+
+
 def save_model(directory, net: Network, spec, metadata: dict | None = None) -> Path:
     """Write ``net``'s weights and description into ``directory`` (created if needed)."""
     directory = Path(directory)

@@ -8,6 +8,7 @@ from pipeline import tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset
 from pipeline.nn import load_model, score_vote
+from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.params import load_params
 from pipeline.stages._common import log, stage
 
@@ -25,7 +26,7 @@ def main() -> None:
             raise SystemExit(f"ensemble: needs the {cfg['members']} nets of seeds {seeds} (at least 2); "
                              f"missing: {missing or 'none'}. Run `dvc repro train@{cfg['members']}` first")
         loaded = [load_model(d) for d in member_dirs]
-        unfinished = [str(d) for d, m in zip(member_dirs, loaded) if m.metadata.get("weights") != "final epoch"]
+        unfinished = [str(d) for d, m in zip(member_dirs, loaded) if m.metadata.get("weights") != FINAL_EPOCH_WEIGHTS]
         if unfinished:
             raise SystemExit(f"ensemble: {unfinished} hold the weights of an interrupted run; "
                              f"run `dvc repro train@{cfg['members']}` to train them to the end")
