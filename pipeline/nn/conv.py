@@ -96,11 +96,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from pipeline.nn.activations import get_activation
-from pipeline.nn.layers import blas_single_threaded, dropout_mask, matmul_into
+from pipeline.nn.layers import INIT_SCHEMES, blas_single_threaded, check_dropout, dropout_mask, matmul_into
 
 TIES = ("all", "one")
-INIT_SCHEMES = ("large", "default", "network3")
-DROPOUT_MODES = ("classic", "inverted")
 
 
 def _as_strided(xp, a, shape, strides):
@@ -255,10 +253,7 @@ class ConvPool:
             raise ValueError(f"pool {pool} larger than the convolution output {H - kernel + 1}x{W - kernel + 1}")
         if ties not in TIES:
             raise ValueError(f"ties: unknown {ties!r}; allowed: {', '.join(TIES)}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if dropout_mode not in DROPOUT_MODES:
-            raise ValueError(f"dropout_mode: unknown {dropout_mode!r}; allowed: {', '.join(DROPOUT_MODES)}")
+        check_dropout(dropout, dropout_mode)
         self.channels, self.height, self.width = C, H, W
         self.filters, self.kernel, self.pool = int(filters), int(kernel), int(pool)
         self.in_shape = (C, H, W)
