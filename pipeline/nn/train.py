@@ -254,6 +254,77 @@ def _run_minibatches(train, x, y, m: int, order, tick) -> None:
             tick((stop - start + m - 1) // m)
 
 
+class Plateau:
+    """Early stopping and the halve-on-plateau eta schedule (chapter 3). Both count evaluations
+    since the validation accuracy last *strictly* improved: early stopping ends training after
+    ``patience`` of them; the schedule halves eta after ``schedule["patience"]`` and ends
+    training once eta is at most ``schedule["min_fraction"]`` of its start (the book: 1/128)."""
+
+    def __init__(self, eta: float, patience: int, schedule: Mapping, unit: str):
+        self.eta0 = self.eta = eta
+        self.patience, self.schedule, self.unit = patience, schedule, unit
+        self.best = -math.inf
+        self.since_best = self.since_halving = 0
+
+    def update(self, validation_accuracy: float) -> tuple[str | None, str | None]:
+        """Count one evaluation; return (why training stops or None, a line to log or None)."""
+        if validation_accuracy > self.best:
+            self.best = validation_accuracy
+            self.since_best = self.since_halving = 0
+        else:
+            self.since_best += 1
+            self.since_halving += 1
+        if self.patience and self.since_best >= self.patience:
+            return f"early stopping: no validation improvement in {self.patience} {self.unit}", None
+        sched = self.schedule
+        if sched["kind"] != "halve_on_plateau" or self.since_halving < sched["patience"]:
+            return None, None
+        self.eta /= 2
+        self.since_halving = 0
+        if self.eta <= self.eta0 * sched["min_fraction"] * (1 + 1e-12):
+            return (f"eta schedule: eta reached {self.eta:g} = eta0 * {self.eta / self.eta0:g} "
+                    f"(<= min_fraction {sched['min_fraction']:g})"), None
+        return None, f"eta halved to {self.eta:g} after {sched['patience']} {self.unit} without improvement"
+
+
+def evaluate(net: Network, train, val, test, monitor: Mapping, reg: Regularization, coef: float) -> dict:
+    """The end-of-epoch measurements (network2.py's monitors): training cost and accuracy when
+    monitored, validation accuracy (and cost), test accuracy, and ``eval_seconds``. Costs
+    include the L2/L1 term: on the validation set c = lmbda / n_validation under the network2
+    scaling, the training coefficient under network3's."""
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {}
+    if monitor["training_cost"]:
+        record["training_cost"] = net.total_cost(*train, reg, coef)
+    if monitor["training_accuracy"]:
+        record["training_accuracy"] = net.accuracy(*train)
+    if val is not None:
+        record["validation_accuracy"] = net.accuracy(*val)
+        if monitor["validation_cost"]:
+            val_coef = reg.lmbda / val[0].shape[0] if reg.scaling == "network2" else coef
+            record["validation_cost"] = net.total_cost(*val, reg, val_coef)
+    if test is not None:
+        record["test_accuracy"] = net.accuracy(*test)
+    record["eval_seconds"] = time.perf_counter() - t0
+    return record
+
+
+def start_of_epoch_norms(net: Network, x, labels, examples: int) -> tuple[list, float]:
+    """||dC/db^l|| over the first ``examples`` training images before the epoch trains
+    (chapter 5's speed of learning), and the seconds that took."""
+    t0 = time.perf_counter()
+    k = min(examples, x.shape[0])
+    return net.gradient_norms(x[:k], labels[:k]), time.perf_counter() - t0
+
+
+def _progress_bar(progress: bool, batches: int, epoch: int):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm  # noqa: PLC0415 - only for a terminal
+
+    return tqdm(total=batches, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5)
+
+
 def fit(
     net: Network,
     training,
@@ -278,8 +349,7 @@ def fit(
     x, labels = _prepare(train_data, net, "train_data")
     val = _prepare(validation_data, net, "validation_data") if validation_data is not None else None
     test = _prepare(test_data, net, "test_data") if test_data is not None else None
-    sched, early = t["eta_schedule"], t["early_stopping"]["patience"]
-    if val is None and (early or sched["kind"] != "constant"):
+    if val is None and (t["early_stopping"]["patience"] or t["eta_schedule"]["kind"] != "constant"):
         raise ValueError("training.early_stopping / training.eta_schedule need validation_data")
     if x.shape[0] == 0:
         raise ValueError("train_data is empty")
@@ -291,52 +361,24 @@ def fit(
     opt = SGD(net, t["momentum"], reg, coef)
     next_order = epoch_orders(t, n)
     monitor = t["monitor"]
-    eta0 = eta = t["eta"]
     epochs, eval_every = t["epochs"], t["eval_every"]
-    history = History(final_eta=eta)
+    unit = "epochs" if eval_every == 1 else f"evaluations (one every {eval_every} epochs)"
+    plateau = Plateau(t["eta"], t["early_stopping"]["patience"], t["eta_schedule"], unit)
+    history = History(final_eta=plateau.eta)
     graphs = t["cuda_graphs"] and net.xp is not numpy  # dropped for the run if a step cannot be recorded
     train_seconds = 0.0
-    best_strict = -math.inf
-    since_best = since_halving = 0
-    unit = "epochs" if eval_every == 1 else f"evaluations (one every {eval_every} epochs)"
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None
-
-    def evaluate(epoch: int, seconds: float) -> dict:
-        t0 = time.perf_counter()
-        record: dict[str, Any] = {"epoch": epoch, "eta": eta, "seconds": seconds}
-        if monitor["training_cost"]:
-            record["training_cost"] = net.total_cost(x, labels, reg, coef)
-        if monitor["training_accuracy"]:
-            record["training_accuracy"] = net.accuracy(x, labels)
-        if val is not None:
-            record["validation_accuracy"] = net.accuracy(*val)
-            if monitor["validation_cost"]:
-                val_coef = reg.lmbda / val[0].shape[0] if reg.scaling == "network2" else coef
-                record["validation_cost"] = net.total_cost(*val, reg, val_coef)
-        if test is not None:
-            record["test_accuracy"] = net.accuracy(*test)
-        record["eval_seconds"] = time.perf_counter() - t0
-        return record
-
-    def start_of_epoch_norms() -> tuple[list, float]:
-        """||dC/db^l|| before the epoch trains (ch. 5's speed of learning) and its seconds."""
-        t0 = time.perf_counter()
-        k = min(monitor["gradient_norms"], n)
-        return net.gradient_norms(x[:k], labels[:k]), time.perf_counter() - t0
-
     try:
         for epoch in range(epochs):
-            if progress:
-                from tqdm.auto import tqdm  # noqa: PLC0415
-
-                bar = tqdm(total=(n + m - 1) // m, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5)
+            bar = _progress_bar(progress, (n + m - 1) // m, epoch)
             recorded = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
-            norms = start_of_epoch_norms() if recorded and monitor["gradient_norms"] else None
+            norms = (start_of_epoch_norms(net, x, labels, monitor["gradient_norms"])
+                     if recorded and monitor["gradient_norms"] else None)
             t0 = time.perf_counter()
             order = net.xp.asarray(next_order()) if next_order is not None else None
-            graphs = run_epoch(net, opt, x, y, m, eta, order, bar.update if bar is not None else None,
+            graphs = run_epoch(net, opt, x, y, m, plateau.eta, order, bar.update if bar is not None else None,
                                graphs, log)
             train_seconds += time.perf_counter() - t0
             if bar is not None:
@@ -344,7 +386,8 @@ def fit(
                 bar = None
             if not recorded:
                 continue  # not an evaluation epoch: early stopping counts evaluations
-            record = evaluate(epoch, train_seconds)
+            record = {"epoch": epoch, "eta": plateau.eta, "seconds": train_seconds,
+                      **evaluate(net, (x, labels), val, test, monitor, reg, coef)}
             if norms is not None:
                 record["gradient_norms"] = norms[0]
                 record["eval_seconds"] += norms[1]
@@ -355,30 +398,14 @@ def fit(
                 on_epoch(record)
             if log is not None:
                 log(format_record(record, epochs))
-
             if val is None:
                 continue
-            if record["validation_accuracy"] > best_strict:
-                best_strict = record["validation_accuracy"]
-                since_best = since_halving = 0
-            else:
-                since_best += 1
-                since_halving += 1
-            if early and since_best >= early:
-                history.stopped_early = f"early stopping: no validation improvement in {early} {unit}"
+            history.stopped_early, message = plateau.update(record["validation_accuracy"])
+            history.final_eta = plateau.eta
+            if history.stopped_early:
                 break
-            if sched["kind"] == "halve_on_plateau" and since_halving >= sched["patience"]:
-                eta /= 2
-                since_halving = 0
-                history.final_eta = eta
-                if eta <= eta0 * sched["min_fraction"] * (1 + 1e-12):
-                    history.stopped_early = (
-                        f"eta schedule: eta reached {eta:g} = eta0 * {eta / eta0:g} "
-                        f"(<= min_fraction {sched['min_fraction']:g})"
-                    )
-                    break
-                if log is not None:
-                    log(f"eta halved to {eta:g} after {sched['patience']} {unit} without improvement")
+            if message and log is not None:
+                log(message)
     except KeyboardInterrupt:
         history.interrupted = True
         if log is not None:
