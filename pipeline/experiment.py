@@ -29,7 +29,8 @@ from pipeline.nn.spec import DEVICES, SpecError
 
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
             "seeds": list, "model": dict, "training": dict}
-BOOK_KEYS = {"value": (float, type(None)), "metric": str, "runs": int, "note": str}
+# epochs: those behind the book's figure (the book profile trains them; others may cut them)
+BOOK_KEYS = {"value": (float, type(None)), "metric": str, "runs": int, "epochs": int, "note": str}
 # optional: chapter 5's initial speed of learning ||dC/db^l|| per hidden layer, as the book gives it
 BOOK_OPTIONAL = {"speeds": list}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
@@ -78,6 +79,9 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     if run_cfg["book"]["runs"] < 1:
         raise SpecError(f"{path}.book.runs", f"expected the number of runs the book's figure "
                         f"is the best of (>= 1), got {run_cfg['book']['runs']!r}")
+    if run_cfg["book"]["epochs"] < 1:
+        raise SpecError(f"{path}.book.epochs", f"expected the book's number of epochs (>= 1), "
+                        f"got {run_cfg['book']['epochs']!r}")
     _check_keys(run_cfg["data"], f"{path}.data", DATA_KEYS)
     seeds = run_cfg["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0

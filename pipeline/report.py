@@ -68,6 +68,31 @@ def validate_baselines(baselines: dict) -> None:
                 raise ValueError(f"{where}.{key}: expected {kind.__name__}, got {row[key]!r}")
 
 
+def validate(cfg: dict, book_ids: list[str]) -> None:
+    """Check the ``report`` config against the runs it names: the baselines' rows, and every id
+    in ``curves_in_words`` and ``figures.overfitting`` a run of params.yaml's ``book``."""
+    validate_baselines(cfg["baselines"])
+    for key, ids in (("curves_in_words", cfg["curves_in_words"]),
+                     ("figures.overfitting", cfg["figures"]["overfitting"])):
+        unknown = [i for i in ids if i not in book_ids]
+        if unknown:
+            raise ValueError(f"report.{key}: {unknown} are not runs in params.yaml's book; "
+                             "fix the ids in conf/report/default.yaml")
+
+
+def load_runs(out: Path, run_ids: list[str]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Each run's row (from ``<out>/<id>/metrics.json``) and its per-epoch history."""
+    rows, histories = [], {}
+    for run_id in run_ids:
+        metrics = read_json(out / run_id / "metrics.json")
+        if metrics is None:
+            raise FileNotFoundError(f"{out / run_id / 'metrics.json'} is missing: "
+                                    f"run `dvc repro train@{run_id}` first")
+        rows.append(run_row(metrics))
+        histories[run_id] = read_history(out / run_id / "history.csv")
+    return rows, histories
+
+
 def baseline_rows(cfg: dict, metrics: dict | None) -> list[dict]:
     validate_baselines(cfg["baselines"])
     rows = []
@@ -167,6 +192,14 @@ def _number(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def _epochs(r: dict) -> str:
+    """Our epochs, and the book's where they differ: "25 of 60"."""
+    book = r["book"].get("epochs")
+    if r["epochs"] is None or book is None or r["epochs"] == book:
+        return _number(r["epochs"], "d")
+    return f"{r['epochs']} of {book}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     """One line per run: the book's figure, ours by its rule and by the honest rule."""
     lines = [
@@ -185,8 +218,8 @@ def markdown_table(rows: list[dict]) -> str:
             metric += f" ({r['rule']} {counted}" + (f"; the book: best of {runs})" if differs else ")")
         lines.append(
             f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "
-            f"{_ours(r)} | {_honest(r)} | {_diff(r)} | {_replay(r)} | {_number(r['epochs'], 'd')} | "
-            f"{_number(r['wall_seconds'], '.0f')} |")
+            f"{_ours(r)} | {_honest(r)} | {_diff(r)} | {_replay(r)} | "
+            f"{_epochs(r)} | {_number(r['wall_seconds'], '.0f')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +251,122 @@ def curves_table(ids: list[str], rows: list[dict], histories: dict[str, list[dic
                          f"{_pct(last.get('training_accuracy'))} |")
             words = '"'  # the book's words once per run
     return "\n".join(lines) + "\n"
+
+
+def tally(rows: list[dict]) -> dict[str, int]:
+    """How many rows have a book figure, are within tolerance, are outside it but with the
+    book's one run inside our seeds' range, have a replay, a replay that retraced the book's
+    run exactly, and are within tolerance by our seeds or by the replay."""
+    within = [r for r in rows if r["within"] is not None]
+    replayed = [r for r in rows if r.get("replay_difference_pp") is not None]
+    return {"with_figure": len(within),
+            "within": sum(r["within"] for r in within),
+            "in_range": sum(1 for r in within if not r["within"] and r["book_in_seed_range"]),
+            "replayed": len(replayed),
+            "retraced": sum(1 for r in replayed if r["replay_difference_pp"] == 0),
+            "within_counting_replays": sum(1 for r in within if r["within"] or (
+                r.get("replay_difference_pp") is not None
+                and abs(r["replay_difference_pp"]) <= r["tolerance_pp"]))}
+
+
+def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict[str, int]) -> str:
+    """The report's title, provenance, verdict count and a key to its columns."""
+    replay_line = (f"The book's own run, replayed with its script's seed, gives the book's "
+                   f"figure exactly in {counts['retraced']} of {counts['replayed']} rows; counting "
+                   f"those replays, {counts['within_counting_replays']} of {counts['with_figure']} "
+                   "rows are within tolerance.\n\n" if counts["replayed"] else "")
+    return (
+        f"# The book's MNIST results, reproduced\n\n"
+        f"Profile `{profile}`, generated {stamp} on {machine}. "
+        f"{counts['within']} of {counts['with_figure']} rows with a book figure are "
+        f"within tolerance ({tolerance['default']} pp; chapter 6: "
+        f"{tolerance['chapter6']} pp); ⚠ marks the others, *in range* those of "
+        f"them ({counts['in_range']} here) where the book reports one run and that run lies "
+        "inside the range of our seeds: one run of ours could have missed by as much.\n\n"
+        "*book's metric*: how the book measured its figure (BOOK.md). *ours, same metric*: "
+        "that rule applied to our seeds: the best of them where the book took the best of "
+        "three runs, their mean (and range) where the book reports one run. *test at best "
+        "val.*: the honest number — test accuracy at the epoch of best validation accuracy, "
+        "mean ± std over seeds. *the book's run, replayed*: where the book's figure came "
+        "from one of its seeded scripts, that very run trained again with the script's seed "
+        "and random streams (our engine, the book's draws); a difference of +0.00 means it "
+        "retraced the book's run. *epochs*: ours, and the book's where a profile trains "
+        "fewer (*k of n*).\n\n" + replay_line)
+
+
+def curves_section(ids: list[str], rows: list[dict], histories: dict[str, list[dict]]) -> str:
+    return ("\n## The book's words beside our curves\n\n"
+            "Where the book describes a curve rather than (or as well as) giving a figure. "
+            "Accuracy on the set the book's metric names; epochs count from 0, as the book's "
+            "programs print them.\n\n" + curves_table(ids, rows, histories))
+
+
+def speed_section(speeds: dict[str, list[float]], histories: dict[str, list[dict]],
+                  measured_on: list[int]) -> str:
+    """Chapter 5's starting speeds of learning (empty when no run has the book's)."""
+    if not speeds:
+        return ""
+    return ("\n## Chapter 5: the speed of learning at the start\n\n"
+            f"‖∂C/∂b^l‖ of each hidden layer over the first "
+            f"{' or '.join(f'{n:,}' for n in measured_on)} training images, before any training, "
+            "in the book's figure runs (the book's from its one unseeded run). The first hidden "
+            "layer learns slowest, and the gap grows with depth.\n\n"
+            + speed_table(speeds, histories) + "\n![speed of learning](plots/learning_speed.png)\n")
+
+
+def book_speeds(book: dict) -> dict[str, list[float]]:
+    """The runs with the book's starting speeds of learning (chapter 5's figure runs)."""
+    return {i: run["book"]["speeds"] for i, run in book.items() if run["book"].get("speeds")}
+
+
+def document(params: dict, rows: list[dict], histories: dict[str, list[dict]], stamp: str,
+             machine: str) -> str:
+    """``report.md``: header, the table, the progression plot and the report's sections."""
+    cfg, book = params["report"], params["book"]
+    speeds = book_speeds(book)
+    measured_on = sorted({book[i]["training"]["monitor"]["gradient_norms"] for i in speeds})
+    return (header(params["profile"]["name"], stamp, machine, cfg["tolerance_pp"], tally(rows))
+            + markdown_table(rows) + "\n![progression](plots/progression.png)\n"
+            + curves_section(cfg["curves_in_words"], rows, histories)
+            + speed_section(speeds, histories, measured_on))
+
+
+def summary(params: dict, rows: list[dict], histories: dict[str, list[dict]], stamp: str,
+            machine: str) -> dict:
+    """``summary.json``: every row, and chapter 5's starting speeds, the book's beside ours."""
+    speeds = book_speeds(params["book"])
+    return {"profile": params["profile"]["name"], "generated": stamp, "machine": machine,
+            "rows": rows,
+            "initial_speeds": {i: {"book": speeds[i], "ours": initial_speeds(histories[i])}
+                               for i in speeds}}
+
+
+def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
+            baselines: dict | None, svm_sweep: dict | None) -> dict[str, Any]:
+    """Every plot of the report, by file name under ``plots/``."""
+    cfg, book = params["report"], params["book"]
+    more_data, depth_prefix = cfg["figures"]["more_data"], cfg["figures"]["depth"]
+    by_id = {r["id"]: r for r in rows}
+    plots = {"progression.png": progression_plot(rows, cfg["progression"])}
+    for chapter in (1, 3, 5, 6):
+        ids = [r["id"] for r in rows if r["chapter"] == chapter and histories.get(r["id"])
+               and not r["id"].startswith(more_data)]
+        plots[f"learning_curves_ch{chapter}.png"] = chapter_curves(chapter, {i: histories[i] for i in ids})
+    svm = [(p["n"], p["validation_accuracy"]) for p in (svm_sweep or {"points": []})["points"]]
+    if baselines:
+        svm.append((baselines["svm"]["train_size"], baselines["svm"]["validation_accuracy"]))
+    points = sorted((book[i]["data"]["train_limit"] or params["data"]["n_train"],
+                     by_id[i]["ours"], by_id[i]["book"]["value"])
+                    for i in book if i.startswith(more_data))
+    plots["more_data.png"] = more_data_plot(points, sorted(svm))
+    speeds = book_speeds(book)
+    plots["learning_speed.png"] = learning_speed_plot(
+        {i: histories[i] for i in speeds}, {i: histories[i] for i in book if i.startswith(depth_prefix)},
+        speeds)
+    for run_id in cfg["figures"]["overfitting"]:
+        plots[f"overfitting_{run_id}.png"] = overfitting_plot(
+            run_id, histories.get(run_id, []), by_id.get(run_id, {}).get("replay_seed"))
+    return plots
 
 
 # -- plots ---------------------------------------------------------------------------------------

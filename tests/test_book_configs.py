@@ -54,6 +54,9 @@ def test_book_profile_keeps_the_books_hyperparameters():
     assert len(book["ch6-dropout"]["seeds"]) == 5
     assert all(len(run["seeds"]) >= 3 for run in book.values())
     assert book["ch3-more-data-100"]["training"]["epochs"] == 15000
+    # every run trains the epochs behind the book's figure, which the report sets beside a cut
+    # profile's ("25 of 60")
+    assert all(run["training"]["epochs"] == run["book"]["epochs"] for run in book.values())
     # BOOK.md: chapters 1 and 6 report the best of three runs, chapters 3 and 5 one run
     assert {run["book"]["runs"] for run in book.values() if run["chapter"] in (1, 6)} == {3}
     assert {run["book"]["runs"] for run in book.values() if run["chapter"] in (3, 5)} == {1}
@@ -91,6 +94,8 @@ def test_quick_profile_gives_chapter_6_the_epochs_read_off_the_book_runs():
     (("book", "runs"), 0, "book.ch1-30.book.runs"),
     (("book", "runs"), "three", "book.ch1-30.book.runs: expected int"),
     (("book", "value"), "high", "book.ch1-30.book.value: expected float or null"),
+    (("book", "epochs"), 0, "book.ch1-30.book.epochs: expected the book's number of epochs"),
+    (("book", "epochs"), 2.5, "book.ch1-30.book.epochs: expected int"),
     (("seeds",), [1, "two"], "book.ch1-30.seeds"),
     (("colour",), "red", "book.ch1-30.colour: unknown key"),
 ])

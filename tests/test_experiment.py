@@ -11,7 +11,7 @@ from pipeline.data.mnist import save_images
 
 RUN = {
     "chapter": 3, "title": "tiny", "what_changed": "test",
-    "book": {"value": 0.5, "metric": "peak_validation", "runs": 1, "note": ""},
+    "book": {"value": 0.5, "metric": "peak_validation", "runs": 1, "epochs": 3, "note": ""},
     "data": {"train": "train", "train_file": "data/prepared/train.npz", "train_limit": None},
     "seeds": [1, 2],
     "model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",

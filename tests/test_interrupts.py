@@ -48,7 +48,7 @@ CHILD = textwrap.dedent("""
     experiment.flat_record = slow_flat_record
     run = {
         "chapter": 3, "title": "tiny", "what_changed": "test",
-        "book": {"value": 0.5, "metric": "peak_validation", "runs": 1, "note": ""},
+        "book": {"value": 0.5, "metric": "peak_validation", "runs": 1, "epochs": 100000, "note": ""},
         "data": {"train": "train", "train_file": "data/prepared/train.npz", "train_limit": None},
         "seeds": [1, 2, 3],
         "model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",

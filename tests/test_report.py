@@ -1,0 +1,130 @@
+"""The report's document, summary and plots, assembled from runs' metrics and histories (the
+row formatting itself is tested in test_results.py)."""
+
+import json
+
+import pytest
+
+from pipeline import report as rp
+
+TOLERANCE = {"default": 0.5, "chapter6": 0.3}
+
+
+def _metrics(run_id, chapter, book_value, ours, epochs, book_epochs, replay=None, speeds=None):
+    book = {"value": book_value, "metric": "peak_test", "runs": 3, "epochs": book_epochs, "note": ""}
+    if speeds:
+        book["speeds"] = speeds
+    return {"chapter": chapter, "id": run_id, "title": run_id, "what_changed": "w", "book": book,
+            "ours_book_metric": {"value": ours, "values": [ours], "n_seeds": 1, "rule": "best of 1"},
+            "honest_test_at_best_validation": {"mean": ours, "std": None},
+            "epochs": epochs, "wall_seconds": 1.0, "replay": replay}
+
+
+def _history(seeds=(1,), epochs=2, norms=False):
+    rows = []
+    for seed in seeds:
+        for epoch in range(epochs):
+            row = {"seed": seed, "epoch": epoch, "validation_accuracy": 0.9 + 0.01 * epoch,
+                   "test_accuracy": 0.9 + 0.01 * epoch, "training_accuracy": 0.95,
+                   "training_cost": 0.1, "validation_cost": 0.2}
+            if norms:
+                row.update(grad_norm_layer1=0.01, grad_norm_layer2=0.1, grad_norm_layer3=0.5)
+            rows.append(row)
+    return rows
+
+
+def _write_run(out, metrics, history):
+    folder = out / metrics["id"]
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    keys = sorted({k for row in history for k in row})
+    lines = [",".join(keys)] + [",".join(str(row.get(k, "")) for k in keys) for row in history]
+    (folder / "history.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def params():
+    book = {
+        "ch1-30": {"chapter": 1, "book": {"value": 0.9542}, "data": {"train_limit": None},
+                   "training": {"monitor": {"gradient_norms": False}}},
+        "ch3-overfit-1k": {"chapter": 3, "book": {"value": 0.8227}, "data": {"train_limit": 1000},
+                           "training": {"monitor": {"gradient_norms": False}}},
+        "ch5-speed-2": {"chapter": 5, "book": {"value": None, "speeds": [0.07, 0.31]},
+                        "data": {"train_limit": 1000},
+                        "training": {"monitor": {"gradient_norms": 1000}}},
+        "ch6-relu": {"chapter": 6, "book": {"value": 0.9923}, "data": {"train_limit": None},
+                     "training": {"monitor": {"gradient_norms": False}}},
+    }
+    report = {"out_dir": "results", "baselines": {},
+              "progression": ["ch1-30", "ch6-relu"], "curves_in_words": ["ch1-30"],
+              "figures": {"more_data": "ch3-more-data", "depth": "ch5-depth",
+                          "overfitting": ["ch3-overfit-1k"]},
+              "tolerance_pp": TOLERANCE}
+    return {"profile": {"name": "quick"}, "book": book, "report": report,
+            "data": {"n_train": 50000}, "ensemble": {"id": "ch6-ensemble"}}
+
+
+@pytest.fixture
+def results(tmp_path):
+    """Four runs on disk: a retraced replay, a cut chapter 6 run outside 0.3 pp, and chapter 5's
+    speeds run."""
+    out = tmp_path / "results"
+    _write_run(out, _metrics("ch1-30", 1, 0.9542, 0.9530, 30, 30), _history(seeds=(1, 2)))
+    _write_run(out, _metrics("ch3-overfit-1k", 3, 0.8227, 0.8315, 400, 400,
+                             replay={"script": "overfitting.py", "seed": 7, "value": 0.8227}),
+               _history(seeds=(1, 7)))
+    _write_run(out, _metrics("ch5-speed-2", 5, None, None, 500, 500, speeds=[0.07, 0.31]),
+               _history(norms=True))
+    _write_run(out, _metrics("ch6-relu", 6, 0.9923, 0.9880, 25, 60), _history())
+    return out
+
+
+def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
+    runs, histories = rp.load_runs(results, list(params["book"]))
+    rows = [rp.with_verdict(r, TOLERANCE) for r in runs]
+    counts = rp.tally(rows)
+    # ch1-30 inside; ch3-overfit-1k outside (+0.88) but its replay retraced the book; ch6-relu
+    # outside (-0.43); ch5-speed-2 has no figure
+    assert counts == {"with_figure": 3, "within": 1, "in_range": 0, "replayed": 1, "retraced": 1,
+                      "within_counting_replays": 2}
+    text = rp.document(params, rows, histories, "2026-12-02 15:00 UTC", "a test machine")
+    assert "Profile `quick`, generated 2026-12-02 15:00 UTC on a test machine. 1 of 3 rows" in text
+    assert "counting those replays, 2 of 3 rows are within tolerance" in text
+    table = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ")}
+    assert table["ch6-relu"].endswith("| 25 of 60 | 1 |"), table["ch6-relu"]
+    assert table["ch1-30"].endswith("| 30 | 1 |"), table["ch1-30"]
+    assert "## The book's words beside our curves" in text
+    assert "over the first 1,000 training images" in text  # chapter 5's section, from the config
+    summary = rp.summary(params, rows, histories, "stamp", "machine")
+    assert [r["id"] for r in summary["rows"]] == list(params["book"])
+    assert summary["initial_speeds"] == {"ch5-speed-2": {"book": [0.07, 0.31], "ours": {1: [0.01, 0.1]}}}
+
+
+def test_the_report_draws_the_configured_plots(params, results):
+    runs, histories = rp.load_runs(results, list(params["book"]))
+    rows = [rp.with_verdict(r, TOLERANCE) for r in runs]
+    figures = rp.figures(params, rows, histories, None, None)
+    assert set(figures) == {"progression.png", "more_data.png", "learning_speed.png",
+                            "overfitting_ch3-overfit-1k.png",
+                            *(f"learning_curves_ch{c}.png" for c in (1, 3, 5, 6))}
+    # the overfitting plot names the replayed book run apart from our seed
+    labels = {t.get_text() for ax in figures["overfitting_ch3-overfit-1k.png"].axes
+              if ax.get_legend() for t in ax.get_legend().get_texts()}
+    assert labels == {"seed 1", "the book's run, replayed"}
+
+
+def test_a_missing_run_names_the_command_that_makes_it(params, results):
+    with pytest.raises(FileNotFoundError, match=r"ch6-dropout/metrics\.json is missing: run "
+                                                r"`dvc repro train@ch6-dropout` first"):
+        rp.load_runs(results, ["ch1-30", "ch6-dropout"])
+
+
+@pytest.mark.parametrize("key", ["curves_in_words", "overfitting"])
+def test_report_config_names_only_runs_of_the_book(params, key):
+    cfg = params["report"]
+    rp.validate(cfg, list(params["book"]))
+    target = cfg["figures"] if key == "overfitting" else cfg
+    target[key] = [*target[key], "ch3-overfit-10k"]
+    with pytest.raises(ValueError, match=r"report\.(figures\.)?" + key + r": \['ch3-overfit-10k'\] "
+                                         r"are not runs in params.yaml's book"):
+        rp.validate(cfg, list(params["book"]))
