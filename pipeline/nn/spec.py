@@ -280,58 +280,66 @@ def _training(value, path="training") -> dict:
     t["threads"] = _int(t["threads"], p("threads"), 1)
     t["cuda_graphs"] = _bool(t["cuda_graphs"], p("cuda_graphs"))
 
-    rp = p("regularization")
-    reg = _mapping(t["regularization"], rp, {"kind": "none", "lmbda": 0.0, "scaling": "network2"})
-    reg["kind"] = _choice(reg["kind"], _join(rp, "kind"), REG_KINDS)
-    reg["lmbda"] = _float(reg["lmbda"], _join(rp, "lmbda"), 0.0)
-    reg["scaling"] = _choice(reg["scaling"], _join(rp, "scaling"), SCALINGS)
-    if reg["kind"] == "none" and reg["lmbda"] > 0:
-        raise SpecError(_join(rp, "lmbda"), f"is {reg['lmbda']} but kind is 'none'; set kind: l1 or l2, or lmbda: 0")
-    t["regularization"] = reg
-
-    ep = p("early_stopping")
-    early = _mapping(t["early_stopping"], ep, {"patience": 0})
-    early["patience"] = _int(early["patience"], _join(ep, "patience"), 0)
+    t["regularization"] = _regularization(t["regularization"], p("regularization"))
+    early = _mapping(t["early_stopping"], p("early_stopping"), {"patience": 0})
+    early["patience"] = _int(early["patience"], _join(p("early_stopping"), "patience"), 0)
     t["early_stopping"] = early
+    t["eta_schedule"] = _eta_schedule(t["eta_schedule"], p("eta_schedule"))
+    t["monitor"] = _monitor(t["monitor"], p("monitor"))
+    t["rng"] = _rng(t["rng"], p("rng"))
+    if t["rng"]["kind"] == "network2" and not t["shuffle"]:
+        raise SpecError(p("shuffle"), "must be true with rng.kind network2 (the book's scripts reshuffle every epoch)")
+    return t
 
-    sp = p("eta_schedule")
-    raw = t["eta_schedule"]
+
+def _regularization(value, path: str) -> dict:
+    reg = _mapping(value, path, {"kind": "none", "lmbda": 0.0, "scaling": "network2"})
+    reg["kind"] = _choice(reg["kind"], _join(path, "kind"), REG_KINDS)
+    reg["lmbda"] = _float(reg["lmbda"], _join(path, "lmbda"), 0.0)
+    reg["scaling"] = _choice(reg["scaling"], _join(path, "scaling"), SCALINGS)
+    if reg["kind"] == "none" and reg["lmbda"] > 0:
+        raise SpecError(_join(path, "lmbda"), f"is {reg['lmbda']} but kind is 'none'; set kind: l1 or l2, or lmbda: 0")
+    return reg
+
+
+def _eta_schedule(raw, path: str) -> dict:
     if not isinstance(raw, Mapping):
-        raise SpecError(sp, f"expected a mapping like {{kind: constant}}, got {_type_name(raw)} {raw!r}")
-    kind = _choice(raw.get("kind", "constant"), _join(sp, "kind"), SCHEDULES)
+        raise SpecError(path, f"expected a mapping like {{kind: constant}}, got {_type_name(raw)} {raw!r}")
+    kind = _choice(raw.get("kind", "constant"), _join(path, "kind"), SCHEDULES)
     if kind == "constant":
-        sched = _mapping(raw, sp, {"kind": "constant"})
-    else:
-        sched = _mapping(raw, sp, {"kind": kind, "patience": 10, "min_fraction": 1.0 / 128})
-        sched["patience"] = _int(sched["patience"], _join(sp, "patience"), 1)
-        sched["min_fraction"] = _float(sched["min_fraction"], _join(sp, "min_fraction"), 0.0, 1.0, lo_open=True)
-    t["eta_schedule"] = sched
+        return _mapping(raw, path, {"kind": "constant"})
+    sched = _mapping(raw, path, {"kind": kind, "patience": 10, "min_fraction": 1.0 / 128})
+    sched["patience"] = _int(sched["patience"], _join(path, "patience"), 1)
+    sched["min_fraction"] = _float(sched["min_fraction"], _join(path, "min_fraction"), 0.0, 1.0, lo_open=True)
+    return sched
 
-    mp = p("monitor")
-    monitor = _mapping(t["monitor"], mp, {k: False for k in MONITOR_KEYS})
-    t["monitor"] = {k: _bool(v, _join(mp, k)) for k, v in monitor.items() if k != "gradient_norms"}
-    t["monitor"]["gradient_norms"] = _gradient_norm_examples(monitor["gradient_norms"], _join(mp, "gradient_norms"))
 
-    gp = p("rng")
-    rng = _mapping(t["rng"], gp, {"kind": "pcg64", "inits_before": 0, "shuffles_before": [], "order_carried": False})
-    rng["kind"] = _choice(rng["kind"], _join(gp, "kind"), RNG_KINDS)
-    rng["inits_before"] = _int(rng["inits_before"], _join(gp, "inits_before"), 0)
+def _monitor(value, path: str) -> dict:
+    monitor = _mapping(value, path, {k: False for k in MONITOR_KEYS})
+    checked = {k: _bool(v, _join(path, k)) for k, v in monitor.items() if k != "gradient_norms"}
+    checked["gradient_norms"] = _gradient_norm_examples(monitor["gradient_norms"], _join(path, "gradient_norms"))
+    return checked
+
+
+def _rng(value, path: str) -> dict:
+    """The random streams: numpy's PCG64, or the book's network2 scripts' (with what they drew
+    before this run)."""
+    rng = _mapping(value, path, {"kind": "pcg64", "inits_before": 0, "shuffles_before": [], "order_carried": False})
+    rng["kind"] = _choice(rng["kind"], _join(path, "kind"), RNG_KINDS)
+    rng["inits_before"] = _int(rng["inits_before"], _join(path, "inits_before"), 0)
     before = []
-    for i, pair in enumerate(_sequence(rng["shuffles_before"], _join(gp, "shuffles_before"))):
-        pair_path = f"{_join(gp, 'shuffles_before')}[{i}]"
+    for i, pair in enumerate(_sequence(rng["shuffles_before"], _join(path, "shuffles_before"))):
+        pair_path = f"{_join(path, 'shuffles_before')}[{i}]"
         pair = _sequence(pair, pair_path)
         if len(pair) != 2:
             raise SpecError(pair_path, f"expected [examples, epochs], got {pair!r}")
         before.append([_int(pair[0], f"{pair_path}[0]", 1), _int(pair[1], f"{pair_path}[1]", 0)])
     rng["shuffles_before"] = before
-    rng["order_carried"] = _bool(rng["order_carried"], _join(gp, "order_carried"))
+    rng["order_carried"] = _bool(rng["order_carried"], _join(path, "order_carried"))
     if rng["kind"] == "pcg64" and (rng["inits_before"] or before or rng["order_carried"]):
-        raise SpecError(gp, "inits_before, shuffles_before and order_carried describe the network2 streams; "
-                            "set kind: network2")
-    if rng["kind"] == "network2" and not t["shuffle"]:
-        raise SpecError(p("shuffle"), "must be true with rng.kind network2 (the book's scripts reshuffle every epoch)")
-    t["rng"] = rng
-    return t
+        raise SpecError(path, "inits_before, shuffles_before and order_carried describe the network2 streams; "
+                              "set kind: network2")
+    return rng
 
 
 def _check_network2_streams(model: dict, training: dict) -> None:
