@@ -80,14 +80,15 @@ def validate(cfg: dict, book_ids: list[str]) -> None:
                              "fix the ids in conf/report/default.yaml")
 
 
-def load_runs(out: Path, run_ids: list[str]) -> tuple[list[dict], dict[str, list[dict]]]:
-    """Each run's row (from ``<out>/<id>/metrics.json``) and its per-epoch history."""
+def load_runs(out: Path, stages: dict[str, str]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Each run's row (from ``<out>/<id>/metrics.json``) and its per-epoch history, for the
+    runs ``stages`` maps to the DVC stage that writes them (named when a run is missing)."""
     rows, histories = [], {}
-    for run_id in run_ids:
+    for run_id, stage in stages.items():
         metrics = read_json(out / run_id / "metrics.json")
         if metrics is None:
             raise FileNotFoundError(f"{out / run_id / 'metrics.json'} is missing: "
-                                    f"run `dvc repro train@{run_id}` first")
+                                    f"run `dvc repro {stage}` first")
         rows.append(run_row(metrics))
         histories[run_id] = read_history(out / run_id / "history.csv")
     return rows, histories

@@ -80,7 +80,7 @@ def results(tmp_path):
 
 
 def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
-    runs, histories = rp.load_runs(results, list(params["book"]))
+    runs, histories = rp.load_runs(results, {i: f"train@{i}" for i in params["book"]})
     rows = [rp.with_verdict(r, TOLERANCE) for r in runs]
     counts = rp.tally(rows)
     # ch1-30 inside; ch3-overfit-1k outside (+0.88) but its replay retraced the book; ch6-relu
@@ -101,7 +101,7 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
 
 
 def test_the_report_draws_the_configured_plots(params, results):
-    runs, histories = rp.load_runs(results, list(params["book"]))
+    runs, histories = rp.load_runs(results, {i: f"train@{i}" for i in params["book"]})
     rows = [rp.with_verdict(r, TOLERANCE) for r in runs]
     figures = rp.figures(params, rows, histories, None, None)
     assert set(figures) == {"progression.png", "more_data.png", "learning_speed.png",
@@ -114,9 +114,9 @@ def test_the_report_draws_the_configured_plots(params, results):
 
 
 def test_a_missing_run_names_the_command_that_makes_it(params, results):
-    with pytest.raises(FileNotFoundError, match=r"ch6-dropout/metrics\.json is missing: run "
-                                                r"`dvc repro train@ch6-dropout` first"):
-        rp.load_runs(results, ["ch1-30", "ch6-dropout"])
+    with pytest.raises(FileNotFoundError, match=r"ch6-ensemble/metrics\.json is missing: run "
+                                                r"`dvc repro ensemble` first"):
+        rp.load_runs(results, {"ch1-30": "train@ch1-30", "ch6-ensemble": "ensemble"})
 
 
 @pytest.mark.parametrize("key", ["curves_in_words", "overfitting"])

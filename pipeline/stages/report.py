@@ -23,7 +23,8 @@ def main() -> None:
         except ValueError as error:
             raise SystemExit(f"report: {error}") from None
         baselines = rp.read_json(out / "baselines" / "metrics.json")
-        runs, histories = rp.load_runs(out, [*params["book"], params["ensemble"]["id"]])
+        stages = {**{i: f"train@{i}" for i in params["book"]}, params["ensemble"]["id"]: "ensemble"}
+        runs, histories = rp.load_runs(out, stages)
         rows = [rp.with_verdict(r, cfg["tolerance_pp"]) for r in rp.baseline_rows(cfg, baselines) + runs]
         svm_sweep = rp.read_json(out / "baselines" / "svm_sweep.json")
         for name, figure in rp.figures(params, rows, histories, baselines, svm_sweep).items():
