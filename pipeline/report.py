@@ -95,7 +95,8 @@ def load_runs(out: Path, stages: dict[str, str]) -> tuple[list[dict], dict[str, 
 
 
 def baseline_rows(cfg: dict, metrics: dict | None) -> list[dict]:
-    validate_baselines(cfg["baselines"])
+    """Chapter 1's baselines (``cfg`` checked by :func:`validate`) beside the baselines stage's
+    ``metrics``."""
     rows = []
     for row_id, b in cfg["baselines"].items():
         ours = None
