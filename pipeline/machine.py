@@ -38,6 +38,14 @@ def blas_libraries() -> list[dict]:
             for d in threadpool_info() if d.get("user_api") == "blas"]
 
 
+def kernel_override() -> str:
+    """"OPENBLAS_CORETYPE=Haswell" where the environment, not OpenBLAS, chose the kernel set
+    (some shared machines pin one because older OpenBLAS builds misbehave on their CPUs; on
+    an AVX-512 CPU, pinning Haswell halves float32 GEMM's speed), else ""."""
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    return f"OPENBLAS_CORETYPE={coretype}" if coretype else ""
+
+
 def machine_info() -> dict:
     """The facts above as a dict (the benchmark's JSON)."""
     return {
@@ -47,19 +55,22 @@ def machine_info() -> dict:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "blas": blas_libraries(),
+        "blas_kernels_set_by": kernel_override() or "OpenBLAS",
     }
 
 
 def blas_summary() -> str:
-    """E.g. "OpenBLAS 0.3.31 (Haswell)", one entry per distinct library, sorted (load order
-    varies); "" when none is loaded."""
+    """E.g. "OpenBLAS 0.3.31 (SkylakeX)", one entry per distinct library, sorted (load order
+    varies), and ", kernels set by OPENBLAS_CORETYPE=Haswell" where the environment chose
+    them; "" when none is loaded."""
     seen = []
     for lib in blas_libraries():
         name = {"openblas": "OpenBLAS", "mkl": "MKL"}.get(lib["internal_api"], lib["internal_api"])
         text = f"{name} {lib['version']} ({lib['architecture']})" if lib["architecture"] else f"{name} {lib['version']}"
         if text not in seen:
             seen.append(text)
-    return ", ".join(sorted(seen))
+    summary = ", ".join(sorted(seen))
+    return f"{summary}, kernels set by {kernel_override()}" if summary and kernel_override() else summary
 
 
 def describe() -> str:

@@ -49,3 +49,12 @@ def test_blas_summary_names_scipys_library_whatever_was_imported_before():
             "import pipeline.nn; assert blas_summary() == s, (s, blas_summary()); print(s)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_kernel_set_pinned_by_the_environment_is_recorded(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert machine.blas_summary().endswith(", kernels set by OPENBLAS_CORETYPE=Haswell")
+    assert machine.machine_info()["blas_kernels_set_by"] == "OPENBLAS_CORETYPE=Haswell"
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert "kernels set by" not in machine.blas_summary()
+    assert machine.machine_info()["blas_kernels_set_by"] == "OpenBLAS"

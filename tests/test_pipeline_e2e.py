@@ -68,6 +68,8 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     n_voters = len(params["book"]["ch6-dropout"]["seeds"])
     assert ensemble["ours_book_metric"]["rule"] == f"vote of {n_voters}"
     assert len(ensemble["members"]) == n_voters
+    members = json.loads((repo_copy / "results/ch6-dropout/metrics.json").read_text())
+    assert (ensemble["epochs"], ensemble["book"]["epochs"]) == (members["epochs"], members["book"]["epochs"])
     speeds = summary["initial_speeds"]  # chapter 5's speed of learning at the start, per seed
     assert set(speeds) == {"ch5-speed-2", "ch5-speed-3", "ch5-speed-4"}
     assert all(len(speeds[i]["ours"]["1"]) == len(speeds[i]["book"]) for i in speeds)

@@ -31,9 +31,12 @@ def main() -> None:
             raise SystemExit(f"ensemble: {unfinished} hold the weights of an interrupted run; "
                              f"run `dvc repro train@{cfg['members']}` to train them to the end")
         nets = [m.network for m in loaded]
+        # the report's epochs column: the members' epochs, beside the book's for its members
+        book = dict(cfg["book"], epochs=params["book"][cfg["members"]]["book"]["epochs"])
         result = {"id": cfg["id"], "chapter": cfg["chapter"], "title": cfg["title"],
                   "what_changed": cfg["what_changed"], "profile": params["profile"]["name"],
-                  "book": cfg["book"], "members": [str(d) for d in member_dirs]}
+                  "book": book, "members": [str(d) for d in member_dirs],
+                  "epochs": max(m.metadata["metrics"]["epochs_run"] for m in loaded)}
         for split in ("validation", "test"):
             ds = load_dataset(Path(data["prepared_dir"]) / f"{split}.npz", limit=limit)
             score = score_vote([net.predict(ds.x) for net in nets], ds.y, n_classes=10)
