@@ -41,7 +41,7 @@ def blas_libraries() -> list[dict]:
 def kernel_override() -> str:
     """"OPENBLAS_CORETYPE=Haswell" where the environment, not OpenBLAS, chose the kernel set
     (some shared machines pin one because older OpenBLAS builds misbehave on their CPUs; on
-    an AVX-512 CPU, pinning Haswell halves float32 GEMM's speed), else ""."""
+    an AVX-512 CPU, pinning Haswell about halves float32 GEMM's speed), else ""."""
     coretype = os.environ.get("OPENBLAS_CORETYPE")
     return f"OPENBLAS_CORETYPE={coretype}" if coretype else ""
 
@@ -69,8 +69,8 @@ def blas_summary() -> str:
         text = f"{name} {lib['version']} ({lib['architecture']})" if lib["architecture"] else f"{name} {lib['version']}"
         if text not in seen:
             seen.append(text)
-    summary = ", ".join(sorted(seen))
-    return f"{summary}, kernels set by {kernel_override()}" if summary and kernel_override() else summary
+    summary, override = ", ".join(sorted(seen)), kernel_override()
+    return f"{summary}, kernels set by {override}" if summary and override else summary
 
 
 def describe() -> str:
