@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy
 
 from pipeline.atomic import write_text
+from pipeline.machine import kernel_pin_note
 from pipeline.machine import machine_info as base_machine_info
 
 EPOCH = 50_000
@@ -435,6 +436,8 @@ def main(argv=None) -> int:
             ap.error(str(exc))
     log(f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, torch {info['torch']}"
         + (f"; GPU {info['gpu']}, CuPy {info['cupy']}" if args.device == "gpu" else ""))
+    if note := kernel_pin_note("python -m pipeline.bench ..."):
+        log(note)
     log(f"training loop only, one {EPOCH}-image epoch (fraction {args.epoch_fraction} timed, scaled), float32 "
         f"(ch1 loop: float64), medians of {args.repeats} interleaved repeats")  # fmt: skip
     x, labels = load_data(args.data, EPOCH)

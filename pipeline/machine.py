@@ -46,6 +46,42 @@ def kernel_override() -> str:
     return f"OPENBLAS_CORETYPE={coretype}" if coretype else ""
 
 
+# OPENBLAS_CORETYPE names of OpenBLAS's AVX-512 kernel sets (lower case)
+AVX512_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
+# the AVX-512 subsets OpenBLAS's SkylakeX kernels use
+AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo), or an empty set where unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def kernel_pin_note(command: str = "dvc repro") -> str:
+    """A warning where the environment pins OpenBLAS below what the CPU runs, else "".
+
+    With ``OPENBLAS_CORETYPE=Haswell`` on a CPU with AVX-512, OpenBLAS takes its AVX2 kernels:
+    float32 GEMM at about half speed, and float32 runs that part ways in the last digits from
+    those with OpenBLAS's own choice (SkylakeX), which the README's measurements used. The
+    project keeps the machine's setting (the pin exists for older OpenBLAS builds); it says so
+    and how to lift it for ``command``.
+    """
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "")
+    if not coretype or coretype.lower() in AVX512_KERNELS or not set(AVX512_FLAGS) <= cpu_flags():
+        return ""
+    return (f"note: OPENBLAS_CORETYPE={coretype} pins OpenBLAS to its {coretype} kernels on a CPU "
+            "with AVX-512. On such a machine the pin made training 1.2-2.2x slower than "
+            "OpenBLAS's own choice (SkylakeX), and float32 figures part ways in the last digits "
+            "from the README's, which were measured with SkylakeX. Unless this machine's "
+            f"OpenBLAS needs the pin, run without it: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE {command}")
+
+
 def machine_info() -> dict:
     """The facts above as a dict (the benchmark's JSON)."""
     return {

@@ -271,8 +271,10 @@ def tally(rows: list[dict]) -> dict[str, int]:
                 and abs(r["replay_difference_pp"]) <= r["tolerance_pp"]))}
 
 
-def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict[str, int]) -> str:
-    """The report's title, provenance, verdict count and a key to its columns."""
+def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict[str, int],
+           machine_note: str = "") -> str:
+    """The report's title, provenance (and ``machine_note``, a warning about the machine's
+    settings, as a quote), verdict count and a key to its columns."""
     replay_line = (f"The book's own run, replayed with its script's seed, gives the book's "
                    f"figure exactly in {counts['retraced']} of {counts['replayed']} rows; counting "
                    f"those replays, {counts['within_counting_replays']} of {counts['with_figure']} "
@@ -285,7 +287,8 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
         f"{tolerance['chapter6']} pp); ⚠ marks the others, *in range* those of "
         f"them ({counts['in_range']} here) where the book reports one run and that run lies "
         "inside the range of our seeds: one run of ours could have missed by as much.\n\n"
-        "*book's metric*: how the book measured its figure (BOOK.md). *ours, same metric*: "
+        + (f"> {machine_note}\n\n" if machine_note else "")
+        + "*book's metric*: how the book measured its figure (BOOK.md). *ours, same metric*: "
         "that rule applied to our seeds: the best of them where the book took the best of "
         "three runs, their mean (and range) where the book reports one run. *test at best "
         "val.*: the honest number — test accuracy at the epoch of best validation accuracy, "
@@ -322,12 +325,13 @@ def book_speeds(book: dict) -> dict[str, list[float]]:
 
 
 def document(params: dict, rows: list[dict], histories: dict[str, list[dict]], stamp: str,
-             machine: str) -> str:
+             machine: str, machine_note: str = "") -> str:
     """``report.md``: header, the table, the progression plot and the report's sections."""
     cfg, book = params["report"], params["book"]
     speeds = book_speeds(book)
     measured_on = sorted({book[i]["training"]["monitor"]["gradient_norms"] for i in speeds})
-    return (header(params["profile"]["name"], stamp, machine, cfg["tolerance_pp"], tally(rows))
+    return (header(params["profile"]["name"], stamp, machine, cfg["tolerance_pp"], tally(rows),
+                   machine_note)
             + markdown_table(rows) + "\n![progression](plots/progression.png)\n"
             + curves_section(cfg["curves_in_words"], rows, histories)
             + speed_section(speeds, histories, measured_on))

@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.experiment import train_entry
+from pipeline.machine import kernel_pin_note
 from pipeline.nn.spec import SpecError
 
 
@@ -43,6 +44,8 @@ def main(cfg: DictConfig) -> None:
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     out = Path(HydraConfig.get().runtime.output_dir)
+    if note := kernel_pin_note("python -m pipeline.train ..."):
+        print(note, file=sys.stderr)
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
         train_entry(book_id, run_cfg, plain["data"], plain["profile"],

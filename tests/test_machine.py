@@ -58,3 +58,32 @@ def test_a_kernel_set_pinned_by_the_environment_is_recorded(monkeypatch):
     monkeypatch.delenv("OPENBLAS_CORETYPE")
     assert "kernels set by" not in machine.blas_summary()
     assert machine.machine_info()["blas_kernels_set_by"] == "OpenBLAS"
+
+
+def test_a_pin_below_the_cpus_avx512_is_named_with_the_way_to_lift_it(monkeypatch):
+    avx512 = {"sse2", "avx2", "fma", *machine.AVX512_FLAGS}
+    monkeypatch.setattr(machine, "cpu_flags", lambda: avx512)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    note = machine.kernel_pin_note("python -m pipeline.bench")
+    assert "OPENBLAS_CORETYPE=Haswell pins OpenBLAS to its Haswell kernels" in note
+    assert note.endswith("env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pipeline.bench")
+    assert machine.kernel_pin_note().endswith(" dvc repro")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "SKYLAKEX")  # already AVX-512 kernels: no note
+    assert machine.kernel_pin_note() == ""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"sse2", "avx2", "fma", "avx512f"})
+    assert machine.kernel_pin_note() == ""  # a CPU without the SkylakeX set: Haswell is its best
+    monkeypatch.setattr(machine, "cpu_flags", lambda: avx512)
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert machine.kernel_pin_note() == ""
+
+
+def test_cpu_flags_reads_proc_cpuinfo_and_is_empty_without_it(monkeypatch):
+    if Path("/proc/cpuinfo").exists() and platform.machine() == "x86_64":
+        assert "sse2" in machine.cpu_flags()
+
+    def unreadable(self, *args, **kwargs):
+        raise OSError("no such file")
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    assert machine.cpu_flags() == set()

@@ -95,6 +95,9 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
     assert table["ch1-30"].endswith("| 30 | 1 |"), table["ch1-30"]
     assert "## The book's words beside our curves" in text
     assert "over the first 1,000 training images" in text  # chapter 5's section, from the config
+    assert "\n> " not in text
+    noted = rp.document(params, rows, histories, "stamp", "machine", "note: a pinned BLAS")
+    assert "could have missed by as much.\n\n> note: a pinned BLAS\n\n*book's metric*" in noted
     summary = rp.summary(params, rows, histories, "stamp", "machine")
     assert [r["id"] for r in summary["rows"]] == list(params["book"])
     assert summary["initial_speeds"] == {"ch5-speed-2": {"book": [0.07, 0.31], "ours": {1: [0.01, 0.1]}}}

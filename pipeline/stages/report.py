@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline import report as rp
 from pipeline.atomic import write_json, write_text
 from pipeline.figures import save_figure
-from pipeline.machine import describe
+from pipeline.machine import describe, kernel_pin_note
 from pipeline.params import load_params
 from pipeline.stages._common import log, stage
 
@@ -30,7 +30,8 @@ def main() -> None:
         for name, figure in rp.figures(params, rows, histories, baselines, svm_sweep).items():
             save_figure(figure, out / "plots" / name)
         stamp, machine = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), describe()
-        write_text(out / "report.md", rp.document(params, rows, histories, stamp, machine))
+        write_text(out / "report.md", rp.document(params, rows, histories, stamp, machine,
+                                                     kernel_pin_note()))
         write_json(out / "summary.json", rp.summary(params, rows, histories, stamp, machine))
         counts = rp.tally(rows)
         log(f"report: {len(rows)} rows, {counts['within']}/{counts['with_figure']} "

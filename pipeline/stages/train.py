@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.experiment import train_entry
+from pipeline.machine import kernel_pin_note
 from pipeline.params import load_params
 from pipeline.stages._common import log, stage
 
@@ -18,6 +19,8 @@ def main(book_id: str) -> None:
     if book_id not in params["book"]:
         sys.exit(f"train: no run {book_id!r} in params.yaml's book (have: {', '.join(params['book'])})")
     with stage(f"train@{book_id}"):
+        if note := kernel_pin_note():
+            log(note)
         train_entry(book_id, params["book"][book_id], params["data"], params["profile"],
                     model_dir=f"models/{book_id}", results_dir=f"results/{book_id}", log=log,
                     compute=params.get("compute"))
