@@ -14,15 +14,20 @@ from pathlib import Path
 import numpy
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows, else "unknown"."""
+def _cpuinfo(field: str) -> str | None:
+    """The first CPU's ``field`` in Linux's /proc/cpuinfo, or None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows, else "unknown"."""
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def blas_libraries() -> list[dict]:
@@ -54,13 +59,7 @@ AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux's /proc/cpuinfo), or an empty set where unknown."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags") or "").split())
 
 
 def kernel_pin_note(command: str = "dvc repro") -> str:
