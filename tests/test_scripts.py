@@ -2,6 +2,7 @@
 a GPU), the vote of saved nets, the book profile's table merged from runs in pieces, and the
 epochs each row needs, read off those runs."""
 
+import gzip
 import json
 import subprocess
 import sys
@@ -267,3 +268,69 @@ def test_epochs_to_tolerance_refuses_a_run_that_is_not_the_same_training(tmp_pat
 
     done = _frontier(tmp_path, book, "--profile", "smoke")
     assert done.returncode == 1 and "limits the data" in done.stderr, done.stderr
+
+
+STAGE_TIMES = SCRIPT.with_name("stage_times.py")
+
+
+def _stage_times(*args):
+    return subprocess.run([sys.executable, str(STAGE_TIMES), *map(str, args)], capture_output=True, text=True)
+
+
+def test_stage_times_sums_the_parts_and_splits_the_install_from_dvcs_work(tmp_path):
+    log = tmp_path / "repro.log"
+    log.write_text(
+        "commit abc; start ...\n"
+        "23:59:30 Obtaining file:///tmp/repo\n"
+        "00:00:37 Running stage 'download':\n"
+        "00:00:39 == stage download done in 1.5 s ==\n"
+        "== stage baselines done in 100.0 s ==\n"  # a line without a time is still read
+        "00:03:00 == stage train@ch1-30 done in 20.0 s ==\n"
+        "00:06:00 == stage train@ch6-relu done in 200.0 s ==\n"
+        "00:06:20 == stage ensemble done in 10.0 s ==\n"
+        "00:06:30 == stage report done in 4.0 s ==\n"
+        "rc 0 wall 420 s\n")
+    done = _stage_times(log)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "6 stages" in out
+    # the install runs past midnight: 23:59:30 to 00:00:37
+    for part, shown in [("data", "0 min 01.5 s"), ("baselines", "1 min 40.0 s"), ("chapters 1-5", "0 min 20.0 s"),
+                        ("chapter 6 + ensemble", "3 min 30.0 s"), ("report", "0 min 04.0 s"),
+                        ("stages in all", "5 min 35.5 s"), ("wall", "7 min 00.0 s"), ("install", "1 min 07.0 s"),
+                        ("between stages (DVC)", "0 min 17.5 s  (2.9 s a stage)")]:
+        assert any(line.split(shown)[0].strip() == part for line in out.splitlines() if shown in line), (part, out)
+
+
+def test_stage_times_compares_the_stages_two_runs_share(tmp_path):
+    first, second = tmp_path / "a.log", tmp_path / "b.log.gz"
+    first.write_text("== stage train@ch1-30 done in 20.0 s ==\n== stage train@ch6-relu done in 200.0 s ==\n"
+                     "== stage report done in 4.0 s ==\n== stage train@ch3-ce-30 done in 10.0 s ==\n"
+                     "end ...; rc 0; total 300 s\n")
+    with gzip.open(second, "wt") as f:
+        f.write("== stage train@ch1-30 done in 30.0 s ==\n== stage train@ch6-relu done in 100.0 s ==\n"
+                "== stage report done in 2.0 s ==\n== stage train@ch3-ce-30 done in 12.0 s ==\n")
+    done = _stage_times(first, second)
+    assert done.returncode == 0, done.stderr
+    assert "3 stages over 5 s in both: second / first 0.50-1.50x, median 1.20x" in done.stdout, done.stdout
+    assert "install + between        1 min 06.0 s" in done.stdout  # 300 s of wall, no clock
+
+
+def test_stage_times_reads_a_measured_run_as_the_readme_quotes_it():
+    done = _stage_times(MEASURED / "2026-12-03-cpu-quick-11" / "repro.log.gz")
+    assert done.returncode == 0, done.stderr
+    # README, "Latest results": quick-11's install 67 s, chapter 6 + ensemble 43 min 30 s,
+    # 4.2 s a stage between the 50 stages
+    assert "50 stages" in done.stdout
+    for shown in ["chapter 6 + ensemble    43 min 30.2 s", "install                  1 min 07.0 s",
+                  "(4.2 s a stage)"]:
+        assert shown in done.stdout, done.stdout
+
+
+def test_stage_times_refuses_a_file_that_is_not_a_repro_log(tmp_path):
+    other = tmp_path / "notes.txt"
+    other.write_text("nothing here\n")
+    done = _stage_times(other)
+    assert done.returncode == 2 and "no '== stage <name> done in <s> s ==' line" in done.stderr, done.stderr
+    done = _stage_times(other, other, other)
+    assert done.returncode == 2 and "give one log, or two" in done.stderr
