@@ -26,6 +26,8 @@ from pathlib import Path
 STAGE_DONE = re.compile(r"== stage (\S+) done in ([0-9.]+) s ==")
 WALL = re.compile(r"(?:total|wall) ([0-9]+) s\s*$")
 CLOCK = re.compile(r"^(\d\d):(\d\d):(\d\d) ")
+# the header line of the measured runs' logs: "commit <sha>; start Thu Dec  3 08:26:58 UTC 2026; ..."
+HEADER_START = re.compile(r"; start \w+ \w+ +\d+ (\d\d):(\d\d):(\d\d) ")
 PARTS = ("data", "baselines", "chapters 1-5", "chapter 6 + ensemble", "report")
 
 
@@ -35,7 +37,7 @@ class RunLog:
 
     stages: dict[str, float] = field(default_factory=dict)
     wall: float | None = None  # the whole command, install included, when the log says
-    install: float | None = None  # first line to DVC's first stage, when lines carry a time
+    install: float | None = None  # start (the header's, else the first line's) to DVC's first stage
 
 
 def part(stage: str) -> str:
@@ -65,7 +67,7 @@ def read_log(path: Path) -> RunLog:
     first_clock = None
     with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
         for line in lines:
-            clock = CLOCK.match(line)
+            clock = CLOCK.match(line) or (HEADER_START.search(line) if first_clock is None else None)
             if clock and first_clock is None:
                 first_clock = _seconds(clock)
             if clock and run.install is None and "Running stage" in line:

@@ -325,6 +325,10 @@ def test_stage_times_reads_a_measured_run_as_the_readme_quotes_it():
     for shown in ["chapter 6 + ensemble    43 min 30.2 s", "install                  1 min 07.0 s",
                   "(4.2 s a stage)"]:
         assert shown in done.stdout, done.stdout
+    # quick-12's log starts with a header line giving the command's start, 5 s before pip's
+    # first line: the install counts from there
+    done = _stage_times(MEASURED / "2026-12-03-cpu-quick-12" / "repro.log.gz")
+    assert "install                  1 min 09.0 s" in done.stdout, done.stdout
 
 
 def test_stage_times_refuses_a_file_that_is_not_a_repro_log(tmp_path):
