@@ -11,6 +11,10 @@ Times the *training loop only* (mini-batch SGD over one 50,000-image epoch, no e
    softmax10, log-likelihood, L2 (lambda 0.1): ours vs torch (default NCHW layout) and torch
    channels_last. Targets: <= 1.0x the faster torch at mini-batch 10 (goal 0.8x), <= 1.5x at
    mini-batch 100.
+4. ``conv2fc1000`` (only when asked for with ``--cases``): chapter 6's heaviest net, the same
+   convolutional layers -> fc1000 relu -> fc1000 relu -> softmax10 (``ch6-2fc1000``, the
+   ``ch6-dropout`` nets without dropout), at mini-batch 10 as the book trains it: ours vs the
+   faster torch layout. No target; it shows where the pipeline's longest stages stand.
 
 "Ours" is the engine's public API (``build_network`` + ``SGD`` + ``run_epoch``). Every case runs
 its implementations interleaved (A B C A B C ...) ``--repeats`` times in one process and reports
@@ -54,13 +58,16 @@ from pipeline.machine import kernel_pin_note
 from pipeline.machine import machine_info as base_machine_info
 
 EPOCH = 50_000
-CASES = ("ch1", "fc30", "fc100", "conv")
+CASES = ("ch1", "fc30", "fc100", "conv", "conv2fc1000")
+DEFAULT_CASES = ("ch1", "fc30", "fc100", "conv")  # the issue's targets; conv2fc1000 on request
+CONV_FC_LAYERS = {"conv": [100], "conv2fc1000": [1000, 1000]}  # the FC layers after the two convs
 TARGETS = {  # (case, batch size or None for any) -> (compared against, max ratio ours/ref)
     ("ch1", None): ("loop", 0.1),
     ("fc30", None): ("torch", 0.2),
     ("fc100", None): ("torch", 0.35),
     ("conv", 10): ("torch_best", 1.0),
     ("conv", 100): ("torch_best", 1.5),
+    ("conv2fc1000", None): ("torch_best", None),  # a reading, no target
 }
 
 
@@ -198,13 +205,13 @@ FC_LAYERS = {"fc30": 30, "fc100": 100, "ch1": 30}
 
 
 def _spec(case: str, m: int) -> dict:
-    if case == "conv":
+    if case in CONV_FC_LAYERS:
         model = {
             "input_shape": [1, 28, 28],
             "layers": [
                 {"type": "conv", "filters": 20, "kernel": 5, "pool": 2, "activation": "relu"},
                 {"type": "conv", "filters": 40, "kernel": 5, "pool": 2, "activation": "relu"},
-                {"type": "fc", "units": 100, "activation": "relu"},
+                *({"type": "fc", "units": units, "activation": "relu"} for units in CONV_FC_LAYERS[case]),
                 {"type": "softmax", "units": 10},
             ],
             "cost": "log_likelihood",
@@ -272,11 +279,13 @@ def _torch_epoch_fn(case, x, labels, m, channels_last=False, device="cpu"):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
     nn = torch.nn
-    if case == "conv":
+    if case in CONV_FC_LAYERS:
+        sizes = [640, *CONV_FC_LAYERS[case]]
+        fc = [layer for n_in, n_out in zip(sizes, sizes[1:]) for layer in (nn.Linear(n_in, n_out), nn.ReLU())]
         net = nn.Sequential(
             nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
             nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(640, 100), nn.ReLU(), nn.Linear(100, 10),
+            nn.Flatten(), *fc, nn.Linear(sizes[-1], 10),
         )  # fmt: skip
         X = torch.from_numpy(numpy.ascontiguousarray(x, dtype=numpy.float32)).reshape(-1, 1, 28, 28)
         if channels_last:
@@ -323,11 +332,11 @@ def implementations(case, x, labels, m, threads, log, device="cpu"):
             log(f"  [{case}] torch with CUDA is not importable: torch columns skipped")
             return impls
         impls["torch"] = lambda: _torch_epoch_fn(case, x, labels, m, device="gpu")
-        if case == "conv":
+        if case in CONV_FC_LAYERS:
             impls["torch_cl"] = lambda: _torch_epoch_fn(case, x, labels, m, channels_last=True, device="gpu")
         return impls
     impls = {"ours": lambda: _ours_epoch_fn(case, x, labels, m)}
-    if case == "conv" and threads > 1:
+    if case in CONV_FC_LAYERS and threads > 1:
         # ours: the conv layers share the chunks over ``threads`` threads of one-thread BLAS;
         # ours_blas: one thread of ours calling a ``threads``-thread BLAS
         impls = {"ours": lambda: _ours_epoch_fn(case, x, labels, m, threads),
@@ -339,7 +348,7 @@ def implementations(case, x, labels, m, threads, log, device="cpu"):
         log(f"  [{case}] torch is not importable: torch columns skipped (pip install -e '.[bench]')")
         return impls
     impls["torch"] = lambda: _torch_epoch_fn(case, x, labels, m)
-    if case == "conv":
+    if case in CONV_FC_LAYERS:
         impls["torch_cl"] = lambda: _torch_epoch_fn(case, x, labels, m, channels_last=True)
     return impls
 
@@ -373,7 +382,7 @@ def summarize(case, m, threads, times, device="cpu"):
     row = {"case": case, "batch_size": m, "threads": threads, "device": device, "median_s": med, "times_s": times}
     ref_name, limit = TARGETS.get((case, m), TARGETS.get((case, None), (None, None)))
     if device == "gpu":  # the targets are the CPU's; on a GPU the ratio to torch is a reading
-        ref_name, limit = ("torch_best" if case == "conv" else "torch"), None
+        ref_name, limit = ("torch_best" if case in CONV_FC_LAYERS else "torch"), None
     if ref_name == "torch_best":
         cands = {k: med[k] for k in ("torch", "torch_cl") if k in med}
         if cands:
@@ -403,7 +412,8 @@ def format_row(row) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    ap.add_argument("--cases", nargs="+", choices=CASES, default=list(DEFAULT_CASES),
+                    help=f"default: {' '.join(DEFAULT_CASES)}")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: ours through CuPy, torch on CUDA")
     ap.add_argument("--threads", nargs="+", type=int, default=None, help="CPU thread counts (default: 1 2; gpu: 1)")
     ap.add_argument("--repeats", type=int, default=3)

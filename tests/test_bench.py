@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from pipeline import bench
 
@@ -41,3 +43,23 @@ def test_bench_smoke(tmp_path, capsys):
     for r in result["results"]:
         assert all(t > 0 for ts in r["times_s"].values() for t in ts)
     assert "ours" in capsys.readouterr().out
+
+
+def test_conv2fc1000_is_asked_for_and_is_the_book_net(tmp_path):
+    """The case is chapter 6's heaviest net as conf/book/ch6-2fc1000.yaml declares it (model and
+    step), timed only when named in --cases."""
+    book = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "book" / "ch6-2fc1000.yaml").read_text())
+    run = book["ch6-2fc1000"]
+    spec = bench._spec("conv2fc1000", 10)
+    assert spec["model"] == run["model"]
+    for key in ("batch_size", "eta", "shuffle", "regularization"):
+        assert spec["training"][key] == run["training"][key], key
+    assert "conv2fc1000" not in bench.DEFAULT_CASES
+
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--cases", "conv2fc1000", "--epoch-fraction", "0.002", "--repeats", "1", "--threads", "1",
+                     "--out", str(out)])
+    assert rc == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["case"], row["batch_size"]) == ("conv2fc1000", 10)
+    assert "target_ratio" not in row and all(t > 0 for t in row["times_s"]["ours"])
