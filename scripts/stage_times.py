@@ -28,7 +28,7 @@ WALL = re.compile(r"(?:total|wall) ([0-9]+) s\s*$")
 CLOCK = re.compile(r"^(\d\d):(\d\d):(\d\d) ")
 # the header line of the measured runs' logs: "commit <sha>; start Thu Dec  3 08:26:58 UTC 2026; ..."
 HEADER_START = re.compile(r"; start \w+ \w+ +\d+ (\d\d):(\d\d):(\d\d) ")
-PARTS = ("data", "baselines", "chapters 1-5", "chapter 6 + ensemble", "report")
+PARTS = ("data", "baselines", "chapters 1-5", "chapter 6 + ensemble", "report", "other")
 
 
 @dataclass
@@ -52,7 +52,7 @@ def part(stage: str) -> str:
         return "chapters 1-5"
     if stage == "report":
         return "report"
-    raise ValueError(f"stage {stage!r}: not a stage of this pipeline's dvc.yaml")
+    return "other"  # a stage a user added to dvc.yaml
 
 
 def _seconds(match: re.Match) -> int:
@@ -94,7 +94,7 @@ def summary_lines(name: str, run: RunLog) -> list[str]:
         totals[part(stage)] += seconds
     stage_sum = round(sum(totals.values()), 1)
     lines = [f"{name}: {len(run.stages)} stages"]
-    lines += [f"  {p:<22} {minutes(s):>14}" for p, s in totals.items()]
+    lines += [f"  {p:<22} {minutes(s):>14}" for p, s in totals.items() if s or p != "other"]
     lines.append(f"  {'stages in all':<22} {minutes(stage_sum):>14}")
     if run.wall is not None:
         rest = run.wall - stage_sum

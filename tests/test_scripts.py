@@ -289,16 +289,17 @@ def test_stage_times_sums_the_parts_and_splits_the_install_from_dvcs_work(tmp_pa
         "00:06:00 == stage train@ch6-relu done in 200.0 s ==\n"
         "00:06:20 == stage ensemble done in 10.0 s ==\n"
         "00:06:30 == stage report done in 4.0 s ==\n"
+        "== stage my-plots done in 2.0 s ==\n"  # a stage of the user's own: counted under "other"
         "rc 0 wall 420 s\n")
     done = _stage_times(log)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "6 stages" in out
+    assert "7 stages" in out
     # the install runs past midnight: 23:59:30 to 00:00:37
     for part, shown in [("data", "0 min 01.5 s"), ("baselines", "1 min 40.0 s"), ("chapters 1-5", "0 min 20.0 s"),
                         ("chapter 6 + ensemble", "3 min 30.0 s"), ("report", "0 min 04.0 s"),
-                        ("stages in all", "5 min 35.5 s"), ("wall", "7 min 00.0 s"), ("install", "1 min 07.0 s"),
-                        ("between stages (DVC)", "0 min 17.5 s  (2.9 s a stage)")]:
+                        ("other", "0 min 02.0 s"), ("stages in all", "5 min 37.5 s"), ("wall", "7 min 00.0 s"),
+                        ("install", "1 min 07.0 s"), ("between stages (DVC)", "0 min 15.5 s  (2.2 s a stage)")]:
         assert any(line.split(shown)[0].strip() == part for line in out.splitlines() if shown in line), (part, out)
 
 
