@@ -101,29 +101,42 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
 
 
 def misclassified_digits(images, y_true, y_pred, max_n: int = 36, cols: int = 6) -> Figure:
-    """The first ``max_n`` images whose prediction is wrong, each labelled "pred p / true t".
-
-    The digits are tiled into one image drawn on one axes: a grid of 36 axes took about 2 s
-    to draw and save, once per seed of every run.
-    """
+    """The first ``max_n`` images whose prediction is wrong, each labelled "pred p / true t"."""
     images = np.asarray(images).reshape(-1, 28, 28)
     y_true = np.asarray(y_true, dtype=int).ravel()
     y_pred = np.asarray(y_pred, dtype=int).ravel()
     wrong = np.flatnonzero(y_true != y_pred)[:max_n]
-    cols = max(1, min(cols, len(wrong)))
-    rows = max(1, -(-len(wrong) // cols))
+    total = int((y_true != y_pred).sum())
+    return digit_tiles(images[wrong], [f"pred {y_pred[i]} / true {y_true[i]}" for i in wrong],
+                       f"misclassified: first {len(wrong)} of {total}", cols)
+
+
+def digits_with_answers(images, names: Sequence[str], answers: Sequence[str], cols: int = 6) -> Figure:
+    """Pictures as the networks saw them (MNIST images), each labelled "name: answer"."""
+    return digit_tiles(np.asarray(images).reshape(-1, 28, 28),
+                       [f"{name}: {answer}" for name, answer in zip(names, answers)],
+                       "what the networks saw, and their answers", cols)
+
+
+def digit_tiles(images, labels: Sequence[str], title: str, cols: int = 6) -> Figure:
+    """28 x 28 images tiled in rows of ``cols``, white on black drawn black on white, each with
+    its label above it.
+
+    The digits are tiled into one image drawn on one axes: a grid of 36 axes took about 2 s
+    to draw and save, once per seed of every run.
+    """
+    cols = max(1, min(cols, len(images)))
+    rows = max(1, -(-len(images) // cols))
     cell, label = 28 + 4, 10  # pixels per tile (2-pixel margin) and above it for the label
     tiles = np.zeros((rows * (cell + label), cols * cell), dtype=np.float32)
     fig, ax = plt.subplots(figsize=(1.6 * cols, 1.8 * rows + 0.4))
-    for k, i in enumerate(wrong):
+    for k, (image, text) in enumerate(zip(images, labels)):
         top, left = (k // cols) * (cell + label) + label + 2, (k % cols) * cell + 2
-        tiles[top:top + 28, left:left + 28] = images[i]
-        ax.text(left + 14, top - 2, f"pred {y_pred[i]} / true {y_true[i]}", fontsize=8,
-                ha="center", va="bottom")
+        tiles[top:top + 28, left:left + 28] = image
+        ax.text(left + 14, top - 2, text, fontsize=8, ha="center", va="bottom")
     ax.imshow(tiles, cmap="gray_r", interpolation="nearest")
     ax.axis("off")
-    total = int((y_true != y_pred).sum())
-    ax.set_title(f"misclassified: first {len(wrong)} of {total}", fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -36,7 +36,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from filelock import FileLock
@@ -287,11 +287,39 @@ def start_run(
             client.set_terminated(run.info.run_id, RunStatus.to_string(status))
 
 
+class LoggedModel(NamedTuple):
+    folder: Path  # the downloaded model folder (weights.npz, model.json)
+    run_name: str
+    test_accuracy: dict[int, float]  # the run's test accuracy per epoch, as it logged it
+
+
+def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
+    """The model folder a training run logged (artifact ``model``), downloaded into ``dst``,
+    with the run's name and its logged test accuracy per epoch. A clear ``LookupError`` when
+    the store has no such run, or the run no model."""
+    client, _ = _client()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise LookupError(f"MLflow run {run_id!r}: not in the tracking store {tracking_uri()} "
+                          "(copy the run id from the UI's run page, or set MLFLOW_TRACKING_URI)") from None
+    names = {a.path for a in client.list_artifacts(run_id)}
+    if "model" not in names:
+        raise LookupError(f"MLflow run {run_id!r} ({run.info.run_name}) logged no model "
+                          f"(its artifacts: {', '.join(sorted(names)) or 'none'}); training runs do")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files
+    folder = Path(client.download_artifacts(run_id, "model", dst_path=os.fspath(dst)))
+    test = {m.step: m.value for m in client.get_metric_history(run_id, "test_accuracy")}
+    return LoggedModel(folder, run.info.run_name, test)
+
+
 __all__ = [
     "EXPERIMENT",
     "RunLogger",
     "Terminated",
     "artifact_root",
+    "LoggedModel",
+    "download_model",
     "flatten",
     "init_store",
     "project_root",

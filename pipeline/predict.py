@@ -1,0 +1,186 @@
+"""Classify digits with trained networks: pictures of your own, or the book's test set.
+
+    python -m pipeline.predict models/ch6-relu/seed1 --image my-seven.png
+    python -m pipeline.predict models/ch6-dropout/seed1 models/ch6-dropout/seed2 \\
+        models/ch6-dropout/seed3 --image a.png b.png          # several nets: they vote
+    python -m pipeline.predict models/ch6-relu/seed1 --test  # the test set, against the run's record
+    python -m pipeline.predict --run <MLflow run id> --image my-seven.png   # a model MLflow logged
+    python -m pipeline.predict models/ch6-relu/seed1 --image my-seven.png --show seen.png
+
+A picture is made into an MNIST image first (``pipeline.data.digits``: inverted if it is dark
+ink on light paper, its ink scaled into a 20 x 20 box and centred by its centre of mass);
+``--show`` draws what the networks saw. Model folders are what training writes
+(``models/<id>/seed<N>/``: ``weights.npz`` and ``model.json``, checked on loading).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from pipeline.data.digits import INVERT, DigitImageError, network_input, read_digit
+from pipeline.data.mnist import load_dataset
+from pipeline.nn import ModelFileError, load_model, plurality_vote, to_numpy
+from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
+
+
+class Voter(NamedTuple):
+    name: str  # where it came from: the folder, or the MLflow run
+    network: object
+    metadata: dict  # model.json's: the run's summary, seed, which weights
+    test_accuracy: dict[int, float]  # the run's record of test accuracy per epoch, where found
+
+
+def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -> list[Voter]:
+    """Every model named, from its folder or (``run_ids``) downloaded from MLflow."""
+    voters = []
+    for folder in model_dirs:
+        loaded = load_model(folder)
+        voters.append(Voter(str(folder), loaded.network, loaded.metadata,
+                            history_test_accuracy(folder, loaded.metadata.get("seed"))))
+    if run_ids:
+        from pipeline import tracking  # noqa: PLC0415 - MLflow only when a run is named
+
+        for run_id in run_ids:
+            logged = tracking.download_model(run_id, download_to / run_id)
+            loaded = load_model(logged.folder)
+            voters.append(Voter(f"MLflow run {run_id} ({logged.run_name})", loaded.network,
+                                loaded.metadata, logged.test_accuracy))
+    classes = {v.network.classes for v in voters}
+    if len(classes) > 1:
+        raise ModelFileError(f"the models give different numbers of classes {sorted(classes)}; they cannot vote")
+    return voters
+
+
+def history_test_accuracy(model_dir: Path, seed) -> dict[int, float]:
+    """The test accuracy per epoch of seed ``seed`` in the run's ``results/<id>/history.csv``,
+    when ``model_dir`` is ``models/<id>/seed<N>`` of a checkout that holds it; else empty."""
+    model_dir = model_dir.resolve()
+    if model_dir.parent.parent.name != "models":
+        return {}
+    history = model_dir.parents[2] / "results" / model_dir.parent.name / "history.csv"
+    if not history.is_file():
+        return {}
+    with open(history, newline="") as fh:
+        return {int(row["epoch"]): float(row["test_accuracy"]) for row in csv.DictReader(fh)
+                if row.get("seed") == str(seed) and row.get("test_accuracy")}
+
+
+def outputs(voter: Voter, x: np.ndarray) -> np.ndarray:
+    """The network's output activations for ``x`` (a softmax net's are probabilities)."""
+    return to_numpy(voter.network.forward(voter.network.xp.asarray(x, dtype=voter.network.dtype)))
+
+
+def describe(voter: Voter, a: np.ndarray) -> str:
+    """The net's choice for one picture and its runner-up, with their output activations."""
+    kind = "probability" if voter.network.output_layer.kind == "softmax" else "output"
+    first, second = np.argsort(a)[::-1][:2]
+    return f"{first} ({kind} {a[first]:.4f}; next {second}, {a[second]:.2g})"
+
+
+def classify_images(voters: list[Voter], paths: list[Path], invert: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Each picture as an MNIST image, the answers (the vote's, for several nets), and one line
+    per picture saying how the nets came to it."""
+    images = np.stack([read_digit(p, invert) for p in paths])
+    x = network_input(images)
+    activations = [outputs(v, x) for v in voters]
+    labels = [a.argmax(axis=1) for a in activations]
+    voted = plurality_vote(labels, voters[0].network.classes)
+    lines = []
+    for i, path in enumerate(paths):
+        if len(voters) == 1:
+            lines.append(f"{path}: {describe(voters[0], activations[0][i])}")
+        else:
+            votes = " ".join(str(int(label[i])) for label in labels)
+            lines.append(f"{path}: {voted[i]} (the vote of {len(voters)} nets: {votes})")
+    return images, voted, lines
+
+
+def recorded_final_test(voter: Voter) -> float | None:
+    """The test accuracy the run recorded for these weights (its last epoch), if known: from
+    ``model.json`` when the last epoch was the best-validation one, else from the run's
+    per-epoch record (its history.csv in a checkout, or MLflow's metric history)."""
+    metrics = voter.metadata.get("metrics") or {}
+    last = (metrics.get("epochs_run") or 0) - 1
+    if last < 0 or voter.metadata.get("weights") != FINAL_EPOCH_WEIGHTS:
+        return None
+    if metrics.get("best_epoch") == last:
+        return metrics.get("test_at_best_validation")
+    return voter.test_accuracy.get(last)
+
+
+def score_test(voters: list[Voter], prepared: Path) -> list[str]:
+    """Each net's test accuracy (beside the run's record of it) and, for several, the vote's."""
+    test = load_dataset(prepared / "test.npz")
+    lines, labels = [], []
+    for voter in voters:
+        predicted = voter.network.predict(test.x)
+        labels.append(predicted)
+        accuracy = float(np.mean(predicted == test.y))
+        line = f"{voter.name}: test {accuracy:.2%} ({int(np.sum(predicted != test.y))} errors)"
+        recorded = recorded_final_test(voter)
+        if recorded is not None:
+            same = "the same" if round(recorded * len(test), 0) == round(accuracy * len(test), 0) else "DIFFERENT"
+            line += f"; the run recorded {recorded:.2%} for these weights: {same}"
+        lines.append(line)
+    if len(voters) > 1:
+        voted = plurality_vote(labels, voters[0].network.classes)
+        lines.append(f"the vote of {len(voters)}: test {np.mean(voted == test.y):.2%} "
+                     f"({int(np.sum(voted != test.y))} errors)")
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("models", nargs="*", type=Path, help="model folders (models/<id>/seed<N>)")
+    parser.add_argument("--run", action="append", default=[], metavar="RUN_ID",
+                        help="a training run's id in MLflow: its logged model (repeatable)")
+    parser.add_argument("--image", nargs="+", type=Path, default=[], help="pictures of digits")
+    parser.add_argument("--invert", choices=INVERT, default="auto",
+                        help="make dark ink on light paper white on black (default: auto, from the border)")
+    parser.add_argument("--show", type=Path, help="draw the MNIST images the nets saw, with their answers, here")
+    parser.add_argument("--test", action="store_true", help="score the nets on the book's test set")
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"),
+                        help="folder of test.npz (default: data/prepared, from `dvc repro prepare`)")
+    args = parser.parse_args(argv)
+    if not args.models and not args.run:
+        parser.error("name at least one model folder or --run")
+    if not args.image and not args.test:
+        parser.error("give --image PICTURE... or --test (or both)")
+    if args.show and not args.image:
+        parser.error("--show draws the pictures of --image")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlflow-models-") as downloads:
+            voters = load_voters(args.models, args.run, Path(downloads))
+            if args.image:
+                images, answers, lines = classify_images(voters, args.image, args.invert)
+                print("\n".join(lines))
+                if args.show:
+                    from pipeline.figures import digits_with_answers, save_figure  # noqa: PLC0415
+
+                    names = [p.name for p in args.image]
+                    save_figure(digits_with_answers(images, names, [str(a) for a in answers]), args.show)
+                    print(f"wrote {args.show}")
+            if args.test:
+                print("\n".join(score_test(voters, args.prepared)))
+    except (ModelFileError, DigitImageError, LookupError, FileNotFoundError, ValueError) as error:
+        print(f"predict: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
