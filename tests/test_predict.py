@@ -90,16 +90,23 @@ def test_a_blank_picture_or_an_unknown_invert_is_refused():
 def test_pictures_are_read_from_files_transparent_as_white(tmp_path):
     paper = pen_on_paper()
     grey = tmp_path / "grey.png"
-    Image.fromarray(np.round(paper * 255).astype(np.uint8), mode="L").save(grey)
+    Image.fromarray(np.round(paper * 255).astype(np.uint8)).save(grey)
     assert np.array_equal(read_digit(grey), to_mnist(np.round(paper * 255) / 255))
     # a drawing with a transparent background: black strokes, alpha marks the ink
     alpha = np.where(paper < 0.5, 255, 0).astype(np.uint8)
     rgba = np.dstack([np.zeros_like(alpha)] * 3 + [alpha])
     transparent = tmp_path / "transparent.png"
-    Image.fromarray(rgba, mode="RGBA").save(transparent)
+    Image.fromarray(rgba).save(transparent)
     assert needs_inverting(read_grey(transparent))
     assert ink_box(read_digit(transparent))[0] == BOX
     assert read_grey(transparent).min() == 0.0
+    # 16-bit greyscale and colour pictures
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.round(paper * 65535).astype(np.uint16)).save(deep)
+    assert np.abs(read_grey(deep) - paper).max() < 1e-4
+    colour = tmp_path / "colour.png"
+    Image.fromarray(np.dstack([np.round(paper * 255).astype(np.uint8)] * 3)).save(colour)
+    assert np.array_equal(read_digit(colour), read_digit(grey))
 
 
 def test_unreadable_or_missing_pictures_are_named(tmp_path):
@@ -110,7 +117,7 @@ def test_unreadable_or_missing_pictures_are_named(tmp_path):
     with pytest.raises(DigitImageError, match="nothing.png: no such file"):
         read_digit(tmp_path / "nothing.png")
     blank = tmp_path / "blank.png"
-    Image.fromarray(np.full((40, 40), 255, np.uint8), mode="L").save(blank)
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(blank)
     with pytest.raises(DigitImageError, match="blank.png: the picture is blank"):
         read_digit(blank)
 
@@ -149,7 +156,7 @@ def test_mnist_test_digits_saved_as_pictures_get_the_networks_own_answers(traine
     paths = []
     for i, image in enumerate(images):
         paths.append(tmp_path / f"digit{i}.png")
-        Image.fromarray(image, mode="L").save(paths[-1])
+        Image.fromarray(image).save(paths[-1])
     assert np.array_equal(network_input(np.stack([read_digit(p) for p in paths])), trained["test"].x[:40])
     assert predict.main([str(trained["folders"][0]), "--image", *map(str, paths)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -166,7 +173,7 @@ def test_digits_drawn_large_dark_on_light_are_recognised(trained, tmp_path, caps
     net = trained["nets"][0]
     remade = []
     for image in images:
-        large = np.asarray(Image.fromarray(255 - image, mode="L").resize((112, 112), Image.Resampling.BICUBIC))
+        large = np.asarray(Image.fromarray(255 - image).resize((112, 112), Image.Resampling.BICUBIC))
         sheet = np.full((160, 140), 255, np.uint8)
         sheet[30:142, 10:122] = large
         remade.append(to_mnist(sheet / 255.0))
@@ -195,7 +202,7 @@ def test_test_set_scores_match_the_runs_record_and_several_nets_vote(trained, ca
 @pytest.mark.realdata
 def test_show_draws_what_the_nets_saw(trained, tmp_path, capsys):
     picture = tmp_path / "seven.png"
-    Image.fromarray(np.round(pen_on_paper() * 255).astype(np.uint8), mode="L").save(picture)
+    Image.fromarray(np.round(pen_on_paper() * 255).astype(np.uint8)).save(picture)
     shown = tmp_path / "seen.png"
     folders = [str(f) for f in trained["folders"]]
     assert predict.main([*folders, "--image", str(picture), "--show", str(shown)]) == 0

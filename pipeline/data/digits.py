@@ -51,13 +51,20 @@ def read_grey(path: str | Path) -> np.ndarray:
                 rgba = image.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, rgba)
+            mode = image.mode
             grey = np.asarray(image.convert("F"), dtype=np.float64)
     except (UnidentifiedImageError, OSError) as error:
         raise DigitImageError(f"{path}: not a picture Pillow can read ({error})") from None
     if grey.ndim != 2 or grey.size == 0:
         raise DigitImageError(f"{path}: expected a 2-d picture, got shape {grey.shape}")
-    # "F" holds the 8-bit "L" levels 0..255 (16-bit greyscale PNGs come as "I" then "F": 0..65535)
-    peak = 65535.0 if grey.max() > 255 else 255.0
+    # "F" holds the picture's own levels: 0..255 from 8-bit modes, 0..65535 from 16-bit
+    # greyscale ("I;16", "I"), and as stored from a floating-point picture ("F": 0..1 or 0..255)
+    if mode.startswith("I"):
+        peak = 65535.0
+    elif mode == "F" and grey.max() <= 1.0:
+        peak = 1.0
+    else:
+        peak = 255.0
     return np.clip(grey / peak, 0.0, 1.0)
 
 
@@ -77,7 +84,7 @@ def _scaled_to_box(ink: np.ndarray) -> np.ndarray:
     h, w = crop.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # Pillow's (width, height)
-    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    resized = Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
     return np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
 
 
