@@ -4,6 +4,7 @@
     python -m pipeline.predict models/ch6-dropout/seed1 models/ch6-dropout/seed2 \\
         models/ch6-dropout/seed3 --image a.png b.png          # several nets: they vote
     python -m pipeline.predict models/ch6-relu/seed1 --test  # the test set, against the run's record
+                                                             # (exit status 1 if they differ)
     python -m pipeline.predict --run <MLflow run id> --image my-seven.png   # a model MLflow logged
     python -m pipeline.predict models/ch6-relu/seed1 --image my-seven.png --show seen.png
 
@@ -115,10 +116,11 @@ def recorded_final_test(voter: Voter) -> float | None:
     return voter.test_accuracy.get(last)
 
 
-def score_test(voters: list[Voter], prepared: Path) -> list[str]:
-    """Each net's test accuracy (beside the run's record of it) and, for several, the vote's."""
+def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:
+    """Each net's test accuracy (beside the run's record of it) and, for several, the vote's;
+    and whether every record found agrees with what the weights give now."""
     test = load_dataset(prepared / "test.npz")
-    lines, labels = [], []
+    lines, labels, agree = [], [], True
     for voter in voters:
         predicted = voter.network.predict(test.x)
         labels.append(predicted)
@@ -126,14 +128,15 @@ def score_test(voters: list[Voter], prepared: Path) -> list[str]:
         line = f"{voter.name}: test {accuracy:.2%} ({int(np.sum(predicted != test.y))} errors)"
         recorded = recorded_final_test(voter)
         if recorded is not None:
-            same = "the same" if round(recorded * len(test), 0) == round(accuracy * len(test), 0) else "DIFFERENT"
-            line += f"; the run recorded {recorded:.2%} for these weights: {same}"
+            same = round(recorded * len(test)) == int(np.sum(predicted == test.y))
+            agree &= same
+            line += f"; the run recorded {recorded:.2%} for these weights: {'the same' if same else 'DIFFERENT'}"
         lines.append(line)
     if len(voters) > 1:
         voted = plurality_vote(labels, voters[0].network.classes)
         lines.append(f"the vote of {len(voters)}: test {np.mean(voted == test.y):.2%} "
                      f"({int(np.sum(voted != test.y))} errors)")
-    return lines
+    return lines, agree
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -175,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                     save_figure(digits_with_answers(images, names, [str(a) for a in answers]), args.show)
                     print(f"wrote {args.show}")
             if args.test:
-                print("\n".join(score_test(voters, args.prepared)))
+                lines, agree = score_test(voters, args.prepared)
+                print("\n".join(lines))
+                if not agree:
+                    print("predict: a net's test accuracy differs from its run's record", file=sys.stderr)
+                    return 1
     except (ModelFileError, DigitImageError, LookupError, FileNotFoundError, ValueError) as error:
         print(f"predict: {error}", file=sys.stderr)
         return 2

@@ -200,6 +200,18 @@ def test_test_set_scores_match_the_runs_record_and_several_nets_vote(trained, ca
 
 
 @pytest.mark.realdata
+def test_a_record_that_the_weights_do_not_give_is_reported(trained, capsys):
+    net = trained["nets"][0]
+    accuracy = net.accuracy(trained["test"].x, trained["test"].y)
+    metadata = {"weights": FINAL_EPOCH_WEIGHTS, "metrics": {"epochs_run": 2, "best_epoch": 0}}
+    lines, agree = predict.score_test([predict.Voter("n", net, metadata, {1: accuracy})], trained["prepared"])
+    assert agree and lines[0].endswith("the same")
+    lines, agree = predict.score_test([predict.Voter("n", net, metadata, {1: accuracy - 1e-4})],
+                                      trained["prepared"])
+    assert not agree and lines[0].endswith("DIFFERENT")
+
+
+@pytest.mark.realdata
 def test_show_draws_what_the_nets_saw(trained, tmp_path, capsys):
     picture = tmp_path / "seven.png"
     Image.fromarray(np.round(pen_on_paper() * 255).astype(np.uint8)).save(picture)
