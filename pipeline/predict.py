@@ -155,6 +155,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="folder of test.npz (default: data/prepared, from `dvc repro prepare`)")
     args = parser.parse_args(argv)
     if not args.models and not args.run:
+        if any((path / "model.json").is_file() for path in args.image):
+            parser.error("name the model folders before --image, which takes every path after it")
         parser.error("name at least one model folder or --run")
     if not args.image and not args.test:
         parser.error("give --image PICTURE... or --test (or both)")

@@ -279,5 +279,9 @@ def test_bad_command_lines_and_missing_models_are_explained(tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict.main([str(tmp_path)])
     assert "--image PICTURE... or --test" in capsys.readouterr().err
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        predict.main(["--image", "seven.png", str(tmp_path)])
+    assert "model folders before --image" in capsys.readouterr().err
     assert predict.main([str(tmp_path / "models" / "nothing"), "--test"]) == 2
     assert "model.json: not found" in capsys.readouterr().err
