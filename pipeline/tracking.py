@@ -155,6 +155,27 @@ def _number(value: Any) -> float | None:
     return number if not math.isinf(number) else None
 
 
+STORE_RETRIES = 8  # attempts of one write that a busy sqlite store refused (waits 0.05 s .. 1 s)
+
+
+def _write(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, retried while the store answers "temporarily unavailable".
+
+    Two seeds' processes write to one sqlite store. When both open a transaction with a read
+    and then want to write, sqlite refuses one at once with "database is locked" (waiting
+    would deadlock; its busy timeout does not apply), and MLflow rolls that write back. Run
+    again, it goes through; left alone, a run would crash, or stay RUNNING when the write was
+    the one that ends it (seen with two workers logging epochs of a few milliseconds)."""
+    for attempt in range(STORE_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as error:
+            if error.error_code != "TEMPORARILY_UNAVAILABLE" or attempt == STORE_RETRIES - 1:
+                raise
+            time.sleep(min(1.0, 0.05 * 2**attempt))
+    return None  # not reached
+
+
 class RunLogger:
     """Logs into one MLflow run; obtained from ``start_run``."""
 
@@ -172,24 +193,24 @@ class RunLogger:
             if key != "epoch" and number is not None:
                 metrics.append(Metric(EPOCH_METRIC_NAMES.get(key, key), number, now, step))
         if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
+            _write(self.client.log_batch, self.run_id, metrics=metrics)
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Summary metrics (no step); None / non-numeric values are skipped."""
         now = int(time.time() * 1000)
         batch = [Metric(k, n, now, 0) for k, v in metrics.items() if (n := _number(v)) is not None]
         for i in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+            _write(self.client.log_batch, self.run_id, metrics=batch[i : i + 1000])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, v) for k, v in flatten(params).items()]
         for i in range(0, len(items), BATCH_MAX):
-            self.client.log_batch(self.run_id, params=items[i : i + BATCH_MAX])
+            _write(self.client.log_batch, self.run_id, params=items[i : i + BATCH_MAX])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
         for i in range(0, len(items), BATCH_MAX):
-            self.client.log_batch(self.run_id, tags=items[i : i + BATCH_MAX])
+            _write(self.client.log_batch, self.run_id, tags=items[i : i + BATCH_MAX])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, os.fspath(path), artifact_path)
@@ -269,7 +290,7 @@ def start_run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         all_tags = resolve_tags({k: str(v) for k, v in (tags or {}).items() if v is not None})
-    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    run = _write(client.create_run, experiment_id, run_name=run_name, tags=all_tags)
     logger = RunLogger(client, run.info.run_id)
     status = RunStatus.FAILED
     # SIGTERM (DVC, a queue, ``kill``) stops the run like Ctrl-C; the handler stays in place
@@ -284,7 +305,7 @@ def start_run(
             status = RunStatus.KILLED
             raise
         finally:
-            client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+            _write(client.set_terminated, run.info.run_id, RunStatus.to_string(status))
 
 
 class LoggedModel(NamedTuple):

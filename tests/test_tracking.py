@@ -163,6 +163,60 @@ def test_keyboard_interrupt_is_killed_and_reraised(client):
     assert status_of(client, run.run_id) == "KILLED"
 
 
+def _refused(times: int, real, code: str = "TEMPORARILY_UNAVAILABLE"):
+    """``real``, but raising MLflow's "temporarily unavailable" (a busy sqlite store; or the
+    error ``code`` names) the first ``times`` calls; ``calls`` counts every attempt."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    def call(*args, **kwargs):
+        call.calls += 1
+        if call.calls <= times:
+            raise MlflowException("(sqlite3.OperationalError) database is locked",
+                                  error_code=getattr(databricks_pb2, code))
+        return real(*args, **kwargs)
+
+    call.calls = 0
+    return call
+
+
+def test_writes_a_busy_store_refuses_are_retried(client, monkeypatch):
+    """Two seeds' processes writing to one sqlite store: the one refused at once ("database is
+    locked", rolled back) writes again, and a run still ends KILLED when its closing write was
+    the refused one (in CI it once stayed RUNNING)."""
+    sleeps = []
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+    log_batch = _refused(2, MlflowClient.log_batch)
+    set_terminated = _refused(1, MlflowClient.set_terminated)
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: log_batch(self, *a, **k))
+    monkeypatch.setattr(MlflowClient, "set_terminated", lambda self, *a, **k: set_terminated(self, *a, **k))
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run("busy") as run:
+            run.log_epoch({"epoch": 0, "validation_accuracy": 0.5})
+            raise KeyboardInterrupt
+    assert status_of(client, run.run_id) == "KILLED"
+    assert [m.value for m in client.get_metric_history(run.run_id, "validation_accuracy")] == [0.5]
+    assert (log_batch.calls, set_terminated.calls) == (3, 2) and sleeps == [0.05, 0.1, 0.05]
+
+
+def test_writes_are_not_retried_for_other_errors_or_forever(client, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    with tracking.start_run("refused") as run:
+        bad = _refused(1, MlflowClient.log_batch, code="INVALID_PARAMETER_VALUE")
+        monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: bad(self, *a, **k))
+        with pytest.raises(MlflowException, match="database is locked"):
+            run.log_metrics({"x": 1.0})
+        assert bad.calls == 1
+        busy = _refused(tracking.STORE_RETRIES, MlflowClient.log_batch)
+        monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: busy(self, *a, **k))
+        with pytest.raises(MlflowException, match="database is locked"):
+            run.log_metrics({"x": 1.0})
+        assert busy.calls == tracking.STORE_RETRIES
+        monkeypatch.undo()
+
+
 def test_sigterm_is_killed_and_handler_restored(client):
     def previous(signum, frame):  # a handler the caller had installed
         pass
