@@ -124,11 +124,11 @@ def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:
     for voter in voters:
         predicted = voter.network.predict(test.x)
         labels.append(predicted)
-        accuracy = float(np.mean(predicted == test.y))
-        line = f"{voter.name}: test {accuracy:.2%} ({int(np.sum(predicted != test.y))} errors)"
+        correct = int(np.sum(predicted == test.y))
+        line = f"{voter.name}: test {correct / len(test):.2%} ({len(test) - correct} errors)"
         recorded = recorded_final_test(voter)
         if recorded is not None:
-            same = round(recorded * len(test)) == int(np.sum(predicted == test.y))
+            same = round(recorded * len(test)) == correct
             agree &= same
             line += f"; the run recorded {recorded:.2%} for these weights: {'the same' if same else 'DIFFERENT'}"
         lines.append(line)

@@ -166,14 +166,14 @@ def _write(call, *args, **kwargs):
     would deadlock; its busy timeout does not apply), and MLflow rolls that write back. Run
     again, it goes through; left alone, a run would crash, or stay RUNNING when the write was
     the one that ends it (seen with two workers logging epochs of a few milliseconds)."""
-    for attempt in range(STORE_RETRIES):
+    for attempt in range(STORE_RETRIES - 1):
         try:
             return call(*args, **kwargs)
         except MlflowException as error:
-            if error.error_code != "TEMPORARILY_UNAVAILABLE" or attempt == STORE_RETRIES - 1:
+            if error.error_code != "TEMPORARILY_UNAVAILABLE":
                 raise
             time.sleep(min(1.0, 0.05 * 2**attempt))
-    return None  # not reached
+    return call(*args, **kwargs)  # the last attempt: its error is the caller's
 
 
 class RunLogger:
