@@ -116,6 +116,25 @@ def recorded_final_test(voter: Voter) -> float | None:
     return voter.test_accuracy.get(last)
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def evaluated_examples(profile: str | None) -> int | None | bool:
+    """How many test images a run of ``profile`` evaluated on: its ``limits.eval_examples``
+    in conf/profile/<name>.yaml (None: all; the smoke profile: the first 500), or False for a
+    profile this checkout does not have (its record cannot be compared). A model that names
+    no profile was evaluated on all of them."""
+    if not profile:
+        return None
+    path = CONF / "profile" / f"{profile}.yaml"
+    if not path.is_file():
+        return False
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    limits = OmegaConf.to_container(OmegaConf.load(path)).get("profile", {}).get("limits") or {}
+    return limits.get("eval_examples")
+
+
 def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:
     """Each net's test accuracy (beside the run's record of it) and, for several, the vote's;
     and whether every record found agrees with what the weights give now."""
@@ -127,10 +146,16 @@ def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:
         correct = int(np.sum(predicted == test.y))
         line = f"{voter.name}: test {correct / len(test):.2%} ({len(test) - correct} errors)"
         recorded = recorded_final_test(voter)
-        if recorded is not None:
-            same = round(recorded * len(test)) == correct
+        n = evaluated_examples(voter.metadata.get("profile"))
+        if recorded is not None and n is not False:
+            # the run measured its profile's test set: all of it, or its first n images
+            n = min(n or len(test), len(test))
+            ours = int(np.sum(predicted[:n] == test.y[:n]))
+            same = round(recorded * n) == ours
             agree &= same
-            line += f"; the run recorded {recorded:.2%} for these weights: {'the same' if same else 'DIFFERENT'}"
+            line += (f"; the run recorded {recorded:.2%}" + (f" on the first {n} test images" if n < len(test) else "")
+                     + f" for these weights: {'the same' if same else 'DIFFERENT'}"
+                     + (f" ({ours / n:.2%} here)" if n < len(test) else ""))
         lines.append(line)
     if len(voters) > 1:
         voted = plurality_vote(labels, voters[0].network.classes)

@@ -212,6 +212,21 @@ def test_a_record_that_the_weights_do_not_give_is_reported(trained, capsys):
 
 
 @pytest.mark.realdata
+def test_a_smoke_run_is_compared_on_the_test_images_it_evaluated(trained):
+    """The smoke profile evaluates on the first 500 test images (profile.limits), so its
+    record is compared with those, not with all 10,000; an unknown profile is not compared."""
+    net = trained["nets"][0]
+    first = net.accuracy(trained["test"].x[:500], trained["test"].y[:500])
+    metadata = {"profile": "smoke", "weights": FINAL_EPOCH_WEIGHTS, "metrics": {"epochs_run": 1, "best_epoch": 0,
+                                                                               "test_at_best_validation": first}}
+    lines, agree = predict.score_test([predict.Voter("n", net, metadata, {})], trained["prepared"])
+    assert agree and "on the first 500 test images for these weights: the same" in lines[0]
+    unknown = dict(metadata, profile="my-own")
+    lines, agree = predict.score_test([predict.Voter("n", net, unknown, {})], trained["prepared"])
+    assert agree and "recorded" not in lines[0]
+
+
+@pytest.mark.realdata
 def test_show_draws_what_the_nets_saw(trained, tmp_path, capsys):
     picture = tmp_path / "seven.png"
     Image.fromarray(np.round(pen_on_paper() * 255).astype(np.uint8)).save(picture)
