@@ -99,6 +99,41 @@ def test_log_epoch_uses_epoch_as_step_and_skips_missing_values(client):
     assert metrics["eta"] == 0.5
 
 
+def test_epochs_are_written_in_batches_a_second_apart_and_all_before_the_run_ends(client, monkeypatch):
+    """Fast epochs share a store write (one a second at most), so a net whose epochs take
+    milliseconds does not spend its time in sqlite; every epoch is in before the run ends,
+    also when it is interrupted."""
+    clock = [0.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
+    log_batch = _refused(0, MlflowClient.log_batch)
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: log_batch(self, *a, **k))
+
+    def steps(run_id):
+        return sorted(m.step for m in client.get_metric_history(run_id, "validation_accuracy"))
+
+    with tracking.start_run("fast epochs") as run:
+        for epoch in range(95):
+            clock[0] += 0.125  # an epoch of 1/8 s
+            run.log_epoch({"epoch": epoch, "validation_accuracy": 0.5, "test_accuracy": 0.5})
+            if epoch == 25:
+                # written up to the last full second: epochs 0-23 (the clock is at 3.25 s)
+                assert steps(run.run_id) == list(range(24))
+                assert run.pending == 2 * 2
+    assert steps(run.run_id) == list(range(95))
+    assert len(client.get_metric_history(run.run_id, "test_accuracy")) == 95
+    assert log_batch.calls == 12  # one for each of 11 full seconds, one for the last 7 epochs
+    assert status_of(client, run.run_id) == "FINISHED"
+
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run("stopped") as run:
+            for epoch in range(3):
+                run.log_epoch({"epoch": epoch, "validation_accuracy": 0.5})
+            assert run.pending == 3
+            raise KeyboardInterrupt
+    assert steps(run.run_id) == [0, 1, 2]
+    assert status_of(client, run.run_id) == "KILLED"
+
+
 def test_standard_tags_reach_the_run(client, monkeypatch, tmp_path):
     monkeypatch.setenv("DVC_STAGE", "train@ch1-30-hidden")
     monkeypatch.setenv("DVC_EXP_NAME", "brave-newt")

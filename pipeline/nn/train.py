@@ -294,15 +294,18 @@ def evaluate(net: Network, train, val, test, monitor: Mapping, reg: Regularizati
     scaling, the training coefficient under network3's."""
     t0 = time.perf_counter()
     record: dict[str, Any] = {}
-    if monitor["training_cost"]:
-        record["training_cost"] = net.total_cost(*train, reg, coef)
-    if monitor["training_accuracy"]:
-        record["training_accuracy"] = net.accuracy(*train)
+    if monitor["training_cost"] or monitor["training_accuracy"]:
+        accuracy, cost = net.accuracy_and_cost(*train, reg, coef)  # one pass for both
+        if monitor["training_cost"]:
+            record["training_cost"] = cost
+        if monitor["training_accuracy"]:
+            record["training_accuracy"] = accuracy
     if val is not None:
-        record["validation_accuracy"] = net.accuracy(*val)
         if monitor["validation_cost"]:
             val_coef = reg.lmbda / val[0].shape[0] if reg.scaling == "network2" else coef
-            record["validation_cost"] = net.total_cost(*val, reg, val_coef)
+            record["validation_accuracy"], record["validation_cost"] = net.accuracy_and_cost(*val, reg, val_coef)
+        else:
+            record["validation_accuracy"] = net.accuracy(*val)
     if test is not None:
         record["test_accuracy"] = net.accuracy(*test)
     record["eval_seconds"] = time.perf_counter() - t0

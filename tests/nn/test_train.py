@@ -7,6 +7,7 @@ import pytest
 from nnhelpers import blobs, make_spec
 
 from pipeline.nn import build_network, fit
+from pipeline.nn.regularization import Regularization
 
 SOFTMAX_NET = [{"type": "fc", "units": 10, "activation": "sigmoid"}, {"type": "softmax", "units": 3}]
 
@@ -93,6 +94,26 @@ def test_monitored_costs_include_the_network2_penalty(data):
     squares = sum(float((w**2).sum()) for w in net.weights())
     assert r["training_cost"] == pytest.approx(net.total_cost(*train) + 0.5 * 4.0 / len(train[0]) * squares)
     assert r["validation_cost"] == pytest.approx(net.total_cost(*val) + 0.5 * 4.0 / len(val[0]) * squares)
+
+
+@pytest.mark.parametrize("batch", [1000, 64])  # one chunk; chunks with a short last one
+def test_accuracy_and_cost_in_one_pass_equal_the_two_measured_apart(data, batch):
+    """The monitors of network2.py take a set's accuracy and cost from one forward pass;
+    the numbers are those of ``accuracy`` and ``total_cost``, to the last bit."""
+    train, val, _ = data
+    s = spec(epochs=1, regularization={"kind": "l2", "lmbda": 4.0})
+    net = build_network(s)
+    reg = Regularization(kind="l2", lmbda=4.0)
+    measured = []
+    for trained in (False, True):
+        if trained:
+            fit(net, s, train, log=None, progress=False)
+        for x, labels in (train, val):
+            both = net.accuracy_and_cost(x, labels, reg, batch=batch)
+            assert both == (net.accuracy(x, labels, batch), net.total_cost(x, labels, reg, batch=batch))
+            measured.append(both)
+    assert measured[1][0] < 0.6 < 0.95 < measured[3][0]  # validation: before and after training
+    assert measured[2][1] < measured[0][1]  # training cost fell
 
 
 def test_without_monitoring_only_the_required_metrics_are_recorded(data):
