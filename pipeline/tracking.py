@@ -214,19 +214,19 @@ class RunLogger:
         return len(self._pending)
 
     def flush(self) -> None:
-        """Write the per-epoch metrics not written yet."""
-        pending, self._pending = self._pending, []
+        """Write the per-epoch metrics not written yet (a batch that fails stays pending)."""
+        while self._pending:
+            batch = self._pending[:METRICS_PER_BATCH]
+            _write(self.client.log_batch, self.run_id, metrics=batch)
+            del self._pending[: len(batch)]
         self._last_flush = time.monotonic()
-        self._log_batch(pending)
-
-    def _log_batch(self, metrics: list[Metric]) -> None:
-        for i in range(0, len(metrics), METRICS_PER_BATCH):
-            _write(self.client.log_batch, self.run_id, metrics=metrics[i : i + METRICS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Summary metrics (no step); None / non-numeric values are skipped."""
         now = int(time.time() * 1000)
-        self._log_batch([Metric(k, n, now, 0) for k, v in metrics.items() if (n := _number(v)) is not None])
+        batch = [Metric(k, n, now, 0) for k, v in metrics.items() if (n := _number(v)) is not None]
+        for i in range(0, len(batch), METRICS_PER_BATCH):
+            _write(self.client.log_batch, self.run_id, metrics=batch[i : i + METRICS_PER_BATCH])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, v) for k, v in flatten(params).items()]

@@ -134,6 +134,24 @@ def test_epochs_are_written_in_batches_a_second_apart_and_all_before_the_run_end
     assert status_of(client, run.run_id) == "KILLED"
 
 
+def test_epochs_a_failed_write_left_out_go_in_when_the_run_ends_failed(client, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    clock = [0.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
+    with pytest.raises(MlflowException, match="database is locked"):
+        with tracking.start_run("write failed") as run:
+            run.log_epoch({"epoch": 0, "validation_accuracy": 0.5})
+            bad = _refused(1, MlflowClient.log_batch, code="INVALID_PARAMETER_VALUE")
+            monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: bad(self, *a, **k))
+            clock[0] = 1.0
+            run.log_epoch({"epoch": 1, "validation_accuracy": 0.6})  # its write fails
+    assert run.pending == 0 and bad.calls == 2
+    history = client.get_metric_history(run.run_id, "validation_accuracy")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.5), (1, 0.6)]
+    assert status_of(client, run.run_id) == "FAILED"
+
+
 def test_standard_tags_reach_the_run(client, monkeypatch, tmp_path):
     monkeypatch.setenv("DVC_STAGE", "train@ch1-30-hidden")
     monkeypatch.setenv("DVC_EXP_NAME", "brave-newt")
