@@ -9,13 +9,15 @@ One step on a mini-batch of m examples (``backprop`` gives dC/dw for the *mean* 
 Epochs visit the training set in mini-batches of ``batch_size`` (the last one may be smaller),
 either reshuffled every epoch (network.py, network2.py) or in a fixed order (network3.py).
 After every epoch (or every ``eval_every``-th epoch and the last; for runs of thousands of
-tiny epochs, like chapter 3's 100-image training sets) a record is made (accuracies are fractions in [0, 1]):
-``epoch`` (0-based), ``eta``, ``seconds`` (training loop only), ``eval_seconds``,
-``validation_accuracy``, ``test_accuracy`` (when those sets are given), and when monitored
-``training_cost``, ``training_accuracy``, ``validation_cost``, ``gradient_norms``
-(||dC/db^l|| per layer over the first ``monitor.gradient_norms`` training examples, measured at
-the *start* of the epoch as the book's chapter 5 script does, so epoch 0's are the initial
-network's).
+tiny epochs, like chapter 3's 100-image training sets) the net is evaluated and a record is
+made (accuracies are fractions in [0, 1]): ``epoch`` (0-based), ``eta``, ``seconds`` (training
+loop since the last record), ``eval_seconds``, ``validation_accuracy``, ``test_accuracy``
+(when those sets are given), and when monitored ``training_cost``, ``training_accuracy``,
+``validation_cost``, ``gradient_norms`` (||dC/db^l|| per layer over the first
+``monitor.gradient_norms`` training examples, measured at the *start* of the epoch as the
+book's chapter 5 script does, so epoch 0's are the initial network's). Gradient norms are
+measured and recorded every epoch, also between evaluations (those records have no
+accuracies or costs).
 
 Costs include the regularisation term as network2.py's ``total_cost`` does: c = lmbda / n with
 n the size of the set being evaluated (``network2`` scaling), or the training coefficient
@@ -376,9 +378,11 @@ def fit(
     try:
         for epoch in range(epochs):
             bar = _progress_bar(progress, (n + m - 1) // m, epoch)
-            recorded = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
+            evaluated = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
+            # the speed of learning is measured (and recorded) at the start of every epoch,
+            # evaluated or not: chapter 5's figure has a point per epoch
             norms = (start_of_epoch_norms(net, x, labels, monitor["gradient_norms"])
-                     if recorded and monitor["gradient_norms"] else None)
+                     if monitor["gradient_norms"] else None)
             t0 = time.perf_counter()
             order = net.xp.asarray(next_order()) if next_order is not None else None
             graphs = run_epoch(net, opt, x, y, m, plateau.eta, order, bar.update if bar is not None else None,
@@ -387,13 +391,14 @@ def fit(
             if bar is not None:
                 bar.close()
                 bar = None
-            if not recorded:
-                continue  # not an evaluation epoch: early stopping counts evaluations
-            record = {"epoch": epoch, "eta": plateau.eta, "seconds": train_seconds,
-                      **evaluate(net, (x, labels), val, test, monitor, reg, coef)}
+            if not evaluated and norms is None:
+                continue  # nothing to record: early stopping counts evaluations
+            record = {"epoch": epoch, "eta": plateau.eta, "seconds": train_seconds}
+            if evaluated:
+                record.update(evaluate(net, (x, labels), val, test, monitor, reg, coef))
             if norms is not None:
                 record["gradient_norms"] = norms[0]
-                record["eval_seconds"] += norms[1]
+                record["eval_seconds"] = record.get("eval_seconds", 0.0) + norms[1]
             train_seconds = 0.0
             history.records.append(record)
             track_best(history, record, net)
@@ -401,7 +406,7 @@ def fit(
                 on_epoch(record)
             if log is not None:
                 log(format_record(record, epochs))
-            if val is None:
+            if val is None or not evaluated:
                 continue
             history.stopped_early, message = plateau.update(record["validation_accuracy"])
             history.final_eta = plateau.eta

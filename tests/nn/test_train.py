@@ -267,6 +267,30 @@ def test_eval_every_records_only_evaluation_epochs_and_the_last():
     assert all(r["seconds"] > 0 for r in history.records)
 
 
+def test_gradient_norms_are_recorded_every_epoch_and_accuracies_every_eval_every(data):
+    """Chapter 5's figure runs 500 epochs of 1,000 images: evaluating 20,000 images after each
+    took most of the time. With ``eval_every`` the speed of learning still has a point per
+    epoch; the accuracies come every k-th epoch and the last, and training is unchanged."""
+    train, val, test = data
+    runs = {}
+    for every in (1, 4):
+        s = spec(epochs=10, eval_every=every, monitor={"gradient_norms": 100})
+        net = build_network(s)
+        runs[every] = fit(net, s, train, val, test, log=None, progress=False), net.state_dict()
+    (full, full_weights), (sparse, sparse_weights) = runs[1], runs[4]
+    assert [r["epoch"] for r in sparse.records] == list(range(10))
+    assert [r["gradient_norms"] for r in sparse.records] == [r["gradient_norms"] for r in full.records]
+    evaluated = [r["epoch"] for r in sparse.records if "validation_accuracy" in r]
+    assert evaluated == [3, 7, 9]
+    assert [r["validation_accuracy"] for r in sparse.records if "validation_accuracy" in r] == [
+        full.records[e]["validation_accuracy"] for e in evaluated]
+    assert all("test_accuracy" not in r for r in sparse.records if r["epoch"] not in evaluated)
+    assert all(r["seconds"] > 0 and r["eval_seconds"] > 0 for r in sparse.records)
+    assert sparse.best_epoch in evaluated
+    for name, w in full_weights.items():
+        numpy.testing.assert_array_equal(sparse_weights[name], w)
+
+
 def test_small_fully_connected_steps_train_on_one_blas_thread(data):
     """Under a two-thread BLAS limit, a net of small GEMMs trains on one thread (the step then
     updates w in place), giving the very weights of a run limited to one thread; a conv net or
