@@ -221,22 +221,23 @@ class RunLogger:
             del self._pending[: len(batch)]
         self._last_flush = time.monotonic()
 
+    def _log_in_batches(self, kind: str, items: list, size: int) -> None:
+        """``log_batch`` of ``items`` as ``kind`` (metrics, params, tags), ``size`` a call."""
+        for i in range(0, len(items), size):
+            _write(self.client.log_batch, self.run_id, **{kind: items[i : i + size]})
+
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Summary metrics (no step); None / non-numeric values are skipped."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, n, now, 0) for k, v in metrics.items() if (n := _number(v)) is not None]
-        for i in range(0, len(batch), METRICS_PER_BATCH):
-            _write(self.client.log_batch, self.run_id, metrics=batch[i : i + METRICS_PER_BATCH])
+        self._log_in_batches("metrics", [Metric(k, n, now, 0) for k, v in metrics.items()
+                                         if (n := _number(v)) is not None], METRICS_PER_BATCH)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(k, v) for k, v in flatten(params).items()]
-        for i in range(0, len(items), BATCH_MAX):
-            _write(self.client.log_batch, self.run_id, params=items[i : i + BATCH_MAX])
+        self._log_in_batches("params", [Param(k, v) for k, v in flatten(params).items()], BATCH_MAX)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
-        for i in range(0, len(items), BATCH_MAX):
-            _write(self.client.log_batch, self.run_id, tags=items[i : i + BATCH_MAX])
+        self._log_in_batches("tags", [RunTag(k, str(v)) for k, v in tags.items() if v is not None],
+                             BATCH_MAX)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, os.fspath(path), artifact_path)
