@@ -25,7 +25,7 @@ from pipeline.atomic import write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset
 from pipeline.nn import build_network, fit, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
-from pipeline.nn.spec import DEVICES, SpecError
+from pipeline.nn.spec import DEVICES, SpecError, validate_training
 
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
             "seeds": list, "model": dict, "training": dict}
@@ -125,13 +125,19 @@ def _cap(*limits: int | None) -> int | None:
 
 
 def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset, Dataset, Dataset, str]:
-    """Training, validation and test sets for a run, and the training file's digest."""
+    """Training, validation and test sets for a run, and the training file's digest.
+
+    The pixels come in the run's ``training.dtype``: loaded once here, the forked seed workers
+    share them instead of each casting its own copy (half a second and 300 MB a seed for the
+    50,000 images in float64).
+    """
+    dtype = validate_training(run_cfg["training"])["dtype"]
     train_path = Path(run_cfg["data"]["train_file"])
     train = load_dataset(train_path, limit=_cap(run_cfg["data"].get("train_limit"),
-                                                limits.get("train_examples")))
+                                                limits.get("train_examples")), dtype=dtype)
     eval_limit = limits.get("eval_examples")
-    validation = load_dataset(split_path("validation", data_cfg), limit=eval_limit)
-    test = load_dataset(split_path("test", data_cfg), limit=eval_limit)
+    validation = load_dataset(split_path("validation", data_cfg), limit=eval_limit, dtype=dtype)
+    test = load_dataset(split_path("test", data_cfg), limit=eval_limit, dtype=dtype)
     return train, validation, test, digest(train_path)
 
 

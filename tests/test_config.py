@@ -57,3 +57,10 @@ def test_report_baselines_validate_and_a_split_title_is_rejected():
                             "title: SVM (RBF, C=1), note: ''}")
     with pytest.raises(ValueError, match=r"report\.baselines\.B-svm: unknown keys \['C=1\)'\]"):
         validate_baselines(broken)
+
+
+def test_params_load_the_same_with_libyaml_as_with_pure_python():
+    from pipeline.params import load_params
+
+    with open(REPO_ROOT / "params.yaml", encoding="utf-8") as f:
+        assert load_params(REPO_ROOT / "params.yaml") == yaml.safe_load(f)

@@ -169,3 +169,15 @@ def test_a_plain_float_key_takes_an_integer_but_not_a_string():
     experiment._check_keys({"x": 1}, "run", {"x": float})  # YAML's 1 for 1.0
     with pytest.raises(SpecError, match="run.x: expected float, got str 'high'"):
         experiment._check_keys({"x": "high"}, "run", {"x": float})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_run_data_is_loaded_in_the_runs_dtype_with_the_same_pixels(workdir, dtype):
+    """The seed workers share the parent's arrays: loaded in the net's dtype, ``fit`` has no
+    cast (and copy) of its own to make; the pixels are raw/256 exactly in either dtype."""
+    run = dict(RUN, training=dict(RUN["training"], dtype=dtype))
+    train, validation, test, _ = experiment.load_run_data(run, DATA, {})
+    assert {train.x.dtype, validation.x.dtype, test.x.dtype} == {np.dtype(dtype)}
+    default = experiment.load_run_data(RUN, DATA, {})[0]  # no dtype key: the engine's float32
+    assert default.x.dtype == np.float32
+    np.testing.assert_array_equal(train.x, default.x.astype(dtype))
