@@ -7,8 +7,8 @@ the stage times summed by part of the pipeline (data, baselines, chapters 1-5, c
 the ensemble, report), and what the wall time adds to them: the install and DVC's work between
 stages (split apart when the log's lines carry an ``HH:MM:SS`` time). Given a second log, it
 compares the stages both ran for longer than ``--min-seconds``: the ratio of each stage's time
-(second / first), their minimum, median and maximum. The README's "the time is the machine's"
-figures come from it:
+(second / first), their minimum, median and maximum. The "the time is the machine's"
+figures of docs/runs.md come from it:
 
     python scripts/stage_times.py docs/measurements/2026-12-02-cpu-quick-10/repro.log.gz \\
         docs/measurements/2026-12-03-cpu-quick-11/repro.log.gz

@@ -320,7 +320,7 @@ def test_stage_times_compares_the_stages_two_runs_share(tmp_path):
 def test_stage_times_reads_a_measured_run_as_the_readme_quotes_it():
     done = _stage_times(MEASURED / "2026-12-03-cpu-quick-11" / "repro.log.gz")
     assert done.returncode == 0, done.stderr
-    # README, "Latest results": quick-11's install 67 s, chapter 6 + ensemble 43 min 30 s,
+    # docs/runs.md: quick-11's install 67 s, chapter 6 + ensemble 43 min 30 s,
     # 4.2 s a stage between the 50 stages
     assert "50 stages" in done.stdout
     for shown in ["chapter 6 + ensemble    43 min 30.2 s", "install                  1 min 07.0 s",
