@@ -131,7 +131,8 @@ def train_torch(spec: dict, state: dict, train, validation, test, torch, log=pri
     history = History(final_eta=eta)
     for epoch in range(training["epochs"]):
         start = time.perf_counter()
-        for s in range(0, n, m):  # the stored order, as fit does without shuffling
+        # the stored order, as fit does without shuffling; whole mini-batches under network3 scaling
+        for s in range(0, n - n % m if training["regularization"]["scaling"] == "network3" else n, m):
             twin.sgd_step(x[s:s + m], y[s:s + m], eta, l2)
         record = {"epoch": epoch, "validation_accuracy": twin.accuracy(xv, yv),
                   "test_accuracy": twin.accuracy(xt, yt),

@@ -520,11 +520,14 @@ def _speed_panel(ax, run_id: str, rows: list[dict], book: list[float] | None) ->
 
 
 def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = None):
-    """Chapter 3's four overfitting panels: training cost, test accuracy, validation cost,
-    training accuracy; one line per seed (``replay_seed``'s is the book's run, replayed)."""
+    """Chapter 3's four overfitting panels: training cost, test accuracy, test cost (the book's:
+    validation cost for a run that did not monitor the test cost), training accuracy; one line
+    per seed (``replay_seed``'s is the book's run, replayed)."""
+    held_out_cost = (("test_cost", "cost on the test data") if any("test_cost" in r for r in rows)
+                     else ("validation_cost", "cost on the validation data"))
     panels = [("training_cost", "cost on the training data"),
               ("test_accuracy", "accuracy on the test data (%)"),
-              ("validation_cost", "cost on the validation data"),
+              held_out_cost,
               ("training_accuracy", "accuracy on the training data (%)")]
     seeds = sorted({int(r.get("seed", 1)) for r in rows})
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))

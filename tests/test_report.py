@@ -116,6 +116,22 @@ def test_the_report_draws_the_configured_plots(params, results):
     assert labels == {"seed 1", "the book's run, replayed"}
 
 
+def test_the_overfitting_plot_shows_the_test_cost_like_the_book_when_monitored():
+    """The book's panel is the cost on the test data; a run that did not monitor it shows the
+    validation cost instead, and says so."""
+    def titles(rows):
+        return [ax.get_title() for ax in rp.overfitting_plot("ch3-overfit-1k", rows).axes]
+
+    rows = _history(epochs=3)
+    assert titles(rows)[2] == "cost on the validation data"
+    for row in rows:
+        row["test_cost"] = 0.3
+    assert titles(rows) == ["cost on the training data", "accuracy on the test data (%)",
+                            "cost on the test data", "accuracy on the training data (%)"]
+    ax = rp.overfitting_plot("ch3-overfit-1k", rows).axes[2]
+    assert list(ax.get_lines()[0].get_ydata()) == [0.3, 0.3, 0.3]
+
+
 def test_a_missing_run_names_the_command_that_makes_it(params, results):
     with pytest.raises(FileNotFoundError, match=r"ch6-ensemble/metrics\.json is missing: run "
                                                 r"`dvc repro ensemble` first"):

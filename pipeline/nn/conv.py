@@ -96,7 +96,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from pipeline.nn.activations import get_activation
-from pipeline.nn.layers import INIT_SCHEMES, blas_single_threaded, check_dropout, dropout_mask, matmul_into
+from pipeline.nn.layers import INIT_SCHEMES, blas_single_threaded, check_dropout, dropout_mask, matmul_into, normal
 
 TIES = ("all", "one")
 
@@ -234,7 +234,7 @@ class ConvPool:
         filters: int,
         kernel: int = 5,
         pool: int = 2,
-        activation: str = "relu",
+        activation: str = "sigmoid",  # network3.py's ConvPoolLayer default, as the spec's
         dropout: float = 0.0,
         dropout_mode: str = "classic",
         xp=numpy,
@@ -295,8 +295,8 @@ class ConvPool:
             self.dtype = numpy.dtype(dtype)
         w_std, b_std = self.init_stds(scheme)
         k, C, F = self.kernel, self.channels, self.filters
-        w = self.xp.asarray(rng.standard_normal((k, k, C, F)) * w_std, dtype=self.dtype)
-        b = self.xp.asarray(rng.standard_normal((F,)) * b_std, dtype=self.dtype)
+        w = normal(rng, (k, k, C, F), w_std, self.xp, self.dtype)
+        b = normal(rng, (F,), b_std, self.xp, self.dtype)
         self.params = {"w": w, "b": b}
         self.grads = {"w": self.xp.zeros_like(w), "b": self.xp.zeros_like(b)}
         self._train_bufs, self._train_key, self._eval_bufs = [], None, {}

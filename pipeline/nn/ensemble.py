@@ -19,6 +19,8 @@ def plurality_vote(predictions: Sequence, n_classes: int | None = None) -> numpy
     if not numpy.issubdtype(preds.dtype, numpy.integer) or (preds.size and preds.min() < 0):
         raise ValueError("predictions: labels must be non-negative integers")
     k = int(preds.max()) + 1 if n_classes is None else int(n_classes)
+    if preds.size and preds.max() >= k:
+        raise ValueError(f"predictions: label {int(preds.max())} is not one of the {k} classes 0..{k - 1}")
     votes = numpy.zeros((preds.shape[1], k), dtype=numpy.int64)
     rows = numpy.arange(preds.shape[1])
     for p in preds:

@@ -261,7 +261,8 @@ def record_step(train, xb, yb, stream):
 def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None) -> bool:
     """One epoch of ``train`` over (x, y) in mini-batches of ``m``, replaying a CUDA graph for
     every full mini-batch. The first full one runs plainly (it allocates the layers' buffers
-    and compiles their kernels), the second is recorded and every one after is a replay.
+    and compiles their kernels); then the step is captured from those buffers, which executes
+    nothing, and every full mini-batch after the first, the second included, is a replay.
     Returns whether a graph was used."""
     n = x.shape[0]
     xb = cupy.empty((m,) + x.shape[1:], x.dtype)

@@ -22,7 +22,7 @@ Initial parameters (``init_params``):
 scheme   weights                        biases
 ======== ============================== ===========================================
 large    N(0, 1)                        N(0, 1)          (network.py, ch. 1 and 3)
-default  N(0, 1) / sqrt(n_in)           N(0, 1)          (network2.py, ch. 3 eq. 68)
+default  N(0, 1) / sqrt(n_in)           N(0, 1)          (network2.py, ch. 3, §weight init.)
 network3 N(0, sqrt(1/n_out)) (fc)       N(0, 1) (fc)     (network3.py; n_out is the
          zero (softmax)                 zero (softmax)   original's slip, kept on purpose)
 ======== ============================== ===========================================

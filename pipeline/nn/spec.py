@@ -21,11 +21,15 @@ Schema (defaults in brackets; ``<required>`` has none)::
       eta: <required>              # > 0
       momentum: [0.0]              # [0, 1)
       regularization: {kind: [none], lmbda: [0.0], scaling: [network2]}
+                                   # kind none | l2 | l1; scaling network2 (c = lmbda / n) or
+                                   # network3 (c = lmbda / (n // m), and like network3.py an
+                                   # epoch trains n // m whole mini-batches only)
       dropout_mode: [classic]      # classic | inverted
       shuffle: [true]              # reshuffle every epoch (network.py/network2.py) or fixed order (network3.py)
       early_stopping: {patience: [0]}   # 0 = off
       eta_schedule: {kind: [constant]}  # or {kind: halve_on_plateau, patience: [10], min_fraction: [0.0078125]}
-      monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [false]}
+      monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [false],
+                test_cost: [false]}
                                    # and gradient_norms: [false] or n >= 1, the number of first
                                    # training examples ||dC/db^l|| is measured on (chapter 5: 1000)
       eval_every: [1]              # evaluate (and record) every k-th epoch and the last one
@@ -68,7 +72,7 @@ SCHEDULES = ("constant", "halve_on_plateau")
 DTYPES = ("float32", "float64")
 RNG_KINDS = ("pcg64", "network2")
 DEVICES = ("cpu", "gpu")
-MONITOR_KEYS = ("training_cost", "training_accuracy", "validation_cost", "gradient_norms")
+MONITOR_KEYS = ("training_cost", "training_accuracy", "validation_cost", "test_cost", "gradient_norms")
 
 
 class SpecError(ValueError):

@@ -72,6 +72,8 @@ class History:
     best_weights: dict[str, numpy.ndarray] | None = None
     interrupted: bool = False
     stopped_early: str | None = None  # why training stopped before the last epoch, if it did
+    # eta where the schedule ended: when the schedule stopped the run, the eta0 * min_fraction
+    # that stopped it, which no epoch trained with (each record's "eta" is the one it used)
     final_eta: float | None = None
 
     def column(self, key: str) -> list:
@@ -201,9 +203,12 @@ def epoch_orders(training: dict, n: int) -> Callable[[], numpy.ndarray] | None:
 
 
 def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=None, tick=None,
-              graphs: bool = False, log: Callable[[str], None] | None = None) -> bool:
+              graphs: bool = False, log: Callable[[str], None] | None = None,
+              whole_batches: bool = False) -> bool:
     """One pass of mini-batch SGD over (x, y one-hot), in ``order`` (an index array) or as stored.
 
+    A last mini-batch smaller than ``batch_size`` is trained on, as network.py and network2.py
+    do; ``whole_batches``: left out, as network3.py does (it trains n // m mini-batches).
     ``graphs`` (a network on a GPU only): record the step once as a CUDA graph and replay it
     for every full mini-batch (see :mod:`pipeline.nn.gpu`); ``log`` hears why when it cannot.
     Returns whether a graph was used.
@@ -221,6 +226,12 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
             step(eta)
 
     m = batch_size
+    if whole_batches and x.shape[0] % m:
+        used = x.shape[0] - x.shape[0] % m
+        if order is None:
+            x, y = x[:used], y[:used]
+        else:
+            order = order[:used]
     # dropout draws new masks every step, which a replayed graph would not
     if graphs and net.xp is not numpy and not any(getattr(layer, "dropout", 0) for layer in net.layers):
         from pipeline.nn.gpu import run_epoch_graphed  # noqa: PLC0415 - GPU only
@@ -291,9 +302,10 @@ class Plateau:
 
 def evaluate(net: Network, train, val, test, monitor: Mapping, reg: Regularization, coef: float) -> dict:
     """The end-of-epoch measurements (network2.py's monitors): training cost and accuracy when
-    monitored, validation accuracy (and cost), test accuracy, and ``eval_seconds``. Costs
-    include the L2/L1 term: on the validation set c = lmbda / n_validation under the network2
-    scaling, the training coefficient under network3's."""
+    monitored, validation accuracy (and cost), test accuracy (and cost: the book's overfitting
+    figures monitor the test set), and ``eval_seconds``. Costs include the L2/L1 term: on a
+    held-out set of n' examples c = lmbda / n' under the network2 scaling (network2.py's
+    ``total_cost(data, lmbda)``), the training coefficient under network3's."""
     t0 = time.perf_counter()
     record: dict[str, Any] = {}
     if monitor["training_cost"] or monitor["training_accuracy"]:
@@ -309,7 +321,11 @@ def evaluate(net: Network, train, val, test, monitor: Mapping, reg: Regularizati
         else:
             record["validation_accuracy"] = net.accuracy(*val)
     if test is not None:
-        record["test_accuracy"] = net.accuracy(*test)
+        if monitor["test_cost"]:
+            test_coef = reg.lmbda / test[0].shape[0] if reg.scaling == "network2" else coef
+            record["test_accuracy"], record["test_cost"] = net.accuracy_and_cost(*test, reg, test_coef)
+        else:
+            record["test_accuracy"] = net.accuracy(*test)
     record["eval_seconds"] = time.perf_counter() - t0
     return record
 
@@ -362,6 +378,16 @@ def fit(
     n, m = x.shape[0], t["batch_size"]
     y = one_hot(labels, net.classes, net.xp, net.dtype)
     reg = Regularization(**t["regularization"])
+    # network3.py's accounting, which its L2 coefficient lambda / (n // m) assumes: an epoch is
+    # n // m whole mini-batches, and the last n % m examples (in the stored order) are never used
+    whole_batches = reg.scaling == "network3"
+    if whole_batches and n < m:
+        raise ValueError(f"regularization.scaling network3 trains whole mini-batches only: {n} training "
+                         f"examples make none of batch_size {m}; use more examples or a smaller batch_size")
+    if whole_batches and n % m and log is not None:
+        log(f"network3 scaling: {n % m} of the {n} training examples are left out of every epoch "
+            f"(as network3.py, which trains n // m = {n // m} mini-batches of {m})")
+    batches = n // m if whole_batches else (n + m - 1) // m
     coef = reg.coefficient(n, m)
     opt = SGD(net, t["momentum"], reg, coef)
     next_order = epoch_orders(t, n)
@@ -377,7 +403,7 @@ def fit(
     bar = None
     try:
         for epoch in range(epochs):
-            bar = _progress_bar(progress, (n + m - 1) // m, epoch)
+            bar = _progress_bar(progress, batches, epoch)
             evaluated = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
             # the speed of learning is measured (and recorded) at the start of every epoch,
             # evaluated or not: chapter 5's figure has a point per epoch
@@ -386,7 +412,7 @@ def fit(
             t0 = time.perf_counter()
             order = net.xp.asarray(next_order()) if next_order is not None else None
             graphs = run_epoch(net, opt, x, y, m, plateau.eta, order, bar.update if bar is not None else None,
-                               graphs, log)
+                               graphs, log, whole_batches)
             train_seconds += time.perf_counter() - t0
             if bar is not None:
                 bar.close()
@@ -406,8 +432,8 @@ def fit(
                 on_epoch(record)
             if log is not None:
                 log(format_record(record, epochs))
-            if val is None or not evaluated:
-                continue
+            if val is None or not evaluated or epoch == epochs - 1:
+                continue  # after the last epoch neither rule has anything left to stop or halve
             history.stopped_early, message = plateau.update(record["validation_accuracy"])
             history.final_eta = plateau.eta
             if history.stopped_early:
@@ -449,6 +475,7 @@ def format_record(record: dict, epochs: int | None = None) -> str:
         ("training_accuracy", "train acc"),
         ("validation_cost", "val cost"),
         ("validation_accuracy", "val acc"),
+        ("test_cost", "test cost"),
         ("test_accuracy", "test acc"),
     ):
         if key in record:

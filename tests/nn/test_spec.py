@@ -32,7 +32,7 @@ EXAMPLE = {
         "early_stopping": {"patience": 0},
         "eta_schedule": {"kind": "constant"},
         "monitor": {"training_cost": False, "training_accuracy": False, "validation_cost": True,
-                    "gradient_norms": False},
+                    "test_cost": False, "gradient_norms": False},
         "seed": 1,
         "dtype": "float32",
         "device": "cpu",
@@ -88,7 +88,7 @@ def test_defaults_are_filled_in():
     assert t["regularization"] == {"kind": "none", "lmbda": 0.0, "scaling": "network2"}
     assert t["eta_schedule"] == {"kind": "constant"} and t["early_stopping"] == {"patience": 0}
     assert t["monitor"] == {"training_cost": False, "training_accuracy": False, "validation_cost": False,
-                            "gradient_norms": False}
+                            "test_cost": False, "gradient_norms": False}
     assert (t["shuffle"], t["seed"], t["dtype"], t["device"], t["dropout_mode"]) == (
         True, 1, "float32", "cpu", "classic")
     assert minimal["training"] == {"epochs": 30, "batch_size": 10, "eta": 3}  # input left alone

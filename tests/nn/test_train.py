@@ -87,13 +87,16 @@ def test_measuring_gradient_norms_leaves_the_training_untouched(data, dropout):
 
 def test_monitored_costs_include_the_network2_penalty(data):
     train, val, test = data
+    test = (test[0][:100], test[1][:100])  # a size of its own: each set's penalty is lmbda / its n
     s = spec(epochs=1, regularization={"kind": "l2", "lmbda": 4.0},
-             monitor={"training_cost": True, "validation_cost": True})
+             monitor={"training_cost": True, "validation_cost": True, "test_cost": True})
     net = build_network(s)
-    r = fit(net, s, train, val, log=None, progress=False).records[0]
+    r = fit(net, s, train, val, test, log=None, progress=False).records[0]
     squares = sum(float((w**2).sum()) for w in net.weights())
     assert r["training_cost"] == pytest.approx(net.total_cost(*train) + 0.5 * 4.0 / len(train[0]) * squares)
     assert r["validation_cost"] == pytest.approx(net.total_cost(*val) + 0.5 * 4.0 / len(val[0]) * squares)
+    assert r["test_cost"] == pytest.approx(net.total_cost(*test) + 0.5 * 4.0 / 100 * squares)
+    assert r["test_accuracy"] == net.accuracy(*test)
 
 
 @pytest.mark.parametrize("batch", [1000, 64])  # one chunk; chunks with a short last one
@@ -191,6 +194,56 @@ def test_eta_is_halved_on_plateaus_and_training_stops_at_the_floor(data):
     assert [r["eta"] for r in history.records] == [0.8, 0.8, 0.8, 0.4, 0.4, 0.4]
     assert history.final_eta == pytest.approx(0.2)
     assert "eta" in history.stopped_early
+
+
+def test_neither_rule_fires_after_the_last_epoch(data):
+    """A plateau reached on the last epoch stops nothing and halves nothing: every epoch ran."""
+    train, val, test = data
+    s = spec(epochs=3, early_stopping={"patience": 2},
+             eta_schedule={"kind": "halve_on_plateau", "patience": 1, "min_fraction": 0.01})
+    net = build_network(s)
+    scripted_accuracy(net, val, test, [0.5, 0.6, 0.4], [0.0] * 3)  # epoch 2 would halve
+    history = fit(net, s, train, val, test, log=None, progress=False)
+    assert [r["eta"] for r in history.records] == [0.5, 0.5, 0.5]
+    assert history.stopped_early is None and history.final_eta == 0.5
+    net = build_network(s)
+    scripted_accuracy(net, val, test, [0.5, 0.4, 0.4], [0.0] * 3)  # stop after epoch 2 = the last
+    history = fit(net, s, train, val, test, log=None, progress=False)
+    assert len(history.records) == 3 and history.stopped_early is None
+
+
+@pytest.mark.parametrize("scaling", ["network2", "network3"])
+def test_network3_scaling_leaves_out_the_last_partial_mini_batch(data, scaling):
+    """network3.py trains n // m whole mini-batches an epoch; network.py and network2.py also
+    train the last, smaller one. 25 examples in batches of 10: 2 or 3 steps an epoch."""
+    x, y = data[0][0][:25], data[0][1][:25]
+    s = spec(epochs=1, shuffle=False, regularization={"kind": "l2", "lmbda": 1.0, "scaling": scaling})
+    net = build_network(s)
+    layer, sizes = net.layers[0], []
+    forward = layer.forward
+
+    def counting_forward(xb, train=False):
+        if train:
+            sizes.append(len(xb))
+        return forward(xb, train)
+
+    layer.forward = counting_forward
+    said = []
+    fit(net, s, (x, y), log=said.append, progress=False)
+    assert sizes == ([10, 10] if scaling == "network3" else [10, 10, 5])
+    assert any("5 of the 25 training examples are left out" in line for line in said) == (scaling == "network3")
+    if scaling == "network3":  # the same weights as training on the first 20 only
+        trimmed = build_network(s)
+        fit(trimmed, s, (x[:20], y[:20]), log=None, progress=False)
+        for k, w in trimmed.state_dict().items():
+            numpy.testing.assert_array_equal(w, net.state_dict()[k])
+
+
+def test_network3_scaling_needs_one_whole_mini_batch(data):
+    x, y = data[0]
+    s = spec(regularization={"kind": "none", "lmbda": 0.0, "scaling": "network3"})
+    with pytest.raises(ValueError, match="make none of batch_size 10"):
+        fit(build_network(s), s, (x[:7], y[:7]), log=None, progress=False)
 
 
 def test_halved_eta_is_the_one_used_for_updates(data):
