@@ -102,7 +102,7 @@ def test_defaults_are_filled_in():
         (("model", "layers", 2, "unitz"), 5, "model.layers[2].unitz"),
         (("training", "learning_rate"), 0.1, "training.learning_rate"),
         (("training", "regularization", "lambda"), 0.1, "training.regularization.lambda"),
-        (("training", "monitor", "test_cost"), True, "training.monitor.test_cost"),
+        (("training", "monitor", "test_accuracy"), True, "training.monitor.test_accuracy"),
         (("extra",), {}, "extra"),
     ],
 )
