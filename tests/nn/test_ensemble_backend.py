@@ -30,6 +30,8 @@ def test_plurality_vote_checks_its_input():
         plurality_vote([])
     with pytest.raises(ValueError, match="non-negative integers"):
         plurality_vote([numpy.array([0.5, 1.0])])
+    with pytest.raises(ValueError, match=r"label 10 is not one of the 10 classes 0\.\.9"):
+        plurality_vote([numpy.array([3, 10])], n_classes=10)
 
 
 def test_ensemble_of_identical_networks_predicts_like_one():
