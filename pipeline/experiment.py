@@ -23,7 +23,7 @@ import numpy as np
 from pipeline import figures, interrupts, results, tracking
 from pipeline.atomic import write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset
-from pipeline.nn import build_network, fit, save_model, validate_spec
+from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.nn.spec import DEVICES, SpecError, validate_training
 
@@ -83,6 +83,7 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
         raise SpecError(f"{path}.book.epochs", f"expected the book's number of epochs (>= 1), "
                         f"got {run_cfg['book']['epochs']!r}")
     _check_keys(run_cfg["data"], f"{path}.data", DATA_KEYS)
+    _count_or_null(run_cfg["data"]["train_limit"], f"{path}.data.train_limit")
     seeds = run_cfg["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                             for s in seeds):
@@ -119,9 +120,49 @@ def _check_speeds(run_cfg: dict, path: str) -> None:
                         "book.speeds is given (ours are measured from it; the book: 1000)")
 
 
-def _cap(*limits: int | None) -> int | None:
-    present = [n for n in limits if n]
-    return min(present) if present else None
+def _count_or_null(value, path: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise SpecError(path, f"expected an integer >= 1 or null (no limit), got {value!r}")
+
+
+def check_limits(limits: dict) -> None:
+    """``profile.limits``: each cap an integer >= 1, or null for none."""
+    allowed = ("epochs", "train_examples", "eval_examples")
+    if not isinstance(limits, dict):
+        raise SpecError("profile.limits", f"expected a mapping, got {type(limits).__name__}")
+    for key, value in limits.items():
+        if key not in allowed:
+            raise SpecError(f"profile.limits.{key}", f"unknown key; allowed: {', '.join(allowed)}")
+        _count_or_null(value, f"profile.limits.{key}")
+
+
+def check_compute(compute: dict) -> None:
+    """``compute``: device cpu | gpu, seed_workers and blas_threads integers >= 1 (threads: or null)."""
+    allowed = ("device", "seed_workers", "blas_threads")
+    for key in compute:
+        if key not in allowed:
+            raise SpecError(f"compute.{key}", f"unknown key; allowed: {', '.join(allowed)}")
+    if compute.get("device", "cpu") not in DEVICES:
+        raise SpecError("compute.device", f"unknown {compute['device']!r}; allowed: {', '.join(DEVICES)}")
+    workers = compute.get("seed_workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError("compute.seed_workers", f"expected an integer >= 1, got {workers!r}")
+    _count_or_null(compute.get("blas_threads"), "compute.blas_threads")
+
+
+def check_fits_data(book_id: str, run_cfg: dict, train: Dataset, classes: int = 10) -> None:
+    """The network's input takes the data's pictures and its output has a unit per digit."""
+    model = run_cfg["model"]
+    shape = list(model.get("input_shape") or [])
+    pixels = train.x.shape[1]
+    if shape and math.prod(shape) != pixels:
+        raise SpecError(f"book.{book_id}.model.input_shape",
+                        f"{shape} takes {math.prod(shape)} values a picture, the data's pictures have "
+                        f"{pixels} pixels: use [{pixels}] (fully connected) or [1, 28, 28] (conv)")
+    units = model["layers"][-1]["units"]
+    if units != classes:
+        raise SpecError(f"book.{book_id}.model.layers[{len(model['layers']) - 1}].units",
+                        f"the output layer has {units} units, MNIST has {classes} digits: use {classes}")
 
 
 def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset, Dataset, Dataset, str]:
@@ -133,11 +174,13 @@ def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset,
     """
     dtype = validate_training(run_cfg["training"])["dtype"]
     train_path = Path(run_cfg["data"]["train_file"])
-    train = load_dataset(train_path, limit=_cap(run_cfg["data"].get("train_limit"),
-                                                limits.get("train_examples")), dtype=dtype)
-    eval_limit = limits.get("eval_examples")
-    validation = load_dataset(split_path("validation", data_cfg), limit=eval_limit, dtype=dtype)
-    test = load_dataset(split_path("test", data_cfg), limit=eval_limit, dtype=dtype)
+    # the run's train_limit is part of the experiment (the first 1,000 images): a file with fewer
+    # is an error; a profile's limits only cap what is there
+    train = load_dataset(train_path, limit=run_cfg["data"].get("train_limit"), dtype=dtype,
+                         cap=limits.get("train_examples"))
+    eval_cap = limits.get("eval_examples")
+    validation = load_dataset(split_path("validation", data_cfg), dtype=dtype, cap=eval_cap)
+    test = load_dataset(split_path("test", data_cfg), dtype=dtype, cap=eval_cap)
     return train, validation, test, digest(train_path)
 
 
@@ -333,12 +376,15 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     model_dir, results_dir = Path(model_dir), Path(results_dir)
     validate_run(book_id, run_cfg)
     limits = profile_cfg.get("limits") or {}
-    data = load_run_data(run_cfg, data_cfg, limits)
-    start = time.perf_counter()
+    check_limits(limits)
     compute = compute or {}
+    check_compute(compute)
     device, workers = compute.get("device", "cpu"), compute.get("seed_workers", 1)
-    if device not in DEVICES:
-        raise ValueError(f"compute.device: unknown {device!r}; allowed: {', '.join(DEVICES)}")
+    if device != "cpu":
+        get_xp(device)  # no GPU or no CuPy: the message says what to install, before any data loads
+    data = load_run_data(run_cfg, data_cfg, limits)
+    check_fits_data(book_id, run_cfg, data[0])
+    start = time.perf_counter()
     if device != "cpu":
         # the machine's choice, recorded with the run; a GPU trains one seed at a time (forked
         # workers cannot share a CUDA context, and side by side they gained nothing)

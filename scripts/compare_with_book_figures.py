@@ -32,7 +32,7 @@ SWEEP_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)  # more_dat
 def _overfitting(data, book_id):
     test_cost, test_counts, training_cost, training_counts = data
     return [(book_id, "test_accuracy", 10_000, test_counts), (book_id, "training_accuracy", 1_000, training_counts),
-            (book_id, "training_cost", None, training_cost)]
+            (book_id, "training_cost", None, training_cost), (book_id, "test_cost", None, test_cost)]
 
 
 def _initialisation(hidden):
@@ -88,6 +88,9 @@ def compare(fig_dir: Path, results: Path, cost_rtol: float = 1e-9) -> list[tuple
             rows = replay_rows(results, run_id)
             if not rows:
                 print(f"{run_id}: no replay in {results}; skipped")
+                continue
+            if key not in rows[0]:
+                print(f"{run_id}: no {key} in its history.csv (training.monitor.{key} was off); skipped")
                 continue
             out.append((run_id, key, len(book), compare_series([r[key] for r in rows], book, scale, cost_rtol)))
     sweep = fig_dir / "more_data.json"

@@ -151,6 +151,7 @@ def test_compute_device_reaches_every_seed_and_a_gpu_trains_in_this_process(work
         raise RuntimeError("stop before training")
 
     monkeypatch.setattr(experiment, "build_network", build)
+    monkeypatch.setattr(experiment, "get_xp", lambda device: None)  # as if CuPy and a GPU were here
     with pytest.raises(RuntimeError, match="stop before training"):
         experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
                                compute={"device": "gpu", "seed_workers": 2, "blas_threads": 1})
@@ -161,6 +162,97 @@ def test_unknown_compute_device_is_rejected_by_name(workdir):
     with pytest.raises(ValueError, match=r"compute\.device: unknown 'tpu'; allowed: cpu, gpu"):
         experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
                                compute={"device": "tpu"})
+
+
+def test_a_gpu_asked_for_where_there_is_none_stops_before_any_data_loads(workdir, monkeypatch):
+    from pipeline.nn import BackendError
+
+    def no_gpu(device):
+        raise BackendError("device 'gpu' needs CuPy")
+
+    monkeypatch.setattr(experiment, "get_xp", no_gpu)
+    monkeypatch.setattr(experiment, "load_run_data", lambda *a: pytest.fail("data loaded"))
+    with pytest.raises(BackendError, match="needs CuPy"):
+        experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
+                               compute={"device": "gpu"})
+
+
+@pytest.mark.parametrize("compute, where", [
+    ({"seed_workers": 0}, "compute.seed_workers: expected an integer >= 1, got 0"),
+    ({"seed_workers": "two"}, "compute.seed_workers: expected an integer >= 1, got 'two'"),
+    ({"blas_threads": 0}, "compute.blas_threads: expected an integer >= 1 or null"),
+    ({"blas_threads": "abc"}, "compute.blas_threads: expected an integer >= 1 or null"),
+    ({"bogus": 1}, "compute.bogus: unknown key; allowed: device, seed_workers, blas_threads"),
+])
+def test_compute_settings_are_checked_by_key(compute, where):
+    from pipeline.nn.spec import SpecError
+
+    with pytest.raises(SpecError, match=where):
+        experiment.check_compute(compute)
+    experiment.check_compute({"device": "cpu", "seed_workers": 2, "blas_threads": None})
+
+
+@pytest.mark.parametrize("limits, where", [
+    ({"train_examples": -5}, "profile.limits.train_examples: expected an integer >= 1 or null"),
+    ({"eval_examples": 0}, "profile.limits.eval_examples: expected an integer >= 1 or null"),
+    ({"epochs": 1.5}, "profile.limits.epochs: expected an integer >= 1 or null"),
+    ({"epoch": 1}, "profile.limits.epoch: unknown key"),
+])
+def test_profile_limits_are_checked_by_key(workdir, limits, where):
+    from pipeline.nn.spec import SpecError
+
+    with pytest.raises(SpecError, match=where):
+        experiment.train_entry("tiny", RUN, DATA, dict(PROFILE, limits=limits), "models/tiny", "results/tiny",
+                               log=lambda _: None)
+    run = dict(RUN, data=dict(RUN["data"], train_limit=-5))
+    with pytest.raises(SpecError, match="book.tiny.data.train_limit: expected an integer >= 1 or null"):
+        experiment.validate_run("tiny", run)
+
+
+def test_a_profile_limit_caps_but_a_runs_train_limit_must_be_there(workdir):
+    """The smoke profile's 500 images cap what a set has; a run's own "first 1,000 images" is
+    part of the experiment, and a file with fewer is an error."""
+    from pipeline.errors import InputError
+
+    train, validation, _, _ = experiment.load_run_data(RUN, DATA, {"train_examples": 1000, "eval_examples": 20})
+    assert (len(train.y), len(validation.y)) == (60, 20)
+    run = dict(RUN, data=dict(RUN["data"], train_limit=100))
+    with pytest.raises(InputError, match="asked for the first 100 examples, it has 60"):
+        experiment.load_run_data(run, DATA, {})
+
+
+@pytest.mark.parametrize("model_edit, where", [
+    ({"input_shape": [700]}, r"model.input_shape: \[700\] takes 700 values a picture, the data's pictures have 784"),
+    ({"input_shape": [1, 32, 32]}, r"model.input_shape: \[1, 32, 32\] takes 1024 values"),
+    ({"layers": [{"type": "fc", "units": 8}, {"type": "fc", "units": 12}]},
+     r"model.layers\[1\].units: the output layer has 12 units, MNIST has 10 digits"),
+])
+def test_a_network_that_does_not_fit_the_data_is_named_before_any_run_starts(workdir, model_edit, where):
+    from pipeline.nn.spec import SpecError
+
+    run = dict(RUN, model=dict(RUN["model"], **model_edit))
+    with pytest.raises(SpecError, match="book.tiny." + where):
+        experiment.train_entry("tiny", run, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "models").exists()
+
+
+def test_a_damaged_data_file_is_named_with_the_fix(workdir):
+    from pipeline.data.mnist import load_images
+    from pipeline.errors import InputError
+
+    path = workdir / "data/prepared/train.npz"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(InputError, match=r"train.npz: not a readable .npz data set .*delete it and run `dvc repro`"):
+        load_images(path)
+    path.write_text("garbage")
+    with pytest.raises(InputError, match="not a readable .npz data set"):
+        load_images(path)
+    save_images(path, np.zeros((3, 14, 14), np.uint8), np.zeros(3, np.uint8))
+    with pytest.raises(InputError, match=r"expected uint8 images \(n, 28, 28\)"):
+        load_images(path)
+    save_images(path, np.zeros((3, 28, 28), np.uint8), np.array([1, 42, 3], np.uint8))
+    with pytest.raises(InputError, match="labels must be digits 0..9, found 42"):
+        load_images(path)
 
 
 def test_a_plain_float_key_takes_an_integer_but_not_a_string():

@@ -161,6 +161,36 @@ def test_compare_with_book_figures_finds_the_first_epoch_that_differs(tmp_path):
     assert "ch3-init-30-large" in done.stdout and "DIFFERS: epoch 1: ours 9044, the book's 9045" in done.stdout
 
 
+def test_compare_with_book_figures_reads_the_overfitting_runs_four_series(tmp_path):
+    """overfitting.json holds test cost, test counts, training cost and training counts; a
+    history without the test cost (monitor off) skips that series and says why."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_with_book_figures.py"
+    results, fig = tmp_path / "results", tmp_path / "fig"
+    fig.mkdir()
+    run = results / "ch3-overfit-1k"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"replay": {"seed": 12345678}}))
+    book = [[2.25, 1.9], [5210, 6012], [1.97, 1.2], [604, 700]]
+    (fig / "overfitting.json").write_text(json.dumps(book))
+
+    def run_script(columns, values):
+        lines = ["seed,epoch," + columns] + [f"12345678,{e}," + v for e, v in enumerate(values)]
+        (run / "history.csv").write_text("\n".join(lines) + "\n")
+        return subprocess.run([sys.executable, str(script), str(fig), "--results", str(results)],
+                              capture_output=True, text=True)
+
+    done = run_script("test_accuracy,training_accuracy,training_cost,test_cost",
+                      ["0.521,0.604,1.97,2.25", "0.6012,0.7,1.2,1.9"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("the same at 2 epoch(s)") == 4 and "test_cost" in done.stdout
+    done = run_script("test_accuracy,training_accuracy,training_cost", ["0.521,0.604,1.97", "0.6012,0.7,1.2"])
+    assert done.returncode == 0 and done.stdout.count("the same at 2 epoch(s)") == 3
+    assert "no test_cost in its history.csv (training.monitor.test_cost was off)" in done.stdout
+    done = run_script("test_accuracy,training_accuracy,training_cost,test_cost",
+                      ["0.521,0.604,1.97,2.25", "0.6012,0.7,1.2,1.8"])
+    assert done.returncode == 1 and "DIFFERS: epoch 1: ours 1.8, the book's 1.9" in done.stdout
+
+
 def test_book_profile_table_shows_the_replay_only_where_a_row_has_one(tmp_path):
     measured = MEASURED / "2026-12-01-cpu-book-ch1-5" / "ch3-l2-30" / "metrics.json"
     replay = json.loads(measured.read_text())["replay"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.mnist import PIXEL_SCALE
+from pipeline.errors import InputError
 
 SIDE = 28  # MNIST's field
 BOX = 20  # the box the digit's longer side is scaled to
@@ -30,7 +31,7 @@ INVERT = ("auto", "yes", "no")
 INK = 0.1  # a pixel brighter than this fraction of the brightest is ink (the bounding box's)
 
 
-class DigitImageError(ValueError):
+class DigitImageError(InputError):
     """A picture that cannot be read, or that holds no digit."""
 
 

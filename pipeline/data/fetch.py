@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from pipeline.atomic import atomic_path
+from pipeline.errors import InputError
 from pipeline.hashing import sha256_file
 
 
@@ -37,11 +38,11 @@ class MnistFile:
     size: int
 
 
-class FetchError(RuntimeError):
+class FetchError(InputError, RuntimeError):
     """No source could serve a file with the right bytes."""
 
 
-class VerificationError(ValueError):
+class VerificationError(InputError):
     """Bytes that do not match the pinned checksum or size."""
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 UBYTE = 0x08
 
 
-class IDXError(ValueError):
+class IDXError(InputError):
     """A file is not the IDX file it claims to be."""
 
 

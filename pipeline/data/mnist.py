@@ -10,6 +10,7 @@ networks eat: float32 pixels ``raw/256`` (the book's scaling, range [0, 255/256]
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from pipeline.atomic import save_npz
 from pipeline.data.fetch import MnistFile
 from pipeline.data.idx import read_idx
+from pipeline.errors import InputError
 from pipeline.hashing import sha256_file
 
 RAW_FILES = {
@@ -92,27 +94,43 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dvc repro` to build it (or `dvc pull`).")
-    with np.load(path, allow_pickle=False) as f:
-        missing = {"images", "labels"} - set(f.files)
-        if missing:
-            raise ValueError(f"{path}: not a data set file (missing {sorted(missing)}).")
-        images, labels = f["images"], f["labels"]
-    if images.dtype != np.uint8 or images.ndim != 3 or len(images) != len(labels):
-        raise ValueError(f"{path}: expected uint8 images (n, 28, 28) and n labels, got "
-                         f"{images.dtype} {images.shape} and {labels.shape}.")
+    remake = "delete it and run `dvc repro` (or `dvc pull`) to build it again"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"images", "labels"} - set(f.files) if hasattr(f, "files") else {"images", "labels"}
+            if missing:
+                raise InputError(f"{path}: not a data set file (missing {sorted(missing)}): {remake}.")
+            images, labels = f["images"], f["labels"]
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated, not a .npz, pickled
+        raise InputError(f"{path}: not a readable .npz data set ({error}): {remake}.") from None
+    if (images.dtype != np.uint8 or images.shape[1:] != (28, 28) or labels.ndim != 1
+            or len(images) != len(labels)):
+        raise InputError(f"{path}: expected uint8 images (n, 28, 28) and n labels, got "
+                         f"{images.dtype} {images.shape} and {labels.shape}: {remake}.")
+    if labels.size and labels.max() > 9:
+        raise InputError(f"{path}: labels must be digits 0..9, found {int(labels.max())}: {remake}.")
     return images, labels
 
 
-def load_dataset(path: str | Path, limit: int | None = None, dtype=np.float32) -> Dataset:
+def load_dataset(path: str | Path, limit: int | None = None, dtype=np.float32,
+                 cap: int | None = None) -> Dataset:
     """The one loader: pixels as ``raw/256`` in ``dtype``, shape (n, 784); labels int64.
 
-    ``limit`` keeps the first ``limit`` examples (the book's "first 1,000 images").
+    ``limit`` keeps the first ``limit`` examples (the book's "first 1,000 images"; a file with
+    fewer is an error); ``cap`` then keeps at most that many (a profile's smaller sets).
     """
     images, labels = load_images(path)
+    for name, n in (("limit", limit), ("cap", cap)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+            raise InputError(f"{path}: {name} must be an integer >= 1 or None, got {n!r}.")
     if limit is not None:
         if limit > len(labels):
-            raise ValueError(f"{path}: asked for the first {limit} examples, it has {len(labels)}.")
+            raise InputError(f"{path}: asked for the first {limit} examples, it has {len(labels)}.")
         images, labels = images[:limit], labels[:limit]
+    if cap is not None:
+        images, labels = images[:cap], labels[:cap]
     x = images.reshape(len(images), -1).astype(dtype)
     x /= x.dtype.type(PIXEL_SCALE)  # dtype may be a class, a numpy dtype or a name
     return Dataset(x=x, y=labels.astype(np.int64))

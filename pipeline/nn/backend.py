@@ -10,13 +10,15 @@ from typing import Any
 
 import numpy
 
+from pipeline.errors import InputError
+
 GPU_HINT = (
     "install the GPU extra with `pip install -e '.[gpu]'` (CuPy for CUDA 12; for CUDA 13 "
     "`pip install cupy-cuda13x`) on a machine with an NVIDIA GPU and driver, or use device: cpu"
 )
 
 
-class BackendError(RuntimeError):
+class BackendError(InputError, RuntimeError):
     """The requested device cannot be used."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy
 
 from pipeline.atomic import atomic_path
+from pipeline.errors import InputError
 from pipeline.hashing import sha256_file
 from pipeline.nn.build import build_network
 from pipeline.nn.network import Network
@@ -30,7 +31,7 @@ WEIGHTS_FILE = "weights.npz"
 META_FILE = "model.json"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A model directory that is missing, malformed, or does not match its own description."""
 
 

@@ -59,6 +59,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.errors import InputError
 from pipeline.nn.activations import NAMES as ACTIVATIONS
 from pipeline.nn.costs import NAMES as COSTS
 from pipeline.nn.costs import cost_class
@@ -75,7 +76,7 @@ DEVICES = ("cpu", "gpu")
 MONITOR_KEYS = ("training_cost", "training_accuracy", "validation_cost", "test_cost", "gradient_norms")
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """An invalid spec; ``path`` is the offending key path (e.g. ``model.layers[0].units``)."""
 
     def __init__(self, path: str, message: str):

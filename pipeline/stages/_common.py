@@ -7,16 +7,18 @@ import sys
 import time
 from contextlib import contextmanager
 
+from pipeline.errors import InputError
+
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def _is_input_error(error: BaseException) -> bool:
-    """A bad config (``SpecError``, which names the key) or a missing input file (the message
-    says which command makes it): the message is the whole story, a traceback only hides it."""
-    spec = sys.modules.get("pipeline.nn.spec")  # imported by every stage that validates a spec
-    return isinstance(error, FileNotFoundError) or (spec is not None and isinstance(error, spec.SpecError))
+    """A mistake the user can fix (``InputError``: a bad config value, a damaged input file, a
+    device that is not there) or a missing input file (the message says which command makes
+    it): the message is the whole story, a traceback only hides it."""
+    return isinstance(error, (FileNotFoundError, InputError))
 
 
 @contextmanager

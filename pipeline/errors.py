@@ -1,0 +1,12 @@
+"""The one error class every room raises for a mistake the user can fix.
+
+A bad config value, a damaged or missing input file, a device that is not there: the message
+names the problem and the fix, so the stages print it alone and exit 2 instead of showing a
+traceback (``pipeline.stages._common.stage``). Errors of our own code stay tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """A mistake in a config, a command line or an input file; the message says what to do."""
