@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy
 
+from pipeline.errors import InputError
 from pipeline.nn.backend import to_numpy
 from pipeline.nn.layers import blas_threads_settled, one_blas_thread
 from pipeline.nn.network import Network, one_hot
@@ -158,6 +159,24 @@ class SGD:
             v *= mu  # v <- mu v - eta dC/dw
             v -= s
             p += v  # w <- w + v
+
+
+class TrainingDiverged(InputError):
+    """The weights became NaN or infinite: the step size is too large for this network."""
+
+
+def check_finite(net: Network, epoch: int, eta: float) -> None:
+    """Raise :class:`TrainingDiverged` if any parameter is NaN or infinite after ``epoch``.
+
+    Without it a diverged run would go on to "finish", report chance accuracy and save a model
+    that the loader rejects; a few milliseconds an epoch (one pass over the weights)."""
+    xp = net.xp
+    for layer in net.layers:
+        for name, p in layer.params.items():
+            if not bool(xp.isfinite(p).all()):
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch}: {layer.kind} layer {net.layers.index(layer)}'s "
+                    f"{name} holds NaN or infinite values at eta {eta:g}; lower training.eta")
 
 
 def _stderr(line: str) -> None:
@@ -364,7 +383,8 @@ def fit(
     called after every epoch; ``log`` gets one progress line per epoch (``None``: silent);
     ``progress`` shows a tqdm bar over the mini-batches (default: when stderr is a terminal).
     Ctrl-C stops cleanly: the history so far comes back with ``interrupted=True`` and ``net``
-    keeps the weights it had reached.
+    keeps the weights it had reached. Weights that turn NaN or infinite raise
+    :class:`TrainingDiverged` at the end of that epoch.
     """
     t = _training_config(training)
     x, labels = _prepare(train_data, net, "train_data")
@@ -417,6 +437,7 @@ def fit(
             if bar is not None:
                 bar.close()
                 bar = None
+            check_finite(net, epoch, plateau.eta)
             if not evaluated and norms is None:
                 continue  # nothing to record: early stopping counts evaluations
             record = {"epoch": epoch, "eta": plateau.eta, "seconds": train_seconds}
