@@ -53,6 +53,27 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def sigint_held(raise_after: bool) -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) while the block runs, so that closing work (an MLflow run's
+    last epochs and its status) is not cut short by a second Ctrl-C; with ``raise_after``, a
+    Ctrl-C that came is raised once the block is done (otherwise the work was already being
+    stopped, and it is dropped). Outside the main thread, or where SIGINT is ignored (a seed
+    worker: its parent decides when it stops), the block runs unchanged."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        yield
+        return
+    came: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if came and raise_after:
+        raise KeyboardInterrupt("Ctrl-C while the run was being closed")
+
+
 _stop_requested = False  # in a seed worker: a SIGTERM came, start no further seed
 
 

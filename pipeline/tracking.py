@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from filelock import FileLock
 
-from pipeline.interrupts import Terminated, sigterm_raises
+from pipeline.interrupts import Terminated, sigint_held, sigterm_raises
 from pipeline.machine import blas_summary, cpu_model
 
 # No pooled connections: seeds train in forked processes, and a sqlite connection must not
@@ -333,13 +333,15 @@ def start_run(
             status = RunStatus.KILLED
             raise
         finally:
-            if logger.pending:  # stopped or failed: the epochs it completed still go in
-                try:
-                    logger.flush()
-                except Exception as error:  # the run's own error is the one to report
-                    warnings.warn(f"MLflow: the last epochs of run {run.info.run_id} were "
-                                  f"not written: {error}", stacklevel=2)
-            _write(client.set_terminated, run.info.run_id, RunStatus.to_string(status))
+            # a second Ctrl-C here would leave the run RUNNING: it waits until the run is closed
+            with sigint_held(raise_after=status == RunStatus.FINISHED):
+                if logger.pending:  # stopped or failed: the epochs it completed still go in
+                    try:
+                        logger.flush()
+                    except Exception as error:  # the run's own error is the one to report
+                        warnings.warn(f"MLflow: the last epochs of run {run.info.run_id} were "
+                                      f"not written: {error}", stacklevel=2)
+                _write(client.set_terminated, run.info.run_id, RunStatus.to_string(status))
 
 
 class LoggedModel(NamedTuple):

@@ -216,6 +216,31 @@ def test_keyboard_interrupt_is_killed_and_reraised(client):
     assert status_of(client, run.run_id) == "KILLED"
 
 
+@pytest.mark.parametrize("ending", ["ctrl-c", "finished"])
+def test_a_second_ctrl_c_while_the_run_closes_waits_until_it_is_closed(client, monkeypatch, ending):
+    """Ctrl-C pressed again while a stopped run writes its status (or once while a finished
+    one does) cannot leave the run RUNNING: it is held until the run is closed, then raised
+    if the run had finished, dropped if it was already being stopped."""
+    real, seen = MlflowClient.set_terminated, []
+
+    def set_terminated_hit_by_ctrl_c(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python would run a handler here, between bytecodes
+        seen.append(signal.getsignal(signal.SIGINT))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", set_terminated_hit_by_ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        with tracking.start_run(ending) as run:
+            run.log_epoch({"epoch": 0, "validation_accuracy": 0.5})
+            if ending == "ctrl-c":
+                raise KeyboardInterrupt("the first Ctrl-C")
+    assert status_of(client, run.run_id) == ("KILLED" if ending == "ctrl-c" else "FINISHED")
+    assert str(stopped.value) == ("the first Ctrl-C" if ending == "ctrl-c" else "Ctrl-C while the run was being closed")
+    assert seen[0] is not signal.default_int_handler  # held, not raised, during the write
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # and restored after
+
+
 def _refused(times: int, real, code: str = "TEMPORARILY_UNAVAILABLE"):
     """``real``, but raising MLflow's "temporarily unavailable" (a busy sqlite store; or the
     error ``code`` names) the first ``times`` calls; ``calls`` counts every attempt."""
