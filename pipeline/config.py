@@ -7,6 +7,11 @@ byte-for-byte what DVC would write.
     python -m pipeline.config                 # rewrite params.yaml from conf/
     python -m pipeline.config --check         # exit 1 if params.yaml is out of date
     python -m pipeline.config profile=book    # any Hydra overrides
+
+What it writes is checked first: every ``book.<id>`` run, ``profile.limits`` and ``compute``
+(the checks the stages make), so a mistake is named now, not an hour into ``dvc repro``.
+``--check`` composes with the profile ``params.yaml`` names, so a switched profile is not
+mistaken for a stale file.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from pipeline.atomic import write_text
 
@@ -34,21 +41,73 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
         return out.read_text(encoding="utf-8")
 
 
+def check(params: dict) -> None:
+    """Raise ``SpecError`` (naming the key) for the first mistake in composed params."""
+    from pipeline.experiment import check_compute, check_limits, validate_run  # noqa: PLC0415 - loads MLflow
+
+    check_limits((params.get("profile") or {}).get("limits") or {})
+    check_compute(params.get("compute") or {})
+    for book_id, run_cfg in (params.get("book") or {}).items():
+        validate_run(book_id, run_cfg)
+
+
+def first_difference(a, b, path: str = "") -> str | None:
+    """The first key path where two YAML trees differ (None: equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            if key not in a or key not in b:
+                return f"{path}{key}"
+            found = first_difference(a[key], b[key], f"{path}{key}.")
+            if found:
+                return found
+        return None
+    return None if a == b else path.rstrip(".") or "(the whole file)"
+
+
+def sync_problem(root: str | Path = ".", params_file: str | Path = "params.yaml") -> str | None:
+    """Why ``params_file`` is not what ``conf/`` composes to with its own profile (None: it is)."""
+    path = Path(root) / params_file
+    if not path.is_file():
+        return f"{path} is missing: run `python -m pipeline.config`."
+    text = path.read_text(encoding="utf-8")
+    current = yaml.safe_load(text) or {}
+    profile = (current.get("profile") or {}).get("name", "quick")
+    composed = compose(root, [f"profile={profile}"])
+    if text == composed:
+        return None
+    where = first_difference(current, yaml.safe_load(composed)) or "its formatting"
+    return (f"{path} differs from conf/ composed with profile={profile}, first at {where}. If you "
+            f"edited conf/, run `python -m pipeline.config profile={profile}`; if that is an override "
+            f"of your own (`dvc exp run -S`, or key=value given to pipeline.config), it is the "
+            f"difference, and `git checkout {params_file}` goes back to the committed file.")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from hydra.errors import HydraException  # noqa: PLC0415
+    from omegaconf.errors import OmegaConfBaseException  # noqa: PLC0415
+
+    from pipeline.nn.spec import SpecError  # noqa: PLC0415
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=book")
-    parser.add_argument("--check", action="store_true", help="only check params.yaml is in sync")
+    parser.add_argument("--check", action="store_true",
+                        help="only check params.yaml is in sync with conf/ (under its own profile)")
     parser.add_argument("--out", default="params.yaml")
     args = parser.parse_args(argv)
-    text = compose(".", args.overrides)
     out = Path(args.out)
-    if args.check:
-        if not out.is_file() or out.read_text(encoding="utf-8") != text:
-            print(f"{out} is out of sync with conf/: run `python -m pipeline.config`.",
-                  file=sys.stderr)
-            return 1
-        print(f"{out} is in sync with conf/.")
-        return 0
+    try:
+        if args.check:
+            problem = sync_problem(".", out)
+            print(problem or f"{out} is in sync with conf/.", file=sys.stderr if problem else sys.stdout)
+            return 1 if problem else 0
+        text = compose(".", args.overrides)
+        check(yaml.safe_load(text))
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, SpecError) as error:
+        # Hydra's own message (a missing config group option, a key it cannot override, a YAML
+        # error in conf/) or ours (SpecError names the key), without the traceback around it
+        message = str(error).strip() or type(error).__name__
+        print(f"pipeline.config: {message}\n{out} was not written.", file=sys.stderr)
+        return 2
     write_text(out, text)
     print(f"wrote {out}")
     return 0

@@ -6,15 +6,49 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import compose
+from pipeline.config import compose, sync_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_params_yaml_in_sync_with_conf():
-    committed = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
-    assert committed == compose(REPO_ROOT), (
-        "params.yaml is out of sync with conf/: run `python -m pipeline.config`")
+    """params.yaml is conf/ composed under the profile it names (the committed one: quick)."""
+    problem = sync_problem(REPO_ROOT)
+    assert problem is None, problem
+
+
+def test_a_switched_profile_is_in_sync_and_an_override_is_named(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    (tmp_path / "params.yaml").write_text(compose(REPO_ROOT, ["profile=smoke"]), encoding="utf-8")
+    assert sync_problem(tmp_path) is None
+    (tmp_path / "params.yaml").write_text(compose(REPO_ROOT, ["profile=smoke", "book.ch1-30.training.eta=0.5"]),
+                                          encoding="utf-8")
+    problem = sync_problem(tmp_path)
+    assert "differs from conf/ composed with profile=smoke, first at book.ch1-30.training.eta" in problem
+    assert "`python -m pipeline.config profile=smoke`" in problem
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["profile=smok"], "Could not find 'profile/smok'"),
+    (["book.ch1-30.training.etaa=0.5"], "Could not override 'book.ch1-30.training.etaa'"),
+    (["+book.ch1-30.training.etaa=0.5"], "book.ch1-30.training.etaa: unknown key"),
+    (["book.ch1-30.training.eta=-1"], "book.ch1-30.training.eta: must be > 0"),
+    (["profile.limits.train_examples=-5"], "profile.limits.train_examples: expected an integer >= 1 or null"),
+    (["compute.seed_workers=0"], "compute.seed_workers: expected an integer >= 1"),
+])
+def test_config_names_a_mistake_and_writes_nothing(tmp_path, monkeypatch, capsys, overrides, message):
+    import shutil
+
+    from pipeline.config import main
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    monkeypatch.chdir(tmp_path)
+    assert main(overrides) == 2
+    err = capsys.readouterr().err
+    assert message in err and "params.yaml was not written" in err and "Traceback" not in err
+    assert not (tmp_path / "params.yaml").exists()
 
 
 def test_overrides_compose_like_dvc_exp_run_set_param():
