@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 
 def darkness_means(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean darkness (sum of raw pixel values) of each digit 0..9, shape (10,)."""
@@ -109,7 +111,7 @@ def fit_pairwise_svms(x: np.ndarray, y: np.ndarray, sizes: list[int], *, C: floa
     from tqdm import tqdm
 
     if max(sizes) > len(y):
-        raise ValueError(f"SVM training size {max(sizes):,} exceeds the {len(y):,} training "
+        raise InputError(f"SVM training size {max(sizes):,} exceeds the {len(y):,} training "
                          "images: lower baselines.sweep.sizes or baselines.svm.train_limit")
     gammas = {n: resolve_gamma(gamma, x[:n]) for n in sizes}
     jobs = []

@@ -108,7 +108,8 @@ def recorded_final_test(voter: Voter) -> float | None:
     ``model.json`` when the last epoch was the best-validation one, else from the run's
     per-epoch record (its history.csv in a checkout, or MLflow's metric history)."""
     metrics = voter.metadata.get("metrics") or {}
-    last = (metrics.get("epochs_run") or 0) - 1
+    epochs_run = metrics.get("epochs_run")
+    last = epochs_run - 1 if isinstance(epochs_run, int) and not isinstance(epochs_run, bool) else -1
     if last < 0 or voter.metadata.get("weights") != FINAL_EPOCH_WEIGHTS:
         return None
     if metrics.get("best_epoch") == last:

@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pipeline.errors import InputError
+
 METRIC_LABELS = {
     "peak_test": "peak test",
     "peak_validation": "peak validation",
@@ -31,18 +33,36 @@ METRIC_LABELS = {
 }
 
 
+DAMAGED = "rerun the stage that writes it (`dvc repro -f <stage>`), or `dvc checkout` it"
+
+
 def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """A results file's JSON object (None if there is none); a damaged one is named."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not readable JSON ({error}): {DAMAGED}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}: {DAMAGED}")
+    return data
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """history.csv rows with numbers parsed (empty cells dropped)."""
+    """history.csv rows with numbers parsed (empty cells dropped); every row has a seed and an
+    epoch."""
     if not path.is_file():
         return []
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+    try:
+        with open(path, encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+    except (UnicodeDecodeError, ValueError, csv.Error) as error:
+        raise InputError(f"{path}: not a history of numbers ({error}): {DAMAGED}") from None
+    if rows and not {"seed", "epoch"} <= set(rows[0]):
+        raise InputError(f"{path}: no seed and epoch columns: {DAMAGED}")
     return rows
 
 
@@ -58,14 +78,14 @@ def validate_baselines(baselines: dict) -> None:
     for row_id, row in baselines.items():
         where = f"report.baselines.{row_id}"
         if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a mapping of {', '.join(BASELINE_KEYS)}")
+            raise InputError(f"{where}: expected a mapping of {', '.join(BASELINE_KEYS)}")
         extra, missing = sorted(set(row) - set(BASELINE_KEYS)), sorted(set(BASELINE_KEYS) - set(row))
         if extra or missing:
-            raise ValueError(f"{where}: unknown keys {extra}, missing keys {missing}; allowed: "
+            raise InputError(f"{where}: unknown keys {extra}, missing keys {missing}; allowed: "
                              f"{', '.join(BASELINE_KEYS)} (quote a value that holds a comma)")
         for key, kind in BASELINE_KEYS.items():
             if not isinstance(row[key], kind) and not (kind is float and isinstance(row[key], int)):
-                raise ValueError(f"{where}.{key}: expected {kind.__name__}, got {row[key]!r}")
+                raise InputError(f"{where}.{key}: expected {kind.__name__}, got {row[key]!r}")
 
 
 def validate(cfg: dict, book_ids: list[str]) -> None:
@@ -76,7 +96,7 @@ def validate(cfg: dict, book_ids: list[str]) -> None:
                      ("figures.overfitting", cfg["figures"]["overfitting"])):
         unknown = [i for i in ids if i not in book_ids]
         if unknown:
-            raise ValueError(f"report.{key}: {unknown} are not runs in params.yaml's book; "
+            raise InputError(f"report.{key}: {unknown} are not runs in params.yaml's book; "
                              "fix the ids in conf/report/default.yaml")
 
 

@@ -120,6 +120,10 @@ def test_unreadable_or_missing_pictures_are_named(tmp_path):
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(blank)
     with pytest.raises(DigitImageError, match="blank.png: the picture is blank"):
         read_digit(blank)
+    huge = tmp_path / "huge.png"  # 14,000 x 14,000 one-bit pixels in a few kilobytes
+    Image.new("1", (14_000, 14_000), 1).save(huge)
+    with pytest.raises(DigitImageError, match="huge.png: too large to read safely"):
+        read_digit(huge)
 
 
 # -- the command, with networks trained on real MNIST -------------------------------------------

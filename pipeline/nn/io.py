@@ -90,7 +90,10 @@ def save_model(directory, net: Network, spec, metadata: dict | None = None) -> P
 def _read_info(directory: Path) -> dict:
     path = directory / META_FILE
     if not path.is_file():
-        raise ModelFileError(f"{path}: not found (a model directory holds {META_FILE} and {WEIGHTS_FILE})")
+        inside = sorted(p.name for p in directory.glob("*") if (p / META_FILE).is_file()) if directory.is_dir() else []
+        hint = (f"; {directory} holds the model directories {', '.join(inside)}: give one of them" if inside
+                else "; train it (`dvc repro`) or fetch it (`dvc pull`) first")
+        raise ModelFileError(f"{path}: not found (a model directory holds {META_FILE} and {WEIGHTS_FILE}){hint}")
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -104,6 +107,13 @@ def _read_info(directory: Path) -> dict:
     for key in ("spec", "params", "weights_sha256"):
         if key not in info:
             raise ModelFileError(f"{path}: missing key {key!r}")
+    metadata = info.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: 'metadata' must be a mapping, got {type(metadata).__name__}")
+    if not isinstance((metadata or {}).get("metrics", {}), dict):
+        raise ModelFileError(f"{path}: 'metadata.metrics' must be a mapping")
+    if info.get("dtype") is not None and info["dtype"] not in ("float32", "float64"):
+        raise ModelFileError(f"{path}: 'dtype' {info['dtype']!r} is not float32 or float64")
     return info
 
 

@@ -10,6 +10,7 @@ from pipeline import baselines as bl
 from pipeline import tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import PIXEL_SCALE, digest, load_images
+from pipeline.errors import InputError
 from pipeline.params import load_params
 from pipeline.stages._common import log, stage
 
@@ -31,7 +32,7 @@ def svm(sets: dict, cfg: dict) -> tuple[dict, dict]:
     """The book's SVM on its training set and on each size of the chapter 3 sweep: every
     machine of every size fitted in one pool on all cores (see ``PairwiseSVM``)."""
     if cfg["svm"]["kernel"] != "rbf":
-        raise ValueError(f"baselines.svm.kernel: {cfg['svm']['kernel']!r} is not supported; the "
+        raise InputError(f"baselines.svm.kernel: {cfg['svm']['kernel']!r} is not supported; the "
                          "pairwise fit builds the book's RBF SVM only (kernel: rbf)")
     images, labels = sets["train"]
     full = min(cfg["svm"].get("train_limit") or len(labels), len(labels))

@@ -7,6 +7,7 @@ from pathlib import Path
 from pipeline import tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset
+from pipeline.errors import InputError
 from pipeline.nn import load_model, score_vote
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.params import load_params
@@ -23,12 +24,12 @@ def main() -> None:
         member_dirs = [Path("models", cfg["members"], f"seed{seed}") for seed in seeds]
         missing = [str(d) for d in member_dirs if not d.is_dir()]
         if len(member_dirs) < 2 or missing:
-            raise SystemExit(f"ensemble: needs the {cfg['members']} nets of seeds {seeds} (at least 2); "
+            raise InputError(f"needs the {cfg['members']} nets of seeds {seeds} (at least 2); "
                              f"missing: {missing or 'none'}. Run `dvc repro train@{cfg['members']}` first")
         loaded = [load_model(d) for d in member_dirs]
         unfinished = [str(d) for d, m in zip(member_dirs, loaded) if m.metadata.get("weights") != FINAL_EPOCH_WEIGHTS]
         if unfinished:
-            raise SystemExit(f"ensemble: {unfinished} hold the weights of an interrupted run; "
+            raise InputError(f"{unfinished} hold the weights of an interrupted run; "
                              f"run `dvc repro train@{cfg['members']}` to train them to the end")
         nets = [m.network for m in loaded]
         # the report's epochs column: the members' epochs, beside the book's for its members

@@ -95,6 +95,10 @@ def test_spec_that_does_not_match_the_weights(saved):
         (lambda info: info.pop("weights_sha256"), "missing key 'weights_sha256'"),
         (lambda info: info["spec"]["model"].update(cost="hinge"), "invalid spec: model.cost"),
         (lambda info: info.update(params=[1, 2]), "'params' is malformed"),
+        (lambda info: info.update(metadata="oops"), "'metadata' must be a mapping, got str"),
+        (lambda info: info.update(metadata={"metrics": [1]}), "'metadata.metrics' must be a mapping"),
+        (lambda info: info.update(dtype="float99"), "'dtype' 'float99' is not float32 or float64"),
+        (lambda info: info.update(dtype="int8"), "'dtype' 'int8' is not float32 or float64"),
     ],
 )
 def test_malformed_model_json(saved, edit, fragment):
@@ -114,8 +118,14 @@ def test_unreadable_files(saved, tmp_path):
     (directory / "model.json").write_text("{broken")
     with pytest.raises(ModelFileError, match="not valid JSON"):
         load_model(directory)
-    with pytest.raises(ModelFileError, match="not found"):
+    with pytest.raises(ModelFileError, match=r"not found .*train it \(`dvc repro`\) or fetch it"):
         load_model(tmp_path / "nowhere")
+    run = tmp_path / "run"
+    for seed in ("seed1", "seed2"):
+        (run / seed).mkdir(parents=True)
+        (run / seed / "model.json").write_text("{}")
+    with pytest.raises(ModelFileError, match="holds the model directories seed1, seed2: give one of them"):
+        load_model(run)
 
 
 def test_save_refuses_a_spec_that_does_not_describe_the_network(tmp_path):
