@@ -53,6 +53,11 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def exit_status(stopped: KeyboardInterrupt) -> int:
+    """The shell's status for a process stopped by a signal: 128 + SIGTERM (143) or SIGINT (130)."""
+    return 128 + (signal.SIGTERM if isinstance(stopped, Terminated) else signal.SIGINT)
+
+
 @contextlib.contextmanager
 def sigint_held(raise_after: bool) -> Iterator[None]:
     """Hold back Ctrl-C (SIGINT) while the block runs, so that closing work (an MLflow run's
@@ -127,5 +132,5 @@ def stop_workers(pids: list[int]) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
-__all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "init_worker", "parent_gone",
+__all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "exit_status", "init_worker", "parent_gone",
            "request_stop", "sigterm_raises", "stop_requested", "stop_workers"]

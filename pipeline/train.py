@@ -16,7 +16,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.errors import InputError
 from pipeline.experiment import train_entry
+from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
 from pipeline.nn.spec import SpecError
 
@@ -51,11 +53,11 @@ def main(cfg: DictConfig) -> None:
         train_entry(book_id, run_cfg, plain["data"], plain["profile"],
                     model_dir=out / "models" / book_id, results_dir=out / "results" / book_id,
                     compute=plain.get("compute"))
-    except SpecError as error:  # the message names the key and what is allowed
+    except InputError as error:  # the message names the key (or file) and what is allowed
         sys.exit(f"{error}")
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
+    except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
         print(f"interrupted: the weights so far are in {out / 'models'}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(exit_status(stopped))
 
 
 if __name__ == "__main__":

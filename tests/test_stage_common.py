@@ -27,11 +27,28 @@ def test_a_bug_keeps_its_traceback():
             raise RuntimeError("a bug")
 
 
-def test_ctrl_c_exits_130():
+def test_ctrl_c_exits_130_and_sigterm_143():
+    from pipeline.interrupts import Terminated
+
     with pytest.raises(SystemExit) as info:
         with stage("report"):
             raise KeyboardInterrupt
     assert info.value.code == 130
+    with pytest.raises(SystemExit) as info:
+        with stage("report"):
+            raise Terminated("signal 15")
+    assert info.value.code == 143
+
+
+def test_a_users_mistake_exits_2_with_its_message_alone(capsys):
+    from pipeline.nn import BackendError
+
+    with pytest.raises(SystemExit) as info:
+        with stage("train@x"):
+            raise BackendError("device 'gpu' needs CuPy: pip install -e '.[gpu]'")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "train@x: device 'gpu' needs CuPy" in err and "Traceback" not in err
 
 
 def test_a_finished_stage_leaves_its_objects_to_the_os_not_to_the_exits_collector():

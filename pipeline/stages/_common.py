@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 from pipeline.errors import InputError
+from pipeline.interrupts import exit_status
 
 
 def log(message: str) -> None:
@@ -23,7 +24,7 @@ def _is_input_error(error: BaseException) -> bool:
 
 @contextmanager
 def stage(name: str):
-    """Print the stage's start and total time; Ctrl-C exits with 130 and no traceback, a bad
+    """Print the stage's start and total time; Ctrl-C exits with 130 (SIGTERM 143) and no traceback, a bad
     config or a missing input with 2 and its message alone."""
     log(f"== stage {name} ==")
     # A stage's process holds some 300,000 objects once MLflow, pandas and matplotlib are
@@ -34,9 +35,9 @@ def stage(name: str):
     start = time.perf_counter()
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopped:
         log(f"== stage {name} interrupted after {time.perf_counter() - start:.1f} s ==")
-        sys.exit(130)
+        sys.exit(exit_status(stopped))
     except Exception as error:
         if not _is_input_error(error):
             raise
