@@ -88,6 +88,12 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                             for s in seeds):
         raise SpecError(f"{path}.seeds", f"expected a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):  # two workers would write one models/<id>/seed<k>
+        raise SpecError(f"{path}.seeds", f"a seed is listed twice: {seeds!r}")
+    value = run_cfg["book"]["value"]
+    if value is not None and not 0 < value <= 1:
+        raise SpecError(f"{path}.book.value", f"expected the book's accuracy as a fraction in (0, 1] "
+                        f"(0.9542 for 95.42%) or null, got {value!r}")
     try:
         validate_spec({"model": run_cfg["model"], "training": run_cfg["training"]})
     except SpecError as error:

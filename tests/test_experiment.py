@@ -209,6 +209,17 @@ def test_profile_limits_are_checked_by_key(workdir, limits, where):
         experiment.validate_run("tiny", run)
 
 
+@pytest.mark.parametrize("edit, where", [
+    ({"seeds": [1, 1]}, r"book.tiny.seeds: a seed is listed twice: \[1, 1\]"),
+    ({"book": dict(RUN["book"], value=95.42)}, r"book.tiny.book.value: expected the book's accuracy as a fraction"),
+])
+def test_duplicate_seeds_and_a_book_figure_in_percent_are_refused(edit, where):
+    from pipeline.nn.spec import SpecError
+
+    with pytest.raises(SpecError, match=where):
+        experiment.validate_run("tiny", dict(RUN, **edit))
+
+
 def test_a_profile_limit_caps_but_a_runs_train_limit_must_be_there(workdir):
     """The smoke profile's 500 images cap what a set has; a run's own "first 1,000 images" is
     part of the experiment, and a file with fewer is an error."""
