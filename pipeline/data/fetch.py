@@ -218,7 +218,8 @@ def fetch_mnist(files: list[MnistFile], sources: list, dest_dir: str | Path,
             "To place the files by hand: get the four MNIST files (plain or .gz) from any copy "
             "you trust, put them in one folder and run\n"
             "  dvc exp run -S 'download.local_dir=/path/to/folder' -S 'download.sources=[local]'\n"
-            "(or set download.local_dir in conf/download/default.yaml and regenerate params.yaml). "
+            "(add -S profile=<it> on a profile other than quick; or set download.local_dir in "
+            "conf/download/default.yaml and regenerate params.yaml). "
             "Every file is still checked against its pinned SHA-256."
         )
     log("download: " + ", ".join(f"{name} <- {label}" for name, label in served.items()))
