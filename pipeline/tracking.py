@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from filelock import FileLock
 
+from pipeline.errors import InputError
 from pipeline.interrupts import Terminated, sigint_held, sigterm_raises
 from pipeline.machine import blas_summary, cpu_model
 
@@ -293,10 +294,18 @@ def _store_lock(uri: str) -> contextlib.AbstractContextManager:
 def _client() -> tuple[MlflowClient, str]:
     """A client of the tracking store and the experiment's id (created on first use)."""
     uri = tracking_uri()
-    with warnings.catch_warnings(), _store_lock(uri):
-        warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
-        client = MlflowClient(tracking_uri=uri)
-        return client, _experiment_id(client, uri)
+    try:
+        with warnings.catch_warnings(), _store_lock(uri):
+            warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
+            client = MlflowClient(tracking_uri=uri)
+            return client, _experiment_id(client, uri)
+    except Exception as error:  # a path that cannot be made, not a database, an unknown scheme
+        where = ("MLFLOW_TRACKING_URI: fix it, or unset it to use the repo's mlflow.db"
+                 if os.environ.get("MLFLOW_TRACKING_URI") else
+                 "the repo's own store: move a damaged mlflow.db aside and run again")
+        raise InputError(f"MLflow cannot use the tracking store {uri} "
+                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                         f"it comes from {where}") from error
 
 
 def init_store() -> None:

@@ -352,6 +352,23 @@ def test_artifacts_land_next_to_the_store_and_are_listed(client, store_dir, tmp_
     assert json.loads((files / "config.json").read_text()) == {"eta": 0.5}
 
 
+@pytest.mark.parametrize("store", ["not-a-database", "under-a-file"])
+def test_an_unusable_store_is_named_with_where_it_comes_from(monkeypatch, tmp_path, store):
+    from pipeline.errors import InputError
+
+    if store == "not-a-database":
+        (tmp_path / "mlflow.db").write_text("garbage, not sqlite")
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+    else:
+        (tmp_path / "afile").write_text("")
+        uri = f"sqlite:///{tmp_path}/afile/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(InputError, match=r"MLflow cannot use the tracking store sqlite:///.*it comes from "
+                                         r"MLFLOW_TRACKING_URI: fix it, or unset it"):
+        with tracking.start_run("never"):
+            pytest.fail("a run started")
+
+
 def test_tracking_uri_prefers_env_then_dvc_root_then_project_root(monkeypatch, tmp_path):
     for name in ("MLFLOW_TRACKING_URI", *DVC_ENV):
         monkeypatch.delenv(name, raising=False)
