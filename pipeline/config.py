@@ -8,8 +8,9 @@ byte-for-byte what DVC would write.
     python -m pipeline.config --check         # exit 1 if params.yaml is out of date
     python -m pipeline.config profile=book    # any Hydra overrides
 
-What it writes is checked first: every ``book.<id>`` run, ``profile.limits`` and ``compute``
-(the checks the stages make), so a mistake is named now, not an hour into ``dvc repro``.
+What it writes is checked first: every ``book.<id>`` run, ``profile.limits``, ``compute`` and
+the data stages' settings (``pipeline.settings``), the checks the stages make, so a mistake is
+named now, not an hour into ``dvc repro``.
 ``--check`` composes with the profile ``params.yaml`` names, so a switched profile is not
 mistaken for a stale file.
 """
@@ -44,7 +45,9 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
 def check(params: dict) -> None:
     """Raise ``SpecError`` (naming the key) for the first mistake in composed params."""
     from pipeline.experiment import check_compute, check_limits, validate_run  # noqa: PLC0415 - loads MLflow
+    from pipeline.settings import check_settings  # noqa: PLC0415
 
+    check_settings(params)
     check_limits((params.get("profile") or {}).get("limits") or {})
     check_compute(params.get("compute") or {})
     for book_id, run_cfg in (params.get("book") or {}).items():
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException  # noqa: PLC0415
     from omegaconf.errors import OmegaConfBaseException  # noqa: PLC0415
 
-    from pipeline.nn.spec import SpecError  # noqa: PLC0415
+    from pipeline.errors import InputError  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=book")
@@ -102,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problem else 0
         text = compose(".", args.overrides)
         check(yaml.safe_load(text))
-    except (HydraException, OmegaConfBaseException, yaml.YAMLError, SpecError) as error:
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, InputError) as error:
         # Hydra's own message (a missing config group option, a key it cannot override, a YAML
-        # error in conf/) or ours (SpecError names the key), without the traceback around it
+        # error in conf/) or ours (an InputError names the key), without the traceback around it
         message = str(error).strip() or type(error).__name__
         print(f"pipeline.config: {message}\n{out} was not written.", file=sys.stderr)
         return 2

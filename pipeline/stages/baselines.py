@@ -12,6 +12,7 @@ from pipeline.atomic import write_json
 from pipeline.data.mnist import PIXEL_SCALE, digest, load_images
 from pipeline.errors import InputError
 from pipeline.params import load_params
+from pipeline.settings import check_settings
 from pipeline.stages._common import log, stage
 
 
@@ -74,6 +75,7 @@ def main() -> None:
     data, cfg = params["data"], params["baselines"]
     profile = params["profile"]["name"]
     with stage("baselines"):
+        check_settings(params, ("data", "baselines"))
         sets = _load_sets(data["prepared_dir"])
         train_digest = digest(Path(data["prepared_dir"]) / "train.npz")
 

@@ -7,12 +7,14 @@ import sys
 from pipeline.data.fetch import FetchError, build_sources, fetch_mnist
 from pipeline.data.mnist import MNIST_FILES
 from pipeline.params import load_params
+from pipeline.settings import check_settings
 from pipeline.stages._common import log, stage
 
 
 def main() -> None:
     params = load_params()
     with stage("download"):
+        check_settings(params, ("data", "download"))
         try:
             fetch_mnist(MNIST_FILES, build_sources(params["download"]),
                         params["data"]["raw_dir"], log=log)

