@@ -33,7 +33,7 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
                         f"key `{book_id}:` (the file's name); the runs composed are {sorted(cfg['book'])}")
     run_cfg = cfg["book"][book_id]
     if cfg.get("seed") is not None:
-        run_cfg["seeds"] = [int(cfg["seed"])]
+        run_cfg["seeds"] = [cfg["seed"]]  # checked with the run: an integer >= 0 (not 1.7, not abc)
     for key in ("eta", "epochs"):
         if cfg.get(key) is not None:
             run_cfg["training"][key] = cfg[key]

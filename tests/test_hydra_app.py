@@ -64,3 +64,12 @@ def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tm
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
         assert result.returncode == 1, result.stdout + result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_seed_that_is_not_an_integer_is_named(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "book=ch1-30", "profile=smoke", "seed=abc",
+         f"hydra.run.dir={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "book.ch1-30.seeds: expected a non-empty list of integers >= 0, got ['abc']" in result.stderr
+    assert "Traceback" not in result.stderr
