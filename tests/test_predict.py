@@ -120,6 +120,12 @@ def test_unreadable_or_missing_pictures_are_named(tmp_path):
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(blank)
     with pytest.raises(DigitImageError, match="blank.png: the picture is blank"):
         read_digit(blank)
+    small_blank = tmp_path / "small_blank.png"  # already 28 x 28: taken as it is, but empty
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(small_blank)
+    with pytest.raises(DigitImageError, match="small_blank.png: the picture is blank"):
+        read_digit(small_blank)
+    with pytest.raises(DigitImageError, match="a folder, not a picture"):
+        read_digit(tmp_path)
     huge = tmp_path / "huge.png"  # 14,000 x 14,000 one-bit pixels in a few kilobytes
     Image.new("1", (14_000, 14_000), 1).save(huge)
     with pytest.raises(DigitImageError, match="huge.png: too large to read safely"):

@@ -44,6 +44,8 @@ def read_grey(path: str | Path) -> np.ndarray:
     from PIL.Image import DecompressionBombError  # noqa: PLC0415
 
     path = Path(path)
+    if path.is_dir():
+        raise DigitImageError(f"{path}: a folder, not a picture: give its pictures, e.g. {path}/*.png")
     if not path.is_file():
         raise DigitImageError(f"{path}: no such file")
     try:
@@ -120,9 +122,9 @@ def to_mnist(grey: np.ndarray, invert: str = "auto") -> np.ndarray:
         raise DigitImageError(f"expected a 2-d greyscale picture, got shape {grey.shape}")
     if invert == "yes" or (invert == "auto" and needs_inverting(grey)):
         grey = 1.0 - grey
+    if grey.max() - grey.min() < 1e-3 or grey.max() <= 0:  # 28 x 28 ones too: nothing to read
+        raise DigitImageError("the picture is blank: no ink found (is --invert right?)")
     if grey.shape != (SIDE, SIDE):
-        if grey.max() - grey.min() < 1e-3 or grey.max() <= 0:
-            raise DigitImageError("the picture is blank: no ink found (is --invert right?)")
         grey = centre_of_mass_paste(_scaled_to_box(grey - grey.min()))
     return np.round(np.clip(grey, 0.0, 1.0) * 255).astype(np.uint8)
 
