@@ -61,7 +61,8 @@ def test_every_run_is_plotted_once_with_a_line_per_seed():
 
 # Modules a stage imports that do not decide what it writes: reading params, writing files
 # atomically, hashing, the error class of user mistakes and the checks of settings, stopping
-# cleanly, describing the machine, logging to MLflow (and the figures that go only to MLflow). Editing them must not make DVC retrain the book.
+# cleanly, describing the machine, logging to MLflow (and the figures that go only to MLflow).
+# Editing them must not make DVC retrain the book.
 INFRASTRUCTURE = {
     "pipeline/__init__.py", "pipeline/data/__init__.py", "pipeline/atomic.py", "pipeline/errors.py",
     "pipeline/hashing.py", "pipeline/settings.py",
