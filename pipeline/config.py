@@ -43,7 +43,7 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
 
 
 def check(params: dict) -> None:
-    """Raise ``SpecError`` (naming the key) for the first mistake in composed params."""
+    """Raise an ``InputError`` naming the key of the first mistake in composed params."""
     from pipeline.experiment import check_compute, check_limits, validate_run  # noqa: PLC0415 - loads MLflow
     from pipeline.settings import check_settings  # noqa: PLC0415
 

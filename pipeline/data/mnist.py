@@ -95,9 +95,11 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dvc repro` to build it (or `dvc pull`).")
     remake = "delete it and run `dvc repro` (or `dvc pull`) to build it again"
+    if not zipfile.is_zipfile(path):  # a truncated file, or not an .npz: numpy would try a pickle
+        raise InputError(f"{path}: not a readable .npz data set (not a zip archive): {remake}.")
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = {"images", "labels"} - set(f.files) if hasattr(f, "files") else {"images", "labels"}
+            missing = {"images", "labels"} - set(f.files)
             if missing:
                 raise InputError(f"{path}: not a data set file (missing {sorted(missing)}): {remake}.")
             images, labels = f["images"], f["labels"]
