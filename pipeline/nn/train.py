@@ -402,7 +402,7 @@ def fit(
     # n // m whole mini-batches, and the last n % m examples (in the stored order) are never used
     whole_batches = reg.scaling == "network3"
     if whole_batches and n < m:
-        raise ValueError(f"regularization.scaling network3 trains whole mini-batches only: {n} training "
+        raise InputError(f"regularization.scaling network3 trains whole mini-batches only: {n} training "
                          f"examples make none of batch_size {m}; use more examples or a smaller batch_size")
     if whole_batches and n % m and log is not None:
         log(f"network3 scaling: {n % m} of the {n} training examples are left out of every epoch "
