@@ -153,3 +153,19 @@ def test_sigterm_raises_once_and_ignores_repeats_while_cleaning_up():
                 time.sleep(0.2)
                 raise
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_sigint_held_leaves_an_ignored_sigint_alone():
+    """A seed worker ignores SIGINT (its parent decides when it stops): closing a run there
+    neither installs a handler nor raises afterwards."""
+    import signal
+
+    from pipeline.interrupts import sigint_held
+
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sigint_held(raise_after=True):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)

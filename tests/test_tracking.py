@@ -230,15 +230,22 @@ def test_a_second_ctrl_c_while_the_run_closes_waits_until_it_is_closed(client, m
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "set_terminated", set_terminated_hit_by_ctrl_c)
-    with pytest.raises(KeyboardInterrupt) as stopped:
-        with tracking.start_run(ending) as run:
-            run.log_epoch({"epoch": 0, "validation_accuracy": 0.5})
-            if ending == "ctrl-c":
-                raise KeyboardInterrupt("the first Ctrl-C")
+    # Python's own Ctrl-C handler, as in a terminal (a process started in the background, as
+    # pytest-xdist's workers under CI may be, inherits SIGINT ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            with tracking.start_run(ending) as run:
+                run.log_epoch({"epoch": 0, "validation_accuracy": 0.5})
+                if ending == "ctrl-c":
+                    raise KeyboardInterrupt("the first Ctrl-C")
+        restored = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert status_of(client, run.run_id) == ("KILLED" if ending == "ctrl-c" else "FINISHED")
     assert str(stopped.value) == ("the first Ctrl-C" if ending == "ctrl-c" else "Ctrl-C while the run was being closed")
     assert seen[0] is not signal.default_int_handler  # held, not raised, during the write
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # and restored after
+    assert restored is signal.default_int_handler  # and restored after
 
 
 def _refused(times: int, real, code: str = "TEMPORARILY_UNAVAILABLE"):
