@@ -10,3 +10,11 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """A mistake in a config, a command line or an input file; the message says what to do."""
+
+
+class SettingError(InputError):
+    """A value at a key path that is not allowed; the message starts with the path."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path

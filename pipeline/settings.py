@@ -10,16 +10,11 @@ from collections.abc import Callable
 from numbers import Real
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.errors import SettingError
+
+__all__ = ["SettingError", "check_settings"]
 
 DOWNLOAD_SOURCES = ("mirrors", "npm", "local")
-
-
-class SettingError(InputError):
-    """A setting of params.yaml that is not allowed; the message starts with its key path."""
-
-    def __init__(self, path: str, message: str):
-        super().__init__(f"{path}: {message}")
 
 
 def _is_int(v) -> bool:

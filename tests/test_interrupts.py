@@ -158,8 +158,6 @@ def test_sigterm_raises_once_and_ignores_repeats_while_cleaning_up():
 def test_sigint_held_leaves_an_ignored_sigint_alone():
     """A seed worker ignores SIGINT (its parent decides when it stops): closing a run there
     neither installs a handler nor raises afterwards."""
-    import signal
-
     from pipeline.interrupts import sigint_held
 
     inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -59,7 +59,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.errors import SettingError
 from pipeline.nn.activations import NAMES as ACTIVATIONS
 from pipeline.nn.costs import NAMES as COSTS
 from pipeline.nn.costs import cost_class
@@ -76,12 +76,8 @@ DEVICES = ("cpu", "gpu")
 MONITOR_KEYS = ("training_cost", "training_accuracy", "validation_cost", "test_cost", "gradient_norms")
 
 
-class SpecError(InputError):
+class SpecError(SettingError):
     """An invalid spec; ``path`` is the offending key path (e.g. ``model.layers[0].units``)."""
-
-    def __init__(self, path: str, message: str):
-        super().__init__(f"{path}: {message}")
-        self.path = path
 
 
 # -- scalar checks -------------------------------------------------------------------------------
