@@ -10,6 +10,7 @@ e.g. ``book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro exp
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -44,19 +45,22 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    # Through logging, so the lines also land in Hydra's <output dir>/train.log, timestamped
+    log = logging.getLogger("pipeline.train")
     plain = OmegaConf.to_container(cfg, resolve=True)
     out = Path(HydraConfig.get().runtime.output_dir)
     if note := kernel_pin_note("python -m pipeline.train ..."):
-        print(note, file=sys.stderr)
+        log.warning(note)
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
         train_entry(book_id, run_cfg, plain["data"], plain["profile"],
                     model_dir=out / "models" / book_id, results_dir=out / "results" / book_id,
-                    compute=plain.get("compute"))
+                    log=log.info, compute=plain.get("compute"))
     except InputError as error:  # the message names the key (or file) and what is allowed
-        sys.exit(f"{error}")
+        print(error, file=sys.stderr)
+        sys.exit(2)  # as the DVC stages: a mistake the user can fix
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
-        print(f"interrupted: the weights so far are in {out / 'models'}", file=sys.stderr)
+        log.warning(f"interrupted: the weights so far are in {out / 'models'}")
         sys.exit(exit_status(stopped))
 
 

@@ -36,6 +36,9 @@ def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
         metrics = json.loads((sweep / str(job) / "results/ch1-30/metrics.json").read_text())
         assert [s["seed"] for s in metrics["seeds"]] == [seed]
         assert (sweep / str(job) / f"models/ch1-30/seed{seed}").is_dir()
+        log = (sweep / str(job) / "train.log").read_text()  # Hydra's log of the job
+        assert f"train ch1-30 seed {seed}: 500 training images" in log and "epoch 0/0 " in log, log
+        assert "train ch1-30: peak_test " in log, log
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("nielsen-mnist")
@@ -62,7 +65,7 @@ def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tm
             [sys.executable, "-m", "pipeline.train", f"book={name}", "profile=smoke",
              f"hydra.searchpath=[file://{tmp_path / 'extra'}]", f"hydra.run.dir={tmp_path / name}"],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.returncode == 2, result.stdout + result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
@@ -70,6 +73,6 @@ def test_a_seed_that_is_not_an_integer_is_named(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.train", "book=ch1-30", "profile=smoke", "seed=abc",
          f"hydra.run.dir={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert "book.ch1-30.seeds: expected a non-empty list of integers >= 0, got ['abc']" in result.stderr
     assert "Traceback" not in result.stderr
