@@ -31,10 +31,12 @@ import logging
 import math
 import os
 import platform
+import socket
 import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -291,15 +293,32 @@ def _store_lock(uri: str) -> contextlib.AbstractContextManager:
     return FileLock(f"{database}.lock")
 
 
+SERVER_CONNECT_SECONDS = 5.0
+
+
+def _check_server_answers(uri: str) -> None:
+    """Fail at once when an ``http(s)://`` tracking server cannot be reached: MLflow's own
+    retries (7, with growing waits) would hold a run for minutes before saying so."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=SERVER_CONNECT_SECONDS).close()
+    except OSError as error:
+        raise ConnectionError(f"no server answers at {parts.hostname}:{port}: {error}") from error
+
+
 def _client() -> tuple[MlflowClient, str]:
     """A client of the tracking store and the experiment's id (created on first use)."""
     uri = tracking_uri()
     try:
+        _check_server_answers(uri)
         with warnings.catch_warnings(), _store_lock(uri):
             warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
             client = MlflowClient(tracking_uri=uri)
             return client, _experiment_id(client, uri)
-    except Exception as error:  # a path that cannot be made, not a database, an unknown scheme
+    except Exception as error:  # no server, a path that cannot be made, not a database, an unknown scheme
         where = ("MLFLOW_TRACKING_URI: fix it, or unset it to use the repo's mlflow.db"
                  if os.environ.get("MLFLOW_TRACKING_URI") else
                  "the repo's own store: move a damaged mlflow.db aside and run again")

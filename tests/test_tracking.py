@@ -376,6 +376,22 @@ def test_an_unusable_store_is_named_with_where_it_comes_from(monkeypatch, tmp_pa
             pytest.fail("a run started")
 
 
+def test_a_tracking_server_that_does_not_answer_is_named_at_once(monkeypatch):
+    """Not after MLflow's minutes of retries: a port nobody listens on is refused."""
+    import socket
+
+    from pipeline.errors import InputError
+
+    with socket.socket() as probe:  # a free port, closed again: connecting to it is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    with pytest.raises(InputError, match=rf"tracking store http://127.0.0.1:{port} \(ConnectionError: "
+                                         rf"no server answers at 127.0.0.1:{port}.*it comes from MLFLOW_TRACKING_URI"):
+        with tracking.start_run("never"):
+            pytest.fail("a run started")
+
+
 def test_tracking_uri_prefers_env_then_dvc_root_then_project_root(monkeypatch, tmp_path):
     for name in ("MLFLOW_TRACKING_URI", *DVC_ENV):
         monkeypatch.delenv(name, raising=False)
