@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy
 
 from pipeline.atomic import write_text
+from pipeline.data.mnist import scale_pixels
 from pipeline.machine import kernel_pin_note
 from pipeline.machine import machine_info as base_machine_info
 
@@ -122,7 +123,7 @@ def load_data(path: str | None, n: int, seed: int = 0):
     if path:
         with numpy.load(path, allow_pickle=False) as f:
             if "images" in f.files:
-                x, y = f["images"].astype(numpy.float32) / 256.0, f["labels"]
+                x, y = scale_pixels(f["images"]), f["labels"]
             else:
                 x, y = f["x"], f["y"]
         x = numpy.ascontiguousarray(x.reshape(x.shape[0], -1)[:n], dtype=numpy.float32)

@@ -36,9 +36,9 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 from filelock import FileLock

@@ -23,10 +23,24 @@ import yaml
 
 from pipeline.atomic import write_text
 from pipeline.data.fetch import LocalDirSource, fetch_mnist
-from pipeline.data.mnist import MNIST_FILES, PIXEL_SCALE, read_raw, split_book
+from pipeline.data.mnist import MNIST_FILES, read_raw, scale_pixels, split_book
 from pipeline.nn import build_network, fit
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def book_training(cfg: dict, seed: int, device: str, epochs: int | None = None) -> dict:
+    """The run's training settings at the book's epochs (or ``epochs``), with this seed and device.
+
+    (The file's ``training.epochs`` is an interpolation, ``${..book.epochs}``, that plain YAML
+    leaves unresolved: the book's epochs are read where it points.)
+    """
+    return dict(cfg["training"], seed=seed, device=device, epochs=epochs or cfg["book"]["epochs"])
+
+
+def data_settings() -> dict:
+    """conf/data/mnist.yaml: the book's split (``n_train``)."""
+    return yaml.safe_load((REPO / "conf" / "data" / "mnist.yaml").read_text())
 
 
 def main(argv=None) -> int:
@@ -44,13 +58,9 @@ def main(argv=None) -> int:
         ap.error(f"{args.book_id} trains on {cfg['data']['train']!r}; this script has the plain split only")
     with tempfile.TemporaryDirectory() as tmp:
         fetch_mnist(MNIST_FILES, [LocalDirSource(args.raw)], tmp, log=lambda _: None)
-        sets = split_book(read_raw(tmp), 50_000)
-    data = {name: ((images.reshape(len(images), -1) / PIXEL_SCALE).astype("float32"), labels.astype("int64"))
-            for name, (images, labels) in sets.items()}
-    training = dict(cfg["training"], seed=args.seed, device=args.device)
-    if args.epochs:
-        training["epochs"] = args.epochs
-    spec = {"model": cfg["model"], "training": training}
+        sets = split_book(read_raw(tmp), data_settings()["n_train"])
+    data = {name: (scale_pixels(images), labels.astype("int64")) for name, (images, labels) in sets.items()}
+    spec = {"model": cfg["model"], "training": book_training(cfg, args.seed, args.device, args.epochs)}
     net = build_network(spec)
     t0 = time.perf_counter()
     history = fit(net, spec, data["train"], data["validation"], data["test"], log=print)

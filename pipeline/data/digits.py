@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.mnist import PIXEL_SCALE
+from pipeline.data.mnist import scale_pixels
 from pipeline.errors import InputError
 
 SIDE = 28  # MNIST's field
@@ -132,9 +132,7 @@ def to_mnist(grey: np.ndarray, invert: str = "auto") -> np.ndarray:
 def network_input(images) -> np.ndarray:
     """uint8 MNIST images (n, 28, 28) as float32 (n, 784) in [0, 255/256], exactly as
     ``pipeline.data.mnist.load_dataset`` scales the prepared sets."""
-    x = np.asarray(images, dtype=np.uint8).reshape(len(images), -1).astype(np.float32)
-    x /= np.float32(PIXEL_SCALE)
-    return x
+    return scale_pixels(np.asarray(images, dtype=np.uint8), np.float32)
 
 
 def read_digit(path: str | Path, invert: str = "auto") -> np.ndarray:

@@ -133,9 +133,14 @@ def load_dataset(path: str | Path, limit: int | None = None, dtype=np.float32,
         images, labels = images[:limit], labels[:limit]
     if cap is not None:
         images, labels = images[:cap], labels[:cap]
-    x = images.reshape(len(images), -1).astype(dtype)
+    return Dataset(x=scale_pixels(images, dtype), y=labels.astype(np.int64))
+
+
+def scale_pixels(images: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """uint8 images (n, 28, 28) as the network's input: (n, 784) pixels ``raw/256`` in ``dtype``."""
+    x = np.asarray(images).reshape(len(images), -1).astype(dtype)
     x /= x.dtype.type(PIXEL_SCALE)  # dtype may be a class, a numpy dtype or a name
-    return Dataset(x=x, y=labels.astype(np.int64))
+    return x
 
 
 def digest(path: str | Path) -> str:

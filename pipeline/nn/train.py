@@ -380,7 +380,8 @@ def fit(
 
     ``training`` is the spec's ``training`` mapping (or a whole spec). Data are ``(x, y)``
     pairs: x float (n, 784) or (n, C, H, W), y integer labels (n,). ``on_epoch(record)`` is
-    called after every epoch; ``log`` gets one progress line per epoch (``None``: silent);
+    called after every recorded epoch (every ``eval_every``-th, and the last; every epoch when
+    gradient norms are on); ``log`` gets one progress line per recorded epoch (``None``: silent);
     ``progress`` shows a tqdm bar over the mini-batches (default: when stderr is a terminal).
     Ctrl-C stops cleanly: the history so far comes back with ``interrupted=True`` and ``net``
     keeps the weights it had reached. Weights that turn NaN or infinite raise

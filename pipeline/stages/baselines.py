@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import baselines as bl
 from pipeline import tracking
 from pipeline.atomic import write_json
-from pipeline.data.mnist import PIXEL_SCALE, digest, load_images
+from pipeline.data.mnist import digest, load_images, scale_pixels
 from pipeline.errors import InputError
 from pipeline.params import load_params
 from pipeline.settings import check_settings
@@ -38,7 +40,7 @@ def svm(sets: dict, cfg: dict) -> tuple[dict, dict]:
     images, labels = sets["train"]
     full = min(cfg["svm"].get("train_limit") or len(labels), len(labels))
     sizes = sorted(set(cfg["sweep"]["sizes"]) | {full})
-    scale = lambda imgs: imgs.reshape(len(imgs), -1) / PIXEL_SCALE  # noqa: E731
+    scale = lambda imgs: scale_pixels(imgs, np.float64)  # noqa: E731
     start = time.perf_counter()
     scaled = {split: scale(sets[split][0]) for split in ("validation", "test")}  # once, not per size
     models = bl.fit_pairwise_svms(scale(images[:max(sizes)]), labels[:max(sizes)], sizes,
