@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pipeline import results
 from pipeline.errors import InputError
 
 METRIC_LABELS = {
@@ -159,7 +160,7 @@ def with_verdict(row: dict, tolerance: dict) -> dict:
     if book is not None and row.get("replay") is not None:
         row["replay_difference_pp"] = round(100 * (row["replay"] - book), 2)
     if book is not None and row["ours"] is not None:
-        tol = tolerance["chapter6"] if row["chapter"] == 6 else tolerance["default"]
+        tol = results.tolerance_pp(row["chapter"], tolerance)
         diff = round(100 * (row["ours"] - book), 2)  # 99.30 - 99.60 is -0.30, not -0.3000001
         row.update(difference_pp=diff, tolerance_pp=tol, within=abs(diff) <= tol)
         values = _seed_values(row)

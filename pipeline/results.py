@@ -81,6 +81,12 @@ def _best(seeds: Sequence[dict], metric: str) -> dict[str, Any]:
     return {"value": value, "seed": seed}
 
 
+def tolerance_pp(chapter: int, tolerance: dict) -> float:
+    """How far (percentage points) a row may land from the book's figure: ``report.tolerance_pp``
+    gives chapter 6 its own, tighter, bound and every other chapter the default."""
+    return tolerance["chapter6"] if chapter == 6 else tolerance["default"]
+
+
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (None for fewer than two values)."""
     values = [v for v in values if v is not None]

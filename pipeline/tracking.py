@@ -18,7 +18,7 @@ directory holding ``dvc.yaml``, ``.dvc`` or ``.git``, else the working directory
 
 Usage::
 
-    with start_run("ch1-30-hidden", params=cfg, tags=standard_tags(...)) as run:
+    with start_run("ch1-30", params=cfg, tags=standard_tags(...)) as run:
         fit(net, spec["training"], train, on_epoch=run.log_epoch)  # numbers only: see experiment.flat_record
         run.log_metrics({"best_validation_accuracy": 0.95})
         run.log_figure(figures.learning_curves(records, "ch1"), "learning_curves.png")

@@ -183,7 +183,7 @@ def frontier(folders: list[Path], params: dict,
     for run_id, cfg in params["book"].items():
         if run_id not in by_id:
             continue
-        tol = tolerance["chapter6"] if cfg["chapter"] == 6 else tolerance["default"]
+        tol = results.tolerance_pp(cfg["chapter"], tolerance)
         try:
             out.append(row(run_id, by_id[run_id], cfg, run_rows.get(run_id), tol))
         except Skip as skip:

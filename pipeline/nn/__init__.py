@@ -10,9 +10,10 @@ Public API::
     votes = plurality_vote([n.predict(x) for n in nets])
     xp = get_xp("gpu")
 
-Modules: ``activations``, ``costs``, ``layers`` (fc, softmax), ``conv`` (conv + max-pool),
-``network`` (backprop), ``regularization``, ``spec``, ``build``, ``train`` (SGD loop),
-``ensemble``, ``io`` (model files), ``backend`` (numpy/cupy), ``seeding``.
+Modules: ``base`` (the layer contract), ``activations``, ``costs``, ``layers`` (fc, softmax),
+``conv`` (conv + max-pool), ``network`` (backprop), ``regularization``, ``spec``, ``build``,
+``train`` (SGD loop), ``ensemble``, ``io`` (model files), ``backend`` (numpy/cupy), ``gpu``
+(CUDA kernels and graphs), ``seeding``, ``network2_rng`` (the book's draw order, replayed).
 """
 
 from pipeline.nn.activations import Activation, get_activation

@@ -43,7 +43,7 @@ class Layer(Protocol):
     dropout: float
     rng: Any  # dropout-mask generator, assigned by the network
 
-    def init_params(self, scheme: str, rng, xp, dtype) -> None:
+    def init_params(self, scheme: str, rng, xp=None, dtype=None) -> None:
         """Draw the initial parameters for ``scheme`` ("large", "default", "network3")."""
 
     def forward(self, x: Array, train: bool) -> Array:

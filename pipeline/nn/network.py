@@ -86,8 +86,6 @@ class Network:
             x = layer.forward(x, train)
         return x
 
-    feedforward = forward
-
     def _output_error(self, x, y):
         """Feedforward (training mode), then delta^L of the mean cost (BP1, divided by m)."""
         layers = self.layers
