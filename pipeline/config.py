@@ -44,8 +44,8 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
 
 def check(params: dict) -> None:
     """Raise an ``InputError`` naming the key of the first mistake in composed params."""
-    from pipeline.experiment import check_compute, check_limits, validate_run  # noqa: PLC0415 - loads MLflow
-    from pipeline.settings import check_settings  # noqa: PLC0415
+    from pipeline.experiment import check_compute, check_limits, validate_run
+    from pipeline.settings import check_settings
 
     check_settings(params)
     check_limits((params.get("profile") or {}).get("limits") or {})
@@ -86,10 +86,10 @@ def sync_problem(root: str | Path = ".", params_file: str | Path = "params.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hydra.errors import HydraException  # noqa: PLC0415
-    from omegaconf.errors import OmegaConfBaseException  # noqa: PLC0415
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.errors import InputError  # noqa: PLC0415
+    from pipeline.errors import InputError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=book")

@@ -12,11 +12,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from pipeline.atomic import atomic_path  # noqa: E402
+from pipeline.atomic import atomic_path
 
 SPLITS = ("training", "validation", "test")
 COLORS = {"training": "tab:blue", "validation": "tab:orange", "test": "tab:green"}

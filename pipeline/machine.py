@@ -36,8 +36,8 @@ def blas_libraries() -> list[dict]:
     scipy's is loaded first if it is not yet (the engine loads it at import), so the answer
     does not depend on what the process happened to import before asking.
     """
-    import scipy.linalg.blas  # noqa: F401, PLC0415 - loads scipy's OpenBLAS
-    from threadpoolctl import threadpool_info  # noqa: PLC0415 - a dependency of scikit-learn
+    import scipy.linalg.blas  # noqa: F401 - loads scipy's OpenBLAS
+    from threadpoolctl import threadpool_info
 
     return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
             for d in threadpool_info() if d.get("user_api") == "blas"]

@@ -46,7 +46,7 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
         voters.append(Voter(str(folder), loaded.network, loaded.metadata,
                             history_test_accuracy(folder, loaded.metadata.get("seed"))))
     if run_ids:
-        from pipeline import tracking  # noqa: PLC0415 - MLflow only when a run is named
+        from pipeline import tracking
 
         for run_id in run_ids:
             logged = tracking.download_model(run_id, download_to / run_id)
@@ -130,7 +130,7 @@ def evaluated_examples(profile: str | None) -> int | None | bool:
     path = CONF / "profile" / f"{profile}.yaml"
     if not path.is_file():
         return False
-    from omegaconf import OmegaConf  # noqa: PLC0415
+    from omegaconf import OmegaConf
 
     limits = OmegaConf.to_container(OmegaConf.load(path)).get("profile", {}).get("limits") or {}
     return limits.get("eval_examples")
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 images, answers, lines = classify_images(voters, args.image, args.invert)
                 print("\n".join(lines))
                 if args.show:
-                    from pipeline.figures import digits_with_answers, save_figure  # noqa: PLC0415
+                    from pipeline.figures import digits_with_answers, save_figure
 
                     names = [p.name for p in args.image]
                     save_figure(digits_with_answers(images, names, [str(a) for a in answers]), args.show)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.report import read_history  # noqa: E402
+from pipeline.report import read_history
 
 SWEEP_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)  # more_data.py's order
 

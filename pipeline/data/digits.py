@@ -40,8 +40,8 @@ def read_grey(path: str | Path) -> np.ndarray:
 
     Transparent pixels count as white paper (a drawing exported with a transparent
     background)."""
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - matplotlib's dependency
-    from PIL.Image import DecompressionBombError  # noqa: PLC0415
+    from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     path = Path(path)
     if path.is_dir():
@@ -82,7 +82,7 @@ def needs_inverting(grey: np.ndarray) -> bool:
 
 def _scaled_to_box(ink: np.ndarray) -> np.ndarray:
     """The ink's bounding box scaled so that its longer side is ``BOX`` pixels (Lanczos)."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     rows = np.flatnonzero(ink.max(axis=1) > INK * ink.max())
     cols = np.flatnonzero(ink.max(axis=0) > INK * ink.max())

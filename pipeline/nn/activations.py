@@ -49,11 +49,11 @@ class Activation:
 
 def _expit_for(xp) -> Callable:
     if xp is numpy:
-        from scipy.special import expit  # noqa: PLC0415
+        from scipy.special import expit
 
         return expit
     try:  # pragma: no cover - GPU only
-        from cupyx.scipy.special import expit  # noqa: PLC0415
+        from cupyx.scipy.special import expit
 
         return expit
     except ImportError:  # pragma: no cover - a numpy-like module without expit

@@ -18,7 +18,7 @@ def make_layer(layer: dict, in_shape: tuple[int, ...], dropout_mode: str, xp, dt
     """One layer object for a validated layer spec with input shape ``in_shape``."""
     kind = layer["type"]
     if kind == "conv":
-        from pipeline.nn.conv import ConvPool  # noqa: PLC0415 - written separately, imported lazily
+        from pipeline.nn.conv import ConvPool
 
         return ConvPool(
             in_shape=tuple(in_shape),

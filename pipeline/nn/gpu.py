@@ -48,7 +48,7 @@ _state = {"recording": False, "workspace": None}
 @lru_cache(maxsize=None)
 def _cublas():
     """The cuBLAS library CuPy loaded (found in /proc/self/maps), or None."""
-    from cupy.cuda import device  # noqa: PLC0415
+    from cupy.cuda import device
 
     device.get_cublas_handle()  # makes CuPy load cuBLAS
     try:
@@ -246,13 +246,13 @@ def record_step(train, xb, yb, stream):
         _state["recording"] = True
         try:
             train(xb, yb)
-        except Exception as exc:  # noqa: BLE001 - any failure means: run the plain step
+        except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
         finally:
             _state["recording"] = False
             try:
                 recorded = stream.end_capture()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 why = why or f"{type(exc).__name__}: {exc}"
                 recorded = None
     return (recorded, None) if why is None else (None, why)
