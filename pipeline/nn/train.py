@@ -333,18 +333,15 @@ def evaluate(net: Network, train, val, test, monitor: Mapping, reg: Regularizati
             record["training_cost"] = cost
         if monitor["training_accuracy"]:
             record["training_accuracy"] = accuracy
-    if val is not None:
-        if monitor["validation_cost"]:
-            val_coef = reg.lmbda / val[0].shape[0] if reg.scaling == "network2" else coef
-            record["validation_accuracy"], record["validation_cost"] = net.accuracy_and_cost(*val, reg, val_coef)
+    for name, held_out in (("validation", val), ("test", test)):
+        if held_out is None:
+            continue
+        if monitor[f"{name}_cost"]:
+            # None: accuracy_and_cost's lmbda / n' of the held-out set (network2)
+            held_out_coef = None if reg.scaling == "network2" else coef
+            record[f"{name}_accuracy"], record[f"{name}_cost"] = net.accuracy_and_cost(*held_out, reg, held_out_coef)
         else:
-            record["validation_accuracy"] = net.accuracy(*val)
-    if test is not None:
-        if monitor["test_cost"]:
-            test_coef = reg.lmbda / test[0].shape[0] if reg.scaling == "network2" else coef
-            record["test_accuracy"], record["test_cost"] = net.accuracy_and_cost(*test, reg, test_coef)
-        else:
-            record["test_accuracy"] = net.accuracy(*test)
+            record[f"{name}_accuracy"] = net.accuracy(*held_out)
     record["eval_seconds"] = time.perf_counter() - t0
     return record
 
