@@ -23,6 +23,7 @@ import numpy as np
 from pipeline import figures, interrupts, results, tracking
 from pipeline.atomic import write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset
+from pipeline.errors import SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.nn.spec import DEVICES, SpecError, validate_training
@@ -45,21 +46,21 @@ def split_path(name: str, data_cfg: dict) -> Path:
 
 def _check_keys(node, path: str, schema: dict, optional: dict | None = None) -> None:
     if not isinstance(node, dict):
-        raise SpecError(path, f"expected a mapping, got {type(node).__name__}")
+        raise SettingError(path, f"expected a mapping, got {type(node).__name__}")
     schema = {**schema, **(optional or {})}
     unknown = sorted(set(node) - set(schema))
     if unknown:
-        raise SpecError(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(schema)}")
+        raise SettingError(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(schema)}")
     for key, kind in schema.items():
         if key not in node and key in (optional or {}):
             continue
         if key not in node:
-            raise SpecError(f"{path}.{key}", "required key is missing")
+            raise SettingError(f"{path}.{key}", "required key is missing")
         if isinstance(node[key], bool) or not isinstance(node[key], kind):
             takes_float = kind is float or (isinstance(kind, tuple) and float in kind)
             if takes_float and isinstance(node[key], int) and not isinstance(node[key], bool):
                 continue  # YAML's 1 for 1.0
-            raise SpecError(f"{path}.{key}", f"expected {_kind_name(kind)}, "
+            raise SettingError(f"{path}.{key}", f"expected {_kind_name(kind)}, "
                             f"got {type(node[key]).__name__} {node[key]!r}")
 
 
@@ -74,43 +75,43 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     _check_keys(run_cfg, path, RUN_KEYS, {"replay": dict})
     _check_keys(run_cfg["book"], f"{path}.book", BOOK_KEYS, BOOK_OPTIONAL)
     if run_cfg["book"]["metric"] not in results.METRICS:
-        raise SpecError(f"{path}.book.metric", f"unknown {run_cfg['book']['metric']!r}; "
+        raise SettingError(f"{path}.book.metric", f"unknown {run_cfg['book']['metric']!r}; "
                         f"allowed: {', '.join(results.METRICS)}")
     if run_cfg["book"]["runs"] < 1:
-        raise SpecError(f"{path}.book.runs", f"expected the number of runs the book's figure "
+        raise SettingError(f"{path}.book.runs", f"expected the number of runs the book's figure "
                         f"is the best of (>= 1), got {run_cfg['book']['runs']!r}")
     if run_cfg["book"]["epochs"] < 1:
-        raise SpecError(f"{path}.book.epochs", f"expected the book's number of epochs (>= 1), "
+        raise SettingError(f"{path}.book.epochs", f"expected the book's number of epochs (>= 1), "
                         f"got {run_cfg['book']['epochs']!r}")
     _check_keys(run_cfg["data"], f"{path}.data", DATA_KEYS)
     _count_or_null(run_cfg["data"]["train_limit"], f"{path}.data.train_limit")
     seeds = run_cfg["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                             for s in seeds):
-        raise SpecError(f"{path}.seeds", f"expected a non-empty list of integers >= 0, got {seeds!r}")
+        raise SettingError(f"{path}.seeds", f"expected a non-empty list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):  # two workers would write one models/<id>/seed<k>
-        raise SpecError(f"{path}.seeds", f"a seed is listed twice: {seeds!r}")
+        raise SettingError(f"{path}.seeds", f"a seed is listed twice: {seeds!r}")
     value = run_cfg["book"]["value"]
     if value is not None and not 0 < value <= 1:
-        raise SpecError(f"{path}.book.value", f"expected the book's accuracy as a fraction in (0, 1] "
+        raise SettingError(f"{path}.book.value", f"expected the book's accuracy as a fraction in (0, 1] "
                         f"(0.9542 for 95.42%) or null, got {value!r}")
     try:
         validate_spec({"model": run_cfg["model"], "training": run_cfg["training"]})
     except SpecError as error:
-        raise SpecError(f"{path}.{error.path}", str(error).split(": ", 1)[1]) from None
+        raise SettingError(f"{path}.{error.path}", str(error).split(": ", 1)[1]) from None
     if "speeds" in run_cfg["book"]:
         _check_speeds(run_cfg, path)
     replay = run_cfg.get("replay")
     if replay is not None:
         _check_keys(replay, f"{path}.replay", REPLAY_KEYS)
         if replay["seed"] < 0 or replay["seed"] in seeds:
-            raise SpecError(f"{path}.replay.seed", f"expected an integer >= 0 that is not one of "
+            raise SettingError(f"{path}.replay.seed", f"expected an integer >= 0 that is not one of "
                             f"the seeds {seeds}, got {replay['seed']!r}")
         try:
             validate_spec(run_spec(run_cfg, replay["seed"], {}, replay=True))
         except SpecError as error:
             where = error.path.replace("training.rng", "replay.rng")
-            raise SpecError(f"{path}.{where}", str(error).split(": ", 1)[1]) from None
+            raise SettingError(f"{path}.{where}", str(error).split(": ", 1)[1]) from None
 
 
 def _check_speeds(run_cfg: dict, path: str) -> None:
@@ -118,27 +119,27 @@ def _check_speeds(run_cfg: dict, path: str) -> None:
     speeds, hidden = run_cfg["book"]["speeds"], len(run_cfg["model"]["layers"]) - 1
     if len(speeds) != hidden or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                         and v > 0 for v in speeds):
-        raise SpecError(f"{path}.book.speeds", f"expected {hidden} positive numbers (one per "
+        raise SettingError(f"{path}.book.speeds", f"expected {hidden} positive numbers (one per "
                         f"hidden layer), got {speeds!r}")
     if not (run_cfg["training"].get("monitor") or {}).get("gradient_norms"):
-        raise SpecError(f"{path}.training.monitor.gradient_norms",
+        raise SettingError(f"{path}.training.monitor.gradient_norms",
                         "must be the number of first training examples to measure on when "
                         "book.speeds is given (ours are measured from it; the book: 1000)")
 
 
 def _count_or_null(value, path: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise SpecError(path, f"expected an integer >= 1 or null (no limit), got {value!r}")
+        raise SettingError(path, f"expected an integer >= 1 or null (no limit), got {value!r}")
 
 
 def check_limits(limits: dict) -> None:
     """``profile.limits``: each cap an integer >= 1, or null for none."""
     allowed = ("epochs", "train_examples", "eval_examples")
     if not isinstance(limits, dict):
-        raise SpecError("profile.limits", f"expected a mapping, got {type(limits).__name__}")
+        raise SettingError("profile.limits", f"expected a mapping, got {type(limits).__name__}")
     for key, value in limits.items():
         if key not in allowed:
-            raise SpecError(f"profile.limits.{key}", f"unknown key; allowed: {', '.join(allowed)}")
+            raise SettingError(f"profile.limits.{key}", f"unknown key; allowed: {', '.join(allowed)}")
         _count_or_null(value, f"profile.limits.{key}")
 
 
@@ -147,12 +148,12 @@ def check_compute(compute: dict) -> None:
     allowed = ("device", "seed_workers", "blas_threads")
     for key in compute:
         if key not in allowed:
-            raise SpecError(f"compute.{key}", f"unknown key; allowed: {', '.join(allowed)}")
+            raise SettingError(f"compute.{key}", f"unknown key; allowed: {', '.join(allowed)}")
     if compute.get("device", "cpu") not in DEVICES:
-        raise SpecError("compute.device", f"unknown {compute['device']!r}; allowed: {', '.join(DEVICES)}")
+        raise SettingError("compute.device", f"unknown {compute['device']!r}; allowed: {', '.join(DEVICES)}")
     workers = compute.get("seed_workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise SpecError("compute.seed_workers", f"expected an integer >= 1, got {workers!r}")
+        raise SettingError("compute.seed_workers", f"expected an integer >= 1, got {workers!r}")
     _count_or_null(compute.get("blas_threads"), "compute.blas_threads")
 
 
@@ -162,12 +163,12 @@ def check_fits_data(book_id: str, run_cfg: dict, train: Dataset, classes: int = 
     shape = list(model.get("input_shape") or [])
     pixels = train.x.shape[1]
     if shape and math.prod(shape) != pixels:
-        raise SpecError(f"book.{book_id}.model.input_shape",
+        raise SettingError(f"book.{book_id}.model.input_shape",
                         f"{shape} takes {math.prod(shape)} values a picture, the data's pictures have "
                         f"{pixels} pixels: use [{pixels}] (fully connected) or [1, 28, 28] (conv)")
     units = model["layers"][-1]["units"]
     if units != classes:
-        raise SpecError(f"book.{book_id}.model.layers[{len(model['layers']) - 1}].units",
+        raise SettingError(f"book.{book_id}.model.layers[{len(model['layers']) - 1}].units",
                         f"the output layer has {units} units, MNIST has {classes} digits: use {classes}")
 
 

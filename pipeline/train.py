@@ -17,11 +17,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, SettingError
 from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
-from pipeline.nn.spec import SpecError
 
 
 def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
@@ -30,7 +29,7 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
     (``cfg["book"]`` may hold partial entries of other runs: a profile's per-run cuts.)
     """
     if book_id not in cfg["book"]:
-        raise SpecError(f"book.{book_id}", f"conf/book/{book_id}.yaml must hold its run under the top "
+        raise SettingError(f"book.{book_id}", f"conf/book/{book_id}.yaml must hold its run under the top "
                         f"key `{book_id}:` (the file's name); the runs composed are {sorted(cfg['book'])}")
     run_cfg = cfg["book"][book_id]
     if cfg.get("seed") is not None:

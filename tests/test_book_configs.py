@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from pipeline.config import compose
+from pipeline.errors import SettingError
 from pipeline.experiment import validate_run
-from pipeline.nn.spec import SpecError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOOK_IDS = {  # the rows of shared BOOK.md (plus chapter 3's runs without a figure of their own)
@@ -105,7 +105,7 @@ def test_bad_run_configs_are_rejected_naming_the_key(path, value, fragment):
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(SettingError) as info:
         validate_run("ch1-30", run)
     assert fragment in str(info.value)
 
@@ -120,7 +120,7 @@ def test_bad_speeds_of_learning_are_rejected_naming_the_key(change, fragment):
     run = copy.deepcopy(yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["book"]["ch5-speed-2"])
     validate_run("ch5-speed-2", copy.deepcopy(run))
     change(run)
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(SettingError) as info:
         validate_run("ch5-speed-2", run)
     assert fragment in str(info.value)
 

@@ -185,9 +185,9 @@ def test_a_gpu_asked_for_where_there_is_none_stops_before_any_data_loads(workdir
     ({"bogus": 1}, "compute.bogus: unknown key; allowed: device, seed_workers, blas_threads"),
 ])
 def test_compute_settings_are_checked_by_key(compute, where):
-    from pipeline.nn.spec import SpecError
+    from pipeline.errors import SettingError
 
-    with pytest.raises(SpecError, match=where):
+    with pytest.raises(SettingError, match=where):
         experiment.check_compute(compute)
     experiment.check_compute({"device": "cpu", "seed_workers": 2, "blas_threads": None})
 
@@ -199,13 +199,13 @@ def test_compute_settings_are_checked_by_key(compute, where):
     ({"epoch": 1}, "profile.limits.epoch: unknown key"),
 ])
 def test_profile_limits_are_checked_by_key(workdir, limits, where):
-    from pipeline.nn.spec import SpecError
+    from pipeline.errors import SettingError
 
-    with pytest.raises(SpecError, match=where):
+    with pytest.raises(SettingError, match=where):
         experiment.train_entry("tiny", RUN, DATA, dict(PROFILE, limits=limits), "models/tiny", "results/tiny",
                                log=lambda _: None)
     run = dict(RUN, data=dict(RUN["data"], train_limit=-5))
-    with pytest.raises(SpecError, match="book.tiny.data.train_limit: expected an integer >= 1 or null"):
+    with pytest.raises(SettingError, match="book.tiny.data.train_limit: expected an integer >= 1 or null"):
         experiment.validate_run("tiny", run)
 
 
@@ -214,9 +214,9 @@ def test_profile_limits_are_checked_by_key(workdir, limits, where):
     ({"book": dict(RUN["book"], value=95.42)}, r"book.tiny.book.value: expected the book's accuracy as a fraction"),
 ])
 def test_duplicate_seeds_and_a_book_figure_in_percent_are_refused(edit, where):
-    from pipeline.nn.spec import SpecError
+    from pipeline.errors import SettingError
 
-    with pytest.raises(SpecError, match=where):
+    with pytest.raises(SettingError, match=where):
         experiment.validate_run("tiny", dict(RUN, **edit))
 
 
@@ -239,10 +239,10 @@ def test_a_profile_limit_caps_but_a_runs_train_limit_must_be_there(workdir):
      r"model.layers\[1\].units: the output layer has 12 units, MNIST has 10 digits"),
 ])
 def test_a_network_that_does_not_fit_the_data_is_named_before_any_run_starts(workdir, model_edit, where):
-    from pipeline.nn.spec import SpecError
+    from pipeline.errors import SettingError
 
     run = dict(RUN, model=dict(RUN["model"], **model_edit))
-    with pytest.raises(SpecError, match="book.tiny." + where):
+    with pytest.raises(SettingError, match="book.tiny." + where):
         experiment.train_entry("tiny", run, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
     assert not (workdir / "mlflow.db").exists() and not (workdir / "models").exists()
 
@@ -267,10 +267,10 @@ def test_a_damaged_data_file_is_named_with_the_fix(workdir):
 
 
 def test_a_plain_float_key_takes_an_integer_but_not_a_string():
-    from pipeline.nn.spec import SpecError
+    from pipeline.errors import SettingError
 
     experiment._check_keys({"x": 1}, "run", {"x": float})  # YAML's 1 for 1.0
-    with pytest.raises(SpecError, match="run.x: expected float, got str 'high'"):
+    with pytest.raises(SettingError, match="run.x: expected float, got str 'high'"):
         experiment._check_keys({"x": "high"}, "run", {"x": float})
 
 
