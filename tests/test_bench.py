@@ -51,7 +51,11 @@ def test_conv2fc1000_is_asked_for_and_is_the_book_net(tmp_path):
     book = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "book" / "ch6-2fc1000.yaml").read_text())
     run = book["ch6-2fc1000"]
     spec = bench._spec("conv2fc1000", 10)
-    assert spec["model"] == run["model"]
+    assert len(spec["model"]["layers"]) == len(run["model"]["layers"])
+    for ours, declared in zip(spec["model"]["layers"], run["model"]["layers"]):
+        assert ours == {**ours, **declared}  # every declared setting, defaults filled in
+    assert {k: spec["model"][k] for k in ("input_shape", "cost", "init")} == {
+        k: run["model"][k] for k in ("input_shape", "cost", "init")}
     for key in ("batch_size", "eta", "shuffle", "regularization"):
         assert spec["training"][key] == run["training"][key], key
     assert "conv2fc1000" not in bench.DEFAULT_CASES
