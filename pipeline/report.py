@@ -335,9 +335,27 @@ def speed_section(speeds: dict[str, list[float]], histories: dict[str, list[dict
     return ("\n## Chapter 5: the speed of learning at the start\n\n"
             f"‖∂C/∂b^l‖ of each hidden layer over the first "
             f"{' or '.join(f'{n:,}' for n in measured_on)} training images, before any training, "
-            "in the book's figure runs (the book's from its one unseeded run). The first hidden "
-            "layer learns slowest, and the gap grows with depth.\n\n"
+            "in the book's figure runs (the book's from its one unseeded run). The book: the first "
+            f"hidden layer learns slowest, and the gap grows with depth. Ours: {speed_verdict(speeds, histories)}\n\n"
             + speed_table(speeds, histories) + "\n![speed of learning](plots/learning_speed.png)\n")
+
+
+def speed_verdict(book: dict[str, list[float]], histories: dict[str, list[dict]]) -> str:
+    """Whether our seeds show what the book says of chapter 5's starting speeds, read off them:
+    in every seed each hidden layer slower than the next, and the median last/first ratio
+    growing with the number of hidden layers."""
+    ours = {run_id: list(initial_speeds(histories.get(run_id, [])).values()) for run_id in book}
+    seeds = [s for speeds in ours.values() for s in speeds if s]
+    if not seeds:
+        return "no run recorded its starting speeds."
+    ordered = sum(all(a < b for a, b in zip(s, s[1:])) for s in seeds)
+    ratios = {len(ours[i][0]): statistics.median(s[-1] / s[0] for s in ours[i] if s[0] > 0)
+              for i in sorted(ours, key=lambda i: len(book[i])) if ours[i] and ours[i][0]}
+    growing = all(a < b for a, b in zip(list(ratios.values()), list(ratios.values())[1:]))
+    shown = ", ".join(f"{r:.3g}x with {depth}" for depth, r in ratios.items())
+    return (f"in {ordered} of {len(seeds)} seeds each hidden layer learns slower than the next; the "
+            f"last/first ratio (median over seeds) is {shown} hidden layers"
+            + (", growing with depth." if growing else ", not growing with depth."))
 
 
 def book_speeds(book: dict) -> dict[str, list[float]]:

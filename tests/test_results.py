@@ -145,6 +145,25 @@ def test_speed_table_sets_the_books_starting_speeds_beside_our_seeds():
     assert speed_table({"ch5-speed-2": [0.066, 0.31]}, {}).splitlines()[2].endswith("| — |")
 
 
+def test_the_speed_verdict_is_read_off_our_seeds_not_copied_from_the_book():
+    from pipeline.report import speed_verdict
+
+    def history(*seeds):
+        return [{"seed": k, "epoch": 0, **{f"grad_norm_layer{i}": v for i, v in enumerate([*norms, 9.0], start=1)}}
+                for k, norms in enumerate(seeds, start=1)]
+
+    book = {"ch5-speed-2": [0.07, 0.3], "ch5-speed-3": [0.01, 0.06, 0.3]}
+    as_the_book = {"ch5-speed-2": history([0.1, 0.5], [0.1, 0.4]), "ch5-speed-3": history([0.01, 0.1, 0.5])}
+    assert speed_verdict(book, as_the_book) == (
+        "in 3 of 3 seeds each hidden layer learns slower than the next; the last/first ratio (median "
+        "over seeds) is 4.5x with 2, 50x with 3 hidden layers, growing with depth.")
+    otherwise = {"ch5-speed-2": history([0.1, 0.5]), "ch5-speed-3": history([0.2, 0.1, 0.4])}
+    assert speed_verdict(book, otherwise) == (
+        "in 1 of 2 seeds each hidden layer learns slower than the next; the last/first ratio (median "
+        "over seeds) is 5x with 2, 2x with 3 hidden layers, not growing with depth.")
+    assert speed_verdict(book, {}) == "no run recorded its starting speeds."
+
+
 def test_curves_table_sets_the_books_words_beside_each_seed_and_the_replay():
     from pipeline.report import curves_table
 
