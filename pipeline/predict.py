@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.data.digits import INVERT, DigitImageError, network_input, read_digit
 from pipeline.data.mnist import load_dataset
-from pipeline.nn import ModelFileError, load_model, plurality_vote, to_numpy
+from pipeline.nn import ModelFileError, load_model, plurality_vote, score_vote, to_numpy
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 
 
@@ -159,9 +159,8 @@ def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:
                      + (f" ({ours / n:.2%} here)" if n < len(test) else ""))
         lines.append(line)
     if len(voters) > 1:
-        voted = plurality_vote(labels, voters[0].network.classes)
-        lines.append(f"the vote of {len(voters)}: test {np.mean(voted == test.y):.2%} "
-                     f"({int(np.sum(voted != test.y))} errors)")
+        vote = score_vote(labels, test.y, voters[0].network.classes)
+        lines.append(f"the vote of {len(voters)}: test {vote['accuracy']:.2%} ({vote['errors']} errors)")
     return lines, agree
 
 

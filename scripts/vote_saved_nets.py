@@ -27,11 +27,11 @@ def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
     for split in ("validation", "test"):
         ds = load_dataset(prepared_dir / f"{split}.npz")
         votes = [net.predict(ds.x) for net in nets]
-        score = score_vote(votes, ds.y, n_classes=10)
+        score = score_vote(votes, ds.y, n_classes=nets[0].classes)
         result.update({f"{split}_{key}": value for key, value in score.items()})
     result["test_errors_by_subset"] = {
         "+".join(str(i + 1) for i in subset):
-            score_vote([votes[i] for i in subset], ds.y, n_classes=10)["errors"]
+            score_vote([votes[i] for i in subset], ds.y, n_classes=nets[0].classes)["errors"]
         for k in range(3, len(nets) + 1) for subset in itertools.combinations(range(len(nets)), k)
     }
     return result

@@ -40,7 +40,7 @@ def main() -> None:
                   "epochs": max(m.metadata["metrics"]["epochs_run"] for m in loaded)}
         for split in ("validation", "test"):
             ds = load_dataset(Path(data["prepared_dir"]) / f"{split}.npz", limit=limit)
-            score = score_vote([net.predict(ds.x) for net in nets], ds.y, n_classes=10)
+            score = score_vote([net.predict(ds.x) for net in nets], ds.y, n_classes=nets[0].classes)
             result.update({f"{split}_{key}": value for key, value in score.items()})
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
                                       "n_seeds": len(nets), "rule": f"vote of {len(nets)}",
