@@ -96,7 +96,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from pipeline.nn.activations import get_activation
-from pipeline.nn.layers import INIT_SCHEMES, blas_single_threaded, check_dropout, dropout_mask, matmul_into, normal
+from pipeline.nn.layers import INIT_SCHEMES, blas_single_threaded, check_dropout, dropped_input, matmul_into, normal
 
 TIES = ("all", "one")
 
@@ -320,11 +320,6 @@ class ConvPool:
             return dx.transpose(0, 3, 1, 2)
         return dx.reshape(shape)
 
-    def _drop(self, x):
-        self._mask = dropout_mask(self.rng, x.shape, self.dropout, self.dropout_mode, self.xp,
-                                  self.dtype)
-        return x * self._mask
-
     # -- the pieces -------------------------------------------------------------------------
     def _im2col(self, B: _Buffers, x=None):
         """Fill the patch matrix B.A (rows, k*k*C) from x (m, H, W, C), or from B.x again."""
@@ -365,11 +360,7 @@ class ConvPool:
         xp = self.xp
         self._in_batch_shape = x.shape
         x = self._to_channels_last(x)
-        if self.dropout:
-            if train:
-                x = self._drop(x)
-            elif self.dropout_mode == "classic":
-                x = x * self.xp.asarray(1.0 - self.dropout, dtype=self.dtype)
+        x = dropped_input(self, x, train)
         m = x.shape[0]
         b = self.params["b"]
         starts = range(0, m, self.chunk)

@@ -176,6 +176,20 @@ def dropout_mask(rng, shape, p: float, mode: str, xp=numpy, dtype=numpy.float32)
     return mask.astype(dtype)
 
 
+def dropped_input(layer, x, train: bool):
+    """A layer's input after its dropout (network3.py's: on the layer's input). Training: times
+    a fresh Bernoulli mask, which the layer keeps for backward (``layer._mask``); test time, in
+    the classic mode: times 1 - p, the expected mask; inverted dropout scaled while training."""
+    if not layer.dropout:
+        return x
+    if train:
+        layer._mask = dropout_mask(layer.rng, x.shape, layer.dropout, layer.dropout_mode, layer.xp, layer.dtype)
+        return x * layer._mask
+    if layer.dropout_mode == "classic":
+        return x * layer.xp.asarray(1.0 - layer.dropout, dtype=layer.dtype)
+    return x
+
+
 class FullyConnected:
     """z = x w + b, a = sigma(z): every input unit feeds every output unit."""
 
@@ -248,12 +262,6 @@ class FullyConnected:
             self._ones = xp.ones((1, m), dt)
         self._m = m
 
-    def _drop(self, x):
-        """Training-time dropout of the input; keeps the (scaled) mask for backward."""
-        self._mask = dropout_mask(self.rng, x.shape, self.dropout, self.dropout_mode, self.xp,
-                                  self.dtype)
-        return x * self._mask
-
     def _activate(self, z, out):
         return self.activation.fn(z, out)
 
@@ -262,11 +270,7 @@ class FullyConnected:
         self._in_batch_shape = x.shape
         if x.ndim != 2:
             x = x.reshape(x.shape[0], -1)
-        if self.dropout:
-            if train:
-                x = self._drop(x)
-            elif self.dropout_mode == "classic":
-                x = x * self.xp.asarray(1.0 - self.dropout, dtype=self.dtype)
+        x = dropped_input(self, x, train)
         w, b = self.params["w"], self.params["b"]
         if not train:
             z = x @ w
