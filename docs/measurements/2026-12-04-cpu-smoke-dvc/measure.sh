@@ -19,7 +19,7 @@ echo "summary rows: $(python -c "import json; print(len(json.load(open('results/
 git -c user.name=m -c user.email=m@m commit -qam "run" 2>/dev/null || true
 echo "dvc exp show --csv columns: $(dvc exp show --csv 2>/dev/null | head -1 | python -c "import csv, sys; print(len(next(csv.reader(sys.stdin))))")"
 echo "headline view columns: $(dvc exp show --csv --drop '.*' --keep 'Experiment|Created|.*ours_book_metric\.value' 2>/dev/null | head -1 | python -c "import csv, sys; print(len(next(csv.reader(sys.stdin))))")"
-echo "values DVC shows per run (ch1-30's metrics.json): $(dvc exp show --csv --drop '.*' --keep '.*results/ch1-30/metrics.json.*' 2>/dev/null | head -1 | python -c "import csv, sys; print(len(next(csv.reader(sys.stdin))))") columns"
+echo "values DVC shows of ch1-30's metrics.json: $(dvc exp show --csv --drop '.*' --keep '.*results/ch1-30/metrics.json.*' 2>/dev/null | head -1 | python -c "import csv, sys; print(sum(':' in c for c in next(csv.reader(sys.stdin))))")"
 dvc remote add -q -f -d measure "$work/storage"
 start=$(date +%s.%N); dvc push -q --run-cache; echo "dvc push --run-cache: $(secs $start) s, $(du -sm "$work/storage" | cut -f1) MB in the remote"
 cd "$work"
@@ -27,7 +27,8 @@ git clone -q "$repo" restore && cd restore
 python -m pipeline.config profile=smoke
 dvc remote add -q -f -d measure "$work/storage"
 start=$(date +%s.%N); dvc repro --pull > ../restore.log 2>&1; echo "dvc repro --pull in a fresh clone: $(secs $start) s"
-echo "stages restored from the run-cache: $(grep -c "Restored stage" ../restore.log || true); stages run: $(grep -c "^Running stage" ../restore.log || true)"
+echo "stages restored (cached, outputs checked out): $(grep -c "is cached - skipping run" ../restore.log || true); data pulled for: $(grep -c "^Pulling data for stage" ../restore.log || true); stages run: $(grep -c "^Running stage" ../restore.log || true)"
+cp ../restore.log "$here/restore.log"
 diff -r "$work/run/results" "$work/restore/results" > /dev/null && echo "results/ identical"
 diff -r "$work/run/models" "$work/restore/models" > /dev/null && echo "models/ identical"
 python "$here/mlflow_write.py" "$work/mlflow-write.db"
