@@ -442,8 +442,8 @@ def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "v
     """Validation accuracy per epoch of every run of one chapter (its smallest seed)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for run_id, rows in histories.items():
-        rows = [r for r in rows if r.get("seed", 1) == min(x.get("seed", 1) for x in rows)]
-        pts = [(r["epoch"], 100 * r[key]) for r in rows if key in r]
+        first_seed = min((r.get("seed", 1) for r in rows), default=None)
+        pts = [(r["epoch"], 100 * r[key]) for r in rows if r.get("seed", 1) == first_seed and key in r]
         if pts:
             ax.plot(*zip(*pts), label=run_id, linewidth=1)
     ax.set_xlabel("epoch")
