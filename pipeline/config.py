@@ -44,7 +44,7 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
 
 def check(params: dict) -> None:
     """Raise an ``InputError`` naming the key of the first mistake in composed params."""
-    from pipeline.experiment import check_compute, check_limits, validate_run
+    from pipeline.experiment import check_compute, check_limits, validate_run  # imported here: loads MLflow
     from pipeline.settings import check_settings
 
     check_settings(params)

@@ -37,7 +37,7 @@ def blas_libraries() -> list[dict]:
     does not depend on what the process happened to import before asking.
     """
     import scipy.linalg.blas  # noqa: F401 - loads scipy's OpenBLAS
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info  # imported here: a dependency of scikit-learn
 
     return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
             for d in threadpool_info() if d.get("user_api") == "blas"]

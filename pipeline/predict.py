@@ -46,7 +46,7 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
         voters.append(Voter(str(folder), loaded.network, loaded.metadata,
                             history_test_accuracy(folder, loaded.metadata.get("seed"))))
     if run_ids:
-        from pipeline import tracking
+        from pipeline import tracking  # imported here: MLflow only when a run is named
 
         for run_id in run_ids:
             logged = tracking.download_model(run_id, download_to / run_id)

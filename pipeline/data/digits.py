@@ -40,7 +40,7 @@ def read_grey(path: str | Path) -> np.ndarray:
 
     Transparent pixels count as white paper (a drawing exported with a transparent
     background)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # imported here: matplotlib's dependency
     from PIL.Image import DecompressionBombError
 
     path = Path(path)

@@ -175,7 +175,7 @@ def fetch_file(file: MnistFile, sources: Iterable, dest_dir: Path,
                 source.fetch(file, tmp)
                 verify(tmp, file)
             return source.label
-        except Exception as error:
+        except Exception as error:  # every failure means: try the next source
             attempts.append(f"{file.name} from {source.label}: {type(error).__name__}: {error}")
     raise FetchError(file.name)
 

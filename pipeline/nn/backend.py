@@ -29,7 +29,7 @@ def get_xp(device: str = "cpu"):
     if device != "gpu":
         raise ValueError(f"device: unknown {device!r}; allowed: cpu, gpu")
     try:
-        import cupy
+        import cupy  # optional dependency, imported lazily on purpose
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise BackendError(f"device 'gpu' needs CuPy, which is not installed: {GPU_HINT}") from exc
     try:  # pragma: no cover - depends on the machine

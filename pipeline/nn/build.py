@@ -18,7 +18,7 @@ def make_layer(layer: dict, in_shape: tuple[int, ...], dropout_mode: str, xp, dt
     """One layer object for a validated layer spec with input shape ``in_shape``."""
     kind = layer["type"]
     if kind == "conv":
-        from pipeline.nn.conv import ConvPool
+        from pipeline.nn.conv import ConvPool  # imported here: only conv nets need it
 
         return ConvPool(
             in_shape=tuple(in_shape),

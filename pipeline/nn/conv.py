@@ -444,7 +444,7 @@ class ConvPool:
         xp.copyto(B.dc_std, dc.reshape(p, p, m, Hp, Wp, F).transpose(2, 3, 0, 4, 1, 5))
         k2 = self.kernel * self.kernel
         if xp is not numpy:
-            from pipeline.nn.gpu import col2im_gather
+            from pipeline.nn.gpu import col2im_gather  # imported here: GPU only
 
             # blocks[(n, i, j), (di, dj, ch)] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f]
             matmul_into(xp, B.dc_std.reshape(m * Hc * Wc, F), self.params["w"].reshape(k2 * C, F).T, B.blocks)

@@ -246,7 +246,7 @@ def record_step(train, xb, yb, stream):
         _state["recording"] = True
         try:
             train(xb, yb)
-        except Exception as exc:
+        except Exception as exc:  # any failure means: run the plain step
             why = f"{type(exc).__name__}: {exc}"
         finally:
             _state["recording"] = False

@@ -67,7 +67,7 @@ def check_dropout(dropout: float, dropout_mode: str) -> None:
 def sgd_update(layer, eta: float, shrink: float) -> None:
     """w <- shrink w - eta dC/dw for the decayed parameters, p <- p - eta dC/dp for the others."""
     if layer.xp is not numpy:  # one fused kernel per parameter, no temporary
-        from pipeline.nn.gpu import scaled_axpy
+        from pipeline.nn.gpu import scaled_axpy  # imported here: GPU only
 
         for key, p in layer.params.items():
             scaled_axpy(p, layer.grads[key], shrink if key in layer.decayed else 1.0, eta)
@@ -162,7 +162,7 @@ def matmul_into(xp, a, b, out):
     :func:`pipeline.nn.gpu.gemm`, which a CUDA graph can record."""
     if xp is numpy:
         return numpy.matmul(a, b, out=out)
-    from pipeline.nn.gpu import gemm
+    from pipeline.nn.gpu import gemm  # imported here: GPU only
 
     return gemm(a, b, out)
 
@@ -383,7 +383,7 @@ class Softmax(FullyConnected):
             out /= out.sum(axis=1, keepdims=True)
             return out
         if xp is not numpy:  # training on a GPU: one kernel, no temporaries
-            from pipeline.nn.gpu import softmax_rows
+            from pipeline.nn.gpu import softmax_rows  # imported here: GPU only
 
             softmax_rows(z, out, self._rows.reshape(-1))
             return out

@@ -253,7 +253,7 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
             order = order[:used]
     # dropout draws new masks every step, which a replayed graph would not
     if graphs and net.xp is not numpy and not any(getattr(layer, "dropout", 0) for layer in net.layers):
-        from pipeline.nn.gpu import run_epoch_graphed
+        from pipeline.nn.gpu import run_epoch_graphed  # imported here: GPU only
 
         return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log)
     with one_blas_thread() if small_steps(net, m) else contextlib.nullcontext(), blas_threads_settled():
@@ -357,7 +357,7 @@ def start_of_epoch_norms(net: Network, x, labels, examples: int) -> tuple[list, 
 def _progress_bar(progress: bool, batches: int, epoch: int):
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # imported here: only for a terminal
 
     return tqdm(total=batches, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5)
 
