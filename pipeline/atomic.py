@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+STALE_SECONDS = 600  # a temp untouched this long, whose writer is gone, is a leftover
 
 
 def _alive(pid: int) -> bool:
@@ -23,15 +28,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(path: Path) -> list[Path]:
+def remove_stale_temps(path: Path, suffix: str = "") -> list[Path]:
     """Delete the temp files of ``path`` left by writers that died mid-write (SIGKILL, power
-    loss: no ``finally`` ran). A temp file's name carries its writer's pid; a live one's stays."""
+    loss: no ``finally`` ran). A temp's name carries its writer's pid; one is removed only when
+    no process has that pid here and the file is older than ``STALE_SECONDS`` (a writer in
+    another container or on another host sharing the folder has a pid this machine does not
+    know). Not on Windows, where ``os.kill(pid, 0)`` would end the process."""
+    if os.name == "nt":
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.pid(\d+)\.[A-Za-z0-9_]+\.tmp{re.escape(suffix)}")
     removed = []
-    for tmp in path.parent.glob(f".{path.name}.pid*.*.tmp*"):
-        pid = tmp.name[len(path.name) + 5 :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+    now = time.time()
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            found = pattern.fullmatch(entry.name)
+            if not found or _alive(int(found.group(1))):
+                continue
+            try:
+                if now - entry.stat().st_mtime > STALE_SECONDS:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except FileNotFoundError:  # removed meanwhile by another writer's cleanup
+                pass
     return removed
 
 
@@ -40,7 +58,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
+    remove_stale_temps(path, suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=f".tmp{suffix}",
                                dir=path.parent)
     os.close(fd)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.atomic import atomic_path, write_json, write_text
+from pipeline.atomic import STALE_SECONDS, atomic_path, write_json, write_text
 
 
 def temps(folder):
@@ -33,34 +33,53 @@ def test_a_written_file_has_the_usual_mode_not_mkstemps_0600(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_the_temp_of_a_killed_writer_goes_at_the_next_write_a_live_writers_stays(tmp_path):
-    target = tmp_path / "history.csv"
-    # a writer killed by SIGKILL mid-write: its `finally` never runs
+def writer_holding(target, sleep=60):
+    """A process that starts an atomic write of ``target`` and holds it; its temp's path."""
     writer = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time\nfrom pipeline.atomic import atomic_path\n"
          "with atomic_path(sys.argv[1]) as tmp:\n"
-         "    tmp.write_text('epoch,acc\\n0,0.9')\n    print(tmp, flush=True)\n    time.sleep(60)\n",
+         f"    tmp.write_text('epoch,acc\\n0,0.9')\n    print(tmp, flush=True)\n    time.sleep({sleep})\n",
          str(target)], stdout=subprocess.PIPE, text=True)
-    left_behind = writer.stdout.readline().strip()
-    writer.kill()
-    writer.wait()
-    assert temps(tmp_path) == [os.path.basename(left_behind)]
-
-    with atomic_path(target) as mine:  # a live writer (this process) mid-write...
-        assert temps(tmp_path) == [mine.name]  # ...the dead one's temp is gone, its own is there
-        write_text(target, "epoch,acc\n0,0.9\n")  # ...and another write of the same file keeps it
-        assert temps(tmp_path) == [mine.name]
-        mine.write_text("epoch,acc\n0,0.91\n")
-    assert temps(tmp_path) == []
-    assert target.read_text() == "epoch,acc\n0,0.91\n"
+    return writer, writer.stdout.readline().strip()
 
 
-def test_a_temp_of_another_file_or_of_another_name_is_left_alone(tmp_path):
-    other = tmp_path / ".history.csv.pid999999999.abc.tmp"  # no such pid, but another file's temp
-    other.write_text("")
-    stranger = tmp_path / ".metrics.json.somebody.tmp"  # not a name this module makes
-    stranger.write_text("")
-    time.sleep(0.01)
+def age(path, seconds):
+    """Set ``path``'s times ``seconds`` into the past."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_an_old_temp_of_a_killed_writer_goes_at_the_next_write_a_live_or_young_one_stays(tmp_path):
+    target = tmp_path / "history.csv"
+    killed, left_behind = writer_holding(target)  # killed by SIGKILL mid-write: no `finally` runs
+    killed.kill()
+    killed.wait()
+    live, held = writer_holding(target)  # another process, still writing
+    try:
+        age(held, 2 * STALE_SECONDS)
+        write_text(target, "epoch,acc\n0,0.9\n")
+        # the dead writer's temp is young (a writer on another host would look the same): kept
+        assert temps(tmp_path) == sorted(os.path.basename(p) for p in (left_behind, held))
+        age(left_behind, 2 * STALE_SECONDS)
+        with atomic_path(target) as mine:
+            assert temps(tmp_path) == sorted([os.path.basename(held), mine.name])  # the old dead one went
+            mine.write_text("epoch,acc\n0,0.91\n")
+        assert temps(tmp_path) == [os.path.basename(held)]  # the live writer's stays, however old
+        assert target.read_text() == "epoch,acc\n0,0.91\n"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_temps_of_other_files_are_left_alone_even_when_their_names_look_alike(tmp_path):
+    strangers = [
+        tmp_path / ".history.csv.pid999999999.abc.tmp",  # another file's temp
+        tmp_path / ".metrics.json.pid7.json.pid999999999.abc.tmp",  # the temp of "metrics.json.pid7.json"
+        tmp_path / ".metrics.json.somebody.tmp",  # not a name this module makes
+    ]
+    for stranger in strangers:
+        stranger.write_text("")
+        age(stranger, 2 * STALE_SECONDS)
     write_text(tmp_path / "metrics.json", "{}")
-    assert other.exists() and stranger.exists()
+    assert all(stranger.exists() for stranger in strangers)
