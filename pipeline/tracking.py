@@ -297,10 +297,19 @@ SERVER_CONNECT_SECONDS = 5.0
 
 
 def _check_server_answers(uri: str) -> None:
-    """Fail at once when an ``http(s)://`` tracking server cannot be reached: MLflow's own
-    retries (7, with growing waits) would hold a run for minutes before saying so."""
+    """Fail at once when nothing listens at an ``http(s)://`` tracking server's address:
+    MLflow's own retries (7, with growing waits) would hold a run for minutes before saying so.
+    Skipped where a proxy carries the requests (MLflow's ``requests`` honours it; a direct
+    connection could fail where the proxy gets through). A server that accepts the connection
+    but does not answer still goes through MLflow's retries."""
+    import urllib.request
+
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https"):
+        return
+    if not parts.hostname:
+        raise ConnectionError("the URI names no host")
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:

@@ -385,11 +385,30 @@ def test_a_tracking_server_that_does_not_answer_is_named_at_once(monkeypatch):
     with socket.socket() as probe:  # a free port, closed again: connecting to it is refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)  # a proxy would leave the server to MLflow's retries
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     with pytest.raises(InputError, match=rf"tracking store http://127.0.0.1:{port} \(ConnectionError: "
                                          rf"no server answers at 127.0.0.1:{port}.*it comes from MLFLOW_TRACKING_URI"):
         with tracking.start_run("never"):
             pytest.fail("a run started")
+
+
+def test_the_server_check_leaves_proxied_servers_to_mlflow_and_names_a_uri_without_a_host(monkeypatch):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:3128")  # requests would go through it
+    tracking._check_server_answers(f"http://127.0.0.1:{port}")  # no direct probe: no error
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # ...unless the host bypasses the proxy
+    with pytest.raises(ConnectionError, match=f"no server answers at 127.0.0.1:{port}"):
+        tracking._check_server_answers(f"http://127.0.0.1:{port}")
+    with pytest.raises(ConnectionError, match="names no host"):
+        tracking._check_server_answers("http:///experiments")
 
 
 def test_tracking_uri_prefers_env_then_dvc_root_then_project_root(monkeypatch, tmp_path):
