@@ -344,17 +344,23 @@ def speed_verdict(book: dict[str, list[float]], histories: dict[str, list[dict]]
     """Whether our seeds show what the book says of chapter 5's starting speeds, read off them:
     in every seed each hidden layer slower than the next, and the median last/first ratio
     growing with the number of hidden layers."""
-    ours = {run_id: list(initial_speeds(histories.get(run_id, [])).values()) for run_id in book}
-    seeds = [s for speeds in ours.values() for s in speeds if s]
+    ours = {run_id: [s for s in initial_speeds(histories.get(run_id, [])).values() if s] for run_id in book}
+    seeds = [s for speeds in ours.values() for s in speeds]
     if not seeds:
         return "no run recorded its starting speeds."
     ordered = sum(all(a < b for a, b in zip(s, s[1:])) for s in seeds)
-    ratios = {len(ours[i][0]): statistics.median(s[-1] / s[0] for s in ours[i] if s[0] > 0)
-              for i in sorted(ours, key=lambda i: len(book[i])) if ours[i] and ours[i][0]}
-    growing = all(a < b for a, b in zip(list(ratios.values()), list(ratios.values())[1:]))
+    ratios = {}  # hidden layers -> median over seeds of last / first
+    for run_id in sorted(ours, key=lambda i: len(book[i])):
+        values = [s[-1] / s[0] for s in ours[run_id] if s[0] > 0]
+        if values:
+            ratios[len(book[run_id])] = statistics.median(values)
     shown = ", ".join(f"{r:.3g}x with {depth}" for depth, r in ratios.items())
-    return (f"in {ordered} of {len(seeds)} seeds each hidden layer learns slower than the next; the "
-            f"last/first ratio (median over seeds) is {shown} hidden layers"
+    verdict = f"in {ordered} of {len(seeds)} seeds each hidden layer learns slower than the next"
+    if len(ratios) < 2:
+        return verdict + (f"; the last/first ratio (median over seeds) is {shown} hidden layers, one depth only."
+                          if ratios else ".")
+    growing = all(a < b for a, b in zip(list(ratios.values()), list(ratios.values())[1:]))
+    return (verdict + f"; the last/first ratio (median over seeds) is {shown} hidden layers"
             + (", growing with depth." if growing else ", not growing with depth."))
 
 

@@ -162,6 +162,13 @@ def test_the_speed_verdict_is_read_off_our_seeds_not_copied_from_the_book():
         "in 1 of 2 seeds each hidden layer learns slower than the next; the last/first ratio (median "
         "over seeds) is 5x with 2, 2x with 3 hidden layers, not growing with depth.")
     assert speed_verdict(book, {}) == "no run recorded its starting speeds."
+    # a seed without norms, a first layer at 0, one depth only: no crash, and no trend claimed
+    patchy = {"ch5-speed-2": history([0.1, 0.5], [0.0, 0.4]) + [{"seed": 3, "epoch": 0}]}
+    assert speed_verdict(book, patchy) == (
+        "in 2 of 2 seeds each hidden layer learns slower than the next; the last/first ratio "
+        "(median over seeds) is 5x with 2 hidden layers, one depth only.")
+    assert speed_verdict(book, {"ch5-speed-2": history([0.0, 0.4])}) == (
+        "in 1 of 1 seeds each hidden layer learns slower than the next.")
 
 
 def test_curves_table_sets_the_books_words_beside_each_seed_and_the_replay():
