@@ -217,7 +217,36 @@ def _spec(case: str, m: int) -> dict:
     run = yaml.safe_load((CONF_BOOK / f"{book_id}.yaml").read_text())[book_id]
     training = dict(run["training"], epochs=1, batch_size=m, shuffle=False, dtype="float32", device="cpu",
                     seed=1)  # epochs: the file's is an interpolation that plain YAML leaves unresolved
-    return validate_spec({"model": run["model"], "training": training})
+    spec = validate_spec({"model": run["model"], "training": training})
+    _check_references_follow(case, spec)
+    return spec
+
+
+def _check_references_follow(case: str, spec: dict) -> None:
+    """The references implement only what the book's runs use: a conv case's PyTorch twin the
+    log-likelihood cost with network3's L2 (or none); the fully connected cases' twin and the
+    per-example loop the quadratic cost, sigmoid units, no regularisation; none of them dropout
+    or momentum. A ``conf/book`` run changed beyond that would time ours against something else."""
+    model, training = spec["model"], spec["training"]
+    reg = training["regularization"]
+    if case in CONV_CASES:
+        wanted = {"cost": "log_likelihood", "regularization": ("l2/network3", "none")}
+        got_reg = "none" if reg["kind"] == "none" else f"{reg['kind']}/{reg['scaling']}"
+    else:
+        wanted = {"cost": "quadratic", "regularization": ("none",)}
+        got_reg = reg["kind"]
+    problems = []
+    if model["cost"] != wanted["cost"]:
+        problems.append(f"cost {model['cost']!r} (the reference has {wanted['cost']!r})")
+    if got_reg not in wanted["regularization"]:
+        problems.append(f"regularization {got_reg!r} (the reference has {' or '.join(wanted['regularization'])})")
+    if any(layer["dropout"] for layer in model["layers"]) or training["momentum"]:
+        problems.append("dropout or momentum (the references have neither)")
+    if case not in CONV_CASES and any(layer["activation"] != "sigmoid" for layer in model["layers"]):
+        problems.append("a unit other than sigmoid (the per-example loop has sigmoid units)")
+    if problems:
+        raise ValueError(f"benchmark case {case!r}: conf/book/{BOOK_RUNS[case]}.yaml now has "
+                         f"{'; '.join(problems)}; update the references in pipeline/bench.py with it")
 
 
 def _ours_epoch_fn(case, x, labels, m, threads=1, device="cpu", graphs=True):

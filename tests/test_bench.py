@@ -67,3 +67,36 @@ def test_conv2fc1000_is_asked_for_and_is_the_book_net(tmp_path):
     (row,) = json.loads(out.read_text())["results"]
     assert (row["case"], row["batch_size"]) == ("conv2fc1000", 10)
     assert "target_ratio" not in row and all(t > 0 for t in row["times_s"]["ours"])
+
+
+def test_a_book_run_changed_beyond_what_the_references_implement_is_refused():
+    import copy
+
+    import pytest
+
+    conv, fc = bench._spec("conv", 10), bench._spec("fc30", 10)
+    bench._check_references_follow("conv", conv)  # as the book's runs are: accepted
+    for case, spec, change, named in (
+        ("fc30", fc, lambda s: s["training"]["regularization"].update(kind="l2", lmbda=5.0), "regularization 'l2'"),
+        ("fc30", fc, lambda s: s["model"]["layers"][0].update(activation="relu"), "a unit other than sigmoid"),
+        ("conv", conv, lambda s: s["model"]["layers"][2].update(dropout=0.5), "dropout or momentum"),
+        ("conv", conv, lambda s: s["model"].update(cost="cross_entropy"), "cost 'cross_entropy'"),
+    ):
+        changed = copy.deepcopy(spec)
+        change(changed)
+        with pytest.raises(ValueError, match=named):
+            bench._check_references_follow(case, changed)
+
+
+def test_pytorchs_twin_has_our_networks_parameters():
+    """The twin is built from the spec: per layer, as many weights and biases as ours."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    from pipeline.nn import build_network
+
+    for case in bench.CASES:
+        spec = bench._spec(case, 10)
+        ours = sorted(int(np.prod(shape)) for shape in build_network(spec).param_shapes().values())
+        twin = sorted(p.numel() for p in bench._torch_net(torch.nn, spec["model"]).parameters())
+        assert twin == ours, case
