@@ -44,12 +44,13 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    # Through logging, so the lines also land in Hydra's <output dir>/train.log, timestamped
+    # Progress through logging, so it also lands in Hydra's <output dir>/train.log, timestamped
+    # (on the terminal through Hydra's console handler, on stdout); notes and errors on stderr
     log = logging.getLogger("pipeline.train")
     plain = OmegaConf.to_container(cfg, resolve=True)
     out = Path(HydraConfig.get().runtime.output_dir)
     if note := kernel_pin_note("python -m pipeline.train ..."):
-        log.warning(note)
+        print(note, file=sys.stderr)
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
         train_entry(book_id, run_cfg, plain["data"], plain["profile"],
@@ -59,7 +60,7 @@ def main(cfg: DictConfig) -> None:
         print(error, file=sys.stderr)
         sys.exit(2)  # as the DVC stages: a mistake the user can fix
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
-        log.warning(f"interrupted: the weights so far are in {out / 'models'}")
+        print(f"interrupted: the weights so far are in {out / 'models'}", file=sys.stderr)
         sys.exit(exit_status(stopped))
 
 

@@ -108,6 +108,7 @@ def test_bad_run_configs_are_rejected_naming_the_key(path, value, fragment):
     with pytest.raises(SettingError) as info:
         validate_run("ch1-30", run)
     assert fragment in str(info.value)
+    assert type(info.value) is SettingError  # a run's setting, not the engine's SpecError
 
 
 @pytest.mark.parametrize("change,fragment", [
@@ -123,6 +124,7 @@ def test_bad_speeds_of_learning_are_rejected_naming_the_key(change, fragment):
     with pytest.raises(SettingError) as info:
         validate_run("ch5-speed-2", run)
     assert fragment in str(info.value)
+    assert type(info.value) is SettingError  # a run's setting, not the engine's SpecError
 
 
 def test_hydra_app_selects_one_run_and_applies_shortcuts():

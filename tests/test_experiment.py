@@ -187,8 +187,9 @@ def test_a_gpu_asked_for_where_there_is_none_stops_before_any_data_loads(workdir
 def test_compute_settings_are_checked_by_key(compute, where):
     from pipeline.errors import SettingError
 
-    with pytest.raises(SettingError, match=where):
+    with pytest.raises(SettingError, match=where) as info:
         experiment.check_compute(compute)
+    assert type(info.value) is SettingError  # not the engine's SpecError: compute is no network spec
     experiment.check_compute({"device": "cpu", "seed_workers": 2, "blas_threads": None})
 
 
@@ -205,8 +206,9 @@ def test_profile_limits_are_checked_by_key(workdir, limits, where):
         experiment.train_entry("tiny", RUN, DATA, dict(PROFILE, limits=limits), "models/tiny", "results/tiny",
                                log=lambda _: None)
     run = dict(RUN, data=dict(RUN["data"], train_limit=-5))
-    with pytest.raises(SettingError, match="book.tiny.data.train_limit: expected an integer >= 1 or null"):
+    with pytest.raises(SettingError, match="book.tiny.data.train_limit: expected an integer >= 1 or null") as info:
         experiment.validate_run("tiny", run)
+    assert type(info.value) is SettingError
 
 
 @pytest.mark.parametrize("edit, where", [
@@ -216,8 +218,9 @@ def test_profile_limits_are_checked_by_key(workdir, limits, where):
 def test_duplicate_seeds_and_a_book_figure_in_percent_are_refused(edit, where):
     from pipeline.errors import SettingError
 
-    with pytest.raises(SettingError, match=where):
+    with pytest.raises(SettingError, match=where) as info:
         experiment.validate_run("tiny", dict(RUN, **edit))
+    assert type(info.value) is SettingError
 
 
 def test_a_profile_limit_caps_but_a_runs_train_limit_must_be_there(workdir):
