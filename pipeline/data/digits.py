@@ -94,16 +94,15 @@ def _scaled_to_box(ink: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
 
 
-def centre_of_mass_paste(digit: np.ndarray) -> np.ndarray:
+def centre_of_mass_paste(digit: np.ndarray, centre: float = SIDE / 2) -> np.ndarray:
     """``digit`` pasted into a black ``SIDE`` x ``SIDE`` field with its centre of mass (in
-    whole pixels) at pixel (14, 14), kept inside the field."""
+    whole pixels) at pixel (``centre``, ``centre``), (14, 14) by default, kept inside the field."""
     h, w = digit.shape
     total = digit.sum()
     cy = (digit.sum(axis=1) @ np.arange(h)) / total
     cx = (digit.sum(axis=0) @ np.arange(w)) / total
     # MNIST's own digits have theirs at row and column 14.0 on average (13.98 and 14.01 over
     # the first 500 test images, pixel indices from 0), not at the field's middle, 13.5
-    centre = SIDE / 2
     top = int(np.clip(round(centre - cy), 0, SIDE - h))
     left = int(np.clip(round(centre - cx), 0, SIDE - w))
     field = np.zeros((SIDE, SIDE))

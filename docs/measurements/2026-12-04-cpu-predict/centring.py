@@ -23,21 +23,11 @@ def remade(image):
     return digits.to_mnist(sheet / 255.0)
 
 
-SIDE = digits.SIDE
 paste = digits.centre_of_mass_paste
 for centre in (14.0, 13.5):
 
     def centred(digit, centre=centre):
-        """digits.centre_of_mass_paste with the centre as a parameter."""
-        h, w = digit.shape
-        total = digit.sum()
-        y = (digit.sum(axis=1) @ np.arange(h)) / total
-        x = (digit.sum(axis=0) @ np.arange(w)) / total
-        top = int(np.clip(round(centre - y), 0, SIDE - h))
-        left = int(np.clip(round(centre - x), 0, SIDE - w))
-        field = np.zeros((SIDE, SIDE))
-        field[top:top + h, left:left + w] = digit
-        return field
+        return paste(digit, centre)
 
     digits.centre_of_mass_paste = centred
     try:
