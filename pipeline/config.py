@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.errors import InputError
+    from pipeline.errors import EXIT_STATUS, InputError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=book")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         # error in conf/) or ours (an InputError names the key), without the traceback around it
         message = str(error).strip() or type(error).__name__
         print(f"pipeline.config: {message}\n{out} was not written.", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     write_text(out, text)
     print(f"wrote {out}")
     return 0

@@ -7,6 +7,8 @@ traceback (``pipeline.stages._common.stage``). Errors of our own code stay trace
 
 from __future__ import annotations
 
+EXIT_STATUS = 2  # what a command exits with on an InputError (argparse's usage errors exit 2 too)
+
 
 class InputError(ValueError):
     """A mistake in a config, a command line or an input file; the message says what to do."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline.data.digits import INVERT, DigitImageError, network_input, read_digit
 from pipeline.data.mnist import load_dataset
+from pipeline.errors import EXIT_STATUS
 from pipeline.nn import ModelFileError, load_model, plurality_vote, score_vote, to_numpy
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
     except (ModelFileError, DigitImageError, LookupError, FileNotFoundError, ValueError) as error:
         print(f"predict: {error}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import InputError, SettingError
+from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
@@ -58,7 +58,7 @@ def main(cfg: DictConfig) -> None:
                     log=log.info, compute=plain.get("compute"))
     except InputError as error:  # the message names the key (or file) and what is allowed
         print(error, file=sys.stderr)
-        sys.exit(2)  # as the DVC stages: a mistake the user can fix
+        sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
         print(f"interrupted: the weights so far are in {out / 'models'}", file=sys.stderr)
         sys.exit(exit_status(stopped))

@@ -7,7 +7,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from pipeline.errors import InputError
+from pipeline.errors import EXIT_STATUS, InputError
 from pipeline.interrupts import exit_status
 
 
@@ -43,6 +43,6 @@ def stage(name: str):
             raise
         log(f"{name}: {error}")
         log(f"== stage {name} failed after {time.perf_counter() - start:.1f} s ==")
-        sys.exit(2)
+        sys.exit(EXIT_STATUS)
     log(f"== stage {name} done in {time.perf_counter() - start:.1f} s ==")
     gc.freeze()
