@@ -52,12 +52,12 @@ import time
 from pathlib import Path
 
 import numpy
-import yaml
 
 from pipeline.atomic import write_text
 from pipeline.data.mnist import scale_pixels
 from pipeline.machine import kernel_pin_note
 from pipeline.machine import machine_info as base_machine_info
+from pipeline.params import conf_book_run
 
 EPOCH = 50_000
 CASES = ("ch1", "fc30", "fc100", "conv", "conv2fc1000")
@@ -65,7 +65,6 @@ DEFAULT_CASES = ("ch1", "fc30", "fc100", "conv")  # the issue's targets; conv2fc
 # The book run (conf/book/<id>.yaml) whose network and hyperparameters each case times
 BOOK_RUNS = {"ch1": "ch1-30", "fc30": "ch1-30", "fc100": "ch1-100", "conv": "ch6-relu", "conv2fc1000": "ch6-2fc1000"}
 CONV_CASES = ("conv", "conv2fc1000")
-CONF_BOOK = Path(__file__).resolve().parents[1] / "conf" / "book"
 TARGETS = {  # (case, batch size or None for any) -> (compared against, max ratio ours/ref)
     ("ch1", None): ("loop", 0.1),
     ("fc30", None): ("torch", 0.2),
@@ -213,10 +212,8 @@ def _spec(case: str, m: int) -> dict:
     epoch at mini-batch ``m`` in float32 on the CPU, in a fixed order, validated."""
     from pipeline.nn import validate_spec
 
-    book_id = BOOK_RUNS[case]
-    run = yaml.safe_load((CONF_BOOK / f"{book_id}.yaml").read_text())[book_id]
-    training = dict(run["training"], epochs=1, batch_size=m, shuffle=False, dtype="float32", device="cpu",
-                    seed=1)  # epochs: the file's is an interpolation that plain YAML leaves unresolved
+    run = conf_book_run(BOOK_RUNS[case])
+    training = dict(run["training"], epochs=1, batch_size=m, shuffle=False, dtype="float32", device="cpu", seed=1)
     spec = validate_spec({"model": run["model"], "training": training})
     _check_references_follow(case, spec)
     return spec

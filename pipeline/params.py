@@ -12,6 +12,23 @@ PARAMS_FILE = "params.yaml"
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def conf_book_run(book_id: str) -> dict:
+    """``conf/book/<id>.yaml``'s run as plain data, without Hydra (for the benchmark and the
+    GPU script): its ``training.epochs``, an interpolation (``${..book.epochs}``) that plain
+    YAML leaves unresolved, set to the book's epochs; ``seeds`` and ``data`` paths stay as
+    written (they point into the composed config)."""
+    run = yaml.safe_load((CONF / "book" / f"{book_id}.yaml").read_text(encoding="utf-8"))[book_id]
+    return dict(run, training=dict(run["training"], epochs=run["book"]["epochs"]))
+
+
+def conf_data() -> dict:
+    """``conf/data/mnist.yaml``: where the data live and the book's split (``n_train``)."""
+    return yaml.safe_load((CONF / "data" / "mnist.yaml").read_text(encoding="utf-8"))
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
     path = Path(path)
     if not path.is_file():

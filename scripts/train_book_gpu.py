@@ -17,30 +17,18 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
-
-import yaml
 
 from pipeline.atomic import write_text
 from pipeline.data.fetch import LocalDirSource, fetch_mnist
 from pipeline.data.mnist import MNIST_FILES, read_raw, scale_pixels, split_book
 from pipeline.nn import build_network, fit
-
-REPO = Path(__file__).resolve().parents[1]
+from pipeline.params import conf_book_run, conf_data
 
 
 def book_training(cfg: dict, seed: int, device: str, epochs: int | None = None) -> dict:
-    """The run's training settings at the book's epochs (or ``epochs``), with this seed and device.
-
-    (The file's ``training.epochs`` is an interpolation, ``${..book.epochs}``, that plain YAML
-    leaves unresolved: the book's epochs are read where it points.)
-    """
-    return dict(cfg["training"], seed=seed, device=device, epochs=epochs or cfg["book"]["epochs"])
-
-
-def data_settings() -> dict:
-    """conf/data/mnist.yaml: the book's split (``n_train``)."""
-    return yaml.safe_load((REPO / "conf" / "data" / "mnist.yaml").read_text())
+    """The run's training settings (``conf_book_run``: at the book's epochs, or ``epochs``),
+    with this seed and device."""
+    return dict(cfg["training"], seed=seed, device=device, epochs=epochs or cfg["training"]["epochs"])
 
 
 def main(argv=None) -> int:
@@ -53,12 +41,12 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="fewer epochs than the book's, for a trial")
     args = ap.parse_args(argv)
 
-    cfg = yaml.safe_load((REPO / "conf" / "book" / f"{args.book_id}.yaml").read_text())[args.book_id]
+    cfg = conf_book_run(args.book_id)
     if cfg["data"]["train"] != "train" or cfg["data"].get("train_limit"):
         ap.error(f"{args.book_id} trains on {cfg['data']['train']!r}; this script has the plain split only")
     with tempfile.TemporaryDirectory() as tmp:
         fetch_mnist(MNIST_FILES, [LocalDirSource(args.raw)], tmp, log=lambda _: None)
-        sets = split_book(read_raw(tmp), data_settings()["n_train"])
+        sets = split_book(read_raw(tmp), conf_data()["n_train"])
     data = {name: (scale_pixels(images), labels.astype("int64")) for name, (images, labels) in sets.items()}
     spec = {"model": cfg["model"], "training": book_training(cfg, args.seed, args.device, args.epochs)}
     net = build_network(spec)

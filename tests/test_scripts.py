@@ -26,22 +26,27 @@ def test_train_book_gpu_trains_a_book_run_from_the_raw_files(mnist_raw_dir, tmp_
 
 def test_train_book_gpu_trains_at_the_books_epochs_unless_told_fewer():
     """conf/book's ``epochs: ${..book.epochs}`` is not resolved by plain YAML: the script reads
-    the book's epochs itself (it once failed without --epochs: "expected an integer, got str")."""
+    the book's epochs through ``conf_book_run`` (it once failed without --epochs: "expected an
+    integer, got str")."""
     import importlib.util
 
     import yaml
 
     from pipeline.nn.spec import validate_spec
+    from pipeline.params import conf_book_run, conf_data
 
     loaded = importlib.util.spec_from_file_location("train_book_gpu", SCRIPT)
     script = importlib.util.module_from_spec(loaded)
     loaded.loader.exec_module(script)
-    cfg = yaml.safe_load((SCRIPT.parents[1] / "conf/book/ch6-relu.yaml").read_text())["ch6-relu"]
+    raw = yaml.safe_load((SCRIPT.parents[1] / "conf/book/ch6-relu.yaml").read_text())["ch6-relu"]
+    assert raw["training"]["epochs"] == "${..book.epochs}"  # what plain YAML leaves
+    cfg = conf_book_run("ch6-relu")
+    assert {k: v for k, v in cfg.items() if k != "training"} == {k: v for k, v in raw.items() if k != "training"}
     training = script.book_training(cfg, seed=2, device="cpu")
     assert (training["epochs"], training["seed"], training["device"]) == (60, 2, "cpu")
     assert validate_spec({"model": cfg["model"], "training": training})["training"]["epochs"] == 60
     assert script.book_training(cfg, seed=2, device="cpu", epochs=3)["epochs"] == 3
-    assert script.data_settings()["n_train"] == 50_000
+    assert conf_data()["n_train"] == 50_000
 
 
 def test_train_book_gpu_refuses_a_run_on_the_expanded_set(tmp_path):
