@@ -340,6 +340,12 @@ def speed_section(speeds: dict[str, list[float]], histories: dict[str, list[dict
             + speed_table(speeds, histories) + "\n![speed of learning](plots/learning_speed.png)\n")
 
 
+def last_over_first(seeds: list[list[float]]) -> list[float]:
+    """How many times faster the last hidden layer learns than the first, per seed (seeds
+    without norms, or with a first norm of 0, left out)."""
+    return [s[-1] / s[0] for s in seeds if s and s[0] > 0]
+
+
 def speed_verdict(book: dict[str, list[float]], histories: dict[str, list[dict]]) -> str:
     """Whether our seeds show what the book says of chapter 5's starting speeds, read off them:
     in every seed each hidden layer slower than the next, and the median last/first ratio
@@ -351,7 +357,7 @@ def speed_verdict(book: dict[str, list[float]], histories: dict[str, list[dict]]
     ordered = sum(all(a < b for a, b in zip(s, s[1:])) for s in seeds)
     ratios = {}  # hidden layers -> median over seeds of last / first
     for run_id in sorted(ours, key=lambda i: len(book[i])):
-        values = [s[-1] / s[0] for s in ours[run_id] if s[0] > 0]
+        values = last_over_first(ours[run_id])
         if values:
             ratios[len(book[run_id])] = statistics.median(values)
     shown = ", ".join(f"{r:.3g}x with {depth}" for depth, r in ratios.items())
@@ -505,7 +511,7 @@ def speed_table(book: dict[str, list[float]], histories: dict[str, list[dict]]) 
              "|---|---|---|---|"]
     for run_id, book_speeds in book.items():
         ours = list(initial_speeds(histories.get(run_id, [])).values())
-        ratios = [s[-1] / s[0] for s in ours if s and s[0] > 0]
+        ratios = last_over_first(ours)
         for layer, value in enumerate(book_speeds):
             values = sorted(s[layer] for s in ours if layer < len(s))
             lines.append(f"| {run_id} | {layer + 1} | {value:.3g} | {_median_range(values)} |")
