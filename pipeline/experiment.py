@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline import figures, interrupts, results, tracking
 from pipeline.atomic import write_json, write_text
-from pipeline.data.mnist import Dataset, digest, load_dataset
+from pipeline.data.mnist import Dataset, digest, load_dataset, split_file
 from pipeline.errors import SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
@@ -37,11 +37,6 @@ BOOK_OPTIONAL = {"speeds": list}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
 # optional: the book's own run of this row, replayed with its script's seed and random streams
 REPLAY_KEYS = {"script": str, "seed": int, "rng": dict}
-
-
-def split_path(name: str, data_cfg: dict) -> Path:
-    """Where the book's validation and test sets live."""
-    return Path(data_cfg["prepared_dir"]) / f"{name}.npz"
 
 
 def _check_keys(node, path: str, schema: dict, optional: dict | None = None) -> None:
@@ -185,9 +180,9 @@ def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset,
     # is an error; a profile's limits only cap what is there
     train = load_dataset(train_path, limit=run_cfg["data"].get("train_limit"), dtype=dtype,
                          cap=limits.get("train_examples"))
-    eval_cap = limits.get("eval_examples")
-    validation = load_dataset(split_path("validation", data_cfg), dtype=dtype, cap=eval_cap)
-    test = load_dataset(split_path("test", data_cfg), dtype=dtype, cap=eval_cap)
+    validation, test = (load_dataset(split_file(data_cfg["prepared_dir"], split), dtype=dtype,
+                                     cap=limits.get("eval_examples"))
+                        for split in ("validation", "test"))
     return train, validation, test, digest(train_path)
 
 

@@ -28,17 +28,13 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], 
     return [e for e, _ in points], [v for _, v in points]
 
 
-def _as_percent(values: list[float]) -> list[float]:
-    """Accuracies may come as fractions (0.95) or percent (95.0); plot them as percent."""
-    return [100 * v for v in values] if values and max(values) <= 1.0 else values
-
-
 def learning_curves(
     records: Sequence[Mapping[str, Any]], title: str, book_value: float | None = None
 ) -> Figure:
     """Accuracy per epoch (training / validation / test, where present) above cost per epoch.
 
-    ``book_value``: the book's reported accuracy (fraction or percent), drawn dashed.
+    Accuracies are fractions, as the engine records them, drawn as percent; ``book_value``, the
+    book's reported accuracy (a fraction too), is drawn dashed.
     Epochs are 0-based in the records, as in the book's plots.
     """
     has_cost = any(r.get(f"{s}_cost") is not None for r in records for s in SPLITS)
@@ -49,9 +45,9 @@ def learning_curves(
     for split in SPLITS:
         epochs, values = _series(records, f"{split}_accuracy")
         if epochs:
-            acc_ax.plot(epochs, _as_percent(values), marker=".", color=COLORS[split], label=split)
+            acc_ax.plot(epochs, [100 * v for v in values], marker=".", color=COLORS[split], label=split)
     if book_value is not None:
-        book = 100 * book_value if book_value <= 1.0 else book_value
+        book = 100 * book_value
         acc_ax.axhline(book, color="black", linestyle="--", linewidth=1, label=f"book: {book:.2f}%")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.set_title(title)
@@ -137,6 +133,20 @@ def digit_tiles(images, labels: Sequence[str], title: str, cols: int = 6) -> Fig
     ax.imshow(tiles, cmap="gray_r", interpolation="nearest")
     ax.axis("off")
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def expansion_preview(columns: Sequence[tuple[str, np.ndarray]]) -> Figure:
+    """A grid of uint8 digits: one column per ``(title, images)``, one row per digit (the
+    original, then each copy the expansion makes of it)."""
+    rows = len(columns[0][1])
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.1 * len(columns), 1.1 * rows), squeeze=False)
+    for col, (title, copies) in enumerate(columns):
+        axes[0, col].set_title(title, fontsize=7)
+        for row in range(rows):
+            axes[row, col].imshow(copies[row], cmap="gray_r", vmin=0, vmax=255)
+            axes[row, col].axis("off")
     fig.tight_layout()
     return fig
 

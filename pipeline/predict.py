@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.data.digits import INVERT, DigitImageError, network_input, read_digit
-from pipeline.data.mnist import load_dataset
+from pipeline.data.mnist import load_dataset, split_file
 from pipeline.errors import EXIT_STATUS
 from pipeline.nn import ModelFileError, load_model, plurality_vote, score_vote, to_numpy
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
@@ -140,7 +140,7 @@ def evaluated_examples(profile: str | None) -> int | None | bool:
 def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:
     """Each net's test accuracy (beside the run's record of it) and, for several, the vote's;
     and whether every record found agrees with what the weights give now."""
-    test = load_dataset(prepared / "test.npz")
+    test = load_dataset(split_file(prepared, "test"))
     lines, labels, agree = [], [], True
     for voter in voters:
         predicted = voter.network.predict(test.x)

@@ -17,7 +17,7 @@ import itertools
 from pathlib import Path
 
 from pipeline.atomic import write_json
-from pipeline.data.mnist import load_dataset
+from pipeline.data.mnist import load_dataset, split_file
 from pipeline.nn import load_model, score_vote
 
 
@@ -25,7 +25,7 @@ def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
     nets = [load_model(d).network for d in model_dirs]
     result: dict = {"members": [str(d) for d in model_dirs]}
     for split in ("validation", "test"):
-        ds = load_dataset(prepared_dir / f"{split}.npz")
+        ds = load_dataset(split_file(prepared_dir, split))
         votes = [net.predict(ds.x) for net in nets]
         score = score_vote(votes, ds.y, n_classes=nets[0].classes)
         result.update({f"{split}_{key}": value for key, value in score.items()})

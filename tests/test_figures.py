@@ -36,3 +36,15 @@ def test_misclassified_digits_caps_the_count_and_handles_none_wrong():
     fig = figures.misclassified_digits(images, y_true, y_true)
     assert len(fig.axes[0].texts) == 0
     assert fig.axes[0].get_title() == "misclassified: first 0 of 0"
+
+
+def test_expansion_preview_shows_each_copy_in_its_own_titled_column():
+    originals = np.zeros((3, 28, 28), np.uint8)
+    originals[:, 10, 10] = [50, 100, 150]
+    shifted = np.roll(originals, 1, axis=2)
+    fig = figures.expansion_preview([("original", originals), ("shift right", shifted)])
+    axes = np.array(fig.axes).reshape(3, 2)
+    assert [ax.get_title() for ax in axes[0]] == ["original", "shift right"]
+    for row in range(3):
+        assert np.array_equal(axes[row, 0].images[0].get_array(), originals[row])
+        assert np.array_equal(axes[row, 1].images[0].get_array(), shifted[row])

@@ -1,5 +1,8 @@
 """The frame around every stage: how it ends on Ctrl-C, on bad input and on a bug."""
 
+import subprocess
+import sys
+
 import pytest
 
 from pipeline.nn.spec import SpecError
@@ -65,3 +68,32 @@ def test_a_finished_stage_leaves_its_objects_to_the_os_not_to_the_exits_collecto
         assert made_inside["still"] == "here" and len(kept) == 1000
     finally:
         gc.unfreeze()  # give the test session's objects back to the collector
+
+
+def _stage(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"pipeline.stages.{module}", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_an_unknown_run_or_set_is_named_with_those_there_and_exits_2():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = _stage("train", "ch9-nothing", cwd=root)
+    assert done.returncode == 2, done.stderr
+    assert "no run 'ch9-nothing' in params.yaml's book (have: ch1-30," in done.stderr
+    assert "Traceback" not in done.stderr
+    done = _stage("expand", "sheared", cwd=root)
+    assert done.returncode == 2 and "no set 'sheared' in params.yaml's expand (have: " in done.stderr
+
+
+def test_a_foreach_stage_called_without_its_name_prints_its_usage_and_exits_2(tmp_path):
+    done = _stage("train", cwd=tmp_path)
+    assert done.returncode == 2 and "usage: python -m pipeline.stages.train <book id>" in done.stderr
+
+
+def test_a_stage_run_outside_the_repository_says_where_to_run_it_and_exits_2(tmp_path):
+    done = _stage("prepare", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "params.yaml not found: run stages from the repository root" in done.stderr
+    assert "Traceback" not in done.stderr

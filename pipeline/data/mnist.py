@@ -40,6 +40,7 @@ MNIST_FILES = [
               "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
 ]
 PIXEL_SCALE = 256.0  # the book's mnist.pkl.gz stores raw/256, not raw/255
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,16 @@ def split_book(raw: dict[str, np.ndarray], n_train: int) -> dict[str, tuple[np.n
     images, labels = raw["train_images"], raw["train_labels"]
     if not 0 < n_train < len(labels):
         raise InputError(f"data.n_train={n_train} must lie in 1..{len(labels) - 1}.")
-    return {
-        "train": (images[:n_train], labels[:n_train]),
-        "validation": (images[n_train:], labels[n_train:]),
-        "test": (raw["test_images"], raw["test_labels"]),
-    }
+    parts = ((images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:]),
+             (raw["test_images"], raw["test_labels"]))
+    return dict(zip(SPLITS, parts, strict=True))
+
+
+def split_file(prepared_dir: str | Path, split: str) -> Path:
+    """``<prepared_dir>/<split>.npz``: where the prepare stage keeps one of the book's sets."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; the book's are {', '.join(SPLITS)}")
+    return Path(prepared_dir) / f"{split}.npz"
 
 
 def save_images(path: str | Path, images: np.ndarray, labels: np.ndarray) -> None:

@@ -15,6 +15,15 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def one_argument(usage: str) -> str:
+    """The one name a ``foreach`` stage is called with (``train@<id>`` → ``<id>``); a wrong
+    call prints the usage and exits 2, as every user's mistake does."""
+    if len(sys.argv) != 2:
+        log(f"usage: {usage}")
+        sys.exit(EXIT_STATUS)
+    return sys.argv[1]
+
+
 def _is_input_error(error: BaseException) -> bool:
     """A mistake the user can fix (``InputError``: a bad config value, a damaged input file, a
     device that is not there) or a missing input file (the message says which command makes

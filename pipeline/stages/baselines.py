@@ -11,7 +11,7 @@ import numpy as np
 from pipeline import baselines as bl
 from pipeline import tracking
 from pipeline.atomic import write_json
-from pipeline.data.mnist import digest, load_images, scale_pixels
+from pipeline.data.mnist import SPLITS, digest, load_images, scale_pixels, split_file
 from pipeline.errors import InputError
 from pipeline.params import load_params
 from pipeline.settings import check_settings
@@ -67,19 +67,18 @@ def svm(sets: dict, cfg: dict) -> tuple[dict, dict]:
 
 
 def _load_sets(prepared_dir: str) -> dict:
-    return {name: load_images(Path(prepared_dir) / f"{name}.npz")
-            for name in ("train", "validation", "test")}
+    return {name: load_images(split_file(prepared_dir, name)) for name in SPLITS}
 
 
 def main() -> None:
     """Darkness, then the book's SVM and the sweep's, which share one fit (``svm``)."""
-    params = load_params()
-    data, cfg = params["data"], params["baselines"]
-    profile = params["profile"]["name"]
     with stage("baselines"):
+        params = load_params()
+        data, cfg = params["data"], params["baselines"]
+        profile = params["profile"]["name"]
         check_settings(params, ("data", "baselines"))
         sets = _load_sets(data["prepared_dir"])
-        train_digest = digest(Path(data["prepared_dir"]) / "train.npz")
+        train_digest = digest(split_file(data["prepared_dir"], "train"))
 
         def tags(book_id: str, chapter: int) -> dict:
             return tracking.standard_tags(book_id, chapter, profile, None, train_digest)

@@ -12,8 +12,8 @@ from pipeline.stages._common import log, stage
 
 
 def main() -> None:
-    params = load_params()
     with stage("download"):
+        params = load_params()
         check_settings(params, ("data", "download"))
         try:
             fetch_mnist(MNIST_FILES, build_sources(params["download"]),

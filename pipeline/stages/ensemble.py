@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline import tracking
 from pipeline.atomic import write_json
-from pipeline.data.mnist import load_dataset
+from pipeline.data.mnist import load_dataset, split_file
 from pipeline.errors import InputError
 from pipeline.nn import load_model, score_vote
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
@@ -15,10 +15,10 @@ from pipeline.stages._common import log, stage
 
 
 def main() -> None:
-    params = load_params()
-    cfg, data = params["ensemble"], params["data"]
-    limit = (params["profile"].get("limits") or {}).get("eval_examples")
     with stage("ensemble"):
+        params = load_params()
+        cfg, data = params["ensemble"], params["data"]
+        limit = (params["profile"].get("limits") or {}).get("eval_examples")
         # exactly the seeds that train@<members> trained, each to its last epoch
         seeds = params["book"][cfg["members"]]["seeds"]
         member_dirs = [Path("models", cfg["members"], f"seed{seed}") for seed in seeds]
@@ -39,7 +39,7 @@ def main() -> None:
                   "book": book, "members": [str(d) for d in member_dirs],
                   "epochs": max(m.metadata["metrics"]["epochs_run"] for m in loaded)}
         for split in ("validation", "test"):
-            ds = load_dataset(Path(data["prepared_dir"]) / f"{split}.npz", limit=limit)
+            ds = load_dataset(split_file(data["prepared_dir"], split), limit=limit)
             score = score_vote([net.predict(ds.x) for net in nets], ds.y, n_classes=nets[0].classes)
             result.update({f"{split}_{key}": value for key, value in score.items()})
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pipeline.data.mnist import read_raw, save_images, split_book
+from pipeline.data.mnist import read_raw, save_images, split_book, split_file
 from pipeline.params import load_params
 from pipeline.settings import check_settings
 from pipeline.stages._common import log, stage
 
 
 def main() -> None:
-    params = load_params()
-    data = params["data"]
     with stage("prepare"):
+        params = load_params()
+        data = params["data"]
         check_settings(params, ("data",))
         sets = split_book(read_raw(data["raw_dir"]), data["n_train"])
         for name, (images, labels) in sets.items():
-            path = Path(data["prepared_dir"]) / f"{name}.npz"
+            path = split_file(data["prepared_dir"], name)
             save_images(path, images, labels)
             log(f"prepare: {path} {len(labels):,} images, first labels {labels[:10].tolist()}")
 

@@ -14,10 +14,10 @@ from pipeline.stages._common import log, stage
 
 
 def main() -> None:
-    params = load_params()
-    cfg = params["report"]
-    out = Path(cfg["out_dir"])
     with stage("report"):
+        params = load_params()
+        cfg = params["report"]
+        out = Path(cfg["out_dir"])
         rp.validate(cfg, list(params["book"]))  # a mistake in params' report: is named, exit 2
         baselines = rp.read_json(out / "baselines" / "metrics.json")
         stages = {**{i: f"train@{i}" for i in params["book"]}, params["ensemble"]["id"]: "ensemble"}

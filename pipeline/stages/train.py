@@ -6,19 +6,18 @@ Outputs: ``models/<id>/seed<k>/`` and ``results/<id>/{metrics.json,history.csv}`
 
 from __future__ import annotations
 
-import sys
-
+from pipeline.errors import InputError
 from pipeline.experiment import train_entry
 from pipeline.machine import kernel_pin_note
 from pipeline.params import load_params
-from pipeline.stages._common import log, stage
+from pipeline.stages._common import log, one_argument, stage
 
 
 def main(book_id: str) -> None:
-    params = load_params()
-    if book_id not in params["book"]:
-        sys.exit(f"train: no run {book_id!r} in params.yaml's book (have: {', '.join(params['book'])})")
     with stage(f"train@{book_id}"):
+        params = load_params()
+        if book_id not in params["book"]:
+            raise InputError(f"no run {book_id!r} in params.yaml's book (have: {', '.join(params['book'])})")
         if note := kernel_pin_note():
             log(note)
         train_entry(book_id, params["book"][book_id], params["data"], params["profile"],
@@ -27,6 +26,4 @@ def main(book_id: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m pipeline.stages.train <book id>")
-    main(sys.argv[1])
+    main(one_argument("python -m pipeline.stages.train <book id>"))
