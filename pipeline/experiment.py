@@ -226,7 +226,7 @@ def _summary_metrics(summary: dict, book: dict, seed_value: float | None) -> dic
     if book.get("value") is not None:
         metrics["book_value"] = book["value"]
         if seed_value is not None:
-            metrics["difference_vs_book"] = seed_value - book["value"]
+            metrics["difference_vs_book"] = results.difference(seed_value, book["value"])
     return metrics
 
 
@@ -399,8 +399,6 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     book = run_cfg["book"]
     ours = results.book_rule(seeds, book["metric"], book["runs"])
     honest = results.honest(seeds)
-    difference = (ours["value"] - book["value"]
-                  if ours["value"] is not None and book.get("value") is not None else None)
     metrics: dict[str, Any] = {
         "id": book_id, "chapter": run_cfg["chapter"], "title": run_cfg["title"],
         "what_changed": run_cfg["what_changed"], "profile": profile_cfg["name"],
@@ -408,7 +406,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
         "book": book,
         "ours_book_metric": dict(ours, metric=book["metric"], n_seeds=len(seeds)),
         "honest_test_at_best_validation": honest,
-        "difference": difference,
+        "difference": results.difference(ours["value"], book.get("value")),
         "epochs": max(s["summary"]["epochs_run"] for s in seeds),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "seeds": [dict(s["summary"], seed=s["seed"], mlflow_run_id=s["mlflow_run_id"]) for s in seeds],
@@ -439,7 +437,7 @@ def replay_metrics(run_cfg: dict, replayed: dict) -> dict:
     book = run_cfg["book"]
     value = results.seed_value(replayed["summary"], replayed["records"], book["metric"])
     return {"script": run_cfg["replay"]["script"], "seed": replayed["seed"], "value": value,
-            "difference": value - book["value"] if value is not None and book.get("value") is not None else None,
+            "difference": results.difference(value, book.get("value")),
             "summary": replayed["summary"], "mlflow_run_id": replayed["mlflow_run_id"]}
 
 

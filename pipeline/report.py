@@ -157,11 +157,10 @@ def with_verdict(row: dict, tolerance: dict) -> dict:
     book = row["book"].get("value")
     row = dict(row, difference_pp=None, tolerance_pp=None, within=None, book_in_seed_range=None,
                replay_difference_pp=None)
-    if book is not None and row.get("replay") is not None:
-        row["replay_difference_pp"] = round(100 * (row["replay"] - book), 2)
-    if book is not None and row["ours"] is not None:
+    row["replay_difference_pp"] = results.difference_pp(row.get("replay"), book)
+    diff = results.difference_pp(row["ours"], book)
+    if diff is not None:
         tol = results.tolerance_pp(row["chapter"], tolerance)
-        diff = round(100 * (row["ours"] - book), 2)  # 99.30 - 99.60 is -0.30, not -0.3000001
         row.update(difference_pp=diff, tolerance_pp=tol, within=abs(diff) <= tol)
         values = _seed_values(row)
         if len(values) > 1:

@@ -81,6 +81,18 @@ def _best(seeds: Sequence[dict], metric: str) -> dict[str, Any]:
     return {"value": value, "seed": seed}
 
 
+def difference(value: float | None, book_value: float | None) -> float | None:
+    """Ours minus the book's figure, both fractions; None where either is missing."""
+    return None if value is None or book_value is None else value - book_value
+
+
+def difference_pp(value: float | None, book_value: float | None) -> float | None:
+    """The difference in percentage points, to 0.01 pp (99.30 - 99.60 is -0.30, not
+    -0.3000001): what the report prints and the tolerance is checked on."""
+    diff = difference(value, book_value)
+    return None if diff is None else round(100 * diff, 2)
+
+
 def tolerance_pp(chapter: int, tolerance: dict) -> float:
     """How far (percentage points) a row may land from the book's figure: ``report.tolerance_pp``
     gives chapter 6 its own, tighter, bound and every other chapter the default."""

@@ -97,7 +97,7 @@ def row(run_id: str, runs: list[dict], cfg: dict, run_row: dict | None,
     sets = list(itertools.combinations(sorted(seeds), n))
 
     def diff_pp(value: float) -> float:
-        return round(100 * (value - book["value"]), 2)
+        return results.difference_pp(value, book["value"])
 
     by_k = []
     for k in ks:

@@ -190,3 +190,13 @@ def test_curves_table_sets_the_books_words_beside_each_seed_and_the_replay():
                         "83.00% (2) | 83.00% (1) | 100.00% |")  # the first epoch at the peak
     assert lines[3].startswith('| ch3-overfit-1k | " | the book\'s run, replayed | test | 70.00% (0) |')
     assert "82.27% (1)" in lines[3]
+
+
+def test_the_difference_from_the_book_in_pp_is_rounded_and_none_without_a_figure():
+    from pipeline.results import difference, difference_pp
+
+    assert difference_pp(0.9930, 0.9960) == -0.30
+    assert difference_pp(0.9542, 0.9529) == 0.13
+    assert difference(0.98, 0.9) == pytest.approx(0.08)
+    assert difference_pp(None, 0.99) is None and difference_pp(0.99, None) is None
+    assert difference(None, None) is None

@@ -96,7 +96,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from pipeline.nn.activations import get_activation
-from pipeline.nn.layers import INIT_SCHEMES, blas_single_threaded, check_dropout, dropped_input, matmul_into, normal
+from pipeline.nn.layers import (
+    INIT_SCHEMES,
+    blas_single_threaded,
+    check_dropout,
+    draw_params,
+    dropped_input,
+    matmul_into,
+)
 
 TIES = ("all", "one")
 
@@ -266,7 +273,7 @@ class ConvPool:
         self.threads = max(1, int(threads))
         self.transposed_cols = C == 1
         self.xp, self.dtype = xp, numpy.dtype(dtype)
-        self.activation = get_activation(activation, xp)
+        self._bind_activation()
         self.params: dict = {}
         self.grads: dict = {}
         self.rng = None  # dropout-mask generator, set by the network (only used if dropout > 0)
@@ -274,6 +281,9 @@ class ConvPool:
         self._train_bufs: list[_Buffers] = []
         self._train_key = None
         self._eval_bufs: dict[tuple[int, int], _Buffers] = {}
+
+    def _bind_activation(self) -> None:
+        self.activation = get_activation(self.activation_name, self.xp)
 
     # -- parameters -------------------------------------------------------------------------
     def init_stds(self, scheme: str) -> tuple[float, float]:
@@ -288,17 +298,8 @@ class ConvPool:
 
     def init_params(self, scheme: str, rng, xp=None, dtype=None) -> None:
         """Draw w (k, k, C, F), then b (F,), N(0, std^2) in float64 from ``rng``, then cast."""
-        if xp is not None and xp is not self.xp:
-            self.xp = xp
-            self.activation = get_activation(self.activation_name, xp)
-        if dtype is not None:
-            self.dtype = numpy.dtype(dtype)
-        w_std, b_std = self.init_stds(scheme)
         k, C, F = self.kernel, self.channels, self.filters
-        w = normal(rng, (k, k, C, F), w_std, self.xp, self.dtype)
-        b = normal(rng, (F,), b_std, self.xp, self.dtype)
-        self.params = {"w": w, "b": b}
-        self.grads = {"w": self.xp.zeros_like(w), "b": self.xp.zeros_like(b)}
+        draw_params(self, (k, k, C, F), scheme, rng, xp, dtype)
         self._train_bufs, self._train_key, self._eval_bufs = [], None, {}
 
     # -- input handling ---------------------------------------------------------------------

@@ -258,11 +258,12 @@ def record_step(train, xb, yb, stream):
     return (recorded, None) if why is None else (None, why)
 
 
-def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None) -> bool:
+def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None, tick_every: int = 1) -> bool:
     """One epoch of ``train`` over (x, y) in mini-batches of ``m``, replaying a CUDA graph for
     every full mini-batch. The first full one runs plainly (it allocates the layers' buffers
     and compiles their kernels); then the step is captured from those buffers, which executes
     nothing, and every full mini-batch after the first, the second included, is a replay.
+    ``tick`` hears every ``tick_every`` mini-batches how many were done (the rest at the end).
     Returns whether a graph was used."""
     n = x.shape[0]
     xb = cupy.empty((m,) + x.shape[1:], x.dtype)
@@ -297,8 +298,8 @@ def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None) ->
                     idx = order[lo:hi]
                     train(x.take(idx, axis=0), y.take(idx, axis=0))
                 done += 1
-                if tick is not None and (done % 250 == 0 or hi == n):
-                    tick(250 if done % 250 == 0 else done % 250)
+                if tick is not None and (done % tick_every == 0 or hi == n):
+                    tick(done % tick_every or tick_every)
     finally:  # an interrupt too: nothing may still be writing when the caller reads the weights
         stream.synchronize()
     used = graph is not None

@@ -57,6 +57,23 @@ def normal(rng, shape, std: float, xp=numpy, dtype=numpy.float32):
     return xp.asarray(rng.standard_normal(shape) * std, dtype=dtype)
 
 
+def draw_params(layer, w_shape: tuple, scheme: str, rng, xp=None, dtype=None) -> None:
+    """Give ``layer`` its initial ``w`` (``w_shape``), then ``b`` (one per output unit, the last
+    axis of ``w``), drawn in that order from ``rng`` as N(0, std^2) with the stds of
+    ``layer.init_stds(scheme)``, and zero gradients beside them. ``xp`` and ``dtype``, when
+    given, move the layer to that array module and precision first."""
+    if xp is not None and xp is not layer.xp:
+        layer.xp = xp
+        layer._bind_activation()
+    if dtype is not None:
+        layer.dtype = numpy.dtype(dtype)
+    w_std, b_std = layer.init_stds(scheme)
+    w = normal(rng, w_shape, w_std, layer.xp, layer.dtype)
+    b = normal(rng, (w_shape[-1],), b_std, layer.xp, layer.dtype)
+    layer.params = {"w": w, "b": b}
+    layer.grads = {"w": layer.xp.zeros_like(w), "b": layer.xp.zeros_like(b)}
+
+
 def check_dropout(dropout: float, dropout_mode: str) -> None:
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -237,16 +254,7 @@ class FullyConnected:
 
     def init_params(self, scheme: str, rng, xp=None, dtype=None) -> None:
         """Draw w (n_in, n_out), then b (n_out,), from ``rng`` (see the module's table)."""
-        if xp is not None and xp is not self.xp:
-            self.xp = xp
-            self._bind_activation()
-        if dtype is not None:
-            self.dtype = numpy.dtype(dtype)
-        w_std, b_std = self.init_stds(scheme)
-        w = normal(rng, (self.n_in, self.n_out), w_std, self.xp, self.dtype)
-        b = normal(rng, (self.n_out,), b_std, self.xp, self.dtype)
-        self.params = {"w": w, "b": b}
-        self.grads = {"w": self.xp.zeros_like(w), "b": self.xp.zeros_like(b)}
+        draw_params(self, (self.n_in, self.n_out), scheme, rng, xp, dtype)
         self._m = -1
 
     # -- forward ----------------------------------------------------------------------------

@@ -255,7 +255,7 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
     if graphs and net.xp is not numpy and not any(getattr(layer, "dropout", 0) for layer in net.layers):
         from pipeline.nn.gpu import run_epoch_graphed  # imported here: GPU only
 
-        return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log)
+        return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log, tick_every=_TICK_BATCHES)
     with one_blas_thread() if small_steps(net, m) else contextlib.nullcontext(), blas_threads_settled():
         _run_minibatches(train, x, y, m, order, tick)
     return False

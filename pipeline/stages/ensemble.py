@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline import results, tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset, split_file
 from pipeline.errors import InputError
@@ -45,7 +45,7 @@ def main() -> None:
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
                                       "n_seeds": len(nets), "rule": f"vote of {len(nets)}",
                                       "seed": None}
-        result["difference"] = result["test_accuracy"] - cfg["book"]["value"]
+        result["difference"] = results.difference(result["test_accuracy"], cfg["book"]["value"])
         tags = tracking.standard_tags(cfg["id"], cfg["chapter"], params["profile"]["name"], None,
                                       loaded[0].metadata.get("data_digest", ""))
         with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
