@@ -13,6 +13,8 @@ import csv
 import io
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -363,6 +365,22 @@ def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
         _SHARED.clear()
 
 
+def clear_earlier_outputs(model_dir: Path, results_dir: Path, log: Callable[[str], None]) -> None:
+    """Remove what an earlier run of this id left (``metrics.json``, ``history.csv``, the
+    ``seed<k>/`` model folders), as ``dvc repro`` does before a stage runs: a run stopped or
+    failed part-way must not leave an earlier run's results standing as if they were its own."""
+    earlier = [results_dir / name for name in ("metrics.json", "history.csv")]
+    earlier += sorted(model_dir.glob("seed*")) if model_dir.is_dir() else []
+    earlier = [p for p in earlier if p.is_file() or (p.is_dir() and re.fullmatch(r"seed\d+", p.name))]
+    for path in earlier:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if earlier:
+        log(f"removed an earlier run's outputs: {', '.join(str(p) for p in earlier)}")
+
+
 def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
                 model_dir: str | Path, results_dir: str | Path,
                 log: Callable[[str], None] = print, compute: dict | None = None) -> dict:
@@ -386,6 +404,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
         get_xp(device)  # no GPU or no CuPy: the message says what to install, before any data loads
     data = load_run_data(run_cfg, data_cfg, limits)
     check_fits_data(book_id, run_cfg, data[0])
+    clear_earlier_outputs(model_dir, results_dir, log)  # every check passed: this run replaces them
     start = time.perf_counter()
     if device != "cpu":
         # the machine's choice, recorded with the run; a GPU trains one seed at a time (forked

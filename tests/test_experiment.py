@@ -287,3 +287,36 @@ def test_run_data_is_loaded_in_the_runs_dtype_with_the_same_pixels(workdir, dtyp
     default = experiment.load_run_data(RUN, DATA, {})[0]  # no dtype key: the engine's float32
     assert default.x.dtype == np.float32
     np.testing.assert_array_equal(train.x, default.x.astype(dtype))
+
+
+def test_a_rerun_that_is_stopped_leaves_none_of_the_earlier_runs_results(workdir, monkeypatch):
+    """Outside DVC (which removes a stage's outputs before running it) the earlier run's
+    metrics.json, history.csv and seed folders go once every check has passed: a rerun stopped
+    part-way leaves its own partial weights, never the earlier results beside them."""
+    experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    (workdir / "models/tiny/notes.txt").write_text("mine\n")
+    real_fit = experiment.fit
+
+    def interrupted_fit(*args, **kwargs):
+        history = real_fit(*args, **kwargs)
+        history.interrupted = True
+        return history
+
+    monkeypatch.setattr(experiment, "fit", interrupted_fit)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        experiment.train_entry("tiny", dict(RUN, seeds=[3]), DATA, PROFILE, "models/tiny", "results/tiny",
+                               log=said.append)
+    assert not (workdir / "results/tiny/metrics.json").exists()
+    assert not (workdir / "results/tiny/history.csv").exists()
+    assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["notes.txt", "seed3"]
+    assert any(line.startswith("removed an earlier run's outputs: results/tiny/metrics.json") for line in said)
+
+
+def test_a_rerun_refused_by_its_checks_leaves_the_earlier_results_alone(workdir):
+    experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    bad = dict(RUN, training=dict(RUN["training"], eta="fast"))
+    with pytest.raises(Exception, match="eta"):
+        experiment.train_entry("tiny", bad, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    assert (workdir / "results/tiny/metrics.json").is_file()
+    assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1", "seed2"]
