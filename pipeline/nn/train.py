@@ -130,7 +130,11 @@ class SGD:
         return 1.0 - eta * self.coef if self.kind == "l2" else 1.0
 
     def step(self, eta: float) -> None:
-        """One update with learning rate ``eta``."""
+        """One update with learning rate ``eta`` from the gradients ``backprop`` left.
+
+        Training calls it for momentum and L1 only: a plain or L2 step is taken inside
+        backprop (``Network.sgd_step``, where ``fused``), and this two-phase form of the same
+        rule is what tests/nn/test_sgd.py checks that faster path against."""
         if self.momentum:
             self._momentum_step(eta)
             return
