@@ -6,6 +6,7 @@ import json
 import pytest
 
 from pipeline import report as rp
+from pipeline import report_plots
 
 TOLERANCE = {"default": 0.5, "chapter6": 0.3}
 
@@ -106,7 +107,7 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
 def test_the_report_draws_the_configured_plots(params, results):
     runs, histories = rp.load_runs(results, {i: f"train@{i}" for i in params["book"]})
     rows = [rp.with_verdict(r, TOLERANCE) for r in runs]
-    figures = rp.figures(params, rows, histories, None, None)
+    figures = report_plots.figures(params, rows, histories, None, None)
     assert set(figures) == {"progression.png", "more_data.png", "learning_speed.png",
                             "overfitting_ch3-overfit-1k.png",
                             *(f"learning_curves_ch{c}.png" for c in (1, 3, 5, 6))}
@@ -120,7 +121,7 @@ def test_the_overfitting_plot_shows_the_test_cost_like_the_book_when_monitored()
     """The book's panel is the cost on the test data; a run that did not monitor it shows the
     validation cost instead, and says so."""
     def titles(rows):
-        return [ax.get_title() for ax in rp.overfitting_plot("ch3-overfit-1k", rows).axes]
+        return [ax.get_title() for ax in report_plots.overfitting_plot("ch3-overfit-1k", rows).axes]
 
     rows = _history(epochs=3)
     assert titles(rows)[2] == "cost on the validation data"
@@ -128,7 +129,7 @@ def test_the_overfitting_plot_shows_the_test_cost_like_the_book_when_monitored()
         row["test_cost"] = 0.3
     assert titles(rows) == ["cost on the training data", "accuracy on the test data (%)",
                             "cost on the test data", "accuracy on the training data (%)"]
-    ax = rp.overfitting_plot("ch3-overfit-1k", rows).axes[2]
+    ax = report_plots.overfitting_plot("ch3-overfit-1k", rows).axes[2]
     assert list(ax.get_lines()[0].get_ydata()) == [0.3, 0.3, 0.3]
 
 

@@ -22,12 +22,6 @@ from pipeline.data.idx import read_idx
 from pipeline.errors import InputError
 from pipeline.hashing import sha256_file
 
-RAW_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
 # The pinned identity of MNIST: SHA-256 and size of each *uncompressed* file.
 MNIST_FILES = [
     MnistFile("train-images-idx3-ubyte",
@@ -39,6 +33,9 @@ MNIST_FILES = [
     MnistFile("t10k-labels-idx1-ubyte",
               "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
 ]
+# what each file holds, in MNIST_FILES' order
+RAW_FILES = dict(zip(("train_images", "train_labels", "test_images", "test_labels"),
+                     (f.name for f in MNIST_FILES), strict=True))
 PIXEL_SCALE = 256.0  # the book's mnist.pkl.gz stores raw/256, not raw/255
 SPLITS = ("train", "validation", "test")
 

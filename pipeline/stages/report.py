@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from pipeline import report as rp
+from pipeline import report_plots
 from pipeline.atomic import write_json, write_text
 from pipeline.figures import save_figure
 from pipeline.machine import describe, kernel_pin_note
@@ -24,7 +25,7 @@ def main() -> None:
         runs, histories = rp.load_runs(out, stages)
         rows = [rp.with_verdict(r, cfg["tolerance_pp"]) for r in rp.baseline_rows(cfg, baselines) + runs]
         svm_sweep = rp.read_json(out / "baselines" / "svm_sweep.json")
-        for name, figure in rp.figures(params, rows, histories, baselines, svm_sweep).items():
+        for name, figure in report_plots.figures(params, rows, histories, baselines, svm_sweep).items():
             save_figure(figure, out / "plots" / name)
         stamp, machine = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), describe()
         write_text(out / "report.md", rp.document(params, rows, histories, stamp, machine,

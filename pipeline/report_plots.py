@@ -1,0 +1,174 @@
+"""The report's plots: each result of the book drawn beside ours (matplotlib, Agg backend).
+
+``figures`` gives every plot the report configures, by file name under ``plots/``; the stage
+saves them. The numbers come from the report's rows and the runs' histories
+(:mod:`pipeline.report`); nothing here reads a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from pipeline.report import book_speeds, hidden_norm_keys
+
+
+def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
+            baselines: dict | None, svm_sweep: dict | None) -> dict[str, Any]:
+    """Every plot of the report, by file name under ``plots/``."""
+    cfg, book = params["report"], params["book"]
+    more_data, depth_prefix = cfg["figures"]["more_data"], cfg["figures"]["depth"]
+    by_id = {r["id"]: r for r in rows}
+    plots = {"progression.png": progression_plot(rows, cfg["progression"])}
+    for chapter in (1, 3, 5, 6):
+        ids = [r["id"] for r in rows if r["chapter"] == chapter and histories.get(r["id"])
+               and not r["id"].startswith(more_data)]
+        plots[f"learning_curves_ch{chapter}.png"] = chapter_curves(chapter, {i: histories[i] for i in ids})
+    svm = [(p["n"], p["validation_accuracy"]) for p in (svm_sweep or {"points": []})["points"]]
+    if baselines:
+        svm.append((baselines["svm"]["train_size"], baselines["svm"]["validation_accuracy"]))
+    points = sorted((book[i]["data"]["train_limit"] or params["data"]["n_train"],
+                     by_id[i]["ours"], by_id[i]["book"]["value"])
+                    for i in book if i.startswith(more_data))
+    plots["more_data.png"] = more_data_plot(points, sorted(svm))
+    speeds = book_speeds(book)
+    plots["learning_speed.png"] = learning_speed_plot(
+        {i: histories[i] for i in speeds}, {i: histories[i] for i in book if i.startswith(depth_prefix)},
+        speeds)
+    for run_id in cfg["figures"]["overfitting"]:
+        plots[f"overfitting_{run_id}.png"] = overfitting_plot(
+            run_id, histories.get(run_id, []), by_id.get(run_id, {}).get("replay_seed"))
+    return plots
+
+
+def progression_plot(rows: list[dict], order: list[str]):
+    """Each successive improvement of the book, its figure beside ours."""
+    by_id = {r["id"]: r for r in rows}
+    shown = [by_id[i] for i in order if i in by_id]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    xs = range(len(shown))
+    book = [100 * r["book"]["value"] if r["book"].get("value") is not None else None for r in shown]
+    ours = [100 * r["ours"] if r["ours"] is not None else None for r in shown]
+    bottom = max(90.0, min([v for v in book + ours if v is not None] or [90.0]) - 0.5)
+    shown_values = lambda values: [v if v is not None and v >= bottom else float("nan")  # noqa: E731
+                                   for v in values]
+    ax.plot(xs, shown_values(book), "o--", color="black", label="book")
+    ax.plot(xs, shown_values(ours), "s-", color="tab:blue", label="ours (the book's metric)")
+    ax.set_xticks(list(xs), [r["id"] for r in shown], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(bottom, 100.0)
+    ax.set_title("MNIST accuracy, chapter by chapter (baselines below 90% are off the axis)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy"):
+    """Validation accuracy per epoch of every run of one chapter (its smallest seed)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run_id, rows in histories.items():
+        first_seed = min((r.get("seed", 1) for r in rows), default=None)
+        pts = [(r["epoch"], 100 * r[key]) for r in rows if r.get("seed", 1) == first_seed and key in r]
+        if pts:
+            ax.plot(*zip(*pts), label=run_id, linewidth=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
+    ax.set_title(f"chapter {chapter}: learning curves")
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+def more_data_plot(points: list[tuple[int, float | None, float | None]], svm: list[tuple[int, float]]):
+    """Chapter 3: final validation accuracy against training-set size, network and SVM."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ns = [p[0] for p in points]
+    if any(p[1] is not None for p in points):
+        ax.plot(ns, [100 * p[1] if p[1] is not None else float("nan") for p in points], "o-",
+                label="ours: 784-30-10 network")
+    ax.plot(ns, [100 * p[2] if p[2] is not None else float("nan") for p in points], "k^--",
+            label="book: network")
+    if svm:
+        ax.plot([n for n, _ in svm], [100 * a for _, a in svm], "s-", color="tab:red",
+                label="ours: SVM")
+    ax.set_xscale("log")
+    ax.set_xlabel("training set size")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("chapter 3: more training data")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+def learning_speed_plot(figure: dict[str, list[dict]], depth: dict[str, list[dict]],
+                        book: dict[str, list[float]] | None = None):
+    """Chapter 5: ||dC/db^l|| of each hidden layer per epoch (smallest seed), log scale.
+
+    Top: the book's figure, ``figure`` (1,000 images, one mini-batch, 500 epochs), with the
+    book's starting values (``book``) as black marks at epoch 0. Bottom: the same measure
+    during the accuracy runs of ``depth`` (50,000 images, mini-batches of 10).
+    """
+    groups = [group for group in (figure, depth) if group]
+    cols = max([1] + [len(group) for group in groups])
+    nrows = max(1, len(groups))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.6 * nrows), squeeze=False)
+    for r, group in enumerate(groups):
+        for col, (run_id, rows) in enumerate(group.items()):
+            _speed_panel(axes[r, col], run_id, rows, (book or {}).get(run_id))
+        for col in range(len(group), cols):
+            axes[r, col].axis("off")
+    for r in range(nrows):
+        axes[r, 0].set_ylabel("speed of learning ||dC/db||")
+    title = "chapter 5: the first hidden layer learns slowest"
+    if figure and depth:
+        title += " (top: the book's figure, 1,000 images in one batch; bottom: the accuracy runs)"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+def _speed_panel(ax, run_id: str, rows: list[dict], book: list[float] | None) -> None:
+    first_seed = min((x.get("seed", 1) for x in rows), default=1)
+    for key in hidden_norm_keys(rows):
+        pts = [(x["epoch"], x[key]) for x in rows if key in x and x.get("seed", 1) == first_seed]
+        if pts:
+            ax.semilogy(*zip(*pts), linewidth=1.2, label=key.replace("grad_norm_layer", "hidden layer "))
+    if book:
+        ax.semilogy([0] * len(book), book, "k_", markersize=12, label="book, at the start")
+    ax.set_title(run_id, fontsize=9)
+    ax.set_xlabel("epoch (norms at its start)")
+    ax.grid(alpha=0.3, which="both")
+    if ax.has_data():
+        ax.legend(fontsize=7)
+
+def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = None):
+    """Chapter 3's four overfitting panels: training cost, test accuracy, test cost (the book's:
+    validation cost for a run that did not monitor the test cost), training accuracy; one line
+    per seed (``replay_seed``'s is the book's run, replayed)."""
+    held_out_cost = (("test_cost", "cost on the test data") if any("test_cost" in r for r in rows)
+                     else ("validation_cost", "cost on the validation data"))
+    panels = [("training_cost", "cost on the training data"),
+              ("test_accuracy", "accuracy on the test data (%)"),
+              held_out_cost,
+              ("training_accuracy", "accuracy on the training data (%)")]
+    seeds = sorted({int(r.get("seed", 1)) for r in rows})
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (key, label) in zip(axes.ravel(), panels):
+        for seed in seeds:
+            pts = [(r["epoch"], r[key] * (100 if key.endswith("accuracy") else 1))
+                   for r in rows if key in r and int(r.get("seed", 1)) == seed]
+            if pts:
+                name = "the book's run, replayed" if seed == replay_seed else f"seed {seed}"
+                ax.plot(*zip(*pts), linewidth=1, label=name)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.has_data() and len(seeds) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"chapter 3: overfitting ({run_id})")
+    fig.tight_layout()
+    return fig
