@@ -414,40 +414,53 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
     replay_seed = run_cfg["replay"]["seed"] if run_cfg.get("replay") and profile_cfg.get("replay") else None
     trained = train_seeds(run_cfg["seeds"], data, args, workers, compute.get("blas_threads"), replay_seed)
+    metrics = run_metrics(book_id, run_cfg, profile_cfg["name"], trained, len(data[0]),
+                          round(time.perf_counter() - start, 1))
+    # the replay's epochs follow the seeds' in history.csv, under its own seed
+    rows = [dict(seed=s["seed"], **row) for s in trained for row in s["records"]]
+    write_text(results_dir / "history.csv", history_csv(rows))
+    write_json(results_dir / "metrics.json", _json_safe(metrics))
+    _log_outcome(book_id, metrics, log)
+    return metrics
+
+
+def run_metrics(book_id: str, run_cfg: dict, profile: str, trained: list[dict], train_examples: int,
+                wall_seconds: float) -> dict[str, Any]:
+    """``metrics.json`` of a run: the book's figure, ours by the book's rule and by the honest
+    one, each seed's summary, and the replay of the book's own run where there is one."""
     seeds = [s for s in trained if not s.get("replay")]
     book = run_cfg["book"]
     ours = results.book_rule(seeds, book["metric"], book["runs"])
-    honest = results.honest(seeds)
     metrics: dict[str, Any] = {
         "id": book_id, "chapter": run_cfg["chapter"], "title": run_cfg["title"],
-        "what_changed": run_cfg["what_changed"], "profile": profile_cfg["name"],
-        "train_set": run_cfg["data"]["train"], "train_examples": len(data[0]),
+        "what_changed": run_cfg["what_changed"], "profile": profile,
+        "train_set": run_cfg["data"]["train"], "train_examples": train_examples,
         "book": book,
         "ours_book_metric": dict(ours, metric=book["metric"], n_seeds=len(seeds)),
-        "honest_test_at_best_validation": honest,
+        "honest_test_at_best_validation": results.honest(seeds),
         "difference": results.difference(ours["value"], book.get("value")),
         "epochs": max(s["summary"]["epochs_run"] for s in seeds),
-        "wall_seconds": round(time.perf_counter() - start, 1),
+        "wall_seconds": wall_seconds,
         "seeds": [dict(s["summary"], seed=s["seed"], mlflow_run_id=s["mlflow_run_id"]) for s in seeds],
         "mlflow_run_ids": [s["mlflow_run_id"] for s in seeds],
     }
     replayed = [s for s in trained if s.get("replay")]
     if replayed:
         metrics["replay"] = replay_metrics(run_cfg, replayed[0])
-    # the replay's epochs follow the seeds' in history.csv, under its own seed
-    rows = [dict(seed=s["seed"], **row) for s in trained for row in s["records"]]
-    write_text(results_dir / "history.csv", history_csv(rows))
-    write_json(results_dir / "metrics.json", _json_safe(metrics))
+    return metrics
+
+
+def _log_outcome(book_id: str, metrics: dict, log: Callable[[str], None]) -> None:
+    """The run's figure beside the book's, in one line (two with a replay)."""
+    book, ours, replay = metrics["book"], metrics["ours_book_metric"], metrics.get("replay")
     shown = f"{ours['value']:.2%}" if ours["value"] is not None else "n/a"
     versus = f" (book {book['value']:.2%})" if book.get("value") is not None else ""
     log(f"train {book_id}: {book['metric']} {shown}{versus}, "
-        f"{metrics['wall_seconds']:.0f} s for {len(seeds)} seed(s)"
-        + (" and the book's run replayed" if replayed else ""))
-    if replayed and metrics["replay"]["value"] is not None:
-        log(f"train {book_id}: the book's run ({metrics['replay']['script']}, seed "
-            f"{metrics['replay']['seed']}) replayed: {book['metric']} "
-            f"{metrics['replay']['value']:.2%}{versus}")
-    return metrics
+        f"{metrics['wall_seconds']:.0f} s for {ours['n_seeds']} seed(s)"
+        + (" and the book's run replayed" if replay else ""))
+    if replay and replay["value"] is not None:
+        log(f"train {book_id}: the book's run ({replay['script']}, seed {replay['seed']}) replayed: "
+            f"{book['metric']} {replay['value']:.2%}{versus}")
 
 
 def replay_metrics(run_cfg: dict, replayed: dict) -> dict:

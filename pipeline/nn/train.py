@@ -366,6 +366,35 @@ def _progress_bar(progress: bool, batches: int, epoch: int):
     return tqdm(total=batches, desc=f"epoch {epoch}", unit="batch", leave=False, mininterval=0.5)
 
 
+def _fit_data(t: dict, net: Network, train_data, validation_data, test_data) -> tuple:
+    """The training, validation and test pairs on the network's device, checked: training data
+    there, and a validation set wherever early stopping or an eta schedule needs one."""
+    x, labels = _prepare(train_data, net, "train_data")
+    val = _prepare(validation_data, net, "validation_data") if validation_data is not None else None
+    test = _prepare(test_data, net, "test_data") if test_data is not None else None
+    if val is None and (t["early_stopping"]["patience"] or t["eta_schedule"]["kind"] != "constant"):
+        raise ValueError("training.early_stopping / training.eta_schedule need validation_data")
+    if x.shape[0] == 0:
+        raise ValueError("train_data is empty")
+    return (x, labels), val, test
+
+
+def _mini_batches(reg: Regularization, n: int, m: int, log: Callable[[str], None] | None) -> tuple[bool, int]:
+    """(whether an epoch trains whole mini-batches only, how many mini-batches it trains).
+
+    network3.py's accounting, which its L2 coefficient lambda / (n // m) assumes: an epoch is
+    n // m whole mini-batches, and the last n % m examples (in the stored order) are never
+    used. network2.py's trains the last, smaller, mini-batch too."""
+    whole_batches = reg.scaling == "network3"
+    if whole_batches and n < m:
+        raise InputError(f"regularization.scaling network3 trains whole mini-batches only: {n} training "
+                         f"examples make none of batch_size {m}; use more examples or a smaller batch_size")
+    if whole_batches and n % m and log is not None:
+        log(f"network3 scaling: {n % m} of the {n} training examples are left out of every epoch "
+            f"(as network3.py, which trains n // m = {n // m} mini-batches of {m})")
+    return whole_batches, n // m if whole_batches else (n + m - 1) // m
+
+
 def fit(
     net: Network,
     training,
@@ -389,27 +418,11 @@ def fit(
     :class:`TrainingDiverged` at the end of that epoch.
     """
     t = _training_config(training)
-    x, labels = _prepare(train_data, net, "train_data")
-    val = _prepare(validation_data, net, "validation_data") if validation_data is not None else None
-    test = _prepare(test_data, net, "test_data") if test_data is not None else None
-    if val is None and (t["early_stopping"]["patience"] or t["eta_schedule"]["kind"] != "constant"):
-        raise ValueError("training.early_stopping / training.eta_schedule need validation_data")
-    if x.shape[0] == 0:
-        raise ValueError("train_data is empty")
-
+    (x, labels), val, test = _fit_data(t, net, train_data, validation_data, test_data)
     n, m = x.shape[0], t["batch_size"]
     y = one_hot(labels, net.classes, net.xp, net.dtype)
     reg = Regularization(**t["regularization"])
-    # network3.py's accounting, which its L2 coefficient lambda / (n // m) assumes: an epoch is
-    # n // m whole mini-batches, and the last n % m examples (in the stored order) are never used
-    whole_batches = reg.scaling == "network3"
-    if whole_batches and n < m:
-        raise InputError(f"regularization.scaling network3 trains whole mini-batches only: {n} training "
-                         f"examples make none of batch_size {m}; use more examples or a smaller batch_size")
-    if whole_batches and n % m and log is not None:
-        log(f"network3 scaling: {n % m} of the {n} training examples are left out of every epoch "
-            f"(as network3.py, which trains n // m = {n // m} mini-batches of {m})")
-    batches = n // m if whole_batches else (n + m - 1) // m
+    whole_batches, batches = _mini_batches(reg, n, m, log)
     coef = reg.coefficient(n, m)
     opt = SGD(net, t["momentum"], reg, coef)
     next_order = epoch_orders(t, n)
