@@ -435,7 +435,7 @@ def format_row(row) -> str:
     return f"{row['case']:>6} m={row['batch_size']:<4} {where}  {parts}{ratio}"
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", choices=CASES, default=list(DEFAULT_CASES),
                     help=f"default: {' '.join(DEFAULT_CASES)}")
@@ -450,6 +450,11 @@ def main(argv=None) -> int:
                     help=".npz with x (n, 784) and y (n,), or uint8 images/labels "
                          "(e.g. data/prepared/train.npz); default synthetic")
     ap.add_argument("--out", default="results/bench.json")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     if not 0 < args.epoch_fraction <= 1:
         ap.error("--epoch-fraction must be in (0, 1]")

@@ -7,6 +7,7 @@ saves them. The numbers come from the report's rows and the runs' histories
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import matplotlib
@@ -34,7 +35,8 @@ def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
     points = sorted((book[i]["data"]["train_limit"] or params["data"]["n_train"],
                      by_id[i]["ours"], by_id[i]["book"]["value"])
                     for i in book if i.startswith(more_data))
-    plots["more_data.png"] = more_data_plot(points, sorted(svm))
+    nets = sorted({f"{architecture(book[i]['model'])} network" for i in book if i.startswith(more_data)})
+    plots["more_data.png"] = more_data_plot(points, sorted(svm), " or ".join(nets) or "network")
     speeds = book_speeds(book)
     plots["learning_speed.png"] = learning_speed_plot(
         {i: histories[i] for i in speeds}, {i: histories[i] for i in book if i.startswith(depth_prefix)},
@@ -84,13 +86,23 @@ def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "v
     fig.tight_layout()
     return fig
 
-def more_data_plot(points: list[tuple[int, float | None, float | None]], svm: list[tuple[int, float]]):
+def architecture(model: dict) -> str:
+    """A fully connected net's layer sizes as the book writes them (``784-30-10``); for any
+    other kind, its layer types."""
+    layers = model["layers"]
+    if all("units" in layer for layer in layers):
+        return "-".join(str(n) for n in [math.prod(model["input_shape"])] + [layer["units"] for layer in layers])
+    return "-".join(layer["type"] for layer in layers)
+
+
+def more_data_plot(points: list[tuple[int, float | None, float | None]], svm: list[tuple[int, float]],
+                   network: str = "network"):
     """Chapter 3: final validation accuracy against training-set size, network and SVM."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ns = [p[0] for p in points]
     if any(p[1] is not None for p in points):
         ax.plot(ns, [100 * p[1] if p[1] is not None else float("nan") for p in points], "o-",
-                label="ours: 784-30-10 network")
+                label=f"ours: {network}")
     ax.plot(ns, [100 * p[2] if p[2] is not None else float("nan") for p in points], "k^--",
             label="book: network")
     if svm:

@@ -164,3 +164,17 @@ def test_report_config_names_only_runs_of_the_book(params, key):
     with pytest.raises(ValueError, match=r"report\.(figures\.)?" + key + r": \['ch3-overfit-10k'\] "
                                          r"are not runs in params.yaml's book"):
         rp.validate(cfg, list(params["book"]))
+
+
+def test_the_more_data_plot_names_the_network_its_runs_train():
+    from pathlib import Path
+
+    from pipeline.params import load_params
+
+    book = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["book"]
+    assert report_plots.architecture(book["ch3-more-data-100"]["model"]) == "784-30-10"
+    assert report_plots.architecture(book["ch6-relu"]["model"]) == "conv-conv-fc-softmax"
+    fig = report_plots.more_data_plot([(100, 0.69, 0.6909), (1000, 0.89, 0.8885)], [(1000, 0.85)],
+                                      "784-30-10 network")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "ours: 784-30-10 network", "book: network", "ours: SVM"]
