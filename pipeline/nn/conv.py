@@ -322,14 +322,14 @@ class ConvPool:
         return dx.reshape(shape)
 
     # -- the pieces -------------------------------------------------------------------------
-    def _im2col(self, B: _Buffers, x=None):
-        """Fill the patch matrix B.A (rows, k*k*C) from x (m, H, W, C), or from B.x again."""
+    def _im2col(self, buf: _Buffers, x=None):
+        """Fill the patch matrix buf.A (rows, k*k*C) from x (m, H, W, C), or from buf.x again."""
         xp = self.xp
         if x is not None:
-            xp.copyto(B.x, x)  # a contiguous channels-last copy with known strides (casts too)
-        for dst, src in B.copies:
+            xp.copyto(buf.x, x)  # a contiguous channels-last copy with known strides (casts too)
+        for dst, src in buf.copies:
             xp.copyto(dst, src)
-        B.work.owner = B
+        buf.work.owner = buf
 
     def _lanes(self, chunks: int) -> int:
         """How many threads share ``chunks`` chunks: up to ``threads`` on the CPU when BLAS runs
@@ -339,15 +339,15 @@ class ConvPool:
             return 1
         return min(self.threads, chunks)
 
-    def _conv_pool(self, B: _Buffers, x):
-        """im2col, one GEMM, max-pool: fills B.c (pool-major conv output) and B.P."""
+    def _conv_pool(self, buf: _Buffers, x):
+        """im2col, one GEMM, max-pool: fills buf.c (pool-major conv output) and buf.P."""
         xp = self.xp
-        self._im2col(B, x)
+        self._im2col(buf, x)
         F = self.filters
         w = self.params["w"].reshape(-1, F)
-        c2 = B.c.reshape(-1, F)
-        matmul_into(xp, B.A, w, c2)
-        c, P = B.c, B.P.reshape(-1, F)
+        c2 = buf.c.reshape(-1, F)
+        matmul_into(xp, buf.A, w, c2)
+        c, P = buf.c, buf.P.reshape(-1, F)
         if c.shape[0] == 1:
             P[...] = c[0]
         else:
@@ -372,9 +372,9 @@ class ConvPool:
             bufs = [self._eval_buffers(n, i % lanes) for i, n in enumerate(sizes)]
 
             def evaluate(i):
-                s, B = starts[i], bufs[i]
-                self._conv_pool(B, x[s : s + B.m])
-                xp.add(B.P, b, out=out[s : s + B.m])
+                s, buf = starts[i], bufs[i]
+                self._conv_pool(buf, x[s : s + buf.m])
+                xp.add(buf.P, b, out=out[s : s + buf.m])
 
             _run_lanes(evaluate, len(bufs), lanes)
             return self.activation.fn(out, out)
@@ -399,67 +399,67 @@ class ConvPool:
         bufs = self._train_bufs
 
         def train_forward(i):
-            s, B = starts[i], bufs[i]
-            self._conv_pool(B, x[s : s + B.m])
-            xp.add(B.P, b, out=B.z)
-            self.activation.fn(B.z, B.a)
+            s, buf = starts[i], bufs[i]
+            self._conv_pool(buf, x[s : s + buf.m])
+            xp.add(buf.P, b, out=buf.z)
+            self.activation.fn(buf.z, buf.a)
 
         _run_lanes(train_forward, len(bufs), lanes)
         return self._a
 
     def _eval_buffers(self, m: int, lane: int) -> _Buffers:
-        B = self._eval_bufs.get((m, lane))
-        if B is None:
-            B = self._eval_bufs[m, lane] = _Buffers(self, m, _Work(self, m, train=False))
-        return B
+        buf = self._eval_bufs.get((m, lane))
+        if buf is None:
+            buf = self._eval_bufs[m, lane] = _Buffers(self, m, _Work(self, m, train=False))
+        return buf
 
     # -- backward ---------------------------------------------------------------------------
-    def _upsample(self, B: _Buffers, delta):
+    def _upsample(self, buf: _Buffers, delta):
         """dC/dc: delta at the max positions of every pooling window (all ties, or the first)."""
         xp = self.xp
         F = self.filters
         d = delta.reshape(-1, F)
-        P = B.P.reshape(-1, F)
-        dc = B.work.dc
+        P = buf.P.reshape(-1, F)
+        dc = buf.work.dc
         if self.ties == "all":
-            xp.equal(B.c, P, out=dc)
+            xp.equal(buf.c, P, out=dc)
             xp.multiply(dc, d, out=dc)
         else:
-            taken = B.work.taken
+            taken = buf.work.taken
             taken.fill(0)
             for q in range(dc.shape[0]):
-                xp.equal(B.c[q], P, out=dc[q])
+                xp.equal(buf.c[q], P, out=dc[q])
                 xp.multiply(dc[q], 1 - taken, out=dc[q])  # only if no earlier position won
                 xp.add(taken, dc[q], out=taken)
                 xp.multiply(dc[q], d, out=dc[q])
         return dc
 
-    def _col2im(self, B: _Work, dc):
+    def _col2im(self, work: _Work, dc):
         """dC/dx = col2im(dC/dc @ W^T): the full convolution with the 180-degree-rotated kernel."""
         xp = self.xp
         p, C, F = self.pool, self.channels, self.filters
         Hp, Wp = self.out_shape[0], self.out_shape[1]
-        m = B.m
+        m = work.m
         Hc, Wc = Hp * p, Wp * p
         # pool-major (pi, pj, n, u, v) -> natural (n, i = p*u + pi, j = p*v + pj)
-        xp.copyto(B.dc_std, dc.reshape(p, p, m, Hp, Wp, F).transpose(2, 3, 0, 4, 1, 5))
+        xp.copyto(work.dc_std, dc.reshape(p, p, m, Hp, Wp, F).transpose(2, 3, 0, 4, 1, 5))
         k2 = self.kernel * self.kernel
         if xp is not numpy:
             from pipeline.nn.gpu import col2im_gather  # imported here: GPU only
 
             # blocks[(n, i, j), (di, dj, ch)] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f]
-            matmul_into(xp, B.dc_std.reshape(m * Hc * Wc, F), self.params["w"].reshape(k2 * C, F).T, B.blocks)
-            col2im_gather(B.blocks.reshape(m, Hc, Wc, self.kernel, self.kernel, C), B.dx, self.kernel)
-            return B.dx
+            matmul_into(xp, work.dc_std.reshape(m * Hc * Wc, F), self.params["w"].reshape(k2 * C, F).T, work.blocks)
+            col2im_gather(work.blocks.reshape(m, Hc, Wc, self.kernel, self.kernel, C), work.dx, self.kernel)
+            return work.dx
         # blocks[di, dj][(n, i, j), ch] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f]
         # (k*k, F, C) contiguous copy: BLAS is 30% slower on the transposed view
-        xp.copyto(B.wt, self.params["w"].reshape(k2, C, F).transpose(0, 2, 1))
-        xp.matmul(B.dc_std.reshape(m * Hc * Wc, F), B.wt, out=B.blocks)
+        xp.copyto(work.wt, self.params["w"].reshape(k2, C, F).transpose(0, 2, 1))
+        xp.matmul(work.dc_std.reshape(m * Hc * Wc, F), work.wt, out=work.blocks)
         # dx[n, i + di, j + dj, ch] += blocks[di, dj][n, i, j, ch]
-        dx = B.dx
+        dx = work.dx
         dx.fill(0)
         add = xp.add
-        for dst, src in B.col2im_pairs:
+        for dst, src in work.col2im_pairs:
             add(dst, src, out=dst)
         return dx
 
@@ -483,21 +483,21 @@ class ConvPool:
 
         def chunk_backward(i):
             nonlocal dx
-            s, B = starts[i], bufs[i]
-            if B.work.owner is not B:  # the shared patch matrix holds another chunk's
-                self._im2col(B)
-            dc = self._upsample(B, delta[s : s + B.m])
+            s, buf = starts[i], bufs[i]
+            if buf.work.owner is not buf:  # the shared patch matrix holds another chunk's
+                self._im2col(buf)
+            dc = self._upsample(buf, delta[s : s + buf.m])
             dc2 = dc.reshape(-1, F)
             total = sums[i % lanes]
             if i < lanes:  # the lane's first chunk
-                dot(B.A.T, dc2, out=total)
+                dot(buf.A.T, dc2, out=total)
             else:
-                dot(B.A.T, dc2, out=B.work.gw)
-                total += B.work.gw
+                dot(buf.A.T, dc2, out=buf.work.gw)
+                total += buf.work.gw
             if need_input_grad:
-                d = self._col2im(B.work, dc)
+                d = self._col2im(buf.work, dc)
                 if several:
-                    dx[s : s + B.m] = d
+                    dx[s : s + buf.m] = d
                 else:
                     dx = d
 

@@ -86,7 +86,7 @@ class Network:
             x = layer.forward(x, train)
         return x
 
-    def _output_error(self, x, y):
+    def _feedforward_to_output_error(self, x, y):
         """Feedforward (training mode), then delta^L of the mean cost (BP1, divided by m)."""
         layers = self.layers
         a = x
@@ -101,7 +101,7 @@ class Network:
     def backprop(self, x, y) -> None:
         """Fill every layer's ``grads`` with the gradient of the mean cost over (x, y one-hot)."""
         layers = self.layers
-        delta = self._output_error(x, y)
+        delta = self._feedforward_to_output_error(x, y)
         for i in range(len(layers) - 1, 0, -1):
             g = layers[i].backward(delta, True)  # BP3, BP4; returns delta w^T
             g *= layers[i - 1].activation_prime()  # BP2
@@ -116,7 +116,7 @@ class Network:
         BP2, so the result is backprop-then-step; layers with a ``backward_sgd`` fuse the two.
         """
         layers = self.layers
-        delta = self._output_error(x, y)
+        delta = self._feedforward_to_output_error(x, y)
         for i in range(len(layers) - 1, -1, -1):
             layer = layers[i]
             if hasattr(layer, "backward_sgd"):

@@ -260,12 +260,12 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
         from pipeline.nn.gpu import run_epoch_graphed  # imported here: GPU only
 
         return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log, tick_every=_TICK_BATCHES)
-    with one_blas_thread() if small_steps(net, m) else contextlib.nullcontext(), blas_threads_settled():
+    with one_blas_thread() if too_small_for_two_threads(net, m) else contextlib.nullcontext(), blas_threads_settled():
         _run_minibatches(train, x, y, m, order, tick)
     return False
 
 
-def small_steps(net: Network, batch_size: int) -> bool:
+def too_small_for_two_threads(net: Network, batch_size: int) -> bool:
     """Whether every layer of a CPU network is fully connected with at most ``SMALL_STEP_MACS``
     multiply-adds per GEMM at this mini-batch size (see ``SMALL_STEP_MACS``)."""
     return net.xp is numpy and all(

@@ -368,7 +368,7 @@ def test_small_fully_connected_steps_train_on_one_blas_thread(data):
     from threadpoolctl import threadpool_limits
 
     from pipeline.nn.layers import blas_single_threaded_now
-    from pipeline.nn.train import SGD, SMALL_STEP_MACS, run_epoch, small_steps
+    from pipeline.nn.train import SGD, SMALL_STEP_MACS, run_epoch, too_small_for_two_threads
 
     spec = make_spec([{"type": "fc", "units": 30}, {"type": "fc", "units": 3}], dtype="float32",
                      batch_size=10)
@@ -377,7 +377,7 @@ def test_small_fully_connected_steps_train_on_one_blas_thread(data):
     weights, threads_seen = [], []
     for limit in (1, 2):
         net = build_network(spec)
-        assert small_steps(net, 10)
+        assert too_small_for_two_threads(net, 10)
         step = net.sgd_step
 
         def spy(*args, _step=step):
@@ -394,11 +394,11 @@ def test_small_fully_connected_steps_train_on_one_blas_thread(data):
 
     wide = build_network(make_spec([{"type": "fc", "units": SMALL_STEP_MACS // (6 * 10) + 1},
                                     {"type": "fc", "units": 3}], batch_size=10))
-    assert not small_steps(wide, 10) and small_steps(wide, 1)
+    assert not too_small_for_two_threads(wide, 10) and too_small_for_two_threads(wide, 1)
     conv = build_network(make_spec([{"type": "conv", "filters": 2, "kernel": 3, "pool": 2},
                                     {"type": "softmax", "units": 3}], cost="log_likelihood",
                                    input_shape=(1, 8, 8)))
-    assert not small_steps(conv, 1)
+    assert not too_small_for_two_threads(conv, 1)
 
 
 def test_blas_threads_settled_answers_what_it_found_on_entry():
