@@ -369,9 +369,8 @@ def clear_earlier_outputs(model_dir: Path, results_dir: Path, log: Callable[[str
     """Remove what an earlier run of this id left (``metrics.json``, ``history.csv``, the
     ``seed<k>/`` model folders), as ``dvc repro`` does before a stage runs: a run stopped or
     failed part-way must not leave an earlier run's results standing as if they were its own."""
-    earlier = [results_dir / name for name in ("metrics.json", "history.csv")]
-    earlier += sorted(model_dir.glob("seed*")) if model_dir.is_dir() else []
-    earlier = [p for p in earlier if p.is_file() or (p.is_dir() and re.fullmatch(r"seed\d+", p.name))]
+    earlier = [p for p in (results_dir / "metrics.json", results_dir / "history.csv") if p.is_file()]
+    earlier += sorted(p for p in model_dir.glob("seed*") if p.is_dir() and re.fullmatch(r"seed\d+", p.name))
     for path in earlier:
         if path.is_dir():
             shutil.rmtree(path)

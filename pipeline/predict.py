@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pipeline import params
 from pipeline.data.digits import INVERT, DigitImageError, network_input, read_digit
 from pipeline.data.mnist import load_dataset, split_file
 from pipeline.errors import EXIT_STATUS
@@ -118,9 +119,6 @@ def recorded_final_test(voter: Voter) -> float | None:
     return voter.test_accuracy.get(last)
 
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
 def evaluated_examples(profile: str | None) -> int | None | bool:
     """How many test images a run of ``profile`` evaluated on: its ``limits.eval_examples``
     in conf/profile/<name>.yaml (None: all; the smoke profile: the first 500), or False for a
@@ -128,7 +126,7 @@ def evaluated_examples(profile: str | None) -> int | None | bool:
     no profile was evaluated on all of them."""
     if not profile:
         return None
-    path = CONF / "profile" / f"{profile}.yaml"
+    path = params.CONF / "profile" / f"{profile}.yaml"
     if not path.is_file():
         return False
     from omegaconf import OmegaConf
