@@ -13,6 +13,14 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+# A run's folders, relative to the repository root; dvc.yaml's train outs spell the same
+MODELS, RESULTS = "models", "results"
+
+
+def run_folders(book_id: str, root: Path = Path(".")) -> tuple[Path, Path]:
+    """``<root>/models/<id>`` and ``<root>/results/<id>``: where run ``book_id`` keeps its
+    weights (one ``seed<k>/`` each) and its ``metrics.json`` and ``history.csv``."""
+    return root / MODELS / book_id, root / RESULTS / book_id
 
 
 def conf_book_run(book_id: str) -> dict:

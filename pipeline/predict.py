@@ -65,9 +65,9 @@ def history_test_accuracy(model_dir: Path, seed) -> dict[int, float]:
     """The test accuracy per epoch of seed ``seed`` in the run's ``results/<id>/history.csv``,
     when ``model_dir`` is ``models/<id>/seed<N>`` of a checkout that holds it; else empty."""
     model_dir = model_dir.resolve()
-    if model_dir.parent.parent.name != "models":
+    if model_dir.parent.parent.name != params.MODELS:
         return {}
-    history = model_dir.parents[2] / "results" / model_dir.parent.name / "history.csv"
+    history = params.run_folders(model_dir.parent.name, model_dir.parents[2])[1] / "history.csv"
     if not history.is_file():
         return {}
     with open(history, newline="") as fh:
@@ -175,8 +175,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="make dark ink on light paper white on black (default: auto, from the border)")
     parser.add_argument("--show", type=Path, help="draw the MNIST images the nets saw, with their answers, here")
     parser.add_argument("--test", action="store_true", help="score the nets on the book's test set")
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"),
-                        help="folder of test.npz (default: data/prepared, from `dvc repro prepare`)")
+    prepared = params.conf_data()["prepared_dir"]
+    parser.add_argument("--prepared", type=Path, default=Path(prepared),
+                        help=f"folder of test.npz (default: {prepared}, from `dvc repro prepare`)")
     args = parser.parse_args(argv)
     if not args.models and not args.run:
         if any((path / "model.json").is_file() for path in args.image):

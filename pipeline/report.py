@@ -96,32 +96,42 @@ def validate(cfg: dict, book_ids: list[str]) -> None:
                              "fix the ids in conf/report/default.yaml")
 
 
+def _required_json(path: Path, stage: str) -> dict:
+    data = read_json(path)
+    if data is None:
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro {stage}` first")
+    return data
+
+
 def load_runs(out: Path, stages: dict[str, str]) -> tuple[list[dict], dict[str, list[dict]]]:
     """Each run's row (from ``<out>/<id>/metrics.json``) and its per-epoch history, for the
     runs ``stages`` maps to the DVC stage that writes them (named when a run is missing)."""
     rows, histories = [], {}
     for run_id, stage in stages.items():
-        metrics = read_json(out / run_id / "metrics.json")
-        if metrics is None:
-            raise FileNotFoundError(f"{out / run_id / 'metrics.json'} is missing: "
-                                    f"run `dvc repro {stage}` first")
-        rows.append(run_row(metrics))
+        rows.append(run_row(_required_json(out / run_id / "metrics.json", stage)))
         histories[run_id] = read_history(out / run_id / "history.csv")
     return rows, histories
 
 
-def baseline_rows(cfg: dict, metrics: dict | None) -> list[dict]:
+def load_baselines(out: Path) -> tuple[dict, dict]:
+    """The ``baselines`` stage's ``metrics.json`` and ``svm_sweep.json`` in ``out`` (its
+    ``out_dir``), named when missing."""
+    return (_required_json(out / "metrics.json", "baselines"),
+            _required_json(out / "svm_sweep.json", "baselines"))
+
+
+def baseline_rows(cfg: dict, metrics: dict) -> list[dict]:
     """Chapter 1's baselines (``cfg`` checked by :func:`validate`) beside the baselines stage's
     ``metrics``."""
     rows = []
     for row_id, b in cfg["baselines"].items():
         ours = None
-        if metrics and b["source"] in metrics:
+        if b["source"] in metrics:
             ours = metrics[b["source"]].get(f"{b['split']}_accuracy")
         rows.append({"chapter": 1, "id": row_id, "title": b["title"], "what_changed": "baseline",
                      "book": {"value": b["value"], "metric": b["metric"], "note": b.get("note", "")},
                      "ours": ours, "honest_mean": None, "honest_std": None, "n_seeds": 1,
-                     "epochs": None, "wall_seconds": (metrics or {}).get(b["source"], {}).get("seconds")})
+                     "epochs": None, "wall_seconds": metrics.get(b["source"], {}).get("seconds")})
     return rows
 
 
@@ -134,7 +144,7 @@ def run_row(metrics: dict) -> dict:
             "honest_mean": honest.get("mean"), "honest_std": honest.get("std"),
             "n_seeds": ours.get("n_seeds"), "rule": ours.get("rule"),
             "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
-            "profile": metrics.get("profile"),
+            "profile": metrics.get("profile"), "train_examples": metrics.get("train_examples"),
             "replay": (metrics.get("replay") or {}).get("value"),
             "replay_script": (metrics.get("replay") or {}).get("script"),
             "replay_seed": (metrics.get("replay") or {}).get("seed")}

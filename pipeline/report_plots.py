@@ -19,7 +19,7 @@ from pipeline.report import book_speeds, hidden_norm_keys
 
 
 def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
-            baselines: dict | None, svm_sweep: dict | None) -> dict[str, Any]:
+            baselines: dict, svm_sweep: dict) -> dict[str, Any]:
     """Every plot of the report, by file name under ``plots/``."""
     cfg, book = params["report"], params["book"]
     more_data, depth_prefix = cfg["figures"]["more_data"], cfg["figures"]["depth"]
@@ -29,10 +29,10 @@ def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
         ids = [r["id"] for r in rows if r["chapter"] == chapter and histories.get(r["id"])
                and not r["id"].startswith(more_data)]
         plots[f"learning_curves_ch{chapter}.png"] = chapter_curves(chapter, {i: histories[i] for i in ids})
-    svm = [(p["n"], p["validation_accuracy"]) for p in (svm_sweep or {"points": []})["points"]]
-    if baselines:
-        svm.append((baselines["svm"]["train_size"], baselines["svm"]["validation_accuracy"]))
-    points = sorted((book[i]["data"]["train_limit"] or params["data"]["n_train"],
+    svm = [(p["n"], p["validation_accuracy"]) for p in svm_sweep["points"]]
+    svm.append((baselines["svm"]["train_size"], baselines["svm"]["validation_accuracy"]))
+    # at the size each run trained on (a profile's limits may cut the configured train_limit)
+    points = sorted((by_id[i]["train_examples"] or book[i]["data"]["train_limit"] or params["data"]["n_train"],
                      by_id[i]["ours"], by_id[i]["book"]["value"])
                     for i in book if i.startswith(more_data))
     nets = sorted({f"{architecture(book[i]['model'])} network" for i in book if i.startswith(more_data)})

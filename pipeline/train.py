@@ -21,6 +21,7 @@ from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
+from pipeline.params import MODELS, run_folders
 
 
 def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
@@ -53,14 +54,14 @@ def main(cfg: DictConfig) -> None:
         print(note, file=sys.stderr)
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
-        train_entry(book_id, run_cfg, plain["data"], plain["profile"],
-                    model_dir=out / "models" / book_id, results_dir=out / "results" / book_id,
-                    log=log.info, compute=plain.get("compute"))
+        model_dir, results_dir = run_folders(book_id, out)
+        train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
+                    results_dir=results_dir, log=log.info, compute=plain.get("compute"))
     except InputError as error:  # the message names the key (or file) and what is allowed
         print(error, file=sys.stderr)
         sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
-        print(f"interrupted: the weights so far are in {out / 'models'}", file=sys.stderr)
+        print(f"interrupted: the weights so far are in {out / MODELS}", file=sys.stderr)
         sys.exit(exit_status(stopped))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset, split_file
 from pipeline.nn import load_model, score_vote
+from pipeline.params import conf_data
 
 
 def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
@@ -40,8 +41,9 @@ def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dirs", nargs="+", type=Path, help="saved nets (seed folders)")
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"),
-                        help="folder of validation.npz and test.npz (default: data/prepared)")
+    prepared = conf_data()["prepared_dir"]
+    parser.add_argument("--prepared", type=Path, default=Path(prepared),
+                        help=f"folder of validation.npz and test.npz (default: {prepared})")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args()
     if len(args.model_dirs) < 2:

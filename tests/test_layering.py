@@ -19,12 +19,20 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _is_our_module(name: str) -> bool:
+    path = PIPELINE.parent / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def imports(path: Path) -> set[str]:
-    """Every module a file imports, at the top or inside a function."""
+    """Every module a file imports, at the top or inside a function; ``from pipeline import
+    report`` counts as ``pipeline.report``, not as the package."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if _is_our_module(submodule) else node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
     return found
@@ -73,3 +81,5 @@ def test_the_checks_see_real_imports():
         _in(n, "pipeline.nn") for n in MODULES["pipeline.experiment"])
     assert any(_in(n, "mlflow") for n in MODULES["pipeline.tracking"])
     assert "pipeline.settings" in MODULES["pipeline.config"]  # imported inside check()
+    assert "pipeline.report" in MODULES["pipeline.stages.report"]  # from pipeline import report
+    assert "pipeline.tracking" in MODULES["pipeline.experiment"]  # from pipeline import ..., tracking

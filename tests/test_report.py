@@ -34,6 +34,11 @@ def _history(seeds=(1,), epochs=2, norms=False):
     return rows
 
 
+# the baselines stage's two files, as the report reads them
+BASELINES = {"svm": {"train_size": 50000, "validation_accuracy": 0.9448, "test_accuracy": 0.9435}}
+SVM_SWEEP = {"points": [{"n": 1000, "validation_accuracy": 0.8387}]}
+
+
 def _write_run(out, metrics, history):
     folder = out / metrics["id"]
     folder.mkdir(parents=True)
@@ -107,7 +112,7 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
 def test_the_report_draws_the_configured_plots(params, results):
     runs, histories = rp.load_runs(results, {i: f"train@{i}" for i in params["book"]})
     rows = [rp.with_verdict(r, TOLERANCE) for r in runs]
-    figures = report_plots.figures(params, rows, histories, None, None)
+    figures = report_plots.figures(params, rows, histories, BASELINES, SVM_SWEEP)
     assert set(figures) == {"progression.png", "more_data.png", "learning_speed.png",
                             "overfitting_ch3-overfit-1k.png",
                             *(f"learning_curves_ch{c}.png" for c in (1, 3, 5, 6))}
@@ -164,6 +169,31 @@ def test_report_config_names_only_runs_of_the_book(params, key):
     with pytest.raises(ValueError, match=r"report\.(figures\.)?" + key + r": \['ch3-overfit-10k'\] "
                                          r"are not runs in params.yaml's book"):
         rp.validate(cfg, list(params["book"]))
+
+
+def test_the_more_data_plot_puts_each_run_at_the_size_it_trained_on(params, results):
+    """A profile's limits may train fewer images than the run's ``train_limit`` (smoke: 500)."""
+    params["book"]["ch3-more-data-1000"] = {"chapter": 3, "book": {"value": 0.8885},
+                                            "data": {"train_limit": 1000},
+                                            "training": {"monitor": {"gradient_norms": False}},
+                                            "model": {"input_shape": [784], "layers": [
+                                                {"units": 30}, {"units": 10}]}}
+    _write_run(results, dict(_metrics("ch3-more-data-1000", 3, 0.8885, 0.80, 1, 1), train_examples=500),
+               _history())
+    runs, histories = rp.load_runs(results, {i: f"train@{i}" for i in params["book"]})
+    figure = report_plots.figures(params, runs, histories, BASELINES, SVM_SWEEP)["more_data.png"]
+    ours = figure.axes[0].get_lines()[0]
+    assert list(ours.get_xdata()) == [500] and list(ours.get_ydata()) == [80.0]
+
+
+def test_missing_baselines_name_the_stage_that_writes_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"metrics\.json is missing: run `dvc repro baselines` first"):
+        rp.load_baselines(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps(BASELINES))
+    with pytest.raises(FileNotFoundError, match=r"svm_sweep\.json is missing"):
+        rp.load_baselines(tmp_path)
+    (tmp_path / "svm_sweep.json").write_text(json.dumps(SVM_SWEEP))
+    assert rp.load_baselines(tmp_path) == (BASELINES, SVM_SWEEP)
 
 
 def test_the_more_data_plot_names_the_network_its_runs_train():

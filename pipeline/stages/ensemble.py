@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline import results, tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset, split_file
 from pipeline.errors import InputError
 from pipeline.nn import load_model, score_vote
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
-from pipeline.params import load_params
+from pipeline.params import load_params, run_folders
 from pipeline.stages._common import log, stage
 
 
@@ -21,7 +19,7 @@ def main() -> None:
         limit = (params["profile"].get("limits") or {}).get("eval_examples")
         # exactly the seeds that train@<members> trained, each to its last epoch
         seeds = params["book"][cfg["members"]]["seeds"]
-        member_dirs = [Path("models", cfg["members"], f"seed{seed}") for seed in seeds]
+        member_dirs = [run_folders(cfg["members"])[0] / f"seed{seed}" for seed in seeds]
         missing = [str(d) for d in member_dirs if not d.is_dir()]
         if len(member_dirs) < 2 or missing:
             raise InputError(f"needs the {cfg['members']} nets of seeds {seeds} (at least 2); "
@@ -51,7 +49,7 @@ def main() -> None:
         with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
             run.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
             result["mlflow_run_ids"] = [run.run_id]
-        write_json(Path("results", cfg["id"], "metrics.json"), result)
+        write_json(run_folders(cfg["id"])[1] / "metrics.json", result)
         log(f"ensemble of {len(nets)}: test {result['test_accuracy']:.2%} "
             f"({result['test_errors']} errors; book {cfg['book']['value']:.2%})")
 

@@ -10,7 +10,7 @@ from pipeline import report_plots
 from pipeline.atomic import write_json, write_text
 from pipeline.figures import save_figure
 from pipeline.machine import describe, kernel_pin_note
-from pipeline.params import load_params
+from pipeline.params import RESULTS, load_params
 from pipeline.stages._common import log, stage
 
 
@@ -20,11 +20,10 @@ def main() -> None:
         cfg = params["report"]
         out = Path(cfg["out_dir"])
         rp.validate(cfg, list(params["book"]))  # a mistake in params' report: is named, exit 2
-        baselines = rp.read_json(out / "baselines" / "metrics.json")
+        baselines, svm_sweep = rp.load_baselines(Path(params["baselines"]["out_dir"]))
         stages = {**{i: f"train@{i}" for i in params["book"]}, params["ensemble"]["id"]: "ensemble"}
-        runs, histories = rp.load_runs(out, stages)
+        runs, histories = rp.load_runs(Path(RESULTS), stages)
         rows = [rp.with_verdict(r, cfg["tolerance_pp"]) for r in rp.baseline_rows(cfg, baselines) + runs]
-        svm_sweep = rp.read_json(out / "baselines" / "svm_sweep.json")
         for name, figure in report_plots.figures(params, rows, histories, baselines, svm_sweep).items():
             save_figure(figure, out / "plots" / name)
         stamp, machine = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), describe()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pipeline.errors import InputError
 from pipeline.experiment import train_entry
 from pipeline.machine import kernel_pin_note
-from pipeline.params import load_params
+from pipeline.params import load_params, run_folders
 from pipeline.stages._common import log, one_argument, stage
 
 
@@ -20,9 +20,9 @@ def main(book_id: str) -> None:
             raise InputError(f"no run {book_id!r} in params.yaml's book (have: {', '.join(params['book'])})")
         if note := kernel_pin_note():
             log(note)
+        model_dir, results_dir = run_folders(book_id)
         train_entry(book_id, params["book"][book_id], params["data"], params["profile"],
-                    model_dir=f"models/{book_id}", results_dir=f"results/{book_id}", log=log,
-                    compute=params.get("compute"))
+                    model_dir=model_dir, results_dir=results_dir, log=log, compute=params.get("compute"))
 
 
 if __name__ == "__main__":
