@@ -45,6 +45,7 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
 def check(params: dict) -> None:
     """Raise an ``InputError`` naming the key of the first mistake in composed params."""
     from pipeline.experiment import check_compute, check_limits, validate_run  # imported here: loads MLflow
+    from pipeline.report import validate as validate_report
     from pipeline.settings import check_settings
 
     check_settings(params)
@@ -52,6 +53,7 @@ def check(params: dict) -> None:
     check_compute(params.get("compute") or {})
     for book_id, run_cfg in (params.get("book") or {}).items():
         validate_run(book_id, run_cfg)
+    validate_report(params["report"], list(params["book"]), params["ensemble"]["id"])
 
 
 def first_difference(a, b, path: str = "") -> str | None:

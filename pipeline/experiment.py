@@ -405,10 +405,9 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     check_fits_data(book_id, run_cfg, data[0])
     clear_earlier_outputs(model_dir, results_dir, log)  # every check passed: this run replaces them
     start = time.perf_counter()
-    if device != "cpu":
-        # the machine's choice, recorded with the run; a GPU trains one seed at a time (forked
-        # workers cannot share a CUDA context, and side by side they gained nothing)
+    if run_cfg["training"].get("device", "cpu") != device:  # the machine's choice, recorded with the run
         run_cfg = dict(run_cfg, training=dict(run_cfg["training"], device=device))
+    if device != "cpu":  # one seed at a time: forked workers cannot share a CUDA context
         workers = 1
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
     replay_seed = run_cfg["replay"]["seed"] if run_cfg.get("replay") and profile_cfg.get("replay") else None

@@ -84,16 +84,46 @@ def validate_baselines(baselines: dict) -> None:
                 raise InputError(f"{where}.{key}: expected {kind.__name__}, got {row[key]!r}")
 
 
-def validate(cfg: dict, book_ids: list[str]) -> None:
-    """Check the ``report`` config against the runs it names: the baselines' rows, and every id
-    in ``curves_in_words`` and ``figures.overfitting`` a run of params.yaml's ``book``."""
+REPORT_KEYS = ("out_dir", "baselines", "progression", "curves_in_words", "tolerance_pp", "figures")
+FIGURE_KEYS = ("more_data", "depth", "overfitting")
+FIX = "fix it in conf/report/default.yaml"
+
+
+def _exactly(node, keys: tuple[str, ...], where: str) -> None:
+    if not isinstance(node, dict):
+        raise InputError(f"{where}: expected a mapping of {', '.join(keys)}; {FIX}")
+    extra, missing = sorted(set(node) - set(keys)), [k for k in keys if k not in node]
+    if extra or missing:
+        raise InputError(f"{where}: unknown keys {extra}, missing keys {missing}; allowed: "
+                         f"{', '.join(keys)}; {FIX}")
+
+
+def validate(cfg: dict, book_ids: list[str], ensemble_id: str) -> None:
+    """Check the ``report`` config against the runs it names, before any table is drawn: its
+    keys; the baselines' rows; every id in ``curves_in_words`` and ``figures.overfitting`` a
+    run of params.yaml's ``book``, every id in ``progression`` a run, a baseline or the
+    ensemble; each ``figures`` prefix the start of some run's id; both tolerances numbers > 0."""
+    _exactly(cfg, REPORT_KEYS, "report")
     validate_baselines(cfg["baselines"])
-    for key, ids in (("curves_in_words", cfg["curves_in_words"]),
-                     ("figures.overfitting", cfg["figures"]["overfitting"])):
-        unknown = [i for i in ids if i not in book_ids]
+    _exactly(cfg["figures"], FIGURE_KEYS, "report.figures")
+    _exactly(cfg["tolerance_pp"], ("default", "chapter6"), "report.tolerance_pp")
+    for key, tolerance in cfg["tolerance_pp"].items():
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance <= 0:
+            raise InputError(f"report.tolerance_pp.{key}: expected a number of percentage points > 0, "
+                             f"got {tolerance!r}; {FIX}")
+    runs, rows = "runs in params.yaml's book", "runs, baselines or the ensemble"
+    allowed = {runs: book_ids, rows: [*book_ids, *cfg["baselines"], ensemble_id]}
+    for key, ids, kind in (("curves_in_words", cfg["curves_in_words"], runs),
+                           ("figures.overfitting", cfg["figures"]["overfitting"], runs),
+                           ("progression", cfg["progression"], rows)):
+        unknown = [i for i in ids if i not in allowed[kind]]
         if unknown:
-            raise InputError(f"report.{key}: {unknown} are not runs in params.yaml's book; "
-                             "fix the ids in conf/report/default.yaml")
+            raise InputError(f"report.{key}: {unknown} are not {kind}; fix the ids in conf/report/default.yaml")
+    for key in ("more_data", "depth"):
+        prefix = cfg["figures"][key]
+        if not any(i.startswith(prefix) for i in book_ids):
+            raise InputError(f"report.figures.{key}: no run of params.yaml's book starts with "
+                             f"{prefix!r}; {FIX}")
 
 
 def _required_json(path: Path, stage: str) -> dict:
@@ -263,7 +293,7 @@ def curves_table(ids: list[str], rows: list[dict], histories: dict[str, list[dic
         row, history = by_id.get(run_id), histories.get(run_id) or []
         if row is None or not history:
             continue
-        split = "validation" if "validation" in row["book"]["metric"] else "test"
+        split = results.METRIC_SETS[row["book"]["metric"]]
         key, words = f"{split}_accuracy", row["book"].get("note") or "—"
         replay_seed = row.get("replay_seed")
         for seed in sorted({h["seed"] for h in history}, key=lambda s: (s == replay_seed, s)):

@@ -19,7 +19,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-METRICS = ("peak_test", "peak_validation", "final_validation", "test_at_best_validation")
+# each metric, and the set whose accuracy it reports
+METRIC_SETS = {"peak_test": "test", "peak_validation": "validation", "final_validation": "validation",
+               "test_at_best_validation": "test"}
+METRICS = tuple(METRIC_SETS)
 
 
 def _column(records: Sequence[dict], key: str) -> list[float]:

@@ -1,7 +1,9 @@
-"""Checks of the data stages' settings in ``params.yaml`` (``data``, ``download``, ``expand``,
-``baselines``), by key, before a stage starts: a typo is named with what is allowed, not met
-as a traceback from numpy, scipy or scikit-learn minutes later. The runs of the book are
-checked by ``pipeline.experiment.validate_run``, the engine's spec by ``pipeline.nn.spec``.
+"""Checks of the data stages' and the ensemble's settings in ``params.yaml`` (``data``,
+``download``, ``expand``, ``baselines``, ``ensemble``), by key, before a stage starts: a typo
+or a missing key is named with what is allowed, not met as a traceback from numpy, scipy or
+scikit-learn minutes later. The runs of the book are checked by
+``pipeline.experiment.validate_run``, the engine's spec by ``pipeline.nn.spec``, the report's
+settings by ``pipeline.report.validate``.
 """
 
 from __future__ import annotations
@@ -59,10 +61,19 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "sizes": (lambda v: isinstance(v, list) and v and all(_is_int(n) and n >= 1 for n in v),
                   "a non-empty list of integers >= 1"),
     },
+    "ensemble": {
+        "id": TEXT, "members": TEXT, "title": TEXT, "what_changed": TEXT,
+        "chapter": (lambda v: _is_int(v) and 1 <= v <= 6, "a chapter number 1..6"),
+        "book": (lambda v: isinstance(v, dict) and set(v) <= {"value", "metric", "note"}
+                 and {"value", "metric"} <= set(v) and _is_number(v["value"]) and 0 < v["value"] <= 1,
+                 "a mapping of value (a fraction in (0, 1]), metric and an optional note"),
+    },
 }
+OPTIONAL = {"expand.*": {"order"}}  # every other key of a schema must be set
 
 
-def _check(node, path: str, schema: dict[str, Rule]) -> None:
+def _check(node, path: str, schema_name: str) -> None:
+    schema = SCHEMAS[schema_name]
     if not isinstance(node, dict):
         raise SettingError(path, f"expected a mapping, got {type(node).__name__}")
     for key, value in node.items():
@@ -71,22 +82,39 @@ def _check(node, path: str, schema: dict[str, Rule]) -> None:
         ok, allowed = schema[key]
         if not ok(value):
             raise SettingError(f"{path}.{key}", f"expected {allowed}, got {value!r}")
+    missing = [key for key in schema if key not in node and key not in OPTIONAL.get(schema_name, ())]
+    if missing:
+        raise SettingError(f"{path}.{missing[0]}", f"missing; expected {schema[missing[0]][1]}")
 
 
-def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download", "expand", "baselines")) -> None:
-    """Raise :class:`SettingError` for the first setting of ``sections`` that is not allowed."""
-    if "data" in sections and "data" in params:
-        _check(params["data"], "data", SCHEMAS["data"])
-    if "download" in sections and "download" in params:
-        _check(params["download"], "download", SCHEMAS["download"])
-    if "expand" in sections and "expand" in params:
+def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download", "expand", "baselines",
+                                                              "ensemble")) -> None:
+    """Raise :class:`SettingError` for the first setting of ``sections`` that is not allowed
+    or missing."""
+    missing = [section for section in sections if section not in params]
+    if missing:
+        raise SettingError(missing[0], "missing: compose params.yaml with `python -m pipeline.config`")
+    if "data" in sections:
+        _check(params["data"], "data", "data")
+    if "download" in sections:
+        _check(params["download"], "download", "download")
+    if "expand" in sections:
         for name, cfg in (params["expand"] or {}).items():
-            _check(cfg, f"expand.{name}", SCHEMAS["expand.*"])
-    if "baselines" in sections and "baselines" in params:
+            _check(cfg, f"expand.{name}", "expand.*")
+    if "baselines" in sections:
         baselines = params["baselines"]
-        unknown = sorted(set(baselines) - {"out_dir", "svm", "sweep"})
+        parts = ("out_dir", "svm", "sweep")
+        unknown = sorted(set(baselines) - set(parts))
         if unknown:
-            raise SettingError(f"baselines.{unknown[0]}", "unknown key; allowed: out_dir, svm, sweep")
+            raise SettingError(f"baselines.{unknown[0]}", f"unknown key; allowed: {', '.join(parts)}")
+        absent = [part for part in parts if part not in baselines]
+        if absent:
+            raise SettingError(f"baselines.{absent[0]}", "missing")
         for part in ("svm", "sweep"):
-            if part in baselines:
-                _check(baselines[part], f"baselines.{part}", SCHEMAS[f"baselines.{part}"])
+            _check(baselines[part], f"baselines.{part}", f"baselines.{part}")
+    if "ensemble" in sections:
+        ensemble = params["ensemble"]
+        _check(ensemble, "ensemble", "ensemble")
+        if ensemble["members"] not in (params.get("book") or {}):
+            raise SettingError("ensemble.members", f"{ensemble['members']!r} is not a run in params.yaml's "
+                               f"book (have: {', '.join(params.get('book') or {})})")

@@ -6,7 +6,7 @@ model and training come from ``conf/book/<id>.yaml`` as they stand, the data are
 by SHA-256). Only runs that train on the plain training set (not the expanded ones). Prints one
 line per epoch and writes the records and the book's rule (test accuracy at the best
 validation epoch) to ``--out`` as JSON. The pipeline's own way is
-``python -m pipeline.train book=<id> training.device=gpu``.
+``python -m pipeline.train book=<id> compute.device=gpu``.
 
     python scripts/train_book_gpu.py ch6-relu --seed 1 --raw /path/to/mnist --out relu-1.json
 """

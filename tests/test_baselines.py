@@ -49,12 +49,10 @@ def test_a_training_size_beyond_the_data_is_rejected_with_the_fix():
         fit_pairwise_svms(x, y, [60], C=1.0, gamma="auto", log=lambda _: None)
 
 
-def test_baselines_stage_rejects_a_kernel_the_pairwise_fit_does_not_build():
+def test_a_book_svm_trained_beyond_the_data_is_rejected_not_cut():
     from pipeline.stages.baselines import svm
 
     x, y = _blobs(50)
-    sets = {"train": (x, y)}
-    cfg = {"svm": {"C": 1.0, "kernel": "linear", "gamma": "auto", "train_limit": None},
-           "sweep": {"sizes": [20]}}
-    with pytest.raises(ValueError, match=r"baselines\.svm\.kernel: 'linear' is not supported"):
-        svm(sets, cfg)
+    cfg = {"svm": {"C": 1.0, "kernel": "rbf", "gamma": "auto", "train_limit": 60}, "sweep": {"sizes": [20]}}
+    with pytest.raises(ValueError, match="exceeds the 50 training images.*baselines.svm.train_limit"):
+        svm({"train": (x, y), "validation": (x, y), "test": (x, y)}, cfg)

@@ -40,6 +40,16 @@ def test_a_missing_member_is_named(stage_dir, capsys):
     assert "missing: ['models/ch6-dropout/seed2']" in capsys.readouterr().err
 
 
+def test_an_ensemble_of_a_run_that_is_not_in_the_book_is_named(stage_dir, capsys):
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["ensemble"]["members"] = "ch6-dropuot"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit) as stopped:
+        ensemble.main()
+    assert stopped.value.code == 2
+    assert "ensemble.members: 'ch6-dropuot' is not a run in params.yaml's book" in capsys.readouterr().err
+
+
 def test_an_interrupted_member_is_refused(stage_dir, capsys):
     _save(1, "final epoch")
     _save(2, "interrupted during epoch 1")

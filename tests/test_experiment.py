@@ -158,6 +158,22 @@ def test_compute_device_reaches_every_seed_and_a_gpu_trains_in_this_process(work
     assert seen == [("gpu", os.getpid())]
 
 
+def test_compute_device_cpu_overrides_a_run_that_asks_for_a_gpu(workdir, monkeypatch):
+    seen = []
+
+    def build(spec, **_):
+        seen.append(spec["training"]["device"])
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(experiment, "build_network", build)
+    monkeypatch.setattr(experiment, "get_xp", lambda device: pytest.fail("asked for a GPU"))
+    run = dict(RUN, training=dict(RUN["training"], device="gpu"))
+    with pytest.raises(RuntimeError, match="stop before training"):
+        experiment.train_entry("tiny", run, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
+                               compute={"device": "cpu", "seed_workers": 1})
+    assert seen == ["cpu"]
+
+
 def test_unknown_compute_device_is_rejected_by_name(workdir):
     with pytest.raises(ValueError, match=r"compute\.device: unknown 'tpu'; allowed: cpu, gpu"):
         experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,

@@ -2,11 +2,13 @@
 row formatting itself is tested in test_results.py)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from pipeline import report as rp
 from pipeline import report_plots
+from pipeline.errors import InputError
 
 TOLERANCE = {"default": 0.5, "chapter6": 0.3}
 
@@ -139,7 +141,6 @@ def test_the_overfitting_plot_shows_the_test_cost_like_the_book_when_monitored()
 
 
 def test_a_damaged_results_file_is_named_with_the_fix(results):
-    from pipeline.errors import InputError
 
     metrics = results / "ch1-30" / "metrics.json"
     metrics.write_text(metrics.read_text()[:300])
@@ -160,15 +161,35 @@ def test_a_missing_run_names_the_command_that_makes_it(params, results):
         rp.load_runs(results, {"ch1-30": "train@ch1-30", "ch6-ensemble": "ensemble"})
 
 
-@pytest.mark.parametrize("key", ["curves_in_words", "overfitting"])
-def test_report_config_names_only_runs_of_the_book(params, key):
+def _committed_params() -> dict:
+    from pipeline.params import load_params
+
+    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r["curves_in_words"].append("ch3-overfit-10k"),
+     r"report\.curves_in_words: \['ch3-overfit-10k'\] are not runs in params.yaml's book"),
+    (lambda r: r["figures"]["overfitting"].append("ch3-overfit-10k"),
+     r"report\.figures\.overfitting: \['ch3-overfit-10k'\] are not runs in params.yaml's book"),
+    (lambda r: r["progression"].append("ch6-dropuot"),
+     r"report\.progression: \['ch6-dropuot'\] are not runs, baselines or the ensemble"),
+    (lambda r: r["figures"].update(more_data="ch3-mored"),
+     r"report\.figures\.more_data: no run of params.yaml's book starts with 'ch3-mored'"),
+    (lambda r: r["tolerance_pp"].pop("chapter6"),
+     r"report\.tolerance_pp: unknown keys \[\], missing keys \['chapter6'\]"),
+    (lambda r: r["tolerance_pp"].update(default="0.5"),
+     r"report\.tolerance_pp\.default: expected a number of percentage points > 0, got '0\.5'"),
+    (lambda r: r.pop("progression"), r"report: unknown keys \[\], missing keys \['progression'\]"),
+    (lambda r: r.update(figure={}), r"report: unknown keys \['figure'\]"),
+])
+def test_a_mistake_in_the_report_config_is_named_before_anything_is_drawn(edit, message):
+    params = _committed_params()
     cfg = params["report"]
-    rp.validate(cfg, list(params["book"]))
-    target = cfg["figures"] if key == "overfitting" else cfg
-    target[key] = [*target[key], "ch3-overfit-10k"]
-    with pytest.raises(ValueError, match=r"report\.(figures\.)?" + key + r": \['ch3-overfit-10k'\] "
-                                         r"are not runs in params.yaml's book"):
-        rp.validate(cfg, list(params["book"]))
+    rp.validate(cfg, list(params["book"]), params["ensemble"]["id"])
+    edit(cfg)
+    with pytest.raises(InputError, match=message):
+        rp.validate(cfg, list(params["book"]), params["ensemble"]["id"])
 
 
 def test_the_more_data_plot_puts_each_run_at_the_size_it_trained_on(params, results):
@@ -197,14 +218,19 @@ def test_missing_baselines_name_the_stage_that_writes_them(tmp_path):
 
 
 def test_the_more_data_plot_names_the_network_its_runs_train():
-    from pathlib import Path
-
-    from pipeline.params import load_params
-
-    book = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["book"]
+    book = _committed_params()["book"]
     assert report_plots.architecture(book["ch3-more-data-100"]["model"]) == "784-30-10"
     assert report_plots.architecture(book["ch6-relu"]["model"]) == "conv-conv-fc-softmax"
     fig = report_plots.more_data_plot([(100, 0.69, 0.6909), (1000, 0.89, 0.8885)], [(1000, 0.85)],
                                       "784-30-10 network")
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
         "ours: 784-30-10 network", "book: network", "ours: SVM"]
+
+
+def test_the_curves_table_shows_the_set_the_books_metric_reports():
+    """test at best validation reports a test accuracy: its curve is the test set's."""
+    history = [{"seed": 1, "epoch": e, "validation_accuracy": 0.5, "test_accuracy": 0.9 + 0.01 * e}
+               for e in range(2)]
+    row = {"id": "ch6-relu", "book": {"metric": "test_at_best_validation", "note": "n"}}
+    table = rp.curves_table(["ch6-relu"], [row], {"ch6-relu": history})
+    assert "| ch6-relu | n | seed 1 | test | 90.00% (0) | 91.00% (1) | 91.00% (1) |" in table

@@ -1,6 +1,7 @@
-"""The data stages' settings are checked by key before a stage starts."""
+"""The data stages' and the ensemble's settings are checked by key before a stage starts."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,16 @@ def test_the_committed_settings_pass():
     ("expand.shifted.shift", True, "expand.shifted.shift: unknown key; allowed: shifts, angles, order, seed"),
     ("baselines.sweep.sizes", [0], "baselines.sweep.sizes: expected a non-empty list of integers >= 1"),
     ("baselines.svm.C", -1, "baselines.svm.C: expected a number > 0"),
+    ("baselines.svm.kernel", "linear", "baselines.svm.kernel: expected rbf (the book's SVM)"),
     ("baselines.svm.train_limit", -100, "baselines.svm.train_limit: expected an integer >= 1 or null"),
     ("baselines.bogus", 1, "baselines.bogus: unknown key; allowed: out_dir, svm, sweep"),
+    ("ensemble.members", "ch6-dropuot", "ensemble.members: 'ch6-dropuot' is not a run in params.yaml's book"),
+    ("ensemble.book", {"value": 99.67, "metric": "ensemble_test"},
+     "ensemble.book: expected a mapping of value (a fraction in (0, 1]), metric and an optional note"),
+    ("ensemble.chapter", "6", "ensemble.chapter: expected a chapter number 1..6"),
 ])
 def test_a_setting_out_of_range_is_named_with_what_is_allowed(path, value, message):
-    with pytest.raises(SettingError, match="^" + message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(SettingError, match="^" + re.escape(message)):
         check_settings(edited(path, value))
 
 
@@ -50,3 +56,24 @@ def test_a_stage_checks_only_its_own_sections():
     check_settings(bad_expand, ("data", "baselines"))
     with pytest.raises(SettingError):
         check_settings(bad_expand, ("expand",))
+
+
+def removed(path: str) -> dict:
+    params = copy.deepcopy(PARAMS)
+    *parents, last = path.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    del node[last]
+    return params
+
+
+@pytest.mark.parametrize("path", ["expand.shifted.seed", "baselines.svm.C", "baselines.sweep",
+                                  "download.sources", "data.prepared_dir", "ensemble.members", "ensemble"])
+def test_a_missing_setting_is_named(path):
+    with pytest.raises(SettingError, match="^" + re.escape(path) + ": missing"):
+        check_settings(removed(path))
+
+
+def test_a_rotation_order_may_be_left_out():
+    check_settings(removed("expand.rotated.order"), ("expand",))

@@ -9,12 +9,14 @@ from pipeline.errors import InputError
 from pipeline.nn import load_model, score_vote
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.params import load_params, run_folders
+from pipeline.settings import check_settings
 from pipeline.stages._common import log, stage
 
 
 def main() -> None:
     with stage("ensemble"):
         params = load_params()
+        check_settings(params, ("ensemble",))
         cfg, data = params["ensemble"], params["data"]
         limit = (params["profile"].get("limits") or {}).get("eval_examples")
         # exactly the seeds that train@<members> trained, each to its last epoch

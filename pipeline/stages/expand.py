@@ -18,7 +18,7 @@ from pipeline.settings import check_settings
 from pipeline.stages._common import log, one_argument, stage
 
 
-def preview(images: np.ndarray, cfg: dict, path: Path, n: int = 8) -> None:
+def preview(images: np.ndarray, cfg: dict, order: int, path: Path, n: int = 8) -> None:
     """A grid: each row one original training image, then its shifted and rotated copies."""
     from pipeline import figures  # matplotlib: only when the stage gets this far
 
@@ -26,7 +26,7 @@ def preview(images: np.ndarray, cfg: dict, path: Path, n: int = 8) -> None:
     columns = [("original", originals)]
     if cfg["shifts"]:
         columns += [(f"shift {name}", ex.shift(originals, dy, dx)) for name, dy, dx in ex.SHIFTS]
-    columns += [(f"rotate {a:+g}°", ex.rotate(originals, a, cfg.get("order", 1)))
+    columns += [(f"rotate {a:+g}°", ex.rotate(originals, a, order))
                 for a in cfg["angles"]]
     figures.save_figure(figures.expansion_preview(columns), path, dpi=100)
 
@@ -39,15 +39,15 @@ def main(name: str) -> None:
         if name not in sets:
             raise InputError(f"no set {name!r} in params.yaml's expand (have: {', '.join(sets)})")
         cfg = sets[name]
+        order = cfg.get("order", 1)  # bilinear unless the set says (a set of shifts has no use for it)
         images, labels = load_images(split_file(data["prepared_dir"], "train"))
         expanded, expanded_labels = ex.expand(images, labels, shifts=cfg["shifts"],
-                                              angles=list(cfg["angles"]), seed=cfg["seed"],
-                                              order=cfg.get("order", 1))
+                                              angles=list(cfg["angles"]), seed=cfg["seed"], order=order)
         out = Path(data["expanded_dir"]) / f"{name}.npz"
         save_images(out, expanded, expanded_labels)
         log(f"expand@{name}: {out} {len(expanded_labels):,} images "
             f"(shifts={cfg['shifts']}, angles={list(cfg['angles'])}, seed={cfg['seed']})")
-        preview(images, cfg, Path("results/expand") / f"{name}_preview.png")
+        preview(images, cfg, order, Path("results/expand") / f"{name}_preview.png")
 
 
 if __name__ == "__main__":

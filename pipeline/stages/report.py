@@ -19,7 +19,7 @@ def main() -> None:
         params = load_params()
         cfg = params["report"]
         out = Path(cfg["out_dir"])
-        rp.validate(cfg, list(params["book"]))  # a mistake in params' report: is named, exit 2
+        rp.validate(cfg, list(params["book"]), params["ensemble"]["id"])  # a mistake is named, exit 2
         baselines, svm_sweep = rp.load_baselines(Path(params["baselines"]["out_dir"]))
         stages = {**{i: f"train@{i}" for i in params["book"]}, params["ensemble"]["id"]: "ensemble"}
         runs, histories = rp.load_runs(Path(RESULTS), stages)
