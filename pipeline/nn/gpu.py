@@ -265,7 +265,7 @@ def run_epoch_graphed(train, x, y, m: int, order, tick, keep_alive, log=None, ti
     nothing, and every full mini-batch after the first, the second included, is a replay.
     ``tick`` hears every ``tick_every`` mini-batches how many were done (the rest at the end).
     Returns whether a graph was used."""
-    n = x.shape[0]
+    n = x.shape[0] if order is None else len(order)  # an order may leave examples out
     xb = cupy.empty((m,) + x.shape[1:], x.dtype)
     yb = cupy.empty((m,) + y.shape[1:], y.dtype)
     cupy.cuda.Device().synchronize()  # x, y and the weights were written on the default stream

@@ -3,10 +3,11 @@
 ``weights.npz`` holds one float array per parameter (``layers.<i>.<key>``); it is always read
 with ``allow_pickle=False``, so a file carrying a pickled object array is refused rather than
 executed. ``model.json`` holds the format name and version, the validated spec (enough to
-rebuild the network), every parameter's shape and dtype, the SHA-256 of ``weights.npz``, and
-free-form metadata (metrics, data digest, ...). Both files are written atomically (temporary
-file in the same directory, then ``os.replace``), weights first, so a reader never sees a
-half-written file and a crash between the two shows up as a digest mismatch.
+rebuild the network), every parameter's shape and dtype (checked against the arrays), the
+name (always ``weights.npz``) and SHA-256 of the weights file, and free-form metadata (metrics,
+data digest, ...). Both files are written atomically (temporary file in the same directory,
+then ``os.replace``), weights first, so a reader never sees a half-written file and a crash
+between the two shows up as a digest mismatch.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ FORMAT = "nielsen-mnist-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "model.json"
+REDO = "train it again (`dvc repro`) or fetch it (`dvc pull`)"  # the fix for a damaged model file
 
 
 class ModelFileError(InputError):
@@ -114,7 +116,26 @@ def _read_info(directory: Path) -> dict:
         raise ModelFileError(f"{path}: 'metadata.metrics' must be a mapping")
     if info.get("dtype") is not None and info["dtype"] not in ("float32", "float64"):
         raise ModelFileError(f"{path}: 'dtype' {info['dtype']!r} is not float32 or float64")
+    if info.get("weights_file", WEIGHTS_FILE) != WEIGHTS_FILE:  # written for readers; we read WEIGHTS_FILE only
+        raise ModelFileError(f"{path}: 'weights_file' is {info['weights_file']!r}, but a model directory's "
+                             f"weights are always {WEIGHTS_FILE!r}; name the file {WEIGHTS_FILE}")
     return info
+
+
+def _read_entry(npz, name: str, path: Path) -> numpy.ndarray:
+    """The array ``name`` of the open ``npz``, refused unless it is a plain .npy array."""
+    try:
+        array = npz[name]
+    except ValueError as exc:
+        # numpy says "allow_pickle" only when it refuses an object array; anything else is damage
+        if "allow_pickle" in str(exc):
+            raise ModelFileError(
+                f"{path}: array {name!r} is a pickled object array; refused (allow_pickle=False): {exc}"
+            ) from None
+        raise ModelFileError(f"{path}: array {name!r} is unreadable ({exc}); {REDO}") from None
+    if not isinstance(array, numpy.ndarray):  # an entry without a .npy header comes back as bytes
+        raise ModelFileError(f"{path}: entry {name!r} is not a .npy array ({type(array).__name__}); {REDO}")
+    return array
 
 
 def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, numpy.ndarray]:
@@ -132,12 +153,7 @@ def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str,
             if unexpected:
                 raise ModelFileError(f"{path}: unexpected array(s) {unexpected}")
             for name in expected:
-                try:
-                    state[name] = npz[name]
-                except ValueError as exc:  # numpy refuses object arrays without allow_pickle
-                    raise ModelFileError(
-                        f"{path}: array {name!r} is a pickled object array; refused (allow_pickle=False): {exc}"
-                    ) from None
+                state[name] = _read_entry(npz, name, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelFileError(f"{path}: not a readable .npz file ({exc})") from None
     for name, shape in expected.items():
@@ -151,12 +167,25 @@ def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str,
     return state
 
 
+def _check_dtypes(info: dict, declared: dict[str, str], state: dict[str, numpy.ndarray], meta_path: Path) -> None:
+    """Every array has the dtype model.json declares for it, and that is the model's ``dtype``:
+    otherwise loading would silently cast the weights to a precision they were not saved in."""
+    for name, array in state.items():
+        if str(array.dtype) != declared[name]:
+            raise ModelFileError(f"{meta_path}: 'params.{name}.dtype' is {declared[name]!r}, but {WEIGHTS_FILE} "
+                                 f"holds {array.dtype}; the two files do not belong together: {REDO}")
+        if info.get("dtype") is not None and declared[name] != info["dtype"]:
+            raise ModelFileError(f"{meta_path}: 'dtype' is {info['dtype']!r}, but 'params.{name}.dtype' is "
+                                 f"{declared[name]!r}; {REDO}")
+
+
 def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> LoadedModel:
     """Rebuild the network described in ``directory`` and load its weights, checking everything.
 
     Raises :class:`ModelFileError` for a missing, malformed or mismatched file: unknown format,
     invalid spec, parameter names or shapes that differ between spec, ``model.json`` and
-    ``weights.npz``, non-float or pickled arrays, or a weights digest that does not match.
+    ``weights.npz``, non-float, pickled or unreadable arrays, dtypes that differ from the declared
+    ones, or a weights digest that does not match.
     """
     directory = Path(directory)
     info = _read_info(directory)
@@ -172,12 +201,14 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
     declared = info["params"]
     try:
         declared_shapes = {k: tuple(v["shape"]) for k, v in declared.items()}
+        declared_dtypes = {k: v["dtype"] for k, v in declared.items()}
     except (AttributeError, KeyError, TypeError):
         raise ModelFileError(f"{meta_path}: 'params' is malformed: {declared!r}") from None
     if declared_shapes != expected:
         raise ModelFileError(f"{meta_path}: 'params' {declared_shapes} do not match the spec's network {expected}")
     weights_path = directory / WEIGHTS_FILE
     state = _read_weights(weights_path, expected)
+    _check_dtypes(info, declared_dtypes, state, meta_path)
     digest = sha256_file(weights_path)
     if digest != info["weights_sha256"]:
         raise ModelFileError(f"{weights_path}: SHA-256 {digest} does not match model.json ({info['weights_sha256']})")

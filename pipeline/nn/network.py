@@ -66,6 +66,11 @@ class Network:
         return self.layers[-1]
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input example, as the first layer takes it (``model.input_shape``)."""
+        return tuple(self.layers[0].in_shape)
+
+    @property
     def classes(self) -> int:
         return int(math.prod(self.layers[-1].out_shape))
 
@@ -183,7 +188,7 @@ class Network:
         """||dC/db^l|| per layer for the mean cost over (x, labels) (ch. 5's speed of learning).
 
         Runs one training pass over the whole set; dropout masks come from a fixed generator so
-        the training stream is left untouched. ``None`` for a layer without biases.
+        the training stream is left untouched.
         """
         saved = self.dropout_rng
         self.seed_dropout(0)
@@ -192,10 +197,7 @@ class Network:
             self.backprop(x, one_hot(to_numpy(labels), self.classes, self.xp, self.dtype))
         finally:
             self.set_dropout_rng(saved)
-        return [
-            float(self.xp.linalg.norm(layer.grads["b"].ravel())) if "b" in layer.grads else None
-            for layer in self.layers
-        ]
+        return [float(self.xp.linalg.norm(layer.grads["b"].ravel())) for layer in self.layers]
 
     # -- state ------------------------------------------------------------------------------
     def param_shapes(self) -> dict[str, tuple[int, ...]]:

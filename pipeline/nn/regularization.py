@@ -6,7 +6,9 @@ cost, R summed over the ``decayed`` parameters (weights, never biases) of every 
 - L2: R(w) = 0.5 * sum w^2,  dR/dw = w       (ch. 3 eq. 85-87)
 - L1: R(w) = sum |w|,        dR/dw = sgn(w)  (ch. 3 eq. 95-97; sgn(0) = 0)
 
-The coefficient ``c`` depends on the scaling:
+The training step (:class:`pipeline.nn.train.SGD`, ``Network.sgd_step``) applies dR/dw itself,
+in its own order of operations; tests/nn/test_gradients.py checks that step against finite
+differences of C. The coefficient ``c`` depends on the scaling:
 
 - ``network2`` (chapter 3): c = lmbda / n, n = size of the training set. One SGD step is then
   w <- (1 - eta lmbda / n) w - eta grad  (L2, eq. 93)  or
@@ -59,11 +61,3 @@ class Regularization:
         if self.kind == "l2":
             return 0.5 * coef * sum(float((w * w).sum()) for w in weights)
         return coef * sum(float(abs(w).sum()) for w in weights)
-
-    def gradient(self, w, coef: float):
-        """d(c R)/dw for one weight array."""
-        if not self.active:
-            return w * 0
-        if self.kind == "l2":
-            return coef * w
-        return coef * (w > 0).astype(w.dtype) - coef * (w < 0).astype(w.dtype)

@@ -33,7 +33,7 @@ Schema (defaults in brackets; ``<required>`` has none)::
                                    # and gradient_norms: [false] or n >= 1, the number of first
                                    # training examples ||dC/db^l|| is measured on (chapter 5: 1000)
       eval_every: [1]              # evaluate (and record) every k-th epoch and the last one
-      seed: [1]                    # >= 0
+      seed: [1]                    # >= 0 (at most 2**32 - 1 with rng.kind network2)
       dtype: [float32]             # float32 | float64
       device: [cpu]                # cpu | gpu
       threads: [1]                 # >= 1: CPU threads a conv layer shares a mini-batch's chunks
@@ -47,7 +47,7 @@ Schema (defaults in brackets; ``<required>`` has none)::
         order_carried: [false]     # network2: those runs shuffled this run's very list
 
 Shape rules: a conv layer needs a 3-d input (so it cannot follow an fc layer); its "valid"
-convolution output (H - kernel + 1) must be at least and a multiple of ``pool``. A softmax
+convolution output (H - kernel + 1) must be at least ``pool`` and a multiple of it. A softmax
 layer can only be last. The cost fixes the output layer: quadratic -> fc (any activation),
 cross_entropy -> fc with sigmoid, log_likelihood -> softmax.
 """
@@ -73,6 +73,7 @@ SCHEDULES = ("constant", "halve_on_plateau")
 DTYPES = ("float32", "float64")
 RNG_KINDS = ("pcg64", "network2")
 DEVICES = ("cpu", "gpu")
+NETWORK2_MAX_SEED = 2**32 - 1  # numpy.random.RandomState's largest seed
 MONITOR_KEYS = ("training_cost", "training_accuracy", "validation_cost", "test_cost", "gradient_norms")
 
 
@@ -290,6 +291,10 @@ def _training(value, path="training") -> dict:
     t["rng"] = _rng(t["rng"], p("rng"))
     if t["rng"]["kind"] == "network2" and not t["shuffle"]:
         raise SpecError(p("shuffle"), "must be true with rng.kind network2 (the book's scripts reshuffle every epoch)")
+    if t["rng"]["kind"] == "network2" and t["seed"] > NETWORK2_MAX_SEED:
+        # numpy's RandomState (the script's weight stream) takes 32-bit seeds only
+        raise SpecError(p("seed"), f"must be in 0..{NETWORK2_MAX_SEED} (2**32 - 1) with rng.kind network2, "
+                                   f"whose numpy RandomState takes 32-bit seeds; got {t['seed']}")
     return t
 
 

@@ -194,6 +194,7 @@ def _prepare(data, net: Network, name: str):
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected an (x, y) pair") from None
     x = net.xp.ascontiguousarray(net.xp.asarray(x, dtype=net.dtype))
+    _check_example_size(x, net, name)
     y = numpy.asarray(to_numpy(y))
     if y.ndim != 1 or not numpy.issubdtype(y.dtype, numpy.integer):
         raise ValueError(f"{name}: labels must be a 1-d integer array, got shape {y.shape} dtype {y.dtype}")
@@ -202,6 +203,17 @@ def _prepare(data, net: Network, name: str):
     if y.size and (y.min() < 0 or y.max() >= net.classes):
         raise ValueError(f"{name}: labels must lie in [0, {net.classes}), got [{y.min()}, {y.max()}]")
     return x, y.astype(numpy.int64)
+
+
+def _check_example_size(x, net: Network, name: str) -> None:
+    """Each example of ``x`` must hold as many values as the model's input shape (an fc first
+    layer flattens any shape of that size); otherwise numpy's matmul error would name no data."""
+    size, wanted = math.prod(x.shape[1:]), math.prod(net.input_shape)
+    if size != wanted:
+        raise InputError(
+            f"{name}: each example has {size} values (shape {list(x.shape[1:])}), but the model's "
+            f"input_shape {list(net.input_shape)} takes {wanted}; give data of that size or change "
+            f"model.input_shape")
 
 
 def _training_config(training) -> dict:
@@ -275,7 +287,7 @@ def too_small_for_two_threads(net: Network, batch_size: int) -> bool:
 
 def _run_minibatches(train, x, y, m: int, order, tick) -> None:
     """``train`` on each mini-batch of (x, y) in ``order`` (or as stored), ``tick`` every few."""
-    n = x.shape[0]
+    n = x.shape[0] if order is None else len(order)  # an order may leave examples out
     chunk = m * _TICK_BATCHES
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
@@ -518,7 +530,7 @@ def format_record(record: dict, epochs: int | None = None) -> str:
             value = record[key]
             parts.append(f"{label} {value:.2%}" if key.endswith("accuracy") else f"{label} {value:.4f}")
     if "gradient_norms" in record:
-        norms = ", ".join("-" if g is None else f"{g:.3g}" for g in record["gradient_norms"])
+        norms = ", ".join(f"{g:.3g}" for g in record["gradient_norms"])
         parts.append(f"|dC/db| [{norms}]")
     parts.append(f"{record['seconds']:.2f} s (+{record.get('eval_seconds', 0.0):.2f} s eval)")
     return "  ".join(parts)

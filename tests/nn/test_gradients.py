@@ -1,5 +1,6 @@
-"""Finite-difference checks of backpropagation (float64): every activation, cost, regulariser
-and dropout mode, with the dropout masks held fixed by re-seeding the network's generator."""
+"""Finite-difference checks of backpropagation and the training step (float64): every
+activation, cost, regulariser and dropout mode, with the dropout masks held fixed by re-seeding
+the network's generator."""
 
 from __future__ import annotations
 
@@ -8,14 +9,28 @@ import pytest
 from nnhelpers import blobs, central_difference, make_spec
 
 from pipeline.nn import Regularization, build_network, one_hot
+from pipeline.nn.train import SGD, run_epoch
 
 TOLERANCE = 1e-6
 STEP = 1e-4  # fourth-order central differences: truncation ~STEP^4, rounding ~1e-16/STEP
 FLOOR = 1e-5  # |a - n| is taken relative to max(|a| + |n|, FLOOR); FD rounding noise is ~1e-16 |C| / STEP
 
 
+def trained_gradient(net, x, y, reg, coef, seed) -> dict:
+    """w - w' for one step w' of the training code (``run_epoch``: ``Network.sgd_step`` for plain
+    SGD and L2, backprop + ``SGD.step`` for L1) on the whole batch at eta = 1: the gradient of
+    C_0 + c R(w) that training follows, decay term included. ``net`` is left as it was."""
+    before = net.state_dict()
+    net.seed_dropout(seed)
+    run_epoch(net, SGD(net, 0.0, reg, coef), x, y, x.shape[0], 1.0)
+    after = net.state_dict()
+    net.load_state_dict(before)
+    return {name: before[name] - after[name] for name in before}
+
+
 def numeric_and_analytic(net, x, y, reg=None, coef=0.0, seed=11):
-    """(analytic, numeric) gradient pairs of mean cost + c R(w), one per parameter."""
+    """(analytic, numeric) gradient pairs of mean cost + c R(w), one per parameter; the analytic
+    one is the step training takes (see ``trained_gradient``)."""
 
     def objective():
         net.seed_dropout(seed)  # same masks for every evaluation
@@ -24,13 +39,10 @@ def numeric_and_analytic(net, x, y, reg=None, coef=0.0, seed=11):
             value += reg.penalty(net.weights(), coef)
         return value
 
-    net.seed_dropout(seed)
-    net.backprop(x, y)
+    stepped = trained_gradient(net, x, y, reg, coef, seed)
     pairs = []
-    for _, layer, key in net.named_params():
-        analytic = layer.grads[key].copy()
-        if reg is not None and key in layer.decayed:
-            analytic += reg.gradient(layer.params[key], coef)
+    for name, layer, key in net.named_params():
+        analytic = stepped[name]
         p = layer.params[key]
         numeric = numpy.empty_like(p)
         for idx in numpy.ndindex(p.shape):

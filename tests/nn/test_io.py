@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import numpy
 import pytest
 from nnhelpers import blobs, make_spec
 
-from pipeline.nn import ModelFileError, build_network, load_model, save_model
+from pipeline.hashing import sha256_file
+from pipeline.nn import ModelFileError, build_network, load_model, save_model, validate_spec
 
 LAYERS = [{"type": "fc", "units": 5, "activation": "relu", "dropout": 0.5}, {"type": "softmax", "units": 3}]
 
@@ -33,7 +36,7 @@ def test_round_trip(saved):
     directory, net, spec = saved
     assert sorted(p.name for p in directory.iterdir()) == ["model.json", "weights.npz"]  # no temp files left
     loaded, loaded_spec, metadata, info = load_model(directory)
-    assert loaded_spec == spec | {"model": loaded_spec["model"], "training": loaded_spec["training"]}
+    assert info["spec"] == loaded_spec == validate_spec(spec)  # saved with every default filled in
     assert metadata == {"test_accuracy": 0.9542, "data_sha256": "ab" * 32, "epochs": 30}
     assert info["params"]["layers.0.w"] == {"shape": [6, 5], "dtype": "float32"}
     assert loaded.dtype == numpy.float32
@@ -78,6 +81,65 @@ def test_tampered_weights_are_rejected(saved, change, message):
         load_model(directory)
 
 
+def rewrite_entry(directory, name, member, data):
+    """weights.npz with ``name``'s entry replaced by ``data`` stored as ``member``, and
+    model.json's digest updated, so only the entry itself is wrong."""
+    path = directory / "weights.npz"
+    with numpy.load(path, allow_pickle=False) as npz:
+        state = {k: npz[k] for k in npz.files}
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, value in state.items():
+            if key == name:
+                zf.writestr(member, data)
+                continue
+            buf = io.BytesIO()
+            numpy.lib.format.write_array(buf, value)
+            zf.writestr(key + ".npy", buf.getvalue())
+    edit_info(directory, lambda info: info.update(weights_sha256=sha256_file(path)))
+
+
+def edit_info(directory, edit):
+    info = json.loads((directory / "model.json").read_text())
+    edit(info)
+    (directory / "model.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize(
+    "member, data, message",
+    [
+        ("layers.0.b", b"hello", r"entry 'layers.0.b' is not a .npy array \(bytes\); train it again"),
+        ("layers.0.b.npy", b"\x93NUMPY\x01\x00garbage", r"array 'layers.0.b' is unreadable \(.*\); train it again"),
+    ],
+    ids=["entry without a .npy header", "damaged .npy header"],
+)
+def test_damaged_entries_are_refused_as_such(saved, member, data, message):
+    """Not an AttributeError traceback, and not called a pickled object array."""
+    directory = saved[0]
+    rewrite_entry(directory, "layers.0.b", member, data)
+    with pytest.raises(ModelFileError, match=message) as info:
+        load_model(directory)
+    assert "weights.npz" in str(info.value) and "pickled" not in str(info.value)
+
+
+def test_arrays_must_have_the_declared_dtype(tmp_path):
+    """float64 weights under a float32 description would load silently cast to float32."""
+    spec64 = make_spec(LAYERS, "log_likelihood", dtype="float64", seed=8)
+    net64 = build_network(spec64)
+    for name, edit, message in [
+        ("param", lambda info: info["params"]["layers.0.w"].update(dtype="float32"),
+         r"'params.layers.0.w.dtype' is 'float32', but weights.npz holds float64"),
+        ("model", lambda info: info.update(dtype="float32"),
+         r"'dtype' is 'float32', but 'params.layers.0.w.dtype' is 'float64'"),
+    ]:
+        directory = save_model(tmp_path / name, net64, spec64)
+        edit_info(directory, edit)
+        with pytest.raises(ModelFileError, match=message):
+            load_model(directory)
+    # asking for another precision is still a cast on purpose
+    directory = save_model(tmp_path / "asked", net64, spec64)
+    assert load_model(directory, dtype="float32").network.dtype == numpy.float32
+
+
 def test_spec_that_does_not_match_the_weights(saved):
     directory = saved[0]
     info = json.loads((directory / "model.json").read_text())
@@ -99,6 +161,8 @@ def test_spec_that_does_not_match_the_weights(saved):
         (lambda info: info.update(metadata={"metrics": [1]}), "'metadata.metrics' must be a mapping"),
         (lambda info: info.update(dtype="float99"), "'dtype' 'float99' is not float32 or float64"),
         (lambda info: info.update(dtype="int8"), "'dtype' 'int8' is not float32 or float64"),
+        (lambda info: info.update(weights_file="other.npz"), "'weights_file' is 'other.npz'.*always 'weights.npz'"),
+        (lambda info: info["params"]["layers.0.w"].pop("dtype"), "'params' is malformed"),
     ],
 )
 def test_malformed_model_json(saved, edit, fragment):

@@ -1,4 +1,4 @@
-"""The update rules: plain SGD, L2 and L1 decay in both scalings, momentum, checked by hand."""
+"""The update rules, checked by hand: plain SGD, L2 and L1 decay in both scalings, momentum with each."""
 
 from __future__ import annotations
 
@@ -83,6 +83,16 @@ def test_l1_network2_scaling(data):
     assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
 
 
+def test_l1_network3_scaling(data):
+    """Chapter 6's scaling for L1: w <- w - eta (grad + lmbda sgn(w) / (n // m))."""
+    spec = spec_with(regularization={"kind": "l1", "lmbda": LMBDA, "scaling": "network3"})
+
+    def rule(w, g, decayed, name, v):
+        return w - ETA * (g + LMBDA / (N // M) * numpy.sign(w)) if decayed else w - ETA * g
+
+    assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
+
+
 def test_momentum_with_l2(data):
     """v <- mu v - eta (grad + c w); w <- w + v."""
     spec = spec_with(momentum=MU, regularization={"kind": "l2", "lmbda": LMBDA, "scaling": "network2"})
@@ -95,10 +105,26 @@ def test_momentum_with_l2(data):
     assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
 
 
-def test_regularization_changes_the_result(data):
-    """Guard against the two tests above passing because decay was silently ignored."""
-    plain = fitted(spec_with(), *data)
-    decayed = fitted(spec_with(regularization={"kind": "l2", "lmbda": LMBDA}), *data)
+@pytest.mark.parametrize("scaling", ["network2", "network3"])
+def test_momentum_with_l1(data, scaling):
+    """v <- mu v - eta (grad + c sgn(w)); w <- w + v, c = lmbda / n or lmbda / (n // m)."""
+    spec = spec_with(momentum=MU, regularization={"kind": "l1", "lmbda": LMBDA, "scaling": scaling})
+    c = LMBDA / N if scaling == "network2" else LMBDA / (N // M)
+
+    def rule(w, g, decayed, name, v):
+        grad = g + c * numpy.sign(w) if decayed else g
+        v[name] = MU * v[name] - ETA * grad
+        return w + v[name]
+
+    assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
+
+
+@pytest.mark.parametrize("momentum", [0.0, MU])
+@pytest.mark.parametrize("kind", ["l1", "l2"])
+def test_regularization_changes_the_result(data, kind, momentum):
+    """Guard against the decay tests above passing because decay was silently ignored."""
+    plain = fitted(spec_with(momentum=momentum), *data)
+    decayed = fitted(spec_with(momentum=momentum, regularization={"kind": kind, "lmbda": LMBDA}), *data)
     assert not numpy.allclose(plain.layers[0].params["w"], decayed.layers[0].params["w"])
 
 
@@ -110,7 +136,6 @@ def test_regularization_coefficients():
     w = numpy.array([[1.0, -2.0], [0.0, 3.0]])
     assert Regularization("l2", 1.0).penalty([w], 0.5) == pytest.approx(0.5 * 0.5 * 14.0)
     assert Regularization("l1", 1.0).penalty([w], 0.5) == pytest.approx(0.5 * 6.0)
-    numpy.testing.assert_allclose(Regularization("l1", 1.0).gradient(w, 2.0), [[2.0, -2.0], [0.0, 2.0]])
     with pytest.raises(ValueError, match="kind"):
         Regularization("l3", 1.0)
 

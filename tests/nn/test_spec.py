@@ -266,5 +266,16 @@ def test_network2_streams_are_validated():
     rejects(spec, "model.layers[0]", "network2.py")
 
 
+def test_network2_seed_must_fit_randomstate():
+    """numpy's RandomState takes seeds 0..2**32 - 1: a larger one is refused at training.seed,
+    not later by numpy without a key; our own PCG64 streams take any seed >= 0."""
+    spec = copy.deepcopy(NETWORK2_NET)
+    spec["training"]["seed"] = 2**32 - 1
+    assert validate_spec(spec)["training"]["seed"] == 2**32 - 1
+    spec["training"]["seed"] = 2**32
+    rejects(spec, "training.seed", "0..4294967295", "rng.kind network2")
+    assert validate_spec(edited(("training", "seed"), 2**32))["training"]["seed"] == 2**32
+
+
 def test_a_non_mapping_spec():
     rejects([1, 2], "spec", "mapping")

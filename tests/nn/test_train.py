@@ -6,6 +6,7 @@ import numpy
 import pytest
 from nnhelpers import blobs, make_spec
 
+from pipeline.errors import InputError
 from pipeline.nn import build_network, fit
 from pipeline.nn.regularization import Regularization
 
@@ -212,12 +213,14 @@ def test_neither_rule_fires_after_the_last_epoch(data):
     assert len(history.records) == 3 and history.stopped_early is None
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("scaling", ["network2", "network3"])
-def test_network3_scaling_leaves_out_the_last_partial_mini_batch(data, scaling):
+def test_network3_scaling_leaves_out_the_last_partial_mini_batch(data, scaling, shuffle):
     """network3.py trains n // m whole mini-batches an epoch; network.py and network2.py also
-    train the last, smaller one. 25 examples in batches of 10: 2 or 3 steps an epoch."""
+    train the last, smaller one. 25 examples in batches of 10: 2 or 3 steps an epoch, in the
+    stored order or shuffled."""
     x, y = data[0][0][:25], data[0][1][:25]
-    s = spec(epochs=1, shuffle=False, regularization={"kind": "l2", "lmbda": 1.0, "scaling": scaling})
+    s = spec(epochs=1, shuffle=shuffle, regularization={"kind": "l2", "lmbda": 1.0, "scaling": scaling})
     net = build_network(s)
     layer, sizes = net.layers[0], []
     forward = layer.forward
@@ -232,7 +235,7 @@ def test_network3_scaling_leaves_out_the_last_partial_mini_batch(data, scaling):
     fit(net, s, (x, y), log=said.append, progress=False)
     assert sizes == ([10, 10] if scaling == "network3" else [10, 10, 5])
     assert any("5 of the 25 training examples are left out" in line for line in said) == (scaling == "network3")
-    if scaling == "network3":  # the same weights as training on the first 20 only
+    if scaling == "network3" and not shuffle:  # the same weights as training on the first 20 only
         trimmed = build_network(s)
         fit(trimmed, s, (x[:20], y[:20]), log=None, progress=False)
         for k, w in trimmed.state_dict().items():
@@ -317,6 +320,21 @@ def test_fit_checks_its_inputs(data):
         fit(build_network(spec()), spec(), (x, y[:-1]), log=None)
     with pytest.raises(ValueError, match="training.eta"):
         fit(build_network(spec()), spec(eta=-1.0), train, log=None)
+
+
+def test_data_of_the_wrong_example_size_names_the_set_and_both_shapes(data):
+    """Examples must hold prod(model.input_shape) values (an fc layer flattens (n, 1, 2, 3) too);
+    a wrong width is an InputError naming the data set, not numpy's matmul error."""
+    train, val, _ = data
+    net = build_network(spec())
+    x, y = train
+    wide = (numpy.hstack([x, x[:, :1]]), y)
+    with pytest.raises(InputError, match=r"train_data: each example has 7 values \(shape \[7\]\), "
+                                         r"but the model's input_shape \[6\] takes 6"):
+        fit(net, spec(), wide, log=None)
+    with pytest.raises(InputError, match=r"validation_data: each example has 7 values"):
+        fit(net, spec(), train, (numpy.hstack([val[0], val[0][:, :1]]), val[1]), log=None)
+    fit(net, spec(epochs=1), (x.reshape(-1, 1, 2, 3), y), log=None)  # same size, another shape
 
 
 def test_eval_every_records_only_evaluation_epochs_and_the_last():
