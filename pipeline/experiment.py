@@ -267,6 +267,7 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         seed_dir = model_dir / f"seed{seed}"
         save_model(seed_dir, net, spec, metadata={
             "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
+            "test_examples": len(test.y),  # what its test accuracies were measured on
             "weights": f"interrupted during epoch {len(rows)}" if history.interrupted else FINAL_EPOCH_WEIGHTS,
             "mlflow_run_id": run.run_id, "metrics": summary})
         if history.interrupted:

@@ -119,11 +119,15 @@ def recorded_final_test(voter: Voter) -> float | None:
     return voter.test_accuracy.get(last)
 
 
-def evaluated_examples(profile: str | None) -> int | None | bool:
-    """How many test images a run of ``profile`` evaluated on: its ``limits.eval_examples``
-    in conf/profile/<name>.yaml (None: all; the smoke profile: the first 500), or False for a
-    profile this checkout does not have (its record cannot be compared). A model that names
-    no profile was evaluated on all of them."""
+def evaluated_examples(metadata: dict) -> int | None | bool:
+    """How many test images the run that saved a model evaluated on: its ``test_examples``
+    (recorded since 2026-12-04); for a model saved before, its profile's
+    ``limits.eval_examples`` in conf/profile/<name>.yaml (None: all; smoke: the first 500), or
+    False for a profile this checkout does not have (its record cannot be compared). A model
+    that names no profile was evaluated on all of them."""
+    if metadata.get("test_examples") is not None:
+        return metadata["test_examples"]
+    profile = metadata.get("profile")
     if not profile:
         return None
     path = params.CONF / "profile" / f"{profile}.yaml"
@@ -146,7 +150,7 @@ def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:
         correct = int(np.sum(predicted == test.y))
         line = f"{voter.name}: test {correct / len(test):.2%} ({len(test) - correct} errors)"
         recorded = recorded_final_test(voter)
-        n = evaluated_examples(voter.metadata.get("profile"))
+        n = evaluated_examples(voter.metadata)
         if recorded is not None and n is not False:
             # the run measured its profile's test set: all of it, or its first n images
             n = min(n or len(test), len(test))

@@ -438,10 +438,12 @@ def hidden_norm_keys(rows: list[dict]) -> list[str]:
                   key=lambda k: int(k.removeprefix("grad_norm_layer")))
     return keys[:-1]
 
+
 def initial_speeds(rows: list[dict]) -> dict[int, list[float]]:
     """Each seed's ||dC/db^l|| of the hidden layers at the start of training (epoch 0)."""
     return {int(r.get("seed", 1)): [r[k] for k in hidden_norm_keys([r])]
             for r in rows if r.get("epoch") == 0}
+
 
 def speed_table(book: dict[str, list[float]], histories: dict[str, list[dict]]) -> str:
     """Chapter 5's speed of learning at the start: the book's ||dC/db^l|| per hidden layer
@@ -458,6 +460,7 @@ def speed_table(book: dict[str, list[float]], histories: dict[str, list[dict]]) 
         lines.append(f"| {run_id} | last / first | {book_speeds[-1] / book_speeds[0]:.3g}x | "
                      f"{_median_range(sorted(ratios), 'x')} |")
     return "\n".join(lines) + "\n"
+
 
 def _median_range(values: list[float], unit: str = "") -> str:
     if not values:

@@ -17,6 +17,15 @@ import matplotlib.pyplot as plt
 
 from pipeline.report import book_speeds, hidden_norm_keys
 
+CURVE_CHAPTERS = (1, 3, 5, 6)  # one learning-curves plot each
+
+
+def plot_names(cfg: dict) -> list[str]:
+    """The files :func:`figures` draws under ``plots/`` for the report config ``cfg``; the
+    report stage's plots in dvc.yaml are the same (tests/test_dvc_yaml.py)."""
+    return ["progression.png", *(f"learning_curves_ch{c}.png" for c in CURVE_CHAPTERS), "more_data.png",
+            "learning_speed.png", *(f"overfitting_{run_id}.png" for run_id in cfg["figures"]["overfitting"])]
+
 
 def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
             baselines: dict, svm_sweep: dict) -> dict[str, Any]:
@@ -25,7 +34,7 @@ def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
     more_data, depth_prefix = cfg["figures"]["more_data"], cfg["figures"]["depth"]
     by_id = {r["id"]: r for r in rows}
     plots = {"progression.png": progression_plot(rows, cfg["progression"])}
-    for chapter in (1, 3, 5, 6):
+    for chapter in CURVE_CHAPTERS:
         ids = [r["id"] for r in rows if r["chapter"] == chapter and histories.get(r["id"])
                and not r["id"].startswith(more_data)]
         plots[f"learning_curves_ch{chapter}.png"] = chapter_curves(chapter, {i: histories[i] for i in ids})
@@ -69,6 +78,7 @@ def progression_plot(rows: list[dict], order: list[str]):
     fig.tight_layout()
     return fig
 
+
 def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy"):
     """Validation accuracy per epoch of every run of one chapter (its smallest seed)."""
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -85,6 +95,7 @@ def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "v
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
 
 def architecture(model: dict) -> str:
     """A fully connected net's layer sizes as the book writes them (``784-30-10``); for any
@@ -117,6 +128,7 @@ def more_data_plot(points: list[tuple[int, float | None, float | None]], svm: li
     fig.tight_layout()
     return fig
 
+
 def learning_speed_plot(figure: dict[str, list[dict]], depth: dict[str, list[dict]],
                         book: dict[str, list[float]] | None = None):
     """Chapter 5: ||dC/db^l|| of each hidden layer per epoch (smallest seed), log scale.
@@ -143,6 +155,7 @@ def learning_speed_plot(figure: dict[str, list[dict]], depth: dict[str, list[dic
     fig.tight_layout()
     return fig
 
+
 def _speed_panel(ax, run_id: str, rows: list[dict], book: list[float] | None) -> None:
     first_seed = min((x.get("seed", 1) for x in rows), default=1)
     for key in hidden_norm_keys(rows):
@@ -156,6 +169,7 @@ def _speed_panel(ax, run_id: str, rows: list[dict], book: list[float] | None) ->
     ax.grid(alpha=0.3, which="both")
     if ax.has_data():
         ax.legend(fontsize=7)
+
 
 def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = None):
     """Chapter 3's four overfitting panels: training cost, test accuracy, test cost (the book's:

@@ -103,7 +103,8 @@ def tolerance_pp(chapter: int, tolerance: dict) -> float:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (None for fewer than two values)."""
+    """Mean and sample standard deviation of the values that are not None: (None, None) for
+    none, the std None for one."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None

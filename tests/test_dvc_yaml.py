@@ -118,3 +118,14 @@ def test_every_stage_depends_on_the_code_that_decides_its_outputs():
         ignored = INFRASTRUCTURE | INFRASTRUCTURE_BY_STAGE.get(name, set())
         missing = sorted(p for p in paths - ignored if not _covered(p, body["deps"]))
         assert not missing, f"dvc.yaml: stage {name} runs {missing} but does not list it in its deps"
+
+
+def test_the_report_stage_declares_exactly_the_plots_the_report_draws():
+    from pipeline.report_plots import plot_names
+
+    params = _load("params.yaml")
+    declared = _load("dvc.yaml")["stages"]["report"]["plots"]
+    prefix = "${report.out_dir}/plots/"
+    assert all(p.startswith(prefix) for p in declared), declared
+    assert sorted(p[len(prefix):] for p in declared) == sorted(plot_names(params["report"])), (
+        "dvc.yaml: the report stage's plots must name every file report_plots.figures draws")

@@ -49,6 +49,8 @@ def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
     assert saved["ours_book_metric"]["n_seeds"] == 2 and len(saved["seeds"]) == 2
     assert saved["honest_test_at_best_validation"]["n"] == 2
     assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1", "seed2"]
+    model = json.loads((workdir / "models/tiny/seed1/model.json").read_text())
+    assert model["metadata"]["test_examples"] == 30 and model["metadata"]["profile"] == "test"
     header, *rows = (workdir / "results/tiny/history.csv").read_text().splitlines()
     assert header.startswith("seed,epoch") and len(rows) == 6
     client, runs = _runs(workdir)

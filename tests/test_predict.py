@@ -234,6 +234,10 @@ def test_a_smoke_run_is_compared_on_the_test_images_it_evaluated(trained):
     unknown = dict(metadata, profile="my-own")
     lines, agree = predict.score_test([predict.Voter("n", net, unknown, {})], trained["prepared"])
     assert agree and "recorded" not in lines[0]
+    # a model that records how many it evaluated on is compared on those, whatever its profile
+    recorded = dict(unknown, test_examples=500)
+    lines, agree = predict.score_test([predict.Voter("n", net, recorded, {})], trained["prepared"])
+    assert agree and "on the first 500 test images for these weights: the same" in lines[0]
 
 
 @pytest.mark.realdata

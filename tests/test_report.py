@@ -118,6 +118,7 @@ def test_the_report_draws_the_configured_plots(params, results):
     assert set(figures) == {"progression.png", "more_data.png", "learning_speed.png",
                             "overfitting_ch3-overfit-1k.png",
                             *(f"learning_curves_ch{c}.png" for c in (1, 3, 5, 6))}
+    assert sorted(figures) == sorted(report_plots.plot_names(params["report"]))
     # the overfitting plot names the replayed book run apart from our seed
     labels = {t.get_text() for ax in figures["overfitting_ch3-overfit-1k.png"].axes
               if ax.get_legend() for t in ax.get_legend().get_texts()}

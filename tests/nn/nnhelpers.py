@@ -28,7 +28,6 @@ def blobs(n, dim=6, classes=3, seed=0, dtype=numpy.float64, spread=0.3):
     return x.astype(dtype), labels
 
 
-
 def central_difference(objective, p, idx, step=1e-4):
     """d objective / d p[idx] by fourth-order central differences (truncation ~step^4, rounding
     ~1e-16/step); p[idx] is moved in place and put back. Works on numpy and CuPy arrays."""
