@@ -1,4 +1,5 @@
-"""The README and the pages under docs/ link to files and sections that exist.
+"""The README and the pages under docs/ link to files and sections that exist, and CI runs the
+README's test command.
 
 The README is the front page; the run log, the book profile, the findings and the benchmarks
 live in docs/*.md and link back and forth by section. A heading renamed or a section moved
@@ -65,3 +66,12 @@ def test_relative_links_resolve(page):
         elif anchor and dest.suffix == ".md" and anchor not in headings(dest):
             broken.append(f"{target}: no heading with that anchor in {dest.relative_to(REPO_ROOT)}")
     assert not broken, f"{page} has broken links:\n" + "\n".join(broken)
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """.ci/run's last line is command 2 of the README's set-up, character for character."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("# 2. install and run the test suite", 1)[1].split("```", 1)[0]
+    command = block.splitlines()[1].strip()
+    ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert command.startswith("python3 -m venv .venv") and ci[-1] == command, (command, ci[-1])
