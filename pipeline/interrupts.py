@@ -59,24 +59,32 @@ def exit_status(stopped: KeyboardInterrupt) -> int:
 
 
 @contextlib.contextmanager
-def sigint_held(raise_after: bool) -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) while the block runs, so that closing work (an MLflow run's
-    last epochs and its status) is not cut short by a second Ctrl-C; with ``raise_after``, a
-    Ctrl-C that came is raised once the block is done (otherwise the work was already being
-    stopped, and it is dropped). Outside the main thread, or where SIGINT is ignored (a seed
-    worker: its parent decides when it stops), the block runs unchanged."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
-        yield
-        return
+def signals_held() -> Iterator[list[int]]:
+    """Hold back Ctrl-C (SIGINT) and SIGTERM while the block runs, so that work that must not be
+    cut short (creating or closing an MLflow run) finishes; the block gets the list of the
+    signals that came, for :func:`raise_held`. Outside the main thread the block runs
+    unchanged, and a signal a process ignores (SIGINT in a seed worker, whose parent decides
+    when it stops) stays ignored."""
     came: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in held}
     try:
-        yield
+        yield came
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if came and raise_after:
-        raise KeyboardInterrupt("Ctrl-C while the run was being closed")
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def raise_held(came: list[int]) -> None:
+    """Raise what the first held signal would have raised: ``Terminated`` for SIGTERM,
+    ``KeyboardInterrupt`` for Ctrl-C."""
+    if signal.SIGTERM in came[:1]:
+        raise Terminated(f"signal {signal.SIGTERM} while an MLflow run was being created or closed")
+    if came:
+        raise KeyboardInterrupt("Ctrl-C while an MLflow run was being created or closed")
 
 
 _stop_requested = False  # in a seed worker: a SIGTERM came, start no further seed
@@ -133,4 +141,4 @@ def stop_workers(pids: list[int]) -> None:
 
 
 __all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "exit_status", "init_worker", "parent_gone",
-           "request_stop", "sigterm_raises", "stop_requested", "stop_workers"]
+           "raise_held", "request_stop", "signals_held", "sigterm_raises", "stop_requested", "stop_workers"]

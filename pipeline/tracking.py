@@ -44,7 +44,7 @@ import numpy as np
 from filelock import FileLock
 
 from pipeline.errors import InputError
-from pipeline.interrupts import Terminated, sigint_held, sigterm_raises
+from pipeline.interrupts import Terminated, raise_held, signals_held, sigterm_raises
 from pipeline.machine import blas_summary, cpu_model
 
 # No pooled connections: seeds train in forked processes, and a sqlite connection must not
@@ -354,13 +354,15 @@ def start_run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         all_tags = resolve_tags({k: str(v) for k, v in (tags or {}).items() if v is not None})
-    run = _write(client.create_run, experiment_id, run_name=run_name, tags=all_tags)
-    logger = RunLogger(client, run.info.run_id)
     status = RunStatus.FAILED
-    # SIGTERM (DVC, a queue, ``kill``) stops the run like Ctrl-C; the handler stays in place
-    # until the run is closed, so a repeated SIGTERM cannot cut the closing short
+    # SIGTERM (DVC, a queue, ``kill``) stops the run like Ctrl-C. A stop while the run is
+    # created or closed would leave it RUNNING: both wait for it, held back
     with sigterm_raises():
+        with signals_held() as came_while_creating:
+            run = _write(client.create_run, experiment_id, run_name=run_name, tags=all_tags)
+        logger = RunLogger(client, run.info.run_id)
         try:
+            raise_held(came_while_creating)  # the run exists now: it ends KILLED
             if params:
                 logger.log_params(params)
             yield logger
@@ -370,8 +372,7 @@ def start_run(
             status = RunStatus.KILLED
             raise
         finally:
-            # a second Ctrl-C here would leave the run RUNNING: it waits until the run is closed
-            with sigint_held(raise_after=status == RunStatus.FINISHED):
+            with signals_held() as came_while_closing:
                 if logger.pending:  # stopped or failed: the epochs it completed still go in
                     try:
                         logger.flush()
@@ -379,6 +380,8 @@ def start_run(
                         warnings.warn(f"MLflow: the last epochs of run {run.info.run_id} were "
                                       f"not written: {error}", stacklevel=2)
                 _write(client.set_terminated, run.info.run_id, RunStatus.to_string(status))
+            if status == RunStatus.FINISHED:  # else the run is being stopped already
+                raise_held(came_while_closing)
 
 
 class LoggedModel(NamedTuple):

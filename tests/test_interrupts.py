@@ -142,7 +142,7 @@ def test_a_crashed_seed_stops_the_others_at_once(tmp_path, training):
 
 def test_sigterm_raises_once_and_ignores_repeats_while_cleaning_up():
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(interrupts.Terminated):
+    with pytest.raises(interrupts.Terminated) as stopped:
         with interrupts.sigterm_raises():
             try:
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -152,18 +152,20 @@ def test_sigterm_raises_once_and_ignores_repeats_while_cleaning_up():
                 os.kill(os.getpid(), signal.SIGTERM)  # a second one during clean-up
                 time.sleep(0.2)
                 raise
+    assert stopped.value.__context__ is None  # the repeat during clean-up raised nothing
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
-def test_sigint_held_leaves_an_ignored_sigint_alone():
+def test_signals_held_leave_an_ignored_sigint_alone():
     """A seed worker ignores SIGINT (its parent decides when it stops): closing a run there
-    neither installs a handler nor raises afterwards."""
-    from pipeline.interrupts import sigint_held
+    neither installs a handler for it nor raises afterwards."""
+    from pipeline.interrupts import raise_held, signals_held
 
     inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with sigint_held(raise_after=True):
+        with signals_held() as came:
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        raise_held(came)  # nothing came: nothing raised
     finally:
         signal.signal(signal.SIGINT, inherited)

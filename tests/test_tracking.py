@@ -216,36 +216,59 @@ def test_keyboard_interrupt_is_killed_and_reraised(client):
     assert status_of(client, run.run_id) == "KILLED"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("ending", ["ctrl-c", "finished"])
-def test_a_second_ctrl_c_while_the_run_closes_waits_until_it_is_closed(client, monkeypatch, ending):
-    """Ctrl-C pressed again while a stopped run writes its status (or once while a finished
-    one does) cannot leave the run RUNNING: it is held until the run is closed, then raised
-    if the run had finished, dropped if it was already being stopped."""
+def test_a_stop_while_the_run_closes_waits_until_it_is_closed(client, monkeypatch, ending, sig):
+    """Ctrl-C or SIGTERM while a stopped run writes its status (or while a finished one does)
+    cannot leave the run RUNNING: it is held until the run is closed, then raised if the run
+    had finished, dropped if it was already being stopped."""
     real, seen = MlflowClient.set_terminated, []
 
-    def set_terminated_hit_by_ctrl_c(self, *args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
+    def set_terminated_hit_by_a_signal(self, *args, **kwargs):
+        os.kill(os.getpid(), sig)
         time.sleep(0.05)  # Python would run a handler here, between bytecodes
-        seen.append(signal.getsignal(signal.SIGINT))
+        seen.append(signal.getsignal(sig))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(MlflowClient, "set_terminated", set_terminated_hit_by_ctrl_c)
+    monkeypatch.setattr(MlflowClient, "set_terminated", set_terminated_hit_by_a_signal)
     # Python's own Ctrl-C handler, as in a terminal (a process started in the background, as
     # pytest-xdist's workers under CI may be, inherits SIGINT ignored)
     inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = signal.getsignal(sig)
     try:
         with pytest.raises(KeyboardInterrupt) as stopped:
             with tracking.start_run(ending) as run:
                 run.log_epoch({"epoch": 0, "validation_accuracy": 0.5})
                 if ending == "ctrl-c":
                     raise KeyboardInterrupt("the first Ctrl-C")
-        restored = signal.getsignal(signal.SIGINT)
+        restored = signal.getsignal(sig)
     finally:
         signal.signal(signal.SIGINT, inherited)
     assert status_of(client, run.run_id) == ("KILLED" if ending == "ctrl-c" else "FINISHED")
-    assert str(stopped.value) == ("the first Ctrl-C" if ending == "ctrl-c" else "Ctrl-C while the run was being closed")
-    assert seen[0] is not signal.default_int_handler  # held, not raised, during the write
-    assert restored is signal.default_int_handler  # and restored after
+    if ending == "ctrl-c":
+        assert str(stopped.value) == "the first Ctrl-C"
+    else:
+        assert isinstance(stopped.value, tracking.Terminated) == (sig == signal.SIGTERM)
+        assert "while an MLflow run was being created or closed" in str(stopped.value)
+    assert len(seen) == 1 and seen[0] not in (signal.default_int_handler, before)  # held during the write
+    assert restored is before  # and restored after
+
+
+def test_a_stop_while_the_run_is_created_ends_it_killed_before_its_work(client, monkeypatch):
+    real, ran = MlflowClient.create_run, []
+
+    def create_run_hit_by_sigterm(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_run", create_run_hit_by_sigterm)
+    with pytest.raises(tracking.Terminated):
+        with tracking.start_run("stopped at birth"):
+            ran.append(True)
+    (run,) = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id],
+                                filter_string="attributes.run_name = 'stopped at birth'")
+    assert run.info.status == "KILLED" and ran == []
 
 
 def _refused(times: int, real, code: str = "TEMPORARILY_UNAVAILABLE"):
