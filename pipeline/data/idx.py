@@ -55,7 +55,7 @@ def read_idx(path: str | Path, expect_ndim: int | None = None) -> np.ndarray:
 
 
 def encode_idx(array: np.ndarray) -> bytes:
-    """Encode a uint8 array as IDX bytes (used by tests and air-gapped users' tooling)."""
+    """Encode a uint8 array as IDX bytes (the tests build their IDX files with it)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + array.tobytes()

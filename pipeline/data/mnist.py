@@ -17,22 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.atomic import save_npz
-from pipeline.data.fetch import MnistFile
+from pipeline.data.fetch import MNIST_FILES
 from pipeline.data.idx import read_idx
 from pipeline.errors import InputError
 from pipeline.hashing import sha256_file
 
-# The pinned identity of MNIST: SHA-256 and size of each *uncompressed* file.
-MNIST_FILES = [
-    MnistFile("train-images-idx3-ubyte",
-              "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016),
-    MnistFile("train-labels-idx1-ubyte",
-              "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008),
-    MnistFile("t10k-images-idx3-ubyte",
-              "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016),
-    MnistFile("t10k-labels-idx1-ubyte",
-              "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
-]
 # what each file holds, in MNIST_FILES' order
 RAW_FILES = dict(zip(("train_images", "train_labels", "test_images", "test_labels"),
                      (f.name for f in MNIST_FILES), strict=True))

