@@ -13,6 +13,15 @@ from pipeline.errors import InputError
 TOLERANCE = {"default": 0.5, "chapter6": 0.3}
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Each test's figures are closed after it (pyplot keeps every figure it made open)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def _metrics(run_id, chapter, book_value, ours, epochs, book_epochs, replay=None, speeds=None):
     book = {"value": book_value, "metric": "peak_test", "runs": 3, "epochs": book_epochs, "note": ""}
     if speeds:
