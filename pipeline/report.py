@@ -112,11 +112,11 @@ def validate(cfg: dict, book_ids: list[str], ensemble_id: str) -> None:
             raise InputError(f"report.tolerance_pp.{key}: expected a number of percentage points > 0, "
                              f"got {tolerance!r}; {FIX}")
     runs, rows = "runs in params.yaml's book", "runs, baselines or the ensemble"
-    allowed = {runs: book_ids, rows: [*book_ids, *cfg["baselines"], ensemble_id]}
-    for key, ids, kind in (("curves_in_words", cfg["curves_in_words"], runs),
-                           ("figures.overfitting", cfg["figures"]["overfitting"], runs),
-                           ("progression", cfg["progression"], rows)):
-        unknown = [i for i in ids if i not in allowed[kind]]
+    row_ids = [*book_ids, *cfg["baselines"], ensemble_id]
+    for key, ids, allowed, kind in (("curves_in_words", cfg["curves_in_words"], book_ids, runs),
+                                    ("figures.overfitting", cfg["figures"]["overfitting"], book_ids, runs),
+                                    ("progression", cfg["progression"], row_ids, rows)):
+        unknown = [i for i in ids if i not in allowed]
         if unknown:
             raise InputError(f"report.{key}: {unknown} are not {kind}; fix the ids in conf/report/default.yaml")
     for key in ("more_data", "depth"):

@@ -12,12 +12,18 @@ from pipeline.settings import SettingError, check_settings
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
 
 
-def edited(path: str, value):
+def _copy_at(path: str) -> tuple[dict, dict, str]:
+    """A copy of PARAMS, the mapping that holds ``path``'s last key in it, and that key."""
     params = copy.deepcopy(PARAMS)
     *parents, last = path.split(".")
     node = params
     for key in parents:
         node = node[key]
+    return params, node, last
+
+
+def edited(path: str, value) -> dict:
+    params, node, last = _copy_at(path)
     node[last] = value
     return params
 
@@ -59,11 +65,7 @@ def test_a_stage_checks_only_its_own_sections():
 
 
 def removed(path: str) -> dict:
-    params = copy.deepcopy(PARAMS)
-    *parents, last = path.split(".")
-    node = params
-    for key in parents:
-        node = node[key]
+    params, node, last = _copy_at(path)
     del node[last]
     return params
 
