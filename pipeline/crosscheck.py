@@ -163,18 +163,19 @@ def main(argv=None) -> int:
     run_cfg = params["book"][args.book_id]
     train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
     results = []
+    epochs = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
     for seed in args.seeds:
         spec = validate_spec(run_spec(run_cfg, seed, {"epochs": args.epochs}))
         _check_supported(spec, args.book_id)
         net = build_network(spec, device="cpu")
         start_state = net.state_dict()
-        print(f"{args.book_id} seed {seed}: {args.epochs} epochs, both engines from the same start")
+        print(f"{args.book_id} seed {seed}: {epochs}, both engines from the same start")
         with threadpool_limits(1):
             ours = fit(net, spec["training"], (train.x, train.y), (validation.x, validation.y),
                        (test.x, test.y), log=lambda s: print("  ours " + s.strip()), progress=False)
         theirs = train_torch(spec, start_state, train, validation, test, torch)
         results.append((seed, ours.test_at_best_validation, theirs.test_at_best_validation))
-    print(f"\n{args.book_id}, {args.epochs} epochs: test accuracy at the best validation epoch")
+    print(f"\n{args.book_id}, {epochs}: test accuracy at the best validation epoch")
     for seed, a, b in results:
         print(f"  seed {seed}: ours {a:.2%}  torch {b:.2%}")
     return 0

@@ -247,8 +247,9 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
     params = {"book_id": book_id, "profile": profile, "seed": seed, "data": run_cfg["data"],
               "model": spec["model"], "training": spec["training"]}
     what = f"the book's run ({run_cfg['replay']['script']}, seed {seed}) replayed" if replay else f"seed {seed}"
+    epochs = spec["training"]["epochs"]
     log(f"train {book_id} {what}: {len(train):,} training images, "
-        f"{spec['training']['epochs']} epochs")
+        f"{epochs} epoch{'s' if epochs != 1 else ''}")
     with tracking.start_run(book_id, params=params, tags=tags) as run:
         if interrupts.stop_requested():  # a SIGTERM came while this seed was being set up
             raise KeyboardInterrupt(f"seed {seed} stopped before training")
