@@ -179,6 +179,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="make dark ink on light paper white on black (default: auto, from the border)")
     parser.add_argument("--show", type=Path, help="draw the MNIST images the nets saw, with their answers, here")
     parser.add_argument("--test", action="store_true", help="score the nets on the book's test set")
+    parser.add_argument("--blas-threads", type=int, default=1, metavar="N",
+                        help="BLAS threads (default 1: a second one saves little, and where the other "
+                             "core is busy OpenBLAS's waiting threads make it twice as slow or worse)")
     prepared = params.conf_data()["prepared_dir"]
     parser.add_argument("--prepared", type=Path, default=Path(prepared),
                         help=f"folder of test.npz (default: {prepared}, from `dvc repro prepare`)")
@@ -191,13 +194,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("give --image PICTURE... or --test (or both)")
     if args.show and not args.image:
         parser.error("--show draws the pictures of --image")
+    if args.blas_threads < 1:
+        parser.error(f"--blas-threads: expected a count >= 1, got {args.blas_threads}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
     try:
-        with tempfile.TemporaryDirectory(prefix="mlflow-models-") as downloads:
+        with tempfile.TemporaryDirectory(prefix="mlflow-models-") as downloads, threadpool_limits(args.blas_threads):
             voters = load_voters(args.models, args.run, Path(downloads))
             if args.image:
                 images, answers, lines = classify_images(voters, args.image, args.invert)

@@ -314,3 +314,20 @@ def test_bad_command_lines_and_missing_models_are_explained(tmp_path, capsys):
     assert "model folders before --image" in capsys.readouterr().err
     assert predict.main([str(tmp_path / "models" / "nothing"), "--test"]) == 2
     assert "model.json: not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict.main([str(tmp_path), "--test", "--blas-threads", "0"])
+    assert "--blas-threads: expected a count >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, threads", [([], 1), (["--blas-threads", "2"], 2)])
+def test_the_nets_run_on_the_blas_threads_asked_for(tmp_path, monkeypatch, argv, threads):
+    """One thread unless told: where the other core is busy, a second OpenBLAS thread's
+    waiting made scoring two conv nets on the test set twice as slow (2.9 s against 1.5 s)."""
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    monkeypatch.setattr(predict, "load_voters", lambda *args: [])
+    monkeypatch.setattr(predict, "score_test", lambda voters, prepared: (
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), ([], True))[1])
+    assert predict.main([str(tmp_path), "--test", *argv]) == 0
+    assert seen and set(seen) == {threads}, seen
