@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.nn import build_network, save_model
+from pipeline.data.mnist import scale_pixels
+from pipeline.nn import build_network, load_model, save_model
 from pipeline.stages import ensemble
 
-SPEC = {"model": {"input_shape": [784], "cost": "log_likelihood",
+# "large" init: untrained nets that answer differently from image to image (with the default,
+# each answers nearly always the same digit), so that a vote differs from each member
+SPEC = {"model": {"input_shape": [784], "cost": "log_likelihood", "init": "large",
                   "layers": [{"type": "fc", "units": 8}, {"type": "softmax", "units": 10}]},
         "training": {"epochs": 1, "batch_size": 10, "eta": 0.1}}
 
@@ -59,18 +62,37 @@ def test_an_interrupted_member_is_refused(stage_dir, capsys):
     assert "seed2'] hold the weights of an interrupted run" in capsys.readouterr().err
 
 
+def _vote(predictions: list[np.ndarray]) -> np.ndarray:
+    """The plurality vote, written out: the most-voted label, the smallest on a tie."""
+    return np.array([min(set(column), key=lambda label: (-list(column).count(label), label))
+                     for column in zip(*predictions)])
+
+
 def test_the_vote_is_scored_and_its_epochs_are_the_members(stage_dir, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{stage_dir}/mlflow.db")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["book"]["ch6-dropout"]["seeds"] = [1, 2, 3]
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    for seed in (1, 2, 3):
+        _save(seed, "final epoch", epochs_run=3)
+    nets = [load_model(f"models/ch6-dropout/seed{seed}").network for seed in (1, 2, 3)]
     rng = np.random.default_rng(0)
     Path("data/prepared").mkdir(parents=True)
-    for split in ("validation", "test"):
-        np.savez(f"data/prepared/{split}.npz", images=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-                 labels=rng.integers(0, 10, 20))
-    _save(1, "final epoch", epochs_run=3)
-    _save(2, "final epoch", epochs_run=3)
+    expected = {}
+    # labels: one member's answers (seed 1's on the test set, seed 2's on validation), so that
+    # the vote of all three, one member alone, and the other split all score differently
+    for split, right in (("validation", 1), ("test", 0)):
+        images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+        answers = [net.predict(scale_pixels(images)) for net in nets]
+        np.savez(f"data/prepared/{split}.npz", images=images, labels=answers[right])
+        expected[split] = int(np.sum(_vote(answers) != answers[right]))
+        assert 0 < expected[split] and len({tuple(a) for a in answers}) == 3  # the test can tell
+    assert expected["validation"] != expected["test"]
     ensemble.main()
     result = json.loads(Path("results/ch6-ensemble/metrics.json").read_text())
-    assert result["ours_book_metric"]["rule"] == "vote of 2"
-    assert result["test_errors"] == 20 - round(result["test_accuracy"] * 20)
+    assert result["ours_book_metric"]["rule"] == "vote of 3"
+    assert (result["validation_errors"], result["test_errors"]) == (expected["validation"], expected["test"])
+    assert result["test_accuracy"] == pytest.approx((60 - expected["test"]) / 60)
+    assert result["test_member_accuracies"][0] == 1.0  # seed 1 set the test labels
     # the report's epochs column: "3 of 40", the members' epochs beside the book's
     assert (result["epochs"], result["book"]["epochs"], result["book"]["value"]) == (3, 40, 0.9967)

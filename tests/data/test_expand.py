@@ -44,10 +44,14 @@ def test_expand_counts_and_shuffle_keeps_every_copy(images):
     x, y = expand(images, labels, shifts=True, angles=[-5, 5], seed=1)
     assert x.shape == (6 * 7, 28, 28) and y.shape == (42,)
     assert np.bincount(y).tolist() == [7] * 6
-    # the originals are all there, each with its own label
-    for i in range(6):
-        matches = np.flatnonzero((x == images[i]).all(axis=(1, 2)))
-        assert len(matches) == 1 and y[matches[0]] == labels[i]
+    # the originals, their four 1-pixel shifts and two rotations are all there, once each, with
+    # the original's label
+    versions = [images, *(shift(images, dy, dx) for dy, dx in [(-1, 0), (1, 0), (0, -1), (0, 1)]),
+                rotate(images, -5), rotate(images, 5)]
+    for version in versions:
+        for i in range(6):
+            matches = np.flatnonzero((x == version[i]).all(axis=(1, 2)))
+            assert len(matches) == 1 and y[matches[0]] == labels[i]
     x2, y2 = expand(images, labels, shifts=True, angles=[-5, 5], seed=1)
     np.testing.assert_array_equal(x, x2)  # the shuffle is reproducible
     x3, _ = expand(images, labels, shifts=True, angles=[-5, 5], seed=2)
