@@ -147,17 +147,19 @@ def test_compute_device_reaches_every_seed_and_a_gpu_trains_in_this_process(work
     import os
 
     seen = []
+    real = experiment.train_seed
 
-    def build(spec, **_):
-        seen.append((spec["training"]["device"], os.getpid()))
-        raise RuntimeError("stop before training")
+    def spy(book_id, run_cfg, seed, *args, **kwargs):
+        seen.append((seed, run_cfg["training"]["device"], os.getpid()))
+        # then train for real, on the CPU: there is no GPU here
+        return real(book_id, dict(run_cfg, training=dict(run_cfg["training"], device="cpu")), seed,
+                    *args, **kwargs)
 
-    monkeypatch.setattr(experiment, "build_network", build)
+    monkeypatch.setattr(experiment, "train_seed", spy)
     monkeypatch.setattr(experiment, "get_xp", lambda device: None)  # as if CuPy and a GPU were here
-    with pytest.raises(RuntimeError, match="stop before training"):
-        experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
-                               compute={"device": "gpu", "seed_workers": 2, "blas_threads": 1})
-    assert seen == [("gpu", os.getpid())]
+    experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
+                           compute={"device": "gpu", "seed_workers": 2, "blas_threads": 1})
+    assert seen == [(seed, "gpu", os.getpid()) for seed in RUN["seeds"]] and len(seen) == 2
 
 
 def test_compute_device_cpu_overrides_a_run_that_asks_for_a_gpu(workdir, monkeypatch):

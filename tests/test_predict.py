@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import predict
+from pipeline import figures, predict
 from pipeline.data.digits import (
     BOX,
     SIDE,
@@ -206,7 +206,12 @@ def test_test_set_scores_match_the_runs_record_and_several_nets_vote(trained, ca
     assert f"test {accuracy:.2%}" in out and "for these weights: the same" in out
     assert predict.main([*folders, "--test", "--prepared", str(trained["prepared"])]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and lines[2].startswith("the vote of 2: test ")
+    # the vote of two, written out: where they disagree, the smaller label (plurality_vote's tie rule)
+    first, second = (net.predict(trained["test"].x) for net in trained["nets"])
+    errors = int(np.sum(np.where(first == second, first, np.minimum(first, second)) != trained["test"].y))
+    assert errors != int(np.sum(first != trained["test"].y))  # the vote is not the first net's alone
+    n = len(trained["test"].y)
+    assert len(lines) == 3 and lines[2] == f"the vote of 2: test {(n - errors) / n:.2%} ({errors} errors)"
 
 
 @pytest.mark.realdata
@@ -241,13 +246,23 @@ def test_a_smoke_run_is_compared_on_the_test_images_it_evaluated(trained):
 
 
 @pytest.mark.realdata
-def test_show_draws_what_the_nets_saw(trained, tmp_path, capsys):
+def test_show_draws_what_the_nets_saw(trained, tmp_path, capsys, monkeypatch):
     picture = tmp_path / "seven.png"
     Image.fromarray(np.round(pen_on_paper() * 255).astype(np.uint8)).save(picture)
     shown = tmp_path / "seen.png"
     folders = [str(f) for f in trained["folders"]]
+    drawn = []
+    real_drawing = figures.digits_with_answers
+    monkeypatch.setattr(figures, "digits_with_answers",
+                        lambda *args: drawn.append(args) or real_drawing(*args))
     assert predict.main([*folders, "--image", str(picture), "--show", str(shown)]) == 0
-    assert "(the vote of 2 nets: " in capsys.readouterr().out
+    line = capsys.readouterr().out.splitlines()[0]  # "<path>: <answer> (the vote of 2 nets: a b)"
+    assert line.startswith(f"{picture}: ") and "(the vote of 2 nets: " in line
+    answer = line[len(f"{picture}: "):].split(" ")[0]
+    # what is drawn is the MNIST image the nets read, named, with the answer printed
+    images, names, answers = drawn[0]
+    np.testing.assert_array_equal(images, read_digit(picture)[None])
+    assert (list(names), list(answers)) == (["seven.png"], [answer])
     assert Image.open(shown).size[0] > 100
 
 

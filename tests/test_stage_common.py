@@ -102,18 +102,21 @@ def test_a_stage_run_outside_the_repository_says_where_to_run_it_and_exits_2(tmp
 
 
 def test_a_download_no_source_can_serve_names_the_sources_and_exits_2(tmp_path):
-    """No mirror, no npm: only an empty local folder, so every source fails and the stage
-    says what it tried, as a user's mistake (status 2), not as a crash."""
+    """No mirror, no npm: only a local folder holding a damaged copy of the first file, so
+    every source fails and the stage says what it tried, as a user's mistake (status 2), not as
+    a crash, and leaves the damaged bytes nowhere in the data folder."""
     import yaml
 
+    from pipeline.data.fetch import MNIST_FILES
     from pipeline.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    (tmp_path / "empty").mkdir()
-    params["download"].update(sources=["local"], local_dir=str(tmp_path / "empty"))
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / MNIST_FILES[0].name).write_bytes(b"\0" * 1000)
+    params["download"].update(sources=["local"], local_dir=str(tmp_path / "damaged"))
     params["data"]["raw_dir"] = "raw"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = _stage("download", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert "download: " in done.stderr and "empty" in done.stderr and "Traceback" not in done.stderr
-    assert not any((tmp_path / "raw").glob("*-ubyte")), "nothing half-fetched is left behind"
+    assert "download: " in done.stderr and "damaged" in done.stderr and "Traceback" not in done.stderr
+    assert not [p.name for p in (tmp_path / "raw").iterdir()], "nothing half-fetched is left behind"

@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import tracemalloc
 
 import pytest
 
@@ -109,10 +110,16 @@ def test_a_gzip_that_unpacks_past_the_pinned_size_is_refused_unpacked_no_further
 
     folder, url = mirror
     (folder / f"{FILE.name}.gz").write_bytes(gzip.compress(b"\0" * 50_000_000))  # 50 MB of zeros
-    with pytest.raises(FetchError) as info:
-        fetch_mnist([FILE], [MirrorSource(url, timeout_s=5, progress=False)], tmp_path / "raw",
-                    log=lambda _: None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchError) as info:
+            fetch_mnist([FILE], [MirrorSource(url, timeout_s=5, progress=False)], tmp_path / "raw",
+                        log=lambda _: None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert f"unpacks to more than the expected {FILE.size:,} bytes" in str(info.value)
+    assert peak < 5_000_000, f"{peak:,} bytes at the peak: the 50 MB were unpacked"
 
 
 def test_npm_is_asked_once_when_it_fails(tmp_path, monkeypatch):
