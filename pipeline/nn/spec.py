@@ -28,8 +28,9 @@ Schema (defaults in brackets; ``<required>`` has none)::
       shuffle: [true]              # reshuffle every epoch (network.py/network2.py) or fixed order (network3.py)
       early_stopping: {patience: [0]}   # 0 = off
       eta_schedule: {kind: [constant]}  # or {kind: halve_on_plateau, patience: [10], min_fraction: [0.0078125]}
-      monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [false],
-                test_cost: [false]}
+      monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [true],
+                test_cost: [false]}  # the validation cost comes from the accuracy's own forward
+                                   # pass; the training set's two take a pass of their own
                                    # and gradient_norms: [false] or n >= 1, the number of first
                                    # training examples ||dC/db^l|| is measured on (chapter 5: 1000)
       eval_every: [1]              # evaluate (and record) every k-th epoch and the last one
@@ -75,6 +76,9 @@ RNG_KINDS = ("pcg64", "network2")
 DEVICES = ("cpu", "gpu")
 NETWORK2_MAX_SEED = 2**32 - 1  # numpy.random.RandomState's largest seed
 MONITOR_KEYS = ("training_cost", "training_accuracy", "validation_cost", "test_cost", "gradient_norms")
+# after every epoch: validation accuracy and cost always (unless turned off), the rest when asked,
+# like network2.py's monitors (the training set's cost and accuracy cost a pass over it)
+MONITOR_DEFAULTS = {k: k == "validation_cost" for k in MONITOR_KEYS}
 
 
 class SpecError(SettingError):
@@ -321,7 +325,7 @@ def _eta_schedule(raw, path: str) -> dict:
 
 
 def _monitor(value, path: str) -> dict:
-    monitor = _mapping(value, path, {k: False for k in MONITOR_KEYS})
+    monitor = _mapping(value, path, MONITOR_DEFAULTS)
     checked = {k: _bool(v, _join(path, k)) for k, v in monitor.items() if k != "gradient_norms"}
     checked["gradient_norms"] = _gradient_norm_examples(monitor["gradient_norms"], _join(path, "gradient_norms"))
     return checked

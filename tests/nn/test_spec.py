@@ -87,7 +87,7 @@ def test_defaults_are_filled_in():
     assert t["eta"] == 3.0 and isinstance(t["eta"], float)
     assert t["regularization"] == {"kind": "none", "lmbda": 0.0, "scaling": "network2"}
     assert t["eta_schedule"] == {"kind": "constant"} and t["early_stopping"] == {"patience": 0}
-    assert t["monitor"] == {"training_cost": False, "training_accuracy": False, "validation_cost": False,
+    assert t["monitor"] == {"training_cost": False, "training_accuracy": False, "validation_cost": True,
                             "test_cost": False, "gradient_norms": False}
     assert (t["shuffle"], t["seed"], t["dtype"], t["device"], t["dropout_mode"]) == (
         True, 1, "float32", "cpu", "classic")

@@ -25,17 +25,23 @@ def data():
 
 
 def scripted_accuracy(net, validation, test, val_seq, test_seq):
-    """Make ``net.accuracy`` return scripted values on the validation and test inputs."""
-    real, vals, tests = net.accuracy, iter(val_seq), iter(test_seq)
+    """Make ``net.accuracy`` (and the accuracy of ``net.accuracy_and_cost``, which measures the
+    validation set's cost too) return scripted values on the validation and test inputs."""
+    real, real_with_cost, vals, tests = net.accuracy, net.accuracy_and_cost, iter(val_seq), iter(test_seq)
+
+    def scripted(x):
+        return next(vals) if x is validation[0] else next(tests) if x is test[0] else None
 
     def fake(x, labels, batch=1000):
-        if x is validation[0]:
-            return next(vals)
-        if x is test[0]:
-            return next(tests)
-        return real(x, labels, batch)
+        accuracy = scripted(x)
+        return real(x, labels, batch) if accuracy is None else accuracy
 
-    net.accuracy = fake
+    def fake_with_cost(x, labels, *args, **kwargs):
+        accuracy, cost = real_with_cost(x, labels, *args, **kwargs)
+        scripted_value = scripted(x)
+        return (accuracy if scripted_value is None else scripted_value), cost
+
+    net.accuracy, net.accuracy_and_cost = fake, fake_with_cost
 
 
 def test_it_learns_and_records_every_epoch(data):
@@ -84,6 +90,26 @@ def test_measuring_gradient_norms_leaves_the_training_untouched(data, dropout):
     assert monitored_acc == plain_acc
     for name, w in plain_weights.items():
         numpy.testing.assert_array_equal(monitored_weights[name], w)
+
+
+def test_the_validation_cost_is_recorded_unless_turned_off_and_changes_nothing_else(data):
+    """After every epoch the validation accuracy and its cost (network2's monitor): the cost
+    comes from the accuracy's forward pass, so weights and accuracies are the same with it on
+    (the default) or off."""
+    train, val, test = data
+    runs = []
+    for monitor in ({}, {"validation_cost": False}):
+        s = spec(epochs=3, monitor=monitor)
+        net = build_network(s)
+        history = fit(net, s, train, val, test, log=None, progress=False)
+        runs.append((net, net.state_dict(), history.records))
+    (net_on, weights_on, records_on), (_, weights_off, records_off) = runs
+    assert all("validation_cost" in r for r in records_on) and not any("validation_cost" in r for r in records_off)
+    assert records_on[-1]["validation_cost"] == pytest.approx(net_on.total_cost(*val))  # the last epoch's weights
+    for key in ("validation_accuracy", "test_accuracy"):
+        assert [r[key] for r in records_on] == [r[key] for r in records_off]
+    for name, w in weights_off.items():
+        numpy.testing.assert_array_equal(weights_on[name], w)
 
 
 def test_monitored_costs_include_the_network2_penalty(data):
