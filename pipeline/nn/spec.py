@@ -201,11 +201,13 @@ def _layer(value, path: str, in_shape: tuple[int, ...]) -> tuple[dict, tuple[int
     out_hw = []
     for size, name in ((height, "height"), (width, "width")):
         conv = size - layer["kernel"] + 1
-        if conv < layer["pool"] or conv % layer["pool"]:
+        # a remainder that fills no whole pooling window is dropped, as Theano's pool_2d with
+        # ignore_border=True (network3.py's) drops it: kernel 4 on 28 gives 25, pooled to 12
+        if conv < layer["pool"]:
             raise SpecError(
                 _join(path, "kernel"),
-                f"input {name} {size} with kernel {layer['kernel']} gives a {conv}-wide convolution, "
-                f"which pool {layer['pool']} does not divide into >= 1 whole windows (input shape {list(in_shape)})",
+                f"input {name} {size} with kernel {layer['kernel']} gives a {max(conv, 0)}-wide convolution, "
+                f"too small for one pool {layer['pool']} window (input shape {list(in_shape)})",
             )
         out_hw.append(conv // layer["pool"])
     return layer, (layer["filters"], *out_hw)

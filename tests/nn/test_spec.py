@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy
 import pytest
 
 from pipeline.nn import SpecError, validate_spec
@@ -196,10 +197,10 @@ def test_cost_must_match_the_output_layer(cost, output, fragment):
 
 
 def test_incompatible_shapes():
-    # the second conv sees 12x12 maps; a 9x9 kernel leaves 4, pool 3 does not divide it
-    spec = edited(("model", "layers", 1, "kernel"), 9)
+    # the second conv sees 12x12 maps; an 11x11 kernel leaves 2, too few for a pool 3 window
+    spec = edited(("model", "layers", 1, "kernel"), 11)
     spec["model"]["layers"][1]["pool"] = 3
-    rejects(spec, "model.layers[1].kernel", "pool 3", "[20, 12, 12]")
+    rejects(spec, "model.layers[1].kernel", "2-wide convolution, too small for one pool 3 window", "[20, 12, 12]")
     # a kernel larger than the image
     rejects(edited(("model", "layers", 0, "kernel"), 29), "model.layers[0].kernel", "kernel 29")
     # conv after fc: the fc output is flat
@@ -215,6 +216,18 @@ def test_incompatible_shapes():
     spec = copy.deepcopy(EXAMPLE)
     spec["model"]["layers"] = spec["model"]["layers"][:2]
     rejects(spec, "model.layers[1].type", "output layer")
+
+
+def test_any_kernel_size_pools_whole_windows_and_drops_the_rest():
+    """Kernel 4 on 28 x 28 gives a 25-wide convolution: pool 2 keeps 12 windows and drops the
+    last row and column, as network3.py's pooling (ignore_border=True) does."""
+    from pipeline.nn import build_network
+
+    spec = edited(("model", "layers", 0, "kernel"), 4)
+    spec["model"]["layers"][1]["kernel"] = 3  # 12 -> 10 -> pool 2 -> 5
+    net = build_network(validate_spec(spec))
+    assert net.layers[0].out_shape == (12, 12, 20) and net.layers[1].out_shape == (5, 5, 40)
+    assert net.forward(numpy.zeros((2, 784), numpy.float32)).shape == (2, 10)
 
 
 def test_inconsistent_settings():
