@@ -341,8 +341,12 @@ def test_the_nets_run_on_the_blas_threads_asked_for(tmp_path, monkeypatch, argv,
     from threadpoolctl import threadpool_info
 
     seen = []
+
+    def score_test(voters, prepared):  # what the nets would run on: every BLAS library's threads
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return [], True
+
     monkeypatch.setattr(predict, "load_voters", lambda *args: [])
-    monkeypatch.setattr(predict, "score_test", lambda voters, prepared: (
-        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), ([], True))[1])
+    monkeypatch.setattr(predict, "score_test", score_test)
     assert predict.main([str(tmp_path), "--test", *argv]) == 0
     assert seen and set(seen) == {threads}, seen
