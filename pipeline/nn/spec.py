@@ -29,10 +29,11 @@ Schema (defaults in brackets; ``<required>`` has none)::
       early_stopping: {patience: [0]}   # 0 = off
       eta_schedule: {kind: [constant]}  # or {kind: halve_on_plateau, patience: [10], min_fraction: [0.0078125]}
       monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [true],
-                test_cost: [false]}  # the validation cost comes from the accuracy's own forward
-                                   # pass; the training set's two take a pass of their own
-                                   # and gradient_norms: [false] or n >= 1, the number of first
-                                   # training examples ||dC/db^l|| is measured on (chapter 5: 1000)
+                test_cost: [false]}
+                                   # the validation cost comes from the accuracy's own forward
+                                   # pass; the training set's cost and accuracy take a pass of
+                                   # their own. And gradient_norms: [false] or n >= 1, the number
+                                   # of first training examples ||dC/db^l|| is measured on (ch. 5: 1000)
       eval_every: [1]              # evaluate (and record) every k-th epoch and the last one
       seed: [1]                    # >= 0 (at most 2**32 - 1 with rng.kind network2)
       dtype: [float32]             # float32 | float64
