@@ -16,7 +16,9 @@ of n seeds, n being the profile's number of seeds for the row, and reports for e
   hang on which seeds happen to be drawn (k runs over the epochs after which the runs were
   evaluated: every epoch, or every N for chapter 3's small training sets);
 - what those epochs would add to that run, at its own seconds per epoch (a projection from a
-  measured wall, labelled so).
+  measured wall, labelled so);
+- the same two epoch counts for the profile's own seeds alone, and what they would change: the
+  road not taken, since such a choice hangs on the seeds drawn (docs/book-profile.md).
 
 conf/profile/quick.yaml's chapter 6 epochs are the "every set inside at epoch" column of
 
@@ -110,8 +112,10 @@ def row(run_id: str, runs: list[dict], cfg: dict, run_row: dict | None,
                          f"{value}, the run reported {run_row['ours']}; the runs are not the "
                          "same training")
     inside = [abs(r["low"]) <= tolerance_pp and abs(r["high"]) <= tolerance_pp for r in by_k]
-    first = next((ks[i] for i in range(len(ks)) if inside[i]), None)
-    stays = next((ks[i] for i in range(len(ks)) if all(inside[i:])), None)
+    first, stays = _first_and_stays(ks, inside)
+    # the same for the profile's own seeds alone: a choice that hangs on the seeds it uses
+    own_first, own_stays = _first_and_stays(
+        ks, [abs(r["profile_seeds"]) <= tolerance_pp for r in by_k])
     per_epoch = (run_row["wall_seconds"] / cut_epochs
                  if run_row and run_row.get("wall_seconds") else None)
     return {
@@ -122,8 +126,19 @@ def row(run_id: str, runs: list[dict], cfg: dict, run_row: dict | None,
         "run_seconds_per_epoch": per_epoch, "first_inside": first, "stays_inside_from": stays,
         "extra_seconds": {"first_inside": _extra(first, cut_epochs, per_epoch),
                           "stays_inside": _extra(stays, cut_epochs, per_epoch)},
+        "own_seeds": {"first_inside": own_first, "stays_inside_from": own_stays,
+                      "extra_seconds": {"first_inside": _extra(own_first, cut_epochs, per_epoch),
+                                        "stays_inside": _extra(own_stays, cut_epochs, per_epoch)}},
         "by_epochs": by_k,
     }
+
+
+def _first_and_stays(ks: list[int], inside: list[bool]) -> tuple[int | None, int | None]:
+    """The first epoch count at which ``inside`` holds, and the first from which it holds to
+    the last."""
+    first = next((ks[i] for i in range(len(ks)) if inside[i]), None)
+    stays = next((ks[i] for i in range(len(ks)) if all(inside[i:])), None)
+    return first, stays
 
 
 def _extra(epochs: int | None, cut_epochs: int, per_epoch: float | None) -> float | None:
@@ -165,6 +180,21 @@ def markdown(rows: list[dict], profile: str) -> str:
                      f"rows that need more epochs than profile {profile} gives them (projected "
                      "at each row's seconds per epoch in the run given; what rows needing fewer "
                      "would save is not subtracted).")
+    # the same for the profile's own seeds alone
+    seeds = " / ".join(sorted({", ".join(map(str, r["profile_seeds"])) for r in rows}))
+    for key, epochs_key, what in (("first_inside", "first_inside", "first inside"),
+                                  ("stays_inside", "stays_inside_from", "inside from then on")):
+        extra = [r["own_seeds"]["extra_seconds"][key] for r in rows]
+        if any(r["run_seconds_per_epoch"] is None for r in rows):
+            total = "no wall to project from (--run)"
+        elif None in extra:
+            total = "no total: some rows are never inside"
+        else:
+            total = (f"{sum(extra) / 60:+.1f} min in all, projected the same way, rows needing "
+                     "fewer epochs counted too")
+        epochs = ", ".join(f"{r['id']} {r['own_seeds'][epochs_key] or 'never'}" for r in rows)
+        lines.append(f"- The profile's own seeds alone ({seeds}), {what} at: {epochs}; {total}. "
+                     "A choice that hangs on the seeds drawn.")
     return "\n".join(lines) + "\n"
 
 

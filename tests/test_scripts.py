@@ -293,6 +293,18 @@ def test_epochs_to_tolerance_foretold_the_quick_run(tmp_path):
     for run_id, row in rows.items():
         assert row["checked_against_run"] and row["profile_value"] == quick[run_id]["ours"]
         assert quick[run_id]["within"] and row["first_inside"] <= row["profile_epochs"]
+        # every set inside means the profile's own seeds inside
+        assert row["own_seeds"]["first_inside"] <= row["first_inside"]
+    # ch6-relu's seeds 1 and 2 alone: inside at 13 epochs, out from 14 to 20 (-0.41 to -0.35
+    # pp), inside from 21 on; every pair of seeds 1-3 first at 25
+    relu = rows["ch6-relu"]
+    assert (relu["own_seeds"]["first_inside"], relu["own_seeds"]["stays_inside_from"],
+            relu["first_inside"]) == (13, 21, 25)
+    assert [e["profile_seeds"] for e in relu["by_epochs"][12:21]] == \
+        [-0.18, -0.41, -0.41, -0.35, -0.35, -0.35, -0.35, -0.35, -0.16]
+    # what the own seeds' epochs would change, at the quick run's seconds per epoch
+    assert relu["own_seeds"]["extra_seconds"]["first_inside"] == \
+        round(-12 * quick["ch6-relu"]["wall_seconds"] / 25, 1)
 
 
 def test_epochs_to_tolerance_reads_rows_evaluated_every_n_epochs_by_epoch_number(tmp_path):
