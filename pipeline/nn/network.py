@@ -187,16 +187,19 @@ class Network:
     def gradient_norms(self, x, labels) -> list:
         """||dC/db^l|| per layer for the mean cost over (x, labels) (ch. 5's speed of learning).
 
-        Runs one training pass over the whole set; dropout masks come from a fixed generator so
-        the training stream is left untouched.
+        Runs one training pass over the whole set; dropout masks come from a generator of its
+        own, and the layers get their own generators back afterwards (on a GPU, re-seeding
+        them from ``dropout_rng`` would draw from it and change the masks training draws next).
         """
-        saved = self.dropout_rng
+        saved = self.dropout_rng, [layer.rng for layer in self.layers]
         self.seed_dropout(0)
         try:
             x = self.xp.asarray(x, dtype=self.dtype)
             self.backprop(x, one_hot(to_numpy(labels), self.classes, self.xp, self.dtype))
         finally:
-            self.set_dropout_rng(saved)
+            self.dropout_rng = saved[0]
+            for layer, rng in zip(self.layers, saved[1]):
+                layer.rng = rng
         return [float(self.xp.linalg.norm(layer.grads["b"].ravel())) for layer in self.layers]
 
     # -- state ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from nnhelpers import blobs, make_spec
 
 from pipeline.errors import InputError
 from pipeline.nn import build_network, fit
+from pipeline.nn import network as network_module
 from pipeline.nn.regularization import Regularization
 
 SOFTMAX_NET = [{"type": "fc", "units": 10, "activation": "sigmoid"}, {"type": "softmax", "units": 3}]
@@ -74,9 +75,15 @@ def test_it_learns_and_records_every_epoch(data):
     assert not history.interrupted and history.stopped_early is None
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.5])
-def test_measuring_gradient_norms_leaves_the_training_untouched(data, dropout):
-    """The norms are one extra backprop before each epoch; weights and records come out the same."""
+@pytest.mark.parametrize("dropout, gpu_like_rng", [(0.0, False), (0.5, False), (0.5, True)])
+def test_measuring_gradient_norms_leaves_the_training_untouched(data, dropout, gpu_like_rng,
+                                                               monkeypatch):
+    """The norms are one extra backprop before each epoch; weights and records come out the same.
+    ``gpu_like_rng``: the layers draw their masks from generators seeded from the network's, as
+    on a GPU (``device_rng``), so handing them a new one would change the masks."""
+    if gpu_like_rng:
+        monkeypatch.setattr(network_module, "device_rng",
+                            lambda rng, xp: numpy.random.default_rng(int(rng.integers(2**63))))
     train, val, _ = data
     layers = [dict(SOFTMAX_NET[0], dropout=dropout), SOFTMAX_NET[1]]
     runs = []
