@@ -5,11 +5,14 @@ input and activation. ``value`` returns the cost *summed* over the examples (cal
 the number of examples: network2.py's ``total_cost`` is a mean); ``delta`` writes
 ``scale * dC_x/dz`` into ``out``, with ``scale = 1/m`` for the mean mini-batch cost.
 
-- quadratic (ch. 1, eq. 6):  C_x = 0.5 ||a - y||^2,  delta = (a - y) * sigma'(z)  (any fc output)
+- quadratic (ch. 1; eq. 6 is its mean over the inputs):  C_x = 0.5 ||a - y||^2,
+  delta = (a - y) * sigma'(z)  (BP1 with grad_a C_x = a - y; any fc output)
 - cross_entropy (ch. 3, eq. 63):  C_x = sum_j -y_j ln a_j - (1 - y_j) ln(1 - a_j),
-  delta = a - y  (eq. 66; sigmoid fc output only). Evaluated from z as
+  delta = a - y  (BP1, sigma'(z) cancelling; eqs. 66-67 are the gradients it gives; sigmoid
+  fc output only). Evaluated from z as
   sum_j softplus(z_j) - y_j z_j, which is exact and finite for saturated sigmoids.
-- log_likelihood (ch. 3, eq. 80):  C_x = -ln a_y,  delta = a - y  (eq. 81; softmax output only).
+- log_likelihood (ch. 3, eq. 80):  C_x = -ln a_y,  delta = a - y  (by BP3 eq. 81's dC/db^L, and
+  by BP4 eq. 82's dC/dw^L; softmax output only).
   Evaluated from z as logsumexp(z) - z_y, finite for logits of any size.
 """
 
@@ -70,7 +73,7 @@ class QuadraticCost(Cost):
         return 0.5 * (d * d).sum()
 
     def delta(self, z, a, y, layer, scale, out=None):
-        """BP1: (a - y) * sigma'(z), times ``scale``."""
+        """BP1 for the quadratic cost: (a - y) * sigma'(z), times ``scale``."""
         out = self._a_minus_y(a, y, scale, out)
         out *= layer.activation_prime()
         return out
@@ -99,7 +102,7 @@ class LogLikelihoodCost(Cost):
         return lse.sum() - (y * z).sum()
 
     def delta(self, z, a, y, layer, scale, out=None):
-        """BP1 for softmax + log-likelihood (eq. 81): a - y, times ``scale``."""
+        """BP1 for softmax + log-likelihood: a - y (eq. 81's dC/db^L), times ``scale``."""
         return self._a_minus_y(a, y, scale, out)
 
 

@@ -82,7 +82,10 @@ def check_dropout(dropout: float, dropout_mode: str) -> None:
 
 
 def sgd_update(layer, eta: float, shrink: float) -> None:
-    """w <- shrink w - eta dC/dw for the decayed parameters, p <- p - eta dC/dp for the others."""
+    """w <- shrink w - eta dC/dw for the decayed parameters, p <- p - eta dC/dp for the others.
+
+    dC/dw is the mini-batch mean, so with shrink = 1 this is ch. 1 eq. 20-21, and with
+    shrink = 1 - eta lmbda / n ch. 3's L2 step, eq. 93 (``Regularization.coefficient``)."""
     if layer.xp is not numpy:  # one fused kernel per parameter, no temporary
         from pipeline.nn.gpu import scaled_axpy  # imported here: GPU only
 
@@ -307,7 +310,9 @@ class FullyConnected:
         return self._input_grad(delta)
 
     def backward_sgd(self, delta, need_input_grad: bool, eta: float, shrink: float):
-        """``backward`` and the SGD step w <- shrink w - eta x^T delta, b <- b - eta sum delta.
+        """``backward`` and the SGD step w <- shrink w - eta x^T delta, b <- b - eta sum delta
+        (ch. 1 eq. 20-21 through BP3-BP4, with ``delta`` already scaled by 1/m; the L2 shrink as
+        in eq. 93).
 
         dx = delta w^T is taken first, from the weights the forward pass used (BP2). On the
         CPU with one BLAS thread (see ``blas_single_threaded``) the weight step is the L2

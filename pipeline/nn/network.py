@@ -116,9 +116,10 @@ class Network:
     def sgd_step(self, x, y, eta: float, shrink: float = 1.0) -> None:
         """``backprop`` on (x, y one-hot) with the plain SGD step taken inside it, layer by layer.
 
-        Each layer's step w <- shrink w - eta dC/dw (shrink = 1 - eta c for L2 weight decay,
-        1 without) follows its own backward pass, which has already used its old weights for
-        BP2, so the result is backprop-then-step; layers with a ``backward_sgd`` fuse the two.
+        Each layer's step w <- shrink w - eta dC/dw (ch. 1 eq. 20-21; shrink = 1 - eta c for
+        L2 weight decay, ch. 3 eq. 93, 1 without) follows its own backward pass, which has
+        already used its old weights for BP2, so the result is backprop-then-step; layers with
+        a ``backward_sgd`` fuse the two.
         """
         layers = self.layers
         delta = self._feedforward_to_output_error(x, y)

@@ -3,7 +3,7 @@
 The regularised mini-batch objective is ``C = C_0 + c * R(w)`` with C_0 the mean mini-batch
 cost, R summed over the ``decayed`` parameters (weights, never biases) of every layer, and
 
-- L2: R(w) = 0.5 * sum w^2,  dR/dw = w       (ch. 3 eq. 85-87)
+- L2: R(w) = 0.5 * sum w^2,  dR/dw = w       (ch. 3 eq. 87; its gradient eq. 88)
 - L1: R(w) = sum |w|,        dR/dw = sgn(w)  (ch. 3 eq. 95-97; sgn(0) = 0)
 
 The training step (:class:`pipeline.nn.train.SGD`, ``Network.sgd_step``) applies dR/dw itself,
