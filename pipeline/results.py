@@ -45,7 +45,7 @@ def seed_value(summary: dict, records: Sequence[dict], metric: str) -> float | N
     raise ValueError(f"book.metric: unknown {metric!r}; allowed: {', '.join(METRICS)}")
 
 
-def book_rule(seeds: Sequence[dict], metric: str, runs: int = 3) -> dict[str, Any]:
+def book_rule(seeds: Sequence[dict], metric: str, runs: int) -> dict[str, Any]:
     """The book's figure over our seeds, ``runs`` being how many runs the book's figure is from.
 
     - ``runs`` > 1 (chapters 1 and 6, best of three): the best seed (chosen by validation

@@ -69,7 +69,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
                  "a mapping of value (a fraction in (0, 1]), metric and an optional note"),
     },
 }
-OPTIONAL = {"expand.*": {"order"}}  # every other key of a schema must be set
+OPTIONAL = {"expand.*": {"order"}}  # every other key of a schema must be set (order: with angles)
 
 
 def _check(node, path: str, schema_name: str) -> None:
@@ -101,6 +101,9 @@ def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download"
     if "expand" in sections:
         for name, cfg in (params["expand"] or {}).items():
             _check(cfg, f"expand.{name}", "expand.*")
+            if cfg["angles"] and "order" not in cfg:
+                raise SettingError(f"expand.{name}.order", "missing: the rotations' spline order "
+                                   "(scipy.ndimage.rotate's order; 1: bilinear)")
     if "baselines" in sections:
         baselines = params["baselines"]
         parts = ("out_dir", "svm", "sweep")

@@ -77,5 +77,8 @@ def test_a_missing_setting_is_named(path):
         check_settings(removed(path))
 
 
-def test_a_rotation_order_may_be_left_out():
-    check_settings(removed("expand.rotated.order"), ("expand",))
+def test_a_rotation_order_is_needed_only_with_angles():
+    with pytest.raises(SettingError, match=r"^expand\.rotated\.order: missing"):
+        check_settings(removed("expand.rotated.order"), ("expand",))
+    assert "order" not in edited("expand.shifted.angles", [])["expand"]["shifted"]
+    check_settings(edited("expand.shifted.angles", []), ("expand",))

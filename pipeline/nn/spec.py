@@ -321,7 +321,8 @@ def _eta_schedule(raw, path: str) -> dict:
     kind = _choice(raw.get("kind", "constant"), _join(path, "kind"), SCHEDULES)
     if kind == "constant":
         return _mapping(raw, path, {"kind": "constant"})
-    sched = _mapping(raw, path, {"kind": kind, "patience": 10, "min_fraction": 1.0 / 128})
+    # no defaults: the book's 10 epochs and 1/128 are the run's choice (conf/book/ch3-early-stop)
+    sched = _mapping(raw, path, {"kind": kind, "patience": REQUIRED, "min_fraction": REQUIRED})
     sched["patience"] = _int(sched["patience"], _join(path, "patience"), 1)
     sched["min_fraction"] = _float(sched["min_fraction"], _join(path, "min_fraction"), 0.0, 1.0, lo_open=True)
     return sched

@@ -18,7 +18,7 @@ from pipeline.settings import check_settings
 from pipeline.stages._common import log, one_argument, stage
 
 
-def preview(images: np.ndarray, cfg: dict, order: int, path: Path, n: int = 8) -> None:
+def preview(images: np.ndarray, cfg: dict, order: int | None, path: Path, n: int = 8) -> None:
     """A grid: each row one original training image, then its shifted and rotated copies."""
     from pipeline import figures  # matplotlib: only when the stage gets this far
 
@@ -39,10 +39,11 @@ def main(name: str) -> None:
         if name not in sets:
             raise InputError(f"no set {name!r} in params.yaml's expand (have: {', '.join(sets)})")
         cfg = sets[name]
-        order = cfg.get("order", 1)  # bilinear unless the set says (a set of shifts has no use for it)
+        order = cfg.get("order")  # set wherever there are angles (check_settings); shifts need none
+        rotation = {"order": order} if cfg["angles"] else {}
         images, labels = load_images(split_file(data["prepared_dir"], "train"))
         expanded, expanded_labels = ex.expand(images, labels, shifts=cfg["shifts"],
-                                              angles=list(cfg["angles"]), seed=cfg["seed"], order=order)
+                                              angles=list(cfg["angles"]), seed=cfg["seed"], **rotation)
         out = Path(data["expanded_dir"]) / f"{name}.npz"
         save_images(out, expanded, expanded_labels)
         log(f"expand@{name}: {out} {len(expanded_labels):,} images "

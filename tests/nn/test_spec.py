@@ -93,8 +93,11 @@ def test_defaults_are_filled_in():
     assert (t["shuffle"], t["seed"], t["dtype"], t["device"], t["dropout_mode"]) == (
         True, 1, "float32", "cpu", "classic")
     assert minimal["training"] == {"epochs": 30, "batch_size": 10, "eta": 3}  # input left alone
-    halving = validate_spec(edited(("training", "eta_schedule"), {"kind": "halve_on_plateau"}))
-    assert halving["training"]["eta_schedule"] == {"kind": "halve_on_plateau", "patience": 10, "min_fraction": 1 / 128}
+    # the schedule's numbers are the run's to give (the book's 10 and 1/128: conf/book/ch3-early-stop)
+    rejects(edited(("training", "eta_schedule"), {"kind": "halve_on_plateau", "min_fraction": 1 / 128}),
+            "training.eta_schedule.patience", "required key is missing")
+    rejects(edited(("training", "eta_schedule"), {"kind": "halve_on_plateau", "patience": 10}),
+            "training.eta_schedule.min_fraction", "required key is missing")
 
 
 @pytest.mark.parametrize(
@@ -167,7 +170,7 @@ def test_unknown_names(path, value, where, allowed):
         (("model", "layers", 2, "dropout"), 1.0, "model.layers[2].dropout"),
         (("model", "layers", 2, "units"), 0, "model.layers[2].units"),
         (("model", "layers", 0, "filters"), 0, "model.layers[0].filters"),
-        (("training", "eta_schedule"), {"kind": "halve_on_plateau", "min_fraction": 0.0},
+        (("training", "eta_schedule"), {"kind": "halve_on_plateau", "patience": 10, "min_fraction": 0.0},
          "training.eta_schedule.min_fraction"),
     ],
 )
