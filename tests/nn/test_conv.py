@@ -336,3 +336,22 @@ def test_threads_share_the_chunks_and_give_the_same_results(C):
     for other in results[1:]:
         for got, want in zip(other, results[0]):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_conv_layers_a_spec_builds_send_the_error_to_every_tied_position():
+    """What every book run gets (a spec has no ties key): the Theano program's max-pool gradient."""
+    from nnhelpers import make_spec
+
+    from pipeline.nn import build_network
+
+    spec = make_spec([{"type": "conv", "filters": 1, "kernel": 1, "pool": 2, "activation": "linear"},
+                      {"type": "softmax", "units": 3}], "log_likelihood", input_shape=(1, 4, 4))
+    built = build_network(spec).layers[0]
+    built.params["w"][...] = 1.0
+    built.params["b"][...] = 0.0
+    reference = tie_layer("all")
+    delta = np.array([[10.0, 20.0], [30.0, 40.0]]).reshape(1, 2, 2, 1)
+    for layer in (built, reference):
+        layer.forward(X_TIES.reshape(1, 16), train=True)
+    np.testing.assert_array_equal(built.backward(delta.copy()), reference.backward(delta.copy()))
+    assert np.count_nonzero(built.backward(delta.copy())) == 10  # 4 + 1 + 2 + 3 tied maxima

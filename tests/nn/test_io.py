@@ -197,3 +197,12 @@ def test_save_refuses_a_spec_that_does_not_describe_the_network(tmp_path):
     other = make_spec([{"type": "fc", "units": 4}, {"type": "softmax", "units": 3}], "log_likelihood")
     with pytest.raises(ValueError, match="spec describes parameters"):
         save_model(tmp_path / "m", build_network(spec), other)
+
+
+@pytest.mark.parametrize("value", [numpy.nan, numpy.inf])
+def test_weights_that_are_not_finite_are_refused_on_loading(saved, value):
+    directory, net, spec = saved
+    net.layers[0].params["w"][0, 0] = value
+    save_model(directory, net, spec)  # its digest matches: only the values are wrong
+    with pytest.raises(ModelFileError, match=r"'layers.0.w' contains NaN or infinite values"):
+        load_model(directory)

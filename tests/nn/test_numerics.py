@@ -25,7 +25,7 @@ def naive_sigmoid(z):
 )
 def test_activation_values_and_derivatives(name, reference, derivative):
     act = get_activation(name)
-    z = numpy.linspace(-6, 6, 49) + 0.01
+    z = numpy.append(numpy.linspace(-6, 6, 49) + 0.01, 0.0)  # and z = 0 itself: relu'(0) = 0
     numpy.testing.assert_allclose(act(z), reference(z), rtol=1e-12, atol=1e-15)
     numpy.testing.assert_allclose(act.derivative(z), derivative(z), rtol=1e-12, atol=1e-15)
     out, prime = numpy.empty_like(z), numpy.empty_like(z)  # the in-place forms used in training

@@ -13,10 +13,11 @@ N, M, ETA, LMBDA, MU = 8, 4, 0.7, 2.5, 0.6
 
 
 def hand_trained(spec, x, labels, rule):
-    """Replay fit's mini-batches (fixed order) on a twin network, updating with ``rule``."""
+    """Replay fit's mini-batches (fixed order) on a twin network, updating with ``rule``; the
+    velocity carries over from epoch to epoch."""
     net = build_network(spec)
     velocity = {name: 0.0 for name, _, _ in net.named_params()}
-    for lo in range(0, len(x), M):
+    for lo in [lo for _ in range(spec["training"]["epochs"]) for lo in range(0, len(x), M)]:
         net.backprop(x[lo : lo + M], one_hot(labels[lo : lo + M], 3, dtype=numpy.float64))
         for name, layer, key in net.named_params():
             w, g = layer.params[key], layer.grads[key].copy()
@@ -36,7 +37,8 @@ def assert_same_weights(a, b):
 
 
 def spec_with(**training):
-    return make_spec(LAYERS, "quadratic", init="large", epochs=1, batch_size=M, eta=ETA, shuffle=False, **training)
+    training = {"epochs": 1, "batch_size": M, "eta": ETA, "shuffle": False, **training}
+    return make_spec(LAYERS, "quadratic", init="large", **training)
 
 
 @pytest.fixture
@@ -94,8 +96,8 @@ def test_l1_network3_scaling(data):
 
 
 def test_momentum_with_l2(data):
-    """v <- mu v - eta (grad + c w); w <- w + v."""
-    spec = spec_with(momentum=MU, regularization={"kind": "l2", "lmbda": LMBDA, "scaling": "network2"})
+    """v <- mu v - eta (grad + c w); w <- w + v, over three epochs: v is not reset between them."""
+    spec = spec_with(momentum=MU, epochs=3, regularization={"kind": "l2", "lmbda": LMBDA, "scaling": "network2"})
 
     def rule(w, g, decayed, name, v):
         grad = g + LMBDA / N * w if decayed else g
@@ -108,7 +110,7 @@ def test_momentum_with_l2(data):
 @pytest.mark.parametrize("scaling", ["network2", "network3"])
 def test_momentum_with_l1(data, scaling):
     """v <- mu v - eta (grad + c sgn(w)); w <- w + v, c = lmbda / n or lmbda / (n // m)."""
-    spec = spec_with(momentum=MU, regularization={"kind": "l1", "lmbda": LMBDA, "scaling": scaling})
+    spec = spec_with(momentum=MU, epochs=2, regularization={"kind": "l1", "lmbda": LMBDA, "scaling": scaling})
     c = LMBDA / N if scaling == "network2" else LMBDA / (N // M)
 
     def rule(w, g, decayed, name, v):

@@ -172,6 +172,11 @@ def test_unknown_names(path, value, where, allowed):
         (("model", "layers", 0, "filters"), 0, "model.layers[0].filters"),
         (("training", "eta_schedule"), {"kind": "halve_on_plateau", "patience": 10, "min_fraction": 0.0},
          "training.eta_schedule.min_fraction"),
+        (("training", "eta_schedule"), {"kind": "halve_on_plateau", "patience": 0, "min_fraction": 0.5},
+         "training.eta_schedule.patience"),
+        (("training", "batch_size"), 0, "training.batch_size"),
+        (("model", "layers", 0, "kernel"), 0, "model.layers[0].kernel"),
+        (("model", "layers", 0, "pool"), 0, "model.layers[0].pool"),
     ],
 )
 def test_out_of_range_values(path, value, where):

@@ -7,7 +7,7 @@ import pytest
 from nnhelpers import blobs, make_spec
 
 from pipeline.errors import InputError
-from pipeline.nn import build_network, fit
+from pipeline.nn import build_network, fit, one_hot
 from pipeline.nn import network as network_module
 from pipeline.nn.regularization import Regularization
 
@@ -202,6 +202,11 @@ def test_best_validation_ties_go_to_the_later_epoch(data):
     assert history.test_at_best_validation == 0.3
     assert (history.peak_test_accuracy, history.peak_test_epoch) == (0.4, 3)
     assert all(numpy.array_equal(history.best_weights[k], states[2][k]) for k in states[2])
+    # the peak test accuracy is where it was first reached
+    net = build_network(s)
+    scripted_accuracy(net, val, test, [0.5, 0.6, 0.7, 0.8], [0.1, 0.4, 0.4, 0.3])
+    history = fit(net, s, train, val, test, log=None, progress=False)
+    assert (history.peak_test_accuracy, history.peak_test_epoch) == (0.4, 1)
     assert not numpy.array_equal(history.best_weights["layers.0.w"], states[1]["layers.0.w"])
 
 
@@ -468,3 +473,71 @@ def test_blas_threads_settled_answers_what_it_found_on_entry():
                 assert blas_single_threaded()
         with threadpool_limits(limits=2, user_api="blas"):
             assert not blas_single_threaded()  # outside: live
+
+
+def test_a_halving_restarts_the_schedules_count_but_not_early_stoppings(data):
+    """Flat validation accuracy: the schedule (patience 2) halves eta after every second flat
+    epoch, counting afresh from each halving; early stopping (patience 5) counts every flat
+    epoch since the best, halvings or not."""
+    train, val, test = data
+    s = spec(epochs=20, eta=0.8, early_stopping={"patience": 5},
+             eta_schedule={"kind": "halve_on_plateau", "patience": 2, "min_fraction": 0.01})
+    net = build_network(s)
+    scripted_accuracy(net, val, test, [0.5] * 20, [0.0] * 20)
+    history = fit(net, s, train, val, test, log=None, progress=False)
+    assert [r["eta"] for r in history.records] == [0.8, 0.8, 0.8, 0.4, 0.4, 0.2]
+    assert "early stopping" in history.stopped_early
+
+
+def test_a_shuffled_run_draws_a_new_order_every_epoch():
+    from pipeline.nn.spec import validate_spec
+    from pipeline.nn.train import epoch_orders
+
+    orders = epoch_orders(validate_spec(spec(shuffle=True))["training"], 50)
+    first, second = orders(), orders()
+    assert sorted(first) == sorted(second) == list(range(50))
+    assert not numpy.array_equal(first, second)
+
+
+def test_monitored_costs_under_the_network3_scaling_carry_the_training_coefficient(data):
+    """network3.py's cost is 0.5 lmbda sum w^2 / (n // m) on every set it is measured on."""
+    train, val, test = data
+    s = spec(epochs=1, regularization={"kind": "l2", "lmbda": 4.0, "scaling": "network3"},
+             monitor={"training_cost": True, "validation_cost": True, "test_cost": True})
+    net = build_network(s)
+    r = fit(net, s, train, val, test, log=None, progress=False).records[0]
+    penalty = 0.5 * 4.0 / (len(train[0]) // 10) * sum(float((w**2).sum()) for w in net.weights())
+    for name, (x, labels) in (("training", train), ("validation", val), ("test", test)):
+        assert r[f"{name}_cost"] == pytest.approx(net.total_cost(x, labels) + penalty), name
+
+
+def test_the_training_accuracy_alone_can_be_monitored(data):
+    train, val, _ = data
+    s = spec(epochs=1, monitor={"training_accuracy": True})
+    net = build_network(s)
+    r = fit(net, s, train, val, log=None, progress=False).records[0]
+    assert r["training_accuracy"] == net.accuracy(*train) and "training_cost" not in r
+
+
+def test_float64_data_trains_a_float32_net_as_float32_data_does(data):
+    """The inputs are cast to the network's dtype once, before training (float32 arithmetic
+    throughout, as the chapter 6 program's)."""
+    (x, labels), val, _ = data
+    s = spec(epochs=2, dtype="float32")
+    weights = []
+    for inputs in (x, x.astype(numpy.float32)):
+        net = build_network(s)
+        fit(net, s, (inputs, labels), log=None, progress=False)
+        weights.append(net.state_dict())
+    for name, w in weights[0].items():
+        assert w.dtype == numpy.float32
+        numpy.testing.assert_array_equal(w, weights[1][name])
+
+
+def test_the_gradient_norms_are_those_of_the_bias_gradients(data):
+    """Chapter 5's speed of learning: ||dC/db^l|| of every layer, for the mean cost."""
+    (x, labels), _, _ = data
+    net = build_network(spec())
+    norms = net.gradient_norms(x[:50], labels[:50])
+    net.backprop(x[:50], one_hot(labels[:50], 3, net.xp, net.dtype))
+    assert norms == [float(numpy.linalg.norm(layer.grads["b"])) for layer in net.layers]
