@@ -148,9 +148,9 @@ def learning_speed_plot(figure: dict[str, list[dict]], depth: dict[str, list[dic
             axes[r, col].axis("off")
     for r in range(nrows):
         axes[r, 0].set_ylabel("speed of learning ||dC/db||")
-    title = "chapter 5: the first hidden layer learns slowest"
+    title = "chapter 5: speed of learning of each hidden layer (the book: the first learns slowest)"
     if figure and depth:
-        title += " (top: the book's figure, 1,000 images in one batch; bottom: the accuracy runs)"
+        title += "\ntop: the book's figure, 1,000 images in one batch; bottom: the accuracy runs"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
