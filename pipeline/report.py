@@ -171,6 +171,7 @@ def run_row(metrics: dict) -> dict:
     return {"chapter": metrics["chapter"], "id": metrics["id"], "title": metrics["title"],
             "what_changed": metrics["what_changed"], "book": metrics["book"],
             "ours": ours.get("value"), "seed_values": ours.get("values"),
+            "first_seeds": ours.get("first_seeds"),
             "honest_mean": honest.get("mean"), "honest_std": honest.get("std"),
             "n_seeds": ours.get("n_seeds"), "rule": ours.get("rule"),
             "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
@@ -188,15 +189,19 @@ def _seed_values(row: dict) -> list[float]:
 def with_verdict(row: dict, tolerance: dict) -> dict:
     """The difference from the book in pp, whether it is within tolerance and, where ours is a
     mean over seeds of a one-run figure, whether the book's run lies inside our seeds' range
-    (a gap that one run of ours could show as well)."""
+    (a gap that one run of ours could show as well). Where ours is the best of more seeds than
+    the book's runs, whether the best of the first of them alone is within too."""
     book = row["book"].get("value")
     row = dict(row, difference_pp=None, tolerance_pp=None, within=None, book_in_seed_range=None,
-               replay_difference_pp=None)
+               replay_difference_pp=None, first_seeds_within=None)
     row["replay_difference_pp"] = results.difference_pp(row.get("replay"), book)
     diff = results.difference_pp(row["ours"], book)
     if diff is not None:
         tol = results.tolerance_pp(row["chapter"], tolerance)
         row.update(difference_pp=diff, tolerance_pp=tol, within=abs(diff) <= tol)
+        first_diff = results.difference_pp((row.get("first_seeds") or {}).get("value"), book)
+        if first_diff is not None:
+            row["first_seeds_within"] = abs(first_diff) <= tol
         values = _seed_values(row)
         if len(values) > 1:
             row["book_in_seed_range"] = min(values) <= book <= max(values)
@@ -272,7 +277,11 @@ def markdown_table(rows: list[dict]) -> str:
             runs = r["book"].get("runs")
             # more seeds than the book's runs give the best more chances, fewer give it fewer
             differs = r["rule"].startswith("best of") and runs and r.get("n_seeds") != runs
-            metric += f" ({r['rule']} {counted}" + (f"; the book: best of {runs})" if differs else ")")
+            metric += f" ({r['rule']} {counted}" + (f"; the book: best of {runs}" if differs else "")
+            first = r.get("first_seeds")
+            if differs and first and first.get("value") is not None:
+                metric += f"; our first {first['n']}: {_pct(first['value'])}"
+            metric += ")"
         lines.append(
             f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "
             f"{_ours(r)} | {_honest(r)} | {_diff(r)} | {_replay(r)} | "
@@ -313,12 +322,16 @@ def curves_table(ids: list[str], rows: list[dict], histories: dict[str, list[dic
 def tally(rows: list[dict]) -> dict[str, int]:
     """How many rows have a book figure, are within tolerance, are outside it but with the
     book's one run inside our seeds' range, have a replay, a replay that retraced the book's
-    run exactly, and are within tolerance by our seeds or by the replay."""
+    run exactly, and are within tolerance by our seeds or by the replay; and how many take the
+    best of more seeds than the book's runs, and of those how many are within by the best of
+    the first seeds alone."""
     within = [r for r in rows if r["within"] is not None]
     replayed = [r for r in rows if r.get("replay_difference_pp") is not None]
     return {"with_figure": len(within),
             "within": sum(r["within"] for r in within),
             "in_range": sum(1 for r in within if not r["within"] and r["book_in_seed_range"]),
+            "more_seeds": sum(1 for r in within if r.get("first_seeds_within") is not None),
+            "more_seeds_first_within": sum(1 for r in within if r.get("first_seeds_within")),
             "replayed": len(replayed),
             "retraced": sum(1 for r in replayed if r["replay_difference_pp"] == 0),
             "within_counting_replays": sum(1 for r in within if r["within"] or (
@@ -342,6 +355,10 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
         f"{tolerance['chapter6']} pp); ⚠ marks the others, *in range* those of "
         f"them ({counts['in_range']} here) where the book reports one run and that run lies "
         "inside the range of our seeds: one run of ours could have missed by as much.\n\n"
+        + (f"Rows that take the best of more seeds than the book had runs: {counts['more_seeds']}; "
+           f"by the best of our first seeds alone, as many as the book's runs, "
+           f"{counts['more_seeds_first_within']} of them are within (the *book's metric* column "
+           "gives that figure).\n\n" if counts.get("more_seeds") else "")
         + (f"> {machine_note}\n\n" if machine_note else "")
         + "*book's metric*: how the book measured its figure (BOOK.md). *ours, same metric*: "
         "that rule applied to our seeds: the best of them where the book took the best of "

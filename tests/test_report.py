@@ -102,7 +102,8 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
     counts = rp.tally(rows)
     # ch1-30 inside; ch3-overfit-1k outside (+0.88) but its replay retraced the book; ch6-relu
     # outside (-0.43); ch5-speed-2 has no figure
-    assert counts == {"with_figure": 3, "within": 1, "in_range": 0, "replayed": 1, "retraced": 1,
+    assert counts == {"with_figure": 3, "within": 1, "in_range": 0, "more_seeds": 0,
+                      "more_seeds_first_within": 0, "replayed": 1, "retraced": 1,
                       "within_counting_replays": 2}
     text = rp.document(params, rows, histories, "2026-12-02 15:00 UTC", "a test machine")
     assert "Profile `quick`, generated 2026-12-02 15:00 UTC on a test machine. 1 of 3 rows" in text
@@ -113,6 +114,7 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
     assert "## The book's words beside our curves" in text
     assert "over the first 1,000 training images" in text  # chapter 5's section, from the config
     assert "\n> " not in text
+    assert "more seeds than the book had runs" not in text  # no such row here
     noted = rp.document(params, rows, histories, "stamp", "machine", "note: a pinned BLAS")
     assert "could have missed by as much.\n\n> note: a pinned BLAS\n\n*book's metric*" in noted
     summary = rp.summary(params, rows, histories, "stamp", "machine")
