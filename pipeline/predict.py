@@ -163,7 +163,9 @@ def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:
         lines.append(line)
     if len(voters) > 1:
         vote = score_vote(labels, test.y, voters[0].network.classes)
-        lines.append(f"the vote of {len(voters)}: test {vote['accuracy']:.2%} ({vote['errors']} errors)")
+        lines.append(f"the vote of {len(voters)}: test {vote['accuracy']:.2%} ({vote['errors']} errors, "
+                     f"{vote['errors_on_ties']} of them on the {vote['ties']} tied votes, "
+                     "which go to the smaller digit)")
     return lines, agree
 
 

@@ -176,6 +176,8 @@ def run_row(metrics: dict) -> dict:
             "n_seeds": ours.get("n_seeds"), "rule": ours.get("rule"),
             "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
             "profile": metrics.get("profile"), "train_examples": metrics.get("train_examples"),
+            # an ensemble's: test images whose vote tied, and the errors those ties made
+            "ties": metrics.get("test_ties"), "errors_on_ties": metrics.get("test_errors_on_ties"),
             "replay": (metrics.get("replay") or {}).get("value"),
             "replay_script": (metrics.get("replay") or {}).get("script"),
             "replay_seed": (metrics.get("replay") or {}).get("seed")}
@@ -281,6 +283,8 @@ def markdown_table(rows: list[dict]) -> str:
             first = r.get("first_seeds")
             if differs and first and first.get("value") is not None:
                 metric += f"; our first {first['n']}: {_pct(first['value'])}"
+            if r.get("ties"):
+                metric += f"; {r['ties']} tied votes, {r['errors_on_ties']} of them wrong"
             metric += ")"
         lines.append(
             f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "

@@ -86,6 +86,9 @@ def test_the_vote_is_scored_and_its_epochs_are_the_members(stage_dir, monkeypatc
         answers = [net.predict(scale_pixels(images)) for net in nets]
         np.savez(f"data/prepared/{split}.npz", images=images, labels=answers[right])
         expected[split] = int(np.sum(_vote(answers) != answers[right]))
+        three_ways = np.array([len(set(column)) == 3 for column in zip(*answers)])  # three voters tie 1-1-1
+        expected[f"{split}_ties"] = (int(three_ways.sum()),
+                                     int(np.sum(three_ways & (_vote(answers) != answers[right]))))
         assert 0 < expected[split] and len({tuple(a) for a in answers}) == 3  # the test can tell
     assert expected["validation"] != expected["test"]
     ensemble.main()
@@ -93,6 +96,9 @@ def test_the_vote_is_scored_and_its_epochs_are_the_members(stage_dir, monkeypatc
     assert result["ours_book_metric"]["rule"] == "vote of 3"
     assert (result["validation_errors"], result["test_errors"]) == (expected["validation"], expected["test"])
     assert result["test_accuracy"] == pytest.approx((60 - expected["test"]) / 60)
+    for split in ("validation", "test"):
+        assert (result[f"{split}_ties"], result[f"{split}_errors_on_ties"]) == expected[f"{split}_ties"]
+    assert result["test_ties"] > 0
     assert result["test_member_accuracies"][0] == 1.0  # seed 1 set the test labels
     # the report's epochs column: "3 of 40", the members' epochs beside the book's
     assert (result["epochs"], result["book"]["epochs"], result["book"]["value"]) == (3, 40, 0.9967)

@@ -167,6 +167,10 @@ def test_report_says_how_many_nets_the_ensemble_voted():
                                     "rule": "vote of 4"}}
     line = markdown_table([with_verdict(run_row(metrics), {"default": 0.5, "chapter6": 0.3})])
     assert "| ensemble test (vote of 4 nets) | 99.43% |" in line
+    # with the ensemble stage's count of tied votes (a 2-2 split among four nets)
+    metrics.update(test_ties=35, test_errors_on_ties=14)
+    line = markdown_table([with_verdict(run_row(metrics), {"default": 0.5, "chapter6": 0.3})])
+    assert "| ensemble test (vote of 4 nets; 35 tied votes, 14 of them wrong) | 99.43% |" in line
 
 
 def test_speed_table_sets_the_books_starting_speeds_beside_our_seeds():

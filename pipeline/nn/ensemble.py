@@ -19,12 +19,10 @@ def _label_arrays(predictions: Sequence) -> numpy.ndarray:
     return numpy.stack(arrays)
 
 
-def plurality_vote(predictions: Sequence, n_classes: int | None = None) -> numpy.ndarray:
-    """The label most networks predicted, for every example.
+def vote_counts(predictions: Sequence, n_classes: int | None = None) -> numpy.ndarray:
+    """The (n, classes) array of how many networks predicted each label for each example.
 
-    ``predictions`` holds one (n,) integer label array per network. A tie between labels with
-    equally many votes goes to the *smallest* label (numpy's argmax takes the first maximum).
-    """
+    ``predictions`` holds one (n,) integer label array per network."""
     preds = _label_arrays(predictions)
     if not numpy.issubdtype(preds.dtype, numpy.integer) or (preds.size and preds.min() < 0):
         raise ValueError("predictions: labels must be non-negative integers")
@@ -40,7 +38,22 @@ def plurality_vote(predictions: Sequence, n_classes: int | None = None) -> numpy
     rows = numpy.arange(preds.shape[1])
     for p in preds:
         numpy.add.at(votes, (rows, p), 1)
-    return votes.argmax(axis=1)
+    return votes
+
+
+def plurality_vote(predictions: Sequence, n_classes: int | None = None) -> numpy.ndarray:
+    """The label most networks predicted, for every example.
+
+    ``predictions`` holds one (n,) integer label array per network. A tie between labels with
+    equally many votes goes to the *smallest* label (numpy's argmax takes the first maximum).
+    """
+    return vote_counts(predictions, n_classes).argmax(axis=1)
+
+
+def tied(votes: numpy.ndarray) -> numpy.ndarray:
+    """Which examples' most votes are shared by two labels or more (``votes`` from
+    :func:`vote_counts`): with an even number of voters a 2-2 split is common."""
+    return (votes == votes.max(axis=1, keepdims=True)).sum(axis=1) > 1
 
 
 def ensemble_predict(networks: Sequence, x, batch: int = 1000) -> numpy.ndarray:
@@ -52,12 +65,14 @@ def ensemble_predict(networks: Sequence, x, batch: int = 1000) -> numpy.ndarray:
 
 
 def score_vote(votes: Sequence, labels, n_classes: int) -> dict:
-    """The vote's accuracy and number of errors on ``labels``, and each voter's own accuracy.
+    """The vote's accuracy and number of errors on ``labels``, how many examples the vote tied
+    on and how many of the errors those ties made, and each voter's own accuracy.
 
     ``votes`` holds one (n,) predicted-label array per network, as ``net.predict`` returns;
     ``labels`` must be (n,) too: an (n, 1) column would broadcast into n * n comparisons."""
     labels = numpy.asarray(labels)
-    predicted = plurality_vote(votes, n_classes)
+    counts = vote_counts(votes, n_classes)
+    predicted, ties = counts.argmax(axis=1), tied(counts)
     if labels.shape != predicted.shape:
         raise ValueError(f"labels: expected shape {predicted.shape}, one label per voted example, "
                          f"got {labels.shape}")
@@ -67,4 +82,6 @@ def score_vote(votes: Sequence, labels, n_classes: int) -> dict:
 
     return {"accuracy": accuracy(predicted),
             "errors": int(numpy.sum(predicted != labels)),
+            "ties": int(numpy.sum(ties)),
+            "errors_on_ties": int(numpy.sum(ties & (predicted != labels))),
             "member_accuracies": [accuracy(numpy.asarray(v)) for v in votes]}

@@ -53,7 +53,8 @@ def main() -> None:
             result["mlflow_run_ids"] = [run.run_id]
         write_json(run_folders(cfg["id"])[1] / "metrics.json", result)
         log(f"ensemble of {len(nets)}: test {result['test_accuracy']:.2%} "
-            f"({result['test_errors']} errors; book {cfg['book']['value']:.2%})")
+            f"({result['test_errors']} errors, {result['test_errors_on_ties']} of them on the "
+            f"{result['test_ties']} tied votes; book {cfg['book']['value']:.2%})")
 
 
 if __name__ == "__main__":

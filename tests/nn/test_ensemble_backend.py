@@ -25,6 +25,17 @@ def test_plurality_vote_majority_and_ties_to_the_smallest_label():
     numpy.testing.assert_array_equal(plurality_vote(preds[:1]), preds[0])
 
 
+def test_score_vote_counts_the_ties_and_the_errors_they_make():
+    """Four voters (the quick profile's ensemble): columns 1-3 split 2-2, and the two ties that
+    went to the smaller, wrong label are errors on ties; column 4's 2-1-1 is no tie."""
+    preds = [numpy.array([1, 2, 3, 7, 0]), numpy.array([1, 2, 4, 5, 9]),
+             numpy.array([1, 3, 4, 5, 9]), numpy.array([2, 3, 3, 7, 8])]
+    score = score_vote(preds, numpy.array([1, 3, 3, 7, 9]), 10)
+    assert (score["errors"], score["ties"], score["errors_on_ties"]) == (2, 3, 2)
+    score = score_vote(preds, numpy.array([1, 2, 4, 5, 9]), 10)
+    assert (score["errors"], score["ties"], score["errors_on_ties"]) == (1, 3, 1)
+
+
 def test_plurality_vote_checks_its_input():
     with pytest.raises(ValueError, match="non-empty list of equally long 1-d label arrays, got none"):
         plurality_vote([])
@@ -50,7 +61,7 @@ def test_score_vote_needs_one_label_per_example():
     """(n, 1) labels would broadcast against the (n,) vote: 3 examples, 6 "errors"."""
     votes = [numpy.array([1, 2, 3]), numpy.array([1, 2, 0]), numpy.array([1, 0, 0])]
     score = score_vote(votes, numpy.array([1, 2, 3]), 10)
-    assert score == {"accuracy": pytest.approx(2 / 3), "errors": 1,
+    assert score == {"accuracy": pytest.approx(2 / 3), "errors": 1, "ties": 0, "errors_on_ties": 0,
                      "member_accuracies": [1.0, pytest.approx(2 / 3), pytest.approx(1 / 3)]}
     with pytest.raises(ValueError, match=r"labels: expected shape \(3,\), one label per voted example, got \(3, 1\)"):
         score_vote(votes, numpy.array([[1], [2], [3]]), 10)
