@@ -344,8 +344,9 @@ def tally(rows: list[dict]) -> dict[str, int]:
 
 
 def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict[str, int],
-           machine_note: str = "") -> str:
-    """The report's title, provenance (and ``machine_note``, a warning about the machine's
+           machine_note: str = "", about: str = "") -> str:
+    """The report's title, provenance, what the profile runs (``about``: how its cuts were
+    chosen, which a verdict may depend on), ``machine_note`` (a warning about the machine's
     settings, as a quote), verdict count and a key to its columns."""
     replay_line = (f"The book's own run, replayed with its script's seed, gives the book's "
                    f"figure exactly in {counts['retraced']} of {counts['replayed']} rows; counting "
@@ -354,7 +355,8 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
     return (
         f"# The book's MNIST results, reproduced\n\n"
         f"Profile `{profile}`, generated {stamp} on {machine}. "
-        f"{counts['within']} of {counts['with_figure']} rows with a book figure are "
+        + (f"{about.strip()}\n\n" if about.strip() else "")
+        + f"{counts['within']} of {counts['with_figure']} rows with a book figure are "
         f"within tolerance ({tolerance['default']} pp; chapter 6: "
         f"{tolerance['chapter6']} pp); ⚠ marks the others, *in range* those of "
         f"them ({counts['in_range']} here) where the book reports one run and that run lies "
@@ -371,8 +373,9 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
         "mean ± std over seeds. *the book's run, replayed*: where the book's figure came "
         "from one of its seeded scripts, that very run trained again with the script's seed "
         "and random streams (our engine, the book's draws); a difference of +0.00 means it "
-        "retraced the book's run. *epochs*: ours, and the book's where a profile trains "
-        "fewer (*k of n*).\n\n" + replay_line)
+        "retraced the book's run. *epochs*: the most any of our seeds trained; *k of n* "
+        "where that is fewer than the run's length n (the book's epochs; ours for a run the book "
+        "describes without one), cut by the profile or ended early by the run's η schedule.\n\n" + replay_line)
 
 
 def curves_section(ids: list[str], rows: list[dict], histories: dict[str, list[dict]]) -> str:
@@ -437,7 +440,7 @@ def document(params: dict, rows: list[dict], histories: dict[str, list[dict]], s
     speeds = book_speeds(book)
     measured_on = sorted({book[i]["training"]["monitor"]["gradient_norms"] for i in speeds})
     return (header(params["profile"]["name"], stamp, machine, cfg["tolerance_pp"], tally(rows),
-                   machine_note)
+                   machine_note, params["profile"].get("about") or "")
             + markdown_table(rows) + "\n![progression](plots/progression.png)\n"
             + curves_section(cfg["curves_in_words"], rows, histories)
             + speed_section(speeds, histories, measured_on))

@@ -78,7 +78,7 @@ def test_quick_profile_gives_chapter_6_the_epochs_read_off_the_book_runs():
     needed = {r["id"]: r["first_inside"] for r in rows}
     # the file reads fast's cuts (and was checked against fast's run)
     assert all(r["profile_epochs"] == fast["book"][r["id"]]["training"]["epochs"] for r in rows)
-    assert quick["profile"] == dict(fast["profile"], name="quick")
+    assert quick["profile"] == dict(fast["profile"], name="quick", about=quick["profile"]["about"])
     assert {k: v for k, v in quick.items() if k not in ("book", "profile")} == \
         {k: v for k, v in fast.items() if k not in ("book", "profile")}
     for book_id, run in quick["book"].items():

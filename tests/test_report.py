@@ -115,6 +115,10 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
     assert "over the first 1,000 training images" in text  # chapter 5's section, from the config
     assert "\n> " not in text
     assert "more seeds than the book had runs" not in text  # no such row here
+    # the profile's own words on how it was cut, under the title
+    about = rp.document(dict(params, profile={"name": "quick", "about": "Cut at k epochs.\n"}),
+                        rows, histories, "stamp", "machine")
+    assert "on machine. Cut at k epochs.\n\n1 of 3 rows" in about
     noted = rp.document(params, rows, histories, "stamp", "machine", "note: a pinned BLAS")
     assert "could have missed by as much.\n\n> note: a pinned BLAS\n\n*book's metric*" in noted
     summary = rp.summary(params, rows, histories, "stamp", "machine")
