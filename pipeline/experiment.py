@@ -332,21 +332,33 @@ def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
     """Train each seed (and, with ``replay_seed``, the book's own run last), one after the
     other or ``workers`` at a time in forked processes, each with ``threads`` BLAS threads."""
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     book_id, run_cfg, profile, limits, model_dir, log = args
     jobs = [(seed, False) for seed in seeds] + ([(replay_seed, True)] if replay_seed is not None else [])
     workers = min(workers, len(jobs), os.cpu_count() or 1)
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        with _blas_threads(threads):
-            return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log, replay)
-                    for seed, replay in jobs]
+    # the first Ctrl-C or SIGTERM stops the run; a second one (an impatient user, a signal sent
+    # to the whole process group) must not cut short the saving of weights and closing of runs
+    # it started, nor break the pool while it shuts down
+    with interrupts.stops_raise_once():
+        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            with _blas_threads(threads):
+                return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log, replay)
+                        for seed, replay in jobs]
+        return _train_in_workers(jobs, data, args, workers, threads)
+
+
+def _train_in_workers(jobs: list[tuple[int, bool]], data: tuple, args: tuple, workers: int,
+                      threads: int | None) -> list[dict]:
+    """``train_seeds``' jobs, ``workers`` at a time in forked processes."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
     tracking.init_store()
     _SHARED.update(data=data, args=args, threads=threads, parent=os.getpid())
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                  initializer=interrupts.init_worker,
-                                 initargs=(os.getpid(),)) as pool, interrupts.sigterm_raises():
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_seed_worker, job) for job in jobs]
             try:
                 # the first seed to fail (or be interrupted) is seen at once, not after the

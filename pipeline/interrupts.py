@@ -2,7 +2,8 @@
 their parent.
 
 A training run must end with its weights saved and its MLflow run marked KILLED, whether it
-is stopped by Ctrl-C (SIGINT), by ``kill``/DVC/a queue (SIGTERM) or by its parent dying.
+is stopped by Ctrl-C (SIGINT, once or again and again), by ``kill``/DVC/a queue (SIGTERM) or
+by its parent dying.
 """
 
 from __future__ import annotations
@@ -19,38 +20,55 @@ ORPHAN_GRACE_SECONDS = 60.0  # time an orphaned worker gets to save its weights 
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread when the process receives SIGTERM inside ``sigterm_raises``.
+    """Raised in the main thread when the process receives SIGTERM inside ``stops_raise_once``.
 
     A KeyboardInterrupt subclass, so code that stops cleanly on Ctrl-C stops cleanly on SIGTERM
     too, and ``except Exception`` cannot swallow it.
     """
 
 
+_stopping = False  # a stop signal came inside ``stops_raise_once``: its repeats are ignored
+_depth = 0  # how many ``stops_raise_once`` blocks are open (they nest: a run inside a stage)
+
+
+def _stop_once(signum, frame) -> None:
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    if signum == signal.SIGTERM:
+        raise Terminated(f"signal {signum}")
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turn the first SIGTERM into ``Terminated`` while the block runs; ignore repeats.
+def stops_raise_once() -> Iterator[None]:
+    """Turn the first stop signal into an exception while the block runs: SIGTERM into
+    ``Terminated``, Ctrl-C (SIGINT) into ``KeyboardInterrupt``; ignore every signal after it.
 
     The repeats are ignored so that the clean-up the first one started (saving weights,
-    closing the run) is not cut short by a second ``kill`` or by a signal forwarded to the
-    whole process group. Outside the main thread (where Python cannot set handlers) the block
-    runs unchanged.
+    closing the run, stopping the seed workers) is not cut short by a second ``kill``, a second
+    Ctrl-C or a signal forwarded to the whole process group (``timeout -s INT`` sends two): a
+    second KeyboardInterrupt inside the pool's shutdown can break it and hang the process.
+    Blocks nest; the first signal counts for all of them, until the outermost ends. A SIGINT
+    the process ignores (a seed worker's) stays ignored. Outside the main thread (where Python
+    cannot set handlers) the block runs unchanged.
     """
+    global _stopping, _depth
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = False
-
-    def handler(signum, frame):
-        nonlocal fired
-        if not fired:
-            fired = True
-            raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    handled = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
+    previous = {s: signal.signal(s, _stop_once) for s in handled}
+    _depth += 1
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _depth -= 1
+        if _depth == 0:
+            _stopping = False
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def exit_status(stopped: KeyboardInterrupt) -> int:
@@ -80,11 +98,16 @@ def signals_held() -> Iterator[list[int]]:
 
 def raise_held(came: list[int]) -> None:
     """Raise what the first held signal would have raised: ``Terminated`` for SIGTERM,
-    ``KeyboardInterrupt`` for Ctrl-C."""
-    if signal.SIGTERM in came[:1]:
+    ``KeyboardInterrupt`` for Ctrl-C; nothing if the process is being stopped already (inside
+    ``stops_raise_once``, after its first signal), as a repeat then raises nothing."""
+    global _stopping
+    if _stopping or not came:
+        return
+    if _depth:
+        _stopping = True
+    if came[0] == signal.SIGTERM:
         raise Terminated(f"signal {signal.SIGTERM} while an MLflow run was being created or closed")
-    if came:
-        raise KeyboardInterrupt("Ctrl-C while an MLflow run was being created or closed")
+    raise KeyboardInterrupt("Ctrl-C while an MLflow run was being created or closed")
 
 
 _stop_requested = False  # in a seed worker: a SIGTERM came, start no further seed
@@ -141,4 +164,4 @@ def stop_workers(pids: list[int]) -> None:
 
 
 __all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "exit_status", "init_worker", "parent_gone",
-           "raise_held", "request_stop", "signals_held", "sigterm_raises", "stop_requested", "stop_workers"]
+           "raise_held", "request_stop", "signals_held", "stop_requested", "stop_workers", "stops_raise_once"]

@@ -44,7 +44,7 @@ import numpy as np
 from filelock import FileLock
 
 from pipeline.errors import InputError
-from pipeline.interrupts import Terminated, raise_held, signals_held, sigterm_raises
+from pipeline.interrupts import Terminated, raise_held, signals_held, stops_raise_once
 from pipeline.machine import blas_summary, cpu_model
 
 # No pooled connections: seeds train in forked processes, and a sqlite connection must not
@@ -355,9 +355,10 @@ def start_run(
         warnings.simplefilter("ignore")
         all_tags = resolve_tags({k: str(v) for k, v in (tags or {}).items() if v is not None})
     status = RunStatus.FAILED
-    # SIGTERM (DVC, a queue, ``kill``) stops the run like Ctrl-C. A stop while the run is
-    # created or closed would leave it RUNNING: both wait for it, held back
-    with sigterm_raises():
+    # SIGTERM (DVC, a queue, ``kill``) stops the run like Ctrl-C, and a second stop does not
+    # cut the first one's clean-up short. A stop while the run is created or closed would
+    # leave it RUNNING: both wait for it, held back
+    with stops_raise_once():
         with signals_held() as came_while_creating:
             run = _write(client.create_run, experiment_id, run_name=run_name, tags=all_tags)
         logger = RunLogger(client, run.info.run_id)

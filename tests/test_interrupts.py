@@ -109,17 +109,23 @@ def _assert_stopped_cleanly(tmp_path, workers, log, statuses=("KILLED", "KILLED"
 
 
 @pytest.mark.parametrize("how", ["sigterm to the parent", "sigterm to the group",
-                                 "ctrl-c in a terminal"])
+                                 "ctrl-c in a terminal", "ctrl-c again and again"])
 def test_stopping_the_parent_stops_every_seed_cleanly(tmp_path, training, how):
     proc, workers, log = training
     if how == "sigterm to the parent":  # kill <pid>, a queue, DVC
         proc.send_signal(signal.SIGTERM)
     elif how == "sigterm to the group":  # pkill -f, a batch system
         os.killpg(proc.pid, signal.SIGTERM)
-    else:
+    elif how == "ctrl-c in a terminal":
         os.killpg(proc.pid, signal.SIGINT)
+    else:  # `timeout -s INT` signals the process and then its group; an impatient user
+        for pause in (0.0001, 0.0001, 0.05, 0.2):
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(pause)
     rc = proc.wait(timeout=60)
-    assert rc != 0
+    assert rc in (-signal.SIGINT, -signal.SIGTERM, 1), rc  # stopped by the signal, not hung
+    if how.startswith("ctrl-c"):  # a KeyboardInterrupt, not a lock or pipe broken by the repeat
+        assert rc == -signal.SIGINT and "Error" not in log.read_text(), log.read_text()
     _assert_stopped_cleanly(tmp_path, workers, log)
 
 
@@ -140,20 +146,40 @@ def test_a_crashed_seed_stops_the_others_at_once(tmp_path, training):
     _assert_stopped_cleanly(tmp_path, workers, log, statuses=("FAILED", "KILLED"))
 
 
-def test_sigterm_raises_once_and_ignores_repeats_while_cleaning_up():
-    previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(interrupts.Terminated) as stopped:
-        with interrupts.sigterm_raises():
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
+@pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT, signal.SIGINT),
+                                           (signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)])
+def test_the_first_stop_signal_raises_and_every_repeat_is_ignored_while_cleaning_up(first, second):
+    """A second Ctrl-C or kill, or a signal sent to the whole process group after the first,
+    raises nothing inside the clean-up the first one started, in nested blocks too (a run's
+    inside its stage's); after the outermost block the handlers are the ones before it."""
+    expected = interrupts.Terminated if first == signal.SIGTERM else KeyboardInterrupt
+    previous = {s: signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        before = {s: signal.getsignal(s) for s in previous}
+        with pytest.raises(expected) as stopped:
+            with interrupts.stops_raise_once(), interrupts.stops_raise_once():
+                try:
+                    os.kill(os.getpid(), first)
+                    time.sleep(5)
+                    pytest.fail("the signal did not raise")
+                except KeyboardInterrupt:
+                    os.kill(os.getpid(), second)  # a second one during clean-up
+                    time.sleep(0.2)
+                    with interrupts.signals_held() as came:  # closing the MLflow run
+                        os.kill(os.getpid(), second)
+                    interrupts.raise_held(came)  # a repeat: nothing raised
+                    raise
+        assert type(stopped.value) is expected
+        assert stopped.value.__context__ is None  # the repeats during clean-up raised nothing
+        assert {s: signal.getsignal(s) for s in previous} == before
+        with pytest.raises(KeyboardInterrupt):  # a later run is stopped by its first signal again
+            with interrupts.stops_raise_once():
+                os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(5)
-                pytest.fail("SIGTERM did not raise")
-            except interrupts.Terminated:
-                os.kill(os.getpid(), signal.SIGTERM)  # a second one during clean-up
-                time.sleep(0.2)
-                raise
-    assert stopped.value.__context__ is None  # the repeat during clean-up raised nothing
-    assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def test_signals_held_leave_an_ignored_sigint_alone():
