@@ -19,7 +19,8 @@ os.umask(_UMASK)
 STALE_SECONDS = 600  # a temp untouched this long, whose writer is gone, is a leftover
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -43,7 +44,7 @@ def remove_stale_temps(path: Path, suffix: str = "") -> list[Path]:
     with os.scandir(path.parent) as entries:
         for entry in entries:
             found = pattern.fullmatch(entry.name)
-            if not found or _alive(int(found.group(1))):
+            if not found or process_alive(int(found.group(1))):
                 continue
             try:
                 if now - entry.stat().st_mtime > STALE_SECONDS:

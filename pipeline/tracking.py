@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from filelock import FileLock
 
+from pipeline.atomic import process_alive
 from pipeline.errors import InputError
 from pipeline.interrupts import Terminated, raise_held, signals_held, stops_raise_once
 from pipeline.machine import blas_summary, cpu_model
@@ -336,6 +337,33 @@ def _client() -> tuple[MlflowClient, str]:
                          f"it comes from {where}") from error
 
 
+# the machine and process a run was started by: a later run on that machine can tell when that
+# process is gone without having ended it (SIGKILL, the out-of-memory killer) and end it KILLED
+HOST_TAG, PID_TAG = "host", "pid"
+ENDED_BY_TAG = "ended_by"
+
+
+def end_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED each RUNNING run of the experiment that a process of this machine started and
+    that process is gone: killed with a signal no code can catch, it could not end its run, and
+    nothing else would. Runs of other machines, and of processes still alive, are left alone.
+    Returns the ids of the runs it ended."""
+    host = socket.gethostname()
+    running = _write(client.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'",
+                     max_results=1000)
+    ended = []
+    for run in running:
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) != host or not pid.isdigit() or process_alive(int(pid)):
+            continue
+        _write(client.set_tag, run.info.run_id, ENDED_BY_TAG,
+               f"a later run: process {pid} that started it was gone, killed without a chance to end it")
+        _write(client.set_terminated, run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        ended.append(run.info.run_id)
+    return ended
+
+
 def init_store() -> None:
     """Create the store and the experiment now, before the seeds' processes are forked."""
     _client()
@@ -354,6 +382,8 @@ def start_run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         all_tags = resolve_tags({k: str(v) for k, v in (tags or {}).items() if v is not None})
+    all_tags.update({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
+    end_orphaned_runs(client, experiment_id)
     status = RunStatus.FAILED
     # SIGTERM (DVC, a queue, ``kill``) stops the run like Ctrl-C, and a second stop does not
     # cut the first one's clean-up short. A stop while the run is created or closed would

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,6 +215,32 @@ def test_keyboard_interrupt_is_killed_and_reraised(client):
         with tracking.start_run("ctrl-c") as run:
             raise KeyboardInterrupt
     assert status_of(client, run.run_id) == "KILLED"
+
+
+def test_a_run_whose_process_was_killed_outright_is_ended_killed_by_the_next_run(client, store_dir):
+    """SIGKILL (or the out-of-memory killer) gives a run no chance to end: the next run started
+    on the machine ends it KILLED. Runs of live processes and of other machines stay RUNNING."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pipeline import tracking\n"
+         "with tracking.start_run('killed outright') as run:\n"
+         "    print(run.run_id, flush=True)\n    time.sleep(600)\n"],
+        cwd=store_dir, stdout=subprocess.PIPE, text=True)
+    killed_id = child.stdout.readline().strip()
+    child.kill()
+    child.wait(timeout=30)
+    assert status_of(client, killed_id) == "RUNNING"
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    elsewhere = client.create_run(experiment, tags={"host": "another-machine", "pid": str(child.pid)})
+    alive = client.create_run(experiment, tags={"host": socket.gethostname(), "pid": str(os.getpid())})
+    with tracking.start_run("next") as run:
+        pass
+    assert status_of(client, killed_id) == "KILLED"
+    assert f"process {child.pid} that started it was gone" in client.get_run(killed_id).data.tags["ended_by"]
+    assert status_of(client, elsewhere.info.run_id) == status_of(client, alive.info.run_id) == "RUNNING"
+    tags = client.get_run(run.run_id).data.tags
+    assert (tags["host"], tags["pid"]) == (socket.gethostname(), str(os.getpid()))
+    for other in (elsewhere, alive):
+        client.set_terminated(other.info.run_id, "KILLED")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
