@@ -63,16 +63,24 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
 
 def history_test_accuracy(model_dir: Path, seed) -> dict[int, float]:
     """The test accuracy per epoch of seed ``seed`` in the run's ``results/<id>/history.csv``,
-    when ``model_dir`` is ``models/<id>/seed<N>`` of a checkout that holds it; else empty."""
+    when ``model_dir`` is ``models/<id>/seed<N>`` of a checkout that holds it; else empty.
+    The record is only compared with ``--test``'s score: a damaged one is named on stderr,
+    with how to restore it, and left out, instead of stopping the predictions."""
     model_dir = model_dir.resolve()
     if model_dir.parent.parent.name != params.MODELS:
         return {}
     history = params.run_folders(model_dir.parent.name, model_dir.parents[2])[1] / "history.csv"
     if not history.is_file():
         return {}
-    with open(history, newline="") as fh:
-        return {int(row["epoch"]): float(row["test_accuracy"]) for row in csv.DictReader(fh)
-                if row.get("seed") == str(seed) and row.get("test_accuracy")}
+    try:
+        with open(history, newline="", encoding="utf-8") as fh:
+            return {int(row["epoch"]): float(row["test_accuracy"]) for row in csv.DictReader(fh)
+                    if row.get("seed") == str(seed) and row.get("test_accuracy")}
+    except (KeyError, ValueError, TypeError, csv.Error) as error:  # UnicodeDecodeError is a ValueError
+        print(f"predict: {history} cannot be read ({type(error).__name__}: {error}), so the run's record "
+              f"of test accuracy is not compared; `dvc checkout {history.relative_to(model_dir.parents[2])}` "
+              f"restores it, `dvc repro train@{model_dir.parent.name}` makes it anew", file=sys.stderr)
+        return {}
 
 
 def outputs(voter: Voter, x: np.ndarray) -> np.ndarray:
@@ -196,6 +204,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("give --image PICTURE... or --test (or both)")
     if args.show and not args.image:
         parser.error("--show draws the pictures of --image")
+    if args.show and args.show.is_dir():
+        parser.error(f"--show: {args.show} is a folder; give the picture's file name, e.g. {args.show / 'answers.png'}")
+    if args.show and any(parent.exists() and not parent.is_dir() for parent in args.show.parents):
+        parser.error(f"--show: {args.show} is under a file, not a folder")
     if args.blas_threads < 1:
         parser.error(f"--blas-threads: expected a count >= 1, got {args.blas_threads}")
     return args

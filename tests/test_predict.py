@@ -310,6 +310,21 @@ def test_the_runs_record_of_the_final_weights_comes_from_model_json_or_the_histo
     assert predict.history_test_accuracy(tmp_path / "elsewhere" / "seed2", 2) == {}
 
 
+@pytest.mark.parametrize("damage", [b"seed,era,test_accuracy\n2,0,0.95\n", b"seed,epoch,test_accuracy\n2,0,abc\n",
+                                    b"\x81\x82\x00garbage"], ids=["renamed column", "not a number", "binary"])
+def test_a_damaged_history_is_named_and_left_out_not_fatal(tmp_path, capsys, damage):
+    """The run's record is only compared with --test's score: a damaged history.csv says so,
+    with how to restore it, and predictions go on without it."""
+    folder = tmp_path / "models" / "ch1-30" / "seed2"
+    folder.mkdir(parents=True)
+    (tmp_path / "results" / "ch1-30").mkdir(parents=True)
+    (tmp_path / "results" / "ch1-30" / "history.csv").write_bytes(damage)
+    assert predict.history_test_accuracy(folder, 2) == {}
+    err = capsys.readouterr().err
+    assert "results/ch1-30/history.csv cannot be read" in err
+    assert "`dvc checkout results/ch1-30/history.csv` restores it" in err and "dvc repro train@ch1-30" in err
+
+
 def test_typed_digits_script_writes_thirty_pictures_that_make_mnist_images(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "typed_digits.py"
     subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
@@ -324,6 +339,12 @@ def test_bad_command_lines_and_missing_models_are_explained(tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict.main(["--test"])
     assert "at least one model folder or --run" in capsys.readouterr().err
+    picture = tmp_path / "seven.png"
+    picture.write_bytes(b"")
+    for show, said in ((tmp_path, "is a folder; give the picture's file name"), (picture / "x.png", "is under a file")):
+        with pytest.raises(SystemExit):
+            predict.main([str(tmp_path), "--image", str(picture), "--show", str(show)])
+        assert f"--show: {show} {said}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         predict.main([str(tmp_path)])
     assert "--image PICTURE... or --test" in capsys.readouterr().err
