@@ -417,6 +417,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
         get_xp(device)  # no GPU or no CuPy: the message says what to install, before any data loads
     data = load_run_data(run_cfg, data_cfg, limits)
     check_fits_data(book_id, run_cfg, data[0])
+    tracking.init_store()  # a store that cannot be used is named before anything is removed
     clear_earlier_outputs(model_dir, results_dir, log)  # every check passed: this run replaces them
     start = time.perf_counter()
     if run_cfg["training"].get("device", "cpu") != device:  # the machine's choice, recorded with the run

@@ -57,7 +57,7 @@ def main(cfg: DictConfig) -> None:
         model_dir, results_dir = run_folders(book_id, out)
         train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
                     results_dir=results_dir, log=log.info, compute=plain.get("compute"))
-    except InputError as error:  # the message names the key (or file) and what is allowed
+    except (InputError, FileNotFoundError) as error:  # names the key or file, and the fix
         print(error, file=sys.stderr)
         sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED

@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import experiment
 from pipeline.data.mnist import save_images
+from pipeline.errors import InputError
 
 RUN = {
     "chapter": 3, "title": "tiny", "what_changed": "test",
@@ -276,7 +277,7 @@ def test_a_damaged_data_file_is_named_with_the_fix(workdir):
 
     path = workdir / "data/prepared/train.npz"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(InputError, match=r"train.npz: not a readable .npz data set .*delete it and run `dvc repro`"):
+    with pytest.raises(InputError, match=r"train.npz: not a readable .npz data set .*delete it, then build it with `dvc repro prepare`"):
         load_images(path)
     path.write_text("garbage")
     with pytest.raises(InputError, match="not a readable .npz data set"):
@@ -338,5 +339,15 @@ def test_a_rerun_refused_by_its_checks_leaves_the_earlier_results_alone(workdir)
     bad = dict(RUN, training=dict(RUN["training"], eta="fast"))
     with pytest.raises(Exception, match="eta"):
         experiment.train_entry("tiny", bad, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    assert (workdir / "results/tiny/metrics.json").is_file()
+    assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1", "seed2"]
+
+
+def test_a_rerun_whose_tracking_store_cannot_be_used_leaves_the_earlier_results_alone(workdir, monkeypatch):
+    experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'a-file' / 'mlflow.db'}")
+    (workdir / "a-file").write_text("not a folder\n")
+    with pytest.raises(InputError, match="MLflow cannot use the tracking store"):
+        experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
     assert (workdir / "results/tiny/metrics.json").is_file()
     assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1", "seed2"]

@@ -76,3 +76,15 @@ def test_a_seed_that_is_not_an_integer_is_named(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "book.ch1-30.seeds: expected a non-empty list of integers >= 0, got ['abc']" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_data_not_built_yet_is_named_with_the_data_stages_to_run(tmp_path):
+    """A try-out before any `dvc repro`: one line naming the file and the data stages (a minute),
+    not the whole profile's `dvc repro`, and exit status 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "book=ch1-30", "profile=smoke",
+         f"data.prepared_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{tmp_path / 'none' / 'train.npz'} is missing: build it with `dvc repro prepare`" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -81,12 +81,18 @@ def save_images(path: str | Path, images: np.ndarray, labels: np.ndarray) -> Non
              labels=np.ascontiguousarray(labels, dtype=np.uint8))
 
 
+# how a missing or damaged set is made again: the data stages alone, a minute or two (a bare
+# `dvc repro` would also train every run of the profile)
+BUILD = ("build it with `dvc repro prepare` (the book's split) or `dvc repro expand` (the expanded "
+         "sets), or fetch it from a DVC remote with `dvc repro --pull prepare expand`")
+
+
 def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The uint8 images and labels of a stored set (no pickles, ever)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro` to build it (or `dvc pull`).")
-    remake = "delete it and run `dvc repro` (or `dvc pull`) to build it again"
+        raise FileNotFoundError(f"{path} is missing: {BUILD}.")
+    remake = f"delete it, then {BUILD}"
     if not zipfile.is_zipfile(path):  # a truncated file, or not an .npz: numpy would try a pickle
         raise InputError(f"{path}: not a readable .npz data set (not a zip archive): {remake}.")
     try:

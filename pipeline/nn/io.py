@@ -30,7 +30,9 @@ FORMAT = "nielsen-mnist-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "model.json"
-REDO = "train it again (`dvc repro`) or fetch it (`dvc pull`)"  # the fix for a damaged model file
+# the fix for a missing or damaged model file: its stage again, or the run-cache of a DVC remote
+# (`dvc pull` alone fetches no model: main's dvc.lock records none)
+REDO = "train it again (`dvc repro`) or fetch it from a DVC remote (`dvc repro --pull`)"
 
 
 class ModelFileError(InputError):
@@ -94,7 +96,7 @@ def _read_info(directory: Path) -> dict:
     if not path.is_file():
         inside = sorted(p.name for p in directory.glob("*") if (p / META_FILE).is_file()) if directory.is_dir() else []
         hint = (f"; {directory} holds the model directories {', '.join(inside)}: give one of them" if inside
-                else "; train it (`dvc repro`) or fetch it (`dvc pull`) first")
+                else f"; {REDO.replace('train it again', 'train it')} first")
         raise ModelFileError(f"{path}: not found (a model directory holds {META_FILE} and {WEIGHTS_FILE}){hint}")
     try:
         info = json.loads(path.read_text())
