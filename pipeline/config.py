@@ -46,8 +46,9 @@ def check(params: dict) -> None:
     """Raise an ``InputError`` naming the key of the first mistake in composed params."""
     from pipeline.experiment import check_compute, check_limits, validate_run  # imported here: loads MLflow
     from pipeline.report import validate as validate_report
-    from pipeline.settings import check_settings
+    from pipeline.settings import check_sections, check_settings
 
+    check_sections(params)
     check_settings(params)
     check_limits((params.get("profile") or {}).get("limits") or {})
     check_compute(params.get("compute") or {})
@@ -76,15 +77,17 @@ def sync_problem(root: str | Path = ".", params_file: str | Path = "params.yaml"
         return f"{path} is missing: run `python -m pipeline.config`."
     text = path.read_text(encoding="utf-8")
     current = yaml.safe_load(text) or {}
+    if not isinstance(current, dict) or not isinstance(current.get("profile", {}), dict):
+        return f"{path} is not a mapping of settings with a profile: run `python -m pipeline.config`."
     profile = (current.get("profile") or {}).get("name", "quick")
     composed = compose(root, [f"profile={profile}"])
     if text == composed:
         return None
     where = first_difference(current, yaml.safe_load(composed)) or "its formatting"
-    return (f"{path} differs from conf/ composed with profile={profile}, first at {where}. If you "
-            f"edited conf/, run `python -m pipeline.config profile={profile}`; if that is an override "
-            f"of your own (`dvc exp run -S`, or key=value given to pipeline.config), it is the "
-            f"difference, and `git checkout {params_file}` goes back to the committed file.")
+    return (f"{path} differs from conf/ composed with profile={profile}, first at {where}. "
+            f"`python -m pipeline.config profile={profile}` composes it again: the fix after an edit "
+            f"of conf/; if the difference is an override of your own (`dvc exp run -S`, or "
+            f"key=value given to pipeline.config), that drops it.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="params.yaml")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if out.is_dir():
+        print(f"pipeline.config: --out {out} is a folder; give the file to write, e.g. {out / 'params.yaml'}",
+              file=sys.stderr)
+        return EXIT_STATUS
     try:
         if args.check:
             problem = sync_problem(".", out)
@@ -107,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problem else 0
         text = compose(".", args.overrides)
         check(yaml.safe_load(text))
-    except (HydraException, OmegaConfBaseException, yaml.YAMLError, InputError) as error:
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, InputError, ValueError) as error:
         # Hydra's own message (a missing config group option, a key it cannot override, a YAML
-        # error in conf/) or ours (an InputError names the key), without the traceback around it
+        # error in conf/, a group set to null) or ours (an InputError names the key), without
+        # the traceback around it
         message = str(error).strip() or type(error).__name__
-        print(f"pipeline.config: {message}\n{out} was not written.", file=sys.stderr)
+        print(f"pipeline.config: {message}" + ("" if args.check else f"\n{out} was not written."), file=sys.stderr)
         return EXIT_STATUS
     write_text(out, text)
     print(f"wrote {out}")

@@ -143,6 +143,8 @@ def check_limits(limits: dict) -> None:
 def check_compute(compute: dict) -> None:
     """``compute``: device cpu | gpu, seed_workers and blas_threads integers >= 1 (threads: or null)."""
     allowed = ("device", "seed_workers", "blas_threads")
+    if not isinstance(compute, dict):
+        raise SettingError("compute", f"expected a mapping of {', '.join(allowed)}, got {compute!r}")
     for key in compute:
         if key not in allowed:
             raise SettingError(f"compute.{key}", f"unknown key; allowed: {', '.join(allowed)}")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.errors import InputError
+
 PARAMS_FILE = "params.yaml"
 # libyaml's safe loader when PyYAML was built with it (its wheels are): every stage reads the
 # whole params.yaml, 0.11 s in pure Python against 0.02 s
@@ -43,5 +45,12 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
         raise FileNotFoundError(
             f"{path} not found: run stages from the repository root, "
             "or write it with `python -m pipeline.config`.")
-    with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=SAFE_LOADER)
+    remake = "write it again with `python -m pipeline.config` (add profile=<name> for another profile)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            params = yaml.load(f, Loader=SAFE_LOADER)
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]}): {remake}") from error
+    if not isinstance(params, dict):
+        raise InputError(f"{path}: expected a mapping of settings, got {type(params).__name__}: {remake}")
+    return params

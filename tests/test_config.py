@@ -37,6 +37,14 @@ def test_a_switched_profile_is_in_sync_and_an_override_is_named(tmp_path):
     (["book.ch1-30.training.eta=-1"], "book.ch1-30.training.eta: must be > 0"),
     (["profile.limits.train_examples=-5"], "profile.limits.train_examples: expected an integer >= 1 or null"),
     (["compute.seed_workers=0"], "compute.seed_workers: expected an integer >= 1"),
+    (["+foo=1"], "foo: unknown section; allowed: data, download"),
+    (["profile.name=5"], "profile.name: expected a non-empty string, got 5"),
+    (["profile.replay=abc"], "profile.replay: expected true or false, got 'abc'"),
+    (["+profile.foo=1"], "profile.foo: unknown key"),
+    (["profile.ensemble_seeds=[1]"], "profile.ensemble_seeds: expected a list of at least 2 integers"),
+    (["report.out_dir=5"], "report.out_dir: expected a folder (a path), got 5"),
+    (["report.progression=5"], "report.progression: expected a list of run ids"),
+    (["report=null"], "Config group override must be a string or a list"),
 ])
 def test_config_names_a_mistake_and_writes_nothing(tmp_path, monkeypatch, capsys, overrides, message):
     import shutil
@@ -49,6 +57,25 @@ def test_config_names_a_mistake_and_writes_nothing(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert message in err and "params.yaml was not written" in err and "Traceback" not in err
     assert not (tmp_path / "params.yaml").exists()
+
+
+def test_check_and_out_mistakes_are_named_not_raised(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from pipeline.config import main
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("- a list, not settings\n")
+    assert main(["--check"]) == 1
+    assert "params.yaml is not a mapping of settings with a profile" in capsys.readouterr().err
+    (tmp_path / "params.yaml").write_text("profile: {name: nope}\n")
+    assert main(["--check"]) == 2
+    err = capsys.readouterr().err
+    assert "Could not find 'profile/nope'" in err and "was not written" not in err  # --check writes nothing
+    (tmp_path / "folder").mkdir()
+    assert main(["--out", "folder"]) == 2
+    assert "--out folder is a folder" in capsys.readouterr().err
 
 
 def test_overrides_compose_like_dvc_exp_run_set_param():

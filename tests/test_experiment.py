@@ -277,7 +277,8 @@ def test_a_damaged_data_file_is_named_with_the_fix(workdir):
 
     path = workdir / "data/prepared/train.npz"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(InputError, match=r"train.npz: not a readable .npz data set .*delete it, then build it with `dvc repro prepare`"):
+    with pytest.raises(InputError, match=r"train.npz: not a readable .npz data set .*delete it, "
+                                         r"then build it with `dvc repro prepare`"):
         load_images(path)
     path.write_text("garbage")
     with pytest.raises(InputError, match="not a readable .npz data set"):

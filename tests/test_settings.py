@@ -82,3 +82,30 @@ def test_a_rotation_order_is_needed_only_with_angles():
         check_settings(removed("expand.rotated.order"), ("expand",))
     assert "order" not in edited("expand.shifted.angles", [])["expand"]["shifted"]
     check_settings(edited("expand.shifted.angles", []), ("expand",))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("book: [\n", "params.yaml: not valid YAML"),
+    ("", "params.yaml: expected a mapping of settings, got NoneType"),
+    ("- a\n- b\n", "params.yaml: expected a mapping of settings, got list"),
+])
+def test_a_params_file_that_is_not_settings_is_named_with_the_fix(tmp_path, text, message):
+    """A hand-edited params.yaml read by a stage run by hand (under DVC, DVC reads it first)."""
+    from pipeline.errors import InputError
+    from pipeline.params import load_params
+
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(InputError, match=re.escape(message) + ".*python -m pipeline.config"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_compute_given_as_a_word_is_named():
+    from pipeline.experiment import check_compute
+
+    with pytest.raises(SettingError, match=r"compute: expected a mapping of device, seed_workers, "
+                                           r"blas_threads, got 'cpu'"):
+        check_compute("cpu")
+    with pytest.raises(SettingError, match="profile.seeds: missing"):
+        params = copy.deepcopy(PARAMS)
+        del params["profile"]["seeds"]
+        check_settings(params, ("profile",))

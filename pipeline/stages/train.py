@@ -10,14 +10,16 @@ from pipeline.errors import InputError
 from pipeline.experiment import train_entry
 from pipeline.machine import kernel_pin_note
 from pipeline.params import load_params, run_folders
+from pipeline.settings import check_settings
 from pipeline.stages._common import log, one_argument, stage
 
 
 def main(book_id: str) -> None:
     with stage(f"train@{book_id}"):
         params = load_params()
-        if book_id not in params["book"]:
-            raise InputError(f"no run {book_id!r} in params.yaml's book (have: {', '.join(params['book'])})")
+        check_settings(params, ("data", "profile"))
+        if book_id not in (params.get("book") or {}):
+            raise InputError(f"no run {book_id!r} in params.yaml's book (have: {', '.join(params.get('book') or {})})")
         if note := kernel_pin_note():
             log(note)
         model_dir, results_dir = run_folders(book_id)
