@@ -29,9 +29,29 @@ def stage_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _save(seed: int, weights: str, epochs_run: int = 1) -> None:
-    save_model(f"models/ch6-dropout/seed{seed}", build_network(SPEC, seed=seed), SPEC,
-               metadata={"weights": weights, "metrics": {"epochs_run": epochs_run}})
+def _save(seed: int, weights: str, epochs_run: int = 1, book_id: str = "ch6-dropout", folder_seed=None) -> None:
+    metadata = {"book_id": book_id, "seed": seed, "weights": weights, "metrics": {"epochs_run": epochs_run}}
+    if epochs_run is None:
+        del metadata["metrics"]["epochs_run"]
+    save_model(f"models/ch6-dropout/seed{folder_seed or seed}", build_network(SPEC, seed=seed), SPEC,
+               metadata=metadata)
+
+
+@pytest.mark.parametrize("member, message", [
+    ({"book_id": "ch6-relu"},
+     "models/ch6-dropout/seed2 holds the net of run 'ch6-relu', seed 2, not 'ch6-dropout' seed 2"),
+    ({"seed": 1, "folder_seed": 2}, "models/ch6-dropout/seed2 holds the net of run 'ch6-dropout', seed 1, not"),
+    ({"seed": 2, "epochs_run": None}, "models/ch6-dropout/seed2/model.json: metadata.metrics.epochs_run is missing"),
+], ids=["another run's net", "another seed's net", "no epochs"])
+def test_a_member_folder_holding_another_net_is_refused(stage_dir, capsys, member, message):
+    _save(1, "final epoch")
+    _save(member.get("seed", 2), "final epoch", **{k: v for k, v in member.items() if k != "seed"})
+    with pytest.raises(SystemExit) as stopped:
+        ensemble.main()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "dvc repro train@ch6-dropout" in err and "Traceback" not in err
+    assert not Path("results/ch6-ensemble/metrics.json").exists()
 
 
 def test_a_missing_member_is_named(stage_dir, capsys):

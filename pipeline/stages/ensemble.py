@@ -27,10 +27,17 @@ def main() -> None:
             raise InputError(f"needs the {cfg['members']} nets of seeds {seeds} (at least 2); "
                              f"missing: {missing or 'none'}. Run `dvc repro train@{cfg['members']}` first")
         loaded = [load_model(d) for d in member_dirs]
+        redo = f"run `dvc repro train@{cfg['members']}`"
+        for d, seed, m in zip(member_dirs, seeds, loaded):
+            found = (m.metadata.get("book_id"), m.metadata.get("seed"))
+            if found != (cfg["members"], seed):  # a net copied in from another run or seed
+                raise InputError(f"{d} holds the net of run {found[0]!r}, seed {found[1]!r}, not "
+                                 f"{cfg['members']!r} seed {seed}: {redo} to train it")
+            if not isinstance((m.metadata.get("metrics") or {}).get("epochs_run"), int):
+                raise InputError(f"{d}/model.json: metadata.metrics.epochs_run is missing: {redo} to train it again")
         unfinished = [str(d) for d, m in zip(member_dirs, loaded) if m.metadata.get("weights") != FINAL_EPOCH_WEIGHTS]
         if unfinished:
-            raise InputError(f"{unfinished} hold the weights of an interrupted run; "
-                             f"run `dvc repro train@{cfg['members']}` to train them to the end")
+            raise InputError(f"{unfinished} hold the weights of an interrupted run; {redo} to train them to the end")
         nets = [m.network for m in loaded]
         # the report's epochs column: the members' epochs, beside the book's for its members
         book = dict(cfg["book"], epochs=params["book"][cfg["members"]]["book"]["epochs"])
