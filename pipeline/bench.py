@@ -49,6 +49,7 @@ import os
 import statistics
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy
@@ -458,6 +459,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not 0 < args.epoch_fraction <= 1:
         ap.error("--epoch-fraction must be in (0, 1]")
+    for name, values in (("--repeats", [args.repeats]), ("--threads", args.threads or []),
+                         ("--batch-size", args.batch_size or [])):
+        if any(v < 1 for v in values):
+            ap.error(f"{name}: expected counts >= 1, got {' '.join(map(str, values))}")
+    if Path(args.out).is_dir():  # found now, not after the whole benchmark has run
+        ap.error(f"--out: {args.out} is a folder; give the JSON file to write, e.g. {Path(args.out) / 'bench.json'}")
+    if args.data and not zipfile.is_zipfile(args.data):
+        what = "not an .npz file (a zip archive)" if Path(args.data).is_file() else "missing"
+        ap.error(f"--data: {args.data} is {what}; e.g. data/prepared/train.npz from `dvc repro prepare`")
     if args.threads is None:
         args.threads = [1] if args.device == "gpu" else [1, 2]
     if args.device == "gpu" and "ch1" in args.cases:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from pipeline import bench
@@ -43,6 +44,23 @@ def test_bench_smoke(tmp_path, capsys):
     for r in result["results"]:
         assert all(t > 0 for ts in r["times_s"].values() for t in ts)
     assert "ours" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeats", "0"], "--repeats: expected counts >= 1, got 0"),
+    (["--threads", "1", "0"], "--threads: expected counts >= 1, got 1 0"),
+    (["--batch-size", "0"], "--batch-size: expected counts >= 1, got 0"),
+    (["--out", "{tmp}"], "is a folder; give the JSON file to write"),
+    (["--data", "{tmp}/none.npz"], "none.npz is missing"),
+    (["--data", "{tmp}/text.npz"], "text.npz is not an .npz file"),
+])
+def test_bad_arguments_are_refused_before_anything_is_timed(tmp_path, capsys, args, message):
+    (tmp_path / "text.npz").write_text("not a zip\n")
+    with pytest.raises(SystemExit) as stopped:
+        bench.main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert stopped.value.code == 2
+    out = capsys.readouterr()
+    assert message in out.err and "machine:" not in out.out
 
 
 def test_conv2fc1000_is_asked_for_and_is_the_book_net(tmp_path):
