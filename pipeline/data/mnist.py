@@ -51,10 +51,12 @@ def read_raw(raw_dir: str | Path) -> dict[str, np.ndarray]:
         arrays[key] = read_idx(path, expect_ndim=3 if key.endswith("images") else 1)
     for part in ("train", "test"):
         n_images, n_labels = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
+        files = f"{raw_dir / RAW_FILES[part + '_images']} and {raw_dir / RAW_FILES[part + '_labels']}"
+        redo = "delete them and run `dvc repro download` (it checks every file's SHA-256)"
         if n_images != n_labels:
-            raise InputError(f"{part}: {n_images} images but {n_labels} labels.")
+            raise InputError(f"{files}: {n_images} images but {n_labels} labels: {redo}.")
         if arrays[f"{part}_labels"].max() > 9:
-            raise InputError(f"{part}: labels outside 0..9.")
+            raise InputError(f"{raw_dir / RAW_FILES[part + '_labels']}: labels outside 0..9: {redo}.")
     return arrays
 
 

@@ -142,30 +142,30 @@ def _read_entry(npz, name: str, path: Path) -> numpy.ndarray:
 
 def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, numpy.ndarray]:
     if not path.is_file():
-        raise ModelFileError(f"{path}: not found")
+        raise ModelFileError(f"{path}: not found; {REDO}")
     if not zipfile.is_zipfile(path):  # numpy.load would try to read anything else as a pickle
-        raise ModelFileError(f"{path}: not a readable .npz file (not a zip archive)")
+        raise ModelFileError(f"{path}: not a readable .npz file (not a zip archive); {REDO}")
     state = {}
     try:
         with numpy.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
             missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
             if missing:
-                raise ModelFileError(f"{path}: missing array(s) {missing}")
+                raise ModelFileError(f"{path}: missing array(s) {missing}; {REDO}")
             if unexpected:
-                raise ModelFileError(f"{path}: unexpected array(s) {unexpected}")
+                raise ModelFileError(f"{path}: unexpected array(s) {unexpected}; {REDO}")
             for name in expected:
                 state[name] = _read_entry(npz, name, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ModelFileError(f"{path}: not a readable .npz file ({exc})") from None
+        raise ModelFileError(f"{path}: not a readable .npz file ({exc}); {REDO}") from None
     for name, shape in expected.items():
         a = state[name]
         if not numpy.issubdtype(a.dtype, numpy.floating):
-            raise ModelFileError(f"{path}: array {name!r} has dtype {a.dtype}, expected a floating-point type")
+            raise ModelFileError(f"{path}: array {name!r} has dtype {a.dtype}, expected a floating-point type; {REDO}")
         if tuple(a.shape) != tuple(shape):
-            raise ModelFileError(f"{path}: array {name!r} has shape {tuple(a.shape)}, expected {tuple(shape)}")
+            raise ModelFileError(f"{path}: array {name!r} has shape {tuple(a.shape)}, expected {tuple(shape)}; {REDO}")
         if not numpy.isfinite(a).all():
-            raise ModelFileError(f"{path}: array {name!r} contains NaN or infinite values")
+            raise ModelFileError(f"{path}: array {name!r} contains NaN or infinite values; {REDO}")
     return state
 
 
@@ -205,9 +205,10 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
         declared_shapes = {k: tuple(v["shape"]) for k, v in declared.items()}
         declared_dtypes = {k: v["dtype"] for k, v in declared.items()}
     except (AttributeError, KeyError, TypeError):
-        raise ModelFileError(f"{meta_path}: 'params' is malformed: {declared!r}") from None
+        raise ModelFileError(f"{meta_path}: 'params' is malformed: {declared!r}; {REDO}") from None
     if declared_shapes != expected:
-        raise ModelFileError(f"{meta_path}: 'params' {declared_shapes} do not match the spec's network {expected}")
+        raise ModelFileError(f"{meta_path}: 'params' {declared_shapes} do not match the spec's network "
+                             f"{expected}; {REDO}")
     weights_path = directory / WEIGHTS_FILE
     state = _read_weights(weights_path, expected)
     _check_dtypes(info, declared_dtypes, state, meta_path)
