@@ -1,4 +1,4 @@
-"""The prepared data's file names (no MNIST needed)."""
+"""The prepared data's file names, and raw files that disagree (no MNIST needed)."""
 
 import pytest
 
@@ -9,3 +9,23 @@ def test_each_split_has_one_file_and_an_unknown_split_is_refused(tmp_path):
     assert [split_file(tmp_path, s).name for s in SPLITS] == ["train.npz", "validation.npz", "test.npz"]
     with pytest.raises(ValueError, match="unknown split 'valid'; the book's are train, validation, test"):
         split_file(tmp_path, "valid")
+
+
+@pytest.mark.parametrize("n_labels, bad_label, message", [
+    (3, 7, "train-images-idx3-ubyte and {raw}/train-labels-idx1-ubyte: 2 images but 3 labels"),
+    (2, 12, "train-labels-idx1-ubyte: labels outside 0..9"),
+])
+def test_raw_files_that_disagree_are_named_with_the_fix(tmp_path, n_labels, bad_label, message):
+    import numpy as np
+
+    from pipeline.data.idx import encode_idx
+    from pipeline.data.mnist import RAW_FILES, read_raw
+    from pipeline.errors import InputError
+
+    images, labels = np.zeros((2, 28, 28), np.uint8), np.full(n_labels, bad_label, np.uint8)
+    for part in ("train", "test"):
+        (tmp_path / RAW_FILES[f"{part}_images"]).write_bytes(encode_idx(images))
+        (tmp_path / RAW_FILES[f"{part}_labels"]).write_bytes(encode_idx(labels))
+    with pytest.raises(InputError) as refused:
+        read_raw(tmp_path)
+    assert message.format(raw=tmp_path) in str(refused.value) and "dvc repro download" in str(refused.value)
