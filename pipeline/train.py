@@ -44,6 +44,7 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
 @hydra.main(version_base=None, config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     # Progress through logging, so it also lands in Hydra's <output dir>/train.log, timestamped
     # (on the terminal through Hydra's console handler, on stdout); notes and errors on stderr
@@ -52,11 +53,15 @@ def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     if note := kernel_pin_note("python -m pipeline.train ..."):
         print(note, file=sys.stderr)
+    say = log.info
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a sweep's jobs side by side: whose line is whose
+        job = HydraConfig.get().job
+        say = lambda line, tag=f"[job {job.num}: {job.override_dirname}] ": log.info(tag + line)  # noqa: E731
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
         model_dir, results_dir = run_folders(book_id, out)
         train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
-                    results_dir=results_dir, log=log.info, compute=plain.get("compute"))
+                    results_dir=results_dir, log=say, compute=plain.get("compute"))
     except (InputError, FileNotFoundError) as error:  # names the key or file, and the fix
         print(error, file=sys.stderr)
         sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix

@@ -38,6 +38,8 @@ def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
         assert (sweep / str(job) / f"models/ch1-30/seed{seed}").is_dir()
         log = (sweep / str(job) / "train.log").read_text()  # Hydra's log of the job
         assert f"train ch1-30 seed {seed}: 500 training images" in log and "epoch 0/0 " in log, log
+        # the jobs' lines side by side on the terminal say whose they are
+        assert f"[job {job}: book=ch1-30,profile=smoke,seed={seed}] train ch1-30 seed {seed}" in log, log
         assert "train ch1-30: peak_test " in log, log
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
