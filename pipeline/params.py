@@ -39,6 +39,16 @@ def conf_data() -> dict:
     return yaml.safe_load((CONF / "data" / "mnist.yaml").read_text(encoding="utf-8"))
 
 
+def profile_name(path: str | Path = PARAMS_FILE) -> str | None:
+    """The profile ``params.yaml`` was composed with, for a stage's first line (None when the
+    file cannot say: the stage itself then names the problem)."""
+    try:
+        name = (load_params(path).get("profile") or {}).get("name")
+    except (OSError, InputError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
     path = Path(path)
     if not path.is_file():

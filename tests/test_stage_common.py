@@ -120,3 +120,15 @@ def test_a_download_no_source_can_serve_names_the_sources_and_exits_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "download: " in done.stderr and "damaged" in done.stderr and "Traceback" not in done.stderr
     assert not [p.name for p in (tmp_path / "raw").iterdir()], "nothing half-fetched is left behind"
+
+
+def test_the_first_line_names_the_profile(capsys, tmp_path, monkeypatch):
+    """A stage of the quick profile started by mistake shows in its first line."""
+    monkeypatch.chdir(tmp_path)
+    with stage("report"):
+        pass
+    assert capsys.readouterr().err.startswith("== stage report ==\n")  # no params.yaml: no profile
+    (tmp_path / "params.yaml").write_text("profile: {name: smoke}\n")
+    with stage("report"):
+        pass
+    assert capsys.readouterr().err.startswith("== stage report (profile smoke) ==\n")

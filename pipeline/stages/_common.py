@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from pipeline.errors import EXIT_STATUS, InputError
 from pipeline.interrupts import exit_status
+from pipeline.params import profile_name
 
 
 def log(message: str) -> None:
@@ -35,7 +36,10 @@ def _is_input_error(error: BaseException) -> bool:
 def stage(name: str):
     """Print the stage's start and total time; Ctrl-C exits with 130 (SIGTERM 143) and no traceback, a bad
     config or a missing input with 2 and its message alone."""
-    log(f"== stage {name} ==")
+    # the profile up front: a stage of the hour-long quick profile started by mistake (a
+    # `dvc exp run -S` without `-S profile=...`) shows in its first line
+    profile = profile_name()
+    log(f"== stage {name}" + (f" (profile {profile})" if profile else "") + " ==")
     # A stage's process holds some 300,000 objects once MLflow, pandas and matplotlib are
     # imported; Python's exit collects them again, 1.2 s a stage here. Frozen (moved out of
     # the collector's reach, not freed) they are left to the OS at exit, and the collector's
