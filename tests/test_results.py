@@ -246,5 +246,6 @@ def test_the_difference_from_the_book_in_pp_is_rounded_and_none_without_a_figure
     assert difference_pp(0.9542, 0.9529) == 0.13
     assert difference(0.98, 0.9) == pytest.approx(0.08)
     assert difference(0.4, 0.9983) == -0.5983  # no float noise in metrics.json (exactly, not approx)
+    assert difference_pp(0.95205, 0.9549) == -0.29  # ch3-ce-30 in quick-25: as reported since quick-3
     assert difference_pp(None, 0.99) is None and difference_pp(0.99, None) is None
     assert difference(None, None) is None
