@@ -355,7 +355,6 @@ def _train_in_workers(jobs: list[tuple[int, bool]], data: tuple, args: tuple, wo
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    tracking.init_store()
     _SHARED.update(data=data, args=args, threads=threads, parent=os.getpid())
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
@@ -419,7 +418,9 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
         get_xp(device)  # no GPU or no CuPy: the message says what to install, before any data loads
     data = load_run_data(run_cfg, data_cfg, limits)
     check_fits_data(book_id, run_cfg, data[0])
-    tracking.init_store()  # a store that cannot be used is named before anything is removed
+    # the store and experiment made now: a store that cannot be used is named before anything
+    # is removed, and forked seed workers find them ready instead of creating them at once
+    tracking.init_store()
     clear_earlier_outputs(model_dir, results_dir, log)  # every check passed: this run replaces them
     start = time.perf_counter()
     if run_cfg["training"].get("device", "cpu") != device:  # the machine's choice, recorded with the run

@@ -71,6 +71,8 @@ def validate_baselines(baselines: dict) -> None:
 
     (An unquoted comma in a YAML flow mapping silently splits a title into extra keys.)
     """
+    if not isinstance(baselines, dict):
+        raise InputError(f"report.baselines: expected a mapping of rows, got {baselines!r}")
     for row_id, row in baselines.items():
         where = f"report.baselines.{row_id}"
         if not isinstance(row, dict):
@@ -106,8 +108,6 @@ def validate(cfg: dict, book_ids: list[str], ensemble_id: str) -> None:
     _exactly(cfg, REPORT_KEYS, "report")
     if not isinstance(cfg["out_dir"], str) or not cfg["out_dir"]:
         raise InputError(f"report.out_dir: expected a folder (a path), got {cfg['out_dir']!r}; {FIX}")
-    _exactly(cfg["baselines"], tuple(cfg["baselines"]) if isinstance(cfg["baselines"], dict) else (),
-             "report.baselines")
     validate_baselines(cfg["baselines"])
     _exactly(cfg["figures"], FIGURE_KEYS, "report.figures")
     figures = cfg["figures"]

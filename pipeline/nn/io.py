@@ -96,7 +96,7 @@ def _read_info(directory: Path) -> dict:
     if not path.is_file():
         inside = sorted(p.name for p in directory.glob("*") if (p / META_FILE).is_file()) if directory.is_dir() else []
         hint = (f"; {directory} holds the model directories {', '.join(inside)}: give one of them" if inside
-                else f"; {REDO.replace('train it again', 'train it')} first")
+                else "; train it (`dvc repro`) or fetch it from a DVC remote (`dvc repro --pull`) first")
         raise ModelFileError(f"{path}: not found (a model directory holds {META_FILE} and {WEIGHTS_FILE}){hint}")
     try:
         info = json.loads(path.read_text())
