@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy
 
+from pipeline.console import say
 from pipeline.errors import InputError
 from pipeline.nn.backend import to_numpy
 from pipeline.nn.layers import blas_threads_settled, one_blas_thread
@@ -181,10 +182,6 @@ def check_finite(net: Network, epoch: int, eta: float) -> None:
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch}: {layer.kind} layer {net.layers.index(layer)}'s "
                     f"{name} holds NaN or infinite values at eta {eta:g}; lower training.eta")
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _prepare(data, net: Network, name: str):
@@ -415,7 +412,7 @@ def fit(
     test_data=None,
     *,
     on_epoch: Callable[[dict], None] | None = None,
-    log: Callable[[str], None] | None = _stderr,
+    log: Callable[[str], None] | None = say,
     progress: bool | None = None,
 ) -> History:
     """Train ``net`` in place by mini-batch SGD; return the :class:`History`.

@@ -7,13 +7,10 @@ import sys
 import time
 from contextlib import contextmanager
 
+from pipeline.console import say as log  # every stage's progress line: one write, whole
 from pipeline.errors import EXIT_STATUS, InputError
 from pipeline.interrupts import exit_status
 from pipeline.params import profile_name
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def one_argument(usage: str) -> str:
