@@ -10,6 +10,7 @@ e.g. ``book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro exp
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -39,6 +40,36 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
         if cfg.get(key) is not None:
             run_cfg["training"][key] = cfg[key]
     return book_id, run_cfg
+
+
+# conf/hydra/launcher/<name>.yaml (ours, or the plugin's own) -> the plugin package it needs
+LAUNCHER_PLUGINS = {
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "slurm": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def missing_launcher(args: list[str]) -> str | None:
+    """What to install when the command line picks a launcher whose Hydra plugin is absent.
+
+    Hydra's own message ("Could not load 'hydra/launcher/submitit_slurm'") names neither the
+    package nor the extra that brings it."""
+    for arg in args:
+        key, _, name = arg.partition("=")
+        if key.lstrip("+~") != "hydra/launcher" or name not in LAUNCHER_PLUGINS:
+            continue
+        plugin = LAUNCHER_PLUGINS[name]
+        try:
+            found = importlib.util.find_spec(plugin) is not None
+        except ModuleNotFoundError:  # hydra_plugins itself absent
+            found = False
+        if not found:
+            package = plugin.split(".")[-1].replace("_", "-")
+            return (f"hydra/launcher={name} needs the {package} package, which is not installed: "
+                    f"pip install -e '.[launchers]'")
+    return None
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="train")
@@ -71,4 +102,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if (missing := missing_launcher(sys.argv[1:])) is not None:
+        print(missing, file=sys.stderr)
+        sys.exit(EXIT_STATUS)
     main()

@@ -1,5 +1,6 @@
 """The Hydra app outside DVC: a seed sweep through the joblib launcher, logged to MLflow."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,9 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.mnist import save_images
+from pipeline.train import missing_launcher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,3 +93,23 @@ def test_data_not_built_yet_is_named_with_the_data_stages_to_run(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{tmp_path / 'none' / 'train.npz'} is missing: build it with `dvc repro prepare`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_launcher_whose_plugin_is_not_installed_names_the_extra_to_install(tmp_path):
+    """Hydra alone says "Could not load 'hydra/launcher/submitit_slurm'"; the SLURM launcher is
+    an extra (`.[launchers]`), not in `.[dev]`."""
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None:
+        pytest.skip("hydra-submitit-launcher is installed here: the sweep would go to SLURM")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "-m", "book=ch1-30", "profile=smoke", "seed=1,2",
+         "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == ("hydra/launcher=slurm needs the hydra-submitit-launcher package, which "
+                                     "is not installed: pip install -e '.[launchers]'")
+    assert list(tmp_path.iterdir()) == []  # nothing started
+
+
+def test_an_installed_launcher_or_none_is_let_through():
+    assert missing_launcher(["book=ch1-30", "seed=1,2", "hydra/launcher=joblib"]) is None  # .[dev] has it
+    assert missing_launcher(["book=ch1-30", "hydra/launcher=basic"]) is None  # Hydra's own

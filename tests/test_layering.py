@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
-SHARED = {"pipeline.atomic", "pipeline.console", "pipeline.errors", "pipeline.hashing"}  # leaf modules every room may use
+# leaf modules every room may use
+SHARED = {"pipeline.atomic", "pipeline.console", "pipeline.errors", "pipeline.hashing"}
 
 
 def module_name(path: Path) -> str:
