@@ -61,12 +61,12 @@ def test_every_run_is_plotted_once_with_a_line_per_seed():
 
 # Modules a stage imports that do not decide what it writes: reading params, writing files
 # atomically, hashing, the error class of user mistakes and the checks of settings, stopping
-# cleanly, describing the machine, logging to MLflow (and the figures that go only to MLflow).
+# cleanly, printing progress lines, describing the machine, logging to MLflow (and the figures that go only to MLflow).
 # Editing them must not make DVC retrain the book.
 INFRASTRUCTURE = {
     "pipeline/__init__.py", "pipeline/data/__init__.py", "pipeline/atomic.py", "pipeline/errors.py",
     "pipeline/hashing.py", "pipeline/settings.py",
-    "pipeline/interrupts.py", "pipeline/machine.py", "pipeline/params.py", "pipeline/tracking.py",
+    "pipeline/interrupts.py", "pipeline/console.py", "pipeline/machine.py", "pipeline/params.py", "pipeline/tracking.py",
     "pipeline/stages/_common.py",
     # reading the raw files: download and prepare list them, the later stages read .npz files
     "pipeline/data/fetch.py", "pipeline/data/idx.py",
