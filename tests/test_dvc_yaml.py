@@ -65,8 +65,8 @@ def test_every_run_is_plotted_once_with_a_line_per_seed():
 # Editing them must not make DVC retrain the book.
 INFRASTRUCTURE = {
     "pipeline/__init__.py", "pipeline/data/__init__.py", "pipeline/atomic.py", "pipeline/errors.py",
-    "pipeline/hashing.py", "pipeline/settings.py",
-    "pipeline/interrupts.py", "pipeline/console.py", "pipeline/machine.py", "pipeline/params.py", "pipeline/tracking.py",
+    "pipeline/hashing.py", "pipeline/settings.py", "pipeline/console.py",
+    "pipeline/interrupts.py", "pipeline/machine.py", "pipeline/params.py", "pipeline/tracking.py",
     "pipeline/stages/_common.py",
     # reading the raw files: download and prepare list them, the later stages read .npz files
     "pipeline/data/fetch.py", "pipeline/data/idx.py",
