@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -108,7 +109,6 @@ def fit_pairwise_svms(x: np.ndarray, y: np.ndarray, sizes: list[int], *, C: floa
     their pairwise machines fitted on ``n_jobs`` cores, the largest first so no core idles
     at the end. libsvm is single-threaded: this is where the cores come in."""
     from joblib import Parallel, delayed
-    from tqdm import tqdm
 
     if max(sizes) > len(y):
         raise InputError(f"SVM training size {max(sizes):,} exceeds the {len(y):,} training "
@@ -127,13 +127,27 @@ def fit_pairwise_svms(x: np.ndarray, y: np.ndarray, sizes: list[int], *, C: floa
     fitted = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_pair)(x, y, index, C, gammas[n]) for n, _, index in jobs)
     by_size: dict[int, dict] = {n: {} for n in sizes}
-    for (n, pair, _), result in zip(jobs, tqdm(fitted, total=len(jobs), desc="svm pairs",
-                                               unit="pair", leave=False)):
+    for (n, pair, _), result in zip(jobs, _progress(fitted, len(jobs), start, log)):
         by_size[n][pair] = result
     models = {n: _assemble(x, y[:n], pairs, gammas[n]) for n, pairs in by_size.items()}
     log(f"svm: fitted in {time.perf_counter() - start:.0f} s; support vectors: "
         + ", ".join(f"{models[n].n_support:,} (n={n:,})" for n in sizes))
     return models
+
+
+def _progress(results, total: int, start: float, log, lines: int = 4):
+    """``results`` as they come, with progress: a tqdm bar in a terminal; elsewhere (a log
+    file, CI) ``lines`` plain lines, since a bar's carriage returns make one endless line."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(results, total=total, desc="svm pairs", unit="pair", leave=False)
+        return
+    marks = {total * k // lines for k in range(1, lines)}
+    for done, result in enumerate(results, 1):
+        if done in marks:
+            log(f"svm: {done}/{total} pairs fitted, {time.perf_counter() - start:.0f} s")
+        yield result
 
 
 def _assemble(x: np.ndarray, y: np.ndarray, fitted: dict, gamma: float) -> PairwiseSVM:
