@@ -19,4 +19,9 @@ class SettingError(InputError):
 
     def __init__(self, path: str, message: str):
         super().__init__(f"{path}: {message}")
-        self.path = path
+        self.path, self.message = path, message
+
+    def __reduce__(self):
+        # rebuilt from (path, message), not from the joined text: a seed's worker process
+        # sends its error to the stage pickled, and a failed rebuild broke the whole pool
+        return type(self), (self.path, self.message)

@@ -92,10 +92,12 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     if value is not None and not 0 < value <= 1:
         raise SettingError(f"{path}.book.value", f"expected the book's accuracy as a fraction in (0, 1] "
                         f"(0.9542 for 95.42%) or null, got {value!r}")
-    try:
-        validate_spec({"model": run_cfg["model"], "training": run_cfg["training"]})
-    except SpecError as error:
-        raise SettingError(f"{path}.{error.path}", str(error).split(": ", 1)[1]) from None
+    for seed in seeds:  # each as its worker will build it: a seed can be out of the engine's range
+        try:
+            validate_spec(run_spec(run_cfg, seed, {}))
+        except SpecError as error:
+            where = "seeds" if error.path == "training.seed" else error.path
+            raise SettingError(f"{path}.{where}", str(error).split(": ", 1)[1]) from None
     if "speeds" in run_cfg["book"]:
         _check_speeds(run_cfg, path)
     replay = run_cfg.get("replay")

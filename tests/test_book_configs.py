@@ -151,3 +151,24 @@ def test_hydra_app_selects_one_run_and_applies_shortcuts():
     assert book_id == "ch6-relu" and run["seeds"] == [2] and run["training"]["eta"] == 0.1
     assert run["training"]["epochs"] == 25  # the quick profile's cut
     assert selected("profile=book")[1]["training"]["epochs"] == 60
+
+
+def test_a_seed_out_of_the_engines_range_is_rejected_before_any_worker_starts():
+    # network2's streams take 32-bit seeds: the run's spec checked only with training.seed
+    # passed, and the seed's worker failed later, its error lost in a broken process pool
+    run = copy.deepcopy(yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["book"]["ch1-30"])
+    run["training"]["rng"] = {"kind": "network2"}
+    run["seeds"] = [1, 2**32]
+    with pytest.raises(SettingError, match=r"book\.ch1-30\.seeds: must be in 0\.\.4294967295"):
+        validate_run("ch1-30", run)
+
+
+def test_a_setting_error_survives_the_trip_from_a_seeds_worker_process():
+    import pickle
+
+    from pipeline.nn.spec import SpecError
+
+    for error in (SettingError("book.ch1-30.seeds", "a seed is listed twice"),
+                  SpecError("training.eta", "must be > 0")):
+        back = pickle.loads(pickle.dumps(error))
+        assert (type(back), str(back), back.path) == (type(error), str(error), error.path)
