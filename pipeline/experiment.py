@@ -273,7 +273,8 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         save_model(seed_dir, net, spec, metadata={
             "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
             "test_examples": len(test.y),  # what its test accuracies were measured on
-            "weights": f"interrupted during epoch {len(rows)}" if history.interrupted else FINAL_EPOCH_WEIGHTS,
+            "weights": (f"interrupted during epoch {summary['epochs_run']}" if history.interrupted
+                        else FINAL_EPOCH_WEIGHTS),
             "mlflow_run_id": run.run_id, "metrics": summary})
         if history.interrupted:
             log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")

@@ -73,6 +73,8 @@ class History:
     peak_test_epoch: int | None = None  # first epoch reaching the peak
     best_weights: dict[str, numpy.ndarray] | None = None
     interrupted: bool = False
+    # epochs trained to the end: more than the records when only every k-th is evaluated
+    epochs_completed: int = 0
     stopped_early: str | None = None  # why training stopped before the last epoch, if it did
     # eta where the schedule ended: when the schedule stopped the run, the eta0 * min_fraction
     # that stopped it, which no epoch trained with (each record's "eta" is the one it used)
@@ -85,7 +87,7 @@ class History:
     def summary(self) -> dict[str, Any]:
         """The scalar results (no weights, no per-epoch records), JSON-ready."""
         return {
-            "epochs_run": self.records[-1]["epoch"] + 1 if self.records else 0,
+            "epochs_run": self.epochs_completed,
             "best_epoch": self.best_epoch,
             "best_validation_accuracy": self.best_validation_accuracy,
             "test_at_best_validation": self.test_at_best_validation,
@@ -462,6 +464,7 @@ def fit(
                 bar.close()
                 bar = None
             check_finite(net, epoch, plateau.eta)
+            history.epochs_completed = epoch + 1
             if not evaluated and norms is None:
                 continue  # nothing to record: early stopping counts evaluations
             record = {"epoch": epoch, "eta": plateau.eta, "seconds": train_seconds}
@@ -488,7 +491,7 @@ def fit(
     except KeyboardInterrupt:
         history.interrupted = True
         if log is not None:
-            log(f"interrupted after {len(history.records)} complete epoch(s)")
+            log(f"interrupted after {history.epochs_completed} complete epoch(s)")
     finally:
         if bar is not None:
             bar.close()

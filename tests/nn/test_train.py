@@ -347,6 +347,31 @@ def test_keyboard_interrupt_returns_the_history_so_far(data):
     assert not numpy.array_equal(net.state_dict()["layers.0.w"], states[0]["layers.0.w"])
 
 
+def test_an_interrupt_counts_the_epochs_trained_not_the_epochs_recorded(data):
+    # with eval_every 3 only epochs 2 and 5 are recorded before epoch 6: the six epochs
+    # trained to the end are six, not the two records (the model says "during epoch 6")
+    train, val, test = data
+    s = spec(epochs=9, shuffle=False, eval_every=3)
+    net = build_network(s)
+    batches_per_epoch = len(train[0]) // 10
+    layer = net.layers[0]
+    forward, calls = layer.forward, []
+
+    def interrupting_forward(x, train=False):
+        if train:
+            calls.append(1)
+            if len(calls) == 6 * batches_per_epoch + 2:  # two mini-batches into epoch 6
+                raise KeyboardInterrupt
+        return forward(x, train)
+
+    layer.forward = interrupting_forward
+    lines = []
+    history = fit(net, s, train, val, test, log=lines.append, progress=False)
+    assert history.interrupted and [r["epoch"] for r in history.records] == [2, 5]
+    assert history.summary()["epochs_run"] == 6
+    assert lines[-1] == "interrupted after 6 complete epoch(s)"
+
+
 def test_fit_checks_its_inputs(data):
     train, val, _ = data
     with pytest.raises(ValueError, match="validation_data"):
