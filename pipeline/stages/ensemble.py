@@ -46,7 +46,7 @@ def main() -> None:
                   "book": book, "members": [str(d) for d in member_dirs],
                   "epochs": max(m.metadata["metrics"]["epochs_run"] for m in loaded)}
         for split in ("validation", "test"):
-            ds = load_dataset(split_file(data["prepared_dir"], split), limit=limit)
+            ds = load_dataset(split_file(data["prepared_dir"], split), cap=limit)
             score = score_vote([net.predict(ds.x) for net in nets], ds.y, n_classes=nets[0].classes)
             result.update({f"{split}_{key}": value for key, value in score.items()})
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
