@@ -21,6 +21,10 @@ from pipeline.errors import InputError
 
 def darkness_means(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean darkness (sum of raw pixel values) of each digit 0..9, shape (10,)."""
+    missing = sorted(set(range(10)) - set(np.unique(labels).tolist()))
+    if missing:  # a digit without a mean would be nearest to nothing, or (NaN) to everything
+        raise InputError(f"the darkness baseline needs training images of every digit; {len(labels):,} "
+                         f"images hold no {', '.join(map(str, missing))}: raise data.n_train")
     darkness = images.reshape(len(images), -1).sum(axis=1, dtype=np.int64)
     return np.array([darkness[labels == d].mean() for d in range(10)])
 

@@ -67,3 +67,11 @@ def test_outside_a_terminal_the_fit_reports_progress_in_whole_lines(monkeypatch)
     fit_pairwise_svms(x, y, [80, 160], C=1.0, gamma="auto", n_jobs=1, log=lines.append)
     progress = [line for line in lines if "pairs fitted" in line]
     assert [line.split(",")[0] for line in progress] == [f"svm: {k}/12 pairs fitted" for k in (3, 6, 9)]
+
+
+def test_darkness_needs_every_digit_in_its_training_images():
+    from pipeline.baselines import darkness_means
+
+    images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 9  # no 9
+    with pytest.raises(ValueError, match="20 images hold no 9: raise data.n_train"):
+        darkness_means(images, labels)

@@ -106,7 +106,7 @@ def test_the_vote_is_scored_and_its_epochs_are_the_members(stage_dir, monkeypatc
     for split, right in (("validation", 1), ("test", 0)):
         images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
         answers = [net.predict(scale_pixels(images)) for net in nets]
-        np.savez(f"data/prepared/{split}.npz", images=images, labels=answers[right])
+        np.savez(f"data/prepared/{split}.npz", images=images, labels=answers[right].astype(np.uint8))
         expected[split] = int(np.sum(_vote(answers) != answers[right]))
         three_ways = np.array([len(set(column)) == 3 for column in zip(*answers)])  # three voters tie 1-1-1
         expected[f"{split}_ties"] = (int(three_ways.sum()),

@@ -55,6 +55,8 @@ def read_raw(raw_dir: str | Path) -> dict[str, np.ndarray]:
         redo = "delete them and run `dvc repro download` (it checks every file's SHA-256)"
         if n_images != n_labels:
             raise InputError(f"{files}: {n_images} images but {n_labels} labels: {redo}.")
+        if n_labels == 0:
+            raise InputError(f"{files}: no images: {redo}.")
         if arrays[f"{part}_labels"].max() > 9:
             raise InputError(f"{raw_dir / RAW_FILES[part + '_labels']}: labels outside 0..9: {redo}.")
     return arrays
@@ -111,6 +113,8 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             or len(images) != len(labels)):
         raise InputError(f"{path}: expected uint8 images (n, 28, 28) and n labels, got "
                          f"{images.dtype} {images.shape} and {labels.shape}: {remake}.")
+    if labels.dtype.kind != "u":  # as stored by save_images; a float or negative label is damage
+        raise InputError(f"{path}: labels must be unsigned integers (digits 0..9), got {labels.dtype}: {remake}.")
     if labels.size and labels.max() > 9:
         raise InputError(f"{path}: labels must be digits 0..9, found {int(labels.max())}: {remake}.")
     return images, labels

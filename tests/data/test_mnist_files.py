@@ -1,5 +1,6 @@
 """The prepared data's file names, and raw files that disagree (no MNIST needed)."""
 
+import numpy as np
 import pytest
 
 
@@ -29,3 +30,29 @@ def test_raw_files_that_disagree_are_named_with_the_fix(tmp_path, n_labels, bad_
     with pytest.raises(InputError) as refused:
         read_raw(tmp_path)
     assert message.format(raw=tmp_path) in str(refused.value) and "dvc repro download" in str(refused.value)
+
+
+def test_raw_files_without_images_are_refused_with_the_fix(tmp_path):
+    import numpy as np
+
+    from pipeline.data.idx import encode_idx
+    from pipeline.data.mnist import RAW_FILES, read_raw
+    from pipeline.errors import InputError
+
+    for part in ("train", "test"):
+        (tmp_path / RAW_FILES[f"{part}_images"]).write_bytes(encode_idx(np.zeros((0, 28, 28), np.uint8)))
+        (tmp_path / RAW_FILES[f"{part}_labels"]).write_bytes(encode_idx(np.zeros(0, np.uint8)))
+    with pytest.raises(InputError, match="train-labels-idx1-ubyte: no images: delete them and run `dvc repro"):
+        read_raw(tmp_path)
+
+
+@pytest.mark.parametrize("labels, found", [(np.array([0.7, 1.2, 2.9]), "float64"),
+                                           (np.array([-1, 1, 2], np.int8), "int8")])
+def test_a_set_with_labels_that_are_not_digits_is_refused(tmp_path, labels, found):
+    from pipeline.data.mnist import load_images
+    from pipeline.errors import InputError
+
+    path = tmp_path / "train.npz"
+    np.savez(path, images=np.zeros((3, 28, 28), np.uint8), labels=labels)
+    with pytest.raises(InputError, match=f"labels must be unsigned integers \\(digits 0..9\\), got {found}"):
+        load_images(path)
