@@ -27,7 +27,8 @@ Schema (defaults in brackets; ``<required>`` has none)::
       dropout_mode: [classic]      # classic | inverted
       shuffle: [true]              # reshuffle every epoch (network.py/network2.py) or fixed order (network3.py)
       early_stopping: {patience: [0]}   # 0 = off
-      eta_schedule: {kind: [constant]}  # or {kind: halve_on_plateau, patience: [10], min_fraction: [0.0078125]}
+      eta_schedule: {kind: [constant]}  # or {kind: halve_on_plateau, patience: <required>,
+                                        #     min_fraction: <required>} (the book: 10, 1/128)
       monitor: {training_cost: [false], training_accuracy: [false], validation_cost: [true],
                 test_cost: [false]}
                                    # the validation cost comes from the accuracy's own forward
@@ -49,7 +50,9 @@ Schema (defaults in brackets; ``<required>`` has none)::
         order_carried: [false]     # network2: those runs shuffled this run's very list
 
 Shape rules: a conv layer needs a 3-d input (so it cannot follow an fc layer); its "valid"
-convolution output (H - kernel + 1) must be at least ``pool`` and a multiple of it. A softmax
+convolution output (H - kernel + 1) must be at least ``pool``; a remainder that fills no whole
+pooling window is dropped (network3.py's ``ignore_border``: kernel 4 on 28 gives 25, pooled to
+12). A softmax
 layer can only be last. The cost fixes the output layer: quadratic -> fc (any activation),
 cross_entropy -> fc with sigmoid, log_likelihood -> softmax.
 """
