@@ -103,11 +103,11 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
     # ch1-30 inside; ch3-overfit-1k outside (+0.88) but its replay retraced the book; ch6-relu
     # outside (-0.43); ch5-speed-2 has no figure
     assert counts == {"with_figure": 3, "within": 1, "in_range": 0, "more_seeds": 0,
-                      "more_seeds_first_within": 0, "replayed": 1, "retraced": 1,
-                      "within_counting_replays": 2}
+                      "more_seeds_all_within": 0, "replayed": 1, "retraced": 1}
     text = rp.document(params, rows, histories, "2026-12-02 15:00 UTC", "a test machine")
     assert "Profile `quick`, generated 2026-12-02 15:00 UTC on a test machine. 1 of 3 rows" in text
-    assert "counting those replays, 2 of 3 rows are within tolerance" in text
+    assert "exactly in 1 of 1 rows: our engine, given the book's random draws, retraces" in text
+    assert "the verdicts above count our seeds only" in text
     table = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ")}
     assert table["ch6-relu"].endswith("| 25 of 60 | 1 |"), table["ch6-relu"]
     assert table["ch1-30"].endswith("| 30 | 1 |"), table["ch1-30"]
