@@ -34,8 +34,9 @@ RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "da
             "seeds": list, "model": dict, "training": dict}
 # epochs: those behind the book's figure (the book profile trains them; others may cut them)
 BOOK_KEYS = {"value": (float, type(None)), "metric": str, "runs": int, "epochs": int, "note": str}
-# optional: chapter 5's initial speed of learning ||dC/db^l|| per hidden layer, as the book gives it
-BOOK_OPTIONAL = {"speeds": list}
+# optional: chapter 5's initial speed of learning ||dC/db^l|| per hidden layer, as the book gives it;
+# metric_reading: where BOOK.md names the set but not the rule, which rule we read it by and why
+BOOK_OPTIONAL = {"speeds": list, "metric_reading": str}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
 # optional: the book's own run of this row, replayed with its script's seed and random streams
 REPLAY_KEYS = {"script": str, "seed": int, "rng": dict}

@@ -286,6 +286,8 @@ def markdown_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         metric = METRIC_LABELS.get(r["book"]["metric"], r["book"]["metric"])
+        if r["book"].get("metric_reading"):
+            metric += ", our reading"
         if r.get("rule") and r["rule"] != "one run":
             counted = "nets" if r["book"]["metric"] == "ensemble_test" else "seeds"
             runs = r["book"].get("runs")
@@ -377,7 +379,9 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
            f"best of all their seeds, {counts['more_seeds_all_within']} of them would be within "
            "(the *book's metric* column gives that figure).\n\n" if counts.get("more_seeds") else "")
         + (f"> {machine_note}\n\n" if machine_note else "")
-        + "*book's metric*: how the book measured its figure (BOOK.md). *ours, same metric*: "
+        + "*book's metric*: how the book measured its figure (BOOK.md; *our reading* where "
+        "BOOK.md names the set but not the rule: the run's `book.metric_reading` says which rule "
+        "we read it by and why). *ours, same metric*: "
         "that rule applied to our seeds: the best of the first three (or of as many as the "
         "profile trains, if fewer) where the book took the best of three runs, their mean (and "
         "range) where the book reports one run. *test at best "

@@ -253,3 +253,21 @@ def test_the_difference_from_the_book_in_pp_is_rounded_and_none_without_a_figure
     assert difference_pp((0.9506 + 0.9535) / 2, 0.9549) == -0.28
     assert difference_pp(None, 0.99) is None and difference_pp(0.99, None) is None
     assert difference(None, None) is None
+
+
+def test_a_metric_that_is_our_reading_of_the_book_says_so():
+    """Chapter 5: BOOK.md names the set (validation) but not the rule; the row says the rule
+    is ours, and the book's metric column of the chapter 3 rows does not."""
+    from pipeline.report import markdown_table, with_verdict
+
+    tol = {"default": 0.5, "chapter6": 0.3}
+    row = {"chapter": 5, "id": "ch5-depth-3", "what_changed": "3 hidden layers",
+           "book": {"value": 0.9657, "metric": "peak_validation", "runs": 1,
+                    "metric_reading": "BOOK.md names the set but not the rule"},
+           "ours": 0.9678, "seed_values": [0.9670, 0.9686], "rule": "mean of 2",
+           "honest_mean": None, "honest_std": None, "n_seeds": 2, "epochs": 30, "wall_seconds": 9.0}
+    line = markdown_table([with_verdict(row, tol)]).splitlines()[-1]
+    assert "| peak validation, our reading (mean of 2 seeds) |" in line
+    book = {k: v for k, v in row["book"].items() if k != "metric_reading"}
+    line = markdown_table([with_verdict(dict(row, book=book), tol)]).splitlines()[-1]
+    assert "| peak validation (mean of 2 seeds) |" in line
