@@ -23,6 +23,12 @@ def test_report_depends_on_every_run():
                 f"results/{run_id}/{name} to its deps")
 
 
+def test_the_report_reruns_when_a_run_is_taken_out_of_the_book():
+    # DVC does not notice a dep that was removed, so a run taken out would stay in the report
+    # while `dvc status` says all is up to date; the report reads its rows from params' book
+    assert "book" in _load("dvc.yaml")["stages"]["report"]["params"]
+
+
 def test_no_persist_no_uncached_outputs_no_absolute_paths():
     text = (REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8")
     assert "persist" not in text and "cache: false" not in text

@@ -95,9 +95,15 @@ def _read_info(directory: Path) -> dict:
     path = directory / META_FILE
     if not path.is_file():
         inside = sorted(p.name for p in directory.glob("*") if (p / META_FILE).is_file()) if directory.is_dir() else []
+        # models/<id>/seed<k>: the stage that makes it is train@<id> (a bare `dvc repro` would
+        # train the whole profile)
+        run = directory.parent.name if directory.parent.name else "<id>"
         hint = (f"; {directory} holds the model directories {', '.join(inside)}: give one of them" if inside
-                else "; train it (`dvc repro`) or fetch it from a DVC remote (`dvc repro --pull`) first")
-        raise ModelFileError(f"{path}: not found (a model directory holds {META_FILE} and {WEIGHTS_FILE}){hint}")
+                else f"; train it (`dvc repro train@{run}`) or fetch it from a DVC remote "
+                     f"(`dvc repro --pull train@{run}`) first")
+        where = "" if directory.is_dir() else f" ({directory} does not exist: is the run's name spelt right?)"
+        raise ModelFileError(f"{path}: not found{where} (a model directory holds {META_FILE} and "
+                             f"{WEIGHTS_FILE}){hint}")
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
