@@ -133,3 +133,26 @@ def test_the_report_stage_declares_exactly_the_plots_the_report_draws():
     assert all(p.startswith(prefix) for p in declared), declared
     assert sorted(p[len(prefix):] for p in declared) == sorted(plot_names(params["report"])), (
         "dvc.yaml: the report stage's plots must name every file report_plots.figures draws")
+
+
+def test_the_committed_lock_holds_the_data_stages_as_the_code_now_makes_them():
+    """The README promises that a fresh clone restores the data stages from dvc.lock (`dvc repro
+    --pull`) and reruns nothing there: each code file and param they depend on must be what the
+    lock recorded. A stale entry reruns the stage in every clone (and dirties dvc.lock)."""
+    import hashlib
+
+    lock, params = _load("dvc.lock")["stages"], _load("params.yaml")
+    assert {"download", "prepare"} <= set(lock)
+    for name, stage in lock.items():
+        for dep in stage["deps"]:
+            if dep["path"].startswith("data/"):  # the stage before's output, checked there
+                continue
+            now = hashlib.md5((REPO_ROOT / dep["path"]).read_bytes()).hexdigest()
+            assert now == dep["md5"], (
+                f"dvc.lock is behind the code: {name} depends on {dep['path']}, changed since the lock "
+                "was written; run `dvc repro download prepare expand` and commit dvc.lock")
+        for key, value in stage.get("params", {}).get("params.yaml", {}).items():
+            node = params
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, f"dvc.lock is behind params.yaml: {name}'s {key}; rerun the data stages"
