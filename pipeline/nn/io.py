@@ -95,15 +95,16 @@ def _read_info(directory: Path) -> dict:
     path = directory / META_FILE
     if not path.is_file():
         inside = sorted(p.name for p in directory.glob("*") if (p / META_FILE).is_file()) if directory.is_dir() else []
-        # models/<id>/seed<k>: the stage that makes it is train@<id> (a bare `dvc repro` would
-        # train the whole profile)
-        run = directory.parent.name if directory.parent.name else "<id>"
+        # models/<id>/seed<k> is made by train@<id> (a bare `dvc repro` would train the whole
+        # profile); another folder's run is not known here
+        layout = directory.name.startswith("seed") and directory.parent.parent.name == "models"
+        run = directory.parent.name if layout else "<id>"
         hint = (f"; {directory} holds the model directories {', '.join(inside)}: give one of them" if inside
                 else f"; train it (`dvc repro train@{run}`) or fetch it from a DVC remote "
                      f"(`dvc repro --pull train@{run}`) first")
-        where = "" if directory.is_dir() else f" ({directory} does not exist: is the run's name spelt right?)"
-        raise ModelFileError(f"{path}: not found{where} (a model directory holds {META_FILE} and "
-                             f"{WEIGHTS_FILE}){hint}")
+        where = "" if directory.is_dir() else f": {directory} does not exist (is the path spelt right?)"
+        raise ModelFileError(f"{path}: not found{where}; a model directory holds {META_FILE} and "
+                             f"{WEIGHTS_FILE}{hint}")
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -185,8 +185,8 @@ def test_unreadable_files(saved, tmp_path):
     # models/<id>/seed<k> that was never made: its run's stage, not a whole `dvc repro`, and
     # a folder that does not exist at all may be a misspelt run
     missing = tmp_path / "models" / "ch6-rleu" / "seed1"
-    with pytest.raises(ModelFileError, match=r"seed1/model.json: not found \(.*seed1 does not exist: is the "
-                       r"run's name spelt right\?\) .*train it \(`dvc repro train@ch6-rleu`\) or fetch it "
+    with pytest.raises(ModelFileError, match=r"seed1/model.json: not found: .*seed1 does not exist \(is the "
+                       r"path spelt right\?\); .*train it \(`dvc repro train@ch6-rleu`\) or fetch it "
                        r"from a DVC remote \(`dvc repro --pull train@ch6-rleu`\)"):
         load_model(missing)
     run = tmp_path / "run"
