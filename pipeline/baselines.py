@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,7 +132,7 @@ def fit_pairwise_svms(x: np.ndarray, y: np.ndarray, sizes: list[int], *, C: floa
     fitted = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_pair)(x, y, index, C, gammas[n]) for n, _, index in jobs)
     by_size: dict[int, dict] = {n: {} for n in sizes}
-    for (n, pair, _), result in zip(jobs, _progress(fitted, len(jobs), start, log)):
+    for (n, pair, _), result in zip(jobs, _progress(fitted, jobs, start, log)):
         by_size[n][pair] = result
     models = {n: _assemble(x, y[:n], pairs, gammas[n]) for n, pairs in by_size.items()}
     log(f"svm: fitted in {time.perf_counter() - start:.0f} s; support vectors: "
@@ -139,18 +140,21 @@ def fit_pairwise_svms(x: np.ndarray, y: np.ndarray, sizes: list[int], *, C: floa
     return models
 
 
-def _progress(results, total: int, start: float, log, lines: int = 4):
+def _progress(results, jobs: list, start: float, log):
     """``results`` as they come, with progress: a tqdm bar in a terminal; elsewhere (a log
-    file, CI) ``lines`` plain lines, since a bar's carriage returns make one endless line."""
+    file, CI) a line as each training size's machines are all fitted, since a bar's carriage
+    returns make one endless line there."""
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        yield from tqdm(results, total=total, desc="svm pairs", unit="pair", leave=False)
+        yield from tqdm(results, total=len(jobs), desc="svm pairs", unit="pair", leave=False)
         return
-    marks = {total * k // lines for k in range(1, lines)}
-    for done, result in enumerate(results, 1):
-        if done in marks:
-            log(f"svm: {done}/{total} pairs fitted, {time.perf_counter() - start:.0f} s")
+    machines = Counter(n for n, _, _ in jobs)
+    left = machines.copy()
+    for (n, _, _), result in zip(jobs, results):
+        left[n] -= 1
+        if not left[n]:
+            log(f"svm on the first {n:,}: {machines[n]} machines fitted, {time.perf_counter() - start:.0f} s")
         yield result
 
 

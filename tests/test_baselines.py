@@ -60,13 +60,13 @@ def test_a_book_svm_trained_beyond_the_data_is_rejected_not_cut():
 
 def test_outside_a_terminal_the_fit_reports_progress_in_whole_lines(monkeypatch):
     # a log file gets no tqdm bar (its carriage returns made one 6,486-character line of
-    # quick-27's log) but a line at each quarter of the pairs
+    # quick-27's log) but a line as each training size's machines are done, largest first
     monkeypatch.setattr("sys.stderr.isatty", lambda: False)
     x, y = _blobs(160)
     lines = []
     fit_pairwise_svms(x, y, [80, 160], C=1.0, gamma="auto", n_jobs=1, log=lines.append)
-    progress = [line for line in lines if "pairs fitted" in line]
-    assert [line.split(",")[0] for line in progress] == [f"svm: {k}/12 pairs fitted" for k in (3, 6, 9)]
+    progress = [line.rsplit(",", 1)[0] for line in lines if "machines fitted" in line]
+    assert progress == ["svm on the first 160: 6 machines fitted", "svm on the first 80: 6 machines fitted"]
 
 
 def test_darkness_needs_every_digit_in_its_training_images():
