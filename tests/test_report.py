@@ -250,3 +250,13 @@ def test_the_curves_table_shows_the_set_the_books_metric_reports():
     row = {"id": "ch6-relu", "book": {"metric": "test_at_best_validation", "note": "n"}}
     table = rp.curves_table(["ch6-relu"], [row], {"ch6-relu": history})
     assert "| ch6-relu | n | seed 1 | test | 90.00% (0) | 91.00% (1) | 91.00% (1) |" in table
+
+
+def test_the_progression_marks_a_value_below_its_axis_with_the_value():
+    # ch1-100 by the book's count (78.38%) is far below the other rows: not left out silently
+    rows = [{"id": "ch1-30", "book": {"value": 0.9542}, "ours": 0.9529},
+            {"id": "ch1-100", "book": {"value": 0.9659}, "ours": 0.7838}]
+    ax = report_plots.progression_plot(rows, ["ch1-30", "ch1-100"]).axes[0]
+    assert ax.get_ylim()[0] == 90.0
+    assert [t.get_text() for t in ax.texts] == ["78.38"]
+    assert "below 90%" in ax.get_title()
