@@ -321,22 +321,28 @@ def test_halved_eta_is_the_one_used_for_updates(data):
     numpy.testing.assert_allclose(twin.state_dict()["layers.0.w"], net.state_dict()["layers.0.w"], rtol=1e-12)
 
 
-def test_keyboard_interrupt_returns_the_history_so_far(data):
-    train, val, test = data
-    s = spec(epochs=5, shuffle=False)
-    net = build_network(s)
-    batches_per_epoch = len(train[0]) // 10
+def interrupt_at(net, training_step: int) -> None:
+    """Make ``net`` raise KeyboardInterrupt (as Ctrl-C would) at its ``training_step``-th
+    training forward pass, counting from 1."""
     layer = net.layers[0]
     forward, calls = layer.forward, []
 
     def interrupting_forward(x, train=False):
         if train:
             calls.append(1)
-            if len(calls) == batches_per_epoch + 3:  # mid-way through the second epoch
+            if len(calls) == training_step:
                 raise KeyboardInterrupt
         return forward(x, train)
 
     layer.forward = interrupting_forward
+
+
+def test_keyboard_interrupt_returns_the_history_so_far(data):
+    train, val, test = data
+    s = spec(epochs=5, shuffle=False)
+    net = build_network(s)
+    batches_per_epoch = len(train[0]) // 10
+    interrupt_at(net, batches_per_epoch + 3)  # mid-way through the second epoch
     states = []
     history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None,
                   progress=False)
@@ -353,18 +359,7 @@ def test_an_interrupt_counts_the_epochs_trained_not_the_epochs_recorded(data):
     train, val, test = data
     s = spec(epochs=9, shuffle=False, eval_every=3)
     net = build_network(s)
-    batches_per_epoch = len(train[0]) // 10
-    layer = net.layers[0]
-    forward, calls = layer.forward, []
-
-    def interrupting_forward(x, train=False):
-        if train:
-            calls.append(1)
-            if len(calls) == 6 * batches_per_epoch + 2:  # two mini-batches into epoch 6
-                raise KeyboardInterrupt
-        return forward(x, train)
-
-    layer.forward = interrupting_forward
+    interrupt_at(net, 6 * (len(train[0]) // 10) + 2)  # two mini-batches into epoch 6
     lines = []
     history = fit(net, s, train, val, test, log=lines.append, progress=False)
     assert history.interrupted and [r["epoch"] for r in history.records] == [2, 5]
