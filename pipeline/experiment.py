@@ -444,21 +444,27 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     return metrics
 
 
+def ours_by_the_book(seeds: list[dict], book: dict) -> dict[str, Any]:
+    """``metrics.json``'s ``ours_book_metric`` (the book's rule over our seeds, see
+    ``results.book_rule``) and its ``difference`` from the book's figure."""
+    ours = results.book_rule(seeds, book["metric"], book["runs"])
+    return {"ours_book_metric": dict(ours, metric=book["metric"], n_seeds=len(seeds)),
+            "difference": results.difference(ours["value"], book.get("value"))}
+
+
 def run_metrics(book_id: str, run_cfg: dict, profile: str, trained: list[dict], train_examples: int,
                 wall_seconds: float) -> dict[str, Any]:
     """``metrics.json`` of a run: the book's figure, ours by the book's rule and by the honest
     one, each seed's summary, and the replay of the book's own run where there is one."""
     seeds = [s for s in trained if not s.get("replay")]
     book = run_cfg["book"]
-    ours = results.book_rule(seeds, book["metric"], book["runs"])
     metrics: dict[str, Any] = {
         "id": book_id, "chapter": run_cfg["chapter"], "title": run_cfg["title"],
         "what_changed": run_cfg["what_changed"], "profile": profile,
         "train_set": run_cfg["data"]["train"], "train_examples": train_examples,
         "book": book,
-        "ours_book_metric": dict(ours, metric=book["metric"], n_seeds=len(seeds)),
+        **ours_by_the_book(seeds, book),
         "honest_test_at_best_validation": results.honest(seeds),
-        "difference": results.difference(ours["value"], book.get("value")),
         "epochs": max(s["summary"]["epochs_run"] for s in seeds),
         "wall_seconds": wall_seconds,
         "seeds": [dict(s["summary"], seed=s["seed"], mlflow_run_id=s["mlflow_run_id"]) for s in seeds],

@@ -1,5 +1,5 @@
 """Recompute each training run's book-rule figure in a quick run's ``results/`` with the
-current ``pipeline.results.book_rule``, from its seeds' summaries (``metrics.json``) and
+current book rule (``pipeline.experiment.ours_by_the_book``), from its seeds' summaries (``metrics.json``) and
 per-epoch records (``history.csv``), in place; print the runs whose figure or rule changed.
 ``report-ba4831d.md`` was made so, in a copy of quick-27's clone:
 
@@ -12,7 +12,7 @@ import csv
 import json
 from pathlib import Path
 
-from pipeline import results
+from pipeline.experiment import ours_by_the_book
 
 
 def seed_records(history: list[dict], seed: int) -> list[dict]:
@@ -30,10 +30,9 @@ def main() -> None:
             history = list(csv.DictReader(fh))
         seeds = [{"seed": s["seed"], "summary": s, "records": seed_records(history, s["seed"])}
                  for s in metrics["seeds"]]
-        book, before = metrics["book"], metrics["ours_book_metric"]
-        ours = results.book_rule(seeds, book["metric"], book["runs"])
-        metrics["ours_book_metric"] = dict(ours, metric=book["metric"], n_seeds=len(seeds))
-        metrics["difference"] = results.difference(ours["value"], book.get("value"))
+        before = metrics["ours_book_metric"]
+        metrics.update(ours_by_the_book(seeds, metrics["book"]))
+        ours = metrics["ours_book_metric"]
         if (before.get("value"), before.get("rule")) != (ours["value"], ours["rule"]):
             print(path.parent.name, before.get("value"), before.get("rule"), "->",
                   ours["value"], ours["rule"], ours.get("all_seeds"))
