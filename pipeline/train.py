@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -49,13 +50,15 @@ LAUNCHER_PLUGINS = {
     "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
     "submitit_local": "hydra_plugins.hydra_submitit_launcher",
 }
+SLURM_LAUNCHERS = {"slurm", "submitit_slurm"}
 
 
-def missing_launcher(args: list[str]) -> str | None:
-    """What to install when the command line picks a launcher whose Hydra plugin is absent.
+def launcher_problem(args: list[str], which=shutil.which) -> str | None:
+    """Why the launcher the command line picks cannot start, or None when it can.
 
-    Hydra's own message ("Could not load 'hydra/launcher/submitit_slurm'") names neither the
-    package nor the extra that brings it."""
+    Hydra's own message for an absent plugin ("Could not load 'hydra/launcher/submitit_slurm'")
+    names neither the package nor the extra that brings it, and submitit off a cluster ends in a
+    traceback; both are said here in a line, before anything starts."""
     for arg in args:
         key, _, name = arg.partition("=")
         if key.lstrip("+~") != "hydra/launcher" or name not in LAUNCHER_PLUGINS:
@@ -69,6 +72,9 @@ def missing_launcher(args: list[str]) -> str | None:
             package = plugin.split(".")[-1].replace("_", "-")
             return (f"hydra/launcher={name} needs the {package} package, which is not installed: "
                     f"pip install -e '.[launchers]'")
+        if name in SLURM_LAUNCHERS and which("srun") is None:  # what submitit looks for
+            return (f"hydra/launcher={name} submits the runs to SLURM, but this machine has no `srun`: "
+                    f"run the command on the cluster, or use hydra/launcher=joblib to run them here")
     return None
 
 
@@ -102,7 +108,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    if (missing := missing_launcher(sys.argv[1:])) is not None:
-        print(missing, file=sys.stderr)
+    if (problem := launcher_problem(sys.argv[1:])) is not None:
+        print(problem, file=sys.stderr)
         sys.exit(EXIT_STATUS)
     main()

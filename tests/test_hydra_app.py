@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.mnist import save_images
-from pipeline.train import missing_launcher
+from pipeline.train import launcher_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,5 +111,16 @@ def test_a_launcher_whose_plugin_is_not_installed_names_the_extra_to_install(tmp
 
 
 def test_an_installed_launcher_or_none_is_let_through():
-    assert missing_launcher(["book=ch1-30", "seed=1,2", "hydra/launcher=joblib"]) is None  # .[dev] has it
-    assert missing_launcher(["book=ch1-30", "hydra/launcher=basic"]) is None  # Hydra's own
+    assert launcher_problem(["book=ch1-30", "seed=1,2", "hydra/launcher=joblib"]) is None  # .[dev] has it
+    assert launcher_problem(["book=ch1-30", "hydra/launcher=basic"]) is None  # Hydra's own
+
+
+def test_slurm_off_a_cluster_is_said_in_a_line(monkeypatch):
+    """submitit itself raises a RuntimeError deep in Hydra's sweep: a 20-line traceback."""
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # the plugin "installed"
+    args = ["book=ch1-30", "seed=1,2", "hydra/launcher=slurm"]
+    assert launcher_problem(args, which=lambda program: None) == (
+        "hydra/launcher=slurm submits the runs to SLURM, but this machine has no `srun`: run the "
+        "command on the cluster, or use hydra/launcher=joblib to run them here")
+    assert launcher_problem(args, which=lambda program: f"/usr/bin/{program}") is None  # on the cluster
+    assert launcher_problem(["hydra/launcher=submitit_local"], which=lambda program: None) is None
