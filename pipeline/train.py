@@ -35,8 +35,10 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
         raise SettingError(f"book.{book_id}", f"conf/book/{book_id}.yaml must hold its run under the top "
                         f"key `{book_id}:` (the file's name); the runs composed are {sorted(cfg['book'])}")
     run_cfg = cfg["book"][book_id]
-    if cfg.get("seed") is not None:
-        run_cfg["seeds"] = [cfg["seed"]]  # checked with the run: an integer >= 0 (not 1.7, not abc)
+    if (seed := cfg.get("seed")) is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # named as typed, not as seeds
+            raise SettingError("seed", f"expected an integer >= 0 (seed=2), got {seed!r}")
+        run_cfg["seeds"] = [seed]  # its range for the run's random streams is checked with the run
     for key in ("eta", "epochs"):
         if cfg.get(key) is not None:
             run_cfg["training"][key] = cfg[key]

@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.mnist import save_images
-from pipeline.train import launcher_problem
+from pipeline.errors import SettingError
+from pipeline.train import launcher_problem, run_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +80,16 @@ def test_a_seed_that_is_not_an_integer_is_named(tmp_path):
         [sys.executable, "-m", "pipeline.train", "book=ch1-30", "profile=smoke", "seed=abc",
          f"hydra.run.dir={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "book.ch1-30.seeds: expected a non-empty list of integers >= 0, got ['abc']" in result.stderr
+    assert "seed: expected an integer >= 0 (seed=2), got 'abc'" in result.stderr  # as typed, not `seeds`
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("seed", [1.7, -1, True])
+def test_the_seed_shortcut_takes_only_an_integer_at_least_zero(seed):
+    cfg = {"seed": seed, "book": {"ch1-30": {"seeds": [1, 2], "training": {}}}}
+    with pytest.raises(SettingError, match=f"^seed: expected an integer >= 0 \\(seed=2\\), got {seed!r}$"):
+        run_config(cfg, "ch1-30")
+    assert run_config({**cfg, "seed": 7}, "ch1-30")[1]["seeds"] == [7]
 
 
 def test_data_not_built_yet_is_named_with_the_data_stages_to_run(tmp_path):
