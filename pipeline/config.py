@@ -10,7 +10,8 @@ byte-for-byte what DVC would write.
 
 What it writes is checked first: every ``book.<id>`` run, ``profile.limits``, ``compute`` and
 the data stages' settings (``pipeline.settings``), the checks the stages make, so a mistake is
-named now, not an hour into ``dvc repro``.
+named now, not an hour into ``dvc repro``. ``compute.device=gpu`` on a machine that cannot train
+on a GPU is a note, not a mistake: the file may be meant for another machine.
 ``--check`` composes with the profile ``params.yaml`` names, so a switched profile is not
 mistaken for a stale file.
 """
@@ -55,6 +56,22 @@ def check(params: dict) -> None:
     for book_id, run_cfg in (params.get("book") or {}).items():
         validate_run(book_id, run_cfg)
     validate_report(params["report"], list(params["book"]), params["ensemble"]["id"])
+
+
+def device_note(params: dict) -> str | None:
+    """A note when ``compute.device`` asks for a GPU this machine cannot train on (None: it can).
+
+    Not an error: params.yaml may be written here to be run on a GPU machine after a git pull."""
+    if (params.get("compute") or {}).get("device") != "gpu":
+        return None
+    from pipeline.nn.backend import BackendError, get_xp
+
+    try:
+        get_xp("gpu")
+    except BackendError as error:
+        return (f"note: {error}\n`dvc repro` on this machine will stop at the first training stage; "
+                f"on a machine with a GPU it trains there.")
+    return None
 
 
 def first_difference(a, b, path: str = "") -> str | None:
@@ -113,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             print(problem or f"{out} is in sync with conf/.", file=sys.stderr if problem else sys.stdout)
             return 1 if problem else 0
         text = compose(".", args.overrides)
-        check(yaml.safe_load(text))
+        params = yaml.safe_load(text)
+        check(params)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, InputError, ValueError) as error:
         # Hydra's own message (a missing config group option, a key it cannot override, a YAML
         # error in conf/, a group set to null) or ours (an InputError names the key), without
@@ -123,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STATUS
     write_text(out, text)
     print(f"wrote {out}")
+    if note := device_note(params):
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -78,6 +78,28 @@ def test_check_and_out_mistakes_are_named_not_raised(tmp_path, monkeypatch, caps
     assert "--out folder is a folder" in capsys.readouterr().err
 
 
+def test_a_gpu_this_machine_lacks_is_noted_and_the_file_still_written(tmp_path, monkeypatch, capsys):
+    """params.yaml for a GPU may be written here and run elsewhere: a note, not an error."""
+    import shutil
+
+    import pipeline.nn.backend as backend
+    from pipeline.config import main
+
+    def no_gpu(device="cpu"):
+        raise backend.BackendError("device 'gpu' needs CuPy, which is not installed: ...")
+
+    monkeypatch.setattr(backend, "get_xp", no_gpu)
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--out", "gpu.yaml", "compute.device=gpu"]) == 0
+    assert yaml.safe_load((tmp_path / "gpu.yaml").read_text())["compute"]["device"] == "gpu"
+    assert capsys.readouterr().err == ("note: device 'gpu' needs CuPy, which is not installed: ...\n`dvc repro` "
+                                       "on this machine will stop at the first training stage; on a machine "
+                                       "with a GPU it trains there.\n")
+    assert main(["--out", "cpu.yaml"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_overrides_compose_like_dvc_exp_run_set_param():
     params = yaml.safe_load(compose(REPO_ROOT, ["baselines.svm.train_limit=1000"]))
     assert params["baselines"]["svm"]["train_limit"] == 1000
