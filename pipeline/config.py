@@ -45,9 +45,9 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
 
 def check(params: dict) -> None:
     """Raise an ``InputError`` naming the key of the first mistake in composed params."""
-    from pipeline.experiment import check_compute, check_limits, validate_run  # imported here: loads MLflow
+    from pipeline.experiment import validate_run  # imported here: loads MLflow
     from pipeline.report import validate as validate_report
-    from pipeline.settings import check_sections, check_settings
+    from pipeline.settings import check_compute, check_limits, check_sections, check_settings
 
     check_sections(params)
     check_settings(params)

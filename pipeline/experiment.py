@@ -28,7 +28,8 @@ from pipeline.data.mnist import Dataset, digest, load_dataset, split_file
 from pipeline.errors import SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
-from pipeline.nn.spec import DEVICES, SpecError, validate_training
+from pipeline.nn.spec import SpecError, validate_training
+from pipeline.settings import COUNT_OR_NULL, check_compute, check_limits
 
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
             "seeds": list, "model": dict, "training": dict}
@@ -82,7 +83,9 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
         raise SettingError(f"{path}.book.epochs", f"expected the book's number of epochs (>= 1), "
                         f"got {run_cfg['book']['epochs']!r}")
     _check_keys(run_cfg["data"], f"{path}.data", DATA_KEYS)
-    _count_or_null(run_cfg["data"]["train_limit"], f"{path}.data.train_limit")
+    if not COUNT_OR_NULL[0](run_cfg["data"]["train_limit"]):
+        raise SettingError(f"{path}.data.train_limit", f"expected {COUNT_OR_NULL[1]}, "
+                        f"got {run_cfg['data']['train_limit']!r}")
     seeds = run_cfg["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                             for s in seeds):
@@ -125,38 +128,6 @@ def _check_speeds(run_cfg: dict, path: str) -> None:
         raise SettingError(f"{path}.training.monitor.gradient_norms",
                         "must be the number of first training examples to measure on when "
                         "book.speeds is given (ours are measured from it; the book: 1000)")
-
-
-def _count_or_null(value, path: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise SettingError(path, f"expected an integer >= 1 or null (no limit), got {value!r}")
-
-
-def check_limits(limits: dict) -> None:
-    """``profile.limits``: each cap an integer >= 1, or null for none."""
-    allowed = ("epochs", "train_examples", "eval_examples")
-    if not isinstance(limits, dict):
-        raise SettingError("profile.limits", f"expected a mapping, got {type(limits).__name__}")
-    for key, value in limits.items():
-        if key not in allowed:
-            raise SettingError(f"profile.limits.{key}", f"unknown key; allowed: {', '.join(allowed)}")
-        _count_or_null(value, f"profile.limits.{key}")
-
-
-def check_compute(compute: dict) -> None:
-    """``compute``: device cpu | gpu, seed_workers and blas_threads integers >= 1 (threads: or null)."""
-    allowed = ("device", "seed_workers", "blas_threads")
-    if not isinstance(compute, dict):
-        raise SettingError("compute", f"expected a mapping of {', '.join(allowed)}, got {compute!r}")
-    for key in compute:
-        if key not in allowed:
-            raise SettingError(f"compute.{key}", f"unknown key; allowed: {', '.join(allowed)}")
-    if compute.get("device", "cpu") not in DEVICES:
-        raise SettingError("compute.device", f"unknown {compute['device']!r}; allowed: {', '.join(DEVICES)}")
-    workers = compute.get("seed_workers", 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise SettingError("compute.seed_workers", f"expected an integer >= 1, got {workers!r}")
-    _count_or_null(compute.get("blas_threads"), "compute.blas_threads")
 
 
 def check_fits_data(book_id: str, run_cfg: dict, train: Dataset, classes: int = 10) -> None:

@@ -1,5 +1,6 @@
 """Checks of the data stages' and the ensemble's settings in ``params.yaml`` (``data``,
-``download``, ``expand``, ``baselines``, ``ensemble``), by key, before a stage starts: a typo
+``download``, ``expand``, ``baselines``, ``ensemble``), of ``profile`` with its ``limits`` and
+of ``compute``, by key, before a stage starts: a typo
 or a missing key is named with what is allowed, not met as a traceback from numpy, scipy or
 scikit-learn minutes later. The runs of the book are checked by
 ``pipeline.experiment.validate_run``, the engine's spec by ``pipeline.nn.spec``, the report's
@@ -14,9 +15,12 @@ from typing import Any
 
 from pipeline.errors import SettingError
 
-__all__ = ["SettingError", "check_sections", "check_settings"]
+__all__ = ["SettingError", "check_compute", "check_limits", "check_sections", "check_settings"]
 
 DOWNLOAD_SOURCES = ("mirrors", "npm", "local")
+# the engine's pipeline.nn.spec.DEVICES, written again: importing the engine here would make the
+# data stages depend on it (tests/test_settings.py holds the two equal)
+DEVICES = ("cpu", "gpu")
 
 
 def _is_int(v) -> bool:
@@ -30,7 +34,8 @@ def _is_number(v) -> bool:
 Rule = tuple[Callable[[Any], bool], str]
 BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
 SEED: Rule = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-COUNT_OR_NULL: Rule = (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null")
+COUNT: Rule = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+COUNT_OR_NULL: Rule = (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null (no limit)")
 POSITIVE: Rule = (lambda v: _is_number(v) and v > 0, "a number > 0")
 TEXT_OR_NULL: Rule = (lambda v: v is None or isinstance(v, str), "a path or null")
 TEXT: Rule = (lambda v: isinstance(v, str) and v != "", "a non-empty string")
@@ -73,6 +78,12 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
                            "a list of at least 2 integers >= 0 (the nets that vote)"),
         "limits": (lambda v: isinstance(v, dict), "a mapping of epochs, train_examples, eval_examples"),
     },
+    "profile.limits": {"epochs": COUNT_OR_NULL, "train_examples": COUNT_OR_NULL, "eval_examples": COUNT_OR_NULL},
+    "compute": {
+        "device": (lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),
+        "seed_workers": COUNT,
+        "blas_threads": COUNT_OR_NULL,
+    },
     "ensemble": {
         "id": TEXT, "members": TEXT, "title": TEXT, "what_changed": TEXT,
         "chapter": (lambda v: _is_int(v) and 1 <= v <= 6, "a chapter number 1..6"),
@@ -82,7 +93,8 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
     },
 }
 # every other key of a schema must be set (order: with angles; a profile's about is for the report)
-OPTIONAL = {"expand.*": {"order"}, "profile": {"about"}}
+OPTIONAL = {"expand.*": {"order"}, "profile": {"about"},
+            "profile.limits": set(SCHEMAS["profile.limits"]), "compute": set(SCHEMAS["compute"])}
 # params.yaml's sections, as conf/config.yaml composes them
 SECTIONS = ("data", "download", "expand", "baselines", "ensemble", "report", "compute", "book", "profile")
 
@@ -100,6 +112,17 @@ def _check(node, path: str, schema_name: str) -> None:
     missing = [key for key in schema if key not in node and key not in OPTIONAL.get(schema_name, ())]
     if missing:
         raise SettingError(f"{path}.{missing[0]}", f"missing; expected {schema[missing[0]][1]}")
+
+
+def check_limits(limits: dict) -> None:
+    """``profile.limits``: each cap an integer >= 1, or null for none (a cap left out: none)."""
+    _check(limits, "profile.limits", "profile.limits")
+
+
+def check_compute(compute: dict) -> None:
+    """``compute``: device cpu | gpu, seed_workers an integer >= 1, blas_threads one or null
+    (a key left out: cpu, one worker, the library's own threads)."""
+    _check(compute, "compute", "compute")
 
 
 def check_sections(params: dict) -> None:

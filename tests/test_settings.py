@@ -99,11 +99,17 @@ def test_a_params_file_that_is_not_settings_is_named_with_the_fix(tmp_path, text
         load_params(tmp_path / "params.yaml")
 
 
-def test_compute_given_as_a_word_is_named():
-    from pipeline.experiment import check_compute
+def test_the_devices_allowed_are_the_engines():
+    from pipeline.nn.spec import DEVICES
+    from pipeline.settings import DEVICES as SETTINGS_DEVICES
 
-    with pytest.raises(SettingError, match=r"compute: expected a mapping of device, seed_workers, "
-                                           r"blas_threads, got 'cpu'"):
+    assert SETTINGS_DEVICES == DEVICES
+
+
+def test_compute_given_as_a_word_is_named():
+    from pipeline.settings import check_compute
+
+    with pytest.raises(SettingError, match=r"^compute: expected a mapping, got str$"):
         check_compute("cpu")
     with pytest.raises(SettingError, match="profile.seeds: missing"):
         params = copy.deepcopy(PARAMS)
