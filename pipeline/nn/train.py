@@ -383,8 +383,11 @@ def _fit_data(t: dict, net: Network, train_data, validation_data, test_data) -> 
     x, labels = _prepare(train_data, net, "train_data")
     val = _prepare(validation_data, net, "validation_data") if validation_data is not None else None
     test = _prepare(test_data, net, "test_data") if test_data is not None else None
-    if val is None and (t["early_stopping"]["patience"] or t["eta_schedule"]["kind"] != "constant"):
-        raise ValueError("training.early_stopping / training.eta_schedule need validation_data")
+    if (val is None or val[0].shape[0] == 0) and (t["early_stopping"]["patience"]
+                                                 or t["eta_schedule"]["kind"] != "constant"):
+        # an empty set's accuracy is NaN, never an improvement: the rules would fire on nothing
+        raise ValueError("training.early_stopping / training.eta_schedule need validation_data "
+                         "with at least one example")
     if x.shape[0] == 0:
         raise ValueError("train_data is empty")
     return (x, labels), val, test

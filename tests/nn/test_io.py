@@ -211,3 +211,26 @@ def test_weights_that_are_not_finite_are_refused_on_loading(saved, value):
     save_model(directory, net, spec)  # its digest matches: only the values are wrong
     with pytest.raises(ModelFileError, match=r"'layers.0.w' contains NaN or infinite values"):
         load_model(directory)
+
+
+def test_a_network_built_in_another_precision_than_its_spec_loads_in_its_own(tmp_path):
+    """model.json's dtype, not the spec's training.dtype, is the precision a model loads in:
+    float64 weights of a float32 spec come back as float64, bit for bit."""
+    spec32 = make_spec(LAYERS, "log_likelihood", dtype="float32", seed=8)
+    net64 = build_network(spec32, dtype="float64")
+    net64.layers[0].params["w"] += 1e-12  # not representable in float32
+    directory = save_model(tmp_path / "model", net64, spec32)
+    loaded = load_model(directory).network
+    assert loaded.dtype == numpy.float64
+    for k, v in net64.state_dict().items():
+        assert numpy.array_equal(loaded.state_dict()[k], v)
+
+
+def test_load_state_dict_refuses_extra_names_and_non_float_arrays():
+    net = build_network(make_spec(LAYERS, "log_likelihood", seed=8))
+    state = net.state_dict()
+    with pytest.raises(ValueError, match=r"unexpected \['layers.2.w'\]"):
+        net.load_state_dict(dict(state, **{"layers.2.w": numpy.zeros((3, 3))}))
+    with pytest.raises(ValueError, match="layers.0.w: dtype int64 is not a floating-point type"):
+        net.load_state_dict(dict(state, **{"layers.0.w": state["layers.0.w"].astype(numpy.int64)}))
+    assert all(numpy.array_equal(net.state_dict()[k], v) for k, v in state.items())

@@ -300,3 +300,17 @@ def test_network2_seed_must_fit_randomstate():
 
 def test_a_non_mapping_spec():
     rejects([1, 2], "spec", "mapping")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+@pytest.mark.parametrize(
+    "path, where",
+    [
+        (("training", "eta"), "training.eta"),
+        (("training", "regularization", "lmbda"), "training.regularization.lmbda"),
+    ],
+)
+def test_numbers_must_be_finite(path, value, where):
+    """NaN passes every range comparison, and an infinite eta or lambda only shows up as a
+    diverged run: both are refused when the spec is read."""
+    rejects(edited(path, value), where, "must be finite")

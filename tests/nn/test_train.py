@@ -372,6 +372,11 @@ def test_fit_checks_its_inputs(data):
     with pytest.raises(ValueError, match="validation_data"):
         fit(build_network(spec(early_stopping={"patience": 2})), spec(early_stopping={"patience": 2}), train, log=None)
     x, y = train
+    halving = {"kind": "halve_on_plateau", "patience": 2, "min_fraction": 0.25}
+    for rule in ({"early_stopping": {"patience": 2}}, {"eta_schedule": halving}):
+        # an empty set's accuracy is NaN every epoch: the rule would fire after `patience` epochs
+        with pytest.raises(ValueError, match="validation_data with at least one example"):
+            fit(build_network(spec(**rule)), spec(**rule), train, (x[:0], y[:0]), log=None)
     with pytest.raises(ValueError, match="labels must lie in"):
         fit(build_network(spec()), spec(), (x, y + 3), log=None)
     with pytest.raises(ValueError, match="inputs but"):
@@ -561,3 +566,62 @@ def test_the_gradient_norms_are_those_of_the_bias_gradients(data):
     norms = net.gradient_norms(x[:50], labels[:50])
     net.backprop(x[:50], one_hot(labels[:50], 3, net.xp, net.dtype))
     assert norms == [float(numpy.linalg.norm(layer.grads["b"])) for layer in net.layers]
+
+
+def test_an_improvement_restarts_the_schedules_count(data):
+    """The schedule counts epochs since the validation accuracy last strictly improved: a flat
+    epoch before an improvement does not count towards the next halving."""
+    train, val, test = data
+    s = spec(epochs=6, eta=0.8, eta_schedule={"kind": "halve_on_plateau", "patience": 2, "min_fraction": 0.01})
+    net = build_network(s)
+    # e0 best; e1 flat; e2 better (count restarts); e3, e4 flat -> halve after e4
+    scripted_accuracy(net, val, test, [0.5, 0.5, 0.6, 0.6, 0.6, 0.6], [0.0] * 6)
+    history = fit(net, s, train, val, test, log=None, progress=False)
+    assert [r["eta"] for r in history.records] == [0.8, 0.8, 0.8, 0.8, 0.8, 0.4]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_every_epoch_trains_on_its_own_order_of_the_training_set(data, shuffle):
+    """Shuffled runs (network.py, network2.py) visit the training set in a fresh order every
+    epoch, the successive draws of the seed's shuffle stream; unshuffled runs (network3.py) in
+    the stored order every epoch."""
+    from pipeline.nn.seeding import streams
+
+    x, labels = data[0][0][:40], data[0][1][:40]
+    s = spec(epochs=3, batch_size=10, shuffle=shuffle, seed=5)
+    net = build_network(s)
+    seen = []
+    forward = net.layers[0].forward
+
+    def recording_forward(batch, train=False):
+        if train:
+            seen.append(numpy.array(batch))
+        return forward(batch, train)
+
+    net.layers[0].forward = recording_forward
+    fit(net, s, (x, labels), log=None, progress=False)
+    epochs = numpy.concatenate(seen).reshape(3, 40, -1)
+    shuffle_stream = streams(5).shuffle
+    orders = [shuffle_stream.permutation(40) if shuffle else numpy.arange(40) for _ in range(3)]
+    for rows, order in zip(epochs, orders):
+        numpy.testing.assert_array_equal(rows, x[order])
+    if shuffle:
+        assert not numpy.array_equal(epochs[0], epochs[1])
+
+
+def test_an_undefined_validation_accuracy_is_never_the_best():
+    """A NaN validation accuracy (no validation examples) neither becomes nor blocks the best epoch."""
+    from pipeline.nn.train import History, track_best
+
+    class Net:  # its "weights" name the epoch they were taken after
+        epoch = None
+
+        def state_dict(self):
+            return {"epoch": self.epoch}
+
+    history, net = History(), Net()
+    for epoch, accuracy in enumerate([float("nan"), 0.5, float("nan")]):
+        net.epoch = epoch
+        track_best(history, {"epoch": epoch, "validation_accuracy": accuracy}, net)
+    assert (history.best_epoch, history.best_validation_accuracy) == (1, 0.5)
+    assert history.best_weights == {"epoch": 1}
