@@ -75,3 +75,23 @@ def test_darkness_needs_every_digit_in_its_training_images():
     images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 9  # no 9
     with pytest.raises(ValueError, match="20 images hold no 9: raise data.n_train"):
         darkness_means(images, labels)
+
+
+def test_the_book_svm_trains_on_its_train_limit_and_is_scored_on_test_beside_a_longer_sweep():
+    """``svm.train_limit`` smaller than the sweep's largest size: the book's SVM is still the
+    one trained on the first ``train_limit`` images, with its test accuracy."""
+    from pipeline.stages.baselines import svm
+
+    x, y = _blobs(90)
+    images = np.clip(x.repeat(66, axis=1)[:, :784] * 40 + 128, 0, 255).astype(np.uint8).reshape(90, 28, 28)
+    sets = {"train": (images[:60], y[:60]), "validation": (images[60:75], y[60:75]),
+            "test": (images[75:], y[75:])}
+    cfg = {"svm": {"C": 1.0, "kernel": "rbf", "gamma": "auto", "train_limit": 40}, "sweep": {"sizes": [20, 60]}}
+    book_svm, sweep = svm(sets, cfg)
+    scaled = {k: images.reshape(len(images), -1)[s] / 256.0 for k, s in
+              (("train", slice(0, 40)), ("test", slice(75, 90)))}
+    ref = SVC(C=1.0, kernel="rbf", gamma="auto").fit(scaled["train"], y[:40])
+    assert book_svm["train_size"] == 40
+    assert book_svm["test_accuracy"] == np.mean(ref.predict(scaled["test"]) == y[75:])
+    assert [p["n"] for p in sweep["points"]] == [20, 60]
+    assert all("test_accuracy" not in p for p in sweep["points"])  # the sweep is read on validation

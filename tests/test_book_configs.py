@@ -98,6 +98,8 @@ def test_quick_profile_gives_chapter_6_the_epochs_read_off_the_book_runs():
     (("book", "metric"), "best_guess", "book.ch1-30.book.metric: unknown"),
     (("book", "runs"), 0, "book.ch1-30.book.runs"),
     (("book", "runs"), "three", "book.ch1-30.book.runs: expected int"),
+    (("book", "runs"), True, "book.ch1-30.book.runs: expected int, got bool"),
+    (("chapter",), True, "book.ch1-30.chapter: expected int, got bool"),
     (("book", "value"), "high", "book.ch1-30.book.value: expected float or null"),
     (("book", "epochs"), 0, "book.ch1-30.book.epochs: expected the book's number of epochs"),
     (("book", "epochs"), 2.5, "book.ch1-30.book.epochs: expected int"),

@@ -118,6 +118,9 @@ def test_the_vote_is_scored_and_its_epochs_are_the_members(stage_dir, monkeypatc
     assert result["ours_book_metric"]["rule"] == "vote of 3"
     assert (result["validation_errors"], result["test_errors"]) == (expected["validation"], expected["test"])
     assert result["test_accuracy"] == pytest.approx((60 - expected["test"]) / 60)
+    # the difference from the book's 99.67% is the test accuracy's, not validation's
+    assert result["difference"] == pytest.approx(result["test_accuracy"] - 0.9967)
+    assert result["ours_book_metric"]["value"] == result["test_accuracy"]
     for split in ("validation", "test"):
         assert (result[f"{split}_ties"], result[f"{split}_errors_on_ties"]) == expected[f"{split}_ties"]
     assert result["test_ties"] > 0

@@ -352,3 +352,29 @@ def test_a_rerun_whose_tracking_store_cannot_be_used_leaves_the_earlier_results_
         experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
     assert (workdir / "results/tiny/metrics.json").is_file()
     assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1", "seed2"]
+
+
+def test_metrics_json_applies_the_books_count_of_runs():
+    """Best of the first ``runs`` seeds where the book took a best of three; the mean over the
+    seeds where it reports one run; the difference is ours minus the book's."""
+    seeds = [{"seed": k, "summary": {}, "records": [{"epoch": 0, "test_accuracy": v}]}
+             for k, v in ((1, 0.95), (2, 0.97), (3, 0.96), (4, 0.99))]
+    best = experiment.ours_by_the_book(seeds, {"metric": "peak_test", "runs": 3, "value": 0.9542})
+    assert (best["ours_book_metric"]["value"], best["ours_book_metric"]["seed"]) == (0.97, 2)
+    assert best["ours_book_metric"]["rule"] == "best of 3" and best["ours_book_metric"]["n_seeds"] == 4
+    assert best["difference"] == 0.0158
+    one = experiment.ours_by_the_book(seeds, {"metric": "peak_test", "runs": 1, "value": 0.9542})
+    assert one["ours_book_metric"]["value"] == pytest.approx(0.9675) and one["difference"] == pytest.approx(0.0133)
+
+
+def test_a_profiles_epoch_limit_only_cuts_a_run_never_lengthens_it():
+    assert experiment.run_spec(RUN, 1, {"epochs": 2})["training"]["epochs"] == 2
+    assert experiment.run_spec(RUN, 1, {"epochs": 100})["training"]["epochs"] == 3
+    assert experiment.run_spec(RUN, 1, {})["training"] == dict(RUN["training"], seed=1)
+
+
+def test_each_seeds_mlflow_metrics_give_its_difference_from_the_book():
+    metrics = experiment._summary_metrics({"best_validation_accuracy": 0.97, "interrupted": False},
+                                          {"metric": "peak_validation", "value": 0.9792}, 0.97)
+    assert metrics == {"best_validation_accuracy": 0.97, "book_metric_peak_validation": 0.97,
+                       "book_value": 0.9792, "difference_vs_book": -0.0092}

@@ -196,6 +196,8 @@ def _committed_params() -> dict:
      r"report\.tolerance_pp: unknown keys \[\], missing keys \['chapter6'\]"),
     (lambda r: r["tolerance_pp"].update(default="0.5"),
      r"report\.tolerance_pp\.default: expected a number of percentage points > 0, got '0\.5'"),
+    (lambda r: r["tolerance_pp"].update(chapter6=0),
+     r"report\.tolerance_pp\.chapter6: expected a number of percentage points > 0, got 0;"),
     (lambda r: r.pop("progression"), r"report: unknown keys \[\], missing keys \['progression'\]"),
     (lambda r: r.update(figure={}), r"report: unknown keys \['figure'\]"),
 ])

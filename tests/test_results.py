@@ -271,3 +271,46 @@ def test_a_metric_that_is_our_reading_of_the_book_says_so():
     book = {k: v for k, v in row["book"].items() if k != "metric_reading"}
     line = markdown_table([with_verdict(dict(row, book=book), tol)]).splitlines()[-1]
     assert "| peak validation (mean of 2 seeds) |" in line
+
+
+def test_chapter6_seeds_that_tie_on_validation_go_to_the_later_seed():
+    tied = [_seed(k, [0.99], [test], {"best_validation_accuracy": 0.9916, "test_at_best_validation": test})
+            for k, test in ((1, 0.9921), (2, 0.9930), (3, 0.9925))]
+    assert book_rule(tied, "test_at_best_validation", runs=3) == {
+        "value": 0.9925, "seed": 3, "rule": "best of 3"}
+    # the first `runs` seeds only: seed 3 is not among the book's two
+    assert book_rule(tied, "test_at_best_validation", runs=2)["value"] == 0.9930
+
+
+def test_a_one_run_figure_is_the_mean_over_every_seed():
+    seeds = [_seed(k, [v], [v]) for k, v in ((1, 0.90), (2, 0.93), (3, 0.99))]
+    result = book_rule(seeds, "final_validation", runs=1)
+    assert result["value"] == pytest.approx(0.94) and result["rule"] == "mean of 3"
+    assert result["values"] == [0.90, 0.93, 0.99]
+
+
+def test_in_range_counts_only_rows_outside_tolerance_and_the_range_includes_its_ends():
+    from pipeline.report import tally, with_verdict
+
+    tol = {"default": 0.5, "chapter6": 0.3}
+    row = {"chapter": 3, "book": {"value": 0.9489}, "ours": 0.9420, "seed_values": [0.9380, 0.9489]}
+    outside = with_verdict(row, tol)
+    assert outside["within"] is False and outside["book_in_seed_range"] is True  # a seed at the book's value
+    inside = with_verdict(dict(row, ours=0.9470, seed_values=[0.9450, 0.9495]), tol)
+    assert inside["within"] is True and inside["book_in_seed_range"] is True
+    counts = tally([outside, inside])
+    assert (counts["with_figure"], counts["within"], counts["in_range"]) == (2, 1, 1)
+
+
+def test_each_baseline_row_reads_its_own_split():
+    """B-svm-val is the SVM's validation accuracy (the book's 94.48%), B-svm its test accuracy."""
+    from pipeline.report import baseline_rows
+
+    cfg = {"baselines": {
+        "B-svm": {"value": 0.9435, "metric": "test", "split": "test", "source": "svm", "title": "t", "note": ""},
+        "B-svm-val": {"value": 0.9448, "metric": "validation", "split": "validation", "source": "svm",
+                      "title": "v", "note": ""}}}
+    metrics = {"svm": {"test_accuracy": 0.9436, "validation_accuracy": 0.9451, "seconds": 12.0}}
+    rows = {r["id"]: r for r in baseline_rows(cfg, metrics)}
+    assert (rows["B-svm"]["ours"], rows["B-svm-val"]["ours"]) == (0.9436, 0.9451)
+    assert rows["B-svm-val"]["book"]["value"] == 0.9448 and rows["B-svm"]["wall_seconds"] == 12.0

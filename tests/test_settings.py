@@ -35,6 +35,9 @@ def test_the_committed_settings_pass():
 @pytest.mark.parametrize("path, value, message", [
     ("data.n_train", 0, "data.n_train: expected an integer in 1..59999"),
     ("data.n_train", "abc", "data.n_train: expected an integer in 1..59999"),
+    ("data.n_train", 60_000, "data.n_train: expected an integer in 1..59999"),  # no validation set
+    ("data.n_train", True, "data.n_train: expected an integer in 1..59999"),
+    ("expand.shifted.seed", True, "expand.shifted.seed: expected an integer >= 0"),
     ("download.sources", ["foo"], "download.sources: expected a non-empty list of mirrors, npm, local"),
     ("download.timeout_s", -1, "download.timeout_s: expected a number > 0"),
     ("expand.rotated.order", 9, "expand.rotated.order: expected a spline order 0..5"),

@@ -530,3 +530,21 @@ def test_processes_opening_a_new_store_at_once_all_succeed(monkeypatch, tmp_path
     assert [p.returncode for p in procs] == [0] * 4, "\n".join(outputs)
     experiments = MlflowClient(tracking_uri=uri).search_experiments()
     assert [e.name for e in experiments].count(tracking.EXPERIMENT) == 1
+
+
+def test_a_run_whose_last_epochs_cannot_be_written_does_not_end_finished(client, monkeypatch):
+    """A FINISHED run holds every epoch it trained: when the closing write of the pending
+    epochs fails, the run ends FAILED and the error is raised, not warned about."""
+    from mlflow.exceptions import MlflowException
+
+    clock = [0.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
+    real = MlflowClient.log_batch
+    bad = _refused(10**6, real, code="INVALID_PARAMETER_VALUE")
+    with pytest.raises(MlflowException, match="database is locked"), \
+            pytest.warns(UserWarning, match="were not written"):
+        with tracking.start_run("last write failed") as run:
+            run.log_epoch({"epoch": 0, "validation_accuracy": 0.5})  # pending: under a second
+            monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: bad(self, *a, **k))
+    monkeypatch.setattr(MlflowClient, "log_batch", real)
+    assert status_of(client, run.run_id) == "FAILED"

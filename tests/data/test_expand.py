@@ -56,3 +56,12 @@ def test_expand_counts_and_shuffle_keeps_every_copy(images):
     np.testing.assert_array_equal(x, x2)  # the shuffle is reproducible
     x3, _ = expand(images, labels, shifts=True, angles=[-5, 5], seed=2)
     assert not np.array_equal(x, x3)
+
+
+def test_rotated_pixels_are_rounded_to_the_nearest_grey_level_not_truncated():
+    """Bilinear interpolation gives fractions; truncating them would darken every rotated copy
+    by half a grey level. About the centre of a horizontal ramp, the mean stays the same."""
+    ramp = np.broadcast_to((np.arange(28) * 9).astype(np.uint8), (1, 28, 28)).copy()
+    centre = (slice(None), slice(7, 21), slice(7, 21))
+    for angle in (-10, -5, 5, 10):
+        assert abs(rotate(ramp, angle)[centre].mean() - ramp[centre].mean()) < 0.25

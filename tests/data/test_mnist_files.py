@@ -15,6 +15,7 @@ def test_each_split_has_one_file_and_an_unknown_split_is_refused(tmp_path):
 @pytest.mark.parametrize("n_labels, bad_label, message", [
     (3, 7, "train-images-idx3-ubyte and {raw}/train-labels-idx1-ubyte: 2 images but 3 labels"),
     (2, 12, "train-labels-idx1-ubyte: labels outside 0..9"),
+    (2, 10, "train-labels-idx1-ubyte: labels outside 0..9"),
 ])
 def test_raw_files_that_disagree_are_named_with_the_fix(tmp_path, n_labels, bad_label, message):
     import numpy as np
@@ -56,3 +57,22 @@ def test_a_set_with_labels_that_are_not_digits_is_refused(tmp_path, labels, foun
     np.savez(path, images=np.zeros((3, 28, 28), np.uint8), labels=labels)
     with pytest.raises(InputError, match=f"labels must be unsigned integers \\(digits 0..9\\), got {found}"):
         load_images(path)
+
+
+def test_the_books_split_cuts_the_raw_training_set_in_its_original_order():
+    """Training = raw 0..n_train-1, validation = raw n_train.., each image with its own label;
+    test = the official test set, untouched."""
+    from pipeline.data.mnist import split_book
+
+    images = np.arange(12, dtype=np.uint8)[:, None, None] * np.ones((1, 28, 28), np.uint8)
+    labels = np.arange(12, dtype=np.uint8) % 10
+    test = (np.full((3, 28, 28), 200, np.uint8), np.array([7, 2, 1], np.uint8))
+    sets = split_book({"train_images": images, "train_labels": labels,
+                       "test_images": test[0], "test_labels": test[1]}, 8)
+    assert list(sets) == ["train", "validation", "test"]
+    for name, first, last in (("train", 0, 8), ("validation", 8, 12)):
+        split_images, split_labels = sets[name]
+        assert split_images[:, 0, 0].tolist() == list(range(first, last))
+        np.testing.assert_array_equal(split_labels, labels[first:last])
+    np.testing.assert_array_equal(sets["test"][0], test[0])
+    np.testing.assert_array_equal(sets["test"][1], test[1])

@@ -33,3 +33,10 @@ def test_average_darkness_gets_exactly_2225(mnist_sets):
     means = darkness_means(*mnist_sets["train"])
     images, labels = mnist_sets["test"]
     assert int((darkness_predict(means, images) == labels).sum()) == 2225
+
+
+def test_the_baselines_stage_fits_darkness_on_the_training_set(mnist_sets):
+    from pipeline.stages.baselines import darkness
+
+    result = darkness(mnist_sets)
+    assert result["test_correct"] == 2225 and result["test_accuracy"] == 0.2225
