@@ -43,19 +43,63 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
         return out.read_text(encoding="utf-8")
 
 
-def check(params: dict) -> None:
-    """Raise an ``InputError`` naming the key of the first mistake in composed params."""
-    from pipeline.experiment import validate_run  # imported here: loads MLflow
+def check(params: dict, root: str | Path = ".") -> None:
+    """Raise an ``InputError`` naming the key of the first mistake in composed params, or in how
+    ``conf/book/`` and ``dvc.yaml`` under ``root`` hold the runs."""
+    from pipeline.experiment import check_fits_data, validate_run  # imported here: loads MLflow
     from pipeline.report import validate as validate_report
     from pipeline.settings import check_compute, check_limits, check_sections, check_settings
 
+    check_book_files(root)
     check_sections(params)
     check_settings(params)
     check_limits((params.get("profile") or {}).get("limits") or {})
     check_compute(params.get("compute") or {})
     for book_id, run_cfg in (params.get("book") or {}).items():
         validate_run(book_id, run_cfg)
+        check_fits_data(book_id, run_cfg)
     validate_report(params["report"], list(params["book"]), params["ensemble"]["id"])
+    check_dvc_yaml(root, list(params["book"]))
+
+
+def check_book_files(root: str | Path = ".") -> None:
+    """Each ``conf/book/<id>.yaml`` holds one run, under the top key ``<id>``.
+
+    Hydra merges every file into ``book:``, so a copied file whose top key was not renamed
+    would silently replace the run it was copied from."""
+    from pipeline.errors import InputError
+
+    for path in sorted((Path(root) / CONFIG_DIR / "book").glob("*.yaml")):
+        keys = list(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        if keys != [path.stem]:
+            holds = ("no run" if not keys else f"its run under the top key `{keys[0]}:`" if len(keys) == 1
+                     else f"runs under the top keys {', '.join(f'`{k}:`' for k in keys)}")
+            raise InputError(f"{CONFIG_DIR}/book/{path.name} holds {holds}: a file holds one run, under its "
+                             f"file's name `{path.stem}:`"
+                             + (f" (as it is, it would replace the run {keys[0]})" if len(keys) == 1 else ""))
+
+
+def check_dvc_yaml(root: str | Path, run_ids: list[str]) -> None:
+    """``dvc.yaml`` (where there is one) makes the report wait for every run and plots each:
+    a run left out of the report's deps could be read before it is trained, or not at all."""
+    from pipeline.errors import InputError
+
+    path = Path(root) / "dvc.yaml"
+    if not path.is_file():
+        return
+    dvc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    deps = set(((dvc.get("stages") or {}).get("report") or {}).get("deps") or [])
+    plotted = {y.split("/")[1] for plot in dvc.get("plots") or [] for props in plot.values()
+               for y in (props or {}).get("y") or {} if y.startswith("results/")}
+    for run_id in run_ids:
+        missing = [f"results/{run_id}/{name}" for name in ("metrics.json", "history.csv")
+                   if f"results/{run_id}/{name}" not in deps]
+        if missing:
+            raise InputError(f"dvc.yaml: the report stage does not wait for train@{run_id}: add "
+                             f"{' and '.join(missing)} to its deps (README: An experiment of your own)")
+        if run_id not in plotted:
+            raise InputError(f"dvc.yaml: train@{run_id} is in no plot: add `results/{run_id}/history.csv: "
+                             f"validation_accuracy` to one group under `plots` (README: An experiment of your own)")
 
 
 def device_note(params: dict) -> str | None:
@@ -131,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problem else 0
         text = compose(".", args.overrides)
         params = yaml.safe_load(text)
-        check(params)
+        check(params, ".")
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, InputError, ValueError) as error:
         # Hydra's own message (a missing config group option, a key it cannot override, a YAML
         # error in conf/, a group set to null) or ours (an InputError names the key), without

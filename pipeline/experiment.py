@@ -130,11 +130,13 @@ def _check_speeds(run_cfg: dict, path: str) -> None:
                         "book.speeds is given (ours are measured from it; the book: 1000)")
 
 
-def check_fits_data(book_id: str, run_cfg: dict, train: Dataset, classes: int = 10) -> None:
+MNIST_PIXELS, MNIST_DIGITS = 28 * 28, 10  # every set the data stages write: what a config is checked against
+
+
+def check_fits_data(book_id: str, run_cfg: dict, pixels: int = MNIST_PIXELS, classes: int = MNIST_DIGITS) -> None:
     """The network's input takes the data's pictures and its output has a unit per digit."""
     model = run_cfg["model"]
     shape = list(model.get("input_shape") or [])
-    pixels = train.x.shape[1]
     if shape and math.prod(shape) != pixels:
         raise SettingError(f"book.{book_id}.model.input_shape",
                         f"{shape} takes {math.prod(shape)} values a picture, the data's pictures have "
@@ -392,7 +394,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     if device != "cpu":
         get_xp(device)  # no GPU or no CuPy: the message says what to install, before any data loads
     data = load_run_data(run_cfg, data_cfg, limits)
-    check_fits_data(book_id, run_cfg, data[0])
+    check_fits_data(book_id, run_cfg, pixels=data[0].x.shape[1])
     # the store and experiment made now: a store that cannot be used is named before anything
     # is removed, and forked seed workers find them ready instead of creating them at once
     tracking.init_store()

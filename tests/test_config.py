@@ -100,6 +100,77 @@ def test_a_gpu_this_machine_lacks_is_noted_and_the_file_still_written(tmp_path, 
     assert capsys.readouterr().err == ""
 
 
+def _checkout(tmp_path, monkeypatch):
+    """conf/ and dvc.yaml in a folder of their own, where pipeline.config runs."""
+    import shutil
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _add_run(root, run_id, text):
+    (root / "conf/book" / f"{run_id}.yaml").write_text(text)
+    config = root / "conf/config.yaml"
+    config.write_text(config.read_text().replace("      - ch6-dropout\n", f"      - ch6-dropout\n      - {run_id}\n"))
+
+
+def test_a_copied_run_file_whose_top_key_was_not_renamed_is_named(tmp_path, monkeypatch, capsys):
+    """Hydra merges the file into `book:` under its top key: ch3-ce-30 would be silently replaced."""
+    from pipeline.config import main
+
+    root = _checkout(tmp_path, monkeypatch)
+    _add_run(root, "my-l2-60", (REPO_ROOT / "conf/book/ch3-ce-30.yaml").read_text())
+    assert main(["--out", "p.yaml", "profile=smoke"]) == 2
+    assert capsys.readouterr().err == (
+        "pipeline.config: conf/book/my-l2-60.yaml holds its run under the top key `ch3-ce-30:`: a file holds "
+        "one run, under its file's name `my-l2-60:` (as it is, it would replace the run ch3-ce-30)\n"
+        "p.yaml was not written.\n")
+    assert not (root / "p.yaml").exists()
+
+
+def test_a_new_run_missing_from_dvc_yaml_is_named_before_anything_trains(tmp_path, monkeypatch, capsys):
+    """Without the report's deps, DVC may run the report before the new run, or never again."""
+    from pipeline.config import main
+
+    root = _checkout(tmp_path, monkeypatch)
+    text = (REPO_ROOT / "conf/book/ch3-ce-30.yaml").read_text().replace("ch3-ce-30:", "my-l2-60:")
+    _add_run(root, "my-l2-60", text)
+    assert main(["--out", "p.yaml"]) == 2
+    assert ("dvc.yaml: the report stage does not wait for train@my-l2-60: add results/my-l2-60/metrics.json "
+            "and results/my-l2-60/history.csv to its deps") in capsys.readouterr().err
+    dvc = root / "dvc.yaml"
+    dvc.write_text(dvc.read_text().replace(
+        "      - results/ch1-30/metrics.json\n",
+        "      - results/ch1-30/metrics.json\n      - results/my-l2-60/metrics.json\n"
+        "      - results/my-l2-60/history.csv\n"))
+    assert main(["--out", "p.yaml"]) == 2
+    assert ("dvc.yaml: train@my-l2-60 is in no plot: add `results/my-l2-60/history.csv: validation_accuracy` "
+            "to one group under `plots`") in capsys.readouterr().err
+    dvc.write_text(dvc.read_text().replace(
+        "        results/ch1-100/history.csv: validation_accuracy\n",
+        "        results/ch1-100/history.csv: validation_accuracy\n"
+        "        results/my-l2-60/history.csv: validation_accuracy\n"))
+    assert main(["--out", "p.yaml"]) == 0
+    assert "my-l2-60" in yaml.safe_load((root / "p.yaml").read_text())["book"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("book.ch1-30.model.layers.1.units=12",
+     "book.ch1-30.model.layers[1].units: the output layer has 12 units, MNIST has 10 digits: use 10"),
+    ("book.ch1-30.model.input_shape=[785]",
+     "book.ch1-30.model.input_shape: [785] takes 785 values a picture, the data's pictures have 784 pixels"),
+])
+def test_a_network_that_does_not_fit_mnist_is_named_before_anything_trains(override, message, tmp_path,
+                                                                              monkeypatch, capsys):
+    from pipeline.config import main
+
+    _checkout(tmp_path, monkeypatch)
+    assert main(["--out", "p.yaml", override]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_overrides_compose_like_dvc_exp_run_set_param():
     params = yaml.safe_load(compose(REPO_ROOT, ["baselines.svm.train_limit=1000"]))
     assert params["baselines"]["svm"]["train_limit"] == 1000

@@ -143,7 +143,10 @@ def test_the_committed_lock_holds_the_data_stages_as_the_code_now_makes_them():
 
     lock, params = _load("dvc.lock")["stages"], _load("params.yaml")
     assert {"download", "prepare"} <= set(lock)
-    for name, stage in lock.items():
+    # after a `dvc repro` the workspace's lock holds the trainings too (a folder among their deps)
+    data_stages = {name: stage for name, stage in lock.items()
+                   if name in ("download", "prepare") or name.startswith("expand@")}
+    for name, stage in data_stages.items():
         for dep in stage["deps"]:
             if dep["path"].startswith("data/"):  # the stage before's output, checked there
                 continue

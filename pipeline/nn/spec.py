@@ -104,9 +104,18 @@ def _int(value, path, lo=None, hi=None) -> int:
     return int(value)
 
 
+def _reads_as_number(value) -> bool:
+    """A string Python reads as a number: YAML 1.1 leaves 1e-4 (no dot) a string."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
 def _float(value, path, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = " (YAML reads 1e-4 as a string: write 1.0e-4)" if isinstance(value, str) else ""
+        hint = " (YAML reads 1e-4 as a string: write 1.0e-4)" if _reads_as_number(value) else ""
         raise SpecError(path, f"expected a number, got {_type_name(value)} {value!r}{hint}")
     value = float(value)
     if not math.isfinite(value):

@@ -314,3 +314,14 @@ def test_numbers_must_be_finite(path, value, where):
     """NaN passes every range comparison, and an infinite eta or lambda only shows up as a
     diverged run: both are refused when the spec is read."""
     rejects(edited(path, value), where, "must be finite")
+
+
+def test_a_number_yaml_left_a_string_is_explained_and_a_word_is_not():
+    """YAML 1.1 reads 1e-4 (no dot) as a string; 'fast' is no number that YAML misread."""
+    with pytest.raises(SpecError) as info:
+        validate_spec(edited(("training", "eta"), "1e-4"))
+    assert str(info.value) == ("training.eta: expected a number, got str '1e-4' "
+                               "(YAML reads 1e-4 as a string: write 1.0e-4)")
+    with pytest.raises(SpecError) as info:
+        validate_spec(edited(("training", "eta"), "fast"))
+    assert str(info.value) == "training.eta: expected a number, got str 'fast'"
