@@ -185,6 +185,8 @@ def run_row(metrics: dict) -> dict:
             "ours": ours.get("value"), "seed_values": ours.get("values"),
             "all_seeds": ours.get("all_seeds"),
             "honest_mean": honest.get("mean"), "honest_std": honest.get("std"),
+            # the seeds the mean is over (a seed stopped before its first evaluation has none)
+            "honest_n": honest.get("n", ours.get("n_seeds")),
             "n_seeds": ours.get("n_seeds"), "rule": ours.get("rule"),
             "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
             "profile": metrics.get("profile"), "train_examples": metrics.get("train_examples"),
@@ -232,7 +234,7 @@ def _honest(r: dict) -> str:
     text = _pct(r["honest_mean"])
     if r["honest_std"] is not None:
         text += f" ± {100 * r['honest_std']:.2f}"
-    return text + f" (n={r['n_seeds']})"
+    return text + f" (n={r.get('honest_n', r['n_seeds'])})"
 
 
 def _book(r: dict) -> str:

@@ -262,3 +262,108 @@ def test_the_progression_marks_a_value_below_its_axis_with_the_value():
     assert ax.get_ylim()[0] == 90.0
     assert [t.get_text() for t in ax.texts] == ["78.38"]
     assert "below 90%" in ax.get_title()
+
+
+def test_the_progression_follows_the_configured_order_and_draws_ours_by_the_books_metric():
+    rows = [{"id": "ch6-relu", "book": {"value": 0.9923}, "ours": 0.9910, "honest_mean": 0.9890},
+            {"id": "ch1-30", "book": {"value": 0.9542}, "ours": 0.9530, "honest_mean": 0.9500},
+            {"id": "ch3-ce-30", "book": {"value": 0.9549}, "ours": 0.9521, "honest_mean": 0.9510}]
+    ax = report_plots.progression_plot(rows, ["ch1-30", "ch3-ce-30", "ch6-relu"]).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ch1-30", "ch3-ce-30", "ch6-relu"]
+    book, ours = ax.get_lines()[:2]
+    assert (book.get_label(), ours.get_label()) == ("book", "ours (the book's metric)")
+    assert list(book.get_ydata()) == pytest.approx([95.42, 95.49, 99.23])
+    assert list(ours.get_ydata()) == pytest.approx([95.30, 95.21, 99.10])
+
+
+def test_the_overfitting_panels_draw_the_test_and_training_accuracy_they_are_titled_with():
+    rows = _history(epochs=3)
+    for row in rows:
+        row.update(test_accuracy=0.8, training_accuracy=0.99)  # validation stays 0.90..0.92
+    axes = report_plots.overfitting_plot("ch3-overfit-1k", rows).axes
+    drawn = {ax.get_title(): list(ax.get_lines()[0].get_ydata()) for ax in axes}
+    assert drawn["accuracy on the test data (%)"] == pytest.approx([80.0] * 3)
+    assert drawn["accuracy on the training data (%)"] == pytest.approx([99.0] * 3)
+    assert drawn["cost on the training data"] == pytest.approx([0.1] * 3)
+
+
+def test_the_more_data_plot_sets_ours_by_the_books_metric_beside_the_svms_validation_accuracy(params, results):
+    """Chapter 3's figure is validation accuracy: the SVM's too (94.48% at 50,000, not its
+    94.35% test); ours is the row's book-metric figure, not the honest one. The sweep's runs
+    have this plot and are left out of chapter 3's learning curves."""
+    params["book"]["ch3-more-data-1000"] = {"chapter": 3, "book": {"value": 0.8885},
+                                            "data": {"train_limit": 1000},
+                                            "training": {"monitor": {"gradient_norms": False}},
+                                            "model": {"input_shape": [784], "layers": [
+                                                {"units": 30}, {"units": 10}]}}
+    _write_run(results, dict(_metrics("ch3-more-data-1000", 3, 0.8885, 0.80, 1, 1),
+                             honest_test_at_best_validation={"mean": 0.75, "std": None}), _history())
+    runs, histories = rp.load_runs(results, {i: f"train@{i}" for i in params["book"]})
+    plots = report_plots.figures(params, runs, histories, BASELINES, SVM_SWEEP)
+    ours, book, svm = plots["more_data.png"].axes[0].get_lines()
+    assert list(ours.get_ydata()) == pytest.approx([80.0]) and list(book.get_ydata()) == pytest.approx([88.85])
+    assert list(svm.get_xdata()) == [1000, 50000] and list(svm.get_ydata()) == pytest.approx([83.87, 94.48])
+    curves = plots["learning_curves_ch3.png"].axes[0]
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["ch3-overfit-1k"]
+
+
+def test_a_chapters_learning_curves_draw_each_runs_smallest_seed():
+    rows = [{"seed": seed, "epoch": e, "validation_accuracy": v + 0.01 * e}
+            for seed, v in ((3, 0.5), (1, 0.9), (2, 0.7)) for e in range(2)]
+    ax = report_plots.chapter_curves(1, {"ch1-30": rows}).axes[0]
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([90.0, 91.0])
+
+
+def test_the_honest_column_gives_the_mean_and_the_std_over_the_seeds():
+    metrics = dict(_metrics("ch1-30", 1, 0.9542, 0.9560, 30, 30),
+                   honest_test_at_best_validation={"mean": 0.9530, "std": 0.0012, "n": 3})
+    metrics["ours_book_metric"] = {"value": 0.9560, "seed": 2, "rule": "best of 3", "n_seeds": 3}
+    line = rp.markdown_table([rp.with_verdict(rp.run_row(metrics), TOLERANCE)]).splitlines()[-1]
+    assert "| 95.60% | 95.30% ± 0.12 (n=3) | +0.18 |" in line
+    # a seed stopped before its first evaluation has no test at best validation: n counts the others
+    metrics["honest_test_at_best_validation"] = {"mean": 0.9530, "std": None, "n": 1}
+    line = rp.markdown_table([rp.with_verdict(rp.run_row(metrics), TOLERANCE)]).splitlines()[-1]
+    assert "| 95.60% | 95.30% (n=1) | +0.18 |" in line
+
+
+def test_the_header_gives_each_tolerance_its_own_value():
+    text = rp.header("quick", "stamp", "machine", {"default": 0.5, "chapter6": 0.3}, rp.tally([]))
+    assert "within tolerance (0.5 pp; chapter 6: 0.3 pp)" in text
+
+
+def test_the_report_stage_writes_the_baselines_runs_and_ensemble_rows_and_every_plot(params, results, tmp_path,
+                                                                                      monkeypatch):
+    import yaml
+
+    from pipeline.stages import report as report_stage
+
+    params["report"]["baselines"] = {"B-svm": {"value": 0.9435, "metric": "test", "split": "test",
+                                               "source": "svm", "title": "SVM", "note": ""}}
+    params["report"]["figures"]["depth"] = "ch5-speed"
+    params["book"]["ch3-more-data-1000"] = {"chapter": 3, "book": {"value": 0.8885},
+                                            "data": {"train_limit": 1000},
+                                            "training": {"monitor": {"gradient_norms": False}},
+                                            "model": {"input_shape": [784], "layers": [
+                                                {"units": 30}, {"units": 10}]}}
+    params["baselines"] = {"out_dir": "results/baselines"}
+    _write_run(results, _metrics("ch3-more-data-1000", 3, 0.8885, 0.80, 1, 1), _history())
+    _write_run(results, _metrics("ch6-ensemble", 6, 0.9967, 0.9950, 40, 40), _history())
+    (results / "baselines").mkdir()
+    (results / "baselines" / "metrics.json").write_text(json.dumps(BASELINES))
+    (results / "baselines" / "svm_sweep.json").write_text(json.dumps(SVM_SWEEP))
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    report_stage.main()
+    summary = json.loads((results / "summary.json").read_text())
+    assert [r["id"] for r in summary["rows"]] == ["B-svm", *params["book"], "ch6-ensemble"]
+    assert summary["rows"][0]["ours"] == 0.9435
+    assert "| 1 | B-svm | baseline | 94.35% |" in (results / "report.md").read_text()
+    assert sorted(p.name for p in (results / "plots").iterdir()) == sorted(report_plots.plot_names(params["report"]))
+
+
+def test_the_curves_section_lists_the_configured_runs_only(params, results):
+    runs, histories = rp.load_runs(results, {i: f"train@{i}" for i in params["book"]})
+    rows = [rp.with_verdict(r, TOLERANCE) for r in runs]
+    text = rp.document(params, rows, histories, "stamp", "machine")
+    section = text.split("## The book's words beside our curves")[1].split("\n## ")[0]
+    assert {line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ch")} == {"| ch1-30"}
