@@ -127,3 +127,37 @@ def test_the_vote_is_scored_and_its_epochs_are_the_members(stage_dir, monkeypatc
     assert result["test_member_accuracies"][0] == 1.0  # seed 1 set the test labels
     # the report's epochs column: "3 of 40", the members' epochs beside the book's
     assert (result["epochs"], result["book"]["epochs"], result["book"]["value"]) == (3, 40, 0.9967)
+
+
+def test_the_vote_is_scored_on_the_profiles_images_and_tracked_as_the_ensembles_own_run(stage_dir, monkeypatch):
+    """The smoke profile's members were evaluated on the first ``eval_examples`` images: so is
+    their vote. The run in MLflow is the ensemble's (named and tagged by its id), and
+    metrics.json points at it; the epochs are the longest member's."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{stage_dir}/mlflow.db")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["profile"]["limits"] = {"eval_examples": 20}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    for seed, epochs_run in ((1, 2), (2, 3)):
+        _save(seed, "final epoch", epochs_run=epochs_run)
+    nets = [load_model(f"models/ch6-dropout/seed{seed}").network for seed in (1, 2)]
+    rng = np.random.default_rng(1)
+    Path("data/prepared").mkdir(parents=True)
+    for split in ("validation", "test"):
+        images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, 60).astype(np.uint8)
+        np.savez(f"data/prepared/{split}.npz", images=images, labels=labels)
+        if split == "test":
+            voted = _vote([net.predict(scale_pixels(images)) for net in nets])
+            errors = int(np.sum(voted[:20] != labels[:20]))
+            assert errors != int(np.sum(voted != labels))  # the test can tell 20 from 60
+    ensemble.main()
+    result = json.loads(Path("results/ch6-ensemble/metrics.json").read_text())
+    assert result["test_errors"] == errors and result["test_accuracy"] == pytest.approx((20 - errors) / 20)
+    assert result["epochs"] == 3
+    client = MlflowClient(tracking_uri=f"sqlite:///{stage_dir}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id])
+    assert result["mlflow_run_ids"] == [run.info.run_id] and run.info.status == "FINISHED"
+    assert (run.info.run_name, run.data.tags["book_id"]) == ("ch6-ensemble", "ch6-ensemble")
+    assert run.data.metrics["test_accuracy"] == pytest.approx(result["test_accuracy"])

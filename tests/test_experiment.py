@@ -1,6 +1,7 @@
 """One run of the book end to end on tiny synthetic data: results, model, MLflow status."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -378,3 +379,104 @@ def test_each_seeds_mlflow_metrics_give_its_difference_from_the_book():
                                           {"metric": "peak_validation", "value": 0.9792}, 0.97)
     assert metrics == {"best_validation_accuracy": 0.97, "book_metric_peak_validation": 0.97,
                        "book_value": 0.9792, "difference_vs_book": -0.0092}
+
+
+def test_a_seeds_mlflow_run_holds_its_own_seed_data_digest_model_and_whole_history(workdir, monkeypatch):
+    """What a reader of MLflow finds for each seed: its own seed and the digest of the file it
+    trained on (here one of its own, as the expanded-set runs have), the model it saved, its
+    history with the last epoch, and a confusion matrix of the test set's true digits against
+    the net's answers."""
+    from pipeline import figures
+    from pipeline.data.mnist import digest, load_dataset
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 40).astype(np.uint8)
+    save_images(workdir / "data/expanded/mine.npz",
+                (rng.random((40, 28, 28)) * 40).astype(np.uint8) + labels[:, None, None] * 20, labels)
+    run = dict(RUN, data=dict(RUN["data"], train="mine", train_file="data/expanded/mine.npz"))
+    drawn = []
+    real_confusion = figures.confusion_matrix
+    monkeypatch.setattr(figures, "confusion_matrix",
+                        lambda y_true, y_pred: drawn.append(np.array(y_true)) or real_confusion(y_true, y_pred))
+    metrics = experiment.train_entry("tiny", run, DATA, PROFILE, "models/tiny", "results/tiny",
+                                     log=lambda _: None)
+    assert metrics["train_examples"] == 40  # the run's training set, not a held-out one
+    test_labels = load_dataset(workdir / "data/prepared/test.npz").y
+    assert len(drawn) == 2 and all(np.array_equal(y_true, test_labels) for y_true in drawn)
+    client, _ = _runs(workdir)
+    for seed, run_id in zip(run["seeds"], metrics["mlflow_run_ids"]):
+        logged = client.get_run(run_id).data
+        assert (logged.tags["book_id"], logged.tags["seed"], logged.params["seed"]) == ("tiny", str(seed), str(seed))
+        assert logged.tags["data_digest"] == digest(workdir / "data/expanded/mine.npz")
+        assert {"config.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
+                "misclassified.png", "model"} <= {a.path for a in client.list_artifacts(run_id)}
+        folder = Path(client.download_artifacts(run_id, "model", dst_path=str(workdir / "dl" / run_id)))
+        model = json.loads((folder / "model.json").read_text())
+        assert (model["metadata"]["seed"], model["metadata"]["data_digest"]) == (seed, logged.tags["data_digest"])
+        assert (folder / "weights.npz").is_file()
+        history = Path(client.download_artifacts(run_id, "history.csv", dst_path=str(workdir / "dl" / run_id)))
+        header, *rows = history.read_text().splitlines()
+        epoch = header.split(",").index("epoch")
+        assert [float(r.split(",")[epoch]) for r in rows] == [0, 1, 2]
+
+
+def test_an_interrupted_seeds_model_says_its_weights_are_not_the_final_epochs(workdir, monkeypatch):
+    """The ensemble and predict refuse or do not compare such weights by this line of model.json."""
+    real_fit = experiment.fit
+
+    def interrupted_fit(*args, **kwargs):
+        history = real_fit(*args, **kwargs)
+        history.interrupted = True
+        return history
+
+    monkeypatch.setattr(experiment, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.train_entry("tiny", dict(RUN, seeds=[1]), DATA, PROFILE, "models/tiny", "results/tiny",
+                               log=lambda _: None)
+    metadata = json.loads((workdir / "models/tiny/seed1/model.json").read_text())["metadata"]
+    assert metadata["weights"] == "interrupted during epoch 3"
+
+
+def test_run_data_gives_validation_and_test_each_from_its_own_file(workdir):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 10, 20).astype(np.uint8)
+    save_images(workdir / "data/prepared/test.npz", rng.integers(0, 256, (20, 28, 28)).astype(np.uint8), labels)
+    _, validation, test, _ = experiment.load_run_data(RUN, DATA, {})
+    assert (len(validation.y), len(test.y)) == (30, 20)
+    np.testing.assert_array_equal(test.y, labels)
+
+
+def test_each_epochs_gradient_norms_become_columns_numbered_from_layer_1():
+    """The report reads ``grad_norm_layer<l>`` with l = 1 for the first hidden layer (BOOK.md's
+    ||dC/db^1||), the last being the output layer's."""
+    from pipeline.report import hidden_norm_keys
+
+    row = experiment.flat_record({"epoch": 0, "validation_accuracy": 0.5, "gradient_norms": [0.01, 0.1, 0.5]})
+    assert row == {"epoch": 0, "validation_accuracy": 0.5, "grad_norm_layer1": 0.01,
+                   "grad_norm_layer2": 0.1, "grad_norm_layer3": 0.5}
+    assert hidden_norm_keys([row]) == ["grad_norm_layer1", "grad_norm_layer2"]
+
+
+def test_a_runs_epochs_are_the_most_any_seed_trained():
+    """A seed that an eta schedule ended early does not shorten the run's epochs column."""
+    def trained(seed, epochs_run):
+        records = [{"epoch": e, "validation_accuracy": 0.5} for e in range(epochs_run)]
+        return {"seed": seed, "mlflow_run_id": f"r{seed}", "records": records,
+                "summary": {"epochs_run": epochs_run, "test_at_best_validation": 0.5}}
+
+    metrics = experiment.run_metrics("tiny", RUN, "test", [trained(1, 2), trained(2, 3)], 60, 1.0)
+    assert metrics["epochs"] == 3 and metrics["train_examples"] == 60
+
+
+def test_an_earlier_runs_seed_folders_go_whatever_their_number_and_nothing_else_does(tmp_path):
+    """A replay's folder (``seed12345678``) or a tenth seed's is an earlier output as much as
+    ``seed1``; a folder or file of the user's beside them stays."""
+    models, results_dir = tmp_path / "models/tiny", tmp_path / "results/tiny"
+    for name in ("seed1", "seed12", "seed12345678", "seedlings"):
+        (models / name).mkdir(parents=True)
+    results_dir.mkdir(parents=True)
+    for name in ("metrics.json", "history.csv", "notes.txt"):
+        (results_dir / name).write_text("x\n")
+    experiment.clear_earlier_outputs(models, results_dir, log=lambda _: None)
+    assert [p.name for p in models.iterdir()] == ["seedlings"]
+    assert [p.name for p in results_dir.iterdir()] == ["notes.txt"]

@@ -1,6 +1,7 @@
 """Per-run figures: they show what they say they show."""
 
 import numpy as np
+import pytest
 
 from pipeline import figures
 
@@ -48,3 +49,24 @@ def test_expansion_preview_shows_each_copy_in_its_own_titled_column():
     for row in range(3):
         assert np.array_equal(axes[row, 0].images[0].get_array(), originals[row])
         assert np.array_equal(axes[row, 1].images[0].get_array(), shifted[row])
+
+
+def test_the_confusion_matrix_counts_true_digits_by_row_and_answers_by_column():
+    fig = figures.confusion_matrix([3, 3, 5], [3, 8, 5])
+    ax = fig.axes[0]
+    expected = np.zeros((10, 10), dtype=int)
+    expected[3, 3] = expected[3, 8] = expected[5, 5] = 1
+    np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected)
+    assert (ax.get_ylabel(), ax.get_xlabel()) == ("true digit", "predicted digit")
+    assert ax.get_title() == "confusion matrix: 3 images, accuracy 66.67%"
+    figures.plt.close(fig)
+
+
+def test_learning_curves_draw_accuracies_and_the_books_figure_in_percent():
+    records = [{"epoch": e, "validation_accuracy": 0.90 + 0.01 * e, "test_accuracy": 0.91 + 0.01 * e,
+                "training_cost": 0.3} for e in range(2)]
+    fig = figures.learning_curves(records, "ch1-30", 0.9542)
+    drawn = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].get_lines()}
+    assert drawn["validation"] == pytest.approx([90.0, 91.0]) and drawn["test"] == pytest.approx([91.0, 92.0])
+    assert drawn["book: 95.42%"] == pytest.approx([95.42, 95.42])
+    figures.plt.close(fig)

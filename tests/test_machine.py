@@ -87,3 +87,10 @@ def test_cpu_flags_reads_proc_cpuinfo_and_is_empty_without_it(monkeypatch):
 
     monkeypatch.setattr(Path, "read_text", unreadable)
     assert machine.cpu_flags() == set()
+
+
+def test_blas_summary_names_every_library_the_engine_runs_on():
+    """numpy's and scipy's OpenBLAS can be different builds: the record names both."""
+    summary = machine.blas_summary()
+    for lib in machine.blas_libraries():
+        assert f" {lib['version']}" in summary, (lib, summary)

@@ -375,3 +375,32 @@ def test_the_nets_run_on_the_blas_threads_asked_for(tmp_path, monkeypatch, argv,
     monkeypatch.setattr(predict, "score_test", score_test)
     assert predict.main([str(tmp_path), "--test", *argv]) == 0
     assert seen and set(seen) == {threads}, seen
+
+
+def test_the_runs_record_is_this_seeds_own_whatever_follows_it_in_the_history(tmp_path):
+    folder = tmp_path / "models" / "ch1-30" / "seed2"
+    folder.mkdir(parents=True)
+    (tmp_path / "results" / "ch1-30").mkdir(parents=True)
+    (tmp_path / "results" / "ch1-30" / "history.csv").write_text(
+        "seed,epoch,test_accuracy\n2,0,0.95\n2,1,0.97\n3,0,0.10\n3,1,0.20\n")
+    assert predict.history_test_accuracy(folder, 2) == {0: 0.95, 1: 0.97}
+
+
+def test_a_net_whose_weights_do_not_give_its_record_exits_1(tmp_path, capsys):
+    """``--test`` as a check in a script: the exit status says whether the record held."""
+    from pipeline.data.mnist import save_images
+
+    rng = np.random.default_rng(0)
+    save_images(tmp_path / "prepared" / "test.npz", rng.integers(0, 256, (30, 28, 28)).astype(np.uint8),
+                rng.integers(0, 10, 30).astype(np.uint8))
+    net = build_network(FC30)
+    test = load_dataset(tmp_path / "prepared" / "test.npz")
+    accuracy = net.accuracy(test.x, test.y)
+    for recorded, status in ((accuracy, 0), (accuracy + 1 / 30, 1)):
+        metadata = {"seed": 1, "weights": FINAL_EPOCH_WEIGHTS, "test_examples": 30,
+                    "metrics": {"epochs_run": 1, "best_epoch": 0, "test_at_best_validation": recorded}}
+        save_model(tmp_path / "net", net, FC30, metadata=metadata)
+        assert predict.main([str(tmp_path / "net"), "--test", "--prepared", str(tmp_path / "prepared")]) == status
+        out, err = capsys.readouterr()
+        assert ("DIFFERENT" in out) == bool(status)
+        assert ("differs from its run's record" in err) == bool(status)

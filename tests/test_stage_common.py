@@ -132,3 +132,23 @@ def test_the_first_line_names_the_profile(capsys, tmp_path, monkeypatch):
     with stage("report"):
         pass
     assert capsys.readouterr().err.startswith("== stage report (profile smoke) ==\n")
+
+
+def test_the_train_stage_hands_the_run_and_the_compute_settings_to_training(tmp_path, monkeypatch):
+    """``compute`` (seed workers, BLAS threads, device) reaches the run from params.yaml."""
+    import yaml
+
+    from pipeline.params import load_params
+    from pipeline.stages import train
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params["compute"] = {"device": "cpu", "seed_workers": 3, "blas_threads": 2}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    monkeypatch.setattr(train, "train_entry", lambda *args, **kwargs: seen.update(args=args, kwargs=kwargs))
+    train.main("ch1-30")
+    assert seen["args"] == ("ch1-30", params["book"]["ch1-30"], params["data"], params["profile"])
+    assert seen["kwargs"]["compute"] == params["compute"]
+    assert (seen["kwargs"]["model_dir"], seen["kwargs"]["results_dir"]) == (Path("models/ch1-30"),
+                                                                            Path("results/ch1-30"))

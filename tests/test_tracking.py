@@ -548,3 +548,26 @@ def test_a_run_whose_last_epochs_cannot_be_written_does_not_end_finished(client,
             monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: bad(self, *a, **k))
     monkeypatch.setattr(MlflowClient, "log_batch", real)
     assert status_of(client, run.run_id) == "FAILED"
+
+
+def test_a_queued_experiments_name_and_baseline_revision_are_tags_of_their_own(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git: only the environment's tags matter here
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-newt")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123abc")
+    tags = tracking.standard_tags("b", 1, "smoke", 0, "d")
+    assert (tags["dvc.exp_name"], tags["dvc.exp_baseline_rev"]) == ("brave-newt", "0123abc")
+
+
+def test_a_downloaded_model_comes_with_its_runs_test_accuracy_per_epoch(client, tmp_path):
+    """predict --run compares the weights' test score with this record: the test set's, not
+    validation's."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    with tracking.start_run("fc30") as run:
+        for epoch in range(3):
+            run.log_epoch({"epoch": epoch, "validation_accuracy": 0.5 + epoch / 10,
+                           "test_accuracy": 0.6 + epoch / 10})
+        run.log_artifacts(tmp_path / "model", "model")
+    logged = tracking.download_model(run.run_id, tmp_path / "download")
+    assert logged.run_name == "fc30" and (logged.folder / "model.json").is_file()
+    assert logged.test_accuracy == pytest.approx({0: 0.6, 1: 0.7, 2: 0.8})
