@@ -312,12 +312,8 @@ def test_run_data_is_loaded_in_the_runs_dtype_with_the_same_pixels(workdir, dtyp
     np.testing.assert_array_equal(train.x, default.x.astype(dtype))
 
 
-def test_a_rerun_that_is_stopped_leaves_none_of_the_earlier_runs_results(workdir, monkeypatch):
-    """Outside DVC (which removes a stage's outputs before running it) the earlier run's
-    metrics.json, history.csv and seed folders go once every check has passed: a rerun stopped
-    part-way leaves its own partial weights, never the earlier results beside them."""
-    experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
-    (workdir / "models/tiny/notes.txt").write_text("mine\n")
+def _interrupt_every_fit(monkeypatch):
+    """Each seed trains in full, then reports itself interrupted, as after a Ctrl-C."""
     real_fit = experiment.fit
 
     def interrupted_fit(*args, **kwargs):
@@ -326,6 +322,15 @@ def test_a_rerun_that_is_stopped_leaves_none_of_the_earlier_runs_results(workdir
         return history
 
     monkeypatch.setattr(experiment, "fit", interrupted_fit)
+
+
+def test_a_rerun_that_is_stopped_leaves_none_of_the_earlier_runs_results(workdir, monkeypatch):
+    """Outside DVC (which removes a stage's outputs before running it) the earlier run's
+    metrics.json, history.csv and seed folders go once every check has passed: a rerun stopped
+    part-way leaves its own partial weights, never the earlier results beside them."""
+    experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    (workdir / "models/tiny/notes.txt").write_text("mine\n")
+    _interrupt_every_fit(monkeypatch)
     said = []
     with pytest.raises(KeyboardInterrupt):
         experiment.train_entry("tiny", dict(RUN, seeds=[3]), DATA, PROFILE, "models/tiny", "results/tiny",
@@ -422,14 +427,7 @@ def test_a_seeds_mlflow_run_holds_its_own_seed_data_digest_model_and_whole_histo
 
 def test_an_interrupted_seeds_model_says_its_weights_are_not_the_final_epochs(workdir, monkeypatch):
     """The ensemble and predict refuse or do not compare such weights by this line of model.json."""
-    real_fit = experiment.fit
-
-    def interrupted_fit(*args, **kwargs):
-        history = real_fit(*args, **kwargs)
-        history.interrupted = True
-        return history
-
-    monkeypatch.setattr(experiment, "fit", interrupted_fit)
+    _interrupt_every_fit(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         experiment.train_entry("tiny", dict(RUN, seeds=[1]), DATA, PROFILE, "models/tiny", "results/tiny",
                                log=lambda _: None)
