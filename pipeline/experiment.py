@@ -29,7 +29,7 @@ from pipeline.errors import SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.nn.spec import SpecError, validate_training
-from pipeline.settings import COUNT_OR_NULL, check_compute, check_limits
+from pipeline.settings import COUNT_OR_NULL, SEED, check_compute, check_limits, check_rule
 
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
             "seeds": list, "model": dict, "training": dict}
@@ -83,12 +83,9 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
         raise SettingError(f"{path}.book.epochs", f"expected the book's number of epochs (>= 1), "
                         f"got {run_cfg['book']['epochs']!r}")
     _check_keys(run_cfg["data"], f"{path}.data", DATA_KEYS)
-    if not COUNT_OR_NULL[0](run_cfg["data"]["train_limit"]):
-        raise SettingError(f"{path}.data.train_limit", f"expected {COUNT_OR_NULL[1]}, "
-                        f"got {run_cfg['data']['train_limit']!r}")
+    check_rule(run_cfg["data"]["train_limit"], f"{path}.data.train_limit", COUNT_OR_NULL)
     seeds = run_cfg["seeds"]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                            for s in seeds):
+    if not seeds or not all(SEED[0](s) for s in seeds):
         raise SettingError(f"{path}.seeds", f"expected a non-empty list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):  # two workers would write one models/<id>/seed<k>
         raise SettingError(f"{path}.seeds", f"a seed is listed twice: {seeds!r}")

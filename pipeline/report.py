@@ -186,7 +186,7 @@ def run_row(metrics: dict) -> dict:
             "all_seeds": ours.get("all_seeds"),
             "honest_mean": honest.get("mean"), "honest_std": honest.get("std"),
             # the seeds the mean is over (a seed stopped before its first evaluation has none)
-            "honest_n": honest.get("n", ours.get("n_seeds")),
+            "honest_n": honest.get("n"),
             "n_seeds": ours.get("n_seeds"), "rule": ours.get("rule"),
             "epochs": metrics.get("epochs"), "wall_seconds": metrics.get("wall_seconds"),
             "profile": metrics.get("profile"), "train_examples": metrics.get("train_examples"),
@@ -234,7 +234,7 @@ def _honest(r: dict) -> str:
     text = _pct(r["honest_mean"])
     if r["honest_std"] is not None:
         text += f" ± {100 * r['honest_std']:.2f}"
-    return text + f" (n={r.get('honest_n', r['n_seeds'])})"
+    return text + f" (n={r.get('honest_n') or r['n_seeds']})"
 
 
 def _book(r: dict) -> str:
@@ -295,7 +295,7 @@ def markdown_table(rows: list[dict]) -> str:
             runs = r["book"].get("runs")
             # fewer seeds than the book's runs give the best fewer chances; more are not
             # counted (the verdict takes the first as many as the book's runs)
-            fewer = r["rule"].startswith("best of") and runs and int(r["rule"].split()[-1]) < runs
+            fewer = r["rule"].startswith("best of") and runs and r["n_seeds"] < runs
             metric += f" ({r['rule']} {counted}" + (f"; the book: best of {runs}" if fewer else "")
             every = r.get("all_seeds")
             if every and every.get("value") is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.errors import SettingError
 
-__all__ = ["SettingError", "check_compute", "check_limits", "check_sections", "check_settings"]
+__all__ = ["SettingError", "check_compute", "check_limits", "check_rule", "check_sections", "check_settings"]
 
 DOWNLOAD_SOURCES = ("mirrors", "npm", "local")
 # the engine's pipeline.nn.spec.DEVICES, written again: importing the engine here would make the
@@ -99,6 +99,13 @@ OPTIONAL = {"expand.*": {"order"}, "profile": {"about"},
 SECTIONS = ("data", "download", "expand", "baselines", "ensemble", "report", "compute", "book", "profile")
 
 
+def check_rule(value, path: str, rule: Rule) -> None:
+    """Raise :class:`SettingError` naming ``path`` when ``value`` breaks ``rule``."""
+    ok, allowed = rule
+    if not ok(value):
+        raise SettingError(path, f"expected {allowed}, got {value!r}")
+
+
 def _check(node, path: str, schema_name: str) -> None:
     schema = SCHEMAS[schema_name]
     if not isinstance(node, dict):
@@ -106,9 +113,7 @@ def _check(node, path: str, schema_name: str) -> None:
     for key, value in node.items():
         if key not in schema:
             raise SettingError(f"{path}.{key}", f"unknown key; allowed: {', '.join(schema)}")
-        ok, allowed = schema[key]
-        if not ok(value):
-            raise SettingError(f"{path}.{key}", f"expected {allowed}, got {value!r}")
+        check_rule(value, f"{path}.{key}", schema[key])
     missing = [key for key in schema if key not in node and key not in OPTIONAL.get(schema_name, ())]
     if missing:
         raise SettingError(f"{path}.{missing[0]}", f"missing; expected {schema[missing[0]][1]}")

@@ -24,6 +24,7 @@ from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
 from pipeline.params import MODELS, run_folders
+from pipeline.settings import SEED
 
 
 def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
@@ -36,7 +37,7 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
                         f"key `{book_id}:` (the file's name); the runs composed are {sorted(cfg['book'])}")
     run_cfg = cfg["book"][book_id]
     if (seed := cfg.get("seed")) is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # named as typed, not as seeds
+        if not SEED[0](seed):  # named as typed, not as the run's seeds
             raise SettingError("seed", f"expected an integer >= 0 (seed=2), got {seed!r}")
         run_cfg["seeds"] = [seed]  # its range for the run's random streams is checked with the run
     for key in ("eta", "epochs"):
