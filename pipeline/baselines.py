@@ -170,3 +170,21 @@ def _assemble(x: np.ndarray, y: np.ndarray, fitted: dict, gamma: float) -> Pairw
 
 def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(predicted == labels))
+
+
+# The baselines stage's three MLflow runs, by name: the book's chapter of each, and what the
+# stage logs as its params and summary metrics (``pipeline.restore_runs`` logs them again).
+RUN_CHAPTERS = {"B-darkness": 1, "B-svm": 1, "svm-sweep": 3}
+
+
+def run_params(name: str, cfg: dict) -> dict:
+    """The params of baselines run ``name``, from the stage's config ``cfg``."""
+    return {"B-darkness": {"method": "average darkness"}, "B-svm": cfg["svm"], "svm-sweep": cfg}[name]
+
+
+def run_metrics(name: str, metrics: dict, sweep: dict) -> dict:
+    """The summary metrics of baselines run ``name``, from the stage's ``metrics.json`` and
+    ``svm_sweep.json``: the sweep's as one validation accuracy per training-set size."""
+    if name == "svm-sweep":
+        return {f"validation_accuracy_n{p['n']}": p["validation_accuracy"] for p in sweep["points"]}
+    return metrics[{"B-darkness": "darkness", "B-svm": "svm"}[name]]

@@ -219,13 +219,11 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
     tags = tracking.standard_tags(book_id, run_cfg["chapter"], profile, seed, data_digest)
     if replay:
         tags["replay"] = run_cfg["replay"]["script"]
-    params = {"book_id": book_id, "profile": profile, "seed": seed, "data": run_cfg["data"],
-              "model": spec["model"], "training": spec["training"]}
     what = f"the book's run ({run_cfg['replay']['script']}, seed {seed}) replayed" if replay else f"seed {seed}"
     epochs = spec["training"]["epochs"]
     log(f"train {book_id} {what}: {len(train):,} training images, "
         f"{epochs} epoch{'s' if epochs != 1 else ''}")
-    with tracking.start_run(book_id, params=params, tags=tags) as run:
+    with tracking.start_run(book_id, params=seed_params(book_id, run_cfg, profile, seed, spec), tags=tags) as run:
         if interrupts.stop_requested():  # a SIGTERM came while this seed was being set up
             raise KeyboardInterrupt(f"seed {seed} stopped before training")
         rows: list[dict] = []
@@ -250,11 +248,24 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         if history.interrupted:
             log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")
             raise KeyboardInterrupt
-        value = results.seed_value(summary, rows, run_cfg["book"]["metric"])
-        run.log_metrics(_summary_metrics(summary, run_cfg["book"], value))
-        _log_artifacts(run, book_id, run_cfg, spec, rows, net, test, seed_dir)
+        log_seed_outcome(run, book_id, run_cfg, spec, summary, rows, net, test, seed_dir)
         return {"seed": seed, "replay": replay, "mlflow_run_id": run.run_id, "summary": summary,
                 "records": rows}
+
+
+def seed_params(book_id: str, run_cfg: dict, profile: str, seed: int, spec: dict) -> dict:
+    """The params of one seed's MLflow run: the run's data and the seed's engine spec."""
+    return {"book_id": book_id, "profile": profile, "seed": seed, "data": run_cfg["data"],
+            "model": spec["model"], "training": spec["training"]}
+
+
+def log_seed_outcome(run, book_id: str, run_cfg: dict, spec: dict, summary: dict, rows: list[dict],
+                     net, test: Dataset, seed_dir: Path) -> None:
+    """What a seed's MLflow run holds beside its epochs: the summary metrics (with the seed's
+    value by the book's metric and its difference from the book) and the artifacts."""
+    value = results.seed_value(summary, rows, run_cfg["book"]["metric"])
+    run.log_metrics(_summary_metrics(summary, run_cfg["book"], value))
+    _log_artifacts(run, book_id, run_cfg, spec, rows, net, test, seed_dir)
 
 
 def _log_artifacts(run, book_id, run_cfg, spec, rows, net, test: Dataset, seed_dir: Path) -> None:

@@ -149,6 +149,35 @@ def standard_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_dige
     return tags
 
 
+RESTORED_FROM_TAG = "restored_from"
+
+
+def restored_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str,
+                  restored_from: str) -> dict:
+    """Tags of a run logged again from the outputs that DVC restored (``pipeline.restore_runs``):
+    what it reproduces and the id of the run it was first logged as. None of
+    ``standard_tags``' code and environment tags: this machine did not train it."""
+    return {"book_id": book_id, "chapter": chapter, "profile": profile, "seed": seed,
+            "data_digest": data_digest, RESTORED_FROM_TAG: restored_from}
+
+
+def logged_run_ids() -> set[str]:
+    """The ids of the experiment's runs in the store, and of the runs that its restored runs
+    were first logged as: what ``pipeline.restore_runs`` need not log again."""
+    client, experiment_id = _client()
+    ids: set[str] = set()
+    token = None
+    while True:
+        page = _write(client.search_runs, [experiment_id], max_results=1000, page_token=token)
+        for run in page:
+            ids.add(run.info.run_id)
+            if RESTORED_FROM_TAG in run.data.tags:
+                ids.add(run.data.tags[RESTORED_FROM_TAG])
+        token = page.token
+        if not token:
+            return ids
+
+
 def _number(value: Any) -> float | None:
     """A finite-or-NaN float for a metric, or None to skip (None, strings, arrays)."""
     if value is None or isinstance(value, str):
@@ -450,7 +479,9 @@ __all__ = [
     "download_model",
     "flatten",
     "init_store",
+    "logged_run_ids",
     "project_root",
+    "restored_tags",
     "standard_tags",
     "start_run",
     "tracking_uri",

@@ -93,3 +93,21 @@ def stage_env(monkeypatch, tmp_path) -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A working directory with tiny synthetic prepared sets (60/30/30 images, each label's
+    images brighter by 20) and its own MLflow store: for a run of the book end to end."""
+    import numpy as np
+
+    from pipeline.data.mnist import save_images
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 60), ("validation", 30), ("test", 30)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8) + labels[:, None, None] * 20
+        save_images(tmp_path / "data/prepared" / f"{name}.npz", images, labels)
+    return tmp_path

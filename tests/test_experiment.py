@@ -24,18 +24,6 @@ DATA = {"prepared_dir": "data/prepared", "expanded_dir": "data/expanded", "n_tra
 PROFILE = {"name": "test", "limits": {}}
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 60), ("validation", 30), ("test", 30)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8) + labels[:, None, None] * 20
-        save_images(tmp_path / "data/prepared" / f"{name}.npz", images, labels)
-    return tmp_path
-
-
 def _runs(workdir):
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
     exp = client.get_experiment_by_name("nielsen-mnist")

@@ -28,6 +28,7 @@ def test_dvc_repro_data_stages_and_baselines(repo_copy, stage_env, mnist_raw_dir
     metrics = json.loads((repo_copy / "results/baselines/metrics.json").read_text())
     assert metrics["darkness"]["test_correct"] == 2225
     assert metrics["svm"]["train_size"] == 1000 and metrics["svm"]["test_accuracy"] > 0.8
+    assert sorted(metrics["mlflow_run_ids"]) == ["B-darkness", "B-svm", "svm-sweep"]  # pipeline.restore_runs reads them
     # the sweep's SVMs are fitted in the same pool as the main one
     sweep = json.loads((repo_copy / "results/baselines/svm_sweep.json").read_text())
     assert [p["n"] for p in sweep["points"]] == [100, 200]
@@ -121,6 +122,17 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
         assert f"Stage '{stage}' is cached - skipping run" in restored, stage
     for path in ("results/summary.json", "results/ch1-30/metrics.json"):
         assert (clone / path).read_bytes() == (repo_copy / path).read_bytes(), path
+    # The runs restored there are logged into the collaborator's own MLflow store, once.
+    elsewhere = tmp_path / "collaborator.db"
+    clone_env = dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{elsewhere}")
+    logged = run([sys.executable, "-m", "pipeline.restore_runs"], clone, clone_env)
+    assert f"logged {len(runs)} run(s)" in logged, logged
+    theirs = MlflowClient(tracking_uri=f"sqlite:///{elsewhere}")
+    copies = theirs.search_runs([theirs.get_experiment_by_name("nielsen-mnist").experiment_id], max_results=1000)
+    assert sorted(r.data.tags["restored_from"] for r in copies) == sorted(r.info.run_id for r in runs)
+    assert sorted(r.info.run_name for r in copies) == sorted(r.info.run_name for r in runs)
+    again = run([sys.executable, "-m", "pipeline.restore_runs"], clone, clone_env)
+    assert f"logged 0 run(s) into sqlite:///{elsewhere}; {len(runs)} in the store already" in again, again
 
     # Comparing experiments, as the README does it: the workspace's run saved as the baseline
     # (main's dvc.lock records no training run), one changed, `dvc exp diff` shows only that.

@@ -77,20 +77,23 @@ def main() -> None:
         sets = _load_sets(data["prepared_dir"])
         train_digest = digest(split_file(data["prepared_dir"], "train"))
 
-        def tags(book_id: str, chapter: int) -> dict:
-            return tracking.standard_tags(book_id, chapter, profile, None, train_digest)
+        def start_run(name: str):
+            return tracking.start_run(name, params=bl.run_params(name, cfg), tags=tracking.standard_tags(
+                name, bl.RUN_CHAPTERS[name], profile, None, train_digest))
 
-        metrics = {}
-        with tracking.start_run("B-darkness", params={"method": "average darkness"},
-                                tags=tags("B-darkness", 1)) as run:
+        metrics, run_ids = {}, {}
+        with start_run("B-darkness") as run:
             metrics["darkness"] = darkness(sets)
-            run.log_metrics(metrics["darkness"])
-        with tracking.start_run("B-svm", params=cfg["svm"], tags=tags("B-svm", 1)) as run:
+            run.log_metrics(bl.run_metrics("B-darkness", metrics, {}))
+            run_ids["B-darkness"] = run.run_id
+        with start_run("B-svm") as run:
             metrics["svm"], swept = svm(sets, cfg)
-            run.log_metrics(metrics["svm"])
-        with tracking.start_run("svm-sweep", params=cfg, tags=tags("svm-sweep", 3)) as run:
-            for point in swept["points"]:
-                run.log_metrics({f"validation_accuracy_n{point['n']}": point["validation_accuracy"]})
+            run.log_metrics(bl.run_metrics("B-svm", metrics, swept))
+            run_ids["B-svm"] = run.run_id
+        with start_run("svm-sweep") as run:  # its fits were made beside the book's SVM
+            run.log_metrics(bl.run_metrics("svm-sweep", metrics, swept))
+            run_ids["svm-sweep"] = run.run_id
+        metrics["mlflow_run_ids"] = run_ids  # for pipeline.restore_runs
         write_json(Path(cfg["out_dir"]) / "svm_sweep.json", swept)
         write_json(Path(cfg["out_dir"]) / "metrics.json", metrics)
 

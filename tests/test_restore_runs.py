@@ -1,0 +1,133 @@
+"""Runs restored by DVC, logged again into another machine's MLflow store as they were first logged."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import experiment, restore_runs
+
+RUN = {
+    "chapter": 3, "title": "tiny", "what_changed": "test",
+    "book": {"value": 0.5, "metric": "peak_validation", "runs": 1, "epochs": 3, "note": ""},
+    "data": {"train": "train", "train_file": "data/prepared/train.npz", "train_limit": None},
+    "seeds": [1, 2],
+    "model": {"input_shape": [784], "cost": "cross_entropy", "init": "large",
+              "layers": [{"type": "fc", "units": 8}, {"type": "fc", "units": 10}]},
+    "training": {"epochs": 3, "batch_size": 10, "eta": 0.5,
+                 "monitor": {"training_cost": True, "training_accuracy": True}},
+    "replay": {"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"}},
+}
+PARAMS = {
+    "profile": {"name": "test", "limits": {}, "replay": True},
+    "data": {"prepared_dir": "data/prepared", "expanded_dir": "data/expanded", "n_train": 60},
+    "book": {"tiny": RUN},
+    "ensemble": {"id": "tiny-ensemble"},
+    "baselines": {"out_dir": "results/baselines"},
+}
+
+
+def _store(path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{path}")
+    experiment_ = client.get_experiment_by_name("nielsen-mnist")
+    runs = client.search_runs([experiment_.experiment_id]) if experiment_ else []
+    return client, {r.info.run_id: r for r in runs}
+
+
+@pytest.fixture
+def trained(workdir):
+    """The tiny run trained (two seeds and the book's run replayed) into the store ``mlflow.db``."""
+    metrics = experiment.train_entry("tiny", RUN, PARAMS["data"], PARAMS["profile"], "models/tiny",
+                                     "results/tiny", log=lambda _: None)
+    return metrics
+
+
+def test_restored_runs_hold_what_the_first_runs_held(trained, workdir, monkeypatch):
+    original, first = _store(workdir / "mlflow.db")
+    assert len(first) == 3
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    lines = []
+    done = restore_runs.restore(PARAMS, log=lines.append)
+    assert (done.logged, done.present) == (3, 0)
+    assert done.missing == ["baselines", "tiny-ensemble"]  # no outputs of theirs here
+    client, restored = _store(workdir / "elsewhere.db")
+    assert len(restored) == 3
+    by_origin = {r.data.tags["restored_from"]: r for r in restored.values()}
+    assert set(by_origin) == set(first)
+    for run_id, run in first.items():
+        again = by_origin[run_id]
+        assert again.info.run_name == run.info.run_name == "tiny" and again.info.status == "FINISHED"
+        assert again.data.params == run.data.params
+        assert again.data.metrics == run.data.metrics
+        for name in ("validation_accuracy", "training_cost", "epoch_seconds"):
+            assert ([(m.step, m.value) for m in client.get_metric_history(again.info.run_id, name)]
+                    == [(m.step, m.value) for m in original.get_metric_history(run_id, name)]), name
+        assert (sorted(a.path for a in client.list_artifacts(again.info.run_id))
+                == sorted(a.path for a in original.list_artifacts(run_id)))
+        for tag in ("book_id", "seed", "profile", "data_digest", "chapter"):
+            assert again.data.tags[tag] == run.data.tags[tag]
+        assert again.data.tags.get("replay") == run.data.tags.get("replay")
+        assert "mlflow.source.git.commit" not in again.data.tags  # this machine did not train it
+    assert any("the book's run replayed" in line for line in lines)
+
+
+def test_a_second_restore_and_the_training_store_log_nothing(trained, workdir, monkeypatch):
+    done = restore_runs.restore(PARAMS, log=lambda _: None)  # the store that trained them
+    assert (done.logged, done.present) == (0, 3)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    assert restore_runs.restore(PARAMS, log=lambda _: None, dry_run=True).logged == 3
+    assert not _store(workdir / "elsewhere.db")[1]  # a dry run logs nothing
+    assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 3
+    again = restore_runs.restore(PARAMS, log=lambda _: None)
+    assert (again.logged, again.present) == (0, 3)
+    assert len(_store(workdir / "elsewhere.db")[1]) == 3
+
+
+def test_results_of_another_profile_are_left_out_and_said_so(trained, workdir, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    lines = []
+    done = restore_runs.restore(dict(PARAMS, profile=dict(PARAMS["profile"], name="quick")), log=lines.append)
+    assert (done.logged, done.left_out) == (0, ["tiny"])
+    assert any("profile 'test', params.yaml is 'quick'" in line for line in lines)
+
+
+def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_record(workdir, monkeypatch):
+    from pipeline.atomic import write_json
+
+    (workdir / "models/m/seed1").mkdir(parents=True)
+    (workdir / "models/m/seed1/model.json").write_text(json.dumps({"metadata": {"data_digest": "abc"}}))
+    write_json(workdir / "results/tiny-ensemble/metrics.json",
+               {"id": "tiny-ensemble", "members": ["models/m/seed1"], "test_accuracy": 0.75,
+                "test_errors": 5, "mlflow_run_ids": ["e" * 32]})
+    write_json(workdir / "results/baselines/metrics.json",
+               {"darkness": {"test_accuracy": 0.2}, "svm": {"test_accuracy": 0.9, "seconds": 3.0},
+                "mlflow_run_ids": {"B-darkness": "d" * 32, "B-svm": "s" * 32, "svm-sweep": "w" * 32}})
+    write_json(workdir / "results/baselines/svm_sweep.json",
+               {"points": [{"n": 100, "validation_accuracy": 0.7}]})
+    params = dict(PARAMS, book={}, ensemble={"id": "tiny-ensemble", "chapter": 6, "members": "m"},
+                  baselines={"out_dir": "results/baselines", "svm": {"C": 1.0}, "sweep": {"sizes": [100]}})
+    done = restore_runs.restore(params, log=lambda _: None)
+    assert (done.logged, done.missing) == (4, [])
+    _, runs = _store(workdir / "mlflow.db")
+    by_name = {r.info.run_name: r for r in runs.values()}
+    assert by_name["tiny-ensemble"].data.metrics == {"test_accuracy": 0.75, "test_errors": 5}
+    assert by_name["tiny-ensemble"].data.tags["data_digest"] == "abc"
+    assert by_name["B-svm"].data.params == {"C": "1.0"}
+    assert by_name["B-svm"].data.metrics == {"test_accuracy": 0.9, "seconds": 3.0}
+    assert by_name["svm-sweep"].data.metrics == {"validation_accuracy_n100": 0.7}
+    assert by_name["svm-sweep"].data.tags["chapter"] == "3"
+    assert {r.data.tags["restored_from"] for r in runs.values()} == {c * 32 for c in "edsw"}
+
+
+def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, monkeypatch, capsys):
+    import yaml
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    assert restore_runs.main([]) == 1  # nothing here at all
+    assert "no outputs here for baselines, tiny, tiny-ensemble" in capsys.readouterr().out
+    experiment.train_entry("tiny", RUN, PARAMS["data"], PARAMS["profile"], "models/tiny",
+                           "results/tiny", log=lambda _: None)
+    (workdir / "results/tiny/history.csv").write_text("epoch\n0\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    assert restore_runs.main([]) == 2
+    assert "results/tiny/history.csv: not a run's history" in capsys.readouterr().err
