@@ -32,6 +32,7 @@ from typing import Callable
 from pipeline import baselines, experiment, tracking
 from pipeline.data.mnist import Dataset, digest, load_dataset, split_file
 from pipeline.errors import EXIT_STATUS, InputError
+from pipeline.interrupts import exit_status
 from pipeline.nn import ModelFileError, load_model
 from pipeline.nn.spec import validate_training
 from pipeline.params import load_params, run_folders
@@ -230,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FileNotFoundError) as error:
         print(f"restore_runs: {error}", file=sys.stderr)
         return EXIT_STATUS
+    except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM while a run was open
+        print("restore_runs: stopped; the run it was logging ended KILLED, and the next call logs "
+              "it again with the runs not logged yet", file=sys.stderr)
+        return exit_status(stopped)
     verb = "would log" if args.dry_run else "logged"
     left_out = f"; {len(done.left_out)} left out (see above)" if done.left_out else ""
     print(f"restore_runs: {verb} {done.logged} run(s) into {tracking.tracking_uri()}; "

@@ -162,13 +162,15 @@ def restored_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_dige
 
 
 def logged_run_ids() -> set[str]:
-    """The ids of the experiment's runs in the store, and of the runs that its restored runs
-    were first logged as: what ``pipeline.restore_runs`` need not log again."""
+    """The ids of the experiment's FINISHED runs in the store, and of the runs that its FINISHED
+    restored runs were first logged as: what ``pipeline.restore_runs`` need not log again (a
+    restored run that was stopped part-way ended KILLED, and is logged again)."""
     client, experiment_id = _client()
     ids: set[str] = set()
     token = None
     while True:
-        page = _write(client.search_runs, [experiment_id], max_results=1000, page_token=token)
+        page = _write(client.search_runs, [experiment_id], filter_string="attributes.status = 'FINISHED'",
+                      max_results=1000, page_token=token)
         for run in page:
             ids.add(run.info.run_id)
             if RESTORED_FROM_TAG in run.data.tags:

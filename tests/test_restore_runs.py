@@ -131,3 +131,25 @@ def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
     assert restore_runs.main([]) == 2
     assert "results/tiny/history.csv: not a run's history" in capsys.readouterr().err
+
+
+def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(trained, workdir, monkeypatch,
+                                                                               capsys):
+    import yaml
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    first_outcome = experiment.log_seed_outcome
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "log_seed_outcome", stopped)
+    assert restore_runs.main([]) == 130
+    assert "stopped; the run it was logging ended KILLED" in capsys.readouterr().err
+    assert [r.info.status for r in _store(workdir / "elsewhere.db")[1].values()] == ["KILLED"]
+    monkeypatch.setattr(experiment, "log_seed_outcome", first_outcome)
+    assert restore_runs.main([]) == 0
+    assert "logged 3 run(s)" in capsys.readouterr().out
+    statuses = sorted(r.info.status for r in _store(workdir / "elsewhere.db")[1].values())
+    assert statuses == ["FINISHED"] * 3 + ["KILLED"]
