@@ -75,3 +75,26 @@ def test_ci_runs_exactly_the_readmes_test_command():
     command = block.splitlines()[1].strip()
     ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     assert command.startswith("python3 -m venv .venv") and ci[-1] == command, (command, ci[-1])
+
+
+CODE_REFERENCE = re.compile(r"`((?:pipeline|tests)/[\w/]+\.py)(?:::([\w.]+))?`")
+
+
+def test_the_reading_guide_names_code_and_tests_that_exist():
+    """docs/reading-the-code.md points from the book's equations to ``file::Name.method``."""
+    import importlib
+
+    page = (REPO_ROOT / "docs/reading-the-code.md").read_text(encoding="utf-8")
+    references = CODE_REFERENCE.findall(page)
+    assert len(references) > 40
+    for path, name in references:
+        assert (REPO_ROOT / path).is_file(), path
+        if not name:
+            continue
+        if path.startswith("tests/"):
+            assert re.search(rf"^def {name}\(", (REPO_ROOT / path).read_text(encoding="utf-8"), re.M), (path, name)
+            continue
+        obj = importlib.import_module(path[:-3].replace("/", "."))
+        for part in name.split("."):
+            assert hasattr(obj, part), (path, name)
+            obj = getattr(obj, part)
