@@ -69,9 +69,17 @@ def _json(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path} is missing: {RESTORE}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not valid JSON ({error}): {RESTORE}") from None
+    if not isinstance(found, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(found).__name__}: {RESTORE}")
+    return found
+
+
+def _lacking(path: Path, error: Exception) -> InputError:
+    """A stage's output without a field this reads: damaged, or not what the stage wrote."""
+    return InputError(f"{path}: not as its stage writes it (no {error}): {RESTORE}")
 
 
 class Restorer:
@@ -123,10 +131,13 @@ class Restorer:
                      f"is {self.profile!r} (`python -m pipeline.config profile={metrics.get('profile')}` first)")
             self.left_out.append(book_id)
             return
-        jobs = [(s["seed"], False, s, s["mlflow_run_id"]) for s in metrics["seeds"]]
-        if metrics.get("replay"):
-            replay = metrics["replay"]
-            jobs.append((replay["seed"], True, replay["summary"], replay["mlflow_run_id"]))
+        try:
+            jobs = [(s["seed"], False, s, s["mlflow_run_id"]) for s in metrics["seeds"]]
+            if metrics.get("replay"):
+                replay = metrics["replay"]
+                jobs.append((replay["seed"], True, replay["summary"], replay["mlflow_run_id"]))
+        except (KeyError, TypeError) as error:
+            raise _lacking(results_dir / "metrics.json", error) from None
         histories = None
         for seed, replay, summary, original in jobs:
             what = f"{book_id} " + ("the book's run replayed" if replay else f"seed {seed}")
@@ -170,12 +181,14 @@ class Restorer:
             self.missing.append(cfg["id"])
             return
         result = _json(path)
-        original = result["mlflow_run_ids"][0]
+        try:
+            original, first_member = result["mlflow_run_ids"][0], Path(result["members"][0])
+        except (KeyError, TypeError, IndexError) as error:
+            raise _lacking(path, error) from None
         if not self._new(cfg["id"], original):
             return
-        member = _json(Path(result["members"][0]) / "model.json")
-        tags = tracking.restored_tags(cfg["id"], cfg["chapter"], self.profile, None,
-                                      member["metadata"].get("data_digest"), original)
+        digest_of_data = (_json(first_member / "model.json").get("metadata") or {}).get("data_digest")
+        tags = tracking.restored_tags(cfg["id"], cfg["chapter"], self.profile, None, digest_of_data, original)
         with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
             run.log_metrics(result)  # its numbers, as the stage logged them
         self._done(original)

@@ -127,10 +127,20 @@ def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, mon
     assert "no outputs here for baselines, tiny, tiny-ensemble" in capsys.readouterr().out
     experiment.train_entry("tiny", RUN, PARAMS["data"], PARAMS["profile"], "models/tiny",
                            "results/tiny", log=lambda _: None)
+    history = (workdir / "results/tiny/history.csv").read_text()
     (workdir / "results/tiny/history.csv").write_text("epoch\n0\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
     assert restore_runs.main([]) == 2
     assert "results/tiny/history.csv: not a run's history" in capsys.readouterr().err
+    (workdir / "results/tiny/history.csv").write_text(history)
+    metrics = json.loads((workdir / "results/tiny/metrics.json").read_text())
+    del metrics["seeds"][0]["mlflow_run_id"]
+    (workdir / "results/tiny/metrics.json").write_text(json.dumps(metrics))
+    assert restore_runs.main([]) == 2
+    assert "results/tiny/metrics.json: not as its stage writes it (no 'mlflow_run_id')" in capsys.readouterr().err
+    (workdir / "results/tiny/metrics.json").write_text("[]")
+    assert restore_runs.main([]) == 2
+    assert "results/tiny/metrics.json: expected a JSON object, got list" in capsys.readouterr().err
 
 
 def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(trained, workdir, monkeypatch,
