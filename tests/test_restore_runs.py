@@ -4,20 +4,14 @@ import json
 
 import pytest
 from mlflow.tracking import MlflowClient
+from test_experiment import RUN as TINY  # the tests folder is on sys.path, as for tests/nn/nnhelpers
 
 from pipeline import experiment, restore_runs
 
-RUN = {
-    "chapter": 3, "title": "tiny", "what_changed": "test",
-    "book": {"value": 0.5, "metric": "peak_validation", "runs": 1, "epochs": 3, "note": ""},
-    "data": {"train": "train", "train_file": "data/prepared/train.npz", "train_limit": None},
-    "seeds": [1, 2],
-    "model": {"input_shape": [784], "cost": "cross_entropy", "init": "large",
-              "layers": [{"type": "fc", "units": 8}, {"type": "fc", "units": 10}]},
-    "training": {"epochs": 3, "batch_size": 10, "eta": 0.5,
-                 "monitor": {"training_cost": True, "training_accuracy": True}},
-    "replay": {"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"}},
-}
+# test_experiment's tiny run, monitoring the training set, with the book's run replayed beside it
+RUN = dict(TINY, model=dict(TINY["model"], init="large"),
+           training=dict(TINY["training"], monitor={"training_cost": True, "training_accuracy": True}),
+           replay={"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"}})
 PARAMS = {
     "profile": {"name": "test", "limits": {}, "replay": True},
     "data": {"prepared_dir": "data/prepared", "expanded_dir": "data/expanded", "n_train": 60},
