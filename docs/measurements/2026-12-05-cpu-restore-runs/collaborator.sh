@@ -15,8 +15,8 @@ echo "clone $(git rev-parse --short HEAD); install $(date -u +%T)"
 python3 -m venv .venv && . .venv/bin/activate && pip install -q -e . 2>&1 | grep -v "Looking in" | tail -2
 echo "repro --pull $(date -u +%T)"; { time dvc repro --pull; } > pull.log 2>&1; echo "rc=$?"; tail -4 pull.log
 echo "stages run: $(grep -c "^Running stage" pull.log); cached: $(grep -c "is cached - skipping" pull.log)"
-echo "restore_runs $(date -u +%T)"; { time python -m pipeline.restore_runs; } > restore.log 2>&1; echo "rc=$?"; grep -v "^log " restore.log
-python -m pipeline.restore_runs | tail -2
+echo "restore_runs $(date -u +%T)"; { time python -m pipeline.restore_runs; } > restore.log 2>&1; echo "rc=$?"; grep -v "^log " restore.log | sed "s#$PWD#<the new clone>#"
+python -m pipeline.restore_runs | tail -2 | sed "s#$PWD#<the new clone>#"  # no path of this machine in the output
 python "$REPO/docs/measurements/2026-12-05-cpu-restore-runs/compare.py" "$SRC/mlflow.db" "$DST/mlflow.db" 2>/dev/null
 for f in results/summary.json results/report.md; do cmp "$f" "$SRC/$f" && echo "$f identical"; done
 echo "end $(date -u +%T)"

@@ -7,9 +7,11 @@ here=$(cd "$(dirname "$0")" && pwd); repo=$(pwd); src=$(cd "$1" && pwd)
 work=$(mktemp -d)
 for f in results models data params.yaml; do ln -s "$src/$f" "$work/$f"; done
 cd "$work"
-echo "code: $(git -C "$repo" rev-parse --short HEAD); outputs: $src; $(date -u '+%F %T UTC'); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-{ time PYTHONPATH="$repo" MLFLOW_TRACKING_URI="sqlite:///$work/restored.db" python -m pipeline.restore_runs; } 2>&1
+echo "code: $(git -C "$repo" rev-parse --short HEAD); outputs: $(basename "$src"); $(date -u '+%F %T UTC'); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+{ time PYTHONPATH="$repo" MLFLOW_TRACKING_URI="sqlite:///$work/restored.db" python -m pipeline.restore_runs; } 2>&1 \
+  | sed "s#$work#<a temporary folder>#"  # no path of this machine in the log
 echo "again:"
-PYTHONPATH="$repo" MLFLOW_TRACKING_URI="sqlite:///$work/restored.db" python -m pipeline.restore_runs | tail -2
+PYTHONPATH="$repo" MLFLOW_TRACKING_URI="sqlite:///$work/restored.db" python -m pipeline.restore_runs | tail -2 \
+  | sed "s#$work#<a temporary folder>#"
 python "$here/compare.py" "$src/mlflow.db" "$work/restored.db" 2>/dev/null
 rm -rf "$work"
