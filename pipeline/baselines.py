@@ -182,6 +182,19 @@ def run_params(name: str, cfg: dict) -> dict:
     return {"B-darkness": {"method": "average darkness"}, "B-svm": cfg["svm"], "svm-sweep": cfg}[name]
 
 
+def settings_shown(metrics: dict, sweep: dict) -> dict:
+    """The settings that the stage's ``metrics.json`` and ``svm_sweep.json`` show they were made
+    with: the book's SVM's training-set size and the sweep's sizes."""
+    return {"svm_train_size": metrics["svm"]["train_size"],
+            "sweep_sizes": sorted(point["n"] for point in sweep["points"])}
+
+
+def settings_shown_by(cfg: dict, train_size: int) -> dict:
+    """``settings_shown`` of the outputs that config ``cfg`` makes from ``train_size`` images."""
+    return {"svm_train_size": cfg["svm"]["train_limit"] or train_size,
+            "sweep_sizes": sorted(cfg["sweep"]["sizes"])}
+
+
 def run_metrics(name: str, metrics: dict, sweep: dict) -> dict:
     """The summary metrics of baselines run ``name``, from the stage's ``metrics.json`` and
     ``svm_sweep.json``: the sweep's as one validation accuracy per training-set size."""

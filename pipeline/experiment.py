@@ -196,6 +196,28 @@ def history_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+def history_rows_by_seed(text: str) -> dict[int, list[dict]]:
+    """``history_csv``'s rows back, by seed, each the engine's epoch record again: numbers only
+    (``repr`` of a float reads back exactly), and no key for a cell left empty (a value that
+    epoch did not record). Raises ValueError for text that is not a run's history."""
+    rows: dict[int, list[dict]] = {}
+    for line in csv.DictReader(io.StringIO(text)):
+        try:
+            record = {k: _cell(v) for k, v in line.items() if k != "seed" and v not in ("", None)}
+            seed = int(line["seed"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a run's history ({error})") from None
+        rows.setdefault(seed, []).append(record)
+    return rows
+
+
+def _cell(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _summary_metrics(summary: dict, book: dict, seed_value: float | None) -> dict:
     metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if seed_value is not None:
@@ -216,9 +238,8 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
     train, validation, test, data_digest = data
     spec = run_spec(run_cfg, seed, limits, replay)
     net = build_network(spec)
-    tags = tracking.standard_tags(book_id, run_cfg["chapter"], profile, seed, data_digest)
-    if replay:
-        tags["replay"] = run_cfg["replay"]["script"]
+    trained_with = tracking.environment_tags()
+    tags = seed_tags(book_id, run_cfg, profile, seed, data_digest, replay, trained_with)
     what = f"the book's run ({run_cfg['replay']['script']}, seed {seed}) replayed" if replay else f"seed {seed}"
     epochs = spec["training"]["epochs"]
     log(f"train {book_id} {what}: {len(train):,} training images, "
@@ -244,13 +265,31 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
             "test_examples": len(test.y),  # what its test accuracies were measured on
             "weights": (f"interrupted during epoch {summary['epochs_run']}" if history.interrupted
                         else FINAL_EPOCH_WEIGHTS),
-            "mlflow_run_id": run.run_id, "metrics": summary})
+            "mlflow_run_id": run.run_id, "trained_with": trained_with, "metrics": summary})
         if history.interrupted:
             log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")
             raise KeyboardInterrupt
         log_seed_outcome(run, book_id, run_cfg, spec, summary, rows, net, test, seed_dir)
         return {"seed": seed, "replay": replay, "mlflow_run_id": run.run_id, "summary": summary,
                 "records": rows}
+
+
+def with_device(run_cfg: dict, device: str) -> dict:
+    """``run_cfg`` training on ``device``: the machine's choice (``compute.device``), recorded
+    with the run in its params and model."""
+    if run_cfg["training"].get("device", "cpu") == device:
+        return run_cfg
+    return dict(run_cfg, training=dict(run_cfg["training"], device=device))
+
+
+def seed_tags(book_id: str, run_cfg: dict, profile: str, seed: int, data_digest: str, replay: bool,
+              trained_with: dict) -> dict:
+    """The tags of one seed's MLflow run: what it reproduces, the ``environment_tags`` of the
+    machine that trains it (``trained_with``), and the book's script for a replay."""
+    tags = {**tracking.identity_tags(book_id, run_cfg["chapter"], profile, seed, data_digest), **trained_with}
+    if replay:
+        tags["replay"] = run_cfg["replay"]["script"]
+    return tags
 
 
 def seed_params(book_id: str, run_cfg: dict, profile: str, seed: int, spec: dict) -> dict:
@@ -408,8 +447,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     tracking.init_store()
     clear_earlier_outputs(model_dir, results_dir, log)  # every check passed: this run replaces them
     start = time.perf_counter()
-    if run_cfg["training"].get("device", "cpu") != device:  # the machine's choice, recorded with the run
-        run_cfg = dict(run_cfg, training=dict(run_cfg["training"], device=device))
+    run_cfg = with_device(run_cfg, device)
     if device != "cpu":  # one seed at a time: forked workers cannot share a CUDA context
         workers = 1
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)

@@ -6,9 +6,12 @@ the stages wrote and logs each run again from it, as its stage logged it: the sa
 params, per-epoch metrics (``step`` = epoch), summary metrics and artifacts (config,
 ``history.csv``, the model, and the learning curves, confusion matrix and misclassified digits,
 drawn again from the model and the test set). Each is tagged ``restored_from`` with the id of
-the run it was first logged as, and carries no code or machine tags: this machine did not train
-it. A run that the store holds already (this is the machine that trained it) or that was
-restored before is left out, so a second call logs nothing.
+the run it was first logged as, and carries the code and machine tags of the machine that
+trained it, which the stage wrote into its outputs (``trained_with``: the git commit, DVC
+stage, CPU, BLAS, Python and numpy; outputs of older stages have none), and none of the machine
+that restores it. A run that the store holds already, FINISHED (this is the machine that trained
+it, or it was restored before), is left out, so a second call logs nothing; a copy that a stop
+or a failure cut short is deleted when the run is logged whole.
 
     dvc repro --pull && python -m pipeline.restore_runs
     python -m pipeline.restore_runs --dry-run        # what it would log, logging nothing
@@ -16,53 +19,39 @@ restored before is left out, so a second call logs nothing.
 What it reads: for every run in params.yaml's ``book``, ``results/<id>/metrics.json`` and
 ``history.csv`` and ``models/<id>/seed<k>/`` (each seed, and the book's run replayed where there
 is one); the ensemble's ``metrics.json``; the baselines' ``metrics.json`` and ``svm_sweep.json``;
-the test set. ``params.yaml`` must be composed with the profile that made them (a run whose
-``metrics.json`` names another profile is left out, and said so).
+the test set. Outputs made with other settings than ``params.yaml``'s (another profile, an edited
+config not yet run, other baselines sizes) are left out, and the line says which command makes
+them agree; damaged or missing ones are named, the other runs still logged, and the exit
+status is 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 from typing import Callable
 
 from pipeline import baselines, experiment, tracking
-from pipeline.data.mnist import Dataset, digest, load_dataset, split_file
+from pipeline.data.mnist import Dataset, digest, load_dataset, load_images, split_file
 from pipeline.errors import EXIT_STATUS, InputError
 from pipeline.interrupts import exit_status
 from pipeline.nn import ModelFileError, load_model
-from pipeline.nn.spec import validate_training
+from pipeline.nn.spec import validate_spec, validate_training
 from pipeline.params import load_params, run_folders
 
 RESTORE = "run `dvc repro --pull` to restore it"
 
 
-def _cell(text: str) -> int | float:
-    """A number of ``history.csv`` as the engine recorded it (``repr`` of a float reads back exactly)."""
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
 def history_by_seed(path: Path) -> dict[int, list[dict]]:
-    """``history.csv``'s rows by seed, each the engine's epoch record again: numbers only, and no
-    key for a cell left empty (a value that epoch did not record)."""
+    """``history.csv``'s rows by seed, each the engine's epoch record again."""
     if not path.is_file():
         raise InputError(f"{path} is missing: {RESTORE}")
-    rows: dict[int, list[dict]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for line in csv.DictReader(f):
-            try:
-                record = {k: _cell(v) for k, v in line.items() if k != "seed" and v not in ("", None)}
-                seed = int(line["seed"])
-            except (KeyError, TypeError, ValueError) as error:
-                raise InputError(f"{path}: not a run's history ({error}): {RESTORE}") from None
-            rows.setdefault(seed, []).append(record)
-    return rows
+    try:
+        return experiment.history_rows_by_seed(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise InputError(f"{path}: {error}: {RESTORE}") from None
 
 
 def _json(path: Path) -> dict:
@@ -82,33 +71,73 @@ def _lacking(path: Path, error: Exception) -> InputError:
     return InputError(f"{path}: not as its stage writes it (no {error}): {RESTORE}")
 
 
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _differing(found: dict, expected: dict, prefix: str = "") -> list[str]:
+    """The keys (dotted) where two specs differ."""
+    keys = []
+    for key in sorted(set(found) | set(expected), key=str):
+        a, b = found.get(key), expected.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _differing(a, b, f"{prefix}{key}.")
+        elif _canonical(a) != _canonical(b):
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
 class Restorer:
-    """Logs the restored runs one by one, leaving out those the store has; counts what it did."""
+    """Logs the restored runs one by one, leaving out those the store has; counts what it did.
+
+    A run whose outputs cannot be logged (missing, damaged, or made with other settings than
+    params.yaml's) is left out with a line saying why, and the others are still logged."""
 
     def __init__(self, params: dict, log: Callable[[str], None] = print, dry_run: bool = False):
         self.params, self.log, self.dry_run = params, log, dry_run
         self.profile = params["profile"]["name"]
         self.limits = params["profile"].get("limits") or {}
-        self.known = tracking.logged_run_ids()
+        store = tracking.store_runs(create=not dry_run)  # a dry run makes no store
+        self.known, self.cut_short = store.logged, store.cut_short
         self.logged, self.present = 0, 0
         self.missing: list[str] = []  # runs with no outputs here
-        self.left_out: list[str] = []  # runs whose outputs cannot be logged, each said why
+        self.left_out: list[str] = []  # runs whose outputs are not of params.yaml's settings
+        self.damaged: list[str] = []  # runs whose outputs could not be read
         self._test_sets: dict[str, Dataset] = {}
 
-    def _new(self, what: str, original: str) -> bool:
-        """Whether run ``original`` is to be logged now: it is not in the store, and this is not a
-        dry run (which counts it instead). Says which runs it logs."""
+    def _in_store(self, original: str) -> bool:
+        """Whether the store holds run ``original`` already (counted)."""
         if original in self.known:
             self.present += 1
-            return False
+            return True
+        return False
+
+    def _log_now(self, what: str, original: str) -> bool:
+        """Says that run ``original`` is logged now; False in a dry run, which counts it instead."""
         self.log(f"{'would log' if self.dry_run else 'log'} {what} (first logged as run {original})")
         if self.dry_run:
             self.logged += 1
         return not self.dry_run
 
     def _done(self, original: str) -> None:
+        """Run ``original`` is logged whole: the copies of it that a stop or failure cut short
+        in an earlier call are deleted, so that the UI shows it once."""
         self.known.add(original)
         self.logged += 1
+        if self.cut_short.get(original):
+            tracking.delete_runs(self.cut_short.pop(original))
+
+    def _leave_out(self, what: str, why: str) -> None:
+        self.log(f"left out {what}: {why}")
+        self.left_out.append(what)
+
+    def _guarded(self, what: str, log_it: Callable[..., None], *args) -> None:
+        """``log_it(*args)``; a damaged or missing output is said and counted, and the next run goes on."""
+        try:
+            log_it(*args)
+        except InputError as error:
+            self.log(f"not logged: {what}: {error}")
+            self.damaged.append(what)
 
     def _test_set(self, dtype: str) -> Dataset:
         if dtype not in self._test_sets:
@@ -118,6 +147,13 @@ class Restorer:
             self._test_sets[dtype] = load_dataset(path, dtype=dtype, cap=self.limits.get("eval_examples"))
         return self._test_sets[dtype]
 
+    def _other_profile(self, what: str, profile) -> bool:
+        if profile == self.profile:
+            return False
+        self._leave_out(what, f"its results are of profile {profile!r}, params.yaml is {self.profile!r} "
+                              f"(`python -m pipeline.config profile={profile}` first)")
+        return True
+
     # -- the runs of params.yaml's book -------------------------------------------------------
     def book_run(self, book_id: str) -> None:
         """Every seed of run ``book_id`` (and the book's run replayed) that the store lacks."""
@@ -126,10 +162,7 @@ class Restorer:
             self.missing.append(book_id)
             return
         metrics = _json(results_dir / "metrics.json")
-        if metrics.get("profile") != self.profile:
-            self.log(f"left out {book_id}: its results are of profile {metrics.get('profile')!r}, params.yaml "
-                     f"is {self.profile!r} (`python -m pipeline.config profile={metrics.get('profile')}` first)")
-            self.left_out.append(book_id)
+        if self._other_profile(book_id, metrics.get("profile")):
             return
         try:
             jobs = [(s["seed"], False, s, s["mlflow_run_id"]) for s in metrics["seeds"]]
@@ -141,37 +174,48 @@ class Restorer:
         histories = None
         for seed, replay, summary, original in jobs:
             what = f"{book_id} " + ("the book's run replayed" if replay else f"seed {seed}")
-            if not self._new(what, original):
+            if self._in_store(original):
                 continue
             histories = histories or history_by_seed(results_dir / "history.csv")
             if seed not in histories:
                 raise InputError(f"{results_dir / 'history.csv'} has no rows of seed {seed}: {RESTORE}")
             summary = {k: v for k, v in summary.items() if k not in ("seed", "mlflow_run_id")}
-            self._seed(book_id, seed, replay, summary, histories[seed], model_dir / f"seed{seed}", original)
-            self._done(original)
+            self._guarded(what, self._seed, what, book_id, seed, replay, summary, histories[seed],
+                          model_dir / f"seed{seed}", original)
 
-    def _seed(self, book_id: str, seed: int, replay: bool, summary: dict, rows: list[dict],
+    def _seed(self, what: str, book_id: str, seed: int, replay: bool, summary: dict, rows: list[dict],
               seed_dir: Path, original: str) -> None:
-        run_cfg = self.params["book"][book_id]
         try:
             loaded = load_model(seed_dir)
         except (FileNotFoundError, ModelFileError) as error:
             raise InputError(f"{seed_dir}: {error}; {RESTORE}") from None
+        if loaded.metadata.get("mlflow_run_id", original) != original:
+            self._leave_out(what, f"{seed_dir} holds the net of run {loaded.metadata['mlflow_run_id']}, "
+                                  f"not of run {original} that {book_id}'s metrics.json names: {RESTORE}")
+            return
+        run_cfg = experiment.with_device(self.params["book"][book_id],
+                                         loaded.spec["training"].get("device", "cpu"))
         spec = experiment.run_spec(run_cfg, seed, self.limits, replay)
-        device = loaded.spec["training"].get("device", "cpu")
-        if run_cfg["training"].get("device", "cpu") != device:  # as train_entry records the machine's choice
-            spec["training"] = dict(spec["training"], device=device)
-        tags = tracking.restored_tags(book_id, run_cfg["chapter"], self.profile, seed,
-                                      loaded.metadata.get("data_digest"), original)
-        if replay:
-            tags["replay"] = run_cfg["replay"]["script"]
+        differing = _differing(loaded.spec, validate_spec(spec))
+        if differing:  # params.yaml changed since: its params would not be this net's
+            self._leave_out(what, f"{seed_dir} was trained with other settings than params.yaml's "
+                                  f"book.{book_id} ({', '.join(differing)}): `dvc repro train@{book_id}`, "
+                                  "or `dvc repro --pull` if the remote has it")
+            return
         test = self._test_set(validate_training(run_cfg["training"])["dtype"])
+        if not self._log_now(what, original):
+            return
+        tags = tracking.restored_tags(
+            experiment.seed_tags(book_id, run_cfg, self.profile, seed, loaded.metadata.get("data_digest"),
+                                 replay, {}),
+            loaded.metadata.get("trained_with"), original)
         params = experiment.seed_params(book_id, run_cfg, self.profile, seed, spec)
-        with tracking.start_run(book_id, params=params, tags=tags) as run:
+        with tracking.start_run(book_id, params=params, tags=tags, context_tags=False) as run:
             for row in rows:
                 run.log_epoch(row)
             experiment.log_seed_outcome(run, book_id, run_cfg, spec, summary, rows, loaded.network,
                                         test, seed_dir)
+        self._done(original)
 
     # -- the ensemble and the baselines -------------------------------------------------------
     def ensemble(self) -> None:
@@ -181,15 +225,21 @@ class Restorer:
             self.missing.append(cfg["id"])
             return
         result = _json(path)
+        if self._other_profile(cfg["id"], result.get("profile")):
+            return
         try:
             original, first_member = result["mlflow_run_ids"][0], Path(result["members"][0])
         except (KeyError, TypeError, IndexError) as error:
             raise _lacking(path, error) from None
-        if not self._new(cfg["id"], original):
+        if self._in_store(original):
             return
         digest_of_data = (_json(first_member / "model.json").get("metadata") or {}).get("data_digest")
-        tags = tracking.restored_tags(cfg["id"], cfg["chapter"], self.profile, None, digest_of_data, original)
-        with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
+        if not self._log_now(cfg["id"], original):
+            return
+        tags = tracking.restored_tags(
+            tracking.identity_tags(cfg["id"], cfg["chapter"], self.profile, None, digest_of_data),
+            result.get("trained_with"), original)
+        with tracking.start_run(cfg["id"], params=cfg, tags=tags, context_tags=False) as run:
             run.log_metrics(result)  # its numbers, as the stage logged them
         self._done(original)
 
@@ -201,30 +251,43 @@ class Restorer:
             return
         metrics, sweep = _json(out / "metrics.json"), _json(out / "svm_sweep.json")
         train = split_file(self.params["data"]["prepared_dir"], "train")
+        try:
+            made_with = baselines.settings_shown(metrics, sweep)
+            logged = {name: baselines.run_metrics(name, metrics, sweep) for name in baselines.RUN_CHAPTERS}
+        except (KeyError, TypeError) as error:
+            raise _lacking(out / "metrics.json", error) from None
+        expected = baselines.settings_shown_by(cfg, len(load_images(train)[1])) if Path(train).is_file() else None
+        if expected is not None and made_with != expected:
+            for name in baselines.RUN_CHAPTERS:
+                self._leave_out(name, f"{out} was made with other settings than params.yaml's baselines "
+                                      f"({made_with} against {expected}): `dvc repro baselines`, or "
+                                      "`dvc repro --pull` if the remote has it")
+            return
         train_digest = None
         for name, chapter in baselines.RUN_CHAPTERS.items():
             original = (metrics.get("mlflow_run_ids") or {}).get(name)
             if original is None:
-                self.log(f"left out {name}: {out / 'metrics.json'} does not name its MLflow run (an older "
-                         "baselines stage wrote it; `dvc repro baselines` makes it again)")
-                self.left_out.append(name)
+                self._leave_out(name, f"{out / 'metrics.json'} does not name its MLflow run (an older "
+                                      "baselines stage wrote it; `dvc repro baselines` makes it again)")
                 continue
-            if not self._new(name, original):
+            if self._in_store(original) or not self._log_now(name, original):
                 continue
             train_digest = train_digest or digest(train)
-            tags = tracking.restored_tags(name, chapter, self.profile, None, train_digest, original)
-            with tracking.start_run(name, params=baselines.run_params(name, cfg), tags=tags) as run:
-                run.log_metrics(baselines.run_metrics(name, metrics, sweep))
+            tags = tracking.restored_tags(tracking.identity_tags(name, chapter, self.profile, None, train_digest),
+                                          metrics.get("trained_with"), original)
+            with tracking.start_run(name, params=baselines.run_params(name, cfg), tags=tags,
+                                    context_tags=False) as run:
+                run.log_metrics(logged[name])
             self._done(original)
 
 
 def restore(params: dict, log: Callable[[str], None] = print, dry_run: bool = False) -> Restorer:
     """Log every restored run that the store lacks; the ``Restorer`` holds the counts."""
     restorer = Restorer(params, log, dry_run)
-    restorer.baselines()
+    restorer._guarded("baselines", restorer.baselines)
     for book_id in params["book"]:
-        restorer.book_run(book_id)
-    restorer.ensemble()
+        restorer._guarded(book_id, restorer.book_run, book_id)
+    restorer._guarded(params["ensemble"]["id"], restorer.ensemble)
     return restorer
 
 
@@ -244,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FileNotFoundError) as error:
         print(f"restore_runs: {error}", file=sys.stderr)
         return EXIT_STATUS
-    except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM while a run was open
-        print("restore_runs: stopped; the run it was logging ended KILLED, and the next call logs "
-              "it again with the runs not logged yet", file=sys.stderr)
+    except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM
+        print("restore_runs: stopped; the runs logged before stay, a run being logged ended KILLED, "
+              "and the next call logs it again with the runs not logged yet", file=sys.stderr)
         return exit_status(stopped)
     verb = "would log" if args.dry_run else "logged"
     left_out = f"; {len(done.left_out)} left out (see above)" if done.left_out else ""
@@ -255,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     if done.missing:
         print(f"restore_runs: no outputs here for {', '.join(done.missing)}: "
               "run `dvc repro --pull` to restore them")
+    if done.damaged:
+        print(f"restore_runs: not logged, their outputs damaged or missing (see above): "
+              f"{', '.join(done.damaged)}", file=sys.stderr)
+        return EXIT_STATUS
     if not done.logged and not done.present:  # nothing here to log
         return 1
     return 0

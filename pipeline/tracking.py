@@ -120,14 +120,18 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
-def standard_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str) -> dict:
-    """Tags every run carries: what it reproduces, on which code, data and environment."""
+def identity_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str) -> dict:
+    """Tags that say what a run reproduces: the book's run, chapter, profile, seed and data."""
+    return {"book_id": book_id, "chapter": chapter, "profile": profile, "seed": seed,
+            "data_digest": data_digest}
+
+
+def environment_tags() -> dict:
+    """Tags that say where a run is trained: the code's git commit (and whether the work tree
+    differed from it), the DVC stage and experiment, Python, numpy, the CPU and its BLAS.
+    Stages also write them into their outputs, so that ``pipeline.restore_runs`` can give a
+    restored run the tags of the machine that trained it."""
     tags = {
-        "book_id": book_id,
-        "chapter": chapter,
-        "profile": profile,
-        "seed": seed,
-        "data_digest": data_digest,
         "python_version": platform.python_version(),
         "numpy_version": np.__version__,
         "cpu": cpu_model(),
@@ -146,38 +150,65 @@ def standard_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_dige
     ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
-    return tags
+    return {k: v for k, v in tags.items() if v is not None}
+
+
+def standard_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str) -> dict:
+    """Tags every run carries: what it reproduces, on which code, data and environment."""
+    return {**identity_tags(book_id, chapter, profile, seed, data_digest), **environment_tags()}
 
 
 RESTORED_FROM_TAG = "restored_from"
 
 
-def restored_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str,
+def restored_tags(identity: Mapping[str, Any], trained_with: Mapping[str, Any] | None,
                   restored_from: str) -> dict:
     """Tags of a run logged again from the outputs that DVC restored (``pipeline.restore_runs``):
-    what it reproduces and the id of the run it was first logged as. None of
-    ``standard_tags``' code and environment tags: this machine did not train it."""
-    return {"book_id": book_id, "chapter": chapter, "profile": profile, "seed": seed,
-            "data_digest": data_digest, RESTORED_FROM_TAG: restored_from}
+    its ``identity_tags``, the ``environment_tags`` of the machine that trained it as its
+    outputs record them (``trained_with``; none in outputs of older stages), and the id of the
+    run it was first logged as. Nothing of the machine that restores it."""
+    return {**identity, **(trained_with or {}), RESTORED_FROM_TAG: restored_from}
 
 
-def logged_run_ids() -> set[str]:
+class StoreRuns(NamedTuple):
+    """What ``pipeline.restore_runs`` needs to know of the store (see ``store_runs``)."""
+
+    logged: set[str]  # run ids it need not log again
+    cut_short: dict[str, list[str]]  # restored_from -> ids of its restored copies that did not finish
+
+
+def store_runs(create: bool = True) -> StoreRuns:
     """The ids of the experiment's FINISHED runs in the store, and of the runs that its FINISHED
-    restored runs were first logged as: what ``pipeline.restore_runs`` need not log again (a
-    restored run that was stopped part-way ended KILLED, and is logged again)."""
+    restored runs were first logged as: what ``pipeline.restore_runs`` need not log again; and
+    the restored copies that a stop or failure cut short (KILLED or FAILED), to be deleted when
+    their run is logged whole. ``create=False``: a sqlite store that does not exist yet is not
+    made (it holds nothing)."""
+    database = sqlite_file(tracking_uri())
+    if not create and database is not None and not database.exists():
+        return StoreRuns(set(), {})
     client, experiment_id = _client()
-    ids: set[str] = set()
+    found = StoreRuns(set(), {})
     token = None
     while True:
-        page = _write(client.search_runs, [experiment_id], filter_string="attributes.status = 'FINISHED'",
-                      max_results=1000, page_token=token)
+        page = _write(client.search_runs, [experiment_id], max_results=1000, page_token=token)
         for run in page:
-            ids.add(run.info.run_id)
-            if RESTORED_FROM_TAG in run.data.tags:
-                ids.add(run.data.tags[RESTORED_FROM_TAG])
+            original = run.data.tags.get(RESTORED_FROM_TAG)
+            if run.info.status == "FINISHED":
+                found.logged.add(run.info.run_id)
+                if original:
+                    found.logged.add(original)
+            elif original and run.info.status in ("KILLED", "FAILED"):  # not one being logged now
+                found.cut_short.setdefault(original, []).append(run.info.run_id)
         token = page.token
         if not token:
-            return ids
+            return found
+
+
+def delete_runs(run_ids: list[str]) -> None:
+    """Mark runs deleted (MLflow's soft delete: the UI hides them, ``mlflow gc`` removes them)."""
+    client, _ = _client()
+    for run_id in run_ids:
+        _write(client.delete_run, run_id)
 
 
 def _number(value: Any) -> float | None:
@@ -406,13 +437,19 @@ def start_run(
     *,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
+    context_tags: bool = True,
 ) -> Iterator[RunLogger]:
     """Open a run in experiment ``EXPERIMENT``; it ends FINISHED, FAILED (exception) or
-    KILLED (KeyboardInterrupt / SIGTERM), never left RUNNING. Exceptions are re-raised."""
+    KILLED (KeyboardInterrupt / SIGTERM), never left RUNNING. Exceptions are re-raised.
+
+    ``context_tags``: add MLflow's tags of this process (``mlflow.source.name``, ``mlflow.user``,
+    the git commit of the script it runs); False for a run this process did not train."""
     client, experiment_id = _client()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        all_tags = resolve_tags({k: str(v) for k, v in (tags or {}).items() if v is not None})
+    all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+    if context_tags:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            all_tags = resolve_tags(all_tags)
     all_tags.update({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
     end_orphaned_runs(client, experiment_id)
     status = RunStatus.FAILED
@@ -481,10 +518,13 @@ __all__ = [
     "download_model",
     "flatten",
     "init_store",
-    "logged_run_ids",
     "project_root",
+    "delete_runs",
+    "environment_tags",
+    "identity_tags",
     "restored_tags",
     "standard_tags",
+    "store_runs",
     "start_run",
     "tracking_uri",
 ]

@@ -131,6 +131,14 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     copies = theirs.search_runs([theirs.get_experiment_by_name("nielsen-mnist").experiment_id], max_results=1000)
     assert sorted(r.data.tags["restored_from"] for r in copies) == sorted(r.info.run_id for r in runs)
     assert sorted(r.info.run_name for r in copies) == sorted(r.info.run_name for r in runs)
+    # each copy names the code and stage that trained it, as its first run does, and nothing of
+    # the process that restored it (MLflow would tag that with the clone's own commit)
+    first_runs = {r.info.run_id: r for r in runs}
+    for copy in copies:
+        first = first_runs[copy.data.tags["restored_from"]].data.tags
+        for tag in ("mlflow.source.git.commit", "git_dirty", "dvc.stage", "cpu", "numpy_version"):
+            assert copy.data.tags.get(tag) == first.get(tag) and first.get(tag), (copy.info.run_name, tag)
+        assert "mlflow.source.name" in first and "mlflow.source.name" not in copy.data.tags
     again = run([sys.executable, "-m", "pipeline.restore_runs"], clone, clone_env)
     assert f"logged 0 run(s) into sqlite:///{elsewhere}; {len(runs)} in the store already" in again, again
 

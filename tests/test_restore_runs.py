@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_experiment import RUN as TINY  # the tests folder is on sys.path, as for tests/nn/nnhelpers
 
-from pipeline import experiment, restore_runs
+from pipeline import experiment, restore_runs, tracking
 
 # test_experiment's tiny run, monitoring the training set, with the book's run replayed beside it
 RUN = dict(TINY, model=dict(TINY["model"], init="large"),
@@ -21,6 +21,12 @@ PARAMS = {
 }
 
 
+def _said(capsys) -> str:
+    """What the command printed, on stdout and stderr."""
+    out, err = capsys.readouterr()
+    return out + err
+
+
 def _store(path):
     client = MlflowClient(tracking_uri=f"sqlite:///{path}")
     experiment_ = client.get_experiment_by_name("nielsen-mnist")
@@ -28,11 +34,18 @@ def _store(path):
     return client, {r.info.run_id: r for r in runs}
 
 
+TRAINED_AT = "a" * 40  # the commit the fixture's runs are trained at
+
+
 @pytest.fixture
-def trained(workdir):
-    """The tiny run trained (two seeds and the book's run replayed) into the store ``mlflow.db``."""
+def trained(workdir, monkeypatch):
+    """The tiny run trained (two seeds and the book's run replayed) into the store ``mlflow.db``,
+    its code at commit TRAINED_AT; after it, this machine's code is at another commit."""
+    git = {("rev-parse", "HEAD"): TRAINED_AT, ("status", "--porcelain", "--untracked-files=no"): " M x.py"}
+    monkeypatch.setattr(tracking, "_git", lambda *args: git[args])
     metrics = experiment.train_entry("tiny", RUN, PARAMS["data"], PARAMS["profile"], "models/tiny",
                                      "results/tiny", log=lambda _: None)
+    git[("rev-parse", "HEAD")] = "b" * 40
     return metrics
 
 
@@ -58,10 +71,14 @@ def test_restored_runs_hold_what_the_first_runs_held(trained, workdir, monkeypat
                     == [(m.step, m.value) for m in original.get_metric_history(run_id, name)]), name
         assert (sorted(a.path for a in client.list_artifacts(again.info.run_id))
                 == sorted(a.path for a in original.list_artifacts(run_id)))
-        for tag in ("book_id", "seed", "profile", "data_digest", "chapter"):
-            assert again.data.tags[tag] == run.data.tags[tag]
-        assert again.data.tags.get("replay") == run.data.tags.get("replay")
-        assert "mlflow.source.git.commit" not in again.data.tags  # this machine did not train it
+        # every tag of the first run but MLflow's of the process that logs it (its script, user,
+        # host and pid), the code and machine that trained it included
+        of_the_process = {"mlflow.source.name", "mlflow.source.type", "mlflow.user", "mlflow.runName",
+                          tracking.HOST_TAG, tracking.PID_TAG}
+        assert ({k: v for k, v in again.data.tags.items() if k not in of_the_process | {"restored_from"}}
+                == {k: v for k, v in run.data.tags.items() if k not in of_the_process})
+        assert again.data.tags["mlflow.source.git.commit"] == TRAINED_AT and again.data.tags["git_dirty"] == "true"
+        assert "mlflow.source.name" in run.data.tags and "mlflow.source.name" not in again.data.tags
     assert any("the book's run replayed" in line for line in lines)
 
 
@@ -70,7 +87,7 @@ def test_a_second_restore_and_the_training_store_log_nothing(trained, workdir, m
     assert (done.logged, done.present) == (0, 3)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
     assert restore_runs.restore(PARAMS, log=lambda _: None, dry_run=True).logged == 3
-    assert not _store(workdir / "elsewhere.db")[1]  # a dry run logs nothing
+    assert not (workdir / "elsewhere.db").exists()  # a dry run logs nothing, and makes no store
     assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 3
     again = restore_runs.restore(PARAMS, log=lambda _: None)
     assert (again.logged, again.present) == (0, 3)
@@ -85,32 +102,90 @@ def test_results_of_another_profile_are_left_out_and_said_so(trained, workdir, m
     assert any("profile 'test', params.yaml is 'quick'" in line for line in lines)
 
 
+def test_a_net_trained_with_other_settings_than_params_yaml_is_left_out(trained, workdir, monkeypatch):
+    """An edited config not yet run: its params would not be the net's."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    lines = []
+    edited = dict(RUN, training=dict(RUN["training"], eta=RUN["training"]["eta"] / 2))
+    done = restore_runs.restore(dict(PARAMS, book={"tiny": edited}), log=lines.append)
+    assert done.logged == 0 and len(done.left_out) == 3
+    assert sum("trained with other settings than params.yaml's book.tiny (training.eta)" in line
+               for line in lines) == 3
+    assert not _store(workdir / "elsewhere.db")[1]
+
+
+def test_a_missing_net_is_named_and_the_other_runs_still_logged(trained, workdir, monkeypatch, capsys):
+    import shutil
+
+    import yaml
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    shutil.rmtree(workdir / "models/tiny/seed1")
+    assert restore_runs.main([]) == 2
+    out, err = capsys.readouterr()
+    assert "not logged: tiny seed 1: models/tiny/seed1" in out
+    assert "logged 2 run(s)" in out and "not logged, their outputs damaged or missing (see above): tiny seed 1" in err
+    assert sorted(r.data.tags["seed"] for r in _store(workdir / "elsewhere.db")[1].values()) == ["12345678", "2"]
+
+
 def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_record(workdir, monkeypatch):
     from pipeline.atomic import write_json
 
     (workdir / "models/m/seed1").mkdir(parents=True)
     (workdir / "models/m/seed1/model.json").write_text(json.dumps({"metadata": {"data_digest": "abc"}}))
     write_json(workdir / "results/tiny-ensemble/metrics.json",
-               {"id": "tiny-ensemble", "members": ["models/m/seed1"], "test_accuracy": 0.75,
-                "test_errors": 5, "mlflow_run_ids": ["e" * 32]})
-    write_json(workdir / "results/baselines/metrics.json",
-               {"darkness": {"test_accuracy": 0.2}, "svm": {"test_accuracy": 0.9, "seconds": 3.0},
-                "mlflow_run_ids": {"B-darkness": "d" * 32, "B-svm": "s" * 32, "svm-sweep": "w" * 32}})
+               {"id": "tiny-ensemble", "profile": "test", "members": ["models/m/seed1"], "test_accuracy": 0.75,
+                "test_errors": 5, "mlflow_run_ids": ["e" * 32], "trained_with": {"cpu": "elsewhere"}})
+    baselines_metrics = {
+        "darkness": {"test_accuracy": 0.2}, "svm": {"test_accuracy": 0.9, "train_size": 60},
+        "mlflow_run_ids": {"B-darkness": "d" * 32, "B-svm": "s" * 32, "svm-sweep": "w" * 32},
+        "trained_with": {"mlflow.source.git.commit": "c" * 40}}
+    write_json(workdir / "results/baselines/metrics.json", baselines_metrics)
     write_json(workdir / "results/baselines/svm_sweep.json",
                {"points": [{"n": 100, "validation_accuracy": 0.7}]})
+    baselines_cfg = {"out_dir": "results/baselines", "svm": {"C": 1.0, "train_limit": None}, "sweep": {"sizes": [100]}}
     params = dict(PARAMS, book={}, ensemble={"id": "tiny-ensemble", "chapter": 6, "members": "m"},
-                  baselines={"out_dir": "results/baselines", "svm": {"C": 1.0}, "sweep": {"sizes": [100]}})
+                  baselines=dict(baselines_cfg, sweep={"sizes": [100, 200]}))
+    lines = []
+    other_sizes = restore_runs.restore(params, log=lines.append)  # the sweep's sizes edited since
+    assert other_sizes.left_out == ["B-darkness", "B-svm", "svm-sweep"] and other_sizes.logged == 1
+    assert any("other settings than params.yaml's baselines" in line and "[100, 200]" in line for line in lines)
+    params = dict(params, baselines=baselines_cfg)
     done = restore_runs.restore(params, log=lambda _: None)
-    assert (done.logged, done.missing) == (4, [])
+    assert (done.logged, done.present, done.missing) == (3, 1, [])
     _, runs = _store(workdir / "mlflow.db")
     by_name = {r.info.run_name: r for r in runs.values()}
     assert by_name["tiny-ensemble"].data.metrics == {"test_accuracy": 0.75, "test_errors": 5}
     assert by_name["tiny-ensemble"].data.tags["data_digest"] == "abc"
-    assert by_name["B-svm"].data.params == {"C": "1.0"}
-    assert by_name["B-svm"].data.metrics == {"test_accuracy": 0.9, "seconds": 3.0}
+    assert by_name["tiny-ensemble"].data.tags["cpu"] == "elsewhere"
+    assert by_name["B-svm"].data.params == {"C": "1.0", "train_limit": "None"}
+    assert by_name["B-svm"].data.metrics == {"test_accuracy": 0.9, "train_size": 60}
+    assert by_name["B-darkness"].data.tags["mlflow.source.git.commit"] == "c" * 40
     assert by_name["svm-sweep"].data.metrics == {"validation_accuracy_n100": 0.7}
     assert by_name["svm-sweep"].data.tags["chapter"] == "3"
     assert {r.data.tags["restored_from"] for r in runs.values()} == {c * 32 for c in "edsw"}
+
+
+def test_an_ensemble_of_another_profile_and_damaged_baselines_log_nothing(workdir, monkeypatch, capsys):
+    import yaml
+
+    from pipeline.atomic import write_json
+
+    write_json(workdir / "results/tiny-ensemble/metrics.json",
+               {"id": "tiny-ensemble", "profile": "smoke", "members": ["models/m/seed1"], "mlflow_run_ids": ["e" * 32]})
+    write_json(workdir / "results/baselines/metrics.json",  # no darkness
+               {"svm": {"train_size": 60}, "mlflow_run_ids": {"B-darkness": "d" * 32}})
+    write_json(workdir / "results/baselines/svm_sweep.json", {"points": []})
+    params = dict(PARAMS, book={}, ensemble={"id": "tiny-ensemble", "chapter": 6, "members": "m"},
+                  baselines={"out_dir": "results/baselines", "svm": {"train_limit": None}, "sweep": {"sizes": []}})
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    assert restore_runs.main([]) == 2
+    out, err = capsys.readouterr()
+    assert "left out tiny-ensemble: its results are of profile 'smoke', params.yaml is 'test'" in out
+    assert "results/baselines/metrics.json: not as its stage writes it (no 'darkness')" in out
+    assert "not logged, their outputs damaged or missing (see above): baselines" in err
+    assert not _store(workdir / "mlflow.db")[1]  # no run left FAILED
 
 
 def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, monkeypatch, capsys):
@@ -125,16 +200,16 @@ def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, mon
     (workdir / "results/tiny/history.csv").write_text("epoch\n0\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
     assert restore_runs.main([]) == 2
-    assert "results/tiny/history.csv: not a run's history" in capsys.readouterr().err
+    assert "results/tiny/history.csv: not a run's history" in _said(capsys)
     (workdir / "results/tiny/history.csv").write_text(history)
     metrics = json.loads((workdir / "results/tiny/metrics.json").read_text())
     del metrics["seeds"][0]["mlflow_run_id"]
     (workdir / "results/tiny/metrics.json").write_text(json.dumps(metrics))
     assert restore_runs.main([]) == 2
-    assert "results/tiny/metrics.json: not as its stage writes it (no 'mlflow_run_id')" in capsys.readouterr().err
+    assert "results/tiny/metrics.json: not as its stage writes it (no 'mlflow_run_id')" in _said(capsys)
     (workdir / "results/tiny/metrics.json").write_text("[]")
     assert restore_runs.main([]) == 2
-    assert "results/tiny/metrics.json: expected a JSON object, got list" in capsys.readouterr().err
+    assert "results/tiny/metrics.json: expected a JSON object, got list" in _said(capsys)
 
 
 def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(trained, workdir, monkeypatch,
@@ -150,10 +225,13 @@ def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(t
 
     monkeypatch.setattr(experiment, "log_seed_outcome", stopped)
     assert restore_runs.main([]) == 130
-    assert "stopped; the run it was logging ended KILLED" in capsys.readouterr().err
+    assert "a run being logged ended KILLED, and the next call logs it again" in capsys.readouterr().err
     assert [r.info.status for r in _store(workdir / "elsewhere.db")[1].values()] == ["KILLED"]
     monkeypatch.setattr(experiment, "log_seed_outcome", first_outcome)
     assert restore_runs.main([]) == 0
     assert "logged 3 run(s)" in capsys.readouterr().out
-    statuses = sorted(r.info.status for r in _store(workdir / "elsewhere.db")[1].values())
-    assert statuses == ["FINISHED"] * 3 + ["KILLED"]
+    # the copy cut short is deleted (MLflow's soft delete), so the UI lists each run once
+    client, active = _store(workdir / "elsewhere.db")
+    assert sorted(r.info.status for r in active.values()) == ["FINISHED"] * 3
+    every = client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id], run_view_type=3)
+    assert sorted(r.info.status for r in every) == ["FINISHED"] * 3 + ["KILLED"]

@@ -77,9 +77,11 @@ def main() -> None:
         sets = _load_sets(data["prepared_dir"])
         train_digest = digest(split_file(data["prepared_dir"], "train"))
 
+        trained_with = tracking.environment_tags()
+
         def start_run(name: str):
-            return tracking.start_run(name, params=bl.run_params(name, cfg), tags=tracking.standard_tags(
-                name, bl.RUN_CHAPTERS[name], profile, None, train_digest))
+            return tracking.start_run(name, params=bl.run_params(name, cfg), tags={**tracking.identity_tags(
+                name, bl.RUN_CHAPTERS[name], profile, None, train_digest), **trained_with})
 
         metrics, run_ids = {}, {}
         with start_run("B-darkness") as run:
@@ -93,7 +95,7 @@ def main() -> None:
         with start_run("svm-sweep") as run:  # its fits were made beside the book's SVM
             run.log_metrics(bl.run_metrics("svm-sweep", metrics, swept))
             run_ids["svm-sweep"] = run.run_id
-        metrics["mlflow_run_ids"] = run_ids  # for pipeline.restore_runs
+        metrics.update(mlflow_run_ids=run_ids, trained_with=trained_with)  # for pipeline.restore_runs
         write_json(Path(cfg["out_dir"]) / "svm_sweep.json", swept)
         write_json(Path(cfg["out_dir"]) / "metrics.json", metrics)
 

@@ -53,10 +53,11 @@ def main() -> None:
                                       "n_seeds": len(nets), "rule": f"vote of {len(nets)}",
                                       "seed": None}
         result["difference"] = results.difference(result["test_accuracy"], cfg["book"]["value"])
-        tags = tracking.standard_tags(cfg["id"], cfg["chapter"], params["profile"]["name"], None,
-                                      loaded[0].metadata.get("data_digest", ""))
+        result["trained_with"] = tracking.environment_tags()  # for pipeline.restore_runs
+        tags = {**tracking.identity_tags(cfg["id"], cfg["chapter"], params["profile"]["name"], None,
+                                         loaded[0].metadata.get("data_digest", "")), **result["trained_with"]}
         with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
-            run.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
+            run.log_metrics(result)  # its numbers; pipeline.restore_runs logs them again from metrics.json
             result["mlflow_run_ids"] = [run.run_id]
         write_json(run_folders(cfg["id"])[1] / "metrics.json", result)
         log(f"ensemble of {len(nets)}: test {result['test_accuracy']:.2%} "
