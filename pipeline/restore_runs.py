@@ -177,14 +177,14 @@ class Restorer:
             if self._in_store(original):
                 continue
             histories = histories or history_by_seed(results_dir / "history.csv")
-            if seed not in histories:
-                raise InputError(f"{results_dir / 'history.csv'} has no rows of seed {seed}: {RESTORE}")
             summary = {k: v for k, v in summary.items() if k not in ("seed", "mlflow_run_id")}
-            self._guarded(what, self._seed, what, book_id, seed, replay, summary, histories[seed],
+            self._guarded(what, self._seed, what, book_id, seed, replay, summary, histories.get(seed),
                           model_dir / f"seed{seed}", original)
 
-    def _seed(self, what: str, book_id: str, seed: int, replay: bool, summary: dict, rows: list[dict],
+    def _seed(self, what: str, book_id: str, seed: int, replay: bool, summary: dict, rows: list[dict] | None,
               seed_dir: Path, original: str) -> None:
+        if rows is None:
+            raise InputError(f"{run_folders(book_id)[1] / 'history.csv'} has no rows of seed {seed}: {RESTORE}")
         try:
             loaded = load_model(seed_dir)
         except (FileNotFoundError, ModelFileError) as error:
