@@ -196,28 +196,6 @@ def history_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def history_rows_by_seed(text: str) -> dict[int, list[dict]]:
-    """``history_csv``'s rows back, by seed, each the engine's epoch record again: numbers only
-    (``repr`` of a float reads back exactly), and no key for a cell left empty (a value that
-    epoch did not record). Raises ValueError for text that is not a run's history."""
-    rows: dict[int, list[dict]] = {}
-    for line in csv.DictReader(io.StringIO(text)):
-        try:
-            record = {k: _cell(v) for k, v in line.items() if k != "seed" and v not in ("", None)}
-            seed = int(line["seed"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"not a run's history ({error})") from None
-        rows.setdefault(seed, []).append(record)
-    return rows
-
-
-def _cell(text: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
 def _summary_metrics(summary: dict, book: dict, seed_value: float | None) -> dict:
     metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if seed_value is not None:
@@ -454,7 +432,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     replay_seed = run_cfg["replay"]["seed"] if run_cfg.get("replay") and profile_cfg.get("replay") else None
     trained = train_seeds(run_cfg["seeds"], data, args, workers, compute.get("blas_threads"), replay_seed)
     metrics = run_metrics(book_id, run_cfg, profile_cfg["name"], trained, len(data[0]),
-                          round(time.perf_counter() - start, 1))
+                          round(time.perf_counter() - start, 1), limits)
     # the replay's epochs follow the seeds' in history.csv, under its own seed
     rows = [dict(seed=s["seed"], **row) for s in trained for row in s["records"]]
     write_text(results_dir / "history.csv", history_csv(rows))
@@ -472,7 +450,7 @@ def ours_by_the_book(seeds: list[dict], book: dict) -> dict[str, Any]:
 
 
 def run_metrics(book_id: str, run_cfg: dict, profile: str, trained: list[dict], train_examples: int,
-                wall_seconds: float) -> dict[str, Any]:
+                wall_seconds: float, limits: dict | None = None) -> dict[str, Any]:
     """``metrics.json`` of a run: the book's figure, ours by the book's rule and by the honest
     one, each seed's summary, and the replay of the book's own run where there is one."""
     seeds = [s for s in trained if not s.get("replay")]
@@ -481,6 +459,8 @@ def run_metrics(book_id: str, run_cfg: dict, profile: str, trained: list[dict], 
         "id": book_id, "chapter": run_cfg["chapter"], "title": run_cfg["title"],
         "what_changed": run_cfg["what_changed"], "profile": profile,
         "train_set": run_cfg["data"]["train"], "train_examples": train_examples,
+        # what else its MLflow params hold beside the models' spec (pipeline.restore_runs checks it)
+        "settings": {"data": run_cfg["data"], "limits": limits or {}},
         "book": book,
         **ours_by_the_book(seeds, book),
         "honest_test_at_best_validation": results.honest(seeds),

@@ -8,10 +8,11 @@ params, per-epoch metrics (``step`` = epoch), summary metrics and artifacts (con
 drawn again from the model and the test set). Each is tagged ``restored_from`` with the id of
 the run it was first logged as, and carries the code and machine tags of the machine that
 trained it, which the stage wrote into its outputs (``trained_with``: the git commit, DVC
-stage, CPU, BLAS, Python and numpy; outputs of older stages have none), and none of the machine
-that restores it. A run that the store holds already, FINISHED (this is the machine that trained
-it, or it was restored before), is left out, so a second call logs nothing; a copy that a stop
-or a failure cut short is deleted when the run is logged whole.
+stage, CPU, BLAS, Python and numpy; outputs of older stages have none); of the machine that
+restores it, only the host and process id that ``tracking.start_run`` gives every run. A run
+that the store holds already, FINISHED (this is the machine that trained it, or it was restored
+before), is left out, so a second call logs nothing; a copy that a stop or a failure cut short
+is deleted when the run is logged whole.
 
     dvc repro --pull && python -m pipeline.restore_runs
     python -m pipeline.restore_runs --dry-run        # what it would log, logging nothing
@@ -19,15 +20,19 @@ or a failure cut short is deleted when the run is logged whole.
 What it reads: for every run in params.yaml's ``book``, ``results/<id>/metrics.json`` and
 ``history.csv`` and ``models/<id>/seed<k>/`` (each seed, and the book's run replayed where there
 is one); the ensemble's ``metrics.json``; the baselines' ``metrics.json`` and ``svm_sweep.json``;
-the test set. Outputs made with other settings than ``params.yaml``'s (another profile, an edited
-config not yet run, other baselines sizes) are left out, and the line says which command makes
-them agree; damaged or missing ones are named, the other runs still logged, and the exit
+the test set. Outputs made with other settings than ``params.yaml``'s are left out, and the line
+says which command makes them agree: another profile (each ``metrics.json``), another net
+(``model.json``'s spec against the one ``params.yaml`` gives), other data or profile limits (a
+run's ``metrics.json`` ``settings``), another baselines config (theirs, or for outputs of an
+older stage the sizes they show); damaged or missing ones are named, the other runs still logged, and the exit
 status is 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -44,14 +49,30 @@ from pipeline.params import load_params, run_folders
 RESTORE = "run `dvc repro --pull` to restore it"
 
 
+def _cell(text: str) -> int | float:
+    """A number of ``history.csv`` as the engine recorded it (``repr`` of a float reads back exactly)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def history_by_seed(path: Path) -> dict[int, list[dict]]:
-    """``history.csv``'s rows by seed, each the engine's epoch record again."""
+    """``history.csv``'s rows by seed (``experiment.history_csv`` read back), each the engine's
+    epoch record again: numbers only, and no key for a cell left empty (a value that epoch did
+    not record). Kept here, not beside ``history_csv``: every training stage depends on
+    ``experiment.py``, and an edit there would retrain the book."""
     if not path.is_file():
         raise InputError(f"{path} is missing: {RESTORE}")
-    try:
-        return experiment.history_rows_by_seed(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise InputError(f"{path}: {error}: {RESTORE}") from None
+    rows: dict[int, list[dict]] = {}
+    for line in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))):
+        try:
+            record = {k: _cell(v) for k, v in line.items() if k != "seed" and v not in ("", None)}
+            seed = int(line["seed"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"{path}: not a run's history ({error}): {RESTORE}") from None
+        rows.setdefault(seed, []).append(record)
+    return rows
 
 
 def _json(path: Path) -> dict:
@@ -76,7 +97,7 @@ def _canonical(value) -> str:
 
 
 def _differing(found: dict, expected: dict, prefix: str = "") -> list[str]:
-    """The keys (dotted) where two specs differ."""
+    """The keys (dotted) where two mappings of settings differ."""
     keys = []
     for key in sorted(set(found) | set(expected), key=str):
         a, b = found.get(key), expected.get(key)
@@ -99,6 +120,11 @@ class Restorer:
         self.limits = params["profile"].get("limits") or {}
         store = tracking.store_runs(create=not dry_run)  # a dry run makes no store
         self.known, self.cut_short = store.logged, store.cut_short
+        # copies cut short of runs that an earlier call logged whole after all (it was stopped
+        # before it deleted them)
+        leftover = [copy for original in self.known & set(self.cut_short) for copy in self.cut_short.pop(original)]
+        if leftover and not dry_run:
+            tracking.delete_runs(leftover)
         self.logged, self.present = 0, 0
         self.missing: list[str] = []  # runs with no outputs here
         self.left_out: list[str] = []  # runs whose outputs are not of params.yaml's settings
@@ -163,6 +189,14 @@ class Restorer:
             return
         metrics = _json(results_dir / "metrics.json")
         if self._other_profile(book_id, metrics.get("profile")):
+            return
+        run_cfg = self.params["book"][book_id]
+        made_with = metrics.get("settings")  # None in outputs of older stages
+        differing = _differing(made_with, {"data": run_cfg["data"], "limits": self.limits}) if made_with else []
+        if differing:
+            self._leave_out(book_id, f"{results_dir / 'metrics.json'} was made with other settings than "
+                                     f"params.yaml's ({', '.join(differing)}): `dvc repro train@{book_id}`, "
+                                     "or `dvc repro --pull` if the remote has it")
             return
         try:
             jobs = [(s["seed"], False, s, s["mlflow_run_id"]) for s in metrics["seeds"]]
@@ -251,16 +285,27 @@ class Restorer:
             return
         metrics, sweep = _json(out / "metrics.json"), _json(out / "svm_sweep.json")
         train = split_file(self.params["data"]["prepared_dir"], "train")
-        try:
-            made_with = baselines.settings_shown(metrics, sweep)
-            logged = {name: baselines.run_metrics(name, metrics, sweep) for name in baselines.RUN_CHAPTERS}
-        except (KeyError, TypeError) as error:
-            raise _lacking(out / "metrics.json", error) from None
-        expected = baselines.settings_shown_by(cfg, len(load_images(train)[1])) if Path(train).is_file() else None
-        if expected is not None and made_with != expected:
+        if not Path(train).is_file():
+            raise InputError(f"{train} is missing (the baselines' runs are tagged with its digest): {RESTORE}")
+        logged = {}
+        for name in baselines.RUN_CHAPTERS:
+            try:
+                logged[name] = baselines.run_metrics(name, metrics, sweep)
+            except (KeyError, TypeError) as error:
+                raise _lacking(out / ("svm_sweep.json" if name == "svm-sweep" else "metrics.json"), error) from None
+        if "settings" in metrics:  # the stage's config, as it records it
+            differing = _differing(metrics["settings"], cfg)
+        else:  # outputs of an older stage: what they show of it
+            try:
+                shown = baselines.settings_shown(metrics, sweep)
+            except (KeyError, TypeError) as error:
+                raise _lacking(out / "metrics.json", error) from None
+            expected = baselines.settings_shown_by(cfg, len(load_images(train)[1]))
+            differing = [key for key in shown if shown[key] != expected[key]]
+        if differing:
             for name in baselines.RUN_CHAPTERS:
                 self._leave_out(name, f"{out} was made with other settings than params.yaml's baselines "
-                                      f"({made_with} against {expected}): `dvc repro baselines`, or "
+                                      f"({', '.join(differing)}): `dvc repro baselines`, or "
                                       "`dvc repro --pull` if the remote has it")
             return
         train_digest = None

@@ -140,7 +140,10 @@ def environment_tags() -> dict:
     commit = _git("rev-parse", "HEAD")  # cwd: a queued experiment's temp copy has its own HEAD
     if commit:
         tags["mlflow.source.git.commit"] = commit
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        # DVC rewrites dvc.lock after every stage (and .gitignore files for new outputs):
+        # those are not the code, and would mark every run after the first dirty
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                     ":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore")
         if dirty is not None:
             tags["git_dirty"] = str(bool(dirty)).lower()
     for env, tag in (
@@ -181,12 +184,15 @@ def store_runs(create: bool = True) -> StoreRuns:
     """The ids of the experiment's FINISHED runs in the store, and of the runs that its FINISHED
     restored runs were first logged as: what ``pipeline.restore_runs`` need not log again; and
     the restored copies that a stop or failure cut short (KILLED or FAILED), to be deleted when
-    their run is logged whole. ``create=False``: a sqlite store that does not exist yet is not
-    made (it holds nothing)."""
+    their run is logged whole (runs left RUNNING by a process that is gone are ended KILLED
+    first, so they count among them). ``create=False``: a sqlite store that does not exist yet
+    is not made (it holds nothing)."""
     database = sqlite_file(tracking_uri())
     if not create and database is not None and not database.exists():
         return StoreRuns(set(), {})
     client, experiment_id = _client()
+    if create:
+        end_orphaned_runs(client, experiment_id)
     found = StoreRuns(set(), {})
     token = None
     while True:

@@ -41,11 +41,11 @@ TRAINED_AT = "a" * 40  # the commit the fixture's runs are trained at
 def trained(workdir, monkeypatch):
     """The tiny run trained (two seeds and the book's run replayed) into the store ``mlflow.db``,
     its code at commit TRAINED_AT; after it, this machine's code is at another commit."""
-    git = {("rev-parse", "HEAD"): TRAINED_AT, ("status", "--porcelain", "--untracked-files=no"): " M x.py"}
-    monkeypatch.setattr(tracking, "_git", lambda *args: git[args])
+    git = {"rev-parse": TRAINED_AT, "status": " M x.py"}
+    monkeypatch.setattr(tracking, "_git", lambda *args: git[args[0]])
     metrics = experiment.train_entry("tiny", RUN, PARAMS["data"], PARAMS["profile"], "models/tiny",
                                      "results/tiny", log=lambda _: None)
-    git[("rev-parse", "HEAD")] = "b" * 40
+    git["rev-parse"] = "b" * 40
     return metrics
 
 
@@ -112,6 +112,12 @@ def test_a_net_trained_with_other_settings_than_params_yaml_is_left_out(trained,
     assert sum("trained with other settings than params.yaml's book.tiny (training.eta)" in line
                for line in lines) == 3
     assert not _store(workdir / "elsewhere.db")[1]
+    lines.clear()  # a data setting edited (the run's metrics.json records them)
+    edited = dict(RUN, data=dict(RUN["data"], train_limit=40))
+    done = restore_runs.restore(dict(PARAMS, book={"tiny": edited}), log=lines.append)
+    assert (done.logged, done.left_out) == (0, ["tiny"])
+    assert any("results/tiny/metrics.json was made with other settings than params.yaml's (data.train_limit)" in line
+               for line in lines)
 
 
 def test_a_missing_net_is_named_and_the_other_runs_still_logged(trained, workdir, monkeypatch, capsys):
@@ -150,8 +156,15 @@ def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_recor
     lines = []
     other_sizes = restore_runs.restore(params, log=lines.append)  # the sweep's sizes edited since
     assert other_sizes.left_out == ["B-darkness", "B-svm", "svm-sweep"] and other_sizes.logged == 1
-    assert any("other settings than params.yaml's baselines" in line and "[100, 200]" in line for line in lines)
+    assert any("other settings than params.yaml's baselines (sweep_sizes)" in line for line in lines)
+    # the settings the stage now records, with a C that params.yaml no longer has
+    write_json(workdir / "results/baselines/metrics.json",
+               dict(baselines_metrics, settings=dict(baselines_cfg, svm={"C": 2.0, "train_limit": None})))
     params = dict(params, baselines=baselines_cfg)
+    lines.clear()
+    assert restore_runs.restore(params, log=lines.append).left_out == ["B-darkness", "B-svm", "svm-sweep"]
+    assert any("other settings than params.yaml's baselines (svm.C)" in line for line in lines)
+    write_json(workdir / "results/baselines/metrics.json", dict(baselines_metrics, settings=baselines_cfg))
     done = restore_runs.restore(params, log=lambda _: None)
     assert (done.logged, done.present, done.missing) == (3, 1, [])
     _, runs = _store(workdir / "mlflow.db")
@@ -218,6 +231,8 @@ def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(t
 
     (workdir / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    with pytest.raises(KeyboardInterrupt), tracking.start_run("tiny"):  # a training run of this store, stopped
+        raise KeyboardInterrupt
     first_outcome = experiment.log_seed_outcome
 
     def stopped(*args, **kwargs):
@@ -226,12 +241,19 @@ def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(t
     monkeypatch.setattr(experiment, "log_seed_outcome", stopped)
     assert restore_runs.main([]) == 130
     assert "a run being logged ended KILLED, and the next call logs it again" in capsys.readouterr().err
-    assert [r.info.status for r in _store(workdir / "elsewhere.db")[1].values()] == ["KILLED"]
+    assert [r.info.status for r in _store(workdir / "elsewhere.db")[1].values()] == ["KILLED"] * 2
     monkeypatch.setattr(experiment, "log_seed_outcome", first_outcome)
+    deleting = tracking.delete_runs
+    monkeypatch.setattr(tracking, "delete_runs", lambda ids: None)  # a call stopped before it deletes
     assert restore_runs.main([]) == 0
     assert "logged 3 run(s)" in capsys.readouterr().out
-    # the copy cut short is deleted (MLflow's soft delete), so the UI lists each run once
+    assert len(_store(workdir / "elsewhere.db")[1]) == 5
+    monkeypatch.setattr(tracking, "delete_runs", deleting)
+    assert restore_runs.main([]) == 0  # logs nothing, and deletes the copy cut short
+    assert "logged 0 run(s)" in capsys.readouterr().out
+    # MLflow's soft delete: the UI lists each run once, and the stopped training run still
     client, active = _store(workdir / "elsewhere.db")
-    assert sorted(r.info.status for r in active.values()) == ["FINISHED"] * 3
+    assert sorted(r.info.status for r in active.values()) == ["FINISHED"] * 3 + ["KILLED"]
+    assert [r.data.tags.get("restored_from") for r in active.values() if r.info.status == "KILLED"] == [None]
     every = client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id], run_view_type=3)
-    assert sorted(r.info.status for r in every) == ["FINISHED"] * 3 + ["KILLED"]
+    assert sorted(r.info.status for r in every) == ["FINISHED"] * 3 + ["KILLED"] * 2

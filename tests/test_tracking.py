@@ -186,6 +186,29 @@ def test_standard_tags_reach_the_run(client, monkeypatch, tmp_path):
     assert logged["extra"] == "yes" and "dropped" not in logged
 
 
+def test_the_dirty_flag_is_the_code_not_what_dvc_rewrites(monkeypatch, tmp_path):
+    """DVC rewrites dvc.lock after each stage and .gitignore files for new outputs: a run after
+    the first is not trained on changed code for that."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("dvc.lock", ".gitignore", "models/.gitignore", "train.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("a\n")
+    git("add", ".")
+    git("commit", "-qm", "code")
+    monkeypatch.chdir(tmp_path)
+    for name in ("dvc.lock", ".gitignore", "models/.gitignore"):
+        (tmp_path / name).write_text("b\n")
+    assert tracking.environment_tags()["git_dirty"] == "false"
+    (tmp_path / "train.py").write_text("b\n")
+    assert tracking.environment_tags()["git_dirty"] == "true"
+
+
 def test_standard_tags_without_git(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable
     tags = tracking.standard_tags("b", 1, "smoke", 0, "d")

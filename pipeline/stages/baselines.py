@@ -95,7 +95,8 @@ def main() -> None:
         with start_run("svm-sweep") as run:  # its fits were made beside the book's SVM
             run.log_metrics(bl.run_metrics("svm-sweep", metrics, swept))
             run_ids["svm-sweep"] = run.run_id
-        metrics.update(mlflow_run_ids=run_ids, trained_with=trained_with)  # for pipeline.restore_runs
+        # for pipeline.restore_runs: the runs, where and with which settings they were made
+        metrics.update(mlflow_run_ids=run_ids, trained_with=trained_with, settings=cfg)
         write_json(Path(cfg["out_dir"]) / "svm_sweep.json", swept)
         write_json(Path(cfg["out_dir"]) / "metrics.json", metrics)
 
