@@ -169,7 +169,8 @@ def restored_tags(identity: Mapping[str, Any], trained_with: Mapping[str, Any] |
     """Tags of a run logged again from the outputs that DVC restored (``pipeline.restore_runs``):
     its ``identity_tags``, the ``environment_tags`` of the machine that trained it as its
     outputs record them (``trained_with``; none in outputs of older stages), and the id of the
-    run it was first logged as. Nothing of the machine that restores it."""
+    run it was first logged as. Nothing of the machine that restores it but the host and pid
+    that ``start_run`` gives every run."""
     return {**identity, **(trained_with or {}), RESTORED_FROM_TAG: restored_from}
 
 
