@@ -186,15 +186,17 @@ def store_runs(create: bool = True) -> StoreRuns:
     restored runs were first logged as: what ``pipeline.restore_runs`` need not log again; and
     the restored copies that a stop or failure cut short (KILLED or FAILED), to be deleted when
     their run is logged whole (runs left RUNNING by a process that is gone are ended KILLED
-    first, so they count among them). ``create=False``: a sqlite store that does not exist yet
-    is not made (it holds nothing)."""
+    first, so they count among them). ``create=False`` (a dry run) writes nothing: a sqlite
+    store that does not exist is not made, nor the experiment in a store without it."""
     database = sqlite_file(tracking_uri())
+    found = StoreRuns(set(), {})
     if not create and database is not None and not database.exists():
-        return StoreRuns(set(), {})
-    client, experiment_id = _client()
+        return found
+    client, experiment_id = _client(create)
+    if experiment_id is None:
+        return found
     if create:
         end_orphaned_runs(client, experiment_id)
-    found = StoreRuns(set(), {})
     token = None
     while True:
         page = _write(client.search_runs, [experiment_id], max_results=1000, page_token=token)
@@ -388,14 +390,18 @@ def _check_server_answers(uri: str) -> None:
         raise ConnectionError(f"no server answers at {parts.hostname}:{port}: {error}") from error
 
 
-def _client() -> tuple[MlflowClient, str]:
-    """A client of the tracking store and the experiment's id (created on first use)."""
+def _client(create: bool = True) -> tuple[MlflowClient, str]:
+    """A client of the tracking store and the experiment's id (created on first use; with
+    ``create=False`` not created, and the id None where there is no such experiment)."""
     uri = tracking_uri()
     try:
         _check_server_answers(uri)
         with warnings.catch_warnings(), _store_lock(uri):
             warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
             client = MlflowClient(tracking_uri=uri)
+            if not create:
+                experiment = client.get_experiment_by_name(EXPERIMENT)
+                return client, experiment.experiment_id if experiment else None
             return client, _experiment_id(client, uri)
     except Exception as error:  # no server, a path that cannot be made, not a database, an unknown scheme
         where = ("MLFLOW_TRACKING_URI: fix it, or unset it to use the repo's mlflow.db"

@@ -88,6 +88,12 @@ def test_a_second_restore_and_the_training_store_log_nothing(trained, workdir, m
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
     assert restore_runs.restore(PARAMS, log=lambda _: None, dry_run=True).logged == 3
     assert not (workdir / "elsewhere.db").exists()  # a dry run logs nothing, and makes no store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/other-experiments.db")
+    MlflowClient(tracking_uri=f"sqlite:///{workdir}/other-experiments.db").create_experiment("another")
+    assert restore_runs.restore(PARAMS, log=lambda _: None, dry_run=True).logged == 3
+    assert MlflowClient(tracking_uri=f"sqlite:///{workdir}/other-experiments.db").get_experiment_by_name(
+        "nielsen-mnist") is None  # nor the experiment in a store without it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
     assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 3
     again = restore_runs.restore(PARAMS, log=lambda _: None)
     assert (again.logged, again.present) == (0, 3)
