@@ -264,7 +264,7 @@ def seed_tags(book_id: str, run_cfg: dict, profile: str, seed: int, data_digest:
               trained_with: dict) -> dict:
     """The tags of one seed's MLflow run: what it reproduces, the ``environment_tags`` of the
     machine that trains it (``trained_with``), and the book's script for a replay."""
-    tags = {**tracking.identity_tags(book_id, run_cfg["chapter"], profile, seed, data_digest), **trained_with}
+    tags = tracking.standard_tags(book_id, run_cfg["chapter"], profile, seed, data_digest, trained_with)
     if replay:
         tags["replay"] = run_cfg["replay"]["script"]
     return tags

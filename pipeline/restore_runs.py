@@ -241,8 +241,7 @@ class Restorer:
             return
         tags = tracking.restored_tags(
             experiment.seed_tags(book_id, run_cfg, self.profile, seed, loaded.metadata.get("data_digest"),
-                                 replay, {}),
-            loaded.metadata.get("trained_with"), original)
+                                 replay, loaded.metadata.get("trained_with") or {}), original)
         params = experiment.seed_params(book_id, run_cfg, self.profile, seed, spec)
         with tracking.start_run(book_id, params=params, tags=tags, context_tags=False) as run:
             for row in rows:
@@ -270,9 +269,8 @@ class Restorer:
         digest_of_data = (_json(first_member / "model.json").get("metadata") or {}).get("data_digest")
         if not self._log_now(cfg["id"], original):
             return
-        tags = tracking.restored_tags(
-            tracking.identity_tags(cfg["id"], cfg["chapter"], self.profile, None, digest_of_data),
-            result.get("trained_with"), original)
+        tags = tracking.restored_tags(tracking.standard_tags(
+            cfg["id"], cfg["chapter"], self.profile, None, digest_of_data, result.get("trained_with") or {}), original)
         with tracking.start_run(cfg["id"], params=cfg, tags=tags, context_tags=False) as run:
             run.log_metrics(result)  # its numbers, as the stage logged them
         self._done(original)
@@ -318,8 +316,8 @@ class Restorer:
             if self._in_store(original) or not self._log_now(name, original):
                 continue
             train_digest = train_digest or digest(train)
-            tags = tracking.restored_tags(tracking.identity_tags(name, chapter, self.profile, None, train_digest),
-                                          metrics.get("trained_with"), original)
+            tags = tracking.restored_tags(tracking.standard_tags(
+                name, chapter, self.profile, None, train_digest, metrics.get("trained_with") or {}), original)
             with tracking.start_run(name, params=baselines.run_params(name, cfg), tags=tags,
                                     context_tags=False) as run:
                 run.log_metrics(logged[name])

@@ -120,12 +120,6 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
-def identity_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str) -> dict:
-    """Tags that say what a run reproduces: the book's run, chapter, profile, seed and data."""
-    return {"book_id": book_id, "chapter": chapter, "profile": profile, "seed": seed,
-            "data_digest": data_digest}
-
-
 def environment_tags() -> dict:
     """Tags that say where a run is trained: the code's git commit (and whether the work tree
     differed from it), the DVC stage and experiment, Python, numpy, the CPU and its BLAS.
@@ -156,22 +150,24 @@ def environment_tags() -> dict:
     return {k: v for k, v in tags.items() if v is not None}
 
 
-def standard_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str) -> dict:
-    """Tags every run carries: what it reproduces, on which code, data and environment."""
-    return {**identity_tags(book_id, chapter, profile, seed, data_digest), **environment_tags()}
+def standard_tags(book_id: str, chapter: Any, profile: str, seed: Any, data_digest: str,
+                  trained_with: Mapping[str, Any] | None = None) -> dict:
+    """Tags every run carries: what it reproduces (the book's run, chapter, profile, seed and
+    data), and where it was trained: ``trained_with``, the ``environment_tags`` its stage
+    took (and records in its outputs), or this process's when None."""
+    return {"book_id": book_id, "chapter": chapter, "profile": profile, "seed": seed,
+            "data_digest": data_digest, **(environment_tags() if trained_with is None else trained_with)}
 
 
 RESTORED_FROM_TAG = "restored_from"
 
 
-def restored_tags(identity: Mapping[str, Any], trained_with: Mapping[str, Any] | None,
-                  restored_from: str) -> dict:
+def restored_tags(tags: Mapping[str, Any], restored_from: str) -> dict:
     """Tags of a run logged again from the outputs that DVC restored (``pipeline.restore_runs``):
-    its ``identity_tags``, the ``environment_tags`` of the machine that trained it as its
-    outputs record them (``trained_with``; none in outputs of older stages), and the id of the
-    run it was first logged as. Nothing of the machine that restores it but the host and pid
-    that ``start_run`` gives every run."""
-    return {**identity, **(trained_with or {}), RESTORED_FROM_TAG: restored_from}
+    its first run's ``tags`` (``standard_tags`` with the ``trained_with`` its outputs record;
+    none in outputs of older stages) and the id of the run it was first logged as. Nothing of
+    the machine that restores it but the host and pid that ``start_run`` gives every run."""
+    return {**tags, RESTORED_FROM_TAG: restored_from}
 
 
 class StoreRuns(NamedTuple):
@@ -534,7 +530,6 @@ __all__ = [
     "project_root",
     "delete_runs",
     "environment_tags",
-    "identity_tags",
     "restored_tags",
     "standard_tags",
     "store_runs",

@@ -80,8 +80,8 @@ def main() -> None:
         trained_with = tracking.environment_tags()
 
         def start_run(name: str):
-            return tracking.start_run(name, params=bl.run_params(name, cfg), tags={**tracking.identity_tags(
-                name, bl.RUN_CHAPTERS[name], profile, None, train_digest), **trained_with})
+            return tracking.start_run(name, params=bl.run_params(name, cfg), tags=tracking.standard_tags(
+                name, bl.RUN_CHAPTERS[name], profile, None, train_digest, trained_with))
 
         metrics, run_ids = {}, {}
         with start_run("B-darkness") as run:

@@ -54,8 +54,8 @@ def main() -> None:
                                       "seed": None}
         result["difference"] = results.difference(result["test_accuracy"], cfg["book"]["value"])
         result["trained_with"] = tracking.environment_tags()  # for pipeline.restore_runs
-        tags = {**tracking.identity_tags(cfg["id"], cfg["chapter"], params["profile"]["name"], None,
-                                         loaded[0].metadata.get("data_digest", "")), **result["trained_with"]}
+        tags = tracking.standard_tags(cfg["id"], cfg["chapter"], params["profile"]["name"], None,
+                                      loaded[0].metadata.get("data_digest", ""), result["trained_with"])
         with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
             run.log_metrics(result)  # its numbers; pipeline.restore_runs logs them again from metrics.json
             result["mlflow_run_ids"] = [run.run_id]
