@@ -41,6 +41,20 @@ def central_difference(objective, p, idx, step=1e-4):
     return (-f2 + 8 * f1 - 8 * fm1 + fm2) / (12 * step)
 
 
+GRADIENT_FLOOR = 1e-5  # FD rounding noise is ~1e-16 |C| / step: entries this small are compared absolutely
+
+
+def max_relative_error(pairs, floor=GRADIENT_FLOOR) -> float:
+    """The largest |a - n| / max(|a|, |n|, floor) over every entry of every (analytic, numeric)
+    pair: each entry relative to its own size, so an error in a small entry is not hidden by a
+    large one elsewhere."""
+    worst = 0.0
+    for analytic, numeric in pairs:
+        denom = numpy.maximum(numpy.maximum(numpy.abs(analytic), numpy.abs(numeric)), floor)
+        worst = max(worst, float((numpy.abs(analytic - numeric) / denom).max()))
+    return worst
+
+
 def chapter6_relu_spec(**training):
     """conv20-conv40-fc100-softmax, eta 0.03, lambda 0.1 (network3 scaling), fixed order, 3
     epochs at mini-batch 10: the book's ReLU net, cut short; ``training`` overrides."""
