@@ -99,7 +99,8 @@ class LogLikelihoodCost(Cost):
         xp = self.xp
         zmax = z.max(axis=1, keepdims=True)
         lse = xp.log(xp.exp(z - zmax).sum(axis=1)) + zmax[:, 0]
-        return lse.sum() - (y * z).sum()
+        # row by row, then summed: the difference of the two large sums loses float32's digits
+        return (lse - (y * z).sum(axis=1)).sum()
 
     def delta(self, z, a, y, layer, scale, out=None):
         """BP1 for softmax + log-likelihood: a - y (eq. 81's dC/db^L), times ``scale``."""

@@ -13,6 +13,7 @@ between the two shows up as a digest mismatch.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ from pipeline.errors import InputError
 from pipeline.hashing import sha256_file
 from pipeline.nn.build import build_network
 from pipeline.nn.network import Network
-from pipeline.nn.spec import SpecError, validate_spec
+from pipeline.nn.spec import SpecError, parameter_count, validate_spec
 
 FORMAT = "nielsen-mnist-model"
 FORMAT_VERSION = 1
@@ -112,10 +113,11 @@ def _read_info(directory: Path) -> dict:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         found = info.get("format") if isinstance(info, dict) else None
         raise ModelFileError(f"{path}: not a {FORMAT} file (format={found!r})")
-    if info.get("format_version") != FORMAT_VERSION:
+    version = info.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:  # not `True`, which equals 1
         raise ModelFileError(f"{path}: format_version {info.get('format_version')!r} is not supported "
                              f"(expected {FORMAT_VERSION})")
-    for key in ("spec", "params", "weights_sha256"):
+    for key in ("spec", "params", "dtype", "weights_sha256"):
         if key not in info:
             raise ModelFileError(f"{path}: missing key {key!r}")
     metadata = info.get("metadata")
@@ -123,7 +125,7 @@ def _read_info(directory: Path) -> dict:
         raise ModelFileError(f"{path}: 'metadata' must be a mapping, got {type(metadata).__name__}")
     if not isinstance((metadata or {}).get("metrics", {}), dict):
         raise ModelFileError(f"{path}: 'metadata.metrics' must be a mapping")
-    if info.get("dtype") is not None and info["dtype"] not in ("float32", "float64"):
+    if info["dtype"] not in ("float32", "float64"):
         raise ModelFileError(f"{path}: 'dtype' {info['dtype']!r} is not float32 or float64")
     if info.get("weights_file", WEIGHTS_FILE) != WEIGHTS_FILE:  # written for readers; we read WEIGHTS_FILE only
         raise ModelFileError(f"{path}: 'weights_file' is {info['weights_file']!r}, but a model directory's "
@@ -167,8 +169,8 @@ def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str,
         raise ModelFileError(f"{path}: not a readable .npz file ({exc}); {REDO}") from None
     for name, shape in expected.items():
         a = state[name]
-        if not numpy.issubdtype(a.dtype, numpy.floating):
-            raise ModelFileError(f"{path}: array {name!r} has dtype {a.dtype}, expected a floating-point type; {REDO}")
+        if a.dtype not in (numpy.float32, numpy.float64):
+            raise ModelFileError(f"{path}: array {name!r} has dtype {a.dtype}, expected float32 or float64; {REDO}")
         if tuple(a.shape) != tuple(shape):
             raise ModelFileError(f"{path}: array {name!r} has shape {tuple(a.shape)}, expected {tuple(shape)}; {REDO}")
         if not numpy.isfinite(a).all():
@@ -183,7 +185,7 @@ def _check_dtypes(info: dict, declared: dict[str, str], state: dict[str, numpy.n
         if str(array.dtype) != declared[name]:
             raise ModelFileError(f"{meta_path}: 'params.{name}.dtype' is {declared[name]!r}, but {WEIGHTS_FILE} "
                                  f"holds {array.dtype}; the two files do not belong together: {REDO}")
-        if info.get("dtype") is not None and declared[name] != info["dtype"]:
+        if declared[name] != info["dtype"]:
             raise ModelFileError(f"{meta_path}: 'dtype' is {info['dtype']!r}, but 'params.{name}.dtype' is "
                                  f"{declared[name]!r}; {REDO}")
 
@@ -203,16 +205,22 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
         spec = validate_spec(info["spec"])
     except SpecError as exc:
         raise ModelFileError(f"{meta_path}: invalid spec: {exc}") from None
-    if xp is None:
-        device = device or "cpu"
-    net = build_network(spec, seed=0, xp=xp, device=device, dtype=dtype or info.get("dtype"))
-    expected = net.param_shapes()
     declared = info["params"]
     try:
-        declared_shapes = {k: tuple(v["shape"]) for k, v in declared.items()}
+        declared_shapes = {k: tuple(int(n) for n in v["shape"]) for k, v in declared.items()}
         declared_dtypes = {k: v["dtype"] for k, v in declared.items()}
-    except (AttributeError, KeyError, TypeError):
+    except (AttributeError, KeyError, TypeError, ValueError):
         raise ModelFileError(f"{meta_path}: 'params' is malformed: {declared!r}; {REDO}") from None
+    # counted before the network is built: a spec edited to millions of units would otherwise
+    # end in a MemoryError rather than in this message
+    declared_count = sum(math.prod(shape) for shape in declared_shapes.values())
+    if declared_count != parameter_count(spec["model"]):
+        raise ModelFileError(f"{meta_path}: 'params' ({declared_count} numbers) do not match the spec's network "
+                             f"({parameter_count(spec['model'])} numbers); {REDO}")
+    if xp is None:
+        device = device or "cpu"
+    net = build_network(spec, seed=0, xp=xp, device=device, dtype=dtype or info["dtype"])
+    expected = net.param_shapes()
     if declared_shapes != expected:
         raise ModelFileError(f"{meta_path}: 'params' {declared_shapes} do not match the spec's network "
                              f"{expected}; {REDO}")

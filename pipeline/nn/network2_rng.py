@@ -77,7 +77,7 @@ class Python27Shuffle:
             if order_carried:
                 if examples != n:
                     raise ValueError(
-                        f"shuffles_before[{i}]: {examples} examples, but with order_carried every earlier "
+                        f"training.rng.shuffles_before[{i}]: {examples} examples, but with order_carried every earlier "
                         f"run trained on this run's list of {n}")
                 for _ in range(epochs):
                     self._shuffle()

@@ -306,6 +306,13 @@ def _training(value, path="training") -> dict:
     early["patience"] = _int(early["patience"], _join(p("early_stopping"), "patience"), 0)
     t["early_stopping"] = early
     t["eta_schedule"] = _eta_schedule(t["eta_schedule"], p("eta_schedule"))
+    schedule = t["eta_schedule"]
+    if early["patience"] and schedule["kind"] == "halve_on_plateau" and early["patience"] <= schedule["patience"]:
+        # both count evaluations since the last improvement, and early stopping is checked first
+        raise SpecError(p("early_stopping.patience"),
+                        f"is {early['patience']}, not more than eta_schedule.patience ({schedule['patience']}): "
+                        "training would stop before eta is ever halved; raise it, or set it to 0 and let "
+                        "the schedule's min_fraction end training")
     t["monitor"] = _monitor(t["monitor"], p("monitor"))
     t["rng"] = _rng(t["rng"], p("rng"))
     if t["rng"]["kind"] == "network2" and not t["shuffle"]:
@@ -331,6 +338,10 @@ def _eta_schedule(raw, path: str) -> dict:
     if not isinstance(raw, Mapping):
         raise SpecError(path, f"expected a mapping like {{kind: constant}}, got {_type_name(raw)} {raw!r}")
     kind = _choice(raw.get("kind", "constant"), _join(path, "kind"), SCHEDULES)
+    halving_keys = set(raw) & {"patience", "min_fraction"}
+    if "kind" not in raw and halving_keys:
+        raise SpecError(_join(path, "kind"), f"is missing: {', '.join(sorted(halving_keys))} belong to "
+                                             "kind: halve_on_plateau")
     if kind == "constant":
         return _mapping(raw, path, {"kind": "constant"})
     # no defaults: the book's 10 epochs and 1/128 are the run's choice (conf/book/ch3-early-stop)
@@ -408,3 +419,15 @@ def layer_shapes(model: dict) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
         shapes.append((shape, out))
         shape = out
     return shapes
+
+
+def parameter_count(model: dict) -> int:
+    """How many numbers the weights and biases of a validated ``model`` hold: n_in * n_out + n_out
+    for an fc or softmax layer, k * k * C * F + F for a conv layer (computed, nothing allocated)."""
+    count = 0
+    for layer, (in_shape, out_shape) in zip(model["layers"], layer_shapes(model)):
+        if layer["type"] == "conv":
+            count += layer["kernel"] ** 2 * in_shape[0] * layer["filters"] + layer["filters"]
+        else:
+            count += math.prod(in_shape) * out_shape[0] + out_shape[0]
+    return count

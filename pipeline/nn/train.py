@@ -511,10 +511,11 @@ def track_best(history: History, record: dict, net) -> None:
     if val_acc is None or math.isnan(val_acc):
         return
     if history.best_validation_accuracy is None or val_acc >= history.best_validation_accuracy:
+        weights = net.state_dict()  # first: a Ctrl-C during the copy leaves the old best whole
         history.best_epoch = record["epoch"]
         history.best_validation_accuracy = val_acc
         history.test_at_best_validation = test_acc
-        history.best_weights = net.state_dict()
+        history.best_weights = weights
 
 
 def format_record(record: dict, epochs: int | None = None) -> str:

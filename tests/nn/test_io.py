@@ -135,15 +135,42 @@ def test_arrays_must_have_the_declared_dtype(tmp_path):
         edit_info(directory, edit)
         with pytest.raises(ModelFileError, match=message):
             load_model(directory)
+    # float16 weights declared as float16 in params: refused, not cast up to the spec's float32
+    directory = save_model(tmp_path / "half", net64, spec64)
+    rewrite_weights(directory, lambda state: state.update({k: v.astype(numpy.float16) for k, v in state.items()}))
+
+    def declare_half(info):
+        for entry in info["params"].values():
+            entry["dtype"] = "float16"
+        info["weights_sha256"] = sha256_file(directory / "weights.npz")
+
+    edit_info(directory, declare_half)
+    with pytest.raises(ModelFileError, match="has dtype float16, expected float32 or float64"):
+        load_model(directory)
     # asking for another precision is still a cast on purpose
     directory = save_model(tmp_path / "asked", net64, spec64)
     assert load_model(directory, dtype="float32").network.dtype == numpy.float32
 
 
-def test_spec_that_does_not_match_the_weights(saved):
+@pytest.mark.parametrize("units, fragment", [
+    (7, r"\(53 numbers\) do not match the spec's network \(73 numbers\)"),
+    # refused before the network is built: a net of 10**9 weights would not fit in memory
+    (10**8, "do not match the spec's network"),
+])
+def test_spec_that_does_not_match_the_weights(saved, units, fragment):
     directory = saved[0]
     info = json.loads((directory / "model.json").read_text())
-    info["spec"]["model"]["layers"][0]["units"] = 7
+    info["spec"]["model"]["layers"][0]["units"] = units
+    (directory / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ModelFileError, match=fragment):
+        load_model(directory)
+
+
+def test_declared_shapes_that_do_not_match_the_spec(saved):
+    """As many numbers as the spec's network holds, in other shapes."""
+    directory = saved[0]
+    info = json.loads((directory / "model.json").read_text())
+    info["params"]["layers.0.w"]["shape"] = info["params"]["layers.0.w"]["shape"][::-1]
     (directory / "model.json").write_text(json.dumps(info))
     with pytest.raises(ModelFileError, match="do not match the spec's network"):
         load_model(directory)
@@ -154,6 +181,8 @@ def test_spec_that_does_not_match_the_weights(saved):
     [
         (lambda info: info.update(format="something-else"), "not a nielsen-mnist-model file"),
         (lambda info: info.update(format_version=99), "format_version 99"),
+        (lambda info: info.update(format_version=True), "format_version True"),
+        (lambda info: info.pop("dtype"), "missing key 'dtype'"),
         (lambda info: info.pop("weights_sha256"), "missing key 'weights_sha256'"),
         (lambda info: info["spec"]["model"].update(cost="hinge"), "invalid spec: model.cost"),
         (lambda info: info.update(params=[1, 2]), "'params' is malformed"),

@@ -98,6 +98,16 @@ def test_defaults_are_filled_in():
             "training.eta_schedule.patience", "required key is missing")
     rejects(edited(("training", "eta_schedule"), {"kind": "halve_on_plateau", "patience": 10}),
             "training.eta_schedule.min_fraction", "required key is missing")
+    rejects(edited(("training", "eta_schedule"), {"patience": 10, "min_fraction": 1 / 128}),
+            "training.eta_schedule.kind", "min_fraction, patience belong to kind: halve_on_plateau")
+
+
+def test_early_stopping_that_would_keep_the_schedule_from_halving_is_refused():
+    spec = edited(("training", "eta_schedule"), {"kind": "halve_on_plateau", "patience": 10, "min_fraction": 1 / 128})
+    spec["training"]["early_stopping"] = {"patience": 10}
+    rejects(spec, "training.early_stopping.patience", "not more than eta_schedule.patience (10)")
+    spec["training"]["early_stopping"] = {"patience": 11}  # the schedule halves first
+    assert validate_spec(spec)["training"]["early_stopping"] == {"patience": 11}
 
 
 @pytest.mark.parametrize(
@@ -325,3 +335,21 @@ def test_a_number_yaml_left_a_string_is_explained_and_a_word_is_not():
     with pytest.raises(SpecError) as info:
         validate_spec(edited(("training", "eta"), "fast"))
     assert str(info.value) == "training.eta: expected a number, got str 'fast'"
+
+
+def test_parameter_count_is_the_built_networks():
+    from nnhelpers import chapter6_relu_spec, make_spec
+
+    from pipeline.nn import build_network
+    from pipeline.nn.spec import parameter_count
+
+    specs = [chapter6_relu_spec(), make_spec([{"type": "fc", "units": 30, "activation": "sigmoid"},
+                                              {"type": "fc", "units": 10, "activation": "sigmoid"}],
+                                             input_shape=(784,))]
+    specs.append(copy.deepcopy(specs[0]))
+    specs[-1]["model"]["input_shape"] = [3, 29, 27]  # channels and a pooling remainder
+    specs[-1]["model"]["layers"][0].update(kernel=4)
+    for spec in specs:
+        spec = validate_spec(spec)
+        net = build_network(spec)
+        assert parameter_count(spec["model"]) == sum(p.size for p in net.state_dict().values())
