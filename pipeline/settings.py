@@ -52,7 +52,10 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
     },
     "expand.*": {
         "shifts": BOOL,
-        "angles": (lambda v: isinstance(v, list) and all(_is_number(a) for a in v), "a list of degrees"),
+        # 0 would add a second copy of every original, +-90 and beyond are not small rotations
+        "angles": (lambda v: isinstance(v, list) and all(_is_number(a) and 0 < abs(a) <= 45 for a in v)
+                   and len(set(v)) == len(v),
+                   "a list of distinct degrees, each non-zero and within +-45 (the default: within +-15)"),
         "order": (lambda v: _is_int(v) and 0 <= v <= 5, "a spline order 0..5 (1: bilinear)"),
         "seed": SEED,
     },
@@ -154,6 +157,9 @@ def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download"
     if "expand" in sections:
         for name, cfg in (params["expand"] or {}).items():
             _check(cfg, f"expand.{name}", "expand.*")
+            if not cfg["shifts"] and not cfg["angles"]:
+                raise SettingError(f"expand.{name}", "expands nothing (shifts: false, angles: []): "
+                                   "the set would be the training set shuffled; set shifts: true or give angles")
             if cfg["angles"] and "order" not in cfg:
                 raise SettingError(f"expand.{name}.order", "missing: the rotations' spline order "
                                    "(scipy.ndimage.rotate's order; 1: bilinear)")

