@@ -79,7 +79,9 @@ INFRASTRUCTURE = {
 }
 INFRASTRUCTURE_BY_STAGE = {
     # figures.py draws the report's plots (outputs of `report`) but, in training, only MLflow's
-    "train": {"pipeline/figures.py"},
+    "train": {"pipeline/figures.py",
+              # the vote: imported with pipeline.nn, never called in training (the ensemble stage's)
+              "pipeline/nn/ensemble.py"},
 }
 
 
