@@ -134,6 +134,76 @@ def test_gradients_finite_differences(C, H, W, F, k, pool, m, act, chunk):
     assert max_relative_error([(dx, num_x)]) < 1e-6
 
 
+def reference_backward(x, w, c, delta, pool, ties="all"):
+    """Loops, straight from the equations of ``pipeline.nn.conv``'s docstring, for delta = dC/dz
+    (m, Hp, Wp, F) and the forward pass's x (m, C, H, W) and conv output c: returns dC/db,
+    dC/dw and dC/dx (channels-first)."""
+    m, C, H, W = x.shape
+    k, F = w.shape[0], w.shape[3]
+    Hp, Wp = delta.shape[1], delta.shape[2]
+    # BP3: dC/db[f] = sum over n, u, v of delta[n, u, v, f]
+    db = np.zeros(F)
+    for n in range(m):
+        for u in range(Hp):
+            for v in range(Wp):
+                for f in range(F):
+                    db[f] += delta[n, u, v, f]
+    # pooling backward: the error goes to the window's maximum ("all": every position equal to it)
+    dc = np.zeros(c.shape)
+    for n in range(m):
+        for u in range(Hp):
+            for v in range(Wp):
+                for f in range(F):
+                    window = [(pool * u + pi, pool * v + pj) for pi in range(pool) for pj in range(pool)]
+                    top = max(c[n, i, j, f] for i, j in window)
+                    for i, j in [ij for ij in window if c[n, ij[0], ij[1], f] == top][: None if ties == "all" else 1]:
+                        dc[n, i, j, f] = delta[n, u, v, f]
+    # BP4: dC/dw[di, dj, ch, f] = sum over n, i, j of x[n, ch, i + di, j + dj] * dC/dc[n, i, j, f]
+    dw = np.zeros(w.shape)
+    for di in range(k):
+        for dj in range(k):
+            for ch in range(C):
+                for f in range(F):
+                    dw[di, dj, ch, f] = sum(x[n, ch, i + di, j + dj] * dc[n, i, j, f]
+                                            for n in range(m) for i in range(c.shape[1]) for j in range(c.shape[2]))
+    # BP2: dC/dx is the full convolution of dC/dc with the 180-degree-rotated kernel:
+    # dC/dx[n, ch, y, x] = sum over di, dj, f of dC/dc[n, y - di, x - dj, f] * w[di, dj, ch, f]
+    dx = np.zeros(x.shape)
+    for n in range(m):
+        for ch in range(C):
+            for yy in range(H):
+                for xx in range(W):
+                    dx[n, ch, yy, xx] = sum(dc[n, yy - di, xx - dj, f] * w[di, dj, ch, f]
+                                            for di in range(k) for dj in range(k) for f in range(F)
+                                            if 0 <= yy - di < c.shape[1] and 0 <= xx - dj < c.shape[2])
+    return db, dw, dx
+
+
+@pytest.mark.parametrize("ties", ["all", "one"])
+@pytest.mark.parametrize("C,H,W,F,k,pool,m",
+                         [(1, 12, 12, 3, 3, 2, 2), (2, 11, 10, 2, 3, 2, 2), (3, 16, 16, 2, 4, 3, 1)])
+def test_backward_matches_loops_with_tied_maxima(C, H, W, F, k, pool, m, ties):
+    """The fast backward pass against the equations written out as loops, on inputs that are
+    mostly exactly zero, as MNIST's background is, so that many pooling windows tie (a tie has
+    no derivative, so finite differences cannot check this)."""
+    rng = np.random.default_rng(5)
+    layer = make_layer(C, H, W, F, k, pool, "relu", ties=ties)
+    x = np.zeros((m, C, H, W))  # a 3x3 "stroke" on a zero background
+    x[:, :, H // 2 - 1 : H // 2 + 2, W // 2 - 1 : W // 2 + 2] = rng.standard_normal((m, C, 3, 3))
+    _, _, c = reference_forward(x, layer.params["w"], layer.params["b"], pool, "relu")
+    layer.forward(x, train=True)
+    delta = rng.standard_normal((m,) + layer.out_shape)
+    dx = layer.backward(delta, need_input_grad=True)
+    db, dw, dx_ref = reference_backward(x, layer.params["w"], c, delta, pool, ties)
+    Hp, Wp = layer.out_shape[:2]
+    windows = c[:, : pool * Hp, : pool * Wp].reshape(m, Hp, pool, Wp, pool, F)
+    tied = (windows == windows.max(axis=(2, 4), keepdims=True)).sum(axis=(2, 4)) > 1
+    assert tied.mean() > 0.25, "the check needs tied windows"
+    np.testing.assert_allclose(layer.grads["b"], db, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["w"], dw, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+
+
 def test_input_gradient_layouts():
     """The input gradient comes back in the layout the input came in."""
     rng = np.random.default_rng(4)
