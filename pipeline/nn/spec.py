@@ -327,6 +327,9 @@ def _training(value, path="training") -> dict:
 def _regularization(value, path: str) -> dict:
     reg = _mapping(value, path, {"kind": "none", "lmbda": 0.0, "scaling": "network2"})
     reg["kind"] = _choice(reg["kind"], _join(path, "kind"), REG_KINDS)
+    if reg["kind"] != "none" and "lmbda" not in value:  # else it would train unregularised, silently
+        raise SpecError(_join(path, "lmbda"), f"required key is missing: kind {reg['kind']} needs its lambda "
+                                              "(0 is allowed, and trains unregularised)")
     reg["lmbda"] = _float(reg["lmbda"], _join(path, "lmbda"), 0.0)
     reg["scaling"] = _choice(reg["scaling"], _join(path, "scaling"), SCALINGS)
     if reg["kind"] == "none" and reg["lmbda"] > 0:

@@ -102,6 +102,13 @@ def test_defaults_are_filled_in():
             "training.eta_schedule.kind", "min_fraction, patience belong to kind: halve_on_plateau")
 
 
+def test_a_regulariser_needs_its_lambda():
+    rejects(edited(("training", "regularization"), {"kind": "l2", "scaling": "network3"}),
+            "training.regularization.lmbda", "required key is missing: kind l2 needs its lambda")
+    spec = edited(("training", "regularization"), {"kind": "l1", "lmbda": 0})  # a sweep's lambda = 0
+    assert validate_spec(spec)["training"]["regularization"]["lmbda"] == 0.0
+
+
 def test_early_stopping_that_would_keep_the_schedule_from_halving_is_refused():
     spec = edited(("training", "eta_schedule"), {"kind": "halve_on_plateau", "patience": 10, "min_fraction": 1 / 128})
     spec["training"]["early_stopping"] = {"patience": 10}
