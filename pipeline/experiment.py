@@ -246,7 +246,7 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
             "mlflow_run_id": run.run_id, "trained_with": trained_with, "metrics": summary})
         if history.interrupted:
             log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")
-            raise KeyboardInterrupt
+            raise history.stopped_by or KeyboardInterrupt()
         log_seed_outcome(run, book_id, run_cfg, spec, summary, rows, net, test, seed_dir)
         return {"seed": seed, "replay": replay, "mlflow_run_id": run.run_id, "summary": summary,
                 "records": rows}

@@ -55,7 +55,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         # 0 would add a second copy of every original, +-90 and beyond are not small rotations
         "angles": (lambda v: isinstance(v, list) and all(_is_number(a) and 0 < abs(a) <= 45 for a in v)
                    and len(set(v)) == len(v),
-                   "a list of distinct degrees, each non-zero and within +-45 (the default: within +-15)"),
+                   "a list of distinct degrees, each non-zero and within +-45 (the default: +-5 and +-10)"),
         "order": (lambda v: _is_int(v) and 0 <= v <= 5, "a spline order 0..5 (1: bilinear)"),
         "seed": SEED,
     },

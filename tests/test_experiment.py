@@ -92,19 +92,25 @@ def test_a_replay_config_is_checked_by_key(workdir):
         experiment.validate_run("tiny", run)
 
 
-def test_interrupted_training_saves_weights_and_ends_killed(workdir, monkeypatch):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_interrupted_training_saves_weights_and_ends_killed(workdir, monkeypatch, signal_name):
+    from pipeline.interrupts import Terminated, exit_status
+
+    stop = Terminated("signal 15") if signal_name == "SIGTERM" else KeyboardInterrupt()
     real_fit = experiment.fit
 
     def interrupted_fit(*args, **kwargs):
         history = real_fit(*args, **kwargs)
-        history.interrupted = True  # as if Ctrl-C arrived after the last epoch
+        history.interrupted, history.stopped_by = True, stop  # as if it came after the last epoch
         return history
 
     monkeypatch.setattr(experiment, "fit", interrupted_fit)
     run = dict(RUN, seeds=[1])
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as info:
         experiment.train_entry("tiny", run, DATA, PROFILE, "models/tiny", "results/tiny",
                                log=lambda _: None)
+    # the stage exits 143 after a SIGTERM, 130 after Ctrl-C
+    assert exit_status(info.value) == (143 if signal_name == "SIGTERM" else 130)
     assert (workdir / "models/tiny/seed1/weights.npz").is_file()
     assert not (workdir / "results/tiny/metrics.json").exists()
     _, runs = _runs(workdir)

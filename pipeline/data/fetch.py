@@ -96,21 +96,22 @@ class MirrorSource:
         # (where packets are dropped, each try would wait out the timeout)
         self._unreachable: str | None = None
 
-    def fetch(self, file: MnistFile, dest: Path) -> None:
+    def _open(self, url: str):
+        """The response to ``url``; a mirror that cannot be reached (no answer at all, as
+        opposed to an HTTP error, or a download that fails once it answered) is remembered."""
         if self._unreachable is not None:
             raise ConnectionError(f"not tried again: {self._unreachable}")
+        request = urllib.request.Request(url, headers={"User-Agent": "nielsen-mnist/0.1"})
         try:
-            self._download(file, dest)
+            return urllib.request.urlopen(request, timeout=self.timeout_s)
         except urllib.error.HTTPError:
             raise  # the server answered: another file may be there
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             self._unreachable = f"{type(error).__name__}: {error}"
             raise
 
-    def _download(self, file: MnistFile, dest: Path) -> None:
-        url = f"{self.base_url}{file.name}.gz"
-        request = urllib.request.Request(url, headers={"User-Agent": "nielsen-mnist/0.1"})
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+    def fetch(self, file: MnistFile, dest: Path) -> None:
+        with self._open(f"{self.base_url}{file.name}.gz") as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             buffer = io.BytesIO()
             from tqdm import tqdm

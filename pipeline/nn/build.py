@@ -47,7 +47,7 @@ def build_network(spec, *, seed: int | None = None, xp=None, dtype=None, device:
     with ``training.rng.kind: network2``, from the book's script's numpy stream
     (:func:`pipeline.nn.network2_rng.network2_parameters`).
     """
-    spec = validate_spec(spec)
+    spec = validate_spec(spec, training_rules=False)  # fit applies them
     model, training = spec["model"], spec["training"]
     if xp is None:
         xp = get_xp(device or training["device"])

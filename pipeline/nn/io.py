@@ -202,7 +202,7 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
     info = _read_info(directory)
     meta_path = directory / META_FILE
     try:
-        spec = validate_spec(info["spec"])
+        spec = validate_spec(info["spec"], training_rules=False)
     except SpecError as exc:
         raise ModelFileError(f"{meta_path}: invalid spec: {exc}") from None
     declared = info["params"]

@@ -306,13 +306,6 @@ def _training(value, path="training") -> dict:
     early["patience"] = _int(early["patience"], _join(p("early_stopping"), "patience"), 0)
     t["early_stopping"] = early
     t["eta_schedule"] = _eta_schedule(t["eta_schedule"], p("eta_schedule"))
-    schedule = t["eta_schedule"]
-    if early["patience"] and schedule["kind"] == "halve_on_plateau" and early["patience"] <= schedule["patience"]:
-        # both count evaluations since the last improvement, and early stopping is checked first
-        raise SpecError(p("early_stopping.patience"),
-                        f"is {early['patience']}, not more than eta_schedule.patience ({schedule['patience']}): "
-                        "training would stop before eta is ever halved; raise it, or set it to 0 and let "
-                        "the schedule's min_fraction end training")
     t["monitor"] = _monitor(t["monitor"], p("monitor"))
     t["rng"] = _rng(t["rng"], p("rng"))
     if t["rng"]["kind"] == "network2" and not t["shuffle"]:
@@ -398,19 +391,38 @@ def _check_network2_streams(model: dict, training: dict) -> None:
                         "must be 0 with init 'default' (the constructor's draw comes first)")
 
 
-def validate_spec(spec) -> dict:
-    """Check a whole spec ({model, training}); return a plain dict with defaults filled in."""
+def _check_plateau_rules(t: dict, path: str = "training") -> None:
+    """Early stopping and the eta schedule both count evaluations since the last improvement,
+    and early stopping is checked first: with a patience not above the schedule's, eta would
+    never be halved."""
+    early, schedule = t["early_stopping"]["patience"], t["eta_schedule"]
+    if early and schedule["kind"] == "halve_on_plateau" and early <= schedule["patience"]:
+        raise SpecError(_join(path, "early_stopping.patience"),
+                        f"is {early}, not more than eta_schedule.patience ({schedule['patience']}): "
+                        "training would stop before eta is ever halved; raise it, or set it to 0 and let "
+                        "the schedule's min_fraction end training")
+
+
+def validate_spec(spec, *, training_rules: bool = True) -> dict:
+    """Check a whole spec ({model, training}); return a plain dict with defaults filled in.
+    ``training_rules=False`` leaves out the rules that only decide how a run would train
+    (``_check_plateau_rules``): for a model file's spec, whose run has trained, and for building
+    a network (``fit`` applies them, through ``validate_training``)."""
     if not isinstance(spec, Mapping):
         raise SpecError("spec", f"expected a mapping with keys model, training; got {_type_name(spec)}")
     top = _mapping(spec, "", {"model": REQUIRED, "training": REQUIRED})
     model, training = _model(top["model"]), _training(top["training"])
     _check_network2_streams(model, training)
+    if training_rules:
+        _check_plateau_rules(training)
     return {"model": model, "training": training}
 
 
 def validate_training(training) -> dict:
     """Check the ``training`` part alone."""
-    return _training(training)
+    t = _training(training)
+    _check_plateau_rules(t)
+    return t
 
 
 def layer_shapes(model: dict) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:

@@ -73,6 +73,9 @@ class History:
     peak_test_epoch: int | None = None  # first epoch reaching the peak
     best_weights: dict[str, numpy.ndarray] | None = None
     interrupted: bool = False
+    # what stopped it (Ctrl-C's KeyboardInterrupt or SIGTERM's Terminated), raised again by a
+    # caller that saves the weights first, so the process still exits 130 or 143 as it should
+    stopped_by: KeyboardInterrupt | None = None
     # epochs trained to the end: more than the records when only every k-th is evaluated
     epochs_completed: int = 0
     stopped_early: str | None = None  # why training stopped before the last epoch, if it did
@@ -491,8 +494,8 @@ def fit(
                 break
             if message and log is not None:
                 log(message)
-    except KeyboardInterrupt:
-        history.interrupted = True
+    except KeyboardInterrupt as stopped:
+        history.interrupted, history.stopped_by = True, stopped
         if log is not None:
             log(f"interrupted after {history.epochs_completed} complete epoch(s)")
     finally:

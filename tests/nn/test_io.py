@@ -263,3 +263,20 @@ def test_load_state_dict_refuses_extra_names_and_non_float_arrays():
     with pytest.raises(ValueError, match="layers.0.w: dtype int64 is not a floating-point type"):
         net.load_state_dict(dict(state, **{"layers.0.w": state["layers.0.w"].astype(numpy.int64)}))
     assert all(numpy.array_equal(net.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_trained_runs_spec_is_not_held_to_the_rules_for_new_runs(saved):
+    """Early stopping no later than the eta schedule is refused for a new run; a model trained
+    that way before the rule (its spec in model.json) still loads."""
+    directory = saved[0]
+
+    def plateau_rules(info):
+        info["spec"]["training"]["early_stopping"] = {"patience": 5}
+        info["spec"]["training"]["eta_schedule"] = {"kind": "halve_on_plateau", "patience": 5,
+                                                    "min_fraction": 0.0078125}
+
+    edit_info(directory, plateau_rules)
+    info = json.loads((directory / "model.json").read_text())
+    with pytest.raises(ValueError, match="training.early_stopping.patience"):
+        validate_spec(info["spec"])
+    assert load_model(directory).spec["training"]["early_stopping"] == {"patience": 5}

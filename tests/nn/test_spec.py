@@ -113,6 +113,10 @@ def test_early_stopping_that_would_keep_the_schedule_from_halving_is_refused():
     spec = edited(("training", "eta_schedule"), {"kind": "halve_on_plateau", "patience": 10, "min_fraction": 1 / 128})
     spec["training"]["early_stopping"] = {"patience": 10}
     rejects(spec, "training.early_stopping.patience", "not more than eta_schedule.patience (10)")
+    from pipeline.nn.spec import validate_training
+
+    with pytest.raises(SpecError, match="training.early_stopping.patience"):  # what fit checks
+        validate_training(spec["training"])
     spec["training"]["early_stopping"] = {"patience": 11}  # the schedule halves first
     assert validate_spec(spec)["training"]["early_stopping"] == {"patience": 11}
 
