@@ -40,20 +40,26 @@ def test_chapter1_network_beats_90_percent_after_one_epoch(mnist):
     assert max(accuracies) > 0.90 and min(accuracies) > 0.75, accuracies
 
 
-def test_chapter6_relu_convnet_after_three_epochs(mnist):
+def test_chapter6_relu_convnet_after_three_and_after_eleven_epochs(mnist):
     """conv20-conv40-fc100-softmax, eta 0.03, lambda 0.1 (network3 scaling), fixed order, on one
-    BLAS thread as the pipeline trains (compute.blas_threads: 1).
+    BLAS thread as the pipeline trains (compute.blas_threads: 1), seed 1, 11 epochs.
 
-    Seed 1 gives 97.83% test after 3 epochs: the first 3 epochs of seed 1 of the book-profile
-    run (docs/measurements/2026-11-30-cpu-book/ch6-relu/history.csv), whose seeds 2 and 3 gave
-    98.19% and 98.03%. The book's settings learn no faster: those runs first reach 98.7% at
-    epochs 7, 14 and 12, and 99.14% by the book's rule at 60 epochs (the book: 99.23%); PyTorch,
-    from the same weights on the same mini-batches, gave 98.02% and 98.18% after 3 epochs
-    (``python -m pipeline.crosscheck ch6-relu --epochs 3 --seeds 1 2``).
+    Issue 3 asks for 98.7% test after 3 epochs; the book's settings do not learn that fast.
+    Seed 1 gives 97.83% test at best validation after 3 epochs (the first 3 epochs of seed 1 of
+    the book-profile run, docs/measurements/2026-11-30-cpu-book/ch6-relu/history.csv, whose
+    seeds 2 and 3 gave 98.19% and 98.03%), and PyTorch, from the same weights on the same
+    mini-batches, 98.02% and 98.18% (``python -m pipeline.crosscheck ch6-relu --epochs 3 --seeds
+    1 2``). So 3 epochs are held to 97.5%, and 98.7% is asked where these settings reach it:
+    after 11 epochs seed 1 gave 98.91% with OpenBLAS's SkylakeX kernels and 98.84% with its
+    Haswell ones (``OPENBLAS_CORETYPE=Haswell``, whose rounding takes another path from epoch 1;
+    2026-12-05, AMD EPYC). The book: 99.23% after 60.
     """
-    spec = chapter6_relu_spec()
+    spec = chapter6_relu_spec(epochs=11)
     with one_blas_thread():
         history = _fit(spec, mnist)
-    assert history.test_at_best_validation >= 0.975
-    accuracies = [r["validation_accuracy"] for r in history.records]
+    first3 = history.records[:3]
+    best3 = max(reversed(first3), key=lambda r: r["validation_accuracy"])  # ties: the later epoch
+    assert best3["test_accuracy"] >= 0.975, first3
+    accuracies = [r["validation_accuracy"] for r in first3]
     assert accuracies == sorted(accuracies)  # still learning every epoch
+    assert history.test_at_best_validation >= 0.987, (history.best_epoch, history.test_at_best_validation)
