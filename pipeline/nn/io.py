@@ -214,9 +214,10 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
     # counted before the network is built: a spec edited to millions of units would otherwise
     # end in a MemoryError rather than in this message
     declared_count = sum(math.prod(shape) for shape in declared_shapes.values())
-    if declared_count != parameter_count(spec["model"]):
+    spec_count = parameter_count(spec["model"])
+    if declared_count != spec_count:
         raise ModelFileError(f"{meta_path}: 'params' ({declared_count} numbers) do not match the spec's network "
-                             f"({parameter_count(spec['model'])} numbers); {REDO}")
+                             f"({spec_count} numbers); {REDO}")
     if xp is None:
         device = device or "cpu"
     net = build_network(spec, seed=0, xp=xp, device=device, dtype=dtype or info["dtype"])
