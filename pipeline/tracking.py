@@ -386,7 +386,7 @@ def _check_server_answers(uri: str) -> None:
         raise ConnectionError(f"no server answers at {parts.hostname}:{port}: {error}") from error
 
 
-def _client(create: bool = True) -> tuple[MlflowClient, str]:
+def _client(create: bool = True) -> tuple[MlflowClient, str | None]:
     """A client of the tracking store and the experiment's id (created on first use; with
     ``create=False`` not created, and the id None where there is no such experiment)."""
     uri = tracking_uri()

@@ -391,13 +391,13 @@ def _check_network2_streams(model: dict, training: dict) -> None:
                         "must be 0 with init 'default' (the constructor's draw comes first)")
 
 
-def _check_plateau_rules(t: dict, path: str = "training") -> None:
+def _check_plateau_rules(t: dict) -> None:
     """Early stopping and the eta schedule both count evaluations since the last improvement,
     and early stopping is checked first: with a patience not above the schedule's, eta would
     never be halved."""
     early, schedule = t["early_stopping"]["patience"], t["eta_schedule"]
     if early and schedule["kind"] == "halve_on_plateau" and early <= schedule["patience"]:
-        raise SpecError(_join(path, "early_stopping.patience"),
+        raise SpecError("training.early_stopping.patience",
                         f"is {early}, not more than eta_schedule.patience ({schedule['patience']}): "
                         "training would stop before eta is ever halved; raise it, or set it to 0 and let "
                         "the schedule's min_fraction end training")
