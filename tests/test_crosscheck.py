@@ -1,4 +1,4 @@
-"""The PyTorch twin of a chapter 6 network: same start, same gradients, same training.
+"""The PyTorch twin of a network: same start, same gradients, same training.
 
 These run where torch is installed (the benchmark extra, ``pip install -e '.[bench]'``); they
 check both the twin's translation of our layouts and our backward pass against autograd."""
@@ -42,7 +42,7 @@ def test_twin_gradients_equal_our_backprop():
     twin = TorchTwin(spec, net.state_dict(), torch)
     data = _data(6, seed=1)
     net.backprop(data.x, one_hot(data.y, 10, numpy, numpy.float64))
-    cost = torch.nn.functional.cross_entropy(twin.logits(torch.from_numpy(data.x)),
+    cost = torch.nn.functional.cross_entropy(twin.output_z(torch.from_numpy(data.x)),
                                              torch.from_numpy(data.y))
     cost.backward()
     for layer, (w, b) in zip(net.layers, twin.tensors):
@@ -62,3 +62,49 @@ def test_both_engines_train_to_the_same_accuracies():
     assert theirs.column("test_accuracy") == ours.column("test_accuracy")
     assert theirs.test_at_best_validation == ours.test_at_best_validation
     assert ours.column("validation_accuracy")[-1] > 0.5  # it learned something to agree on
+
+
+FC_LAYERS = [{"type": "fc", "units": 12, "activation": "sigmoid"},
+             {"type": "fc", "units": 10, "activation": "sigmoid"}]
+
+
+def _fc_spec(cost, **training):
+    """A chapter 3 network: sigmoid output, reshuffled every epoch, network2's L2."""
+    t = {"epochs": 12, "batch_size": 7, "eta": 3.0 if cost == "quadratic" else 0.5, "seed": 5,
+         "dtype": "float64", "shuffle": True,
+         "regularization": {"kind": "l2", "lmbda": 0.1, "scaling": "network2"}}
+    t.update(training)
+    return validate_spec({"model": {"input_shape": [100], "layers": FC_LAYERS, "cost": cost,
+                                    "init": "default"}, "training": t})
+
+
+@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
+def test_twin_gradients_equal_our_backprop_with_a_sigmoid_output(cost):
+    spec = _fc_spec(cost)
+    net = build_network(spec)
+    twin = TorchTwin(spec, net.state_dict(), torch)
+    data = _data(6, seed=1)
+    net.backprop(data.x, one_hot(data.y, 10, numpy, numpy.float64))
+    twin.mean_cost(torch.from_numpy(data.x), torch.from_numpy(data.y)).backward()
+    for layer, (w, b) in zip(net.layers, twin.tensors):
+        numpy.testing.assert_allclose(layer.grads["w"], w.grad.numpy(), rtol=1e-9, atol=1e-12)
+        numpy.testing.assert_allclose(layer.grads["b"], b.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
+def test_both_engines_follow_the_same_reshuffles(cost):
+    """The twin draws the run's shuffles from the same seed, so the two train alike: 103
+    examples in mini-batches of 7 leave a smaller last one, which network2 trains too."""
+    spec = _fc_spec(cost)
+    net = build_network(spec)
+    start = net.state_dict()
+    train, val, test = _data(103, 2), _data(100, 3), _data(100, 4)
+    ours = fit(net, spec["training"], (train.x, train.y), (val.x, val.y), (test.x, test.y),
+               log=None, progress=False)
+    theirs = train_torch(spec, start, train, val, test, torch, log=lambda s: None)
+    assert theirs.column("validation_accuracy") == ours.column("validation_accuracy")
+    assert theirs.column("test_accuracy") == ours.column("test_accuracy")
+    assert ours.column("validation_accuracy")[-1] > 0.5  # it learned something to agree on
+    assert theirs.best_epoch == ours.best_epoch
+    for name, w in ours.best_weights.items():  # the same steps in the same order, to rounding
+        numpy.testing.assert_allclose(theirs.best_weights[name], w, rtol=1e-7, atol=1e-9, err_msg=name)

@@ -406,3 +406,40 @@ def test_stage_times_refuses_a_file_that_is_not_a_repro_log(tmp_path):
     assert done.returncode == 2 and "no '== stage <name> done in <s> s ==' line" in done.stderr, done.stderr
     done = _stage_times(other, other, other)
     assert done.returncode == 2 and "give one log, or two" in done.stderr
+
+
+DEAD_UNITS = SCRIPT.with_name("dead_output_units.py")
+
+
+@pytest.mark.parametrize("cost, stays_dead", [("quadratic", True), ("cross_entropy", False)])
+def test_an_output_unit_saturated_off_stays_dead_under_the_quadratic_cost_only(cost, stays_dead):
+    """The mechanism behind ch1-100's stalls, on separable synthetic data: an output unit whose
+    weighted input starts at about -40 gets (a - y) sigma'(z), about 1e-17, under the
+    quadratic cost and never fires for its digit; under cross-entropy it gets a - y and revives."""
+    import importlib.util
+
+    import numpy as np
+
+    from pipeline.data.mnist import Dataset
+    from pipeline.nn import build_network
+    from pipeline.nn.spec import validate_spec
+
+    loaded = importlib.util.spec_from_file_location("dead_output_units", DEAD_UNITS)
+    script = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(script)
+    centres = np.random.default_rng(99).uniform(0, 1, (10, 100))
+
+    def data(n, seed):
+        labels = np.arange(n) % 10
+        x = np.clip(centres[labels] + 0.1 * np.random.default_rng(seed).normal(size=(n, 100)), 0, 1)
+        return Dataset(x=x, y=labels)
+
+    spec = validate_spec({"model": {"input_shape": [100], "cost": cost, "init": "default",
+                                    "layers": [{"type": "fc", "units": 10, "activation": "sigmoid"}]},
+                          "training": {"epochs": 20, "batch_size": 10, "eta": 0.5, "seed": 1,
+                                       "dtype": "float64", "shuffle": True}})
+    net = build_network(spec)
+    net.layers[0].params["b"][3] = -40.0  # unit 3 starts saturated off for every input
+    row = script.trace_run(net, spec["training"], data(500, 1), data(200, 2), data(200, 3))
+    assert 3 in row["dead_at_start"]
+    assert row["dead_at_end"] == ([3] if stays_dead else [])  # the other nine learn their digits

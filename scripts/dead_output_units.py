@@ -1,0 +1,95 @@
+"""Why `ch1-100` stalls: output units that die in the first epoch under the quadratic cost.
+
+    python scripts/dead_output_units.py ch1-100 --seeds 1 2 3 4 5 6 7 8 9 10 \\
+        --costs quadratic cross_entropy --out docs/measurements/<date>-cpu-ch1-100-dead-units
+
+Trains a run (our engine, its config in params.yaml, the run's own epochs) once per seed and
+cost, from the same initial weights and on the same shuffles for every cost, and after every
+epoch counts the output units that are *dead*: a unit that fires (output > 0.5) on fewer than
+1% of the validation images of its own digit. Such a digit is never predicted. With sigmoid
+outputs and the quadratic cost, the output error is (a - y) sigma'(z) (BP1), which vanishes
+for a unit driven deep into saturation: it gets almost no gradient even on its own digit, so
+it stays dead. The cross-entropy cost's error is a - y (chapter 3), which does not vanish.
+Prints one line per run and writes ``dead_units.json`` (per seed and cost: the units dead at
+the start and after each epoch where that changed, the peak test accuracy) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy
+from threadpoolctl import threadpool_limits
+
+from pipeline.atomic import write_json
+from pipeline.experiment import load_run_data, run_spec
+from pipeline.nn.build import build_network
+from pipeline.nn.spec import validate_spec
+from pipeline.nn.train import fit
+from pipeline.params import load_params
+
+FIRES = 0.5  # an output above this counts as the unit firing
+ALIVE_FRACTION = 0.01  # a unit firing on fewer of its own digit's images than this is dead
+
+
+def dead_units(net, x, labels) -> list[int]:
+    """The output units that fire on fewer than ALIVE_FRACTION of their own digit's images."""
+    out = numpy.asarray(net.forward(x))
+    return [int(d) for d in range(out.shape[1])
+            if (out[labels == d, d] > FIRES).mean() < ALIVE_FRACTION]
+
+
+def trace_run(net, training: dict, train, validation, test) -> dict:
+    """Train ``net`` in place; the dead units at the start and after each epoch where they changed."""
+    dead = [dead_units(net, validation.x, validation.y)]
+
+    def after_epoch(record):
+        dead.append(dead_units(net, validation.x, validation.y))
+
+    with threadpool_limits(1):
+        history = fit(net, training, (train.x, train.y), (validation.x, validation.y),
+                      (test.x, test.y), on_epoch=after_epoch, log=None, progress=False)
+    changes = {str(epoch): units for epoch, units in enumerate(dead[1:]) if units != dead[epoch]}
+    return {"peak_test_accuracy": history.peak_test_accuracy, "dead_at_start": dead[0],
+            "dead_after_epoch": changes, "dead_at_end": dead[-1]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("book_id", nargs="?", default="ch1-100")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--costs", nargs="+", default=["quadratic", "cross_entropy"],
+                        help="the run's cost and the ones to swap in for it")
+    parser.add_argument("--out", type=Path, help="folder for dead_units.json")
+    args = parser.parse_args(argv)
+    params = load_params()
+    if args.book_id not in params["book"]:
+        raise SystemExit(f"no run {args.book_id!r} in params.yaml's book")
+    run_cfg = params["book"][args.book_id]
+    if run_cfg["model"]["layers"][-1].get("activation") != "sigmoid":
+        raise SystemExit(f"{args.book_id}: its output layer is not sigmoid; this counts sigmoid units")
+    train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
+    rows = []
+    for cost in args.costs:
+        for seed in args.seeds:
+            spec = run_spec(run_cfg, seed, {})
+            spec["model"]["cost"] = cost  # all else the run's: the same start, the same shuffles
+            spec = validate_spec(spec)
+            net = build_network(spec, device="cpu")
+            row = {"book_id": args.book_id, "cost": cost, "seed": seed,
+                   "epochs": spec["training"]["epochs"], "eta": spec["training"]["eta"],
+                   **trace_run(net, spec["training"], train, validation, test)}
+            rows.append(row)
+            print(f"{cost:<14} seed {seed:>2}: peak test {row['peak_test_accuracy']:.2%}  "
+                  f"dead at start {row['dead_at_start']}  after epoch 0 "
+                  f"{row['dead_after_epoch'].get('0', row['dead_at_start'])}  at the end {row['dead_at_end']}",
+                  flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "dead_units.json", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
