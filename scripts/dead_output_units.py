@@ -1,17 +1,19 @@
-"""Why `ch1-100` stalls: output units that die in the first epoch under the quadratic cost.
+"""Why `ch1-100` stalls: output units that go dead early under the quadratic cost.
 
     python scripts/dead_output_units.py ch1-100 --seeds 1 2 3 4 5 6 7 8 9 10 \\
-        --costs quadratic cross_entropy --out docs/measurements/<date>-cpu-ch1-100-dead-units
+        --costs quadratic cross_entropy --out docs/measurements/<date>-cpu-ch1-100-crosscheck
 
 Trains a run (our engine, its config in params.yaml, the run's own epochs) once per seed and
 cost, from the same initial weights and on the same shuffles for every cost, and after every
-epoch counts the output units that are *dead*: a unit that fires (output > 0.5) on fewer than
-1% of the validation images of its own digit. Such a digit is never predicted. With sigmoid
-outputs and the quadratic cost, the output error is (a - y) sigma'(z) (BP1), which vanishes
-for a unit driven deep into saturation: it gets almost no gradient even on its own digit, so
-it stays dead. The cross-entropy cost's error is a - y (chapter 3), which does not vanish.
-Prints one line per run and writes ``dead_units.json`` (per seed and cost: the units dead at
-the start and after each epoch where that changed, the peak test accuracy) to ``--out``.
+evaluated epoch counts the output units that are *dead*: a unit that fires (output > 0.5) on
+fewer than 1% of the validation images of its own digit. With sigmoid outputs and the
+quadratic cost, the output error is (a - y) sigma'(z) (BP1), which nearly vanishes for a unit
+driven deep into saturation: it gets almost no gradient even from its own digit, and recovers
+slowly if at all. The cross-entropy cost's error is a - y (chapter 3), which does not vanish.
+Prints one line per run and writes ``dead_units.json`` to ``--out``: per seed and cost, the
+units dead at the start and after each epoch where that changed, the peak test accuracy, and
+at the end each digit's recall on the test set (how often a dead unit's digit is still
+predicted).
 """
 
 from __future__ import annotations
@@ -40,19 +42,29 @@ def dead_units(net, x, labels) -> list[int]:
             if (out[labels == d, d] > FIRES).mean() < ALIVE_FRACTION]
 
 
+def recall_by_digit(net, x, labels) -> list[float]:
+    """For each digit, the fraction of its images that the network classifies as that digit."""
+    predicted = numpy.asarray(net.predict(x))
+    return [round(float((predicted[labels == d] == d).mean()), 4) for d in range(int(labels.max()) + 1)]
+
+
 def trace_run(net, training: dict, train, validation, test) -> dict:
-    """Train ``net`` in place; the dead units at the start and after each epoch where they changed."""
-    dead = [dead_units(net, validation.x, validation.y)]
+    """Train ``net`` in place; the dead units at the start and after each evaluated epoch
+    where they changed, the peak test accuracy and the final recall of each digit."""
+    dead = {-1: dead_units(net, validation.x, validation.y)}
 
     def after_epoch(record):
-        dead.append(dead_units(net, validation.x, validation.y))
+        if "validation_accuracy" in record:  # an evaluated epoch
+            dead[record["epoch"]] = dead_units(net, validation.x, validation.y)
 
     with threadpool_limits(1):
         history = fit(net, training, (train.x, train.y), (validation.x, validation.y),
                       (test.x, test.y), on_epoch=after_epoch, log=None, progress=False)
-    changes = {str(epoch): units for epoch, units in enumerate(dead[1:]) if units != dead[epoch]}
-    return {"peak_test_accuracy": history.peak_test_accuracy, "dead_at_start": dead[0],
-            "dead_after_epoch": changes, "dead_at_end": dead[-1]}
+    epochs = sorted(dead)
+    changes = {str(e): dead[e] for before, e in zip(epochs, epochs[1:]) if dead[e] != dead[before]}
+    return {"peak_test_accuracy": history.peak_test_accuracy, "dead_at_start": dead[-1],
+            "dead_after_epoch": changes, "dead_at_end": dead[epochs[-1]],
+            "test_recall_at_end": recall_by_digit(net, test.x, test.y)}
 
 
 def main(argv=None) -> int:
@@ -67,8 +79,6 @@ def main(argv=None) -> int:
     if args.book_id not in params["book"]:
         raise SystemExit(f"no run {args.book_id!r} in params.yaml's book")
     run_cfg = params["book"][args.book_id]
-    if run_cfg["model"]["layers"][-1].get("activation") != "sigmoid":
-        raise SystemExit(f"{args.book_id}: its output layer is not sigmoid; this counts sigmoid units")
     train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
     rows = []
     for cost in args.costs:
@@ -76,6 +86,8 @@ def main(argv=None) -> int:
             spec = run_spec(run_cfg, seed, {})
             spec["model"]["cost"] = cost  # all else the run's: the same start, the same shuffles
             spec = validate_spec(spec)
+            if spec["model"]["layers"][-1]["activation"] != "sigmoid":
+                raise SystemExit(f"{args.book_id}: its output layer is not sigmoid; this counts sigmoid units")
             net = build_network(spec, device="cpu")
             row = {"book_id": args.book_id, "cost": cost, "seed": seed,
                    "epochs": spec["training"]["epochs"], "eta": spec["training"]["eta"],

@@ -6,7 +6,7 @@ check both the twin's translation of our layouts and our backward pass against a
 import numpy
 import pytest
 
-from pipeline.crosscheck import TorchTwin, train_torch
+from pipeline.crosscheck import TorchTwin, _check_supported, train_torch
 from pipeline.data.mnist import Dataset
 from pipeline.nn.build import build_network
 from pipeline.nn.network import one_hot
@@ -91,20 +91,46 @@ def test_twin_gradients_equal_our_backprop_with_a_sigmoid_output(cost):
         numpy.testing.assert_allclose(layer.grads["b"], b.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
-def test_both_engines_follow_the_same_reshuffles(cost):
+@pytest.mark.parametrize("cost, scaling, eval_every", [("quadratic", "network2", 1),
+                                                        ("cross_entropy", "network2", 1),
+                                                        ("cross_entropy", "network3", 1),
+                                                        ("quadratic", "network2", 5)])
+def test_both_engines_follow_the_same_reshuffles(cost, scaling, eval_every):
     """The twin draws the run's shuffles from the same seed, so the two train alike: 103
-    examples in mini-batches of 7 leave a smaller last one, which network2 trains too."""
-    spec = _fc_spec(cost)
+    examples in mini-batches of 7 leave a smaller last one, which network2 trains and
+    network3 leaves out; and the twin evaluates the epochs fit evaluates."""
+    spec = _fc_spec(cost, eval_every=eval_every,
+                    regularization={"kind": "l2", "lmbda": 0.1, "scaling": scaling})
     net = build_network(spec)
     start = net.state_dict()
     train, val, test = _data(103, 2), _data(100, 3), _data(100, 4)
     ours = fit(net, spec["training"], (train.x, train.y), (val.x, val.y), (test.x, test.y),
                log=None, progress=False)
     theirs = train_torch(spec, start, train, val, test, torch, log=lambda s: None)
+    assert theirs.column("epoch") == ours.column("epoch")
     assert theirs.column("validation_accuracy") == ours.column("validation_accuracy")
     assert theirs.column("test_accuracy") == ours.column("test_accuracy")
     assert ours.column("validation_accuracy")[-1] > 0.5  # it learned something to agree on
     assert theirs.best_epoch == ours.best_epoch
     for name, w in ours.best_weights.items():  # the same steps in the same order, to rounding
         numpy.testing.assert_allclose(theirs.best_weights[name], w, rtol=1e-7, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("training, named", [
+    ({"momentum": 0.9}, "momentum"),
+    ({"eta_schedule": {"kind": "halve_on_plateau", "patience": 5, "min_fraction": 0.0078125}},
+     "eta schedule"),
+    ({"early_stopping": {"patience": 3}}, "early stopping"),
+    ({"regularization": {"kind": "l1", "lmbda": 0.1}}, "regularization l1"),
+])
+def test_what_the_twin_cannot_do_is_refused(training, named):
+    spec = _fc_spec("quadratic", **training)
+    with pytest.raises(SystemExit, match=named):
+        _check_supported(spec, "my-run")
+
+
+def test_dropout_is_refused():
+    spec = _fc_spec("quadratic")
+    spec["model"]["layers"][0]["dropout"] = 0.5
+    with pytest.raises(SystemExit, match="dropout"):
+        _check_supported(spec, "my-run")
