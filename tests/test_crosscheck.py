@@ -50,14 +50,18 @@ def test_twin_gradients_equal_our_backprop():
         numpy.testing.assert_allclose(layer.grads["b"], b.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
-def test_both_engines_train_to_the_same_accuracies():
-    spec = _spec()
+def _train_both(spec, n_train):
+    """Our network and its twin trained from the same start; their two histories."""
     net = build_network(spec)
     start = net.state_dict()
-    train, val, test = _data(200, 2), _data(100, 3), _data(100, 4)
+    train, val, test = _data(n_train, 2), _data(100, 3), _data(100, 4)
     ours = fit(net, spec["training"], (train.x, train.y), (val.x, val.y), (test.x, test.y),
                log=None, progress=False)
-    theirs = train_torch(spec, start, train, val, test, torch, log=lambda s: None)
+    return ours, train_torch(spec, start, train, val, test, torch, log=lambda s: None)
+
+
+def test_both_engines_train_to_the_same_accuracies():
+    ours, theirs = _train_both(_spec(), 200)
     assert theirs.column("validation_accuracy") == ours.column("validation_accuracy")
     assert theirs.column("test_accuracy") == ours.column("test_accuracy")
     assert theirs.test_at_best_validation == ours.test_at_best_validation
@@ -101,12 +105,7 @@ def test_both_engines_follow_the_same_reshuffles(cost, scaling, eval_every):
     network3 leaves out; and the twin evaluates the epochs fit evaluates."""
     spec = _fc_spec(cost, eval_every=eval_every,
                     regularization={"kind": "l2", "lmbda": 0.1, "scaling": scaling})
-    net = build_network(spec)
-    start = net.state_dict()
-    train, val, test = _data(103, 2), _data(100, 3), _data(100, 4)
-    ours = fit(net, spec["training"], (train.x, train.y), (val.x, val.y), (test.x, test.y),
-               log=None, progress=False)
-    theirs = train_torch(spec, start, train, val, test, torch, log=lambda s: None)
+    ours, theirs = _train_both(spec, 103)
     assert theirs.column("epoch") == ours.column("epoch")
     assert theirs.column("validation_accuracy") == ours.column("validation_accuracy")
     assert theirs.column("test_accuracy") == ours.column("test_accuracy")
