@@ -415,7 +415,8 @@ DEAD_UNITS = SCRIPT.with_name("dead_output_units.py")
 def test_an_output_unit_saturated_off_stays_dead_under_the_quadratic_cost_only(cost, stays_dead):
     """The mechanism behind ch1-100's stalls, on separable synthetic data: an output unit whose
     weighted input starts at about -40 gets (a - y) sigma'(z), about 1e-17, under the
-    quadratic cost and never fires for its digit; under cross-entropy it gets a - y and revives."""
+    quadratic cost and never fires for its digit in 20 epochs; under cross-entropy it gets a - y
+    and revives."""
     import importlib.util
 
     import numpy as np
@@ -443,3 +444,5 @@ def test_an_output_unit_saturated_off_stays_dead_under_the_quadratic_cost_only(c
     row = script.trace_run(net, spec["training"], data(500, 1), data(200, 2), data(200, 3))
     assert 3 in row["dead_at_start"]
     assert row["dead_at_end"] == ([3] if stays_dead else [])  # the other nine learn their digits
+    recall = row["test_recall_at_end"]
+    assert (recall[3] < 0.05) == stays_dead and min(recall[:3] + recall[4:]) > 0.9
