@@ -27,12 +27,13 @@ import time
 
 import numpy
 
+from pipeline.errors import InputError
 from pipeline.experiment import load_run_data, run_spec
 from pipeline.nn.build import build_network
 from pipeline.nn.regularization import Regularization
 from pipeline.nn.spec import validate_spec
 from pipeline.nn.train import History, epoch_orders, fit, track_best
-from pipeline.params import load_params
+from pipeline.params import book_run, load_params
 
 
 def _check_supported(spec: dict, book_id: str) -> None:
@@ -191,9 +192,10 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
     params = load_params()
-    if args.book_id not in params["book"]:
-        raise SystemExit(f"crosscheck: no run {args.book_id!r} in params.yaml's book")
-    run_cfg = params["book"][args.book_id]
+    try:
+        run_cfg = book_run(params, args.book_id)
+    except InputError as error:
+        raise SystemExit(f"crosscheck: {error}") from None
     train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
     results = []
     for seed in args.seeds:

@@ -25,6 +25,14 @@ def run_folders(book_id: str, root: Path = Path(".")) -> tuple[Path, Path]:
     return root / MODELS / book_id, root / RESULTS / book_id
 
 
+def book_run(params: dict, book_id: str) -> dict:
+    """Run ``book_id``'s config from the composed ``params`` (params.yaml's ``book``)."""
+    book = params.get("book") or {}
+    if book_id not in book:
+        raise InputError(f"no run {book_id!r} in params.yaml's book (have: {', '.join(book)})")
+    return book[book_id]
+
+
 def conf_book_run(book_id: str) -> dict:
     """``conf/book/<id>.yaml``'s run as plain data, without Hydra (for the benchmark and the
     GPU script): its ``training.epochs``, an interpolation (``${..book.epochs}``) that plain

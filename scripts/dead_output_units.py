@@ -25,11 +25,12 @@ import numpy
 from threadpoolctl import threadpool_limits
 
 from pipeline.atomic import write_json
+from pipeline.errors import InputError
 from pipeline.experiment import load_run_data, run_spec
 from pipeline.nn.build import build_network
 from pipeline.nn.spec import validate_spec
 from pipeline.nn.train import fit
-from pipeline.params import load_params
+from pipeline.params import book_run, load_params
 
 FIRES = 0.5  # an output above this counts as the unit firing
 ALIVE_FRACTION = 0.01  # a unit firing on fewer of its own digit's images than this is dead
@@ -76,9 +77,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="folder for dead_units.json")
     args = parser.parse_args(argv)
     params = load_params()
-    if args.book_id not in params["book"]:
-        raise SystemExit(f"no run {args.book_id!r} in params.yaml's book")
-    run_cfg = params["book"][args.book_id]
+    try:
+        run_cfg = book_run(params, args.book_id)
+    except InputError as error:
+        raise SystemExit(str(error)) from None
     train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
     rows = []
     for cost in args.costs:

@@ -6,10 +6,9 @@ Outputs: ``models/<id>/seed<k>/`` and ``results/<id>/{metrics.json,history.csv}`
 
 from __future__ import annotations
 
-from pipeline.errors import InputError
 from pipeline.experiment import train_entry
 from pipeline.machine import kernel_pin_note
-from pipeline.params import load_params, run_folders
+from pipeline.params import book_run, load_params, run_folders
 from pipeline.settings import check_settings
 from pipeline.stages._common import log, one_argument, stage
 
@@ -18,12 +17,11 @@ def main(book_id: str) -> None:
     with stage(f"train@{book_id}"):
         params = load_params()
         check_settings(params, ("data", "profile"))
-        if book_id not in (params.get("book") or {}):
-            raise InputError(f"no run {book_id!r} in params.yaml's book (have: {', '.join(params.get('book') or {})})")
+        run_cfg = book_run(params, book_id)
         if note := kernel_pin_note():
             log(note)
         model_dir, results_dir = run_folders(book_id)
-        train_entry(book_id, params["book"][book_id], params["data"], params["profile"],
+        train_entry(book_id, run_cfg, params["data"], params["profile"],
                     model_dir=model_dir, results_dir=results_dir, log=log, compute=params.get("compute"))
 
 
