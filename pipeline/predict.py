@@ -53,7 +53,8 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
         for run_id in run_ids:
             logged = tracking.download_model(run_id, download_to / run_id)
             loaded = load_model(logged.folder)
-            voters.append(Voter(f"MLflow run {run_id} ({logged.run_name})", loaded.network,
+            restored = f", restored here as {logged.run_id}" if logged.run_id != run_id else ""
+            voters.append(Voter(f"MLflow run {run_id} ({logged.run_name}{restored})", loaded.network,
                                 loaded.metadata, logged.test_accuracy))
     classes = {v.network.classes for v in voters}
     if len(classes) > 1:

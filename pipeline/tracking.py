@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import time
@@ -494,20 +495,37 @@ def start_run(
 
 class LoggedModel(NamedTuple):
     folder: Path  # the downloaded model folder (weights.npz, model.json)
+    run_id: str  # the run it came from: the id asked for, or that run's restored copy here
     run_name: str
     test_accuracy: dict[int, float]  # the run's test accuracy per epoch, as it logged it
 
 
+def _restored_copy(client: MlflowClient, experiment_id: str, run_id: str):
+    """The FINISHED run that ``pipeline.restore_runs`` logged from run ``run_id`` of another
+    store (the id a ``results/<id>/metrics.json`` restored by DVC records), or None."""
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id):  # MLflow's ids; anything else cannot match
+        return None
+    found = _write(client.search_runs, [experiment_id],
+                   filter_string=f"tags.{RESTORED_FROM_TAG} = '{run_id}' and attributes.status = 'FINISHED'",
+                   order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
 def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
     """The model folder a training run logged (artifact ``model``), downloaded into ``dst``,
-    with the run's name and its logged test accuracy per epoch. A clear ``LookupError`` when
-    the store has no such run, or the run no model."""
-    client, _ = _client()
+    with the run's name and its logged test accuracy per epoch. ``run_id`` may also be the id
+    a run had in the store that trained it, where ``pipeline.restore_runs`` logged it here
+    again. A clear ``LookupError`` when the store has no such run, or the run no model."""
+    client, experiment_id = _client()
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise LookupError(f"MLflow run {run_id!r}: not in the tracking store {tracking_uri()} "
-                          "(copy the run id from the UI's run page, or set MLFLOW_TRACKING_URI)") from None
+        run = _restored_copy(client, experiment_id, run_id)
+        if run is None:
+            raise LookupError(f"MLflow run {run_id!r}: not in the tracking store {tracking_uri()}, nor a "
+                              "run restored from it (copy the run id from the UI's run page, or set "
+                              "MLFLOW_TRACKING_URI)") from None
+        run_id = run.info.run_id
     names = {a.path for a in client.list_artifacts(run_id)}
     if "model" not in names:
         raise LookupError(f"MLflow run {run_id!r} ({run.info.run_name}) logged no model "
@@ -515,7 +533,7 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files
     folder = Path(client.download_artifacts(run_id, "model", dst_path=os.fspath(dst)))
     test = {m.step: m.value for m in client.get_metric_history(run_id, "test_accuracy")}
-    return LoggedModel(folder, run.info.run_name, test)
+    return LoggedModel(folder, run_id, run.info.run_name, test)
 
 
 __all__ = [

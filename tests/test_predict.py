@@ -287,6 +287,12 @@ def test_a_model_logged_in_mlflow_is_fetched_by_its_run_id(trained, tmp_path, mo
     assert "logged no model (its artifacts: notes.txt)" in capsys.readouterr().err
     assert predict.main(["--run", "0" * 32, "--test"]) == 2
     assert "not in the tracking store" in capsys.readouterr().err
+    # a clone that restored the run (pipeline.restore_runs) finds it by its first id too
+    with tracking.start_run("fc30", tags=tracking.restored_tags({}, "1" * 32)) as restored:
+        restored.log_artifacts(trained["folders"][0], "model")
+    assert predict.main(["--run", "1" * 32, "--test", "--prepared", str(trained["prepared"])]) == 0
+    assert (f"MLflow run {'1' * 32} (fc30, restored here as {restored.run_id}): test {accuracy:.2%}"
+            in capsys.readouterr().out)
 
 
 def test_the_runs_record_of_the_final_weights_comes_from_model_json_or_the_history(tmp_path):

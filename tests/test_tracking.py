@@ -594,3 +594,27 @@ def test_a_downloaded_model_comes_with_its_runs_test_accuracy_per_epoch(client, 
     logged = tracking.download_model(run.run_id, tmp_path / "download")
     assert logged.run_name == "fc30" and (logged.folder / "model.json").is_file()
     assert logged.test_accuracy == pytest.approx({0: 0.6, 1: 0.7, 2: 0.8})
+
+
+def test_a_model_is_found_by_the_id_it_had_in_the_store_that_trained_it(client, tmp_path):
+    """A clone that restored a run (pipeline.restore_runs) gave it a new id; the id its
+    metrics.json records, the first one, finds the restored copy: the FINISHED one, not a
+    copy a stop cut short, and no other run."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    first_id = "ab" * 16
+    with tracking.start_run("other", tags=tracking.restored_tags({}, "cd" * 16)) as other:
+        other.log_artifacts(tmp_path / "model", "model")
+    with tracking.start_run("fc30", tags=tracking.restored_tags({}, first_id)) as restored:
+        restored.log_epoch({"epoch": 0, "test_accuracy": 0.9})
+        restored.log_artifacts(tmp_path / "model", "model")
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run("fc30", tags=tracking.restored_tags({}, first_id)):
+            raise KeyboardInterrupt  # a copy cut short: KILLED, and later
+    logged = tracking.download_model(first_id, tmp_path / "download")
+    assert (logged.run_id, logged.run_name, logged.test_accuracy) == (restored.run_id, "fc30", {0: 0.9})
+    assert logged.run_id != other.run_id
+    with pytest.raises(LookupError, match="nor a run restored from it"):
+        tracking.download_model("ef" * 16, tmp_path / "none")
+    with pytest.raises(LookupError, match="not in the tracking store"):
+        tracking.download_model("not-an-id' or 1=1", tmp_path / "none")

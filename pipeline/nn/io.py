@@ -100,7 +100,12 @@ def _read_info(directory: Path) -> dict:
         # profile); another folder's run is not known here
         layout = directory.name.startswith("seed") and directory.parent.parent.name == "models"
         run = directory.parent.name if layout else "<id>"
+        trained = sorted(p.name for p in directory.parent.glob("seed*") if (p / META_FILE).is_file()) if layout else []
         hint = (f"; {directory} holds the model directories {', '.join(inside)}: give one of them" if inside
+                # the run is there, with fewer seeds: `dvc repro` would have nothing to do
+                else f"; {directory.parent} holds {', '.join(trained)}, the seeds its profile gives the run "
+                     f"(`book.{run}.seeds` in params.yaml); for another profile's seeds: `python -m "
+                     f"pipeline.config profile=<name>`, then `dvc repro train@{run}`" if trained
                 else f"; train it (`dvc repro train@{run}`) or fetch it from a DVC remote "
                      f"(`dvc repro --pull train@{run}`) first")
         where = "" if directory.is_dir() else f": {directory} does not exist (is the path spelt right?)"

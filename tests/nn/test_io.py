@@ -218,6 +218,13 @@ def test_unreadable_files(saved, tmp_path):
                        r"path spelt right\?\); .*train it \(`dvc repro train@ch6-rleu`\) or fetch it "
                        r"from a DVC remote \(`dvc repro --pull train@ch6-rleu`\)"):
         load_model(missing)
+    # a seed beyond those its profile trained: retraining the run would not make it
+    (missing.parent / "seed1").mkdir(parents=True)
+    (missing.parent / "seed1" / "model.json").write_text("{}")
+    with pytest.raises(ModelFileError, match=r"seed2/model.json: not found: .*; .*ch6-rleu holds seed1, the "
+                       r"seeds its profile gives the run \(`book.ch6-rleu.seeds` in params.yaml\); .*profile=<name>`, "
+                       r"then `dvc repro train@ch6-rleu`"):
+        load_model(missing.parent / "seed2")
     run = tmp_path / "run"
     for seed in ("seed1", "seed2"):
         (run / seed).mkdir(parents=True)
