@@ -130,7 +130,10 @@ _FACTORIES = {"sigmoid": _sigmoid, "tanh": _tanh, "relu": _relu, "linear": _line
 
 @lru_cache(maxsize=None)
 def get_activation(name: str, xp=numpy) -> Activation:
-    """The activation called ``name`` (one of :data:`NAMES`) working on ``xp`` arrays."""
+    """The activation called ``name`` (one of :data:`NAMES`) working on ``xp`` arrays, with its
+    derivative: sigmoid sigma(z) = 1/(1 + e^-z) (ch. 1 eq. 3), sigma' = sigma(z) sigma(-z);
+    tanh (ch. 3), tanh' = 1/cosh^2 z; ReLU max(0, z) (ch. 3, ch. 6), derivative 0 at z = 0;
+    linear z."""
     try:
         factory = _FACTORIES[name]
     except KeyError:

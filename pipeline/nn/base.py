@@ -50,7 +50,8 @@ class Layer(Protocol):
         """Return the activations for input ``x``; when ``train``, cache what backward needs."""
 
     def backward(self, delta: Array, need_input_grad: bool = True) -> Array | None:
-        """Given delta = dC/dz for this layer, fill ``grads``; return dC/d(input) or None."""
+        """Given delta = dC/dz for this layer, fill ``grads`` (BP3, BP4); return dC/d(input),
+        the W^T delta half of BP2, or None."""
 
     def activation_prime(self) -> Array:
         """sigma'(z) of the last training forward pass, to turn dC/da into dC/dz (BP2)."""

@@ -287,6 +287,9 @@ class ConvPool:
 
     # -- parameters -------------------------------------------------------------------------
     def init_stds(self, scheme: str) -> tuple[float, float]:
+        """Standard deviations (weights, biases) of zero-mean Gaussians under ``scheme``: "large"
+        1 and 1; "default" 1/sqrt(n_in) with n_in = C k^2, and 1; "network3" sqrt(1/n_out) with
+        network3.py's n_out = F k^2 / p^2, and 1."""
         k, C, F, p = self.kernel, self.channels, self.filters, self.pool
         if scheme == "large":
             return 1.0, 1.0
@@ -464,7 +467,11 @@ class ConvPool:
         return dx
 
     def backward(self, delta, need_input_grad: bool = True):
-        """BP3/BP4 into ``grads``; return dC/dx (input's shape) or None when not needed."""
+        """BP3 (dC/db_f = the upsampled error summed over positions and the mini-batch) and BP4
+        (dC/dw = patches^T times the upsampled error: the correlation of the input with it)
+        into ``grads``; return dC/dx, the convolution's half of BP2 (the full convolution of
+        the error with the 180-degree-rotated kernel, done as col2im), in the input's shape,
+        or None when not needed."""
         xp = self.xp
         F = self.filters
         m = self._m

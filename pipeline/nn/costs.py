@@ -66,6 +66,9 @@ class Cost:
 
 
 class QuadraticCost(Cost):
+    """C = (1/2n) sum_x ||y(x) - a^L(x)||^2 (ch. 1 eq. 6; ``value`` is the sum, callers divide
+    by n); delta^L = (a - y) sigma'(z) (BP1)."""
+
     name = "quadratic"
 
     def value(self, z, a, y):
@@ -80,6 +83,10 @@ class QuadraticCost(Cost):
 
 
 class CrossEntropyCost(Cost):
+    """C = -(1/n) sum_x sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)] on sigmoid outputs (ch. 3
+    eq. 63), evaluated from z as softplus(z) - y z, finite for saturated units; delta^L = a - y
+    (eqs. 66-67: sigma' cancels)."""
+
     name = "cross_entropy"
     output_activations = ("sigmoid",)
 
@@ -92,6 +99,9 @@ class CrossEntropyCost(Cost):
 
 
 class LogLikelihoodCost(Cost):
+    """C = -ln a^L_y on a softmax output (ch. 3 eq. 80), evaluated from z as
+    log-sum-exp(z) - z_y, finite for logits of any size; delta^L = a - y (eqs. 81-82)."""
+
     name = "log_likelihood"
     output_type = "softmax"
 

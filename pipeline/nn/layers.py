@@ -246,7 +246,10 @@ class FullyConnected:
 
     # -- parameters -------------------------------------------------------------------------
     def init_stds(self, scheme: str) -> tuple[float, float]:
-        """Standard deviations (weights, biases) of the initial parameters under ``scheme``."""
+        """Standard deviations (weights, biases) of the initial parameters under ``scheme``,
+        both drawn from zero-mean Gaussians: "large" N(0, 1) weights (ch. 1); "default"
+        N(0, 1/n_in) weights (ch. 3's weight initialisation); "network3"
+        N(0, 1/n_out) weights (network3.py). Biases N(0, 1) under every scheme."""
         if scheme == "large":
             return 1.0, 1.0
         if scheme == "default":
@@ -298,7 +301,9 @@ class FullyConnected:
 
     # -- backward ---------------------------------------------------------------------------
     def backward(self, delta, need_input_grad: bool = True):
-        """BP3, BP4 into ``grads``; return delta w^T (times the dropout mask), or None."""
+        """BP3 (dC/db = sum of delta over the mini-batch) and BP4 (dC/dw = x^T delta) into
+        ``grads``; return delta w^T (times the dropout mask), the (w^{l+1})^T delta^{l+1} half
+        of BP2 (the network multiplies it by the layer below's sigma'(z)), or None."""
         xp, grads = self.xp, self.grads
         matmul_into(xp, self._x.T, delta, grads["w"])
         if xp is numpy:
@@ -380,6 +385,8 @@ class Softmax(FullyConnected):
         self.activation = None
 
     def init_stds(self, scheme: str) -> tuple[float, float]:
+        """As a fully connected layer's, but network3.py's softmax starts at zero weights and
+        biases."""
         if scheme == "network3":
             return 0.0, 0.0
         return super().init_stds(scheme)

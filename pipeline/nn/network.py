@@ -104,7 +104,10 @@ class Network:
         return self.cost.delta(out.z, a, y, out, 1.0 / a.shape[0], buf)
 
     def backprop(self, x, y) -> None:
-        """Fill every layer's ``grads`` with the gradient of the mean cost over (x, y one-hot)."""
+        """Fill every layer's ``grads`` with the gradient of the mean cost over (x, y one-hot):
+        the book's backpropagation algorithm (ch. 2) for the whole mini-batch at once, BP1 at
+        the output (``_feedforward_to_output_error``), then, layer by layer downwards, BP3 and
+        BP4 into the layer's ``grads`` and BP2, delta^l = ((w^{l+1})^T delta^{l+1}) * sigma'(z^l)."""
         layers = self.layers
         delta = self._feedforward_to_output_error(x, y)
         for i in range(len(layers) - 1, 0, -1):

@@ -103,7 +103,11 @@ class History:
 
 
 class SGD:
-    """In-place parameter updates from the gradients ``backprop`` left in the layers."""
+    """In-place parameter updates from the gradients ``backprop`` left in the layers: plain
+    SGD w -> w - eta dC/dw (ch. 1 eqs. 20-21, dC/dw the mini-batch mean); with L2 the decay
+    (1 - eta c) w first (ch. 3 eq. 93, ``Regularization.coefficient`` gives c); with L1
+    w -> w - eta c sgn(w) - eta dC/dw (eq. 97); with momentum v -> mu v - eta dC/dw,
+    w -> w + v (eqs. 107-108), the decay's gradient inside dC/dw."""
 
     def __init__(self, net: Network, momentum: float = 0.0, regularization: Regularization | None = None,
                  coef: float = 0.0):

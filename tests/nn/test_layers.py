@@ -1,4 +1,5 @@
-"""Fully connected and softmax layers: initialisation schemes and dropout statistics."""
+"""Fully connected and softmax layers: the forward pass, initialisation schemes and dropout
+statistics."""
 
 from __future__ import annotations
 
@@ -17,6 +18,21 @@ def init_layer(cls, scheme, seed=0, **kw):
     layer = cls(N_IN, N_OUT, dtype=numpy.float64, **kw)
     layer.init_params(scheme, numpy.random.default_rng(seed))
     return layer
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_the_forward_pass_is_the_books_feedforward_equation(train):
+    """a = sigma(w a_in + b) (ch. 1 eq. 22), written per example with the book's column vectors
+    and w of shape (n_out, n_in), against the layers' row-major batch; the softmax's
+    e^z_j / sum_k e^z_k (ch. 3 eq. 78) likewise, on moderate logits."""
+    rng = numpy.random.default_rng(3)
+    x = rng.normal(size=(7, N_IN))
+    for cls, fn in ((FullyConnected, lambda z: 1 / (1 + numpy.exp(-z))),
+                    (Softmax, lambda z: numpy.exp(z) / numpy.exp(z).sum())):
+        layer = init_layer(cls, "default", **({"activation": "sigmoid"} if cls is FullyConnected else {}))
+        w_book, b = layer.params["w"].T, layer.params["b"]  # the book's w^l is our w.T
+        expected = numpy.stack([fn(w_book @ a_in + b) for a_in in x])
+        assert numpy.allclose(layer.forward(x, train), expected, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize(
