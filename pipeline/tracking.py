@@ -58,7 +58,7 @@ os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.store.db.db_types"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
@@ -500,13 +500,13 @@ class LoggedModel(NamedTuple):
     test_accuracy: dict[int, float]  # the run's test accuracy per epoch, as it logged it
 
 
-def _restored_copy(client: MlflowClient, experiment_id: str, run_id: str):
-    """The FINISHED run that ``pipeline.restore_runs`` logged from run ``run_id`` of another
-    store (the id a ``results/<id>/metrics.json`` restored by DVC records), or None."""
-    if not re.fullmatch(r"[0-9a-f]{32}", run_id):  # MLflow's ids; anything else cannot match
+def _restored_copy(client: MlflowClient, experiment_id: str, first_id: str) -> Run | None:
+    """The latest FINISHED run that ``pipeline.restore_runs`` logged from run ``first_id`` of
+    another store (the id a ``results/<id>/metrics.json`` restored by DVC records), or None."""
+    if not re.fullmatch(r"[0-9a-f]{32}", first_id):  # MLflow's ids; anything else cannot match
         return None
     found = _write(client.search_runs, [experiment_id],
-                   filter_string=f"tags.{RESTORED_FROM_TAG} = '{run_id}' and attributes.status = 'FINISHED'",
+                   filter_string=f"tags.{RESTORED_FROM_TAG} = '{first_id}' and attributes.status = 'FINISHED'",
                    order_by=["attributes.start_time DESC"], max_results=1)
     return found[0] if found else None
 
@@ -519,21 +519,24 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
     client, experiment_id = _client()
     try:
         run = client.get_run(run_id)
-    except MlflowException:
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise  # the store failed: not a question of which run
         run = _restored_copy(client, experiment_id, run_id)
         if run is None:
             raise LookupError(f"MLflow run {run_id!r}: not in the tracking store {tracking_uri()}, nor a "
                               "run restored from it (copy the run id from the UI's run page, or set "
-                              "MLFLOW_TRACKING_URI)") from None
-        run_id = run.info.run_id
-    names = {a.path for a in client.list_artifacts(run_id)}
+                              "MLFLOW_TRACKING_URI; in a clone whose results DVC restored, log their "
+                              "runs first: python -m pipeline.restore_runs)") from None
+    local_id = run.info.run_id  # run_id's restored copy, where it is one
+    names = {a.path for a in client.list_artifacts(local_id)}
     if "model" not in names:
         raise LookupError(f"MLflow run {run_id!r} ({run.info.run_name}) logged no model "
                           f"(its artifacts: {', '.join(sorted(names)) or 'none'}); training runs do")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files
-    folder = Path(client.download_artifacts(run_id, "model", dst_path=os.fspath(dst)))
-    test = {m.step: m.value for m in client.get_metric_history(run_id, "test_accuracy")}
-    return LoggedModel(folder, run_id, run.info.run_name, test)
+    folder = Path(client.download_artifacts(local_id, "model", dst_path=os.fspath(dst)))
+    test = {m.step: m.value for m in client.get_metric_history(local_id, "test_accuracy")}
+    return LoggedModel(folder, local_id, run.info.run_name, test)
 
 
 __all__ = [

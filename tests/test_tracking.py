@@ -603,18 +603,31 @@ def test_a_model_is_found_by_the_id_it_had_in_the_store_that_trained_it(client, 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.json").write_text("{}")
     first_id = "ab" * 16
-    with tracking.start_run("other", tags=tracking.restored_tags({}, "cd" * 16)) as other:
-        other.log_artifacts(tmp_path / "model", "model")
     with tracking.start_run("fc30", tags=tracking.restored_tags({}, first_id)) as restored:
         restored.log_epoch({"epoch": 0, "test_accuracy": 0.9})
         restored.log_artifacts(tmp_path / "model", "model")
+    time.sleep(0.01)  # start times in milliseconds: each later run starts later
+    with tracking.start_run("other", tags=tracking.restored_tags({}, "cd" * 16)):
+        pass  # a later FINISHED run restored from another id
+    time.sleep(0.01)
     with pytest.raises(KeyboardInterrupt):
         with tracking.start_run("fc30", tags=tracking.restored_tags({}, first_id)):
             raise KeyboardInterrupt  # a copy cut short: KILLED, and later
     logged = tracking.download_model(first_id, tmp_path / "download")
     assert (logged.run_id, logged.run_name, logged.test_accuracy) == (restored.run_id, "fc30", {0: 0.9})
-    assert logged.run_id != other.run_id
-    with pytest.raises(LookupError, match="nor a run restored from it"):
+    with pytest.raises(LookupError, match="nor a run restored from it .*python -m pipeline.restore_runs"):
         tracking.download_model("ef" * 16, tmp_path / "none")
     with pytest.raises(LookupError, match="not in the tracking store"):
         tracking.download_model("not-an-id' or 1=1", tmp_path / "none")
+
+
+def test_a_store_that_fails_is_not_reported_as_a_missing_run(client, monkeypatch, tmp_path):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+    def failing(self, run_id):
+        raise MlflowException("disk I/O error", error_code=INTERNAL_ERROR)
+
+    monkeypatch.setattr(MlflowClient, "get_run", failing)
+    with pytest.raises(MlflowException, match="disk I/O error"):
+        tracking.download_model("ab" * 16, tmp_path / "none")

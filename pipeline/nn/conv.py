@@ -467,7 +467,8 @@ class ConvPool:
         return dx
 
     def backward(self, delta, need_input_grad: bool = True):
-        """BP3 (dC/db_f = the upsampled error summed over positions and the mini-batch) and BP4
+        """BP3 (dC/db_f = delta summed over the pooled positions and the mini-batch: the bias is
+        added after pooling) and BP4
         (dC/dw = patches^T times the upsampled error: the correlation of the input with it)
         into ``grads``; return dC/dx, the convolution's half of BP2 (the full convolution of
         the error with the 180-degree-rotated kernel, done as col2im), in the input's shape,

@@ -84,8 +84,8 @@ class QuadraticCost(Cost):
 
 class CrossEntropyCost(Cost):
     """C = -(1/n) sum_x sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)] on sigmoid outputs (ch. 3
-    eq. 63), evaluated from z as softplus(z) - y z, finite for saturated units; delta^L = a - y
-    (eqs. 66-67: sigma' cancels)."""
+    eq. 63; ``value`` is the sum, callers divide by n), evaluated from z as softplus(z) - y z,
+    finite for saturated units; delta^L = a - y (eqs. 66-67: sigma' cancels)."""
 
     name = "cross_entropy"
     output_activations = ("sigmoid",)
@@ -99,8 +99,9 @@ class CrossEntropyCost(Cost):
 
 
 class LogLikelihoodCost(Cost):
-    """C = -ln a^L_y on a softmax output (ch. 3 eq. 80), evaluated from z as
-    log-sum-exp(z) - z_y, finite for logits of any size; delta^L = a - y (eqs. 81-82)."""
+    """C = -ln a^L_y on a softmax output (ch. 3 eq. 80; ``value`` is the sum over the examples,
+    callers divide by n), evaluated from z as log-sum-exp(z) - z_y, finite for logits of any
+    size; delta^L = a - y (eqs. 81-82)."""
 
     name = "log_likelihood"
     output_type = "softmax"

@@ -92,25 +92,41 @@ def save_model(directory, net: Network, spec, metadata: dict | None = None) -> P
     return directory
 
 
+def _seed_number(name: str) -> int | None:
+    """k of a folder named seed<k>, else None."""
+    return int(name[4:]) if name.startswith("seed") and name[4:].isdigit() else None
+
+
+def _missing_model_hint(directory: Path) -> str:
+    """What to do about a model directory without a model: pick one of the models inside it,
+    or make it. models/<id>/seed<k> is made by train@<id> (a bare `dvc repro` would train the
+    whole profile); a seed above every one that run trained may not be among its seeds at all.
+    Another folder's run is not known here."""
+    inside = sorted(p.name for p in directory.glob("*") if (p / META_FILE).is_file()) if directory.is_dir() else []
+    if inside:
+        return f"; {directory} holds the model directories {', '.join(inside)}: give one of them"
+    seed = _seed_number(directory.name)
+    if seed is None or directory.parent.parent.name != "models":
+        return ("; train it (`dvc repro train@<id>`) or fetch it from a DVC remote "
+                "(`dvc repro --pull train@<id>`) first")
+    run = directory.parent.name
+    trained = sorted(k for p in directory.parent.glob("seed*")
+                     if (k := _seed_number(p.name)) is not None and (p / META_FILE).is_file())
+    make = (f"train it (`dvc repro train@{run}`) or fetch it from a DVC remote "
+            f"(`dvc repro --pull train@{run}`)")
+    if not trained or seed < trained[-1]:
+        return f"; {make} first"
+    return (f"; {directory.parent} holds only {', '.join(f'seed{k}' for k in trained)}: if `book.{run}.seeds` "
+            f"in params.yaml lists seed {seed}, {make}; if not, it is another profile's seed "
+            f"(`python -m pipeline.config profile=<name>` first)")
+
+
 def _read_info(directory: Path) -> dict:
     path = directory / META_FILE
     if not path.is_file():
-        inside = sorted(p.name for p in directory.glob("*") if (p / META_FILE).is_file()) if directory.is_dir() else []
-        # models/<id>/seed<k> is made by train@<id> (a bare `dvc repro` would train the whole
-        # profile); another folder's run is not known here
-        layout = directory.name.startswith("seed") and directory.parent.parent.name == "models"
-        run = directory.parent.name if layout else "<id>"
-        trained = sorted(p.name for p in directory.parent.glob("seed*") if (p / META_FILE).is_file()) if layout else []
-        hint = (f"; {directory} holds the model directories {', '.join(inside)}: give one of them" if inside
-                # the run is there, with fewer seeds: `dvc repro` would have nothing to do
-                else f"; {directory.parent} holds {', '.join(trained)}, the seeds its profile gives the run "
-                     f"(`book.{run}.seeds` in params.yaml); for another profile's seeds: `python -m "
-                     f"pipeline.config profile=<name>`, then `dvc repro train@{run}`" if trained
-                else f"; train it (`dvc repro train@{run}`) or fetch it from a DVC remote "
-                     f"(`dvc repro --pull train@{run}`) first")
         where = "" if directory.is_dir() else f": {directory} does not exist (is the path spelt right?)"
         raise ModelFileError(f"{path}: not found{where}; a model directory holds {META_FILE} and "
-                             f"{WEIGHTS_FILE}{hint}")
+                             f"{WEIGHTS_FILE}{_missing_model_hint(directory)}")
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -218,12 +218,19 @@ def test_unreadable_files(saved, tmp_path):
                        r"path spelt right\?\); .*train it \(`dvc repro train@ch6-rleu`\) or fetch it "
                        r"from a DVC remote \(`dvc repro --pull train@ch6-rleu`\)"):
         load_model(missing)
-    # a seed beyond those its profile trained: retraining the run would not make it
-    (missing.parent / "seed1").mkdir(parents=True)
-    (missing.parent / "seed1" / "model.json").write_text("{}")
-    with pytest.raises(ModelFileError, match=r"seed2/model.json: not found: .*; .*ch6-rleu holds seed1, the "
-                       r"seeds its profile gives the run \(`book.ch6-rleu.seeds` in params.yaml\); .*profile=<name>`, "
-                       r"then `dvc repro train@ch6-rleu`"):
+    # a seed above every one its run trained (seed2's folder half made, seed10 after seed9 by
+    # number): retraining the run makes it only if the profile lists it
+    for seed in ("seed1", "seed9", "seed10"):
+        (missing.parent / seed).mkdir(parents=True)
+        (missing.parent / seed / "model.json").write_text("{}")
+    (missing.parent / "seed2").mkdir()
+    with pytest.raises(ModelFileError, match=r"seed11/model.json: not found: .*; .*ch6-rleu holds only seed1, "
+                       r"seed9, seed10: if `book.ch6-rleu.seeds` in params.yaml lists seed 11, train it "
+                       r"\(`dvc repro train@ch6-rleu`\) .*; if not, it is another profile's seed"):
+        load_model(missing.parent / "seed11")
+    # a seed below one it trained was lost (a stopped run): train the run again
+    with pytest.raises(ModelFileError, match=r"seed2/model.json: not found; .*; train it \(`dvc repro "
+                       r"train@ch6-rleu`\) or fetch it from a DVC remote \(`dvc repro --pull train@ch6-rleu`\) first$"):
         load_model(missing.parent / "seed2")
     run = tmp_path / "run"
     for seed in ("seed1", "seed2"):
