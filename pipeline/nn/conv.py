@@ -468,11 +468,10 @@ class ConvPool:
 
     def backward(self, delta, need_input_grad: bool = True):
         """BP3 (dC/db_f = delta summed over the pooled positions and the mini-batch: the bias is
-        added after pooling) and BP4
-        (dC/dw = patches^T times the upsampled error: the correlation of the input with it)
-        into ``grads``; return dC/dx, the convolution's half of BP2 (the full convolution of
-        the error with the 180-degree-rotated kernel, done as col2im), in the input's shape,
-        or None when not needed."""
+        added after pooling) and BP4 (dC/dw = patches^T times the upsampled error: the
+        correlation of the input with it) into ``grads``; return dC/dx, the convolution's half
+        of BP2 (the full convolution of the error with the 180-degree-rotated kernel, done as
+        col2im), in the input's shape, or None when not needed."""
         xp = self.xp
         F = self.filters
         m = self._m
