@@ -245,13 +245,20 @@ def test_the_more_data_plot_names_the_network_its_runs_train():
         "ours: 784-30-10 network", "book: network", "ours: SVM"]
 
 
-def test_the_curves_table_shows_the_set_the_books_metric_reports():
-    """test at best validation reports a test accuracy: its curve is the test set's."""
-    history = [{"seed": 1, "epoch": e, "validation_accuracy": 0.5, "test_accuracy": 0.9 + 0.01 * e}
-               for e in range(2)]
-    row = {"id": "ch6-relu", "book": {"metric": "test_at_best_validation", "note": "n"}}
-    table = rp.curves_table(["ch6-relu"], [row], {"ch6-relu": history})
-    assert "| ch6-relu | n | seed 1 | test | 90.00% (0) | 91.00% (1) | 91.00% (1) |" in table
+@pytest.mark.parametrize("metric, curve", [
+    ("test_at_best_validation", "test | 90.00% (0) | 91.00% (1) | 91.00% (1)"),
+    ("peak_test", "test | 90.00% (0) | 91.00% (1) | 91.00% (1)"),
+    ("peak_validation", "validation | 50.00% (0) | 52.00% (1) | 52.00% (1)"),
+    ("final_validation", "validation | 50.00% (0) | 52.00% (1) | 52.00% (1)"),
+])
+def test_the_curves_table_shows_the_set_the_books_metric_reports(metric, curve):
+    """Test at best validation reports a test accuracy: its curve is the test set's; a
+    validation metric's curve is the validation set's."""
+    history = [{"seed": 1, "epoch": e, "validation_accuracy": 0.5 + 0.02 * e,
+                "test_accuracy": 0.9 + 0.01 * e} for e in range(2)]
+    row = {"id": "x", "book": {"metric": metric, "note": "n"}}
+    table = rp.curves_table(["x"], [row], {"x": history})
+    assert f"| x | n | seed 1 | {curve} |" in table
 
 
 def test_the_progression_marks_a_value_below_its_axis_with_the_value():

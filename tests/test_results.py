@@ -24,6 +24,18 @@ def test_seed_values_by_metric():
         seed_value({}, s["records"], "best_guess")
 
 
+def test_seed_values_pass_over_epochs_without_an_accuracy():
+    """An epoch with no accuracy (NaN, as history.csv reads an empty cell) is not a value:
+    max() over a list with a NaN first would return the NaN."""
+    nan = float("nan")
+    assert seed_value({}, [{"test_accuracy": nan}, {"test_accuracy": 0.9}], "peak_test") == 0.9
+    assert seed_value({}, [{"validation_accuracy": nan}, {"validation_accuracy": 0.8}],
+                      "peak_validation") == 0.8
+    assert seed_value({}, [{"validation_accuracy": 0.8}, {"validation_accuracy": nan}],
+                      "final_validation") == 0.8
+    assert seed_value({}, [{"validation_accuracy": nan}], "peak_validation") is None
+
+
 def test_book_rule_is_best_of_seeds_and_chapter6_chooses_by_validation():
     a = _seed(1, [0.90], [0.97], {"best_validation_accuracy": 0.99, "test_at_best_validation": 0.97})
     b = _seed(2, [0.95], [0.98], {"best_validation_accuracy": 0.98, "test_at_best_validation": 0.98})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.fetch import FetchError, LocalDirSource, MnistFile, fetch_mnist, verify
+from pipeline.data.fetch import FetchError, LocalDirSource, MnistFile, VerificationError, fetch_mnist, verify
 
 PAYLOAD = b"\x00\x00\x08\x01\x00\x00\x00\x03\x05\x00\x04"
 FILE = MnistFile("labels-idx1-ubyte", hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD))
@@ -32,6 +32,18 @@ def test_corrupted_source_rejected_and_next_source_used(tmp_path):
     assert bad.calls == 1 and good.calls == 1
     assert (tmp_path / FILE.name).read_bytes() == PAYLOAD
     assert sorted(p.name for p in tmp_path.iterdir()) == [FILE.name]  # no temp left behind
+
+
+@pytest.mark.parametrize("digit", [0, 31, 63])
+def test_verify_compares_every_digit_of_the_sha256(tmp_path, digit):
+    """Right bytes against a pin that differs in one hex digit (first, middle, last): refused."""
+    path = tmp_path / FILE.name
+    path.write_bytes(PAYLOAD)
+    verify(path, FILE)
+    wrong = "0" if FILE.sha256[digit] != "0" else "1"
+    pin = FILE.sha256[:digit] + wrong + FILE.sha256[digit + 1:]
+    with pytest.raises(VerificationError, match="SHA-256"):
+        verify(path, MnistFile(FILE.name, pin, FILE.size))
 
 
 def test_nothing_unverified_lands_when_every_source_fails(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from nnhelpers import blobs, make_spec
 
 from pipeline.nn import Regularization, build_network, fit, one_hot
+from pipeline.nn.train import SGD
 
 LAYERS = [{"type": "fc", "units": 4, "activation": "sigmoid"}, {"type": "fc", "units": 3, "activation": "sigmoid"}]
 N, M, ETA, LMBDA, MU = 8, 4, 0.7, 2.5, 0.6
@@ -119,6 +120,22 @@ def test_momentum_with_l1(data, scaling):
         return w + v[name]
 
     assert_same_weights(fitted(spec, *data), hand_trained(spec, *data, rule))
+
+
+@pytest.mark.parametrize("momentum", [0.0, MU])
+def test_l1_leaves_a_zero_weight_at_zero(momentum):
+    """Eq. 97 with the book's convention sgn(0) = 0: a weight at exactly zero with no gradient
+    (network3's softmax starts at zero) is not pushed off it by the L1 term."""
+    net = build_network(spec_with())
+    for layer in net.layers:
+        for key in layer.params:
+            layer.params[key][...] = 0.0
+            layer.grads[key][...] = 0.0
+    sgd = SGD(net, momentum, Regularization("l1", LMBDA), coef=0.1)
+    for _ in range(3):  # odd: a wrong sgn(0) = 1 would swing the weight off and back on even steps
+        sgd.step(eta=ETA)
+    for name, layer, key in net.named_params():
+        assert not layer.params[key].any(), name
 
 
 @pytest.mark.parametrize("momentum", [0.0, MU])
