@@ -25,7 +25,7 @@ import numpy as np
 from pipeline import figures, interrupts, results, tracking
 from pipeline.atomic import write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset, split_file
-from pipeline.errors import SettingError
+from pipeline.errors import InputError, SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.nn.spec import SpecError, validate_training
@@ -356,6 +356,7 @@ def _train_in_workers(jobs: list[tuple[int, bool]], data: tuple, args: tuple, wo
     """``train_seeds``' jobs, ``workers`` at a time in forked processes."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     _SHARED.update(data=data, args=args, threads=threads, parent=os.getpid())
     try:
@@ -378,8 +379,20 @@ def _train_in_workers(jobs: list[tuple[int, bool]], data: tuple, args: tuple, wo
                 interrupts.stop_workers([p.pid for p in multiprocessing.active_children()])
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+    except BrokenProcessPool as error:
+        # a worker killed by a signal no code can catch (the out-of-memory killer, kill -9):
+        # it could not end its run, so it is ended here, KILLED, and said in plain words
+        tracking.end_runs_of_dead_processes()
+        raise WorkerDied("a seed's worker process died without a word (killed by a signal: the "
+                         "out-of-memory killer, or `kill -9`); the other seeds stopped and saved "
+                         "their weights, and every run of this id ended KILLED. Run it again; if "
+                         "memory is short, train one seed at a time: compute.seed_workers=1") from error
     finally:
         _SHARED.clear()
+
+
+class WorkerDied(InputError):
+    """A seed's worker process was killed from outside; the message says what to do."""
 
 
 def clear_earlier_outputs(model_dir: Path, results_dir: Path, log: Callable[[str], None]) -> None:

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import filelock
 import numpy as np
-from filelock import FileLock
 
 from pipeline.atomic import process_alive
 from pipeline.errors import InputError
@@ -350,6 +350,11 @@ def _experiment_id(client: MlflowClient, uri: str) -> str:
         return experiment.experiment_id
 
 
+# how long a process waits for another one to finish opening the store (a new store's
+# migrations take seconds): past that, the lock is held by a process that hangs
+STORE_LOCK_SECONDS = 120.0
+
+
 def _store_lock(uri: str) -> contextlib.AbstractContextManager:
     """An inter-process lock around opening a sqlite store: a new store runs its schema
     migrations on first open, and two processes migrating at once fail ("duplicate column").
@@ -358,8 +363,13 @@ def _store_lock(uri: str) -> contextlib.AbstractContextManager:
     database = sqlite_file(uri)
     if database is None:
         return contextlib.nullcontext()
+    if database.is_dir():
+        raise IsADirectoryError(f"{database} is a folder, not a database file")
     database.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(f"{database}.lock")
+    lock = Path(f"{database}.lock")
+    # made here first: where it cannot be made (a path under /proc), filelock would retry for ever
+    lock.touch()
+    return filelock.FileLock(lock, timeout=STORE_LOCK_SECONDS)
 
 
 SERVER_CONNECT_SECONDS = 5.0
@@ -401,9 +411,14 @@ def _client(create: bool = True) -> tuple[MlflowClient, str | None]:
                 return client, experiment.experiment_id if experiment else None
             return client, _experiment_id(client, uri)
     except Exception as error:  # no server, a path that cannot be made, not a database, an unknown scheme
-        where = ("MLFLOW_TRACKING_URI: fix it, or unset it to use the repo's mlflow.db"
-                 if os.environ.get("MLFLOW_TRACKING_URI") else
-                 "the repo's own store: move a damaged mlflow.db aside and run again")
+        if "database is locked" in str(error) or isinstance(error, filelock.Timeout):
+            where = ("a store another process holds locked (a sqlite shell or database browser open "
+                     "on it, or a run that hangs): close that process and run again; the store "
+                     "itself is fine")
+        elif os.environ.get("MLFLOW_TRACKING_URI"):
+            where = "MLFLOW_TRACKING_URI: fix it, or unset it to use the repo's mlflow.db"
+        else:
+            where = "the repo's own store: move a damaged mlflow.db aside and run again"
         raise InputError(f"MLflow cannot use the tracking store {uri} "
                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
                          f"it comes from {where}") from error
@@ -434,6 +449,13 @@ def end_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
         _write(client.set_terminated, run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         ended.append(run.info.run_id)
     return ended
+
+
+def end_runs_of_dead_processes() -> list[str]:
+    """``end_orphaned_runs`` now, for a process that saw one of its workers die (SIGKILL, the
+    out-of-memory killer): the dead worker's run is ended KILLED at once, not by a later run."""
+    client, experiment_id = _client()
+    return end_orphaned_runs(client, experiment_id)
 
 
 def init_store() -> None:

@@ -24,7 +24,10 @@ from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
 from pipeline.params import MODELS, run_folders
-from pipeline.settings import SEED
+from pipeline.settings import SECTIONS, SEED
+
+# what conf/train.yaml composes: params.yaml's sections (a profile may set any) and the shortcuts
+APP_KEYS = (*SECTIONS, "seed", "eta", "epochs")
 
 
 def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
@@ -32,6 +35,10 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
 
     (``cfg["book"]`` may hold partial entries of other runs: a profile's per-run cuts.)
     """
+    if unknown := [key for key in cfg if key not in APP_KEYS]:
+        # `+lr=0.1`, as Hydra's own message for `lr=0.1` suggests, would add a key nothing reads
+        raise SettingError(unknown[0], f"unknown key; allowed at the top: {', '.join(APP_KEYS)}. A run's "
+                           f"own settings go under book.{book_id}, e.g. book.{book_id}.training.eta=0.1")
     if book_id not in cfg["book"]:
         raise SettingError(f"book.{book_id}", f"conf/book/{book_id}.yaml must hold its run under the top "
                         f"key `{book_id}:` (the file's name); the runs composed are {sorted(cfg['book'])}")
@@ -81,6 +88,14 @@ def launcher_problem(args: list[str], which=shutil.which) -> str | None:
     return None
 
 
+def interrupted_message(models: Path) -> str:
+    """What a stopped run says: where its weights are, or that a stop before the first
+    epoch's end left none (each seed saves its weights when it stops)."""
+    if models.is_dir() and any(models.rglob("*.npz")):
+        return f"interrupted: the weights so far are in {models}"
+    return "interrupted before any weights were saved"
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
@@ -106,7 +121,7 @@ def main(cfg: DictConfig) -> None:
         print(error, file=sys.stderr)
         sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
-        print(f"interrupted: the weights so far are in {out / MODELS}", file=sys.stderr)
+        print(interrupted_message(out / MODELS), file=sys.stderr)
         sys.exit(exit_status(stopped))
 
 

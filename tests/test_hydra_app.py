@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.data.mnist import save_images
 from pipeline.errors import SettingError
-from pipeline.train import launcher_problem, run_config
+from pipeline.train import interrupted_message, launcher_problem, run_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +90,36 @@ def test_the_seed_shortcut_takes_only_an_integer_at_least_zero(seed):
     with pytest.raises(SettingError, match=f"^seed: expected an integer >= 0 \\(seed=2\\), got {seed!r}$"):
         run_config(cfg, "ch1-30")
     assert run_config({**cfg, "seed": 7}, "ch1-30")[1]["seeds"] == [7]
+
+
+def test_a_stop_says_where_the_weights_are_only_where_some_were_saved(tmp_path):
+    models = tmp_path / "models"
+    assert interrupted_message(models) == "interrupted before any weights were saved"
+    (models / "ch1-30" / "seed1").mkdir(parents=True)
+    assert interrupted_message(models) == "interrupted before any weights were saved"
+    (models / "ch1-30" / "seed1" / "weights.npz").write_bytes(b"")
+    assert interrupted_message(models) == f"interrupted: the weights so far are in {models}"
+
+
+def test_two_runs_started_in_one_second_get_two_output_folders():
+    """Hydra's default folder name ends at the second: two ad-hoc runs started together shared
+    one folder and one overwrote the other's results."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base=None):
+        cfg = compose("train", return_hydra_config=True)
+    for folder in (cfg.hydra.run._get_node("dir")._value(), cfg.hydra.sweep._get_node("dir")._value()):
+        assert folder.endswith("${now:%H-%M-%S-%f}"), folder
+
+
+def test_a_key_the_app_does_not_read_is_refused_not_ignored():
+    """`+lr=0.1` (what Hydra's message for `lr=0.1` suggests) must not train at the config's eta."""
+    cfg = {"book": {"ch1-30": {"seeds": [1], "training": {"eta": 3.0}}}, "lr": 0.1}
+    with pytest.raises(SettingError, match=r"^lr: unknown key; allowed at the top: data, .*seed, eta, epochs\. .*"
+                                           r"book\.ch1-30\.training\.eta=0\.1"):
+        run_config(cfg, "ch1-30")
+    del cfg["lr"]
+    assert run_config({**cfg, "eta": 0.1}, "ch1-30")[1]["training"]["eta"] == 0.1
 
 
 def test_data_not_built_yet_is_named_with_the_data_stages_to_run(tmp_path):

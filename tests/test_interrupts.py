@@ -136,6 +136,22 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path, training):
     _assert_stopped_cleanly(tmp_path, workers, log)
 
 
+def test_a_worker_killed_from_outside_ends_every_run_and_says_so(tmp_path, training):
+    """SIGKILL to one seed's worker (what the out-of-memory killer sends): it cannot end its
+    own run, so the parent ends it KILLED, stops the other seed, and says what happened."""
+    proc, workers, log = training
+    workers[0].kill()
+    rc = proc.wait(timeout=60)
+    text = log.read_text()
+    assert rc != 0 and "worker process died" in text and "compute.seed_workers=1" in text, text
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, text
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"], text
+    assert "train tiny seed 3" not in text and not (tmp_path / "results/tiny/metrics.json").exists()
+
+
 @pytest.mark.parametrize("training", [True], indirect=True)
 def test_a_crashed_seed_stops_the_others_at_once(tmp_path, training):
     proc, workers, log = training

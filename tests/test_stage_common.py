@@ -23,6 +23,9 @@ def test_bad_input_ends_with_its_message_alone_and_status_2(capsys, error, messa
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "== stage train@x failed after" in err and "Traceback" not in err
+    # a bad setting stays in params.yaml after a failed `dvc exp run -S`: where, and how to reset it
+    assert ("that value is in params.yaml" in err and "python -m pipeline.config" in err) == \
+        isinstance(error, SpecError)
 
 
 def test_a_bug_keeps_its_traceback():

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -432,21 +433,59 @@ def test_artifacts_land_next_to_the_store_and_are_listed(client, store_dir, tmp_
     assert json.loads((files / "config.json").read_text()) == {"eta": 0.5}
 
 
-@pytest.mark.parametrize("store", ["not-a-database", "under-a-file"])
+@pytest.mark.parametrize("store", ["not-a-database", "under-a-file", "a-folder", "under-proc"])
 def test_an_unusable_store_is_named_with_where_it_comes_from(monkeypatch, tmp_path, store):
+    """At once: a folder is not left to MLflow's minutes of retries, nor a lock file that
+    cannot be made (under /proc) to filelock's endless ones."""
     from pipeline.errors import InputError
 
     if store == "not-a-database":
         (tmp_path / "mlflow.db").write_text("garbage, not sqlite")
         uri = f"sqlite:///{tmp_path}/mlflow.db"
-    else:
+    elif store == "under-a-file":
         (tmp_path / "afile").write_text("")
         uri = f"sqlite:///{tmp_path}/afile/mlflow.db"
+    elif store == "a-folder":
+        (tmp_path / "mlflow.db").mkdir()
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+    else:
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc")
+        uri = "sqlite:////proc/no-such.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(InputError, match=r"MLflow cannot use the tracking store sqlite:///.*it comes from "
                                          r"MLFLOW_TRACKING_URI: fix it, or unset it"):
         with tracking.start_run("never"):
             pytest.fail("a run started")
+
+
+def test_a_store_another_process_holds_locked_is_not_called_damaged(monkeypatch, tmp_path):
+    """A lock held past the wait (another process hangs while opening the store) is named as
+    such: moving mlflow.db aside, the fix for a damaged store, would set its runs aside."""
+    import filelock
+
+    from pipeline.errors import InputError
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking, "tracking_uri", lambda: uri)
+    monkeypatch.setattr(tracking, "STORE_LOCK_SECONDS", 0.2)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time, filelock
+        with filelock.FileLock("{tmp_path}/mlflow.db.lock"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=r"another process holds locked.*the store itself is fine") as raised:
+            with tracking.start_run("never"):
+                pytest.fail("a run started")
+        assert isinstance(raised.value.__cause__, filelock.Timeout)
+        assert "move a damaged mlflow.db aside" not in str(raised.value)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_tracking_server_that_does_not_answer_is_named_at_once(monkeypatch):

@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 
 from pipeline.console import say as log  # every stage's progress line: one write, whole
-from pipeline.errors import EXIT_STATUS, InputError
+from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.interrupts import exit_status, stops_raise_once
 from pipeline.params import profile_name
 
@@ -55,6 +55,10 @@ def stage(name: str):
         if not _is_input_error(error):
             raise
         log(f"{name}: {error}")
+        if isinstance(error, SettingError):  # a stage reads its settings from params.yaml alone
+            log(f"{name}: that value is in params.yaml, where a `dvc exp run -S` or an edit put it and "
+                f"where it stays: set it right there, or write params.yaml again from conf/ with "
+                f"`python -m pipeline.config` (add profile={profile or '<name>'} for this profile)")
         log(f"== stage {name} failed after {time.perf_counter() - start:.1f} s ==")
         sys.exit(EXIT_STATUS)
     log(f"== stage {name} done in {time.perf_counter() - start:.1f} s ==")
