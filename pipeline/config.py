@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.atomic import write_text
+from pipeline.params import below_the_root
 
 CONFIG_DIR = "conf"
 CONFIG_NAME = "config"
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only check params.yaml is in sync with conf/ (under its own profile)")
     parser.add_argument("--out", default="params.yaml")
     args = parser.parse_args(argv)
+    if problem := below_the_root("python -m pipeline.config"):
+        print(f"pipeline.config: {problem}", file=sys.stderr)
+        return EXIT_STATUS
     out = Path(args.out)
     if out.is_dir():
         print(f"pipeline.config: --out {out} is a folder; give the file to write, e.g. {out / 'params.yaml'}",

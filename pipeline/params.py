@@ -19,6 +19,17 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS, RESULTS = "models", "results"
 
 
+def below_the_root(command: str, cwd: Path | None = None) -> str | None:
+    """Why ``command`` cannot run here: the folder is inside this repository but not its root,
+    and the command's paths (data/, models/, conf/, outputs/) are the root's. None at the root,
+    and outside the repository (the command's own messages then name what is missing)."""
+    cwd = (cwd or Path.cwd()).resolve()
+    root = CONF.parent
+    if cwd == root or root not in cwd.parents:
+        return None
+    return f"{command} takes its paths from the repository root: run it in {root} (not in {cwd})"
+
+
 def run_folders(book_id: str, root: Path = Path(".")) -> tuple[Path, Path]:
     """``<root>/models/<id>`` and ``<root>/results/<id>``: where run ``book_id`` keeps its
     weights (one ``seed<k>/`` each) and its ``metrics.json`` and ``history.csv``."""

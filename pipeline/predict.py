@@ -59,6 +59,11 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
     classes = {v.network.classes for v in voters}
     if len(classes) > 1:
         raise ModelFileError(f"the models give different numbers of classes {sorted(classes)}; they cannot vote")
+    for voter in voters:
+        weights = voter.metadata.get("weights")
+        if weights is not None and weights != FINAL_EPOCH_WEIGHTS:  # saved by a stopped run
+            print(f"predict: {voter.name} holds the weights of a run that did not finish "
+                  f"({weights}), not those of its last epoch", file=sys.stderr)
     return voters
 
 
@@ -216,6 +221,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if problem := params.below_the_root("python -m pipeline.predict"):
+        print(f"predict: {problem}", file=sys.stderr)
+        return EXIT_STATUS
     from threadpoolctl import threadpool_limits
 
     try:

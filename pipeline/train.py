@@ -10,6 +10,7 @@ e.g. ``book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro exp
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import shutil
@@ -23,7 +24,7 @@ from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
-from pipeline.params import MODELS, run_folders
+from pipeline.params import MODELS, below_the_root, run_folders
 from pipeline.settings import SECTIONS, SEED
 
 # what conf/train.yaml composes: params.yaml's sections (a profile may set any) and the shortcuts
@@ -88,6 +89,19 @@ def launcher_problem(args: list[str], which=shutil.which) -> str | None:
     return None
 
 
+def remove_if_nothing_ran(out: Path) -> None:
+    """Take away the output folder Hydra made for a run refused before it started (a bad
+    setting, data not built): its config copy and empty log would stand among real runs' folders.
+    Only what Hydra put there goes, and the folder only if that leaves it empty."""
+    log = out / "train.log"
+    if any(p.name not in (".hydra", "train.log") for p in out.iterdir()) or (log.exists() and log.stat().st_size):
+        return
+    shutil.rmtree(out / ".hydra", ignore_errors=True)
+    log.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        out.rmdir()
+
+
 def interrupted_message(models: Path) -> str:
     """What a stopped run says: where its weights are, or that a stop before the first
     epoch's end left none (each seed saves its weights when it stops)."""
@@ -119,6 +133,7 @@ def main(cfg: DictConfig) -> None:
                     results_dir=results_dir, log=say, compute=plain.get("compute"))
     except (InputError, FileNotFoundError) as error:  # names the key or file, and the fix
         print(error, file=sys.stderr)
+        remove_if_nothing_ran(out)
         sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
         print(interrupted_message(out / MODELS), file=sys.stderr)
@@ -126,7 +141,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    if (problem := launcher_problem(sys.argv[1:])) is not None:
+    if (problem := below_the_root("python -m pipeline.train") or launcher_problem(sys.argv[1:])) is not None:
         print(problem, file=sys.stderr)
         sys.exit(EXIT_STATUS)
     main()

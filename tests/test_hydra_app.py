@@ -78,10 +78,29 @@ def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tm
 def test_a_seed_that_is_not_an_integer_is_named(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.train", "book=ch1-30", "profile=smoke", "seed=abc",
-         f"hydra.run.dir={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+         f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "seed: expected an integer >= 0 (seed=2), got 'abc'" in result.stderr  # as typed, not `seeds`
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # the folder Hydra made for a run that never started
+
+
+def test_only_what_hydra_made_goes_with_a_refused_runs_folder(tmp_path):
+    from pipeline.train import remove_if_nothing_ran
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("x: 1")
+    (tmp_path / "train.log").write_text("")
+    (tmp_path / "mine.txt").write_text("a user's file")  # a folder the user named: kept, and theirs
+    remove_if_nothing_ran(tmp_path)
+    assert (tmp_path / "mine.txt").exists() and (tmp_path / ".hydra").exists()
+    (tmp_path / "mine.txt").unlink()
+    (tmp_path / "train.log").write_text("epoch 0/0 ...")  # a run that started: kept
+    remove_if_nothing_ran(tmp_path)
+    assert (tmp_path / "train.log").exists()
+    (tmp_path / "train.log").write_text("")
+    remove_if_nothing_ran(tmp_path)
+    assert not tmp_path.exists()
 
 
 @pytest.mark.parametrize("seed", [1.7, -1, True])

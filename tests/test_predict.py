@@ -316,6 +316,18 @@ def test_the_runs_record_of_the_final_weights_comes_from_model_json_or_the_histo
     assert predict.history_test_accuracy(tmp_path / "elsewhere" / "seed2", 2) == {}
 
 
+def test_weights_a_stopped_run_saved_are_said_to_be_so(tmp_path, capsys):
+    folders = []
+    for seed, weights in ((1, FINAL_EPOCH_WEIGHTS), (2, "interrupted during epoch 2")):
+        spec = {"model": FC30["model"], "training": dict(FC30["training"], seed=seed)}
+        folders.append(tmp_path / f"seed{seed}")
+        save_model(folders[-1], build_network(spec), spec, metadata={"seed": seed, "weights": weights})
+    predict.load_voters(folders, [], tmp_path)
+    err = capsys.readouterr().err
+    assert f"predict: {folders[1]} holds the weights of a run that did not finish (interrupted during epoch 2)" in err
+    assert str(folders[0]) not in err
+
+
 @pytest.mark.parametrize("damage", [b"seed,era,test_accuracy\n2,0,0.95\n", b"seed,epoch,test_accuracy\n2,0,abc\n",
                                     b"\x81\x82\x00garbage"], ids=["renamed column", "not a number", "binary"])
 def test_a_damaged_history_is_named_and_left_out_not_fatal(tmp_path, capsys, damage):

@@ -130,6 +130,19 @@ def test_a_stage_run_outside_the_repository_says_where_to_run_it_and_exits_2(tmp
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [["pipeline.config"], ["pipeline.train", "profile=smoke"],
+                                     ["pipeline.predict", "models/ch1-30/seed1", "--test"]])
+def test_a_command_run_below_the_repository_root_names_the_root_and_exits_2(command):
+    """From docs/, data/prepared/ and conf/ are not where the commands look: said at once,
+    not as a missing file whose suggested `dvc repro` cannot run there either."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", *command], cwd=root / "docs", capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"takes its paths from the repository root: run it in {root} (not in {root / 'docs'})" in done.stderr
+    assert not (root / "docs" / "outputs").exists()
+
+
 def test_a_download_no_source_can_serve_names_the_sources_and_exits_2(tmp_path):
     """No mirror, no npm: only a local folder holding a damaged copy of the first file, so
     every source fails and the stage says what it tried, as a user's mistake (status 2), not as
