@@ -553,8 +553,11 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
     local_id = run.info.run_id  # run_id's restored copy, where it is one
     names = {a.path for a in client.list_artifacts(local_id)}
     if "model" not in names:
+        why = ("training runs that finish do" if run.info.status == "FINISHED" else
+               f"it ended {run.info.status}: a stopped or failed run logs none (a stopped one saved "
+               "its weights in its model folder, models/<id>/seed<N>/ or the Hydra output folder)")
         raise LookupError(f"MLflow run {run_id!r} ({run.info.run_name}) logged no model "
-                          f"(its artifacts: {', '.join(sorted(names)) or 'none'}); training runs do")
+                          f"(its artifacts: {', '.join(sorted(names)) or 'none'}); {why}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files
     folder = Path(client.download_artifacts(local_id, "model", dst_path=os.fspath(dst)))
     test = {m.step: m.value for m in client.get_metric_history(local_id, "test_accuracy")}

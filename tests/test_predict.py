@@ -284,7 +284,11 @@ def test_a_model_logged_in_mlflow_is_fetched_by_its_run_id(trained, tmp_path, mo
     accuracy = trained["nets"][0].accuracy(trained["test"].x, trained["test"].y)
     assert f"MLflow run {run.run_id} (fc30): test {accuracy:.2%}" in capsys.readouterr().out
     assert predict.main(["--run", bare.run_id, "--test"]) == 2
-    assert "logged no model (its artifacts: notes.txt)" in capsys.readouterr().err
+    assert "logged no model (its artifacts: notes.txt); training runs that finish do" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt), tracking.start_run("stopped") as stopped:
+        raise KeyboardInterrupt  # Ctrl-C: the run ends KILLED, and logged no model
+    assert predict.main(["--run", stopped.run_id, "--test"]) == 2
+    assert "(its artifacts: none); it ended KILLED: a stopped or failed run logs none" in capsys.readouterr().err
     assert predict.main(["--run", "0" * 32, "--test"]) == 2
     assert "not in the tracking store" in capsys.readouterr().err
     # a clone that restored the run (pipeline.restore_runs) finds it by its first id too

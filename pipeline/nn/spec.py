@@ -220,7 +220,8 @@ def _layer(value, path: str, in_shape: tuple[int, ...]) -> tuple[dict, tuple[int
             raise SpecError(
                 _join(path, "kernel"),
                 f"input {name} {size} with kernel {layer['kernel']} gives a {max(conv, 0)}-wide convolution, "
-                f"too small for one pool {layer['pool']} window (input shape {list(in_shape)})",
+                f"too small for one pool {layer['pool']} window (input shape {list(in_shape)}): "
+                f"make kernel or pool smaller",
             )
         out_hw.append(conv // layer["pool"])
     return layer, (layer["filters"], *out_hw)

@@ -229,7 +229,8 @@ def test_incompatible_shapes():
     # the second conv sees 12x12 maps; an 11x11 kernel leaves 2, too few for a pool 3 window
     spec = edited(("model", "layers", 1, "kernel"), 11)
     spec["model"]["layers"][1]["pool"] = 3
-    rejects(spec, "model.layers[1].kernel", "2-wide convolution, too small for one pool 3 window", "[20, 12, 12]")
+    rejects(spec, "model.layers[1].kernel", "2-wide convolution, too small for one pool 3 window",
+            "[20, 12, 12]): make kernel or pool smaller")
     # a kernel larger than the image
     rejects(edited(("model", "layers", 0, "kernel"), 29), "model.layers[0].kernel", "kernel 29")
     # conv after fc: the fc output is flat
