@@ -382,11 +382,13 @@ def _train_in_workers(jobs: list[tuple[int, bool]], data: tuple, args: tuple, wo
     except BrokenProcessPool as error:
         # a worker killed by a signal no code can catch (the out-of-memory killer, kill -9):
         # it could not end its run, so it is ended here, KILLED, and said in plain words
-        tracking.end_runs_of_dead_processes()
+        with contextlib.suppress(InputError):  # a store that fails now must not hide what happened
+            tracking.end_runs_of_dead_processes()
         raise WorkerDied("a seed's worker process died without a word (killed by a signal: the "
-                         "out-of-memory killer, or `kill -9`); the other seeds stopped and saved "
-                         "their weights, and every run of this id ended KILLED. Run it again; if "
-                         "memory is short, train one seed at a time: compute.seed_workers=1") from error
+                         "out-of-memory killer, or `kill -9`); its run and those of the seeds still "
+                         "training ended KILLED, and those seeds saved their weights (a seed that had "
+                         "finished stays FINISHED). Run it again; if memory is short, train one seed "
+                         "at a time: compute.seed_workers=1") from error
     finally:
         _SHARED.clear()
 

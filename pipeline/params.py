@@ -19,13 +19,23 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS, RESULTS = "models", "results"
 
 
+def repo_root(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` (the current one) that holds ``dvc.yaml`` and
+    ``conf/config.yaml``: this repository's root, or a clone's, or a DVC temp workspace's."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file() and (folder / "conf" / "config.yaml").is_file():
+            return folder
+    return None
+
+
 def below_the_root(command: str, cwd: Path | None = None) -> str | None:
-    """Why ``command`` cannot run here: the folder is inside this repository but not its root,
-    and the command's paths (data/, models/, conf/, outputs/) are the root's. None at the root,
-    and outside the repository (the command's own messages then name what is missing)."""
+    """Why ``command`` cannot run here: the folder is inside a checkout but not its root, and
+    the command's paths (data/, models/, conf/, outputs/) are the root's. None at the root,
+    and outside any checkout (the command's own messages then name what is missing)."""
     cwd = (cwd or Path.cwd()).resolve()
-    root = CONF.parent
-    if cwd == root or root not in cwd.parents:
+    root = repo_root(cwd)
+    if root is None or root == cwd:
         return None
     return f"{command} takes its paths from the repository root: run it in {root} (not in {cwd})"
 

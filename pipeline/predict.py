@@ -199,9 +199,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="BLAS threads (default 1: a second one saves little, and where the other "
                              "core is busy OpenBLAS's waiting threads make it twice as slow or worse)")
     prepared = params.conf_data()["prepared_dir"]
-    parser.add_argument("--prepared", type=Path, default=Path(prepared),
-                        help=f"folder of test.npz (default: {prepared}, from `dvc repro prepare`)")
+    parser.add_argument("--prepared", type=Path,
+                        help=f"folder of test.npz (default: {prepared} in the repository, from `dvc repro prepare`)")
     args = parser.parse_args(argv)
+    if args.prepared is None:  # the checkout's, from any folder of it (model paths are the user's own)
+        args.prepared = (params.repo_root() or Path(".")) / prepared
     if not args.models and not args.run:
         if any((path / "model.json").is_file() for path in args.image):
             parser.error("name the model folders before --image, which takes every path after it")
@@ -221,9 +223,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if problem := params.below_the_root("python -m pipeline.predict"):
-        print(f"predict: {problem}", file=sys.stderr)
-        return EXIT_STATUS
     from threadpoolctl import threadpool_limits
 
     try:

@@ -6,7 +6,8 @@ The book reports, per chapter (see shared BOOK.md, "How the book reports a numbe
   chapter 3 on test);
 - ``peak_validation``: the highest validation accuracy over the epochs (chapters 3 and 5);
 - ``final_validation``: the validation accuracy after the last epoch (chapter 3's
-  training-set-size sweep);
+  training-set-size sweep, and the two initialisations at 30 hidden units, whose runs the
+  book describes by where they end);
 - ``test_at_best_validation``: the test accuracy at the epoch of best validation accuracy
   (ties to the later epoch), the run chosen among seeds by its validation accuracy (chapter 6).
 

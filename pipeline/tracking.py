@@ -413,8 +413,8 @@ def _client(create: bool = True) -> tuple[MlflowClient, str | None]:
     except Exception as error:  # no server, a path that cannot be made, not a database, an unknown scheme
         if "database is locked" in str(error) or isinstance(error, filelock.Timeout):
             where = ("a store another process holds locked (a sqlite shell or database browser open "
-                     "on it, or a run that hangs): close that process and run again; the store "
-                     "itself is fine")
+                     "on it, a run that hangs, or many processes opening it at once): close that "
+                     "process, or start fewer at once, and run again; the store itself is fine")
         elif os.environ.get("MLFLOW_TRACKING_URI"):
             where = "MLFLOW_TRACKING_URI: fix it, or unset it to use the repo's mlflow.db"
         else:
@@ -430,7 +430,7 @@ HOST_TAG, PID_TAG = "host", "pid"
 ENDED_BY_TAG = "ended_by"
 
 
-def end_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+def end_orphaned_runs(client: MlflowClient, experiment_id: str, by: str = "a later run") -> list[str]:
     """Mark KILLED each RUNNING run of the experiment that a process of this machine started and
     that process is gone: killed with a signal no code can catch, it could not end its run, and
     nothing else would. Runs of other machines, and of processes still alive, are left alone.
@@ -445,7 +445,7 @@ def end_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
         if tags.get(HOST_TAG) != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         _write(client.set_tag, run.info.run_id, ENDED_BY_TAG,
-               f"a later run: process {pid} that started it was gone, killed without a chance to end it")
+               f"{by}: process {pid} that started it was gone, killed without a chance to end it")
         _write(client.set_terminated, run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         ended.append(run.info.run_id)
     return ended
@@ -455,7 +455,7 @@ def end_runs_of_dead_processes() -> list[str]:
     """``end_orphaned_runs`` now, for a process that saw one of its workers die (SIGKILL, the
     out-of-memory killer): the dead worker's run is ended KILLED at once, not by a later run."""
     client, experiment_id = _client()
-    return end_orphaned_runs(client, experiment_id)
+    return end_orphaned_runs(client, experiment_id, by="the parent of its seed's worker")
 
 
 def init_store() -> None:
@@ -553,9 +553,12 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
     local_id = run.info.run_id  # run_id's restored copy, where it is one
     names = {a.path for a in client.list_artifacts(local_id)}
     if "model" not in names:
-        why = ("training runs that finish do" if run.info.status == "FINISHED" else
-               f"it ended {run.info.status}: a stopped or failed run logs none (a stopped one saved "
-               "its weights in its model folder, models/<id>/seed<N>/ or the Hydra output folder)")
+        status = run.info.status
+        why = ("training runs that finish do" if status == "FINISHED" else
+               "it is still running (or its process was killed and no later run has ended it yet): "
+               "a run logs its model when it finishes" if status in ("RUNNING", "SCHEDULED") else
+               f"it ended {status}: a stopped or failed run logs none (a stopped one saved its "
+               "weights in its model folder, models/<id>/seed<N>/ or the Hydra output folder)")
         raise LookupError(f"MLflow run {run_id!r} ({run.info.run_name}) logged no model "
                           f"(its artifacts: {', '.join(sorted(names)) or 'none'}); {why}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files

@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -89,23 +90,28 @@ def launcher_problem(args: list[str], which=shutil.which) -> str | None:
     return None
 
 
-def remove_if_nothing_ran(out: Path) -> None:
+def remove_if_nothing_ran(out: Path, named_by_user: bool) -> None:
     """Take away the output folder Hydra made for a run refused before it started (a bad
     setting, data not built): its config copy and empty log would stand among real runs' folders.
-    Only what Hydra put there goes, and the folder only if that leaves it empty."""
+    Only a folder Hydra named itself (not one a ``hydra.run.dir=`` gave, which may be the user's
+    own), only what Hydra put there, and the folder only if that leaves it empty."""
     log = out / "train.log"
+    if named_by_user or out.resolve() == Path.cwd().resolve():
+        return
     if any(p.name not in (".hydra", "train.log") for p in out.iterdir()) or (log.exists() and log.stat().st_size):
         return
-    shutil.rmtree(out / ".hydra", ignore_errors=True)
-    log.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # on Windows the open log cannot go: the folder then stays
+        shutil.rmtree(out / ".hydra")
+        log.unlink(missing_ok=True)
         out.rmdir()
 
 
-def interrupted_message(models: Path) -> str:
-    """What a stopped run says: where its weights are, or that a stop before the first
-    epoch's end left none (each seed saves its weights when it stops)."""
-    if models.is_dir() and any(models.rglob("*.npz")):
+def interrupted_message(models: Path, since: float) -> str:
+    """What a stopped run says: where the weights its seeds saved when they stopped are, or
+    that it was stopped before any training began (while loading data) and saved none. Only
+    weights written ``since`` (this run's start) count: a fixed ``hydra.run.dir`` may hold an
+    earlier run's."""
+    if models.is_dir() and any(p.stat().st_mtime >= since for p in models.rglob("*.npz")):
         return f"interrupted: the weights so far are in {models}"
     return "interrupted before any weights were saved"
 
@@ -117,6 +123,7 @@ def main(cfg: DictConfig) -> None:
 
     # Progress through logging, so it also lands in Hydra's <output dir>/train.log, timestamped
     # (on the terminal through Hydra's console handler, on stdout); notes and errors on stderr
+    started = time.time()
     log = logging.getLogger("pipeline.train")
     plain = OmegaConf.to_container(cfg, resolve=True)
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -133,10 +140,12 @@ def main(cfg: DictConfig) -> None:
                     results_dir=results_dir, log=say, compute=plain.get("compute"))
     except (InputError, FileNotFoundError) as error:  # names the key or file, and the fix
         print(error, file=sys.stderr)
-        remove_if_nothing_ran(out)
+        named = any(o.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir="))
+                    for o in HydraConfig.get().overrides.hydra)
+        remove_if_nothing_ran(out, named_by_user=named)
         sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
-        print(interrupted_message(out / MODELS), file=sys.stderr)
+        print(interrupted_message(out / MODELS, started), file=sys.stderr)
         sys.exit(exit_status(stopped))
 
 

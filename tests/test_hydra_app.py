@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from pipeline.data.mnist import save_images
 from pipeline.errors import SettingError
@@ -82,7 +83,20 @@ def test_a_seed_that_is_not_an_integer_is_named(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "seed: expected an integer >= 0 (seed=2), got 'abc'" in result.stderr  # as typed, not `seeds`
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run").exists()  # the folder Hydra made for a run that never started
+    assert (tmp_path / "run").is_dir()  # a folder the user named stays, even for a refused run
+
+
+def test_a_refused_run_leaves_no_folder_where_hydra_named_it():
+    """In outputs/<date>/<time>/ (Hydra's own name), a run refused before it started leaves
+    nothing; the date folder above it may stay, as it does for every run."""
+    def folders():
+        return {p for p in (REPO_ROOT / "outputs").glob("*/*")} if (REPO_ROOT / "outputs").is_dir() else set()
+
+    before = folders()
+    result = subprocess.run([sys.executable, "-m", "pipeline.train", "book=ch1-30", "profile=smoke", "seed=abc"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "seed: expected an integer" in result.stderr, result.stderr
+    assert folders() == before
 
 
 def test_only_what_hydra_made_goes_with_a_refused_runs_folder(tmp_path):
@@ -91,15 +105,17 @@ def test_only_what_hydra_made_goes_with_a_refused_runs_folder(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("x: 1")
     (tmp_path / "train.log").write_text("")
-    (tmp_path / "mine.txt").write_text("a user's file")  # a folder the user named: kept, and theirs
-    remove_if_nothing_ran(tmp_path)
+    (tmp_path / "mine.txt").write_text("a user's file")  # something else there: kept, and the folder
+    remove_if_nothing_ran(tmp_path, named_by_user=False)
     assert (tmp_path / "mine.txt").exists() and (tmp_path / ".hydra").exists()
     (tmp_path / "mine.txt").unlink()
     (tmp_path / "train.log").write_text("epoch 0/0 ...")  # a run that started: kept
-    remove_if_nothing_ran(tmp_path)
+    remove_if_nothing_ran(tmp_path, named_by_user=False)
     assert (tmp_path / "train.log").exists()
     (tmp_path / "train.log").write_text("")
-    remove_if_nothing_ran(tmp_path)
+    remove_if_nothing_ran(tmp_path, named_by_user=True)  # hydra.run.dir=<the user's folder>: kept
+    assert (tmp_path / ".hydra").exists()
+    remove_if_nothing_ran(tmp_path, named_by_user=False)
     assert not tmp_path.exists()
 
 
@@ -111,13 +127,17 @@ def test_the_seed_shortcut_takes_only_an_integer_at_least_zero(seed):
     assert run_config({**cfg, "seed": 7}, "ch1-30")[1]["seeds"] == [7]
 
 
-def test_a_stop_says_where_the_weights_are_only_where_some_were_saved(tmp_path):
+def test_a_stop_says_where_the_weights_are_only_where_this_run_saved_some(tmp_path):
     models = tmp_path / "models"
-    assert interrupted_message(models) == "interrupted before any weights were saved"
+    assert interrupted_message(models, 1000.0) == "interrupted before any weights were saved"
     (models / "ch1-30" / "seed1").mkdir(parents=True)
-    assert interrupted_message(models) == "interrupted before any weights were saved"
-    (models / "ch1-30" / "seed1" / "weights.npz").write_bytes(b"")
-    assert interrupted_message(models) == f"interrupted: the weights so far are in {models}"
+    assert interrupted_message(models, 1000.0) == "interrupted before any weights were saved"
+    weights = models / "ch1-30" / "seed1" / "weights.npz"
+    weights.write_bytes(b"")
+    os.utime(weights, (999.0, 999.0))  # an earlier run's, in a folder named by hydra.run.dir
+    assert interrupted_message(models, 1000.0) == "interrupted before any weights were saved"
+    os.utime(weights, (1000.0, 1000.0))
+    assert interrupted_message(models, 1000.0) == f"interrupted: the weights so far are in {models}"
 
 
 def test_two_runs_started_in_one_second_get_two_output_folders():
@@ -127,7 +147,8 @@ def test_two_runs_started_in_one_second_get_two_output_folders():
 
     with initialize_config_dir(str(REPO_ROOT / "conf"), version_base=None):
         cfg = compose("train", return_hydra_config=True)
-    for folder in (cfg.hydra.run._get_node("dir")._value(), cfg.hydra.sweep._get_node("dir")._value()):
+    for group in ("run", "sweep"):
+        folder = OmegaConf.to_container(cfg.hydra[group], resolve=False)["dir"]
         assert folder.endswith("${now:%H-%M-%S-%f}"), folder
 
 

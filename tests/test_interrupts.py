@@ -149,6 +149,10 @@ def test_a_worker_killed_from_outside_ends_every_run_and_says_so(tmp_path, train
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id])
     assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"], text
+    dead = [r for r in runs if r.data.tags.get("pid") == str(workers[0].pid)]
+    assert len(dead) == 1 and dead[0].data.tags["ended_by"].startswith("the parent of its seed's worker")
+    # the other seed saved its weights; the killed one could not
+    assert len([p for p in (tmp_path / "models/tiny").iterdir() if (p / "weights.npz").is_file()]) == 1
     assert "train tiny seed 3" not in text and not (tmp_path / "results/tiny/metrics.json").exists()
 
 

@@ -320,6 +320,13 @@ def test_the_runs_record_of_the_final_weights_comes_from_model_json_or_the_histo
     assert predict.history_test_accuracy(tmp_path / "elsewhere" / "seed2", 2) == {}
 
 
+def test_the_test_set_is_the_checkouts_from_any_folder_of_it(monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root / "docs")
+    assert predict.parse_args(["m", "--test"]).prepared == root / "data" / "prepared"
+    assert predict.parse_args(["m", "--test", "--prepared", "p"]).prepared == Path("p")
+
+
 def test_weights_a_stopped_run_saved_are_said_to_be_so(tmp_path, capsys):
     folders = []
     for seed, weights in ((1, FINAL_EPOCH_WEIGHTS), (2, "interrupted during epoch 2")):

@@ -24,7 +24,7 @@ def test_bad_input_ends_with_its_message_alone_and_status_2(capsys, error, messa
     err = capsys.readouterr().err
     assert message in err and "== stage train@x failed after" in err and "Traceback" not in err
     # a bad setting stays in params.yaml after a failed `dvc exp run -S`: where, and how to reset it
-    assert ("that value is in params.yaml" in err and "python -m pipeline.config" in err) == \
+    assert ("the value is params.yaml's" in err and "python -m pipeline.config" in err) == \
         isinstance(error, SpecError)
 
 
@@ -66,8 +66,16 @@ def test_a_stage_killed_mid_write_exits_143_and_leaves_no_temporary_file(tmp_pat
     process = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     assert process.stdout.readline().strip() == "writing"
+    # which signals the child blocks and ignores: a SIGTERM that never lands (seen once in CI,
+    # 2026-12-05) is then told apart from a handler that does not run
+    status = [line for line in Path(f"/proc/{process.pid}/status").read_text().splitlines()
+              if line.startswith(("SigBlk", "SigIgn", "SigCgt"))] if sys.platform == "linux" else []
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"SIGTERM did not stop the stage within 60 s; the child's signal masks: {status}")
     assert process.returncode == 143, err
     assert "== stage download interrupted after" in err and "Traceback" not in err
     assert list(out.parent.iterdir()) == []
@@ -130,8 +138,7 @@ def test_a_stage_run_outside_the_repository_says_where_to_run_it_and_exits_2(tmp
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("command", [["pipeline.config"], ["pipeline.train", "profile=smoke"],
-                                     ["pipeline.predict", "models/ch1-30/seed1", "--test"]])
+@pytest.mark.parametrize("command", [["pipeline.config"], ["pipeline.train", "profile=smoke"]])
 def test_a_command_run_below_the_repository_root_names_the_root_and_exits_2(command):
     """From docs/, data/prepared/ and conf/ are not where the commands look: said at once,
     not as a missing file whose suggested `dvc repro` cannot run there either."""

@@ -130,8 +130,7 @@ def _read_info(directory: Path) -> dict:
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: not valid JSON ({exc}): the file is damaged; restore the model "
-                             f"folder from where it came (`dvc checkout`, a copy) or train it again") from None
+        raise ModelFileError(f"{path}: not valid JSON ({exc}): the file is damaged; {REDO}") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         found = info.get("format") if isinstance(info, dict) else None
         raise ModelFileError(f"{path}: not a {FORMAT} file (format={found!r})")

@@ -55,10 +55,13 @@ def stage(name: str):
         if not _is_input_error(error):
             raise
         log(f"{name}: {error}")
-        if isinstance(error, SettingError):  # a stage reads its settings from params.yaml alone
-            log(f"{name}: that value is in params.yaml, where a `dvc exp run -S` or an edit put it and "
-                f"where it stays: set it right there, or write params.yaml again from conf/ with "
-                f"`python -m pipeline.config` (add profile={profile or '<name>'} for this profile)")
+        if isinstance(error, SettingError) and not error.message.startswith("missing"):
+            # a stage reads its settings from params.yaml alone, where a failed `dvc exp run -S`
+            # leaves the value it set
+            log(f"{name}: the value is params.yaml's: for `dvc repro`, set it right there or write "
+                f"params.yaml again from conf/ with `python -m pipeline.config` (add "
+                f"profile={profile or '<name>'} for this profile); for `dvc exp run`, give it a "
+                f"right `-S` (or fix it in conf/)")
         log(f"== stage {name} failed after {time.perf_counter() - start:.1f} s ==")
         sys.exit(EXIT_STATUS)
     log(f"== stage {name} done in {time.perf_counter() - start:.1f} s ==")

@@ -209,7 +209,7 @@ def test_unreadable_files(saved, tmp_path):
     with pytest.raises(ModelFileError, match="not a readable .npz"):
         load_model(directory)
     (directory / "model.json").write_text("{broken")
-    with pytest.raises(ModelFileError, match=r"not valid JSON .*: the file is damaged; restore the model folder"):
+    with pytest.raises(ModelFileError, match=r"not valid JSON .*: the file is damaged; train it again"):
         load_model(directory)
     # models/<id>/seed<k> that was never made: its run's stage, not a whole `dvc repro`, and
     # a folder that does not exist at all may be a misspelt run
