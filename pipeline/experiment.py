@@ -41,6 +41,9 @@ BOOK_OPTIONAL = {"speeds": list, "metric_reading": str}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
 # optional: the book's own run of this row, replayed with its script's seed and random streams
 REPLAY_KEYS = {"script": str, "seed": int, "rng": dict}
+# how often the parent, waiting for its seed workers, wakes to act on a stop signal that the
+# kernel handed to one of its other threads
+STOP_CHECK_SECONDS = 1.0
 
 
 def _check_keys(node, path: str, schema: dict, optional: dict | None = None) -> None:
@@ -355,7 +358,7 @@ def _train_in_workers(jobs: list[tuple[int, bool]], data: tuple, args: tuple, wo
                       threads: int | None) -> list[dict]:
     """``train_seeds``' jobs, ``workers`` at a time in forked processes."""
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     _SHARED.update(data=data, args=args, threads=threads, parent=os.getpid())
@@ -365,9 +368,7 @@ def _train_in_workers(jobs: list[tuple[int, bool]], data: tuple, args: tuple, wo
                                  initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_seed_worker, job) for job in jobs]
             try:
-                # the first seed to fail (or be interrupted) is seen at once, not after the
-                # seeds before it in the list have finished training
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                done = _wait_for_all_or_a_failure(futures)
                 for future in futures:
                     if future in done and future.exception() is not None:
                         future.result()  # raises it
@@ -391,6 +392,23 @@ def _train_in_workers(jobs: list[tuple[int, bool]], data: tuple, args: tuple, wo
                          "at a time: compute.seed_workers=1") from error
     finally:
         _SHARED.clear()
+
+
+def _wait_for_all_or_a_failure(futures: list) -> set:
+    """Wait until every future is done or one has failed; return those done.
+
+    The first seed to fail (or be interrupted) is seen at once, not after the seeds before it
+    in the list have finished training. The wait is a second at a time because the kernel may
+    hand a Ctrl-C or SIGTERM to any thread of this process (an OpenBLAS worker, the pool's
+    manager), and Python runs the handler only in the main thread, once that thread wakes: in
+    one unbounded wait the stop would come only when a seed finished, hours later.
+    """
+    from concurrent.futures import FIRST_EXCEPTION, wait
+
+    while True:
+        done, pending = wait(futures, timeout=STOP_CHECK_SECONDS, return_when=FIRST_EXCEPTION)
+        if not pending or any(future.exception() is not None for future in done):
+            return done
 
 
 class WorkerDied(InputError):

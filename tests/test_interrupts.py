@@ -4,11 +4,13 @@ no worker left behind."""
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -108,12 +110,37 @@ def _assert_stopped_cleanly(tmp_path, workers, log, statuses=("KILLED", "KILLED"
     assert not (tmp_path / "results/tiny/metrics.json").exists()
 
 
+# tgkill(2): a signal to one thread of a process, as the kernel may route a process's signal
+TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
+
+
+def _signal_a_thread_other_than_main(pid: int, signum: int) -> None:
+    import ctypes
+
+    if TGKILL is None:
+        pytest.skip(f"tgkill's number on {os.uname().machine} is not known here")
+
+    def blocks(tid: int) -> bool:  # as jemalloc's background thread does every signal
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        return bool(int(re.search(r"SigBlk:\s*([0-9a-f]+)", status).group(1), 16) >> (signum - 1) & 1)
+
+    others = [t.id for t in psutil.Process(pid).threads() if t.id != pid and not blocks(t.id)]
+    assert others, "the parent has no thread but its main one that takes the signal"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(TGKILL, pid, others[0], signum) == 0, os.strerror(ctypes.get_errno())
+
+
 @pytest.mark.parametrize("how", ["sigterm to the parent", "sigterm to the group",
+                                 "sigterm to another thread of the parent",
                                  "ctrl-c in a terminal", "ctrl-c again and again"])
 def test_stopping_the_parent_stops_every_seed_cleanly(tmp_path, training, how):
     proc, workers, log = training
     if how == "sigterm to the parent":  # kill <pid>, a queue, DVC
         proc.send_signal(signal.SIGTERM)
+    elif how == "sigterm to another thread of the parent":
+        # the kernel gives a process's signal to any thread that does not block it; Python
+        # runs the handler in the main thread only, once that thread wakes from its wait
+        _signal_a_thread_other_than_main(proc.pid, signal.SIGTERM)
     elif how == "sigterm to the group":  # pkill -f, a batch system
         os.killpg(proc.pid, signal.SIGTERM)
     elif how == "ctrl-c in a terminal":
