@@ -70,7 +70,8 @@ def verify(path: Path, expected: MnistFile) -> None:
         raise VerificationError(f"size {size:,} bytes, expected {expected.size:,}")
     actual = sha256_file(path)
     if actual != expected.sha256:
-        raise VerificationError(f"SHA-256 {actual[:16]}..., expected {expected.sha256[:16]}...")
+        # whole digests: a user comparing against BOOK.md or a mirror's list sees every digit
+        raise VerificationError(f"SHA-256 {actual}, expected {expected.sha256}")
 
 
 def _maybe_gunzip(data: bytes, size: int) -> bytes:

@@ -10,6 +10,7 @@ networks eat: float32 pixels ``raw/256`` (the book's scaling, range [0, 255/256]
 
 from __future__ import annotations
 
+import shlex
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +92,23 @@ BUILD = ("build it with `dvc repro prepare` (the book's split) or `dvc repro exp
          "sets), or fetch it from a DVC remote with `dvc repro --pull prepare expand`")
 
 
+def cache_copy_hint(path: Path) -> str:
+    """How to remove a damaged file's copy in DVC's cache: DVC checks a stage's cached outputs
+    out again unchecked where that copy kept its date (a disk's damage, not an edit), and
+    `dvc repro -f` leaves the copy as it is. The copy has the damaged file's very bytes."""
+    size = path.stat().st_size if path.is_file() else 0
+    find = (f"find \"$(dvc cache dir)\" -type f -size {size}c "
+            f"-exec cmp -s {shlex.quote(str(path))} {{}} ';' -print -delete")
+    return (f"Should it come back damaged, its copy in DVC's cache is damaged too: delete that copy "
+            f"(`{find}`) and the file, and run the command again")
+
+
 def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The uint8 images and labels of a stored set (no pickles, ever)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {BUILD}.")
-    remake = f"delete it, then {BUILD}"
+    remake = f"delete it, then {BUILD}. {cache_copy_hint(path)}"
     if not zipfile.is_zipfile(path):  # a truncated file, or not an .npz: numpy would try a pickle
         raise InputError(f"{path}: not a readable .npz data set (not a zip archive): {remake}.")
     try:
