@@ -89,6 +89,7 @@ How it is made fast (measured on 2 shared cores, float32, 1 BLAS thread)
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -137,7 +138,8 @@ def _run_lanes(fn, n: int, lanes: int) -> None:
             fn(i)
 
     pool = _thread_pool(lanes - 1)
-    futures = [pool.submit(lane, t) for t in range(1, lanes)]
+    # each lane in this thread's context: numpy's error state (``numpy.errstate``) comes along
+    futures = [pool.submit(contextvars.copy_context().run, lane, t) for t in range(1, lanes)]
     try:
         lane(0)
     finally:

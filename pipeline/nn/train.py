@@ -467,8 +467,11 @@ def fit(
                      if monitor["gradient_norms"] else None)
             t0 = time.perf_counter()
             order = net.xp.asarray(next_order()) if next_order is not None else None
-            graphs = run_epoch(net, opt, x, y, m, plateau.eta, order, bar.update if bar is not None else None,
-                               graphs, log, whole_batches)
+            # a step too large overflows on its way to NaN: check_finite says so after the
+            # epoch, in words, so numpy's warnings (one per operation) would only come first
+            with numpy.errstate(over="ignore", invalid="ignore"):
+                graphs = run_epoch(net, opt, x, y, m, plateau.eta, order,
+                                   bar.update if bar is not None else None, graphs, log, whole_batches)
             train_seconds += time.perf_counter() - t0
             if bar is not None:
                 bar.close()

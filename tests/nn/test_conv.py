@@ -373,6 +373,27 @@ def test_dropout_on_the_input(mode):
     np.testing.assert_allclose(layer.forward(x, train=False), plain.forward(x * scale, train=False))
 
 
+def test_the_lanes_follow_the_callers_numpy_error_state():
+    """A chunk on another thread obeys the caller's ``numpy.errstate``, as the caller's own
+    chunks do: training silences the overflows of a diverging step in every lane (the run
+    then stops with one message), and a caller that asks overflows to raise gets the error."""
+    import warnings
+
+    from threadpoolctl import threadpool_limits
+
+    x = np.full((4, 12, 12, 1), 1e200)
+    layer = make_layer(1, 12, 12, 5, 5, 2, "relu", chunk=1, threads=2)
+    layer.params["w"][...] = 1e200
+    with threadpool_limits(limits=1, user_api="blas"):
+        with warnings.catch_warnings(record=True) as caught, np.errstate(over="ignore", invalid="ignore"):
+            warnings.simplefilter("always")
+            layer.forward(x, train=True)
+        assert layer._lanes_now == 2
+        assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []
+        with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+            layer.forward(x[1:2].repeat(4, axis=0), train=True)
+
+
 @pytest.mark.parametrize("C", [1, 3])  # the transposed patch matrix (C = 1) and the other
 def test_threads_share_the_chunks_and_give_the_same_results(C):
     """threads > 1 runs the chunks of a mini-batch on that many threads when BLAS runs one

@@ -288,20 +288,24 @@ def test_network3_scaling_needs_one_whole_mini_batch(data):
         fit(build_network(s), s, (x[:7], y[:7]), log=None, progress=False)
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow warnings on the way to NaN
 def test_a_diverging_run_stops_with_a_message_naming_eta(data):
     """A step far too large makes the weights NaN within an epoch: training stops there and
-    says so, instead of finishing at chance accuracy with a model nobody can load."""
+    says so, instead of finishing at chance accuracy with a model nobody can load; numpy's
+    overflow warnings on the way there are not shown before the message."""
+    import warnings
+
     from pipeline.nn.train import TrainingDiverged
 
     train, val, _ = data
     s = make_spec([{"type": "fc", "units": 10, "activation": "relu"}, {"type": "softmax", "units": 3}],
                   "log_likelihood", epochs=3, batch_size=10, eta=1e6)
     records = []
-    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 0: fc layer 0's w holds NaN or infinite "
-                                               r"values at eta 1e\+06; lower training.eta"):
-        fit(build_network(s), s, train, val, on_epoch=records.append, log=None, progress=False)
-    assert records == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingDiverged, match=r"diverged in epoch 0: fc layer 0's w holds NaN or infinite "
+                                                   r"values at eta 1e\+06; lower training.eta"):
+            fit(build_network(s), s, train, val, on_epoch=records.append, log=None, progress=False)
+    assert records == [] and [str(w.message) for w in caught] == []
     fit(build_network(spec(epochs=1)), spec(epochs=1), train, val, log=None, progress=False)  # finite: no error
 
 
