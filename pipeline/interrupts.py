@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -165,3 +166,24 @@ def stop_workers(pids: list[int]) -> None:
 
 __all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "exit_status", "init_worker", "parent_gone",
            "raise_held", "request_stop", "signals_held", "stop_requested", "stop_workers", "stops_raise_once"]
+
+
+def ctrl_c_in_one_line() -> None:
+    """Make a Ctrl-C that nothing caught print one line, not a traceback.
+
+    For ``python -m pipeline.<module>``: the module's imports (MLflow, pandas: a second or two)
+    run before its own handling of Ctrl-C begins, and a Ctrl-C there would print a traceback
+    of the import machinery. The process still ends by SIGINT (status 130), as Python makes an
+    uncaught KeyboardInterrupt do after the hook.
+    """
+    argv = getattr(sys, "orig_argv", [])
+    name = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else "pipeline"
+    default = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, KeyboardInterrupt):
+            print(f"{name}: interrupted", file=sys.stderr)
+            return
+        default(kind, value, traceback)
+
+    sys.excepthook = hook

@@ -1,5 +1,6 @@
 """The frame around every stage: how it ends on Ctrl-C, on bad input and on a bug."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,26 @@ def test_a_stage_killed_mid_write_exits_143_and_leaves_no_temporary_file(tmp_pat
     assert process.returncode == 143, err
     assert "== stage download interrupted after" in err and "Traceback" not in err
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_ctrl_c_while_a_stage_loads_its_modules_prints_one_line():
+    """Before ``stage()`` handles Ctrl-C, the module's imports (MLflow, pandas) take a second
+    or two: a Ctrl-C there ends the process by SIGINT with one line, not a traceback."""
+    import signal
+
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # each import, as it ends, on stderr
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "no-such-run"],
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).resolve().parents[1],
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen = []
+    for line in process.stderr:  # the hook is set once the package `pipeline` has loaded
+        seen.append(line)
+        if line.split("|")[-1].strip() == "pipeline":
+            break
+    process.send_signal(signal.SIGINT)
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == -signal.SIGINT, "".join(seen[-5:]) + err
+    assert "Traceback" not in err and err.splitlines()[-1] == "pipeline.stages.train: interrupted", err[-2000:]
 
 
 def test_a_users_mistake_exits_2_with_its_message_alone(capsys):
