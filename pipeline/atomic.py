@@ -3,6 +3,7 @@ file in the same folder, flushed to disk, renamed onto the name, and the rename 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -17,6 +18,8 @@ os.umask(_UMASK)
 
 
 STALE_SECONDS = 600  # a temp untouched this long, whose writer is gone, is a leftover
+# a disk that is full, over its quota or read-only: the machine's state, not the code's fault
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def process_alive(pid: int) -> bool:
@@ -85,6 +88,11 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         _fsync(tmp_path)
         os.replace(tmp_path, path)
         _fsync(path.parent)
+    except OSError as error:
+        if error.errno in DISK_ERRORS and error.filename is None:
+            # a write's error names no file: name the one that could not be written
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 

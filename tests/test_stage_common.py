@@ -105,6 +105,24 @@ def test_a_ctrl_c_while_a_stage_loads_its_modules_prints_one_line():
     assert "Traceback" not in err and err.splitlines()[-1] == "pipeline.stages.train: interrupted", err[-2000:]
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_names_the_file_exits_2_and_leaves_no_temporary_file(tmp_path, capsys):
+    """A write that the disk refuses (here the kernel's own ENOSPC, from /dev/full) names the
+    output it was for and says what to do; the temporary file is gone."""
+    from pipeline.atomic import atomic_path
+
+    out = tmp_path / "results" / "metrics.json"
+    with pytest.raises(SystemExit) as info:
+        with stage("train@x"), atomic_path(out), open("/dev/full", "w") as full:
+            full.write("{}")
+            full.flush()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"train@x: could not write {out}: No space left on device. Nothing half-written" in err, err
+    assert "make room, then run the stage again" in err and "Traceback" not in err
+    assert list(out.parent.iterdir()) == []
+
+
 def test_a_users_mistake_exits_2_with_its_message_alone(capsys):
     from pipeline.nn import BackendError
 

@@ -7,6 +7,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+from pipeline.atomic import DISK_ERRORS
 from pipeline.console import say as log  # every stage's progress line: one write, whole
 from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.interrupts import exit_status, stops_raise_once
@@ -22,6 +23,12 @@ def one_argument(usage: str) -> str:
     return sys.argv[1]
 
 
+def _disk_message(name: str, error: OSError) -> str:
+    what = f"could not write {error.filename}" if error.filename else "could not write its output"
+    return (f"{name}: {what}: {error.strerror}. Nothing half-written is left (every output is written "
+            f"to a temporary file first); make room, then run the stage again")
+
+
 def _is_input_error(error: BaseException) -> bool:
     """A mistake the user can fix (``InputError``: a bad config value, a damaged input file, a
     device that is not there) or a missing input file (the message says which command makes
@@ -32,7 +39,7 @@ def _is_input_error(error: BaseException) -> bool:
 @contextmanager
 def stage(name: str):
     """Print the stage's start and total time; Ctrl-C exits with 130 (SIGTERM 143) and no traceback, a bad
-    config or a missing input with 2 and its message alone."""
+    config, a missing input or a full disk with 2 and its message alone."""
     # the profile up front: a stage of the hour-long quick profile started by mistake (a
     # `dvc exp run -S` without `-S profile=...`) shows in its first line
     profile = profile_name()
@@ -52,16 +59,19 @@ def stage(name: str):
         log(f"== stage {name} interrupted after {time.perf_counter() - start:.1f} s ==")
         sys.exit(exit_status(stopped))
     except Exception as error:
-        if not _is_input_error(error):
+        if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+            log(_disk_message(name, error))
+        elif _is_input_error(error):
+            log(f"{name}: {error}")
+            if isinstance(error, SettingError) and not error.message.startswith("missing"):
+                # a stage reads its settings from params.yaml alone, where a failed `dvc exp run -S`
+                # leaves the value it set
+                log(f"{name}: the value is params.yaml's: for `dvc repro`, set it right there or write "
+                    f"params.yaml again from conf/ with `python -m pipeline.config` (add "
+                    f"profile={profile or '<name>'} for this profile); for `dvc exp run`, give it a "
+                    f"right `-S` (or fix it in conf/)")
+        else:
             raise
-        log(f"{name}: {error}")
-        if isinstance(error, SettingError) and not error.message.startswith("missing"):
-            # a stage reads its settings from params.yaml alone, where a failed `dvc exp run -S`
-            # leaves the value it set
-            log(f"{name}: the value is params.yaml's: for `dvc repro`, set it right there or write "
-                f"params.yaml again from conf/ with `python -m pipeline.config` (add "
-                f"profile={profile or '<name>'} for this profile); for `dvc exp run`, give it a "
-                f"right `-S` (or fix it in conf/)")
         log(f"== stage {name} failed after {time.perf_counter() - start:.1f} s ==")
         sys.exit(EXIT_STATUS)
     log(f"== stage {name} done in {time.perf_counter() - start:.1f} s ==")
