@@ -97,6 +97,16 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def disk_error_message(error: BaseException) -> str | None:
+    """What to tell the user when the disk refused a write (full, over quota, read-only); None
+    for any other error."""
+    if not isinstance(error, OSError) or error.errno not in DISK_ERRORS:
+        return None
+    what = f"could not write {error.filename}" if error.filename else "could not write an output"
+    return (f"{what}: {error.strerror}. Nothing half-written is left (every output is written to a "
+            f"temporary file first); make room, then run it again")
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

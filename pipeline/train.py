@@ -21,6 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.atomic import disk_error_message
 from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
@@ -144,6 +145,11 @@ def main(cfg: DictConfig) -> None:
                     for o in HydraConfig.get().overrides.hydra)
         remove_if_nothing_ran(out, named_by_user=named)
         sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
+    except OSError as error:  # a full or read-only disk: which file, and what to do
+        if (disk := disk_error_message(error)) is None:
+            raise
+        print(disk, file=sys.stderr)
+        sys.exit(EXIT_STATUS)
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
         print(interrupted_message(out / MODELS, started), file=sys.stderr)
         sys.exit(exit_status(stopped))

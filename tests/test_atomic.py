@@ -103,3 +103,24 @@ def test_temps_of_other_files_are_left_alone_even_when_their_names_look_alike(tm
         age(stranger, 2 * STALE_SECONDS)
     write_text(tmp_path / "metrics.json", "{}")
     assert all(stranger.exists() for stranger in strangers)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_names_the_file_being_written_and_leaves_no_temporary_file(tmp_path):
+    """The kernel's ENOSPC on a write names no file; the error that leaves names the output."""
+    import errno
+
+    from pipeline.atomic import disk_error_message
+
+    out = tmp_path / "metrics.json"
+    with pytest.raises(OSError) as info:
+        with atomic_path(out), open("/dev/full", "w") as full:
+            full.write("{}")
+            full.flush()
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
+    assert list(tmp_path.iterdir()) == []
+    assert disk_error_message(info.value).startswith(f"could not write {out}: No space left on device.")
+    assert disk_error_message(OSError(errno.EROFS, "Read-only file system")).startswith(
+        "could not write an output: Read-only file system")
+    assert disk_error_message(OSError(errno.ENETUNREACH, "Network is unreachable")) is None
+    assert disk_error_message(ValueError("not a disk")) is None

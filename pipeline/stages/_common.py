@@ -7,7 +7,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from pipeline.atomic import DISK_ERRORS
+from pipeline.atomic import disk_error_message
 from pipeline.console import say as log  # every stage's progress line: one write, whole
 from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.interrupts import exit_status, stops_raise_once
@@ -21,12 +21,6 @@ def one_argument(usage: str) -> str:
         log(f"usage: {usage}")
         sys.exit(EXIT_STATUS)
     return sys.argv[1]
-
-
-def _disk_message(name: str, error: OSError) -> str:
-    what = f"could not write {error.filename}" if error.filename else "could not write its output"
-    return (f"{name}: {what}: {error.strerror}. Nothing half-written is left (every output is written "
-            f"to a temporary file first); make room, then run the stage again")
 
 
 def _is_input_error(error: BaseException) -> bool:
@@ -59,8 +53,8 @@ def stage(name: str):
         log(f"== stage {name} interrupted after {time.perf_counter() - start:.1f} s ==")
         sys.exit(exit_status(stopped))
     except Exception as error:
-        if isinstance(error, OSError) and error.errno in DISK_ERRORS:
-            log(_disk_message(name, error))
+        if (disk := disk_error_message(error)) is not None:
+            log(f"{name}: {disk}")
         elif _is_input_error(error):
             log(f"{name}: {error}")
             if isinstance(error, SettingError) and not error.message.startswith("missing"):
