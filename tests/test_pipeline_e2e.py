@@ -80,3 +80,119 @@ def _the_damaged_cache_copy_hint_works(repo_copy, stage_env):
     run(["dvc", "repro", "prepare"], repo_copy, stage_env)
     assert hashlib.md5((repo_copy / workspace).read_bytes()).hexdigest() == right
     assert hashlib.md5(copy.read_bytes()).hexdigest() == right
+
+
+def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, mnist_raw_dir,
+                                                          tmp_path):
+    """Every stage on the smoke profile; MLflow holds the runs; reruns are exact and minimal."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    env = dict(stage_env, MLFLOW_TRACKING_URI=f"sqlite:///{db}")
+    overrides = ["profile=smoke", "download.sources=[local]", f"download.local_dir={mnist_raw_dir}"]
+    run([sys.executable, "-m", "pipeline.config", *overrides], repo_copy, env)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qam", "smoke"],
+        repo_copy, env)
+    run(["dvc", "repro"], repo_copy, env)
+
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    book_ids = list(params["book"])
+    summary = json.loads((repo_copy / "results/summary.json").read_text())
+    assert {r["id"] for r in summary["rows"]} >= {*book_ids, "ch6-ensemble", "B-darkness", "B-svm"}
+    assert (repo_copy / "results/report.md").read_text().count("\n| ") >= len(book_ids)
+    ensemble = json.loads((repo_copy / "results/ch6-ensemble/metrics.json").read_text())
+    n_voters = len(params["book"]["ch6-dropout"]["seeds"])
+    assert ensemble["ours_book_metric"]["rule"] == f"vote of {n_voters}"
+    assert len(ensemble["members"]) == n_voters
+    members = json.loads((repo_copy / "results/ch6-dropout/metrics.json").read_text())
+    assert (ensemble["epochs"], ensemble["book"]["epochs"]) == (members["epochs"], members["book"]["epochs"])
+    speeds = summary["initial_speeds"]  # chapter 5's speed of learning at the start, per seed
+    assert set(speeds) == {"ch5-speed-2", "ch5-speed-3", "ch5-speed-4"}
+    assert all(len(speeds[i]["ours"]["1"]) == len(speeds[i]["book"]) for i in speeds)
+    assert "## Chapter 5: the speed of learning" in (repo_copy / "results/report.md").read_text()
+    for plot in ("progression", "more_data", "learning_speed", "learning_curves_ch6"):
+        assert (repo_copy / f"results/plots/{plot}.png").stat().st_size > 5000
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("nielsen-mnist")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    by_name: dict[str, list] = {}
+    for r in runs:
+        by_name.setdefault(r.info.run_name, []).append(r)
+    for run_id in book_ids:
+        seeds = params["book"][run_id]["seeds"]
+        assert len(by_name.get(run_id, [])) == len(seeds), run_id
+        assert all(r.info.status == "FINISHED" for r in by_name[run_id]), run_id
+    one = by_name["ch1-30"][0]
+    epochs = params["book"]["ch1-30"]["training"]["epochs"]
+    steps = [m.step for m in client.get_metric_history(one.info.run_id, "validation_accuracy")]
+    assert steps == list(range(min(epochs, params["profile"]["limits"]["epochs"])))
+    artifacts = {a.path for a in client.list_artifacts(one.info.run_id)}
+    assert {"config.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
+            "misclassified.png", "model"} <= artifacts
+    assert one.data.tags["book_id"] == "ch1-30" and one.data.tags["profile"] == "smoke"
+    metrics = json.loads((repo_copy / "results/ch1-30/metrics.json").read_text())
+    assert metrics["mlflow_run_ids"] == [one.info.run_id]
+
+    again = run(["dvc", "repro"], repo_copy, env)
+    assert "Running stage" not in again
+
+    shown = subprocess.run(["dvc", "plots", "show", "--show-vega", "ch1"], cwd=repo_copy, env=env,
+                           capture_output=True, text=True, check=True)
+    vega = json.loads(shown.stdout)
+    assert vega["encoding"]["detail"] == {"field": "seed", "type": "nominal"}
+    rows = [v for v in vega["data"]["values"] if v["filename"] == "ch1-30/history.csv"]
+    assert len(rows) == len(params["book"]["ch1-30"]["seeds"]) * len(steps)
+
+    # Sharing through the default remote, a folder beside the repo: a collaborator's clone of
+    # the commit before this run (its dvc.lock records the data stages only, as main's does)
+    # restores every stage from the remote's run-cache and trains nothing.
+    run(["dvc", "push", "--run-cache"], repo_copy, env)
+    assert (tmp_path / "nielsen-mnist-dvc-storage" / "runs").is_dir()
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo_copy), str(clone)], tmp_path, env)
+    restored = run(["dvc", "repro", "--pull"], clone, env)
+    assert "Running stage" not in restored, restored
+    for stage in ["baselines", "ensemble", "report", *(f"train@{i}" for i in book_ids)]:
+        assert f"Stage '{stage}' is cached - skipping run" in restored, stage
+    for path in ("results/summary.json", "results/ch1-30/metrics.json"):
+        assert (clone / path).read_bytes() == (repo_copy / path).read_bytes(), path
+    # The runs restored there are logged into the collaborator's own MLflow store, once.
+    elsewhere = tmp_path / "collaborator.db"
+    clone_env = dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{elsewhere}")
+    logged = run([sys.executable, "-m", "pipeline.restore_runs"], clone, clone_env)
+    assert f"logged {len(runs)} run(s)" in logged, logged
+    theirs = MlflowClient(tracking_uri=f"sqlite:///{elsewhere}")
+    copies = theirs.search_runs([theirs.get_experiment_by_name("nielsen-mnist").experiment_id], max_results=1000)
+    assert sorted(r.data.tags["restored_from"] for r in copies) == sorted(r.info.run_id for r in runs)
+    assert sorted(r.info.run_name for r in copies) == sorted(r.info.run_name for r in runs)
+    # each copy names the code and stage that trained it, as its first run does, and nothing of
+    # the process that restored it (MLflow would tag that with the clone's own commit)
+    first_runs = {r.info.run_id: r for r in runs}
+    for copy in copies:
+        first = first_runs[copy.data.tags["restored_from"]].data.tags
+        for tag in ("mlflow.source.git.commit", "git_dirty", "dvc.stage", "cpu", "numpy_version"):
+            assert copy.data.tags.get(tag) == first.get(tag) and first.get(tag), (copy.info.run_name, tag)
+        assert "mlflow.source.name" in first and "mlflow.source.name" not in copy.data.tags
+    again = run([sys.executable, "-m", "pipeline.restore_runs"], clone, clone_env)
+    assert f"logged 0 run(s) into sqlite:///{elsewhere}; {len(runs)} in the store already" in again, again
+
+    # Comparing experiments, as the README does it: the workspace's run saved as the baseline
+    # (main's dvc.lock records no training run), one changed, `dvc exp diff` shows only that.
+    run(["dvc", "exp", "save", "-n", "baseline"], repo_copy, env)
+    changed = run(["dvc", "exp", "run", "-n", "eta-1", *[f"-S{o}" for o in overrides],
+                   "-S", "book.ch1-30.training.eta=1.0"], repo_copy, env)
+    reran = sorted(line.split("'")[1] for line in changed.splitlines()
+                   if line.startswith("Running stage"))
+    assert reran == ["report", "train@ch1-30"], changed
+    diff = json.loads(run(["dvc", "exp", "diff", "baseline", "eta-1", "--json"], repo_copy, env))
+    assert list(diff["params"]["params.yaml"]) == ["book.ch1-30.training.eta"], diff["params"]
+    assert set(diff["metrics"]) == {"results/ch1-30/metrics.json"}, diff["metrics"]
+    assert "ours_book_metric.value" in diff["metrics"]["results/ch1-30/metrics.json"]
+    headline = run(["dvc", "exp", "show", "--csv", "--drop", ".*",
+                    "--keep", r"Experiment|.*ours_book_metric\.value"], repo_copy, env)
+    columns = headline.splitlines()[0].split(",")
+    assert columns[0] == "Experiment"
+    assert sorted(columns[1:]) == sorted(f"results/{i}/metrics.json:ours_book_metric.value"
+                                         for i in [*book_ids, "ch6-ensemble"]), columns
