@@ -164,10 +164,6 @@ def stop_workers(pids: list[int]) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
-__all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "exit_status", "init_worker", "parent_gone",
-           "raise_held", "request_stop", "signals_held", "stop_requested", "stop_workers", "stops_raise_once"]
-
-
 def ctrl_c_in_one_line() -> None:
     """Make a Ctrl-C that nothing caught print one line, not a traceback.
 
@@ -187,3 +183,9 @@ def ctrl_c_in_one_line() -> None:
         default(kind, value, traceback)
 
     sys.excepthook = hook
+
+
+__all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "ctrl_c_in_one_line", "exit_status",
+           "init_worker", "parent_gone", "raise_held", "request_stop", "signals_held", "stop_requested",
+           "stop_workers", "stops_raise_once"]
+
