@@ -43,7 +43,7 @@ def _stop_once(signum, frame) -> None:
 
 
 @contextlib.contextmanager
-def stops_raise_once() -> Iterator[None]:
+def stops_raise_once(process_ends_on_stop: bool = False) -> Iterator[None]:
     """Turn the first stop signal into an exception while the block runs: SIGTERM into
     ``Terminated``, Ctrl-C (SIGINT) into ``KeyboardInterrupt``; ignore every signal after it.
 
@@ -54,6 +54,10 @@ def stops_raise_once() -> Iterator[None]:
     Blocks nest; the first signal counts for all of them, until the outermost ends. A SIGINT
     the process ignores (a seed worker's) stays ignored. Outside the main thread (where Python
     cannot set handlers) the block runs unchanged.
+
+    ``process_ends_on_stop``: for a block whose stop ends the process (a stage's): after a
+    stop, its repeats stay ignored past the block, so that the exit status is the first
+    signal's and not that of a repeat that came while the process was leaving.
     """
     global _stopping, _depth
     if threading.current_thread() is not threading.main_thread():
@@ -66,10 +70,11 @@ def stops_raise_once() -> Iterator[None]:
         yield
     finally:
         _depth -= 1
+        leaving = process_ends_on_stop and _stopping
         if _depth == 0:
             _stopping = False
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if leaving else handler)
 
 
 def exit_status(stopped: KeyboardInterrupt) -> int:

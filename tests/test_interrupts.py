@@ -229,6 +229,33 @@ def test_the_first_stop_signal_raises_and_every_repeat_is_ignored_while_cleaning
             signal.signal(s, handler)
 
 
+def test_a_stop_that_ends_the_process_leaves_its_repeats_ignored():
+    """A stage's block: after the first Ctrl-C its repeats stay ignored while the process
+    leaves, so it exits with 130 and not by a second SIGINT; a block left without a stop
+    gives the handlers back."""
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+    try:
+        with interrupts.stops_raise_once(process_ends_on_stop=True):
+            pass
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):  # raised, not signalled: no signal to repeat
+            with interrupts.stops_raise_once(process_ends_on_stop=True):
+                raise KeyboardInterrupt
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.stops_raise_once(process_ends_on_stop=True):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # a repeat while leaving: nothing happens
+        time.sleep(0.1)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def test_signals_held_leave_an_ignored_sigint_alone():
     """A seed worker ignores SIGINT (its parent decides when it stops): closing a run there
     neither installs a handler for it nor raises afterwards."""

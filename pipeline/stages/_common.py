@@ -47,7 +47,7 @@ def stage(name: str):
     try:
         # SIGTERM (a `kill`, DVC stopping) raises as Ctrl-C does, so the stage's clean-up runs:
         # a half-written output's temporary file is removed, not left behind
-        with stops_raise_once():
+        with stops_raise_once(process_ends_on_stop=True):
             yield
     except KeyboardInterrupt as stopped:
         log(f"== stage {name} interrupted after {time.perf_counter() - start:.1f} s ==")
