@@ -20,12 +20,27 @@ PARENT_POLL_SECONDS = 1.0  # how often a seed worker checks that its parent is s
 ORPHAN_GRACE_SECONDS = 60.0  # time an orphaned worker gets to save its weights and close its run
 
 
+# SLURM's warning that a job's time is nearly up (submitit asks for it two minutes before the
+# limit): a stop like SIGTERM, so the run saves its weights and ends KILLED, not cut off FAILED
+TIME_LIMIT_SIGNAL = getattr(signal, "SIGUSR2", None)
+# the signals that stop a run as ``kill`` does (Ctrl-C's SIGINT is the other stop)
+TERMINATING = tuple(s for s in (signal.SIGTERM, TIME_LIMIT_SIGNAL) if s is not None)
+
+
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread when the process receives SIGTERM inside ``stops_raise_once``.
+    """Raised in the main thread when the process receives SIGTERM (or SLURM's time-limit
+    warning) inside ``stops_raise_once``; ``Terminated(message, signum)``.
 
     A KeyboardInterrupt subclass, so code that stops cleanly on Ctrl-C stops cleanly on SIGTERM
     too, and ``except Exception`` cannot swallow it.
     """
+
+    @property
+    def signum(self) -> int:
+        return self.args[1] if len(self.args) > 1 else signal.SIGTERM
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 _stopping = False  # a stop signal came inside ``stops_raise_once``: its repeats are ignored
@@ -37,15 +52,16 @@ def _stop_once(signum, frame) -> None:
     if _stopping:
         return
     _stopping = True
-    if signum == signal.SIGTERM:
-        raise Terminated(f"signal {signum}")
+    if signum in TERMINATING:
+        raise Terminated(f"signal {signum}", signum)
     raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def stops_raise_once(process_ends_on_stop: bool = False) -> Iterator[None]:
-    """Turn the first stop signal into an exception while the block runs: SIGTERM into
-    ``Terminated``, Ctrl-C (SIGINT) into ``KeyboardInterrupt``; ignore every signal after it.
+    """Turn the first stop signal into an exception while the block runs: SIGTERM (and SLURM's
+    time-limit warning, SIGUSR2) into ``Terminated``, Ctrl-C (SIGINT) into
+    ``KeyboardInterrupt``; ignore every signal after it.
 
     The repeats are ignored so that the clean-up the first one started (saving weights,
     closing the run, stopping the seed workers) is not cut short by a second ``kill``, a second
@@ -63,7 +79,8 @@ def stops_raise_once(process_ends_on_stop: bool = False) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    handled = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
+    # a signal the process ignores stays ignored: SIGINT in a seed worker, whose parent decides
+    handled = [s for s in (signal.SIGINT, *TERMINATING) if signal.getsignal(s) is not signal.SIG_IGN]
     previous = {s: signal.signal(s, _stop_once) for s in handled}
     _depth += 1
     try:
@@ -78,8 +95,9 @@ def stops_raise_once(process_ends_on_stop: bool = False) -> Iterator[None]:
 
 
 def exit_status(stopped: KeyboardInterrupt) -> int:
-    """The shell's status for a process stopped by a signal: 128 + SIGTERM (143) or SIGINT (130)."""
-    return 128 + (signal.SIGTERM if isinstance(stopped, Terminated) else signal.SIGINT)
+    """The shell's status for a process stopped by a signal: 128 + its number (SIGTERM 143,
+    SIGINT 130, SLURM's SIGUSR2 140)."""
+    return 128 + (stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT)
 
 
 @contextlib.contextmanager
@@ -93,7 +111,7 @@ def signals_held() -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield came
         return
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    held = [s for s in (signal.SIGINT, *TERMINATING) if signal.getsignal(s) is not signal.SIG_IGN]
     previous = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in held}
     try:
         yield came
@@ -111,8 +129,8 @@ def raise_held(came: list[int]) -> None:
         return
     if _depth:
         _stopping = True
-    if came[0] == signal.SIGTERM:
-        raise Terminated(f"signal {signal.SIGTERM} while an MLflow run was being created or closed")
+    if came[0] in TERMINATING:
+        raise Terminated(f"signal {came[0]} while an MLflow run was being created or closed", came[0])
     raise KeyboardInterrupt("Ctrl-C while an MLflow run was being created or closed")
 
 
@@ -123,7 +141,8 @@ def init_worker(parent_pid: int) -> None:
     """Set up a forked worker process so that its parent decides when it stops.
 
     - SIGINT is ignored: a terminal's Ctrl-C reaches every process of the group, and the parent
-      forwards exactly one SIGTERM to each worker (``stop_workers``) instead;
+      forwards exactly one SIGTERM to each worker (``stop_workers``) instead; so is SLURM's
+      time-limit warning (SIGUSR2), which reaches every process of the job step;
     - SIGTERM between seeds only notes the request (``request_stop``): the worker then starts
       no further seed, and leaves when the pool shuts down, instead of dying and breaking the
       pool. While a seed trains, ``tracking.start_run`` turns SIGTERM into ``Terminated``;
@@ -131,6 +150,8 @@ def init_worker(parent_pid: int) -> None:
       no worker trains on for hours with nobody to report to.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if TIME_LIMIT_SIGNAL is not None:
+        signal.signal(TIME_LIMIT_SIGNAL, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: request_stop())
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent",
                      daemon=True).start()
@@ -190,7 +211,7 @@ def ctrl_c_in_one_line() -> None:
     sys.excepthook = hook
 
 
-__all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "Terminated", "ctrl_c_in_one_line", "exit_status",
-           "init_worker", "parent_gone", "raise_held", "request_stop", "signals_held", "stop_requested",
-           "stop_workers", "stops_raise_once"]
+__all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "TERMINATING", "TIME_LIMIT_SIGNAL", "Terminated",
+           "ctrl_c_in_one_line", "exit_status", "init_worker", "parent_gone", "raise_held", "request_stop",
+           "signals_held", "stop_requested", "stop_workers", "stops_raise_once"]
 
