@@ -183,6 +183,13 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
+def stop_when_parent_dies() -> None:
+    """Start a daemon thread that stops this process (SIGTERM, so its clean-up runs) once its
+    parent is gone: a DVC stage whose ``dvc`` was killed outright (``dvc queue kill --force``
+    kills DVC's runner alone) must not train on for hours with nobody to record its outputs."""
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
+
+
 def stop_workers(pids: list[int]) -> None:
     """Send SIGTERM to each worker still alive (each ends its run as after Ctrl-C)."""
     for pid in pids:
@@ -213,5 +220,6 @@ def ctrl_c_in_one_line() -> None:
 
 __all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "TERMINATING", "TIME_LIMIT_SIGNAL", "Terminated",
            "ctrl_c_in_one_line", "exit_status", "init_worker", "parent_gone", "raise_held", "request_stop",
-           "signals_held", "stop_requested", "stop_workers", "stops_raise_once"]
+           "signals_held", "stop_requested", "stop_when_parent_dies", "stop_workers",
+           "stops_raise_once"]
 

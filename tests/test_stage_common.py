@@ -1,8 +1,10 @@
 """The frame around every stage: how it ends on Ctrl-C, on bad input and on a bug."""
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,59 @@ def test_a_stage_killed_mid_write_exits_143_and_leaves_no_temporary_file(tmp_pat
     assert process.returncode == 143, err
     assert "== stage download interrupted after" in err and "Traceback" not in err
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process ancestry read from /proc (psutil)")
+def test_a_stage_whose_dvc_was_killed_outright_stops_cleanly(tmp_path):
+    """`dvc queue kill --force` kills DVC's runner with SIGKILL, not the stage it started: the
+    stage (run by DVC: DVC_ROOT set) notices its parent is gone and stops as on SIGTERM."""
+    import signal
+
+    import psutil
+
+    stage_script = (
+        "import time\n"
+        "from pipeline.stages._common import stage\n"
+        "with stage('train@x'):\n"
+        "    print('training', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    runner_script = (  # stands for `dvc exp exec-run`: starts the stage, then waits on it
+        "import subprocess, sys\n"
+        f"log = open({str(tmp_path / 'stage.log')!r}, 'w')\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {stage_script!r}], stdout=log, stderr=log)\n"
+        "print(child.pid, flush=True)\n"
+        "child.wait()\n"
+    )
+    env = dict(os.environ, DVC_ROOT=str(tmp_path))
+    runner = subprocess.Popen([sys.executable, "-c", runner_script], stdout=subprocess.PIPE, text=True,
+                              env=env, cwd=Path(__file__).resolve().parents[1])
+    stage_process = psutil.Process(int(runner.stdout.readline()))
+    try:
+        log = tmp_path / "stage.log"
+        for _ in range(300):
+            if "training" in log.read_text():
+                break
+            time.sleep(0.1)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=10)
+        stage_process.wait(timeout=30)  # not our child: its status is not ours to read
+        assert "== stage train@x interrupted after" in log.read_text(), log.read_text()
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            stage_process.kill()
+
+
+def test_a_stage_whose_working_folder_was_removed_says_so(tmp_path, monkeypatch, capsys):
+    gone = tmp_path / "exp-copy"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # as DVC removes a queued experiment's temporary copy
+    with pytest.raises(SystemExit) as info:
+        with stage("train@x"):
+            Path("models").mkdir()
+    assert info.value.code == 2
+    assert "train@x: its working folder was removed while it ran" in capsys.readouterr().err
 
 
 def test_a_ctrl_c_while_a_stage_loads_its_modules_prints_one_line():

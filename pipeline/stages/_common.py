@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from pipeline.atomic import disk_error_message
 from pipeline.console import say as log  # every stage's progress line: one write, whole
 from pipeline.errors import EXIT_STATUS, InputError, SettingError
-from pipeline.interrupts import exit_status, stops_raise_once
+from pipeline.interrupts import exit_status, stop_when_parent_dies, stops_raise_once
 from pipeline.params import profile_name
 
 
@@ -21,6 +23,13 @@ def one_argument(usage: str) -> str:
         log(f"usage: {usage}")
         sys.exit(EXIT_STATUS)
     return sys.argv[1]
+
+
+def _cwd_exists() -> bool:
+    try:
+        return Path(os.getcwd()).is_dir()
+    except OSError:  # getcwd of a removed folder
+        return False
 
 
 def _is_input_error(error: BaseException) -> bool:
@@ -43,6 +52,8 @@ def stage(name: str):
     # the collector's reach, not freed) they are left to the OS at exit, and the collector's
     # passes while training (forked seed workers' too) walk only what the work itself made.
     gc.freeze()
+    if os.environ.get("DVC_ROOT"):  # run by DVC (not by hand, where a closed shell may leave it
+        stop_when_parent_dies()     # running on purpose): DVC gone, the stage stops too
     start = time.perf_counter()
     try:
         # SIGTERM (a `kill`, DVC stopping) raises as Ctrl-C does, so the stage's clean-up runs:
@@ -55,6 +66,9 @@ def stage(name: str):
     except Exception as error:
         if (disk := disk_error_message(error)) is not None:
             log(f"{name}: {disk}")
+        elif isinstance(error, FileNotFoundError) and not _cwd_exists():
+            log(f"{name}: its working folder was removed while it ran (a queued DVC experiment "
+                f"stopped with `dvc queue kill --force`, say); nothing it made was kept")
         elif _is_input_error(error):
             log(f"{name}: {error}")
             if isinstance(error, SettingError) and not error.message.startswith("missing"):
