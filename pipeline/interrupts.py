@@ -190,6 +190,24 @@ def stop_when_parent_dies() -> None:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
 
 
+def child_processes() -> list[int]:
+    """The ids of this process's children (read from /proc; none where there is no /proc)."""
+    me, found = os.getpid(), []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    stat = f.read()
+            except OSError:  # gone meanwhile
+                continue
+            # "pid (name) state ppid ...": the name may hold spaces and parentheses
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
 def stop_workers(pids: list[int]) -> None:
     """Send SIGTERM to each worker still alive (each ends its run as after Ctrl-C)."""
     for pid in pids:
@@ -219,7 +237,7 @@ def ctrl_c_in_one_line() -> None:
 
 
 __all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "TERMINATING", "TIME_LIMIT_SIGNAL", "Terminated",
-           "ctrl_c_in_one_line", "exit_status", "init_worker", "parent_gone", "raise_held", "request_stop",
-           "signals_held", "stop_requested", "stop_when_parent_dies", "stop_workers",
+           "child_processes", "ctrl_c_in_one_line", "exit_status", "init_worker", "parent_gone", "raise_held",
+           "request_stop", "signals_held", "stop_requested", "stop_when_parent_dies", "stop_workers",
            "stops_raise_once"]
 

@@ -13,15 +13,19 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.atomic import disk_error_message
+from pipeline import interrupts
+from pipeline.atomic import disk_error_message, write_text
 from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
@@ -117,6 +121,96 @@ def interrupted_message(models: Path, since: float) -> str:
     return "interrupted before any weights were saved"
 
 
+# A sweep's jobs end each on its own: a job that fails or is stopped records why in the sweep's
+# folder and returns, and the sweep ends with one line a job and the status of the worst. A
+# job that called sys.exit instead would kill its joblib worker, and joblib every other job
+# with it, their runs left RUNNING and their weights unsaved.
+SWEEP_JOBS_ENV = "PIPELINE_SWEEP_JOBS"  # the folder of the records, set by the sweep's process
+SWEEP_PARENT_ENV = "PIPELINE_SWEEP_PARENT"  # that process's id
+STOP_MARK = "stopped"  # in that folder once a stop signal came: no further job starts
+_sweep_signal: list[int] = []  # in the sweep's process: the first stop signal that came
+_sweep_handlers: dict = {}
+
+
+def _jobs_folder() -> Path | None:
+    folder = os.environ.get(SWEEP_JOBS_ENV)
+    return Path(folder) if folder else None
+
+
+def _sweep_stop(signum, frame) -> None:
+    """The sweep's process on its first Ctrl-C or SIGTERM: no job starts after it, and each
+    job training in a worker process is sent one SIGTERM (it saves its weights and ends its
+    run KILLED); this process waits for them instead of tearing their pool down. A job that
+    trains in this process (the basic launcher) is stopped by its own handler instead."""
+    if _sweep_signal:
+        return
+    _sweep_signal.append(signum)
+    _note_sweep_stopped(signum)
+    interrupts.stop_workers(interrupts.child_processes())
+
+
+def _note_sweep_stopped(signum: int) -> None:
+    """No job of this sweep starts from now on (in this process, or any other that reads the
+    mark); the sweep ends with ``signum``'s status."""
+    interrupts.request_stop()
+    if (folder := _jobs_folder()) is not None and not (folder / STOP_MARK).exists():
+        with contextlib.suppress(OSError):
+            write_text(folder / STOP_MARK, f"{signum}\n")
+
+
+class SweepOutcome(Callback):
+    """Hydra callback (conf/train.yaml) for ``-m`` sweeps: see the comment above."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        folder = Path(str(config.hydra.sweep.dir)).resolve() / ".jobs"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[SWEEP_JOBS_ENV] = str(folder)
+        os.environ[SWEEP_PARENT_ENV] = str(os.getpid())
+        _sweep_signal.clear()
+        for s in (signal.SIGINT, *interrupts.TERMINATING):
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                _sweep_handlers[s] = signal.signal(s, _sweep_stop)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        for s, handler in _sweep_handlers.items():
+            signal.signal(s, handler)
+        _sweep_handlers.clear()
+        folder = _jobs_folder()
+        if folder is None or not folder.is_dir():
+            return
+        stop = folder / STOP_MARK
+        signum = int(stop.read_text()) if stop.is_file() else None
+        records = sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        lines = [p.read_text().rstrip("\n") for p in records]
+        shutil.rmtree(folder, ignore_errors=True)
+        if not lines and signum is None:
+            return
+        print(f"sweep: {len(lines)} job(s) did not finish:", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+        sys.exit(128 + signum if signum is not None else EXIT_STATUS)
+
+
+def _record_job(job, what: str) -> None:
+    """Note in the sweep's folder why job ``job`` did not finish (``what``)."""
+    if (folder := _jobs_folder()) is not None:
+        write_text(folder / str(job.num), f"job {job.num} ({job.override_dirname}): {what}\n")
+
+
+def _join_sweep(job) -> bool:
+    """At a sweep job's start: set up a worker process of the sweep (SIGINT ignored, SIGTERM
+    noted between jobs, stopped if the sweep's process dies) and say whether the job may
+    start (False once the sweep was stopped)."""
+    parent = os.environ.get(SWEEP_PARENT_ENV)
+    # a joblib or submitit-local worker of the sweep's process, set up once (not on a cluster
+    # node, whose parent is SLURM's)
+    if parent and int(parent) == os.getppid() and not getattr(_join_sweep, "done", False):
+        interrupts.init_worker(int(parent))
+        _join_sweep.done = True
+    folder = _jobs_folder()
+    return not (interrupts.stop_requested() or (folder is not None and (folder / STOP_MARK).exists()))
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
@@ -131,28 +225,48 @@ def main(cfg: DictConfig) -> None:
     if note := kernel_pin_note("python -m pipeline.train ..."):
         print(note, file=sys.stderr)
     say = log.info
-    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a sweep's jobs side by side: whose line is whose
-        job = HydraConfig.get().job
+    job = HydraConfig.get().job
+    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    if sweep:  # a sweep's jobs side by side: whose line is whose
         say = lambda line, tag=f"[job {job.num}: {job.override_dirname}] ": log.info(tag + line)  # noqa: E731
+        if not _join_sweep(job):
+            _record_job(job, "not started: the sweep was stopped")
+            remove_if_nothing_ran(out, named_by_user=False)
+            return
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
         model_dir, results_dir = run_folders(book_id, out)
         train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
                     results_dir=results_dir, log=say, compute=plain.get("compute"))
     except (InputError, FileNotFoundError) as error:  # names the key or file, and the fix
-        print(error, file=sys.stderr)
         named = any(o.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir="))
                     for o in HydraConfig.get().overrides.hydra)
+        _end(job, sweep, str(error))
         remove_if_nothing_ran(out, named_by_user=named)
-        sys.exit(EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
+        _leave(sweep, EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
     except OSError as error:  # a full or read-only disk: which file, and what to do
         if (disk := disk_error_message(error)) is None:
             raise
-        print(disk, file=sys.stderr)
-        sys.exit(EXIT_STATUS)
+        _end(job, sweep, disk)
+        _leave(sweep, EXIT_STATUS)
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
-        print(interrupted_message(out / MODELS, started), file=sys.stderr)
-        sys.exit(exit_status(stopped))
+        _end(job, sweep, interrupted_message(out / MODELS, started))
+        if sweep:  # the jobs after it do not start, in this process or any other
+            _note_sweep_stopped(exit_status(stopped) - 128)
+        _leave(sweep, exit_status(stopped))
+
+
+def _end(job, sweep: bool, message: str) -> None:
+    """Say why the run ended; in a sweep, also record it for the sweep's last word."""
+    print(f"[job {job.num}: {job.override_dirname}] {message}" if sweep else message, file=sys.stderr)
+    if sweep:
+        _record_job(job, message)
+
+
+def _leave(sweep: bool, status: int) -> None:
+    """A single run exits with ``status``; a sweep's job returns, so that the others go on."""
+    if not sweep:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The Hydra app outside DVC: a seed sweep through the joblib launcher, logged to MLflow."""
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -57,6 +58,85 @@ def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
     for r in runs:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "validation_accuracy")]
         assert steps == [0]  # the smoke profile's one epoch
+
+
+def _smoke_data(folder: Path) -> dict:
+    """Synthetic sets of the smoke profile's sizes in ``folder``; the environment of a run
+    that logs to a store of its own there."""
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 500), ("validation", 500), ("test", 500)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = (rng.random((n, 28, 28)) * 40).astype(np.uint8) + labels[:, None, None] * 20
+        save_images(folder / "data/prepared" / f"{name}.npz", images, labels)
+    return dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def _runs(folder: Path) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    return client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id])
+
+
+def test_a_failing_job_of_a_joblib_sweep_leaves_the_others_to_finish(tmp_path):
+    """A job's mistake ends that job alone (before, its sys.exit killed its joblib worker and
+    joblib every other job); the sweep then names it and exits 2."""
+    env = _smoke_data(tmp_path)
+    sweep = tmp_path / "multirun"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "-m", "book=ch1-30", "seed=2,-1", "hydra/launcher=joblib",
+         "profile=smoke", f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 2, result.stderr
+    assert ("sweep: 1 job(s) did not finish:\n  job 1 (book=ch1-30,profile=smoke,seed=-1): seed: expected an "
+            "integer >= 0") in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (sweep / "0/results/ch1-30/metrics.json").is_file() and not (sweep / "1/results").exists()
+    assert [r.info.status for r in _runs(tmp_path)] == ["FINISHED"]
+    assert not (sweep / ".jobs").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the sweep's workers found through /proc")
+@pytest.mark.parametrize("launcher", ["joblib", "basic"])
+def test_a_sweep_stopped_by_sigterm_stops_every_job_cleanly(tmp_path, launcher):
+    """`kill <pid>` of a sweep: the jobs training save their weights and end KILLED, no job
+    starts after it, no worker is left behind, and the sweep exits 143. Before, with joblib,
+    the parent died at once and its workers trained on to the end, orphaned."""
+    import signal
+    import time
+
+    import psutil
+
+    env = _smoke_data(tmp_path)
+    sweep = tmp_path / "multirun"
+    log = tmp_path / "sweep.log"
+    training = 2 if launcher == "joblib" else 1
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", "-m", "book=ch1-30", "seed=1,2,3", "epochs=100000",
+             "profile=smoke", "profile.limits.epochs=100000", f"hydra.sweep.dir={sweep}"]
+            + (["hydra/launcher=joblib"] if launcher == "joblib" else []),
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while sum(f"[job {j}: " in line and " epoch 5/" in line for j in range(3)
+                  for line in log.read_text().splitlines()) < training:
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.1)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGTERM)  # the sweep's process alone
+        assert process.wait(timeout=60) == 143, log.read_text()
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        text = log.read_text()
+        assert not alive, f"left running: {alive}\n{text}"
+        assert ("job 2 (book=ch1-30,epochs=100000,profile.limits.epochs=100000,profile=smoke,seed=3): "
+                "not started") in text
+        assert sorted(r.info.status for r in _runs(tmp_path)) == ["KILLED"] * training, text
+        assert len(list(sweep.glob("*/models/ch1-30/seed*/weights.npz"))) == training
+        assert "Traceback" not in text
+    finally:
+        for p in [process, *workers]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                p.kill()
 
 
 def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tmp_path):
