@@ -89,7 +89,8 @@ def launcher_problem(args: list[str], which=shutil.which) -> str | None:
             package = plugin.split(".")[-1].replace("_", "-")
             return (f"hydra/launcher={name} needs the {package} package, which is not installed: "
                     f"pip install -e '.[launchers]'")
-        if name in SLURM_LAUNCHERS and which("srun") is None:  # what submitit looks for
+        showing = any(a in ("--cfg", "-c", "--info", "-i") or a.startswith(("--cfg=", "--info=")) for a in args)
+        if name in SLURM_LAUNCHERS and which("srun") is None and not showing:  # what submitit looks for
             return (f"hydra/launcher={name} submits the runs to SLURM, but this machine has no `srun`: "
                     f"run the command on the cluster, or use hydra/launcher=joblib to run them here")
     return None

@@ -283,3 +283,6 @@ def test_slurm_off_a_cluster_is_said_in_a_line(monkeypatch):
         "command on the cluster, or use hydra/launcher=joblib to run them here")
     assert launcher_problem(args, which=lambda program: f"/usr/bin/{program}") is None  # on the cluster
     assert launcher_problem(["hydra/launcher=submitit_local"], which=lambda program: None) is None
+    # showing the settings (what would be submitted) needs no cluster
+    assert launcher_problem([*args, "--cfg", "hydra"], which=lambda program: None) is None
+    assert launcher_problem([*args, "--info=config"], which=lambda program: None) is None

@@ -229,6 +229,32 @@ def test_the_first_stop_signal_raises_and_every_repeat_is_ignored_while_cleaning
             signal.signal(s, handler)
 
 
+@pytest.mark.skipif(interrupts.TIME_LIMIT_SIGNAL is None, reason="no SIGUSR2 here")
+def test_slurms_time_limit_warning_stops_a_run_as_sigterm_does_and_a_seed_worker_ignores_it():
+    """submitit asks SLURM for SIGUSR2 two minutes before a job's limit: the run stops there,
+    its weights saved and its run KILLED (the process exits 140), instead of being cut off
+    FAILED; a seed worker, which gets it too, leaves the stop to its parent."""
+    usr2 = interrupts.TIME_LIMIT_SIGNAL
+    previous = signal.getsignal(usr2)
+    try:
+        with pytest.raises(interrupts.Terminated) as stopped:
+            with interrupts.stops_raise_once():
+                os.kill(os.getpid(), usr2)
+                time.sleep(5)
+        assert stopped.value.signum == usr2 and interrupts.exit_status(stopped.value) == 128 + usr2
+        assert signal.getsignal(usr2) == previous
+        script = ("import os, signal, time\n"
+                  "from pipeline import interrupts\n"
+                  "interrupts.init_worker(os.getppid())\n"
+                  "os.kill(os.getpid(), signal.SIGUSR2)\n"
+                  "time.sleep(0.2)\n"
+                  "print('still here', interrupts.stop_requested())\n")
+        worker = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert worker.stdout.strip() == "still here False", worker.stderr
+    finally:
+        signal.signal(usr2, previous)
+
+
 def test_a_stop_that_ends_the_process_leaves_its_repeats_ignored():
     """A stage's block: after the first Ctrl-C its repeats stay ignored while the process
     leaves, so it exits with 130 and not by a second SIGINT; a block left without a stop
