@@ -251,8 +251,12 @@ def main(cfg: DictConfig) -> None:
         _end(job, sweep, disk)
         _leave(sweep, EXIT_STATUS)
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
-        _end(job, sweep, interrupted_message(out / MODELS, started))
-        if sweep:  # the jobs after it do not start, in this process or any other
+        timed_out = getattr(stopped, "signum", None) == interrupts.TIME_LIMIT_SIGNAL
+        message = interrupted_message(out / MODELS, started)
+        if timed_out:  # this job's own limit: the sweep's other jobs go on
+            message = f"SLURM's time limit was near (raise hydra.launcher.timeout_min): {message}"
+        _end(job, sweep, message)
+        if sweep and not timed_out:  # a user's stop: the jobs after it do not start, here or anywhere
             _note_sweep_stopped(exit_status(stopped) - 128)
         _leave(sweep, exit_status(stopped))
 
