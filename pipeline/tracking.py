@@ -111,6 +111,10 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# where every file is code or configuration: one that git does not track yet makes a run dirty
+CODE_FOLDERS = ("conf", "pipeline")
+
+
 def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(
@@ -139,8 +143,11 @@ def environment_tags() -> dict:
         # those are not the code, and would mark every run after the first dirty
         dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
                      ":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore")
-        if dirty is not None:
-            tags["git_dirty"] = str(bool(dirty)).lower()
+        # a new file of code or config not yet added (a run file of one's own in conf/book/)
+        # is not in the commit either; new files elsewhere are outputs and notes
+        new = _git("status", "--porcelain", "--untracked-files=all", "--", *CODE_FOLDERS)
+        if dirty is not None and new is not None:
+            tags["git_dirty"] = str(bool(dirty or new)).lower()
     for env, tag in (
         ("DVC_STAGE", "dvc.stage"),
         ("DVC_EXP_NAME", "dvc.exp_name"),

@@ -189,7 +189,7 @@ def test_standard_tags_reach_the_run(client, monkeypatch, tmp_path):
 
 def test_the_dirty_flag_is_the_code_not_what_dvc_rewrites(monkeypatch, tmp_path):
     """DVC rewrites dvc.lock after each stage and .gitignore files for new outputs: a run after
-    the first is not trained on changed code for that."""
+    the first is not trained on changed code for that. A config file not yet added is a change."""
     import subprocess
 
     def git(*args):
@@ -207,6 +207,12 @@ def test_the_dirty_flag_is_the_code_not_what_dvc_rewrites(monkeypatch, tmp_path)
         (tmp_path / name).write_text("b\n")
     assert tracking.environment_tags()["git_dirty"] == "false"
     (tmp_path / "train.py").write_text("b\n")
+    assert tracking.environment_tags()["git_dirty"] == "true"
+    git("checkout", "--", "train.py")
+    (tmp_path / "notes.txt").write_text("new\n")  # a new file outside code and config: clean
+    assert tracking.environment_tags()["git_dirty"] == "false"
+    (tmp_path / "conf/book").mkdir(parents=True)
+    (tmp_path / "conf/book/my-tanh.yaml").write_text("my-tanh: {}\n")  # not added: not in the commit
     assert tracking.environment_tags()["git_dirty"] == "true"
 
 
