@@ -60,6 +60,26 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
     return book_id, run_cfg
 
 
+def without_replay(run_cfg: dict, profile: dict, overrides: list[str]) -> str | None:
+    """Drop the book's own run from ``run_cfg`` where it would not be the book's: a command
+    line that changes the run (``seed=``, ``eta=``, ``epochs=``, a ``book.`` key) would train
+    it changed yet label it "the book's run, replayed" and set it beside the book's figure. A
+    profile without replays (``profile.replay=false``) drops it too, so that its seed is not
+    checked. Returns the line that says so, where a replay was dropped that would have run."""
+    if "replay" not in run_cfg:
+        return None
+    changes = [o for o in overrides
+               if o.split("=", 1)[0].lstrip("+~") in ("seed", "eta", "epochs")
+               or o.lstrip("+~").startswith("book.")]
+    if not changes and profile.get("replay"):
+        return None
+    script = run_cfg.pop("replay")["script"]
+    if not profile.get("replay"):
+        return None
+    return (f"the book's own run ({script}) is not replayed beside it: {' '.join(changes)} "
+            f"change{'s' if len(changes) == 1 else ''} the run")
+
+
 # conf/hydra/launcher/<name>.yaml (ours, or the plugin's own) -> the plugin package it needs
 LAUNCHER_PLUGINS = {
     "joblib": "hydra_plugins.hydra_joblib_launcher",
@@ -236,6 +256,8 @@ def main(cfg: DictConfig) -> None:
             return
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
+        if note := without_replay(run_cfg, plain["profile"], list(HydraConfig.get().overrides.task)):
+            say(note)
         model_dir, results_dir = run_folders(book_id, out)
         train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
                     results_dir=results_dir, log=say, compute=plain.get("compute"))

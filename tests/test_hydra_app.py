@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from pipeline.data.mnist import save_images
 from pipeline.errors import SettingError
-from pipeline.train import interrupted_message, launcher_problem, run_config
+from pipeline.train import interrupted_message, launcher_problem, run_config, without_replay
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -286,3 +286,23 @@ def test_slurm_off_a_cluster_is_said_in_a_line(monkeypatch):
     # showing the settings (what would be submitted) needs no cluster
     assert launcher_problem([*args, "--cfg", "hydra"], which=lambda program: None) is None
     assert launcher_problem([*args, "--info=config"], which=lambda program: None) is None
+
+
+def test_a_run_changed_on_the_command_line_does_not_replay_the_books_run():
+    """`book=ch3-l2-30 eta=0.1` trained the book's own run at eta 0.1 too, labelled as the
+    book's and set beside its figure; `profile.replay=false` still checked the replay's seed."""
+    def row():
+        return {"seeds": [1], "replay": {"script": "overfitting.py", "seed": 12345678, "rng": {}}}
+
+    quick = {"replay": True}
+    kept = row()
+    assert without_replay(kept, quick, ["book=ch3-l2-30", "profile=smoke"]) is None and "replay" in kept
+    for changes in (["eta=0.1"], ["seed=2"], ["epochs=3"], ["book.ch3-l2-30.training.lmbda=1.0"]):
+        run = row()
+        note = without_replay(run, quick, ["book=ch3-l2-30", *changes])
+        assert "replay" not in run
+        assert note == f"the book's own run (overfitting.py) is not replayed beside it: {changes[0]} changes the run"
+    off = row()
+    assert without_replay(off, {"replay": False}, ["book=ch3-l2-30", "seed=12345678"]) is None
+    assert "replay" not in off  # its seed, now the run's own, is no longer checked against the replay's
+    assert without_replay({"seeds": [1]}, quick, ["eta=0.1"]) is None  # a row without a replay
