@@ -80,6 +80,35 @@ def without_replay(run_cfg: dict, profile: dict, overrides: list[str]) -> str | 
             f"change{'s' if len(changes) == 1 else ''} the run")
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"  # the app's config_path
+GROUPS = ("book", "profile", "data", "compute")  # chosen by file name: book=ch6-relu
+
+
+def override_problem(args: list[str], conf: Path = CONF) -> str | None:
+    """A command-line key the app does not read, or a run or profile with no file, said in a
+    line (exit 2) before Hydra's own message (exit 1), which for ``etaa=0.1`` advises
+    ``+etaa=0.1``: a key that nothing reads."""
+    # other config folders (hydra.searchpath) may hold further runs and profiles
+    elsewhere = any(a.lstrip("+~").startswith("hydra.searchpath") for a in args)
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        top = key.split(".", 1)[0].split("/", 1)[0]
+        if top == "hydra":
+            continue
+        if top not in APP_KEYS:
+            return (f"{key}: unknown key; allowed at the top: {', '.join(APP_KEYS)}. A run's own settings "
+                    f"go under book.<id>, e.g. book.ch6-relu.training.eta=0.1")
+        if key in GROUPS and not elsewhere and not any(c in value for c in "()[]{}*$"):  # a range, a glob
+            for name in value.split(","):
+                if not (conf / key / f"{name}.yaml").is_file():
+                    have = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+                    return f"{key}={name}: there is no conf/{key}/{name}.yaml; the choices are {', '.join(have)}"
+    return None
+
+
 # conf/hydra/launcher/<name>.yaml (ours, or the plugin's own) -> the plugin package it needs
 LAUNCHER_PLUGINS = {
     "joblib": "hydra_plugins.hydra_joblib_launcher",
@@ -297,7 +326,8 @@ def _leave(sweep: bool, status: int) -> None:
 
 
 if __name__ == "__main__":
-    if (problem := below_the_root("python -m pipeline.train") or launcher_problem(sys.argv[1:])) is not None:
+    if (problem := below_the_root("python -m pipeline.train") or override_problem(sys.argv[1:])
+            or launcher_problem(sys.argv[1:])) is not None:
         print(problem, file=sys.stderr)
         sys.exit(EXIT_STATUS)
     main()

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from pipeline.data.mnist import save_images
 from pipeline.errors import SettingError
-from pipeline.train import interrupted_message, launcher_problem, run_config, without_replay
+from pipeline.train import interrupted_message, launcher_problem, override_problem, run_config, without_replay
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -306,3 +306,23 @@ def test_a_run_changed_on_the_command_line_does_not_replay_the_books_run():
     assert without_replay(off, {"replay": False}, ["book=ch3-l2-30", "seed=12345678"]) is None
     assert "replay" not in off  # its seed, now the run's own, is no longer checked against the replay's
     assert without_replay({"seeds": [1]}, quick, ["eta=0.1"]) is None  # a row without a replay
+
+
+@pytest.mark.parametrize("arg, said", [
+    ("etaa=0.1", "etaa: unknown key; allowed at the top: "),
+    ("device=gpu", "device: unknown key; allowed at the top: "),
+    ("book=ch9-nope", "book=ch9-nope: there is no conf/book/ch9-nope.yaml; the choices are ch1-100, ch1-30, "),
+    ("profile=nope", "profile=nope: there is no conf/profile/nope.yaml; the choices are book, fast, quick, smoke"),
+])
+def test_a_key_or_choice_the_app_does_not_have_is_said_in_a_line_exit_2(arg, said):
+    """Hydra's own message for `etaa=0.1` exits 1 and advises `+etaa=0.1`, a key nothing reads."""
+    result = subprocess.run([sys.executable, "-m", "pipeline.train", "profile=smoke", arg], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith(said), result.stderr
+    assert "Traceback" not in result.stderr and "+etaa" not in result.stderr
+
+
+def test_what_the_app_has_passes_the_check():
+    assert override_problem(["-m", "book=ch1-30,ch6-relu", "seed=1,2", "eta=0.1", "+book.ch1-30.x=1",
+                             "compute.device=gpu", "hydra/launcher=joblib", "hydra.run.dir=x",
+                             "profile.limits.epochs=3", "book=glob(ch1-*)"]) is None
