@@ -78,8 +78,13 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path, suffix)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=f".tmp{suffix}",
-                               dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=f".tmp{suffix}",
+                                   dir=path.parent)
+    except OSError as error:
+        if error.errno in DISK_ERRORS:  # named by the output, not by the temporary file's name
+            raise OutputNotWritten(error.errno, error.strerror, str(path)) from error
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -89,22 +94,29 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, path)
         _fsync(path.parent)
     except OSError as error:
-        if error.errno in DISK_ERRORS and error.filename is None:
-            # a write's error names no file: name the one that could not be written
-            raise OSError(error.errno, error.strerror, str(path)) from error
+        if error.errno in DISK_ERRORS and not isinstance(error, OutputNotWritten):
+            # a write's error names no file: name the output that could not be written
+            raise OutputNotWritten(error.errno, error.strerror, str(path)) from error
         raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
+class OutputNotWritten(OSError):
+    """The disk refused an output written through ``atomic_path`` (its ``filename``): its
+    temporary file is gone, and the output is as it was before."""
+
+
 def disk_error_message(error: BaseException) -> str | None:
     """What to tell the user when the disk refused a write (full, over quota, read-only); None
-    for any other error."""
+    for any other error. Only an output of ours is known to be left whole; a copy made by a
+    library (MLflow's artifacts) may be half-written."""
     if not isinstance(error, OSError) or error.errno not in DISK_ERRORS:
         return None
-    what = f"could not write {error.filename}" if error.filename else "could not write an output"
-    return (f"{what}: {error.strerror}. Nothing half-written is left (every output is written to a "
-            f"temporary file first); make room, then run it again")
+    what = f"could not write {error.filename}" if error.filename else "could not write a file"
+    whole = (" Nothing half-written is left: the output is written to a temporary file first."
+             if isinstance(error, OutputNotWritten) else "")
+    return f"{what}: {error.strerror}.{whole} Make room, then run it again"
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -72,8 +71,9 @@ def stops_raise_once(process_ends_on_stop: bool = False) -> Iterator[None]:
     cannot set handlers) the block runs unchanged.
 
     ``process_ends_on_stop``: for a block whose stop ends the process (a stage's): after a
-    stop, its repeats stay ignored past the block, so that the exit status is the first
-    signal's and not that of a repeat that came while the process was leaving.
+    stop, its repeats stay ignored past the block (``ignore_while_leaving``), so that the exit
+    status is the first signal's and not that of a repeat that came while the process was
+    leaving.
     """
     global _stopping, _depth
     if threading.current_thread() is not threading.main_thread():
@@ -90,8 +90,25 @@ def stops_raise_once(process_ends_on_stop: bool = False) -> Iterator[None]:
         leaving = process_ends_on_stop and _stopping
         if _depth == 0:
             _stopping = False
+        if leaving:
+            global _left_at
+            _left_at = time.monotonic()
         for s, handler in previous.items():
-            signal.signal(s, signal.SIG_IGN if leaving else handler)
+            signal.signal(s, ignore_while_leaving if leaving else handler)
+
+
+LEAVING_GRACE_SECONDS = 10.0  # how long a process that was stopped ignores repeats as it leaves
+_left_at = 0.0
+
+
+def ignore_while_leaving(signum, frame) -> None:
+    """A repeat of a stop while the process leaves: ignored for ``LEAVING_GRACE_SECONDS``, then
+    the signal's own default action, so that a leaving that hangs (an exit hook waiting on a
+    tracking server that is gone) can still be stopped without SIGKILL."""
+    if time.monotonic() - _left_at < LEAVING_GRACE_SECONDS:
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def exit_status(stopped: KeyboardInterrupt) -> int:
@@ -157,6 +174,26 @@ def init_worker(parent_pid: int) -> None:
                      daemon=True).start()
 
 
+_worker_set_up = False
+
+
+def init_worker_once(parent_pid: int) -> bool:
+    """``init_worker`` the first time a process calls it (a Hydra sweep's worker runs many
+    jobs); True the first time."""
+    global _worker_set_up
+    if _worker_set_up:
+        return False
+    init_worker(parent_pid)
+    _worker_set_up = True
+    return True
+
+
+def clear_stop() -> None:
+    """Forget a stop requested earlier (a new sweep in the same process starts afresh)."""
+    global _stop_requested
+    _stop_requested = False
+
+
 def request_stop() -> None:
     """Note that this worker must start no further seed."""
     global _stop_requested
@@ -190,24 +227,6 @@ def stop_when_parent_dies() -> None:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
 
 
-def child_processes() -> list[int]:
-    """The ids of this process's children (read from /proc; none where there is no /proc)."""
-    me, found = os.getpid(), []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    stat = f.read()
-            except OSError:  # gone meanwhile
-                continue
-            # "pid (name) state ppid ...": the name may hold spaces and parentheses
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-                found.append(int(entry.name))
-    return found
-
-
 def stop_workers(pids: list[int]) -> None:
     """Send SIGTERM to each worker still alive (each ends its run as after Ctrl-C)."""
     for pid in pids:
@@ -215,29 +234,8 @@ def stop_workers(pids: list[int]) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
-def ctrl_c_in_one_line() -> None:
-    """Make a Ctrl-C that nothing caught print one line, not a traceback.
-
-    For ``python -m pipeline.<module>``: the module's imports (MLflow, pandas: a second or two)
-    run before its own handling of Ctrl-C begins, and a Ctrl-C there would print a traceback
-    of the import machinery. The process still ends by SIGINT (status 130), as Python makes an
-    uncaught KeyboardInterrupt do after the hook.
-    """
-    argv = getattr(sys, "orig_argv", [])
-    name = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else "pipeline"
-    default = sys.excepthook
-
-    def hook(kind, value, traceback):
-        if issubclass(kind, KeyboardInterrupt):
-            print(f"{name}: interrupted", file=sys.stderr)
-            return
-        default(kind, value, traceback)
-
-    sys.excepthook = hook
-
-
-__all__ = ["ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "TERMINATING", "TIME_LIMIT_SIGNAL", "Terminated",
-           "child_processes", "ctrl_c_in_one_line", "exit_status", "init_worker", "parent_gone", "raise_held",
-           "request_stop", "signals_held", "stop_requested", "stop_when_parent_dies", "stop_workers",
-           "stops_raise_once"]
+__all__ = ["LEAVING_GRACE_SECONDS", "ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "TERMINATING",
+           "TIME_LIMIT_SIGNAL", "Terminated", "clear_stop", "exit_status", "ignore_while_leaving",
+           "init_worker", "init_worker_once", "parent_gone", "raise_held", "request_stop", "signals_held",
+           "stop_requested", "stop_when_parent_dies", "stop_workers", "stops_raise_once"]
 

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -60,17 +61,19 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
     return book_id, run_cfg
 
 
-def without_replay(run_cfg: dict, profile: dict, overrides: list[str]) -> str | None:
+def without_replay(run_cfg: dict, profile: dict, overrides: list[str], book_id: str) -> str | None:
     """Drop the book's own run from ``run_cfg`` where it would not be the book's: a command
-    line that changes the run (``seed=``, ``eta=``, ``epochs=``, a ``book.`` key) would train
-    it changed yet label it "the book's run, replayed" and set it beside the book's figure. A
-    profile without replays (``profile.replay=false``) drops it too, so that its seed is not
-    checked. Returns the line that says so, where a replay was dropped that would have run."""
+    line that changes the run (``seed=``, ``eta=``, ``epochs=``, a ``book.<id>.`` or ``data.``
+    key) would train it changed yet label it "the book's run, replayed" and set it beside the
+    book's figure. A profile without replays (``profile.replay=false``) drops it too, so that
+    its seed is not checked. Returns the line that says so, where a replay was dropped that
+    would have run. (``dvc exp run -S`` on such a row still replays it: params.yaml does not
+    say what was changed.)"""
     if "replay" not in run_cfg:
         return None
     changes = [o for o in overrides
                if o.split("=", 1)[0].lstrip("+~") in ("seed", "eta", "epochs")
-               or o.lstrip("+~").startswith("book.")]
+               or o.lstrip("+~").startswith((f"book.{book_id}.", "data."))]
     if not changes and profile.get("replay"):
         return None
     script = run_cfg.pop("replay")["script"]
@@ -88,8 +91,10 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
     """A command-line key the app does not read, or a run or profile with no file, said in a
     line (exit 2) before Hydra's own message (exit 1), which for ``etaa=0.1`` advises
     ``+etaa=0.1``: a key that nothing reads."""
-    # other config folders (hydra.searchpath) may hold further runs and profiles
-    elsewhere = any(a.lstrip("+~").startswith("hydra.searchpath") for a in args)
+    # other config folders (hydra.searchpath, --config-dir) may hold further runs and profiles
+    elsewhere = any(a.lstrip("+~").startswith("hydra.searchpath")
+                    or a.split("=", 1)[0] in ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+                    for a in args)
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -102,7 +107,7 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
             return (f"{key}: unknown key; allowed at the top: {', '.join(APP_KEYS)}. A run's own settings "
                     f"go under book.<id>, e.g. book.ch6-relu.training.eta=0.1")
         if key in GROUPS and not elsewhere and not any(c in value for c in "()[]{}*$"):  # a range, a glob
-            for name in value.split(","):
+            for name in (n.strip() for n in value.split(",")):
                 if not (conf / key / f"{name}.yaml").is_file():
                     have = sorted(p.stem for p in (conf / key).glob("*.yaml"))
                     return f"{key}={name}: there is no conf/{key}/{name}.yaml; the choices are {', '.join(have)}"
@@ -176,32 +181,52 @@ def interrupted_message(models: Path, since: float) -> str:
 # job that called sys.exit instead would kill its joblib worker, and joblib every other job
 # with it, their runs left RUNNING and their weights unsaved.
 SWEEP_JOBS_ENV = "PIPELINE_SWEEP_JOBS"  # the folder of the records, set by the sweep's process
-SWEEP_PARENT_ENV = "PIPELINE_SWEEP_PARENT"  # that process's id
-STOP_MARK = "stopped"  # in that folder once a stop signal came: no further job starts
+SWEEP_PARENT_ENV = "PIPELINE_SWEEP_PARENT"  # "<host>:<pid>" of that process
+STOP_MARK = "stopped"  # in that folder once the sweep was stopped: no further job starts
+WORKER_PREFIX = "worker-"  # + pid: a worker process of this machine set up to be stopped
 _sweep_signal: list[int] = []  # in the sweep's process: the first stop signal that came
 _sweep_handlers: dict = {}
 
 
 def _jobs_folder() -> Path | None:
+    """The sweep's folder of job records (None outside a sweep)."""
     folder = os.environ.get(SWEEP_JOBS_ENV)
     return Path(folder) if folder else None
 
 
+def _sweep_parent() -> tuple[str, int] | None:
+    """(host, pid) of the sweep's process, or None outside a sweep."""
+    host, _, pid = os.environ.get(SWEEP_PARENT_ENV, "").rpartition(":")
+    return (host, int(pid)) if pid.isdigit() else None
+
+
+def _in_sweeps_process() -> bool:
+    return _sweep_parent() == (socket.gethostname(), os.getpid())
+
+
 def _sweep_stop(signum, frame) -> None:
     """The sweep's process on its first Ctrl-C or SIGTERM: no job starts after it, and each
-    job training in a worker process is sent one SIGTERM (it saves its weights and ends its
-    run KILLED); this process waits for them instead of tearing their pool down. A job that
-    trains in this process (the basic launcher) is stopped by its own handler instead."""
+    job training in a worker process set up for it (``_join_sweep``) is sent one SIGTERM (it
+    saves its weights and ends its run KILLED); this process waits for them instead of tearing
+    their pool down. A worker still starting up is left alone (a SIGTERM would kill it and
+    joblib the pool): it reads the mark before its job starts. A job that trains in this
+    process (the basic launcher) is stopped by its own handler. A second signal is the
+    first's to finish: it is ignored."""
     if _sweep_signal:
         return
     _sweep_signal.append(signum)
     _note_sweep_stopped(signum)
-    interrupts.stop_workers(interrupts.child_processes())
+    if (folder := _jobs_folder()) is not None:
+        pids = [int(p.name[len(WORKER_PREFIX):]) for p in folder.glob(WORKER_PREFIX + "*")]
+        interrupts.stop_workers(pids)
 
 
 def _note_sweep_stopped(signum: int) -> None:
-    """No job of this sweep starts from now on (in this process, or any other that reads the
-    mark); the sweep ends with ``signum``'s status."""
+    """In the sweep's own process: no job of this sweep starts from now on (here, or in any
+    process that reads the mark), and the sweep ends with ``signum``'s status. A job elsewhere
+    (a worker stopped on its own, a SLURM job preempted or at its time limit) stops alone."""
+    if not _in_sweeps_process():
+        return
     interrupts.request_stop()
     if (folder := _jobs_folder()) is not None and not (folder / STOP_MARK).exists():
         with contextlib.suppress(OSError):
@@ -209,14 +234,19 @@ def _note_sweep_stopped(signum: int) -> None:
 
 
 class SweepOutcome(Callback):
-    """Hydra callback (conf/train.yaml) for ``-m`` sweeps: see the comment above."""
+    """Hydra callback (conf/train.yaml) for ``-m`` sweeps: see the comment above. With a
+    launcher that runs the jobs on other machines (SLURM), a stop is left to the launcher."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         folder = Path(str(config.hydra.sweep.dir)).resolve() / ".jobs"
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier sweep's, left by a process killed outright
         folder.mkdir(parents=True, exist_ok=True)
         os.environ[SWEEP_JOBS_ENV] = str(folder)
-        os.environ[SWEEP_PARENT_ENV] = str(os.getpid())
+        os.environ[SWEEP_PARENT_ENV] = f"{socket.gethostname()}:{os.getpid()}"
         _sweep_signal.clear()
+        interrupts.clear_stop()
+        if "slurm" in str(config.hydra.launcher.get("_target_", "")).lower():
+            return
         for s in (signal.SIGINT, *interrupts.TERMINATING):
             if signal.getsignal(s) is not signal.SIG_IGN:
                 _sweep_handlers[s] = signal.signal(s, _sweep_stop)
@@ -226,6 +256,8 @@ class SweepOutcome(Callback):
             signal.signal(s, handler)
         _sweep_handlers.clear()
         folder = _jobs_folder()
+        for name in (SWEEP_JOBS_ENV, SWEEP_PARENT_ENV):
+            os.environ.pop(name, None)
         if folder is None or not folder.is_dir():
             return
         stop = folder / STOP_MARK
@@ -235,29 +267,34 @@ class SweepOutcome(Callback):
         shutil.rmtree(folder, ignore_errors=True)
         if not lines and signum is None:
             return
-        print(f"sweep: {len(lines)} job(s) did not finish:", file=sys.stderr)
+        if lines:
+            print(f"sweep: {len(lines)} job(s) did not finish:", file=sys.stderr)
+        else:
+            print(f"sweep: stopped by signal {signum} after every job had ended", file=sys.stderr)
         for line in lines:
             print(f"  {line}", file=sys.stderr)
         sys.exit(128 + signum if signum is not None else EXIT_STATUS)
 
 
 def _record_job(job, what: str) -> None:
-    """Note in the sweep's folder why job ``job`` did not finish (``what``)."""
+    """Note in the sweep's folder why job ``job`` did not finish (``what``); a disk that
+    refuses the note must not hide the job's own message with a traceback."""
     if (folder := _jobs_folder()) is not None:
-        write_text(folder / str(job.num), f"job {job.num} ({job.override_dirname}): {what}\n")
+        with contextlib.suppress(OSError):
+            write_text(folder / str(job.num), f"job {job.num} ({job.override_dirname}): {what}\n")
 
 
 def _join_sweep(job) -> bool:
     """At a sweep job's start: set up a worker process of the sweep (SIGINT ignored, SIGTERM
-    noted between jobs, stopped if the sweep's process dies) and say whether the job may
-    start (False once the sweep was stopped)."""
-    parent = os.environ.get(SWEEP_PARENT_ENV)
-    # a joblib or submitit-local worker of the sweep's process, set up once (not on a cluster
-    # node, whose parent is SLURM's)
-    if parent and int(parent) == os.getppid() and not getattr(_join_sweep, "done", False):
-        interrupts.init_worker(int(parent))
-        _join_sweep.done = True
-    folder = _jobs_folder()
+    noted between jobs, stopped if the sweep's process dies), once, and register it to be
+    stopped; say whether the job may start (False once the sweep was stopped)."""
+    parent, folder = _sweep_parent(), _jobs_folder()
+    # a joblib or submitit-local worker of the sweep's process (on this machine: a SLURM job's
+    # parent is SLURM's)
+    if parent == (socket.gethostname(), os.getppid()) and interrupts.init_worker_once(parent[1]):
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                (folder / f"{WORKER_PREFIX}{os.getpid()}").touch()
     return not (interrupts.stop_requested() or (folder is not None and (folder / STOP_MARK).exists()))
 
 
@@ -285,7 +322,7 @@ def main(cfg: DictConfig) -> None:
             return
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
-        if note := without_replay(run_cfg, plain["profile"], list(HydraConfig.get().overrides.task)):
+        if note := without_replay(run_cfg, plain["profile"], list(HydraConfig.get().overrides.task), book_id):
             say(note)
         model_dir, results_dir = run_folders(book_id, out)
         train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
@@ -296,20 +333,23 @@ def main(cfg: DictConfig) -> None:
         _end(job, sweep, str(error))
         remove_if_nothing_ran(out, named_by_user=named)
         _leave(sweep, EXIT_STATUS)  # as the DVC stages: a mistake the user can fix
-    except OSError as error:  # a full or read-only disk: which file, and what to do
-        if (disk := disk_error_message(error)) is None:
-            raise
-        _end(job, sweep, disk)
-        _leave(sweep, EXIT_STATUS)
     except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM: each seed saved its weights, its run KILLED
-        timed_out = getattr(stopped, "signum", None) == interrupts.TIME_LIMIT_SIGNAL
         message = interrupted_message(out / MODELS, started)
-        if timed_out:  # this job's own limit: the sweep's other jobs go on
-            message = f"SLURM's time limit was near (raise hydra.launcher.timeout_min): {message}"
+        if isinstance(stopped, interrupts.Terminated) and stopped.signum == interrupts.TIME_LIMIT_SIGNAL:
+            message = f"SLURM's warning that the job's time limit is near (SIGUSR2): {message}"
         _end(job, sweep, message)
-        if sweep and not timed_out:  # a user's stop: the jobs after it do not start, here or anywhere
+        if sweep:  # in the sweep's own process, the jobs after it do not start
             _note_sweep_stopped(exit_status(stopped) - 128)
         _leave(sweep, exit_status(stopped))
+    except Exception as error:
+        if (disk := disk_error_message(error)) is not None:  # a full or read-only disk: which file, what to do
+            _end(job, sweep, disk)
+            _leave(sweep, EXIT_STATUS)
+        elif not sweep:
+            raise
+        else:  # a bug: its traceback, and the sweep's other jobs go on
+            logging.getLogger("pipeline.train").exception("job %s failed", job.num)
+            _end(job, sweep, f"failed: {type(error).__name__}: {error} (traceback above)")
 
 
 def _end(job, sweep: bool, message: str) -> None:

@@ -119,8 +119,11 @@ def test_a_full_disk_names_the_file_being_written_and_leaves_no_temporary_file(t
             full.flush()
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
     assert list(tmp_path.iterdir()) == []
-    assert disk_error_message(info.value).startswith(f"could not write {out}: No space left on device.")
-    assert disk_error_message(OSError(errno.EROFS, "Read-only file system")).startswith(
-        "could not write an output: Read-only file system")
+    assert disk_error_message(info.value) == (
+        f"could not write {out}: No space left on device. Nothing half-written is left: the output "
+        f"is written to a temporary file first. Make room, then run it again")
+    # a write of someone else's (a library's copy) is not known to be whole
+    assert disk_error_message(OSError(errno.EROFS, "Read-only file system")) == (
+        "could not write a file: Read-only file system. Make room, then run it again")
     assert disk_error_message(OSError(errno.ENETUNREACH, "Network is unreachable")) is None
     assert disk_error_message(ValueError("not a disk")) is None

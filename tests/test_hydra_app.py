@@ -113,7 +113,7 @@ def test_a_sweep_stopped_by_sigterm_stops_every_job_cleanly(tmp_path, launcher):
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.train", "-m", "book=ch1-30", "seed=1,2,3", "epochs=100000",
              "profile=smoke", "profile.limits.epochs=100000", f"hydra.sweep.dir={sweep}"]
-            + (["hydra/launcher=joblib"] if launcher == "joblib" else []),
+            + (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     workers = []
     try:
@@ -296,16 +296,18 @@ def test_a_run_changed_on_the_command_line_does_not_replay_the_books_run():
 
     quick = {"replay": True}
     kept = row()
-    assert without_replay(kept, quick, ["book=ch3-l2-30", "profile=smoke"]) is None and "replay" in kept
-    for changes in (["eta=0.1"], ["seed=2"], ["epochs=3"], ["book.ch3-l2-30.training.lmbda=1.0"]):
+    assert without_replay(kept, quick, ["book=ch3-l2-30", "profile=smoke", "book.ch1-30.training.eta=1"],
+                          "ch3-l2-30") is None and "replay" in kept  # another run's setting: not this one
+    for changes in (["eta=0.1"], ["seed=2"], ["epochs=3"], ["book.ch3-l2-30.training.lmbda=1.0"],
+                    ["data.n_train=40000"]):
         run = row()
-        note = without_replay(run, quick, ["book=ch3-l2-30", *changes])
+        note = without_replay(run, quick, ["book=ch3-l2-30", *changes], "ch3-l2-30")
         assert "replay" not in run
         assert note == f"the book's own run (overfitting.py) is not replayed beside it: {changes[0]} changes the run"
     off = row()
-    assert without_replay(off, {"replay": False}, ["book=ch3-l2-30", "seed=12345678"]) is None
+    assert without_replay(off, {"replay": False}, ["book=ch3-l2-30", "seed=12345678"], "ch3-l2-30") is None
     assert "replay" not in off  # its seed, now the run's own, is no longer checked against the replay's
-    assert without_replay({"seeds": [1]}, quick, ["eta=0.1"]) is None  # a row without a replay
+    assert without_replay({"seeds": [1]}, quick, ["eta=0.1"], "ch1-30") is None  # a row without a replay
 
 
 @pytest.mark.parametrize("arg, said", [
@@ -323,6 +325,9 @@ def test_a_key_or_choice_the_app_does_not_have_is_said_in_a_line_exit_2(arg, sai
 
 
 def test_what_the_app_has_passes_the_check():
-    assert override_problem(["-m", "book=ch1-30,ch6-relu", "seed=1,2", "eta=0.1", "+book.ch1-30.x=1",
+    assert override_problem(["-m", "book=ch1-30, ch6-relu", "seed=1,2", "eta=0.1", "+book.ch1-30.x=1",
                              "compute.device=gpu", "hydra/launcher=joblib", "hydra.run.dir=x",
                              "profile.limits.epochs=3", "book=glob(ch1-*)"]) is None
+    # a run file in a config folder of one's own
+    assert override_problem(["--config-dir", "my-runs", "book=my-run"]) is None
+    assert override_problem(["-cd=my-runs", "book=my-run"]) is None

@@ -259,8 +259,8 @@ def test_a_stop_that_ends_the_process_leaves_its_repeats_ignored():
     """A stage's block: after the first Ctrl-C its repeats stay ignored while the process
     leaves, so it exits with 130 and not by a second SIGINT; a block left without a stop
     gives the handlers back."""
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-                signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, *interrupts.TERMINATING)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with interrupts.stops_raise_once(process_ends_on_stop=True):
             pass
@@ -273,8 +273,8 @@ def test_a_stop_that_ends_the_process_leaves_its_repeats_ignored():
             with interrupts.stops_raise_once(process_ends_on_stop=True):
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(5)
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is interrupts.ignore_while_leaving
+        assert signal.getsignal(signal.SIGTERM) is interrupts.ignore_while_leaving
         os.kill(os.getpid(), signal.SIGINT)  # a repeat while leaving: nothing happens
         time.sleep(0.1)
     finally:

@@ -172,7 +172,7 @@ def test_a_full_disk_names_the_file_exits_2_and_leaves_no_temporary_file(tmp_pat
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"train@x: could not write {out}: No space left on device. Nothing half-written" in err, err
-    assert "make room, then run it again" in err and "Traceback" not in err
+    assert "Make room, then run it again" in err and "Traceback" not in err
     assert list(out.parent.iterdir()) == []
 
 

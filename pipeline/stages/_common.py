@@ -26,6 +26,8 @@ def one_argument(usage: str) -> str:
 
 
 def _cwd_exists() -> bool:
+    """Whether the folder the stage runs in is still there (DVC removes a queued experiment's
+    temporary copy when the experiment is killed outright)."""
     try:
         return Path(os.getcwd()).is_dir()
     except OSError:  # getcwd of a removed folder
