@@ -222,9 +222,10 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
     trained_with = tracking.environment_tags()
     tags = seed_tags(book_id, run_cfg, profile, seed, data_digest, replay, trained_with)
     what = f"the book's run ({run_cfg['replay']['script']}, seed {seed}) replayed" if replay else f"seed {seed}"
-    epochs = spec["training"]["epochs"]
+    epochs, asked = spec["training"]["epochs"], run_cfg["training"]["epochs"]
+    cut = f" (of {asked}: the profile's limits.epochs)" if epochs < asked else ""
     log(f"train {book_id} {what}: {len(train):,} training images, "
-        f"{epochs} epoch{'s' if epochs != 1 else ''}")
+        f"{epochs} epoch{'s' if epochs != 1 else ''}{cut}")
     with tracking.start_run(book_id, params=seed_params(book_id, run_cfg, profile, seed, spec), tags=tags) as run:
         if interrupts.stop_requested():  # a SIGTERM came while this seed was being set up
             raise KeyboardInterrupt(f"seed {seed} stopped before training")

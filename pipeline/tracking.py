@@ -111,6 +111,8 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+HYDRA_OUTPUT_ENV = "PIPELINE_HYDRA_OUTPUT_DIR"
+HYDRA_OVERRIDES_ENV = "PIPELINE_HYDRA_OVERRIDES"
 # where every file is code or configuration: one that git does not track yet makes a run dirty
 CODE_FOLDERS = ("conf", "pipeline")
 
@@ -152,6 +154,10 @@ def environment_tags() -> dict:
         ("DVC_STAGE", "dvc.stage"),
         ("DVC_EXP_NAME", "dvc.exp_name"),
         ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev"),
+        # set by the Hydra app: which of its output folders holds the run, and what its command
+        # line changed (the jobs of an eta sweep are otherwise told apart by their params alone)
+        (HYDRA_OUTPUT_ENV, "hydra.output_dir"),
+        (HYDRA_OVERRIDES_ENV, "hydra.overrides"),
     ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]

@@ -25,7 +25,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import interrupts
+from pipeline import interrupts, tracking
 from pipeline.atomic import disk_error_message, write_text
 from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.experiment import train_entry
@@ -320,6 +320,9 @@ def main(cfg: DictConfig) -> None:
             _record_job(job, "not started: the sweep was stopped")
             remove_if_nothing_ran(out, named_by_user=False)
             return
+    # the runs' tags (tracking.environment_tags): where their outputs are, what the command changed
+    os.environ[tracking.HYDRA_OUTPUT_ENV] = str(out.resolve())
+    os.environ[tracking.HYDRA_OVERRIDES_ENV] = " ".join(HydraConfig.get().overrides.task)
     try:
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
         if note := without_replay(run_cfg, plain["profile"], list(HydraConfig.get().overrides.task), book_id):

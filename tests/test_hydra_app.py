@@ -43,7 +43,9 @@ def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
         assert [s["seed"] for s in metrics["seeds"]] == [seed]
         assert (sweep / str(job) / f"models/ch1-30/seed{seed}").is_dir()
         log = (sweep / str(job) / "train.log").read_text()  # Hydra's log of the job
-        assert f"train ch1-30 seed {seed}: 500 training images" in log and "epoch 0/0 " in log, log
+        # the profile's cut is said, not silent
+        assert f"train ch1-30 seed {seed}: 500 training images, 1 epoch (of 30: the profile's limits.epochs)" \
+            in log and "epoch 0/0 " in log, log
         # the jobs' lines side by side on the terminal say whose they are
         assert f"[job {job}: book=ch1-30,profile=smoke,seed={seed}] train ch1-30 seed {seed}" in log, log
         assert "train ch1-30: peak_test " in log, log
@@ -55,6 +57,11 @@ def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
     assert {r.info.run_name for r in runs} == {"ch1-30"}
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags["profile"] for r in runs} == {"smoke"}
+    # each run names its job's folder and what its command line changed
+    for r in runs:
+        seed = int(r.data.tags["seed"])
+        assert r.data.tags["hydra.output_dir"] == str((sweep / str(seed - 1)).resolve())
+        assert r.data.tags["hydra.overrides"] == f"book=ch1-30 seed={seed} profile=smoke"
     for r in runs:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "validation_accuracy")]
         assert steps == [0]  # the smoke profile's one epoch
