@@ -32,7 +32,7 @@ from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
 from pipeline.params import MODELS, below_the_root, run_folders
-from pipeline.settings import SECTIONS, SEED
+from pipeline.settings import COUNT, POSITIVE, SECTIONS, SEED
 
 # what conf/train.yaml composes: params.yaml's sections (a profile may set any) and the shortcuts
 APP_KEYS = (*SECTIONS, "seed", "eta", "epochs")
@@ -55,9 +55,11 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
         if not SEED[0](seed):  # named as typed, not as the run's seeds
             raise SettingError("seed", f"expected an integer >= 0 (seed=2), got {seed!r}")
         run_cfg["seeds"] = [seed]  # its range for the run's random streams is checked with the run
-    for key in ("eta", "epochs"):
-        if cfg.get(key) is not None:
-            run_cfg["training"][key] = cfg[key]
+    for key, (ok, allowed), example in (("eta", POSITIVE, "0.1"), ("epochs", COUNT, "30")):
+        if (value := cfg.get(key)) is not None:
+            if not ok(value):  # named as typed, as the seed is
+                raise SettingError(key, f"expected {allowed} ({key}={example}), got {value!r}")
+            run_cfg["training"][key] = value
     return book_id, run_cfg
 
 

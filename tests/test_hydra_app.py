@@ -4,6 +4,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,17 @@ def test_the_seed_shortcut_takes_only_an_integer_at_least_zero(seed):
     with pytest.raises(SettingError, match=f"^seed: expected an integer >= 0 \\(seed=2\\), got {seed!r}$"):
         run_config(cfg, "ch1-30")
     assert run_config({**cfg, "seed": 7}, "ch1-30")[1]["seeds"] == [7]
+
+
+@pytest.mark.parametrize("key, value, allowed", [("eta", "abc", "a number > 0 (eta=0.1)"),
+                                                 ("eta", -1, "a number > 0 (eta=0.1)"),
+                                                 ("epochs", 0, "an integer >= 1 (epochs=30)"),
+                                                 ("epochs", 1.5, "an integer >= 1 (epochs=30)")])
+def test_the_eta_and_epochs_shortcuts_are_named_as_typed(key, value, allowed):
+    cfg = {key: value, "book": {"ch1-30": {"seeds": [1], "training": {"eta": 3.0, "epochs": 30}}}}
+    with pytest.raises(SettingError, match=f"^{key}: expected {re.escape(allowed)}, got {re.escape(repr(value))}$"):
+        run_config(cfg, "ch1-30")
+    assert run_config({**cfg, key: 2}, "ch1-30")[1]["training"][key] == 2
 
 
 def test_a_stop_says_where_the_weights_are_only_where_this_run_saved_some(tmp_path):
