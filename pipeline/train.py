@@ -38,6 +38,12 @@ from pipeline.settings import COUNT, POSITIVE, SECTIONS, SEED
 APP_KEYS = (*SECTIONS, "seed", "eta", "epochs")
 
 
+def unknown_key(where: str, example_id: str) -> str:
+    """What is said of a top-level key the app does not read: where a run's settings go."""
+    return (f"unknown key; allowed at the top: {', '.join(APP_KEYS)}. A run's own settings go under "
+            f"{where}, e.g. book.{example_id}.training.eta=0.1")
+
+
 def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
     """The selected ``book.<id>`` with the ``seed``/``eta``/``epochs`` shortcuts applied.
 
@@ -45,8 +51,7 @@ def run_config(cfg: dict, book_id: str) -> tuple[str, dict]:
     """
     if unknown := [key for key in cfg if key not in APP_KEYS]:
         # `+lr=0.1`, as Hydra's own message for `lr=0.1` suggests, would add a key nothing reads
-        raise SettingError(unknown[0], f"unknown key; allowed at the top: {', '.join(APP_KEYS)}. A run's "
-                           f"own settings go under book.{book_id}, e.g. book.{book_id}.training.eta=0.1")
+        raise SettingError(unknown[0], unknown_key(f"book.{book_id}", book_id))
     if book_id not in cfg["book"]:
         raise SettingError(f"book.{book_id}", f"conf/book/{book_id}.yaml must hold its run under the top "
                         f"key `{book_id}:` (the file's name); the runs composed are {sorted(cfg['book'])}")
@@ -106,8 +111,7 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
         if top == "hydra":
             continue
         if top not in APP_KEYS:
-            return (f"{key}: unknown key; allowed at the top: {', '.join(APP_KEYS)}. A run's own settings "
-                    f"go under book.<id>, e.g. book.ch6-relu.training.eta=0.1")
+            return f"{key}: {unknown_key('book.<id>', 'ch6-relu')}"
         if key in GROUPS and not elsewhere and not any(c in value for c in "()[]{}*$"):  # a range, a glob
             for name in (n.strip() for n in value.split(",")):
                 if not (conf / key / f"{name}.yaml").is_file():

@@ -108,27 +108,30 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {BUILD}.")
-    remake = f"delete it, then {BUILD}. {cache_copy_hint(path)}"
+
+    def remake() -> str:  # only for a file found damaged: the hint reads the file's size
+        return f"delete it, then {BUILD}. {cache_copy_hint(path)}"
+
     if not zipfile.is_zipfile(path):  # a truncated file, or not an .npz: numpy would try a pickle
-        raise InputError(f"{path}: not a readable .npz data set (not a zip archive): {remake}.")
+        raise InputError(f"{path}: not a readable .npz data set (not a zip archive): {remake()}.")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = {"images", "labels"} - set(f.files)
             if missing:
-                raise InputError(f"{path}: not a data set file (missing {sorted(missing)}): {remake}.")
+                raise InputError(f"{path}: not a data set file (missing {sorted(missing)}): {remake()}.")
             images, labels = f["images"], f["labels"]
     except InputError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated, not a .npz, pickled
-        raise InputError(f"{path}: not a readable .npz data set ({error}): {remake}.") from None
+        raise InputError(f"{path}: not a readable .npz data set ({error}): {remake()}.") from None
     if (images.dtype != np.uint8 or images.shape[1:] != (28, 28) or labels.ndim != 1
             or len(images) != len(labels)):
         raise InputError(f"{path}: expected uint8 images (n, 28, 28) and n labels, got "
-                         f"{images.dtype} {images.shape} and {labels.shape}: {remake}.")
+                         f"{images.dtype} {images.shape} and {labels.shape}: {remake()}.")
     if labels.dtype.kind != "u":  # as stored by save_images; a float or negative label is damage
-        raise InputError(f"{path}: labels must be unsigned integers (digits 0..9), got {labels.dtype}: {remake}.")
+        raise InputError(f"{path}: labels must be unsigned integers (digits 0..9), got {labels.dtype}: {remake()}.")
     if labels.size and labels.max() > 9:
-        raise InputError(f"{path}: labels must be digits 0..9, found {int(labels.max())}: {remake}.")
+        raise InputError(f"{path}: labels must be digits 0..9, found {int(labels.max())}: {remake()}.")
     return images, labels
 
 
