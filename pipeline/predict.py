@@ -52,10 +52,12 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
 
         for run_id in run_ids:
             logged = tracking.download_model(run_id, download_to / run_id)
-            loaded = load_model(logged.folder)
             restored = f", restored here as {logged.run_id}" if logged.run_id != run_id else ""
-            voters.append(Voter(f"MLflow run {run_id} ({logged.run_name}{restored})", loaded.network,
-                                loaded.metadata, logged.test_accuracy))
+            for i, folder in enumerate(logged.folders):  # several: the nets of an ensemble's run
+                loaded = load_model(folder)
+                which = f", net {i + 1} of {len(logged.folders)}" if len(logged.folders) > 1 else ""
+                voters.append(Voter(f"MLflow run {run_id} ({logged.run_name}{restored}{which})",
+                                    loaded.network, loaded.metadata, logged.test_accuracy))
     classes = {v.network.classes for v in voters}
     if len(classes) > 1:
         raise ModelFileError(f"the models give different numbers of classes {sorted(classes)}; they cannot vote")

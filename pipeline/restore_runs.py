@@ -38,6 +38,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from pipeline import baselines, experiment, tracking
 from pipeline.data.mnist import Dataset, digest, load_dataset, load_images, split_file
 from pipeline.errors import EXIT_STATUS, InputError
@@ -271,8 +273,14 @@ class Restorer:
             return
         tags = tracking.restored_tags(tracking.standard_tags(
             cfg["id"], cfg["chapter"], self.profile, None, digest_of_data, result.get("trained_with") or {}), original)
+        try:
+            net = load_model(first_member).network  # what the vote's model takes in
+        except ModelFileError as error:
+            raise InputError(f"{first_member}: {error}; {RESTORE}") from None
         with tracking.start_run(cfg["id"], params=cfg, tags=tags, context_tags=False) as run:
             run.log_metrics(result)  # its numbers, as the stage logged them
+            run.log_model([Path(m) for m in result["members"]], pixels=int(np.prod(net.input_shape)),
+                          dtype=net.dtype, step=0)
         self._done(original)
 
     def baselines(self) -> None:

@@ -34,6 +34,7 @@ import platform
 import re
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -53,12 +54,14 @@ from pipeline.machine import blas_summary, cpu_model
 # cross a fork. A run writes at most about once a second, so opening a connection each time
 # is cheap.
 os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+# A progress bar per copy of a model's few small files (logged, downloaded) is noise in a log.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # Fresh sqlite stores run ~50 alembic migrations, each logged at INFO; keep runs quiet.
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.store.db.db_types"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag  # noqa: E402
+from mlflow.entities import LoggedModelStatus, Metric, Param, Run, RunStatus, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
@@ -347,6 +350,85 @@ class RunLogger:
         """Save ``d`` as artifact ``name``: JSON, or YAML for a .yaml/.yml name."""
         self.client.log_dict(self.run_id, dict(d), name)
 
+    def log_model(self, network_folders: list[Path], *, pixels: int, dtype, step: int) -> str:
+        """Log the networks in ``network_folders`` (model folders of ``pipeline.nn.io``) as this
+        run's MLflow model ``MODEL_NAME``: one network, or the plurality vote of several
+        (``pipeline/mlflow_model.py``, which ``mlflow.pyfunc.load_model("runs:/<run id>/model")``
+        runs), taking rows of ``pixels`` numbers of the networks' ``dtype``. The model gets the
+        run's params, its tags of ``MODEL_TAGS``, and its metrics at ``step`` (the epoch whose
+        weights the folders hold), so the UI's Models tab compares models by them. Returns the
+        model's id.
+
+        What ``mlflow.pyfunc.log_model`` does, written out: each write to the store goes
+        through ``_write``, as two seeds' processes may write at the same moment."""
+        import mlflow.pyfunc
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.models import Model
+
+        self.flush()  # the epoch's metrics are linked to the model below: all of them in the store
+        run = _write(self.client.get_run, self.run_id)
+        model = _write(self.client.create_logged_model, run.info.experiment_id, name=MODEL_NAME,
+                       source_run_id=self.run_id, params=dict(run.data.params),
+                       tags={k: v for k, v in run.data.tags.items() if k in MODEL_TAGS})
+        try:
+            _write(self.client.log_outputs, self.run_id, [LoggedModelOutput(model.model_id, step)])
+            linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id)
+                      for key in run.data.metrics
+                      for m in _write(self.client.get_metric_history, self.run_id, key) if m.step == step]
+            self._log_in_batches("metrics", linked, METRICS_PER_BATCH)
+            with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+                # MLflow's advice to add an input example: the signature says what goes in
+                warnings.simplefilter("ignore", UserWarning)
+                local = Path(tmp) / MODEL_NAME
+                description = Model(artifact_path=model.artifact_location, model_uuid=model.model_id,
+                                    run_id=self.run_id, model_id=model.model_id)
+                mlflow.pyfunc.save_model(
+                    local, python_model=os.fspath(MODEL_CODE), mlflow_model=description,
+                    artifacts=network_artifacts(network_folders), signature=_model_signature(pixels, dtype),
+                    # the engine is this repo's package (``pip install -e .``), not on a package index
+                    pip_requirements=[f"numpy=={np.__version__}"])
+                _write(self.client.log_model_artifacts, model.model_id, os.fspath(local))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        _write(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY)
+        return model.model_id
+
+
+MODEL_NAME = "model"  # each run's logged model: ``runs:/<run id>/model``
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+# the run's tags its model carries too: which book run, seed and code it is
+MODEL_TAGS = ("book_id", "chapter", "profile", "seed", "data_digest", "mlflow.source.git.commit", "git_dirty")
+
+
+NETWORK_ARTIFACT = "network"  # a model's one network; a vote's are network_0, network_1, ...
+
+
+def network_artifacts(folders: list[Path]) -> dict[str, str]:
+    """A model's artifacts for the networks in ``folders``: their names, in vote order."""
+    if len(folders) == 1:
+        return {NETWORK_ARTIFACT: os.fspath(folders[0])}
+    return {f"{NETWORK_ARTIFACT}_{i}": os.fspath(folder) for i, folder in enumerate(folders)}
+
+
+def network_names(artifacts: Mapping[str, Any]) -> list[str]:
+    """The network names among a model's ``artifacts``, in vote order (network_2 before network_10)."""
+    numbered = {name: name[len(NETWORK_ARTIFACT) + 1 :] for name in artifacts
+                if name.startswith(f"{NETWORK_ARTIFACT}_")}
+    return ([NETWORK_ARTIFACT] if NETWORK_ARTIFACT in artifacts else []) + sorted(
+        (name for name, number in numbered.items() if number.isdigit()), key=lambda name: int(numbered[name]))
+
+
+def _model_signature(pixels: int, dtype):
+    """What a logged model takes and gives: rows of ``pixels`` numbers in [0, 1], of the
+    networks' ``dtype`` (MLflow checks it exactly: float32 or float64), a digit for each row."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(dtype), (-1, pixels))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
+
 
 def _experiment_id(client: MlflowClient, uri: str) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -476,6 +558,21 @@ def init_store() -> None:
     _client()
 
 
+SOURCE_TAG = "mlflow.source.name"  # MLflow's: the script that started the run
+
+
+def _within_the_code(script: str) -> str:
+    """``script``'s path from the folder that holds the package ``pipeline``
+    (``pipeline/stages/train.py``) when it is one of ours: the same on every machine, where
+    the whole path names a folder of one machine, or a queued experiment's temporary copy
+    that DVC removes once it is done. Any other script keeps its path."""
+    code_root = Path(__file__).resolve().parent.parent
+    try:
+        return Path(script).resolve().relative_to(code_root).as_posix()
+    except (ValueError, OSError):
+        return script
+
+
 @contextlib.contextmanager
 def start_run(
     run_name: str,
@@ -495,6 +592,8 @@ def start_run(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             all_tags = resolve_tags(all_tags)
+        if SOURCE_TAG in all_tags:
+            all_tags[SOURCE_TAG] = _within_the_code(all_tags[SOURCE_TAG])
     all_tags.update({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
     end_orphaned_runs(client, experiment_id)
     status = RunStatus.FAILED
@@ -529,7 +628,7 @@ def start_run(
 
 
 class LoggedModel(NamedTuple):
-    folder: Path  # the downloaded model folder (weights.npz, model.json)
+    folders: list[Path]  # the downloaded networks' folders (weights.npz, model.json); several: a vote
     run_id: str  # the run it came from: the id asked for, or that run's restored copy here
     run_name: str
     test_accuracy: dict[int, float]  # the run's test accuracy per epoch, as it logged it
@@ -564,8 +663,21 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
                               "MLFLOW_TRACKING_URI; in a clone whose results DVC restored, log their "
                               "runs first: python -m pipeline.restore_runs)") from None
     local_id = run.info.run_id  # run_id's restored copy, where it is one
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    models = [m for m in _write(client.search_logged_models, [run.info.experiment_id],
+                                filter_string=f"source_run_id = '{local_id}'")
+              if m.name == MODEL_NAME and m.status == LoggedModelStatus.READY]
     names = {a.path for a in client.list_artifacts(local_id)}
-    if "model" not in names:
+    if models:
+        from mlflow.artifacts import download_artifacts
+
+        folder = Path(download_artifacts(f"models:/{models[-1].model_id}", dst_path=os.fspath(dst),
+                                         tracking_uri=tracking_uri()))
+        folders = _network_folders(folder)
+    elif MODEL_NAME in names:  # a run logged before runs logged MLflow models: the bare folder
+        folders = [Path(client.download_artifacts(local_id, MODEL_NAME, dst_path=os.fspath(dst)))]
+    else:
         status = run.info.status
         why = ("training runs that finish do" if status == "FINISHED" else
                "it is still running (or its process was killed and no later run has ended it yet): "
@@ -574,10 +686,23 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
                "weights in its model folder, models/<id>/seed<N>/ or the Hydra output folder)")
         raise LookupError(f"MLflow run {run_id!r} ({run.info.run_name}) logged no model "
                           f"(its artifacts: {', '.join(sorted(names)) or 'none'}); {why}")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files
-    folder = Path(client.download_artifacts(local_id, "model", dst_path=os.fspath(dst)))
-    test = {m.step: m.value for m in client.get_metric_history(local_id, "test_accuracy")}
-    return LoggedModel(folder, local_id, run.info.run_name, test)
+    test = {m.step: m.value for m in client.get_metric_history(local_id, "test_accuracy")} if len(folders) == 1 else {}
+    return LoggedModel(folders, local_id, run.info.run_name, test)
+
+
+def _network_folders(model_folder: Path) -> list[Path]:
+    """The network folders inside a downloaded MLflow model, in vote order (its ``MLmodel``
+    file names them)."""
+    from mlflow.models import Model
+
+    try:
+        artifacts = Model.load(os.fspath(model_folder)).flavors["python_function"]["artifacts"]
+        folders = [model_folder / artifacts[name]["path"] for name in network_names(artifacts)]
+    except (KeyError, TypeError, OSError, MlflowException) as error:
+        raise LookupError(f"{model_folder}: not a model this pipeline logged ({error})") from None
+    if not folders:
+        raise LookupError(f"{model_folder}: the model names no network among its artifacts {sorted(artifacts)}")
+    return folders
 
 
 __all__ = [

@@ -161,3 +161,11 @@ def test_the_vote_is_scored_on_the_profiles_images_and_tracked_as_the_ensembles_
     assert result["mlflow_run_ids"] == [run.info.run_id] and run.info.status == "FINISHED"
     assert (run.info.run_name, run.data.tags["book_id"]) == ("ch6-ensemble", "ch6-ensemble")
     assert run.data.metrics["test_accuracy"] == pytest.approx(result["test_accuracy"])
+    # the vote as an MLflow model: the members' nets, predicting their vote, with the vote's numbers
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    test = np.load("data/prepared/test.npz")
+    assert np.array_equal(model.predict(scale_pixels(test["images"]).astype(nets[0].dtype)), voted)
+    [listed] = client.search_logged_models([run.info.experiment_id])
+    assert {m.key: m.value for m in listed.metrics}["test_accuracy"] == pytest.approx(result["test_accuracy"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import experiment
+from pipeline import experiment, tracking
 from pipeline.data.mnist import save_images
 from pipeline.errors import InputError
 
@@ -408,11 +408,17 @@ def test_a_seeds_mlflow_run_holds_its_own_seed_data_digest_model_and_whole_histo
         assert (logged.tags["book_id"], logged.tags["seed"], logged.params["seed"]) == ("tiny", str(seed), str(seed))
         assert logged.tags["data_digest"] == digest(workdir / "data/expanded/mine.npz")
         assert {"config.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
-                "misclassified.png", "model"} <= {a.path for a in client.list_artifacts(run_id)}
-        folder = Path(client.download_artifacts(run_id, "model", dst_path=str(workdir / "dl" / run_id)))
+                "misclassified.png"} <= {a.path for a in client.list_artifacts(run_id)}
+        # the model: an MLflow model of the seed's network, listed with its last epoch's metrics
+        [folder] = tracking.download_model(run_id, workdir / "dl" / run_id).folders
         model = json.loads((folder / "model.json").read_text())
         assert (model["metadata"]["seed"], model["metadata"]["data_digest"]) == (seed, logged.tags["data_digest"])
-        assert (folder / "weights.npz").is_file()
+        assert (folder / "weights.npz").read_bytes() == (workdir / f"models/tiny/seed{seed}/weights.npz").read_bytes()
+        [listed] = client.search_logged_models([client.get_run(run_id).info.experiment_id],
+                                               filter_string=f"source_run_id = '{run_id}'")
+        assert listed.tags["seed"] == str(seed)
+        assert {m.key: (m.step, m.value) for m in listed.metrics}["test_accuracy"] == (
+            2, client.get_metric_history(run_id, "test_accuracy")[-1].value)
         history = Path(client.download_artifacts(run_id, "history.csv", dst_path=str(workdir / "dl" / run_id)))
         header, *rows = history.read_text().splitlines()
         epoch = header.split(",").index("epoch")

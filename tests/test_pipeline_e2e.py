@@ -130,7 +130,12 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     assert steps == list(range(min(epochs, params["profile"]["limits"]["epochs"])))
     artifacts = {a.path for a in client.list_artifacts(one.info.run_id)}
     assert {"config.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
-            "misclassified.png", "model"} <= artifacts
+            "misclassified.png"} <= artifacts
+    # every training run and the ensemble's hold their net as a READY MLflow model
+    models = client.search_logged_models([one.info.experiment_id], max_results=1000)
+    with_model = {m.source_run_id for m in models if m.name == "model" and str(m.status) == "READY"}
+    trained = [r for r in runs if r.info.run_name.startswith("ch")]
+    assert len(with_model) == len(models) and {r.info.run_id for r in trained} <= with_model
     assert one.data.tags["book_id"] == "ch1-30" and one.data.tags["profile"] == "smoke"
     metrics = json.loads((repo_copy / "results/ch1-30/metrics.json").read_text())
     assert metrics["mlflow_run_ids"] == [one.info.run_id]
@@ -174,7 +179,12 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
         first = first_runs[copy.data.tags["restored_from"]].data.tags
         for tag in ("mlflow.source.git.commit", "git_dirty", "dvc.stage", "cpu", "numpy_version"):
             assert copy.data.tags.get(tag) == first.get(tag) and first.get(tag), (copy.info.run_name, tag)
-        assert "mlflow.source.name" in first and "mlflow.source.name" not in copy.data.tags
+        assert "mlflow.source.name" not in copy.data.tags
+        # the stage's script by its path in the repo: the same in every clone
+        assert first["mlflow.source.name"] == {"ch6-ensemble": "pipeline/stages/ensemble.py", "B-darkness":
+                                               "pipeline/stages/baselines.py", "B-svm": "pipeline/stages/baselines.py",
+                                               "svm-sweep": "pipeline/stages/baselines.py"}.get(
+            copy.info.run_name, "pipeline/stages/train.py"), (copy.info.run_name, first["mlflow.source.name"])
     again = run([sys.executable, "-m", "pipeline.restore_runs"], clone, clone_env)
     assert f"logged 0 run(s) into sqlite:///{elsewhere}; {len(runs)} in the store already" in again, again
 

@@ -143,9 +143,12 @@ def test_a_missing_net_is_named_and_the_other_runs_still_logged(trained, workdir
 
 def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_record(workdir, monkeypatch):
     from pipeline.atomic import write_json
+    from pipeline.nn import build_network, save_model, validate_spec
 
-    (workdir / "models/m/seed1").mkdir(parents=True)
-    (workdir / "models/m/seed1/model.json").write_text(json.dumps({"metadata": {"data_digest": "abc"}}))
+    spec = validate_spec({"model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
+                                    "layers": [{"type": "fc", "units": 10, "activation": "sigmoid"}]},
+                          "training": {"epochs": 1, "batch_size": 10, "eta": 0.5}})
+    save_model(workdir / "models/m/seed1", build_network(spec, seed=1), spec, {"data_digest": "abc"})
     write_json(workdir / "results/tiny-ensemble/metrics.json",
                {"id": "tiny-ensemble", "profile": "test", "members": ["models/m/seed1"], "test_accuracy": 0.75,
                 "test_errors": 5, "mlflow_run_ids": ["e" * 32], "trained_with": {"cpu": "elsewhere"}})
@@ -178,6 +181,12 @@ def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_recor
     assert by_name["tiny-ensemble"].data.metrics == {"test_accuracy": 0.75, "test_errors": 5}
     assert by_name["tiny-ensemble"].data.tags["data_digest"] == "abc"
     assert by_name["tiny-ensemble"].data.tags["cpu"] == "elsewhere"
+    # and its vote as an MLflow model again, of the member nets DVC restored
+    from pipeline import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
+    [member] = tracking.download_model(by_name["tiny-ensemble"].info.run_id, workdir / "dl").folders
+    assert (member / "weights.npz").read_bytes() == (workdir / "models/m/seed1/weights.npz").read_bytes()
     assert by_name["B-svm"].data.params == {"C": "1.0", "train_limit": "None"}
     assert by_name["B-svm"].data.metrics == {"test_accuracy": 0.9, "train_size": 60}
     assert by_name["B-darkness"].data.tags["mlflow.source.git.commit"] == "c" * 40

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -350,7 +351,9 @@ def test_writes_a_busy_store_refuses_are_retried(client, monkeypatch):
     locked", rolled back) writes again, and a run still ends KILLED when its closing write was
     the refused one (in CI it once stayed RUNNING)."""
     sleeps = []
-    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+    # tracking's own clock only: MLflow's telemetry thread (on outside CI) sleeps in time.sleep too
+    monkeypatch.setattr(tracking, "time", types.SimpleNamespace(sleep=sleeps.append, time=time.time,
+                                                                 monotonic=time.monotonic))
     log_batch = _refused(2, MlflowClient.log_batch)
     set_terminated = _refused(1, MlflowClient.set_terminated)
     monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: log_batch(self, *a, **k))
@@ -626,9 +629,89 @@ def test_a_queued_experiments_name_and_baseline_revision_are_tags_of_their_own(m
     assert (tags["dvc.exp_name"], tags["dvc.exp_baseline_rev"]) == ("brave-newt", "0123abc")
 
 
-def test_a_downloaded_model_comes_with_its_runs_test_accuracy_per_epoch(client, tmp_path):
-    """predict --run compares the weights' test score with this record: the test set's, not
-    validation's."""
+TINY_NET = {"model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
+                     "layers": [{"type": "fc", "units": 5, "activation": "sigmoid"},
+                                {"type": "fc", "units": 10, "activation": "sigmoid"}]},
+            "training": {"epochs": 1, "batch_size": 10, "eta": 0.5}}
+
+
+def _saved_nets(folder: Path, seeds) -> list:
+    """Random (untrained) networks saved as model folders ``folder/seed<N>``, as a run saves them."""
+    from pipeline.nn import build_network, save_model, validate_spec
+
+    spec = validate_spec(TINY_NET)
+    nets = []
+    for seed in seeds:
+        net = build_network(spec, seed=seed)
+        save_model(folder / f"seed{seed}", net, spec, {"seed": seed})
+        nets.append(net)
+    return nets
+
+
+def test_a_runs_model_loads_in_mlflow_and_predicts_what_the_network_does(client, tmp_path):
+    """``mlflow.pyfunc.load_model("runs:/<id>/model")`` gives the run's network: the same
+    predictions, the signature and the pixel range enforced; the model is listed with the
+    run's params, its tags and its metrics at the epoch of its weights; ``download_model``
+    (``predict --run``) gets the network folder back, with the run's test accuracy per epoch."""
+    import mlflow.pyfunc
+    import numpy as np
+    from mlflow.artifacts import download_artifacts
+
+    [net] = _saved_nets(tmp_path / "models", [1])
+    with tracking.start_run("fc5", params={"eta": 0.5}, tags={"book_id": "fc5", "seed": 1, "other": "x"}) as run:
+        for epoch in range(3):
+            run.log_epoch({"epoch": epoch, "validation_accuracy": 0.5 + epoch / 10,
+                           "test_accuracy": 0.6 + epoch / 10})
+        model_id = run.log_model([tmp_path / "models" / "seed1"], pixels=784, dtype=net.dtype, step=2)
+    assert "model" not in {a.path for a in client.list_artifacts(run.run_id)}  # stored once, as the model
+    logged = client.get_logged_model(model_id)
+    assert (logged.name, logged.source_run_id, str(logged.status)) == ("model", run.run_id, "READY")
+    assert logged.params == {"eta": "0.5"}
+    assert (logged.tags["book_id"], logged.tags["seed"], "other" in logged.tags) == ("fc5", "1", False)
+    assert {m.key: m.value for m in logged.metrics} == pytest.approx({"validation_accuracy": 0.7,
+                                                                       "test_accuracy": 0.8})
+    folder = download_artifacts(f"runs:/{run.run_id}/model", dst_path=str(tmp_path / "pyfunc"),
+                                tracking_uri=client.tracking_uri)
+    model = mlflow.pyfunc.load_model(folder)
+    x = np.random.default_rng(0).random((50, 784)).astype(net.dtype)
+    assert np.array_equal(model.predict(x), net.predict(x))
+    with pytest.raises(Exception, match="dtype of input float64 does not match expected dtype float32"):
+        model.predict(x.astype(np.float64))  # the signature's dtype: the network's
+    with pytest.raises(Exception, match="shape"):
+        model.predict(x[:, :700])
+    with pytest.raises(Exception, match=r"pixels must be numbers in \[0, 1\].*divided by 256"):
+        model.predict(x * 255)
+    downloaded = tracking.download_model(run.run_id, tmp_path / "download")
+    assert downloaded.run_name == "fc5" and len(downloaded.folders) == 1
+    assert (downloaded.folders[0] / "model.json").read_bytes() == (tmp_path / "models/seed1/model.json").read_bytes()
+    assert downloaded.test_accuracy == pytest.approx({0: 0.6, 1: 0.7, 2: 0.8})
+
+
+def test_a_model_of_several_networks_is_their_plurality_vote(client, tmp_path):
+    """The ensemble's run logs one model of its nets; it predicts their vote (ties to the
+    smaller digit), and ``download_model`` gives every net's folder, in order."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    from pipeline.nn import ensemble_predict
+
+    nets = _saved_nets(tmp_path / "models", [1, 2, 3, 4])
+    folders = [tmp_path / "models" / f"seed{seed}" for seed in (1, 2, 3, 4)]
+    with tracking.start_run("vote") as run:
+        run.log_metrics({"test_accuracy": 0.99})
+        run.log_model(folders, pixels=784, dtype=nets[0].dtype, step=0)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    x = np.random.default_rng(1).random((200, 784)).astype(nets[0].dtype)
+    vote = model.predict(x)
+    assert np.array_equal(vote, ensemble_predict(nets, x))
+    assert not any(np.array_equal(vote, net.predict(x)) for net in nets)  # not one net's answer
+    downloaded = tracking.download_model(run.run_id, tmp_path / "download")
+    assert [json.loads((f / "model.json").read_text())["metadata"]["seed"] for f in downloaded.folders] == [1, 2, 3, 4]
+    assert downloaded.test_accuracy == {}  # the vote's record is not any one net's
+
+
+def test_a_run_logged_before_runs_logged_mlflow_models_still_gives_its_model_folder(client, tmp_path):
+    """Older runs hold the network folder as the plain artifact ``model``."""
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.json").write_text("{}")
     with tracking.start_run("fc30") as run:
@@ -637,7 +720,7 @@ def test_a_downloaded_model_comes_with_its_runs_test_accuracy_per_epoch(client, 
                            "test_accuracy": 0.6 + epoch / 10})
         run.log_artifacts(tmp_path / "model", "model")
     logged = tracking.download_model(run.run_id, tmp_path / "download")
-    assert logged.run_name == "fc30" and (logged.folder / "model.json").is_file()
+    assert logged.run_name == "fc30" and (logged.folders[0] / "model.json").is_file()
     assert logged.test_accuracy == pytest.approx({0: 0.6, 1: 0.7, 2: 0.8})
 
 
@@ -676,3 +759,16 @@ def test_a_store_that_fails_is_not_reported_as_a_missing_run(client, monkeypatch
     monkeypatch.setattr(MlflowClient, "get_run", failing)
     with pytest.raises(MlflowException, match="disk I/O error"):
         tracking.download_model("ab" * 16, tmp_path / "none")
+
+
+def test_a_run_started_by_one_of_our_scripts_names_it_by_its_path_in_the_repo(client, monkeypatch):
+    """Not by a whole path: that names a folder of one machine, or the temporary copy of a
+    queued experiment, which DVC removes."""
+    import mlflow.tracking.context.default_context as default_context
+
+    ours = Path(tracking.__file__).resolve().parent / "stages" / "train.py"
+    for script, expected in ((ours, "pipeline/stages/train.py"), ("/elsewhere/notebook.py", "/elsewhere/notebook.py")):
+        monkeypatch.setattr(default_context, "_get_main_file", lambda script=script: str(script))
+        with tracking.start_run("source") as run:
+            pass
+        assert run_of(client, run.run_id).data.tags["mlflow.source.name"] == expected
