@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 PARENT_POLL_SECONDS = 1.0  # how often a seed worker checks that its parent is still alive
 ORPHAN_GRACE_SECONDS = 60.0  # time an orphaned worker gets to save its weights and close its run
@@ -170,8 +171,7 @@ def init_worker(parent_pid: int) -> None:
     if TIME_LIMIT_SIGNAL is not None:
         signal.signal(TIME_LIMIT_SIGNAL, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: request_stop())
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent",
-                     daemon=True).start()
+    stop_when_parent_dies(parent_pid)
 
 
 _worker_set_up = False
@@ -220,22 +220,41 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def stop_when_parent_dies() -> None:
+def stop_when_parent_dies(parent_pid: int | None = None) -> None:
     """Start a daemon thread that stops this process (SIGTERM, so its clean-up runs) once its
-    parent is gone: a DVC stage whose ``dvc`` was killed outright (``dvc queue kill --force``
-    kills DVC's runner alone) must not train on for hours with nobody to record its outputs."""
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
+    parent (``parent_pid``, by default the one it has now) is gone: a DVC stage whose ``dvc``
+    was killed outright (``dvc queue kill --force`` kills DVC's runner alone) must not train on
+    for hours with nobody to record its outputs, nor a worker whose parent was killed."""
+    parent_pid = os.getppid() if parent_pid is None else parent_pid
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent process id of ``pid`` from ``/proc`` (Linux); None where it cannot be read:
+    the process is gone, or the system has no ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # "pid (command) state ppid ...": the command may hold spaces and parentheses
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
 
 
 def stop_workers(pids: list[int]) -> None:
-    """Send SIGTERM to each worker still alive (each ends its run as after Ctrl-C)."""
+    """Send SIGTERM to each worker still alive (each ends its run as after Ctrl-C). Where
+    ``/proc`` tells, only to a process that is still this one's child: a worker that ended
+    may have left its id to an unrelated process."""
+    has_proc = Path("/proc/self/stat").is_file()
     for pid in pids:
+        if has_proc and parent_of(pid) != os.getpid():
+            continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
 
 
 __all__ = ["LEAVING_GRACE_SECONDS", "ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "TERMINATING",
            "TIME_LIMIT_SIGNAL", "Terminated", "clear_stop", "exit_status", "ignore_while_leaving",
-           "init_worker", "init_worker_once", "parent_gone", "raise_held", "request_stop", "signals_held",
+           "init_worker", "init_worker_once", "parent_gone", "parent_of", "raise_held", "request_stop", "signals_held",
            "stop_requested", "stop_when_parent_dies", "stop_workers", "stops_raise_once"]
 

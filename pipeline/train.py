@@ -160,7 +160,8 @@ def remove_if_nothing_ran(out: Path, named_by_user: bool) -> None:
     """Take away the output folder Hydra made for a run refused before it started (a bad
     setting, data not built): its config copy and empty log would stand among real runs' folders.
     Only a folder Hydra named itself (not one a ``hydra.run.dir=`` gave, which may be the user's
-    own), only what Hydra put there, and the folder only if that leaves it empty."""
+    own), only what Hydra put there, and the folder only if that leaves it empty; then the date
+    folder above it (``outputs/<date>/``) too, if that one holds nothing else."""
     log = out / "train.log"
     if named_by_user or out.resolve() == Path.cwd().resolve():
         return
@@ -170,6 +171,7 @@ def remove_if_nothing_ran(out: Path, named_by_user: bool) -> None:
         shutil.rmtree(out / ".hydra")
         log.unlink(missing_ok=True)
         out.rmdir()
+        out.parent.rmdir()  # fails, and stays, if another run's folder is there
 
 
 def interrupted_message(models: Path, since: float) -> str:

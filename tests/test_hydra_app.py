@@ -176,7 +176,7 @@ def test_a_seed_that_is_not_an_integer_is_named(tmp_path):
 
 def test_a_refused_run_leaves_no_folder_where_hydra_named_it():
     """In outputs/<date>/<time>/ (Hydra's own name), a run refused before it started leaves
-    nothing; the date folder above it may stay, as it does for every run."""
+    nothing (the date folder above it, if it holds nothing else: the next test)."""
     def folders():
         return {p for p in (REPO_ROOT / "outputs").glob("*/*")} if (REPO_ROOT / "outputs").is_dir() else set()
 
@@ -190,7 +190,10 @@ def test_a_refused_run_leaves_no_folder_where_hydra_named_it():
 def test_only_what_hydra_made_goes_with_a_refused_runs_folder(tmp_path):
     from pipeline.train import remove_if_nothing_ran
 
-    (tmp_path / ".hydra").mkdir()
+    date = tmp_path
+    (date / "10-00-00-000000").mkdir()  # another run's folder on the same date
+    tmp_path = date / "10-00-01-000000"
+    (tmp_path / ".hydra").mkdir(parents=True)
     (tmp_path / ".hydra" / "config.yaml").write_text("x: 1")
     (tmp_path / "train.log").write_text("")
     (tmp_path / "mine.txt").write_text("a user's file")  # something else there: kept, and the folder
@@ -204,7 +207,12 @@ def test_only_what_hydra_made_goes_with_a_refused_runs_folder(tmp_path):
     remove_if_nothing_ran(tmp_path, named_by_user=True)  # hydra.run.dir=<the user's folder>: kept
     assert (tmp_path / ".hydra").exists()
     remove_if_nothing_ran(tmp_path, named_by_user=False)
-    assert not tmp_path.exists()
+    assert not tmp_path.exists() and date.is_dir()  # the other run's folder keeps the date's
+    # the date's only run: its folder goes too
+    (date / "10-00-00-000000" / ".hydra").mkdir()
+    (date / "10-00-00-000000" / "train.log").write_text("")
+    remove_if_nothing_ran(date / "10-00-00-000000", named_by_user=False)
+    assert not date.exists()
 
 
 @pytest.mark.parametrize("seed", [1.7, -1, True])

@@ -295,3 +295,24 @@ def test_signals_held_leave_an_ignored_sigint_alone():
         raise_held(came)  # nothing came: nothing raised
     finally:
         signal.signal(signal.SIGINT, inherited)
+
+
+def test_stop_workers_signals_only_processes_that_are_still_its_children():
+    """A sweep's registered worker that ended may have left its id to an unrelated process;
+    that one is not sent SIGTERM (``/proc`` tells whose child a process is)."""
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("no /proc: stop_workers cannot tell, and signals every id")
+    child = subprocess.Popen(["sleep", "60"])
+    # a process that is not ours: a sleep whose shell exited, so that init (or a subreaper) adopted it
+    stranger = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True,
+                                  text=True, check=True).stdout)
+    try:
+        assert interrupts.parent_of(child.pid) == os.getpid() and interrupts.parent_of(stranger) != os.getpid()
+        interrupts.stop_workers([stranger, child.pid])
+        assert child.wait(timeout=10) == -signal.SIGTERM
+        time.sleep(0.2)
+        assert psutil.Process(stranger).status() != psutil.STATUS_ZOMBIE  # alive (NoSuchProcess otherwise)
+    finally:
+        child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stranger, signal.SIGKILL)

@@ -276,13 +276,21 @@ def test_a_model_logged_in_mlflow_is_fetched_by_its_run_id(trained, tmp_path, mo
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    net = trained["nets"][0]
     with tracking.start_run("fc30") as run:
-        run.log_artifacts(trained["folders"][0], "model")
+        run.log_model(trained["folders"][:1], pixels=784, dtype=net.dtype, step=0)
+    with tracking.start_run("vote") as vote:  # the ensemble's run: one model of its nets
+        vote.log_model(trained["folders"], pixels=784, dtype=net.dtype, step=0)
     with tracking.start_run("no-model") as bare:
         bare.log_text("x", "notes.txt")
     assert predict.main(["--run", run.run_id, "--test", "--prepared", str(trained["prepared"])]) == 0
     accuracy = trained["nets"][0].accuracy(trained["test"].x, trained["test"].y)
     assert f"MLflow run {run.run_id} (fc30): test {accuracy:.2%}" in capsys.readouterr().out
+    assert predict.main(["--run", vote.run_id, "--test", "--prepared", str(trained["prepared"])]) == 0
+    out = capsys.readouterr().out
+    for i, member in enumerate(trained["nets"]):
+        member_accuracy = member.accuracy(trained["test"].x, trained["test"].y)
+        assert f"MLflow run {vote.run_id} (vote, net {i + 1} of 2): test {member_accuracy:.2%}" in out, out
     assert predict.main(["--run", bare.run_id, "--test"]) == 2
     assert "logged no model (its artifacts: notes.txt); training runs that finish do" in capsys.readouterr().err
     with pytest.raises(KeyboardInterrupt), tracking.start_run("stopped") as stopped:
@@ -291,7 +299,8 @@ def test_a_model_logged_in_mlflow_is_fetched_by_its_run_id(trained, tmp_path, mo
     assert "(its artifacts: none); it ended KILLED: a stopped or failed run logs none" in capsys.readouterr().err
     assert predict.main(["--run", "0" * 32, "--test"]) == 2
     assert "not in the tracking store" in capsys.readouterr().err
-    # a clone that restored the run (pipeline.restore_runs) finds it by its first id too
+    # a clone that restored the run (pipeline.restore_runs) finds it by its first id too; this
+    # copy holds the net as runs logged before MLflow models did: a plain artifact folder
     with tracking.start_run("fc30", tags=tracking.restored_tags({}, "1" * 32)) as restored:
         restored.log_artifacts(trained["folders"][0], "model")
     assert predict.main(["--run", "1" * 32, "--test", "--prepared", str(trained["prepared"])]) == 0
