@@ -244,7 +244,8 @@ def parent_of(pid: int) -> int | None:
 def stop_workers(pids: list[int]) -> None:
     """Send SIGTERM to each worker still alive (each ends its run as after Ctrl-C). Where
     ``/proc`` tells, only to a process that is still this one's child: a worker that ended
-    may have left its id to an unrelated process."""
+    may have left its id to an unrelated process. (Our workers are direct children: forked
+    seeds, and joblib's loky workers, which the sweep's process starts itself.)"""
     has_proc = Path("/proc/self/stat").is_file()
     for pid in pids:
         if has_proc and parent_of(pid) != os.getpid():

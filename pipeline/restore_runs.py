@@ -273,14 +273,16 @@ class Restorer:
             return
         tags = tracking.restored_tags(tracking.standard_tags(
             cfg["id"], cfg["chapter"], self.profile, None, digest_of_data, result.get("trained_with") or {}), original)
-        try:
-            net = load_model(first_member).network  # what the vote's model takes in
-        except ModelFileError as error:
-            raise InputError(f"{first_member}: {error}; {RESTORE}") from None
+        members = [Path(m) for m in result["members"]]
+        nets = []
+        for member in members:  # the vote's model holds every one: each checked before the run starts
+            try:
+                nets.append(load_model(member).network)
+            except (FileNotFoundError, ModelFileError) as error:
+                raise InputError(f"{member}: {error}; {RESTORE}") from None
         with tracking.start_run(cfg["id"], params=cfg, tags=tags, context_tags=False) as run:
             run.log_metrics(result)  # its numbers, as the stage logged them
-            run.log_model([Path(m) for m in result["members"]], pixels=int(np.prod(net.input_shape)),
-                          dtype=net.dtype, step=0)
+            run.log_model(members, pixels=int(np.prod(nets[0].input_shape)), dtype=nets[0].dtype, step=0)
         self._done(original)
 
     def baselines(self) -> None:

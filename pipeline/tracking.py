@@ -1,4 +1,5 @@
-"""MLflow tracking: the only module of the pipeline that imports mlflow.
+"""MLflow tracking: the only module of the pipeline that talks to MLflow (``mlflow_model.py``
+beside it is the code MLflow runs to load a model logged here; nothing imports it).
 
 Where things go, chosen so that ``mlflow ui`` started in the repo root with no flags shows
 every run and its artifacts:
@@ -9,7 +10,8 @@ every run and its artifacts:
 - artifacts: ``<root>/mlartifacts/<experiment>/<run_id>/artifacts``. ``mlflow ui`` serves
   artifacts from ``./mlartifacts`` by default; our experiment records an absolute ``file://``
   location there, which the server reads directly, so the UI lists them and a client with no
-  server can write them.
+  server can write them. A run's model (``RunLogger.log_model``) is an MLflow model of its
+  own: ``<root>/mlartifacts/<experiment>/models/<model_id>/artifacts``.
 
 ``<root>`` is ``$DVC_ROOT`` (DVC sets it for every stage, and points it at the main repo for
 queued experiments that run in temporary copies), else the nearest folder above the working
@@ -227,10 +229,30 @@ def store_runs(create: bool = True) -> StoreRuns:
 
 
 def delete_runs(run_ids: list[str]) -> None:
-    """Mark runs deleted (MLflow's soft delete: the UI hides them, ``mlflow gc`` removes them)."""
-    client, _ = _client()
+    """Mark runs deleted (MLflow's soft delete: the UI hides them, ``mlflow gc`` removes them),
+    and the models they logged with them (MLflow leaves those in the Models tab)."""
+    client, experiment_id = _client()
     for run_id in run_ids:
         _write(client.delete_run, run_id)
+        for model in _models_of(client, experiment_id, run_id):
+            _write(client.delete_logged_model, model.model_id)
+
+
+def _models_of(client: MlflowClient, experiment_id: str, run_id: str) -> list:
+    """The MLflow models run ``run_id`` logged (MLflow's ids are hex: safe in the filter)."""
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+        return []
+    return list(_write(client.search_logged_models, [experiment_id], filter_string=f"source_run_id = '{run_id}'",
+                       max_results=100))
+
+
+def end_stray_models(client: MlflowClient, experiment_id: str, run_ids: list[str], keep: str | None = None) -> None:
+    """Mark FAILED every model of ``run_ids`` still PENDING (but ``keep``): its process was
+    killed while it logged it, or a refused create had made it after all."""
+    for run_id in run_ids:
+        for model in _models_of(client, experiment_id, run_id):
+            if model.model_id != keep and model.status == LoggedModelStatus.PENDING:
+                _write(client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
 
 
 def _number(value: Any) -> float | None:
@@ -283,6 +305,7 @@ class RunLogger:
         self.run_id = run_id
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
+        self._epoch_metrics: set[str] = set()  # names logged per epoch: what a model is listed with
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         """The engine's ``on_epoch`` callback: every metric of ``record`` at step=epoch,
@@ -292,7 +315,9 @@ class RunLogger:
         for key, value in record.items():
             number = _number(value)
             if key != "epoch" and number is not None:
-                self._pending.append(Metric(EPOCH_METRIC_NAMES.get(key, key), number, now, step))
+                name = EPOCH_METRIC_NAMES.get(key, key)
+                self._pending.append(Metric(name, number, now, step))
+                self._epoch_metrics.add(name)
         if time.monotonic() - self._last_flush >= EPOCH_FLUSH_SECONDS:
             self.flush()
 
@@ -355,25 +380,30 @@ class RunLogger:
         run's MLflow model ``MODEL_NAME``: one network, or the plurality vote of several
         (``pipeline/mlflow_model.py``, which ``mlflow.pyfunc.load_model("runs:/<run id>/model")``
         runs), taking rows of ``pixels`` numbers of the networks' ``dtype``. The model gets the
-        run's params, its tags of ``MODEL_TAGS``, and its metrics at ``step`` (the epoch whose
-        weights the folders hold), so the UI's Models tab compares models by them. Returns the
-        model's id.
+        run's params, its tags of ``MODEL_TAGS``, and its metrics at ``step``: the per-epoch
+        ones of the epoch whose weights the folders hold, or, in a run that logged no epochs
+        (the ensemble's), all of them; so the UI's Models tab compares models by them. Returns
+        the model's id.
 
         What ``mlflow.pyfunc.log_model`` does, written out: each write to the store goes
-        through ``_write``, as two seeds' processes may write at the same moment."""
+        through ``_write``, as two seeds' processes may write at the same moment, and the model
+        ends READY, or FAILED (an error, a stop), never left PENDING."""
         import mlflow.pyfunc
         from mlflow.entities import LoggedModelOutput
         from mlflow.models import Model
 
         self.flush()  # the epoch's metrics are linked to the model below: all of them in the store
         run = _write(self.client.get_run, self.run_id)
-        model = _write(self.client.create_logged_model, run.info.experiment_id, name=MODEL_NAME,
-                       source_run_id=self.run_id, params=dict(run.data.params),
-                       tags={k: v for k, v in run.data.tags.items() if k in MODEL_TAGS})
+        listed = self._epoch_metrics or set(run.data.metrics)
+        with signals_held() as came_while_creating:  # a stop now would leave the model PENDING
+            model = _write(self.client.create_logged_model, run.info.experiment_id, name=MODEL_NAME,
+                           source_run_id=self.run_id, params=dict(run.data.params),
+                           tags={k: v for k, v in run.data.tags.items() if k in MODEL_TAGS})
         try:
+            raise_held(came_while_creating)
             _write(self.client.log_outputs, self.run_id, [LoggedModelOutput(model.model_id, step)])
             linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model.model_id)
-                      for key in run.data.metrics
+                      for key in sorted(listed & set(run.data.metrics))
                       for m in _write(self.client.get_metric_history, self.run_id, key) if m.step == step]
             self._log_in_batches("metrics", linked, METRICS_PER_BATCH)
             with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -385,14 +415,19 @@ class RunLogger:
                 mlflow.pyfunc.save_model(
                     local, python_model=os.fspath(MODEL_CODE), mlflow_model=description,
                     artifacts=network_artifacts(network_folders), signature=_model_signature(pixels, dtype),
-                    # the engine is this repo's package (``pip install -e .``), not on a package index
+                    # the engine is this repo's package, which no package index has: the model
+                    # loads where the project is installed (``mlflow models serve --env-manager local``)
                     pip_requirements=[f"numpy=={np.__version__}"])
                 _write(self.client.log_model_artifacts, model.model_id, os.fspath(local))
+            with signals_held() as came_while_finishing:
+                _write(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY)
         except BaseException:
             with contextlib.suppress(Exception):
-                self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+                _write(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
             raise
-        _write(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY)
+        # a create that the store refused late may have left a first model behind: not this run's
+        end_stray_models(self.client, run.info.experiment_id, [self.run_id], keep=model.model_id)
+        raise_held(came_while_finishing)
         return model.model_id
 
 
@@ -543,6 +578,7 @@ def end_orphaned_runs(client: MlflowClient, experiment_id: str, by: str = "a lat
                f"{by}: process {pid} that started it was gone, killed without a chance to end it")
         _write(client.set_terminated, run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         ended.append(run.info.run_id)
+    end_stray_models(client, experiment_id, ended)
     return ended
 
 
@@ -646,8 +682,10 @@ def _restored_copy(client: MlflowClient, experiment_id: str, first_id: str) -> R
 
 
 def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
-    """The model folder a training run logged (artifact ``model``), downloaded into ``dst``,
-    with the run's name and its logged test accuracy per epoch. ``run_id`` may also be the id
+    """The network folders of the MLflow model a run logged (``RunLogger.log_model``: one net,
+    or the ensemble's several; for a run logged before runs logged MLflow models, its artifact
+    folder ``model``), downloaded into ``dst``, with the run's name and, for one net, its
+    logged test accuracy per epoch. ``run_id`` may also be the id
     a run had in the store that trained it, where ``pipeline.restore_runs`` logged it here
     again. A clear ``LookupError`` when the store has no such run, or the run no model."""
     client, experiment_id = _client()
@@ -665,14 +703,14 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
     local_id = run.info.run_id  # run_id's restored copy, where it is one
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    models = [m for m in _write(client.search_logged_models, [run.info.experiment_id],
-                                filter_string=f"source_run_id = '{local_id}'")
+    models = [m for m in _models_of(client, run.info.experiment_id, local_id)
               if m.name == MODEL_NAME and m.status == LoggedModelStatus.READY]
     names = {a.path for a in client.list_artifacts(local_id)}
     if models:
         from mlflow.artifacts import download_artifacts
 
-        folder = Path(download_artifacts(f"models:/{models[-1].model_id}", dst_path=os.fspath(dst),
+        latest = max(models, key=lambda m: m.creation_timestamp)  # one a run, as runs log them
+        folder = Path(download_artifacts(f"models:/{latest.model_id}", dst_path=os.fspath(dst),
                                          tracking_uri=tracking_uri()))
         folders = _network_folders(folder)
     elif MODEL_NAME in names:  # a run logged before runs logged MLflow models: the bare folder
@@ -707,13 +745,18 @@ def _network_folders(model_folder: Path) -> list[Path]:
 
 __all__ = [
     "EXPERIMENT",
+    "MODEL_NAME",
+    "MODEL_TAGS",
     "RunLogger",
     "Terminated",
     "artifact_root",
     "LoggedModel",
     "download_model",
+    "end_stray_models",
     "flatten",
     "init_store",
+    "network_artifacts",
+    "network_names",
     "project_root",
     "delete_runs",
     "environment_tags",

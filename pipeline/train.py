@@ -160,8 +160,8 @@ def remove_if_nothing_ran(out: Path, named_by_user: bool) -> None:
     """Take away the output folder Hydra made for a run refused before it started (a bad
     setting, data not built): its config copy and empty log would stand among real runs' folders.
     Only a folder Hydra named itself (not one a ``hydra.run.dir=`` gave, which may be the user's
-    own), only what Hydra put there, and the folder only if that leaves it empty; then the date
-    folder above it (``outputs/<date>/``) too, if that one holds nothing else."""
+    own), only what Hydra put there, and the folder only if that leaves it empty; then the
+    folder above it (``outputs/<date>/``; a sweep's, which holds more, stays) if now empty."""
     log = out / "train.log"
     if named_by_user or out.resolve() == Path.cwd().resolve():
         return

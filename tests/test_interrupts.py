@@ -307,7 +307,9 @@ def test_stop_workers_signals_only_processes_that_are_still_its_children():
     stranger = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True,
                                   text=True, check=True).stdout)
     try:
-        assert interrupts.parent_of(child.pid) == os.getpid() and interrupts.parent_of(stranger) != os.getpid()
+        if interrupts.parent_of(stranger) == os.getpid():  # pytest is PID 1 or a subreaper here
+            pytest.skip("the orphaned sleep was adopted by this very process")
+        assert interrupts.parent_of(child.pid) == os.getpid()
         interrupts.stop_workers([stranger, child.pid])
         assert child.wait(timeout=10) == -signal.SIGTERM
         time.sleep(0.2)

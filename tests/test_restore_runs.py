@@ -195,6 +195,27 @@ def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_recor
     assert {r.data.tags["restored_from"] for r in runs.values()} == {c * 32 for c in "edsw"}
 
 
+def test_an_ensemble_whose_second_net_is_missing_is_named_and_logs_nothing(workdir):
+    """Its model holds every member net: each is checked before the run is started."""
+    from pipeline.atomic import write_json
+    from pipeline.nn import build_network, save_model, validate_spec
+
+    spec = validate_spec({"model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
+                                    "layers": [{"type": "fc", "units": 10, "activation": "sigmoid"}]},
+                          "training": {"epochs": 1, "batch_size": 10, "eta": 0.5}})
+    save_model(workdir / "models/m/seed1", build_network(spec, seed=1), spec, {"data_digest": "abc"})
+    write_json(workdir / "results/tiny-ensemble/metrics.json",
+               {"id": "tiny-ensemble", "profile": "test", "members": ["models/m/seed1", "models/m/seed2"],
+                "test_accuracy": 0.75, "mlflow_run_ids": ["e" * 32]})
+    lines = []
+    done = restore_runs.restore(dict(PARAMS, book={}, ensemble={"id": "tiny-ensemble", "chapter": 6, "members": "m"}),
+                                log=lines.append)
+    assert done.damaged == ["tiny-ensemble"] and done.logged == 0
+    assert any(line.startswith("not logged: tiny-ensemble: models/m/seed2") and "dvc repro --pull" in line
+               for line in lines), lines
+    assert not (workdir / "mlflow.db").exists() or not _store(workdir / "mlflow.db")[1]
+
+
 def test_an_ensemble_of_another_profile_and_damaged_baselines_log_nothing(workdir, monkeypatch, capsys):
     import yaml
 

@@ -710,6 +710,78 @@ def test_a_model_of_several_networks_is_their_plurality_vote(client, tmp_path):
     assert downloaded.test_accuracy == {}  # the vote's record is not any one net's
 
 
+def test_a_one_epoch_runs_model_is_listed_with_that_epochs_metrics_not_the_summary(client, tmp_path):
+    """Summary metrics are logged at step 0 too: a run of one epoch (last epoch 0) must not
+    list its model with them, or the Models tab would compare unlike sets."""
+    [net] = _saved_nets(tmp_path / "models", [1])
+    with tracking.start_run("one epoch") as run:
+        run.log_epoch({"epoch": 0, "test_accuracy": 0.6, "seconds": 1.5})
+        run.log_metrics({"best_validation_accuracy": 0.7, "difference": -0.3})
+        model_id = run.log_model([tmp_path / "models" / "seed1"], pixels=784, dtype=net.dtype, step=0)
+    assert {m.key for m in client.get_logged_model(model_id).metrics} == {"test_accuracy", "epoch_seconds"}
+
+
+def test_a_votes_networks_are_named_in_order_past_ten():
+    folders = [Path(f"seed{i}") for i in range(12)]
+    artifacts = tracking.network_artifacts(folders)
+    assert tracking.network_names(dict(sorted(artifacts.items()))) == [f"network_{i}" for i in range(12)]
+    assert tracking.network_artifacts(folders[:1]) == {"network": "seed0"}
+    assert tracking.network_names({"network": "x", "notes": "y", "network_a": "z"}) == ["network"]
+
+
+def _model_status(client, run_id: str) -> list[str]:
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+    return [str(m.status) for m in found]
+
+
+@pytest.mark.parametrize("where", ["copy", "creation", "ready"])
+def test_a_stop_while_the_model_is_logged_never_leaves_it_pending(client, tmp_path, monkeypatch, where):
+    """A SIGTERM while the model's files are copied ends it FAILED; one while it is created or
+    marked READY waits for that write (a PENDING model would stay PENDING for good), then
+    stops the run: KILLED, the model FAILED or READY."""
+    [net] = _saved_nets(tmp_path / "models", [1])
+    method = {"copy": "log_model_artifacts", "creation": "create_logged_model", "ready": "finalize_logged_model"}[where]
+    real = getattr(MlflowClient, method)
+
+    def hit_by_sigterm(self, *args, **kwargs):
+        if where != "ready" or "READY" in str(args[1:]):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # Python would run a handler here, between bytecodes
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, method, hit_by_sigterm)
+    with pytest.raises(tracking.Terminated):
+        with tracking.start_run("stopped while logging") as run:
+            run.log_epoch({"epoch": 0, "test_accuracy": 0.5})
+            run.log_model([tmp_path / "models" / "seed1"], pixels=784, dtype=net.dtype, step=0)
+    assert status_of(client, run.run_id) == "KILLED"
+    assert _model_status(client, run.run_id) == ["READY" if where == "ready" else "FAILED"]
+
+
+def test_models_left_pending_by_a_killed_process_are_failed_and_deleted_runs_take_their_models(client, tmp_path):
+    """SIGKILL while a model is logged leaves it PENDING: the run that ends the dead process's
+    run KILLED marks it FAILED. Deleting runs (restore_runs's copies cut short) deletes their
+    models too, which MLflow would otherwise keep listing."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom pipeline import tracking\n"
+         "with tracking.start_run('killed while logging') as run:\n"
+         "    e = run.client.get_run(run.run_id).info.experiment_id\n"
+         "    run.client.create_logged_model(e, name='model', source_run_id=run.run_id)\n"
+         "    print(run.run_id, flush=True)\n    time.sleep(600)\n"],
+        cwd=client.tracking_uri[len("sqlite:///"):].rsplit("/", 1)[0], stdout=subprocess.PIPE, text=True)
+    killed_id = child.stdout.readline().strip()
+    child.kill()
+    child.wait(timeout=30)
+    assert _model_status(client, killed_id) == ["PENDING"]
+    [net] = _saved_nets(tmp_path / "models", [1])
+    with tracking.start_run("next") as run:
+        run.log_model([tmp_path / "models" / "seed1"], pixels=784, dtype=net.dtype, step=0)
+    assert status_of(client, killed_id) == "KILLED" and _model_status(client, killed_id) == ["FAILED"]
+    tracking.delete_runs([killed_id, run.run_id])
+    assert _model_status(client, killed_id) == _model_status(client, run.run_id) == []
+
+
 def test_a_run_logged_before_runs_logged_mlflow_models_still_gives_its_model_folder(client, tmp_path):
     """Older runs hold the network folder as the plain artifact ``model``."""
     (tmp_path / "model").mkdir()
