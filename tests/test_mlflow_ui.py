@@ -1,4 +1,5 @@
-"""End to end: runs logged by pipeline.tracking show up in the MLflow UI's runs table.
+"""End to end: runs logged by pipeline.tracking show up in the MLflow UI's runs table, and
+their models in the experiment's Models tab.
 
 MLflow 3.x opens an experiment on its GenAI overview; the training-runs table lives at
 ``#/experiments/<id>/runs``. The page is a React app, so we render it in headless Chromium
@@ -80,15 +81,24 @@ def render_dom(browser: str, url: str) -> str:
     return done.stdout
 
 
-def test_runs_table_shows_logged_runs(tmp_path, monkeypatch):
+def test_runs_table_shows_logged_runs_and_the_models_tab_their_models(tmp_path, monkeypatch):
     browser = chromium()
     for name in ("MLFLOW_TRACKING_URI", "DVC_STAGE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    from pipeline.nn import build_network, save_model, validate_spec
+
+    spec = validate_spec({"model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
+                                    "layers": [{"type": "fc", "units": 10, "activation": "sigmoid"}]},
+                          "training": {"epochs": 1, "batch_size": 10, "eta": 0.5}})
+    net = build_network(spec, seed=1)
+    save_model(tmp_path / "net", net, spec)
+    model_ids = []
     for name in RUN_NAMES:
         with tracking.start_run(name, params={"train": {"eta": 0.5}}) as run:
             run.log_epoch({"epoch": 0, "validation_accuracy": 0.9})
+            model_ids.append(run.log_model([tmp_path / "net"], pixels=784, dtype=net.dtype, step=0))
     db = tmp_path / "mlflow.db"
     assert tracking.tracking_uri() == f"sqlite:///{db}"
     from mlflow.tracking import MlflowClient
@@ -114,6 +124,13 @@ def test_runs_table_shows_logged_runs(tmp_path, monkeypatch):
             dom = render_dom(browser, page)
         missing = [name for name in RUN_NAMES if name not in dom]
         assert not missing, f"runs {missing} not in the rendered runs table ({len(dom)} chars of DOM)"
+        page = f"{url}/#/experiments/{experiment_id}/models"
+        dom = render_dom(browser, page)
+        if not all(model_id in dom for model_id in model_ids):
+            dom = render_dom(browser, page)
+        missing = [model_id for model_id in model_ids if model_id not in dom]
+        assert not missing, f"models {missing} not in the rendered Models tab ({len(dom)} chars of DOM)"
+        assert all(name in dom for name in RUN_NAMES)  # each listed with the run that logged it
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn/job workers
         try:
