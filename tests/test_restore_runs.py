@@ -1,6 +1,7 @@
 """Runs restored by DVC, logged again into another machine's MLflow store as they were first logged."""
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -141,14 +142,19 @@ def test_a_missing_net_is_named_and_the_other_runs_still_logged(trained, workdir
     assert sorted(r.data.tags["seed"] for r in _store(workdir / "elsewhere.db")[1].values()) == ["12345678", "2"]
 
 
-def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_record(workdir, monkeypatch):
-    from pipeline.atomic import write_json
+def _save_a_net(folder: Path) -> None:
+    """A 784-10 net saved as a member of the ensemble (the vote's MLflow model holds it)."""
     from pipeline.nn import build_network, save_model, validate_spec
 
     spec = validate_spec({"model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
                                     "layers": [{"type": "fc", "units": 10, "activation": "sigmoid"}]},
                           "training": {"epochs": 1, "batch_size": 10, "eta": 0.5}})
-    save_model(workdir / "models/m/seed1", build_network(spec, seed=1), spec, {"data_digest": "abc"})
+    save_model(folder, build_network(spec, seed=1), spec, {"data_digest": "abc"})
+
+
+def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_record(workdir, monkeypatch):
+    from pipeline.atomic import write_json
+    _save_a_net(workdir / "models/m/seed1")
     write_json(workdir / "results/tiny-ensemble/metrics.json",
                {"id": "tiny-ensemble", "profile": "test", "members": ["models/m/seed1"], "test_accuracy": 0.75,
                 "test_errors": 5, "mlflow_run_ids": ["e" * 32], "trained_with": {"cpu": "elsewhere"}})
@@ -182,8 +188,6 @@ def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_recor
     assert by_name["tiny-ensemble"].data.tags["data_digest"] == "abc"
     assert by_name["tiny-ensemble"].data.tags["cpu"] == "elsewhere"
     # and its vote as an MLflow model again, of the member nets DVC restored
-    from pipeline import tracking
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
     [member] = tracking.download_model(by_name["tiny-ensemble"].info.run_id, workdir / "dl").folders
     assert (member / "weights.npz").read_bytes() == (workdir / "models/m/seed1/weights.npz").read_bytes()
@@ -198,12 +202,7 @@ def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_recor
 def test_an_ensemble_whose_second_net_is_missing_is_named_and_logs_nothing(workdir):
     """Its model holds every member net: each is checked before the run is started."""
     from pipeline.atomic import write_json
-    from pipeline.nn import build_network, save_model, validate_spec
-
-    spec = validate_spec({"model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
-                                    "layers": [{"type": "fc", "units": 10, "activation": "sigmoid"}]},
-                          "training": {"epochs": 1, "batch_size": 10, "eta": 0.5}})
-    save_model(workdir / "models/m/seed1", build_network(spec, seed=1), spec, {"data_digest": "abc"})
+    _save_a_net(workdir / "models/m/seed1")
     write_json(workdir / "results/tiny-ensemble/metrics.json",
                {"id": "tiny-ensemble", "profile": "test", "members": ["models/m/seed1", "models/m/seed2"],
                 "test_accuracy": 0.75, "mlflow_run_ids": ["e" * 32]})
