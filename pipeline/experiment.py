@@ -300,8 +300,7 @@ def _log_artifacts(run, book_id, run_cfg, spec, rows, net, test: Dataset, seed_d
     run.log_figure(figures.misclassified_digits(test.x[wrong], test.y[wrong], predicted[wrong]),
                    "misclassified.png")
     # the weights of the last epoch, whose metrics the model is listed with
-    run.log_model([seed_dir], pixels=int(np.prod(net.input_shape)), dtype=net.dtype,
-                  step=int(rows[-1]["epoch"]) if rows else 0)
+    run.log_model([seed_dir], net, step=int(rows[-1]["epoch"]) if rows else 0)
 
 
 _SHARED: dict[str, Any] = {}  # the data, inherited by forked seed workers instead of pickled

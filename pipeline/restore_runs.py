@@ -38,8 +38,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from pipeline import baselines, experiment, tracking
 from pipeline.data.mnist import Dataset, digest, load_dataset, load_images, split_file
 from pipeline.errors import EXIT_STATUS, InputError
@@ -282,7 +280,7 @@ class Restorer:
                 raise InputError(f"{member}: {error}; {RESTORE}") from None
         with tracking.start_run(cfg["id"], params=cfg, tags=tags, context_tags=False) as run:
             run.log_metrics(result)  # its numbers, as the stage logged them
-            run.log_model(members, pixels=int(np.prod(nets[0].input_shape)), dtype=nets[0].dtype, step=0)
+            run.log_model(members, nets[0], step=0)
         self._done(original)
 
     def baselines(self) -> None:

@@ -238,9 +238,14 @@ def delete_runs(run_ids: list[str]) -> None:
             _write(client.delete_logged_model, model.model_id)
 
 
+def _is_run_id(text: str) -> bool:
+    """Whether ``text`` has the form of an MLflow run id (32 hex digits: safe in a filter string)."""
+    return re.fullmatch(r"[0-9a-f]{32}", text) is not None
+
+
 def _models_of(client: MlflowClient, experiment_id: str, run_id: str) -> list:
-    """The MLflow models run ``run_id`` logged (MLflow's ids are hex: safe in the filter)."""
-    if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+    """The MLflow models run ``run_id`` logged."""
+    if not _is_run_id(run_id):
         return []
     return list(_write(client.search_logged_models, [experiment_id], filter_string=f"source_run_id = '{run_id}'",
                        max_results=100))
@@ -375,11 +380,12 @@ class RunLogger:
         """Save ``d`` as artifact ``name``: JSON, or YAML for a .yaml/.yml name."""
         self.client.log_dict(self.run_id, dict(d), name)
 
-    def log_model(self, network_folders: list[Path], *, pixels: int, dtype, step: int) -> str:
+    def log_model(self, network_folders: list[Path], net, *, step: int) -> str:
         """Log the networks in ``network_folders`` (model folders of ``pipeline.nn.io``) as this
         run's MLflow model ``MODEL_NAME``: one network, or the plurality vote of several
         (``pipeline/mlflow_model.py``, which ``mlflow.pyfunc.load_model("runs:/<run id>/model")``
-        runs), taking rows of ``pixels`` numbers of the networks' ``dtype``. The model gets the
+        runs), taking rows of as many numbers as ``net`` (one of them) has inputs, in its dtype.
+        The model gets the
         run's params, its tags of ``MODEL_TAGS``, and its metrics at ``step``: the per-epoch
         ones of the epoch whose weights the folders hold, or, in a run that logged no epochs
         (the ensemble's), all of them; so the UI's Models tab compares models by them. Returns
@@ -414,7 +420,7 @@ class RunLogger:
                                     run_id=self.run_id, model_id=model.model_id)
                 mlflow.pyfunc.save_model(
                     local, python_model=os.fspath(MODEL_CODE), mlflow_model=description,
-                    artifacts=network_artifacts(network_folders), signature=_model_signature(pixels, dtype),
+                    artifacts=network_artifacts(network_folders), signature=_model_signature(net),
                     # the engine is this repo's package, which no package index has: the model
                     # loads where the project is installed (``mlflow models serve --env-manager local``)
                     pip_requirements=[f"numpy=={np.__version__}"])
@@ -455,13 +461,13 @@ def network_names(artifacts: Mapping[str, Any]) -> list[str]:
         (name for name, number in numbered.items() if number.isdigit()), key=lambda name: int(numbered[name]))
 
 
-def _model_signature(pixels: int, dtype):
-    """What a logged model takes and gives: rows of ``pixels`` numbers in [0, 1], of the
-    networks' ``dtype`` (MLflow checks it exactly: float32 or float64), a digit for each row."""
+def _model_signature(net):
+    """What a logged model takes and gives: rows of as many numbers in [0, 1] as ``net`` has
+    inputs, in its dtype (MLflow checks it exactly: float32 or float64), a digit for each row."""
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(dtype), (-1, pixels))]),
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(net.dtype), (-1, int(np.prod(net.input_shape))))]),
                           outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
 
 
@@ -673,7 +679,7 @@ class LoggedModel(NamedTuple):
 def _restored_copy(client: MlflowClient, experiment_id: str, first_id: str) -> Run | None:
     """The latest FINISHED run that ``pipeline.restore_runs`` logged from run ``first_id`` of
     another store (the id a ``results/<id>/metrics.json`` restored by DVC records), or None."""
-    if not re.fullmatch(r"[0-9a-f]{32}", first_id):  # MLflow's ids; anything else cannot match
+    if not _is_run_id(first_id):  # anything else cannot match
         return None
     found = _write(client.search_runs, [experiment_id],
                    filter_string=f"tags.{RESTORED_FROM_TAG} = '{first_id}' and attributes.status = 'FINISHED'",
@@ -705,7 +711,7 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
     dst.mkdir(parents=True, exist_ok=True)
     models = [m for m in _models_of(client, run.info.experiment_id, local_id)
               if m.name == MODEL_NAME and m.status == LoggedModelStatus.READY]
-    names = {a.path for a in client.list_artifacts(local_id)}
+    names = set() if models else {a.path for a in client.list_artifacts(local_id)}
     if models:
         from mlflow.artifacts import download_artifacts
 

@@ -98,7 +98,7 @@ def test_runs_table_shows_logged_runs_and_the_models_tab_their_models(tmp_path, 
     for name in RUN_NAMES:
         with tracking.start_run(name, params={"train": {"eta": 0.5}}) as run:
             run.log_epoch({"epoch": 0, "validation_accuracy": 0.9})
-            model_ids.append(run.log_model([tmp_path / "net"], pixels=784, dtype=net.dtype, step=0))
+            model_ids.append(run.log_model([tmp_path / "net"], net, step=0))
     db = tmp_path / "mlflow.db"
     assert tracking.tracking_uri() == f"sqlite:///{db}"
     from mlflow.tracking import MlflowClient

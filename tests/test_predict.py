@@ -278,9 +278,9 @@ def test_a_model_logged_in_mlflow_is_fetched_by_its_run_id(trained, tmp_path, mo
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     net = trained["nets"][0]
     with tracking.start_run("fc30") as run:
-        run.log_model(trained["folders"][:1], pixels=784, dtype=net.dtype, step=0)
+        run.log_model(trained["folders"][:1], net, step=0)
     with tracking.start_run("vote") as vote:  # the ensemble's run: one model of its nets
-        vote.log_model(trained["folders"], pixels=784, dtype=net.dtype, step=0)
+        vote.log_model(trained["folders"], net, step=0)
     with tracking.start_run("no-model") as bare:
         bare.log_text("x", "notes.txt")
     assert predict.main(["--run", run.run_id, "--test", "--prepared", str(trained["prepared"])]) == 0

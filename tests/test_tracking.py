@@ -662,7 +662,7 @@ def test_a_runs_model_loads_in_mlflow_and_predicts_what_the_network_does(client,
         for epoch in range(3):
             run.log_epoch({"epoch": epoch, "validation_accuracy": 0.5 + epoch / 10,
                            "test_accuracy": 0.6 + epoch / 10})
-        model_id = run.log_model([tmp_path / "models" / "seed1"], pixels=784, dtype=net.dtype, step=2)
+        model_id = run.log_model([tmp_path / "models" / "seed1"], net, step=2)
     assert "model" not in {a.path for a in client.list_artifacts(run.run_id)}  # stored once, as the model
     logged = client.get_logged_model(model_id)
     assert (logged.name, logged.source_run_id, str(logged.status)) == ("model", run.run_id, "READY")
@@ -699,7 +699,7 @@ def test_a_model_of_several_networks_is_their_plurality_vote(client, tmp_path):
     folders = [tmp_path / "models" / f"seed{seed}" for seed in (1, 2, 3, 4)]
     with tracking.start_run("vote") as run:
         run.log_metrics({"test_accuracy": 0.99})
-        run.log_model(folders, pixels=784, dtype=nets[0].dtype, step=0)
+        run.log_model(folders, nets[0], step=0)
     model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
     x = np.random.default_rng(1).random((200, 784)).astype(nets[0].dtype)
     vote = model.predict(x)
@@ -717,7 +717,7 @@ def test_a_one_epoch_runs_model_is_listed_with_that_epochs_metrics_not_the_summa
     with tracking.start_run("one epoch") as run:
         run.log_epoch({"epoch": 0, "test_accuracy": 0.6, "seconds": 1.5})
         run.log_metrics({"best_validation_accuracy": 0.7, "difference": -0.3})
-        model_id = run.log_model([tmp_path / "models" / "seed1"], pixels=784, dtype=net.dtype, step=0)
+        model_id = run.log_model([tmp_path / "models" / "seed1"], net, step=0)
     assert {m.key for m in client.get_logged_model(model_id).metrics} == {"test_accuracy", "epoch_seconds"}
 
 
@@ -754,12 +754,13 @@ def test_a_stop_while_the_model_is_logged_never_leaves_it_pending(client, tmp_pa
     with pytest.raises(tracking.Terminated):
         with tracking.start_run("stopped while logging") as run:
             run.log_epoch({"epoch": 0, "test_accuracy": 0.5})
-            run.log_model([tmp_path / "models" / "seed1"], pixels=784, dtype=net.dtype, step=0)
+            run.log_model([tmp_path / "models" / "seed1"], net, step=0)
     assert status_of(client, run.run_id) == "KILLED"
     assert _model_status(client, run.run_id) == ["READY" if where == "ready" else "FAILED"]
 
 
-def test_models_left_pending_by_a_killed_process_are_failed_and_deleted_runs_take_their_models(client, tmp_path):
+def test_models_left_pending_by_a_killed_process_are_failed_and_deleted_runs_take_their_models(client, store_dir,
+                                                                                               tmp_path):
     """SIGKILL while a model is logged leaves it PENDING: the run that ends the dead process's
     run KILLED marks it FAILED. Deleting runs (restore_runs's copies cut short) deletes their
     models too, which MLflow would otherwise keep listing."""
@@ -769,14 +770,14 @@ def test_models_left_pending_by_a_killed_process_are_failed_and_deleted_runs_tak
          "    e = run.client.get_run(run.run_id).info.experiment_id\n"
          "    run.client.create_logged_model(e, name='model', source_run_id=run.run_id)\n"
          "    print(run.run_id, flush=True)\n    time.sleep(600)\n"],
-        cwd=client.tracking_uri[len("sqlite:///"):].rsplit("/", 1)[0], stdout=subprocess.PIPE, text=True)
+        cwd=store_dir, stdout=subprocess.PIPE, text=True)
     killed_id = child.stdout.readline().strip()
     child.kill()
     child.wait(timeout=30)
     assert _model_status(client, killed_id) == ["PENDING"]
     [net] = _saved_nets(tmp_path / "models", [1])
     with tracking.start_run("next") as run:
-        run.log_model([tmp_path / "models" / "seed1"], pixels=784, dtype=net.dtype, step=0)
+        run.log_model([tmp_path / "models" / "seed1"], net, step=0)
     assert status_of(client, killed_id) == "KILLED" and _model_status(client, killed_id) == ["FAILED"]
     tracking.delete_runs([killed_id, run.run_id])
     assert _model_status(client, killed_id) == _model_status(client, run.run_id) == []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from pipeline import results, tracking
 from pipeline.atomic import write_json
 from pipeline.data.mnist import load_dataset, split_file
@@ -61,7 +59,7 @@ def main() -> None:
         with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
             run.log_metrics(result)  # its numbers; pipeline.restore_runs logs them again from metrics.json
             # the vote as one MLflow model, listed with the numbers above (logged at step 0)
-            run.log_model(member_dirs, pixels=int(np.prod(nets[0].input_shape)), dtype=nets[0].dtype, step=0)
+            run.log_model(member_dirs, nets[0], step=0)
             result["mlflow_run_ids"] = [run.run_id]
         write_json(run_folders(cfg["id"])[1] / "metrics.json", result)
         log(f"ensemble of {len(nets)}: test {result['test_accuracy']:.2%} "
