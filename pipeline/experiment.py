@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
+import json
 import math
 import os
 import re
@@ -39,8 +41,11 @@ BOOK_KEYS = {"value": (float, type(None)), "metric": str, "runs": int, "epochs":
 # metric_reading: where BOOK.md names the set but not the rule, which rule we read it by and why
 BOOK_OPTIONAL = {"speeds": list, "metric_reading": str}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
-# optional: the book's own run of this row, replayed with its script's seed and random streams
-REPLAY_KEYS = {"script": str, "seed": int, "rng": dict}
+# optional: the book's own run of this row, replayed with its script's seed and random streams;
+# settings_digest pins the row's settings as the book gives them (see ``settings_digest``)
+REPLAY_KEYS = {"script": str, "seed": int, "rng": dict, "settings_digest": str}
+# what a replay's settings_digest covers: every key of a row that shapes how it trains
+REPLAYED_KEYS = ("data", "model", "training")
 # how often the parent, waiting for its seed workers, wakes to act on a stop signal that the
 # kernel handed to one of its other threads
 STOP_CHECK_SECONDS = 1.0
@@ -107,6 +112,9 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     replay = run_cfg.get("replay")
     if replay is not None:
         _check_keys(replay, f"{path}.replay", REPLAY_KEYS)
+        if not re.fullmatch(r"[0-9a-f]{16}", replay["settings_digest"]):
+            raise SettingError(f"{path}.replay.settings_digest", f"expected 16 hex digits (this row's, as "
+                            f"the book gives it: {settings_digest(run_cfg)}), got {replay['settings_digest']!r}")
         if replay["seed"] < 0 or replay["seed"] in seeds:
             raise SettingError(f"{path}.replay.seed", f"expected an integer >= 0 that is not one of "
                             f"the seeds {seeds}, got {replay['seed']!r}")
@@ -115,6 +123,40 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
         except SpecError as error:
             where = error.path.replace("training.rng", "replay.rng")
             raise SettingError(f"{path}.{where}", str(error).split(": ", 1)[1]) from None
+
+
+def settings_digest(run_cfg: dict) -> str:
+    """The first 16 hex digits of the SHA-256 of a row's ``data``, ``model`` and ``training``
+    (keys sorted, every number as a float, so ``lmbda: 5`` and ``5.0`` agree), less
+    ``training.device``: the machine's choice, which gives the same run (tests/nn/test_gpu_replay.py)."""
+    def plain(node):
+        if isinstance(node, dict):
+            return {str(k): plain(v) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [plain(v) for v in node]
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            return float(node)
+        return node
+    row = dict(run_cfg, training={k: v for k, v in run_cfg["training"].items() if k != "device"})
+    settings = json.dumps({key: plain(row[key]) for key in REPLAYED_KEYS}, sort_keys=True)
+    return hashlib.sha256(settings.encode("utf-8")).hexdigest()[:16]
+
+
+def replay_problem(book_id: str, run_cfg: dict, limits: dict) -> str | None:
+    """Why the book's own run of this row, trained now, would not be the book's run (None: it would).
+
+    A row changed after its replay was written (``dvc exp run -S``, an edit of conf/book/, a
+    copied file) or cut by the profile's limits trains something else; labelled "the book's
+    run, replayed" and set beside the book's figure, it would mislead."""
+    cuts = [f"{key}={value}" for key, value in limits.items() if value is not None]
+    if cuts:
+        return f"profile.limits cut it ({', '.join(cuts)})"
+    expected, actual = run_cfg["replay"]["settings_digest"], settings_digest(run_cfg)
+    if actual != expected:
+        return (f"book.{book_id}'s {', '.join(REPLAYED_KEYS[:-1])} or {REPLAYED_KEYS[-1]} are not the "
+                f"book's (their digest is {actual}, replay.settings_digest {expected}): a changed "
+                f"row trains its seeds only")
+    return None
 
 
 def _check_speeds(run_cfg: dict, path: str) -> None:
@@ -464,7 +506,12 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     if device != "cpu":  # one seed at a time: forked workers cannot share a CUDA context
         workers = 1
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
-    replay_seed = run_cfg["replay"]["seed"] if run_cfg.get("replay") and profile_cfg.get("replay") else None
+    replay_seed = None
+    if run_cfg.get("replay") and profile_cfg.get("replay"):
+        if problem := replay_problem(book_id, run_cfg, limits):
+            log(f"train {book_id}: the book's own run ({run_cfg['replay']['script']}) is not replayed: {problem}")
+        else:
+            replay_seed = run_cfg["replay"]["seed"]
     trained = train_seeds(run_cfg["seeds"], data, args, workers, compute.get("blas_threads"), replay_seed)
     metrics = run_metrics(book_id, run_cfg, profile_cfg["name"], trained, len(data[0]),
                           round(time.perf_counter() - start, 1), limits)

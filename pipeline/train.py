@@ -74,8 +74,8 @@ def without_replay(run_cfg: dict, profile: dict, overrides: list[str], book_id: 
     key) would train it changed yet label it "the book's run, replayed" and set it beside the
     book's figure. A profile without replays (``profile.replay=false``) drops it too, so that
     its seed is not checked. Returns the line that says so, where a replay was dropped that
-    would have run. (``dvc exp run -S`` on such a row still replays it: params.yaml does not
-    say what was changed.)"""
+    would have run. (``dvc exp run -S`` on such a row leaves no override to read: there the
+    stage finds the change by the replay's ``settings_digest``, ``experiment.replay_problem``.)"""
     if "replay" not in run_cfg:
         return None
     changes = [o for o in overrides

@@ -50,11 +50,15 @@ def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
     assert steps == [0, 1, 2]
 
 
+def _with_replay(run: dict) -> dict:
+    """``run`` with the book's own run of it to replay, its settings pinned as they are."""
+    return dict(run, replay={"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"},
+                             "settings_digest": experiment.settings_digest(run)})
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_replay_trains_beside_the_seeds_and_is_reported_apart(workdir, workers):
-    run = dict(RUN, seeds=[1], replay={"script": "overfitting.py", "seed": 12345678,
-                                       "rng": {"kind": "network2"}})
-    run["model"] = dict(RUN["model"], init="large")
+    run = _with_replay(dict(RUN, seeds=[1], model=dict(RUN["model"], init="large")))
     metrics = experiment.train_entry("tiny", run, DATA, dict(PROFILE, replay=True), "models/tiny",
                                      "results/tiny", log=lambda _: None,
                                      compute={"seed_workers": workers, "blas_threads": 1})
@@ -81,15 +85,63 @@ def test_a_replay_trains_beside_the_seeds_and_is_reported_apart(workdir, workers
 
 
 def test_a_replay_config_is_checked_by_key(workdir):
-    run = dict(RUN, replay={"script": "x.py", "seed": 1, "rng": {"kind": "network2"}})
+    digest = experiment.settings_digest(RUN)
+    run = dict(RUN, replay={"script": "x.py", "seed": 1, "rng": {"kind": "network2"}, "settings_digest": digest})
     with pytest.raises(ValueError, match=r"book.tiny.replay.seed: .*not one of the seeds"):
         experiment.validate_run("tiny", run)
-    run = dict(RUN, replay={"script": "x.py", "seed": 9, "rng": {"kind": "network2", "inits_before": 1}})
+    run = dict(RUN, replay={"script": "x.py", "seed": 9, "rng": {"kind": "network2", "inits_before": 1},
+                            "settings_digest": digest})
     with pytest.raises(ValueError, match=r"book.tiny.replay.rng.inits_before: .*constructor"):
         experiment.validate_run("tiny", run)
-    run = dict(RUN, replay={"script": "x.py", "seed": 9})
+    run = dict(RUN, replay={"script": "x.py", "seed": 9, "settings_digest": digest})
     with pytest.raises(ValueError, match=r"book.tiny.replay.rng: required key is missing"):
         experiment.validate_run("tiny", run)
+    run = dict(RUN, replay={"script": "x.py", "seed": 9, "rng": {"kind": "network2"}})
+    with pytest.raises(ValueError, match=r"book.tiny.replay.settings_digest: required key is missing"):
+        experiment.validate_run("tiny", run)
+    run = dict(RUN, replay={"script": "x.py", "seed": 9, "rng": {"kind": "network2"}, "settings_digest": "abc"})
+    with pytest.raises(ValueError, match=rf"book.tiny.replay.settings_digest: expected 16 hex digits "
+                                         rf"\(this row's, as the book gives it: {digest}\), got 'abc'"):
+        experiment.validate_run("tiny", run)
+
+
+def test_settings_digest_covers_what_shapes_the_run_and_nothing_else():
+    digest = experiment.settings_digest(RUN)
+    changed = [dict(RUN, training=dict(RUN["training"], eta=0.1)),
+               dict(RUN, model=dict(RUN["model"], init="large")),
+               dict(RUN, data=dict(RUN["data"], train_limit=30))]
+    assert all(experiment.settings_digest(run) != digest for run in changed)
+    same = [dict(RUN, seeds=[7]),  # who trains beside the replay
+            dict(RUN, book=dict(RUN["book"], value=0.9), title="another"),
+            dict(RUN, training=dict(RUN["training"], device="gpu")),  # the machine's choice
+            dict(RUN, training=dict(RUN["training"], epochs=3.0))]  # YAML's 3 and 3.0 are one number
+    assert all(experiment.settings_digest(run) == digest for run in same)
+
+
+@pytest.mark.parametrize("change", ["eta", "limits"])
+def test_a_row_changed_since_its_replay_was_written_trains_without_it(workdir, change):
+    """``dvc exp run -S book.<id>.training.eta=…`` rewrites the row in params.yaml but not its
+    replay block: trained at the new η, the replay would be labelled the book's run."""
+    run = _with_replay(dict(RUN, seeds=[1], model=dict(RUN["model"], init="large")))
+    profile = dict(PROFILE, replay=True)
+    if change == "eta":
+        run["training"] = dict(run["training"], eta=0.1)
+    else:
+        profile["limits"] = {"epochs": 2, "train_examples": None}
+    lines = []
+    metrics = experiment.train_entry("tiny", run, DATA, profile, "models/tiny", "results/tiny", log=lines.append)
+    assert "replay" not in metrics and [s["seed"] for s in metrics["seeds"]] == [1]
+    assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1"]
+    _, runs = _runs(workdir)
+    assert len(runs) == 1 and "replay" not in runs[0].data.tags
+    said = next(line for line in lines if "not replayed" in line)
+    if change == "eta":
+        assert said == (f"train tiny: the book's own run (overfitting.py) is not replayed: book.tiny's data, "
+                        f"model or training are not the book's (their digest is {experiment.settings_digest(run)}, "
+                        f"replay.settings_digest {run['replay']['settings_digest']}): a changed row trains its "
+                        f"seeds only")
+    else:
+        assert said.endswith("is not replayed: profile.limits cut it (epochs=2)")
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.data.mnist import load_dataset
 from pipeline.experiment import run_spec, validate_run
@@ -91,6 +92,24 @@ def test_every_replay_config_is_valid():
     for book_id, run in replays.items():
         validate_run(book_id, run)
         assert run_spec(run, run["replay"]["seed"], {}, replay=True)["training"]["rng"]["kind"] == "network2"
+
+
+@pytest.mark.parametrize("profile", ["quick", "book"])
+def test_every_replay_pins_its_rows_settings_as_conf_composes_them(profile):
+    """A replay block's settings_digest is its row's, in every profile that replays: else the
+    stage would train the row's seeds alone and never the book's run."""
+    from pipeline.config import compose
+    from pipeline.experiment import settings_digest
+
+    params = yaml.safe_load(compose(REPO_ROOT, [f"profile={profile}"]))
+    assert params["profile"]["replay"] is True
+    replays = {i: run for i, run in params["book"].items() if run.get("replay")}
+    assert len(replays) == 16
+    for book_id, run in replays.items():
+        assert run["replay"]["settings_digest"] == settings_digest(run), (
+            f"conf/book/{book_id}.yaml: replay.settings_digest should be {settings_digest(run)} if the "
+            f"row's change is meant (the replay is then no longer the book's run: check it against "
+            f"the book's figure data, docs/findings.md)")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from pipeline import experiment, restore_runs, tracking
 
 # test_experiment's tiny run, monitoring the training set, with the book's run replayed beside it
 RUN = dict(TINY, model=dict(TINY["model"], init="large"),
-           training=dict(TINY["training"], monitor={"training_cost": True, "training_accuracy": True}),
-           replay={"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"}})
+           training=dict(TINY["training"], monitor={"training_cost": True, "training_accuracy": True}))
+RUN["replay"] = {"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"},
+                 "settings_digest": experiment.settings_digest(RUN)}
 PARAMS = {
     "profile": {"name": "test", "limits": {}, "replay": True},
     "data": {"prepared_dir": "data/prepared", "expanded_dir": "data/expanded", "n_train": 60},
