@@ -142,20 +142,22 @@ def settings_digest(run_cfg: dict) -> str:
     return hashlib.sha256(settings.encode("utf-8")).hexdigest()[:16]
 
 
-def replay_problem(book_id: str, run_cfg: dict, limits: dict) -> str | None:
-    """Why the book's own run of this row, trained now, would not be the book's run (None: it would).
+def replay_problem(book_id: str, run_cfg: dict, limits: dict) -> dict | None:
+    """Why the book's own run of this row, trained now, would not be the book's run (None: it
+    would): ``cause`` (``limits`` or ``settings``) and ``why``, a line that says so.
 
     A row changed after its replay was written (``dvc exp run -S``, an edit of conf/book/, a
     copied file) or cut by the profile's limits trains something else; labelled "the book's
     run, replayed" and set beside the book's figure, it would mislead."""
     cuts = [f"{key}={value}" for key, value in limits.items() if value is not None]
     if cuts:
-        return f"profile.limits cut it ({', '.join(cuts)})"
+        return {"cause": "limits", "why": f"profile.limits cut it ({', '.join(cuts)})"}
     expected, actual = run_cfg["replay"]["settings_digest"], settings_digest(run_cfg)
     if actual != expected:
-        return (f"book.{book_id}'s {', '.join(REPLAYED_KEYS[:-1])} or {REPLAYED_KEYS[-1]} are not the "
-                f"book's (their digest is {actual}, replay.settings_digest {expected}): a changed "
-                f"row trains its seeds only")
+        return {"cause": "settings",
+                "why": f"book.{book_id}'s {', '.join(REPLAYED_KEYS[:-1])} or {REPLAYED_KEYS[-1]} are not "
+                       f"the book's (their digest is {actual}, replay.settings_digest {expected}): a "
+                       f"changed row trains its seeds only"}
     return None
 
 
@@ -506,15 +508,18 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     if device != "cpu":  # one seed at a time: forked workers cannot share a CUDA context
         workers = 1
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
-    replay_seed = None
+    replay_seed, not_replayed = None, None
     if run_cfg.get("replay") and profile_cfg.get("replay"):
-        if problem := replay_problem(book_id, run_cfg, limits):
-            log(f"train {book_id}: the book's own run ({run_cfg['replay']['script']}) is not replayed: {problem}")
+        if not_replayed := replay_problem(book_id, run_cfg, limits):
+            log(f"train {book_id}: the book's own run ({run_cfg['replay']['script']}) is not replayed: "
+                f"{not_replayed['why']}")
         else:
             replay_seed = run_cfg["replay"]["seed"]
     trained = train_seeds(run_cfg["seeds"], data, args, workers, compute.get("blas_threads"), replay_seed)
     metrics = run_metrics(book_id, run_cfg, profile_cfg["name"], trained, len(data[0]),
                           round(time.perf_counter() - start, 1), limits)
+    if not_replayed:  # the report says why the row's replay column is empty
+        metrics["replay_not_run"] = dict(not_replayed, script=run_cfg["replay"]["script"])
     # the replay's epochs follow the seeds' in history.csv, under its own seed
     rows = [dict(seed=s["seed"], **row) for s in trained for row in s["records"]]
     write_text(results_dir / "history.csv", history_csv(rows))

@@ -194,7 +194,9 @@ def run_row(metrics: dict) -> dict:
             "ties": metrics.get("test_ties"), "errors_on_ties": metrics.get("test_errors_on_ties"),
             "replay": (metrics.get("replay") or {}).get("value"),
             "replay_script": (metrics.get("replay") or {}).get("script"),
-            "replay_seed": (metrics.get("replay") or {}).get("seed")}
+            "replay_seed": (metrics.get("replay") or {}).get("seed"),
+            # a row whose replay was not trained: "settings" (changed since) or "limits"
+            "replay_not_run": (metrics.get("replay_not_run") or {}).get("cause")}
 
 
 def _seed_values(row: dict) -> list[float]:
@@ -259,9 +261,13 @@ def _diff(r: dict) -> str:
     return text
 
 
+REPLAY_NOT_RUN = {"settings": "not run: the row's settings are not the book's",
+                  "limits": "not run: cut by profile.limits"}
+
+
 def _replay(r: dict) -> str:
     if r.get("replay") is None:
-        return "—"
+        return REPLAY_NOT_RUN.get(r.get("replay_not_run"), "—")
     diff = r.get("replay_difference_pp")
     return _pct(r["replay"]) + ("" if diff is None else f" ({diff:+.2f})")
 
@@ -391,7 +397,9 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
         "mean ± std over seeds. *the book's run, replayed*: where the book's figure came "
         "from one of its seeded scripts, that very run trained again with the script's seed "
         "and random streams (our engine, the book's draws); a difference of +0.00 means it "
-        "retraced the book's run. *epochs*: the most any of our seeds trained; *k of n* "
+        "retraced the book's run; *not run* where the row was changed since (its settings "
+        "are then not the book's) or cut by the profile's limits. *epochs*: the most any of our "
+        "seeds trained; *k of n* "
         "where that is fewer than the run's length n (the book's epochs; ours for a run the book "
         "describes without one), cut by the profile or ended early by the run's η schedule.\n\n" + replay_line)
 

@@ -135,6 +135,9 @@ def test_a_row_changed_since_its_replay_was_written_trains_without_it(workdir, c
     _, runs = _runs(workdir)
     assert len(runs) == 1 and "replay" not in runs[0].data.tags
     said = next(line for line in lines if "not replayed" in line)
+    saved = json.loads((workdir / "results/tiny/metrics.json").read_text())["replay_not_run"]
+    assert saved == {"cause": "settings" if change == "eta" else "limits", "why": said.split("not replayed: ")[1],
+                     "script": "overfitting.py"}
     if change == "eta":
         assert said == (f"train tiny: the book's own run (overfitting.py) is not replayed: book.tiny's data, "
                         f"model or training are not the book's (their digest is {experiment.settings_digest(run)}, "

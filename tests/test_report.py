@@ -333,6 +333,16 @@ def test_the_honest_column_gives_the_mean_and_the_std_over_the_seeds():
     assert "| 95.60% | 95.30% (n=1) | +0.18 |" in line
 
 
+@pytest.mark.parametrize("cause, cell", [("settings", "not run: the row's settings are not the book's"),
+                                         ("limits", "not run: cut by profile.limits"), (None, "—")])
+def test_a_replay_not_run_says_why_in_its_column(cause, cell):
+    metrics = _metrics("ch3-l2-30", 3, 0.9649, 0.9585, 30, 30)
+    if cause:
+        metrics["replay_not_run"] = {"cause": cause, "why": "…", "script": "overfitting.py"}
+    line = rp.markdown_table([rp.with_verdict(rp.run_row(metrics), TOLERANCE)]).splitlines()[-1]
+    assert f"| -0.64 ⚠ | {cell} | 30 |" in line
+
+
 def test_the_header_gives_each_tolerance_its_own_value():
     text = rp.header("quick", "stamp", "machine", {"default": 0.5, "chapter6": 0.3}, rp.tally([]))
     assert "within tolerance (0.5 pp; chapter 6: 0.3 pp)" in text
