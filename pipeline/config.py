@@ -119,6 +119,20 @@ def device_note(params: dict) -> str | None:
     return None
 
 
+def replay_notes(params: dict) -> list[str]:
+    """A note for each row whose replay of the book's run will not train under these params
+    (a changed row, or the profile's limits): composed with overrides, that is worth a word
+    before the run, not only in its stage's log."""
+    from pipeline.experiment import replay_problem
+
+    if not (params.get("profile") or {}).get("replay"):
+        return []
+    limits = (params["profile"].get("limits")) or {}
+    return [f"note: the book's own run of {book_id} will not be replayed: {problem['why']}"
+            for book_id, run_cfg in (params.get("book") or {}).items() if run_cfg.get("replay")
+            and (problem := replay_problem(book_id, run_cfg, params["data"]["n_train"], limits))]
+
+
 def first_difference(a, b, path: str = "") -> str | None:
     """The first key path where two YAML trees differ (None: equal)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -189,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STATUS
     write_text(out, text)
     print(f"wrote {out}")
-    if note := device_note(params):
-        print(note, file=sys.stderr)
+    for note in [device_note(params), *replay_notes(params)]:
+        if note:
+            print(note, file=sys.stderr)
     return 0
 
 

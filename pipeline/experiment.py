@@ -42,9 +42,9 @@ BOOK_KEYS = {"value": (float, type(None)), "metric": str, "runs": int, "epochs":
 BOOK_OPTIONAL = {"speeds": list, "metric_reading": str}
 DATA_KEYS = {"train": str, "train_file": str, "train_limit": (int, type(None))}
 # optional: the book's own run of this row, replayed with its script's seed and random streams;
-# settings_digest pins the row's settings as the book gives them (see ``settings_digest``)
+# settings_digest pins what makes it the book's run (see ``settings_digest``)
 REPLAY_KEYS = {"script": str, "seed": int, "rng": dict, "settings_digest": str}
-# what a replay's settings_digest covers: every key of a row that shapes how it trains
+# what a replay's settings_digest covers of its row (with the replay block and data.n_train)
 REPLAYED_KEYS = ("data", "model", "training")
 # how often the parent, waiting for its seed workers, wakes to act on a stop signal that the
 # kernel handed to one of its other threads
@@ -113,8 +113,9 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     if replay is not None:
         _check_keys(replay, f"{path}.replay", REPLAY_KEYS)
         if not re.fullmatch(r"[0-9a-f]{16}", replay["settings_digest"]):
-            raise SettingError(f"{path}.replay.settings_digest", f"expected 16 hex digits (this row's, as "
-                            f"the book gives it: {settings_digest(run_cfg)}), got {replay['settings_digest']!r}")
+            raise SettingError(f"{path}.replay.settings_digest", f"expected 16 hex digits in quotes "
+                            f"(pipeline.experiment.settings_digest of the row at the book's settings), "
+                            f"got {replay['settings_digest']!r}")
         if replay["seed"] < 0 or replay["seed"] in seeds:
             raise SettingError(f"{path}.replay.seed", f"expected an integer >= 0 that is not one of "
                             f"the seeds {seeds}, got {replay['seed']!r}")
@@ -125,10 +126,12 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
             raise SettingError(f"{path}.{where}", str(error).split(": ", 1)[1]) from None
 
 
-def settings_digest(run_cfg: dict) -> str:
-    """The first 16 hex digits of the SHA-256 of a row's ``data``, ``model`` and ``training``
-    (keys sorted, every number as a float, so ``lmbda: 5`` and ``5.0`` agree), less
-    ``training.device``: the machine's choice, which gives the same run (tests/nn/test_gpu_replay.py)."""
+def settings_digest(run_cfg: dict, n_train: int) -> str:
+    """The first 16 hex digits of the SHA-256 of what makes a replay the book's run: the row's
+    ``data``, ``model`` and ``training`` (less ``training.device``, the machine's choice, which
+    gives the same run: tests/nn/test_gpu_replay.py), its replay block (less this digest) and
+    the size of the training split, ``data.n_train``. Keys are sorted and every number is a
+    float, so ``lmbda: 5`` and ``5.0`` agree."""
     def plain(node):
         if isinstance(node, dict):
             return {str(k): plain(v) for k, v in node.items()}
@@ -137,27 +140,30 @@ def settings_digest(run_cfg: dict) -> str:
         if isinstance(node, (int, float)) and not isinstance(node, bool):
             return float(node)
         return node
-    row = dict(run_cfg, training={k: v for k, v in run_cfg["training"].items() if k != "device"})
-    settings = json.dumps({key: plain(row[key]) for key in REPLAYED_KEYS}, sort_keys=True)
-    return hashlib.sha256(settings.encode("utf-8")).hexdigest()[:16]
+    settings = {key: run_cfg[key] for key in REPLAYED_KEYS}
+    settings["training"] = {k: v for k, v in settings["training"].items() if k != "device"}
+    settings["replay"] = {k: v for k, v in run_cfg["replay"].items() if k != "settings_digest"}
+    settings["n_train"] = n_train
+    return hashlib.sha256(json.dumps(plain(settings), sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-def replay_problem(book_id: str, run_cfg: dict, limits: dict) -> dict | None:
+def replay_problem(book_id: str, run_cfg: dict, n_train: int, limits: dict) -> dict | None:
     """Why the book's own run of this row, trained now, would not be the book's run (None: it
-    would): ``cause`` (``limits`` or ``settings``) and ``why``, a line that says so.
+    would): ``cause`` (``settings`` or ``limits``) and ``why``, a line that says so.
 
     A row changed after its replay was written (``dvc exp run -S``, an edit of conf/book/, a
-    copied file) or cut by the profile's limits trains something else; labelled "the book's
-    run, replayed" and set beside the book's figure, it would mislead."""
-    cuts = [f"{key}={value}" for key, value in limits.items() if value is not None]
-    if cuts:
-        return {"cause": "limits", "why": f"profile.limits cut it ({', '.join(cuts)})"}
-    expected, actual = run_cfg["replay"]["settings_digest"], settings_digest(run_cfg)
+    copied file, another ``data.n_train``) or capped by the profile's limits trains something
+    else; labelled "the book's run, replayed" and set beside the book's figure, it would mislead."""
+    expected, actual = run_cfg["replay"]["settings_digest"], settings_digest(run_cfg, n_train)
     if actual != expected:
         return {"cause": "settings",
-                "why": f"book.{book_id}'s {', '.join(REPLAYED_KEYS[:-1])} or {REPLAYED_KEYS[-1]} are not "
-                       f"the book's (their digest is {actual}, replay.settings_digest {expected}): a "
-                       f"changed row trains its seeds only"}
+                "why": f"book.{book_id} is not at the book's settings, which its replay pins (they "
+                       f"digest to {expected}, the row as it is to {actual}); only its seeds train. If "
+                       f"conf/book/{book_id}.yaml was corrected to the book's, set its "
+                       f"replay.settings_digest to '{actual}'"}
+    caps = [f"{key}={value}" for key, value in limits.items() if value is not None]
+    if caps:
+        return {"cause": "limits", "why": f"profile.limits are set ({', '.join(caps)}); only its seeds train"}
     return None
 
 
@@ -510,7 +516,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     args = (book_id, run_cfg, profile_cfg["name"], limits, model_dir, log)
     replay_seed, not_replayed = None, None
     if run_cfg.get("replay") and profile_cfg.get("replay"):
-        if not_replayed := replay_problem(book_id, run_cfg, limits):
+        if not_replayed := replay_problem(book_id, run_cfg, data_cfg["n_train"], limits):
             log(f"train {book_id}: the book's own run ({run_cfg['replay']['script']}) is not replayed: "
                 f"{not_replayed['why']}")
         else:

@@ -100,6 +100,25 @@ def test_a_gpu_this_machine_lacks_is_noted_and_the_file_still_written(tmp_path, 
     assert capsys.readouterr().err == ""
 
 
+def test_a_row_changed_from_the_books_settings_is_noted_as_not_replayed(tmp_path, monkeypatch, capsys):
+    """Composed with an override that changes a row with a replay, the file is written and the
+    note says the book's run will not be replayed (the stage would say so only when it runs)."""
+    import shutil
+
+    from pipeline.config import main
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--out", "eta.yaml", "book.ch3-l2-30.training.eta=0.1"]) == 0
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 1 and notes[0].startswith("note: the book's own run of ch3-l2-30 will not be replayed: "
+                                                    "book.ch3-l2-30 is not at the book's settings")
+    assert main(["--out", "split.yaml", "data.n_train=55000"]) == 0  # every replay's split
+    assert len(capsys.readouterr().err.splitlines()) == 16
+    assert main(["--out", "off.yaml", "book.ch3-l2-30.training.eta=0.1", "profile.replay=false"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def _checkout(tmp_path, monkeypatch):
     """conf/ and dvc.yaml in a folder of their own, where pipeline.config runs."""
     import shutil

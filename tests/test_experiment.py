@@ -52,15 +52,18 @@ def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
 
 def _with_replay(run: dict) -> dict:
     """``run`` with the book's own run of it to replay, its settings pinned as they are."""
-    return dict(run, replay={"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"},
-                             "settings_digest": experiment.settings_digest(run)})
+    run = dict(run, replay={"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"},
+                            "settings_digest": ""})
+    run["replay"]["settings_digest"] = experiment.settings_digest(run, DATA["n_train"])
+    return run
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_replay_trains_beside_the_seeds_and_is_reported_apart(workdir, workers):
     run = _with_replay(dict(RUN, seeds=[1], model=dict(RUN["model"], init="large")))
-    metrics = experiment.train_entry("tiny", run, DATA, dict(PROFILE, replay=True), "models/tiny",
-                                     "results/tiny", log=lambda _: None,
+    nothing_capped = {"epochs": None, "train_examples": None, "eval_examples": None}  # as in the quick profile
+    metrics = experiment.train_entry("tiny", run, DATA, dict(PROFILE, replay=True, limits=nothing_capped),
+                                     "models/tiny", "results/tiny", log=lambda _: None,
                                      compute={"seed_workers": workers, "blas_threads": 1})
     # the book's rule and the honest numbers are over our seeds only
     assert metrics["ours_book_metric"]["n_seeds"] == 1 and [s["seed"] for s in metrics["seeds"]] == [1]
@@ -85,66 +88,73 @@ def test_a_replay_trains_beside_the_seeds_and_is_reported_apart(workdir, workers
 
 
 def test_a_replay_config_is_checked_by_key(workdir):
-    digest = experiment.settings_digest(RUN)
-    run = dict(RUN, replay={"script": "x.py", "seed": 1, "rng": {"kind": "network2"}, "settings_digest": digest})
+    def with_replay(**replay):
+        return dict(RUN, replay=dict({"script": "x.py", "seed": 9, "rng": {"kind": "network2"},
+                                      "settings_digest": "0123456789abcdef"}, **replay))
+
     with pytest.raises(ValueError, match=r"book.tiny.replay.seed: .*not one of the seeds"):
-        experiment.validate_run("tiny", run)
-    run = dict(RUN, replay={"script": "x.py", "seed": 9, "rng": {"kind": "network2", "inits_before": 1},
-                            "settings_digest": digest})
+        experiment.validate_run("tiny", with_replay(seed=1))
     with pytest.raises(ValueError, match=r"book.tiny.replay.rng.inits_before: .*constructor"):
-        experiment.validate_run("tiny", run)
-    run = dict(RUN, replay={"script": "x.py", "seed": 9, "settings_digest": digest})
-    with pytest.raises(ValueError, match=r"book.tiny.replay.rng: required key is missing"):
-        experiment.validate_run("tiny", run)
-    run = dict(RUN, replay={"script": "x.py", "seed": 9, "rng": {"kind": "network2"}})
-    with pytest.raises(ValueError, match=r"book.tiny.replay.settings_digest: required key is missing"):
-        experiment.validate_run("tiny", run)
-    run = dict(RUN, replay={"script": "x.py", "seed": 9, "rng": {"kind": "network2"}, "settings_digest": "abc"})
-    with pytest.raises(ValueError, match=rf"book.tiny.replay.settings_digest: expected 16 hex digits "
-                                         rf"\(this row's, as the book gives it: {digest}\), got 'abc'"):
-        experiment.validate_run("tiny", run)
+        experiment.validate_run("tiny", with_replay(rng={"kind": "network2", "inits_before": 1}))
+    for key in ("rng", "settings_digest"):
+        run = with_replay()
+        del run["replay"][key]
+        with pytest.raises(ValueError, match=rf"book.tiny.replay.{key}: required key is missing"):
+            experiment.validate_run("tiny", run)
+    with pytest.raises(ValueError, match=r"book.tiny.replay.settings_digest: expected 16 hex digits in quotes "
+                                         r"\(pipeline.experiment.settings_digest .*\), got 'abc'"):
+        experiment.validate_run("tiny", with_replay(settings_digest="abc"))
 
 
-def test_settings_digest_covers_what_shapes_the_run_and_nothing_else():
-    digest = experiment.settings_digest(RUN)
-    changed = [dict(RUN, training=dict(RUN["training"], eta=0.1)),
-               dict(RUN, model=dict(RUN["model"], init="large")),
-               dict(RUN, data=dict(RUN["data"], train_limit=30))]
-    assert all(experiment.settings_digest(run) != digest for run in changed)
-    same = [dict(RUN, seeds=[7]),  # who trains beside the replay
-            dict(RUN, book=dict(RUN["book"], value=0.9), title="another"),
-            dict(RUN, training=dict(RUN["training"], device="gpu")),  # the machine's choice
-            dict(RUN, training=dict(RUN["training"], epochs=3.0))]  # YAML's 3 and 3.0 are one number
-    assert all(experiment.settings_digest(run) == digest for run in same)
+def test_settings_digest_covers_what_makes_the_books_run_and_nothing_else():
+    run = _with_replay(RUN)
+    digest = experiment.settings_digest(run, 60)
+    changed = [dict(run, training=dict(run["training"], eta=0.1)),
+               dict(run, model=dict(run["model"], init="large")),
+               dict(run, data=dict(run["data"], train_limit=30)),
+               dict(run, replay=dict(run["replay"], seed=7)),
+               dict(run, replay=dict(run["replay"], rng={"kind": "network2", "inits_before": 1}))]
+    assert all(experiment.settings_digest(r, 60) != digest for r in changed)
+    assert experiment.settings_digest(run, 55) != digest  # another split: data.n_train
+    same = [dict(run, seeds=[7]),  # who trains beside the replay
+            dict(run, book=dict(run["book"], value=0.9), title="another"),
+            dict(run, training=dict(run["training"], device="gpu")),  # the machine's choice
+            dict(run, training=dict(run["training"], epochs=3.0)),  # YAML's 3 and 3.0 are one number
+            dict(run, replay=dict(run["replay"], settings_digest="0123456789abcdef"))]
+    assert all(experiment.settings_digest(r, 60) == digest for r in same)
 
 
-@pytest.mark.parametrize("change", ["eta", "limits"])
+@pytest.mark.parametrize("change", ["eta", "n_train", "limits"])
 def test_a_row_changed_since_its_replay_was_written_trains_without_it(workdir, change):
     """``dvc exp run -S book.<id>.training.eta=…`` rewrites the row in params.yaml but not its
     replay block: trained at the new η, the replay would be labelled the book's run."""
     run = _with_replay(dict(RUN, seeds=[1], model=dict(RUN["model"], init="large")))
-    profile = dict(PROFILE, replay=True)
+    profile, data = dict(PROFILE, replay=True), dict(DATA)
     if change == "eta":
         run["training"] = dict(run["training"], eta=0.1)
+    elif change == "n_train":
+        data["n_train"] = 50  # the split the prepare stage made (see workdir) stays; its size is what is pinned
     else:
         profile["limits"] = {"epochs": 2, "train_examples": None}
     lines = []
-    metrics = experiment.train_entry("tiny", run, DATA, profile, "models/tiny", "results/tiny", log=lines.append)
+    metrics = experiment.train_entry("tiny", run, data, profile, "models/tiny", "results/tiny", log=lines.append)
     assert "replay" not in metrics and [s["seed"] for s in metrics["seeds"]] == [1]
     assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1"]
     _, runs = _runs(workdir)
     assert len(runs) == 1 and "replay" not in runs[0].data.tags
     said = next(line for line in lines if "not replayed" in line)
     saved = json.loads((workdir / "results/tiny/metrics.json").read_text())["replay_not_run"]
-    assert saved == {"cause": "settings" if change == "eta" else "limits", "why": said.split("not replayed: ")[1],
-                     "script": "overfitting.py"}
-    if change == "eta":
-        assert said == (f"train tiny: the book's own run (overfitting.py) is not replayed: book.tiny's data, "
-                        f"model or training are not the book's (their digest is {experiment.settings_digest(run)}, "
-                        f"replay.settings_digest {run['replay']['settings_digest']}): a changed row trains its "
-                        f"seeds only")
+    assert saved == {"cause": "limits" if change == "limits" else "settings",
+                     "why": said.split("not replayed: ")[1], "script": "overfitting.py"}
+    if change == "limits":
+        assert said.endswith("is not replayed: profile.limits are set (epochs=2); only its seeds train")
     else:
-        assert said.endswith("is not replayed: profile.limits cut it (epochs=2)")
+        now = experiment.settings_digest(run, data["n_train"])
+        assert said == (f"train tiny: the book's own run (overfitting.py) is not replayed: book.tiny is not at "
+                        f"the book's settings, which its replay pins (they digest to "
+                        f"{run['replay']['settings_digest']}, the row as it is to {now}); only its seeds train. "
+                        f"If conf/book/tiny.yaml was corrected to the book's, set its replay.settings_digest "
+                        f"to '{now}'")
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])

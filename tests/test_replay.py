@@ -94,22 +94,32 @@ def test_every_replay_config_is_valid():
         assert run_spec(run, run["replay"]["seed"], {}, replay=True)["training"]["rng"]["kind"] == "network2"
 
 
-@pytest.mark.parametrize("profile", ["quick", "book"])
+def _profiles_that_replay() -> list[str]:
+    return [p.stem for p in sorted((REPO_ROOT / "conf/profile").glob("*.yaml"))
+            if (yaml.safe_load(p.read_text(encoding="utf-8"))["profile"]).get("replay")]
+
+
+@pytest.mark.parametrize("profile", _profiles_that_replay())
 def test_every_replay_pins_its_rows_settings_as_conf_composes_them(profile):
     """A replay block's settings_digest is its row's, in every profile that replays: else the
     stage would train the row's seeds alone and never the book's run."""
     from pipeline.config import compose
-    from pipeline.experiment import settings_digest
+    from pipeline.experiment import replay_problem, settings_digest
 
     params = yaml.safe_load(compose(REPO_ROOT, [f"profile={profile}"]))
-    assert params["profile"]["replay"] is True
     replays = {i: run for i, run in params["book"].items() if run.get("replay")}
     assert len(replays) == 16
     for book_id, run in replays.items():
-        assert run["replay"]["settings_digest"] == settings_digest(run), (
-            f"conf/book/{book_id}.yaml: replay.settings_digest should be {settings_digest(run)} if the "
-            f"row's change is meant (the replay is then no longer the book's run: check it against "
-            f"the book's figure data, docs/findings.md)")
+        now = settings_digest(run, params["data"]["n_train"])
+        assert run["replay"]["settings_digest"] == now, (
+            f"conf/book/{book_id}.yaml: its settings no longer digest to replay.settings_digest. If the "
+            f"row was corrected to the book's settings, set it to '{now}' (and check the replay still "
+            f"retraces the book's figure data: docs/findings.md); if not, the replay is not the book's run")
+        assert replay_problem(book_id, run, params["data"]["n_train"], params["profile"]["limits"]) is None
+
+
+def test_replay_profiles_are_found():
+    assert {"quick", "book"} <= set(_profiles_that_replay()) and "smoke" not in _profiles_that_replay()
 
 
 @pytest.fixture(scope="module")

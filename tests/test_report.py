@@ -334,7 +334,7 @@ def test_the_honest_column_gives_the_mean_and_the_std_over_the_seeds():
 
 
 @pytest.mark.parametrize("cause, cell", [("settings", "not run: the row's settings are not the book's"),
-                                         ("limits", "not run: cut by profile.limits"), (None, "—")])
+                                         ("limits", "not run: profile.limits set"), (None, "—")])
 def test_a_replay_not_run_says_why_in_its_column(cause, cell):
     metrics = _metrics("ch3-l2-30", 3, 0.9649, 0.9585, 30, 30)
     if cause:

@@ -13,7 +13,8 @@ from pipeline import experiment, restore_runs, tracking
 RUN = dict(TINY, model=dict(TINY["model"], init="large"),
            training=dict(TINY["training"], monitor={"training_cost": True, "training_accuracy": True}))
 RUN["replay"] = {"script": "overfitting.py", "seed": 12345678, "rng": {"kind": "network2"},
-                 "settings_digest": experiment.settings_digest(RUN)}
+                 "settings_digest": ""}
+RUN["replay"]["settings_digest"] = experiment.settings_digest(RUN, 60)
 PARAMS = {
     "profile": {"name": "test", "limits": {}, "replay": True},
     "data": {"prepared_dir": "data/prepared", "expanded_dir": "data/expanded", "n_train": 60},
