@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -112,11 +113,40 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
             continue
         if top not in APP_KEYS:
             return f"{key}: {unknown_key('book.<id>', 'ch6-relu')}"
-        if key in GROUPS and not elsewhere and not any(c in value for c in "()[]{}*$"):  # a range, a glob
+        if key in GROUPS and not elsewhere and not _picks_by_pattern(value):
             for name in (n.strip() for n in value.split(",")):
                 if not (conf / key / f"{name}.yaml").is_file():
                     have = sorted(p.stem for p in (conf / key).glob("*.yaml"))
                     return f"{key}={name}: there is no conf/{key}/{name}.yaml; the choices are {', '.join(have)}"
+    return another_runs_setting(args, conf)
+
+
+def _picks_by_pattern(value: str) -> bool:
+    """A group choice given as a range, a glob or an interpolation, not by names."""
+    return any(c in value for c in "()[]{}*$")
+
+
+def another_runs_setting(args: list[str], conf: Path = CONF) -> str | None:
+    """A ``book.<id>.`` key of a run the command does not train: the app trains only the
+    ``book=`` run (or the default one), and a profile's cuts make such a key exist, so Hydra
+    would take it and the wrong run would train without a word."""
+    chosen = [v for a in args if not a.startswith("-") and a.partition("=")[0].lstrip("+~") == "book"
+              for v in [a.partition("=")[2]]]
+    if any(_picks_by_pattern(v) for v in chosen):
+        return None
+    runs = {n.strip() for v in chosen for n in v.split(",")}
+    if not chosen:
+        defaults = yaml.safe_load((conf / "train.yaml").read_text(encoding="utf-8")).get("defaults") or []
+        runs = {d["book"] for d in defaults if isinstance(d, dict) and "book" in d}
+    for arg in args:
+        key = arg.partition("=")[0].lstrip("+~")
+        if arg.startswith("-") or "=" not in arg or not key.startswith("book.") or key.count(".") < 2:
+            continue
+        run_id = key.split(".")[1]
+        if run_id not in runs:
+            which = (f"{'runs trained are' if len(runs) > 1 else 'run trained is'} book={','.join(sorted(runs))}"
+                     if chosen else f"run trained is {', '.join(sorted(runs))}, conf/train.yaml's default")
+            return f"{key}: a setting of {run_id}, but the {which}: add book={run_id}"
     return None
 
 

@@ -342,6 +342,9 @@ def test_a_run_changed_on_the_command_line_does_not_replay_the_books_run():
     ("device=gpu", "device: unknown key; allowed at the top: "),
     ("book=ch9-nope", "book=ch9-nope: there is no conf/book/ch9-nope.yaml; the choices are ch1-100, ch1-30, "),
     ("profile=nope", "profile=nope: there is no conf/profile/nope.yaml; the choices are book, fast, quick, smoke"),
+    # a profile's cuts make book.ch6-relu.training exist, so Hydra took it and ch1-30 trained
+    ("book.ch6-relu.training.epochs=2", "book.ch6-relu.training.epochs: a setting of ch6-relu, but the run "
+                                        "trained is ch1-30, conf/train.yaml's default: add book=ch6-relu"),
 ])
 def test_a_key_or_choice_the_app_does_not_have_is_said_in_a_line_exit_2(arg, said):
     """Hydra's own message for `etaa=0.1` exits 1 and advises `+etaa=0.1`, a key nothing reads."""
@@ -349,6 +352,17 @@ def test_a_key_or_choice_the_app_does_not_have_is_said_in_a_line_exit_2(arg, sai
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith(said), result.stderr
     assert "Traceback" not in result.stderr and "+etaa" not in result.stderr
+
+
+def test_a_setting_of_a_run_not_trained_is_named():
+    assert override_problem(["book=ch1-30", "+book.ch6-relu.training.momentum=0.5"]) == (
+        "book.ch6-relu.training.momentum: a setting of ch6-relu, but the run trained is book=ch1-30: "
+        "add book=ch6-relu")
+    assert override_problem(["-m", "book=ch1-30,ch3-l2-30", "book.ch6-relu.training.eta=1"]).endswith(
+        "but the runs trained are book=ch1-30,ch3-l2-30: add book=ch6-relu")
+    assert override_problem(["book=ch6-relu", "book.ch6-relu.training.eta=1"]) is None
+    assert override_problem(["-m", "book=ch1-30,ch6-relu", "book.ch6-relu.training.eta=1"]) is None
+    assert override_problem(["book.ch1-30.training.eta=1"]) is None  # conf/train.yaml's default run
 
 
 def test_what_the_app_has_passes_the_check():
