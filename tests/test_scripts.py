@@ -446,3 +446,28 @@ def test_an_output_unit_saturated_off_stays_dead_under_the_quadratic_cost_only(c
     assert row["dead_at_end"] == ([3] if stays_dead else [])  # the other nine learn their digits
     recall = row["test_recall_at_end"]
     assert (recall[3] < 0.05) == stays_dead and min(recall[:3] + recall[4:]) > 0.9
+
+
+def test_check_logged_models_scores_each_model_on_the_images_its_own_run_evaluated(workdir, capsys):
+    """A store holding runs of two profiles (all 30 test images, and the first 10): each model is
+    scored on its own run's images, where params.yaml's profile gave the other runs false
+    DIFFERENT rows."""
+    import importlib.util
+
+    import yaml
+    from test_experiment import DATA, PROFILE, RUN
+
+    from pipeline import experiment
+
+    run = dict(RUN, seeds=[1])
+    experiment.train_entry("tiny", run, DATA, PROFILE, "models/all", "results/all", log=lambda _: None)
+    capped = dict(PROFILE, name="capped", limits={"eval_examples": 10})
+    experiment.train_entry("tiny", run, DATA, capped, "models/capped", "results/capped", log=lambda _: None)
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"data": DATA, "profile": capped}))
+    loaded = importlib.util.spec_from_file_location("check_logged_models", SCRIPT.with_name("check_logged_models.py"))
+    check = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(check)
+    assert check.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" same") == 2 and "DIFFERENT" not in out
+    assert "2 of 2 models give the test accuracy their run logged" in out
