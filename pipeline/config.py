@@ -47,7 +47,7 @@ def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
 def check(params: dict, root: str | Path = ".") -> None:
     """Raise an ``InputError`` naming the key of the first mistake in composed params, or in how
     ``conf/book/`` and ``dvc.yaml`` under ``root`` hold the runs."""
-    from pipeline.experiment import check_fits_data, validate_run  # imported here: loads MLflow
+    from pipeline.experiment import check_book_figure, check_fits_data, validate_run  # loads MLflow
     from pipeline.report import validate as validate_report
     from pipeline.settings import check_compute, check_limits, check_sections, check_settings
 
@@ -58,6 +58,7 @@ def check(params: dict, root: str | Path = ".") -> None:
     check_compute(params.get("compute") or {})
     for book_id, run_cfg in (params.get("book") or {}).items():
         validate_run(book_id, run_cfg)
+        check_book_figure(book_id, run_cfg)
         check_fits_data(book_id, run_cfg)
     validate_report(params["report"], list(params["book"]), params["ensemble"]["id"])
     check_dvc_yaml(root, list(params["book"]))

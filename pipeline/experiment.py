@@ -33,6 +33,17 @@ from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.nn.spec import SpecError, validate_training
 from pipeline.settings import COUNT_OR_NULL, SEED, check_compute, check_limits, check_rule
 
+# the rows of BOOK.md (with chapter 3's runs that have no figure of their own): only these may
+# carry a figure of the book's, which the report sets beside the run and counts in its verdicts
+BOOK_RUN_IDS = frozenset({
+    "ch1-30", "ch1-100", "ch3-ce-30", "ch3-ce-100", "ch3-overfit-1k", "ch3-l2-1k", "ch3-l2-30",
+    "ch3-l2-100", "ch3-l2-100-tuned", "ch3-init-30-default", "ch3-init-30-large",
+    "ch3-init-100-default", "ch3-init-100-large", "ch3-early-stop", "ch3-dropout", "ch3-rotated",
+    *(f"ch3-more-data-{n}" for n in (100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)),
+    *(f"ch5-depth-{k}" for k in (1, 2, 3, 4)), *(f"ch5-speed-{k}" for k in (2, 3, 4)),
+    "ch6-fc", "ch6-conv1", "ch6-conv2", "ch6-relu", "ch6-expanded", "ch6-fc300", "ch6-fc1000",
+    "ch6-2fc", "ch6-2fc300", "ch6-2fc1000", "ch6-dropout",
+})
 RUN_KEYS = {"chapter": int, "title": str, "what_changed": str, "book": dict, "data": dict,
             "seeds": list, "model": dict, "training": dict}
 # epochs: those behind the book's figure (the book profile trains them; others may cut them)
@@ -165,6 +176,18 @@ def replay_problem(book_id: str, run_cfg: dict, n_train: int, limits: dict) -> d
     if caps:
         return {"cause": "limits", "why": f"profile.limits are set ({', '.join(caps)}); only its seeds train"}
     return None
+
+
+def check_book_figure(book_id: str, run_cfg: dict) -> None:
+    """Only a row of the book carries a figure of the book's (``book.value``): in a file copied
+    to make a run of one's own, the figure left in would be set beside the run in the report
+    and counted in its verdicts. (Checked where conf/ is composed, ``pipeline.config``: a
+    test's or a script's run of another name may carry a figure to compare with.)"""
+    value = run_cfg["book"]["value"]
+    if value is not None and book_id not in BOOK_RUN_IDS:
+        raise SettingError(f"book.{book_id}.book.value", f"{book_id} is not a row of the book (BOOK.md), so "
+                        f"it has no figure of the book's to be set beside: null (book.note may say what the "
+                        f"run varies), got {value!r}")
 
 
 def _check_speeds(run_cfg: dict, path: str) -> None:

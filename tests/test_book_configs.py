@@ -9,18 +9,10 @@ import yaml
 
 from pipeline.config import compose
 from pipeline.errors import SettingError
-from pipeline.experiment import validate_run
+from pipeline.experiment import BOOK_RUN_IDS, check_book_figure, validate_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BOOK_IDS = {  # the rows of shared BOOK.md (plus chapter 3's runs without a figure of their own)
-    "ch1-30", "ch1-100", "ch3-ce-30", "ch3-ce-100", "ch3-overfit-1k", "ch3-l2-1k", "ch3-l2-30",
-    "ch3-l2-100", "ch3-l2-100-tuned", "ch3-init-30-default", "ch3-init-30-large",
-    "ch3-init-100-default", "ch3-init-100-large", "ch3-early-stop", "ch3-dropout", "ch3-rotated",
-    *(f"ch3-more-data-{n}" for n in (100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)),
-    *(f"ch5-depth-{k}" for k in (1, 2, 3, 4)), *(f"ch5-speed-{k}" for k in (2, 3, 4)),
-    "ch6-fc", "ch6-conv1", "ch6-conv2", "ch6-relu", "ch6-expanded", "ch6-fc300", "ch6-fc1000",
-    "ch6-2fc", "ch6-2fc300", "ch6-2fc1000", "ch6-dropout",
-}
+BOOK_IDS = BOOK_RUN_IDS  # the rows of shared BOOK.md (plus chapter 3's runs without a figure)
 
 
 @pytest.fixture(scope="module", params=["quick", "fast", "book", "smoke"])
@@ -46,6 +38,14 @@ def test_a_run_of_our_own_claims_no_figure_of_the_books(profile_params):
     # the check sees one (there is none in conf/book/ today)
     mine = {"my-tanh": {"book": {"value": 0.99}}, "my-relu": {"book": {"value": None}}}
     assert _runs_of_our_own_with_a_figure({**profile_params["book"], **mine}) == ["my-tanh"]
+    # and so does pipeline.config's check, before anything trains
+    copied = copy.deepcopy(profile_params["book"]["ch6-relu"])
+    with pytest.raises(SettingError, match=r"^book.my-tanh.book.value: my-tanh is not a row of the book "
+                                           r"\(BOOK.md\), so it has no figure .*: null .*got 0.9923$"):
+        check_book_figure("my-tanh", copied)
+    check_book_figure("ch6-relu", copied)
+    copied["book"]["value"] = None
+    check_book_figure("my-tanh", copied)
 
 
 def test_book_profile_keeps_the_books_hyperparameters():
