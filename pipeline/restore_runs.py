@@ -24,8 +24,9 @@ the test set. Outputs made with other settings than ``params.yaml``'s are left o
 says which command makes them agree: another profile (each ``metrics.json``), another net
 (``model.json``'s spec against the one ``params.yaml`` gives), other data or profile limits (a
 run's ``metrics.json`` ``settings``), another baselines config (theirs, or for outputs of an
-older stage the sizes they show); damaged or missing ones are named, the other runs still logged, and the exit
-status is 2.
+older stage the sizes they show); damaged ones, or ones missing beside a run's others, are
+named, the other runs still logged, and the exit status is 2. A run with no outputs here at all
+is named with ``dvc repro --pull`` (exit status 0; 1 when there was nothing at all to log).
 """
 
 from __future__ import annotations
