@@ -366,8 +366,11 @@ def main(cfg: DictConfig) -> None:
         if note := without_replay(run_cfg, plain["profile"], list(HydraConfig.get().overrides.task), book_id):
             say(note)
         model_dir, results_dir = run_folders(book_id, out)
-        train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
-                    results_dir=results_dir, log=say, compute=plain.get("compute"))
+        metrics = train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
+                              results_dir=results_dir, log=say, compute=plain.get("compute"))
+        ids = metrics["mlflow_run_ids"]  # where to look next: the folder, and the runs in MLflow
+        say(f"train {book_id}: models and results in {os.path.relpath(out)}; MLflow run"
+            f"{'s' if len(ids) > 1 else ''} {', '.join(ids)} ({tracking.tracking_uri()})")
     except (InputError, FileNotFoundError) as error:  # names the key or file, and the fix
         named = any(o.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir="))
                     for o in HydraConfig.get().overrides.hydra)
