@@ -118,7 +118,7 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
                 if not (conf / key / f"{name}.yaml").is_file():
                     have = sorted(p.stem for p in (conf / key).glob("*.yaml"))
                     return f"{key}={name}: there is no conf/{key}/{name}.yaml; the choices are {', '.join(have)}"
-    return another_runs_setting(args, conf)
+    return another_runs_setting(args, conf, default_known=not elsewhere)
 
 
 def _picks_by_pattern(value: str) -> bool:
@@ -126,13 +126,14 @@ def _picks_by_pattern(value: str) -> bool:
     return any(c in value for c in "()[]{}*$")
 
 
-def another_runs_setting(args: list[str], conf: Path = CONF) -> str | None:
+def another_runs_setting(args: list[str], conf: Path = CONF, default_known: bool = True) -> str | None:
     """A ``book.<id>.`` key of a run the command does not train: the app trains only the
-    ``book=`` run (or the default one), and a profile's cuts make such a key exist, so Hydra
-    would take it and the wrong run would train without a word."""
+    ``book=`` run (or the default one, ``conf/train.yaml``'s unless ``default_known`` is false:
+    another config folder or name), and a profile's cuts make such a key exist, so Hydra would
+    take it and the wrong run would train without a word."""
     chosen = [v for a in args if not a.startswith("-") and a.partition("=")[0].lstrip("+~") == "book"
               for v in [a.partition("=")[2]]]
-    if any(_picks_by_pattern(v) for v in chosen):
+    if any(_picks_by_pattern(v) for v in chosen) or not (chosen or default_known):
         return None
     runs = {n.strip() for v in chosen for n in v.split(",")}
     if not chosen:

@@ -28,7 +28,8 @@ from pipeline.predict import evaluated_examples
 
 def evaluated_on(model_id: str) -> int | None | bool:
     """How many test images the run of a logged model evaluated its nets on (None: all; False:
-    under a profile this checkout does not have), read from its nets' ``model.json``."""
+    not known here: a profile this checkout does not have, or nets that disagree), read from
+    its nets' ``model.json``."""
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}"))
     counts = {evaluated_examples(json.loads(path.read_text(encoding="utf-8"))["metadata"])
               for path in sorted(folder.glob("artifacts/*/model.json"))}
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         model = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
         cap = evaluated_on(logged.model_id)
         if cap is False:
-            print(f"{run.info.run_name:22s} seed {run.data.tags.get('seed', '-'):>8s}  not compared: its run's "
-                  f"profile ({run.data.tags.get('profile')}) is not in this checkout's conf/profile/")
+            print(f"{run.info.run_name:22s} seed {run.data.tags.get('seed', '-'):>8s}  not compared: how many test "
+                  f"images its run evaluated is not known here (profile {run.data.tags.get('profile')})")
             unknown += 1
             continue
         dtype = np.dtype(model.metadata.get_input_schema().inputs[0].type).name

@@ -363,6 +363,10 @@ def test_a_setting_of_a_run_not_trained_is_named():
     assert override_problem(["book=ch6-relu", "book.ch6-relu.training.eta=1"]) is None
     assert override_problem(["-m", "book=ch1-30,ch6-relu", "book.ch6-relu.training.eta=1"]) is None
     assert override_problem(["book.ch1-30.training.eta=1"]) is None  # conf/train.yaml's default run
+    # another config folder may default to another run: only a named book= is held to
+    assert override_problem(["--config-dir", "mine", "book.my-run.training.eta=1"]) is None
+    assert override_problem(["--config-dir", "mine", "book=a", "book.my-run.training.eta=1"]).endswith(
+        "add book=my-run")
 
 
 def test_what_the_app_has_passes_the_check():
