@@ -128,7 +128,7 @@ def replay_notes(params: dict) -> list[str]:
 
     if not (params.get("profile") or {}).get("replay"):
         return []
-    limits = (params["profile"].get("limits")) or {}
+    limits = params["profile"].get("limits") or {}
     return [f"note: the book's own run of {book_id} will not be replayed: {problem['why']}"
             for book_id, run_cfg in (params.get("book") or {}).items() if run_cfg.get("replay")
             and (problem := replay_problem(book_id, run_cfg, params["data"]["n_train"], limits))]

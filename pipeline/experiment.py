@@ -122,9 +122,13 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
         _check_speeds(run_cfg, path)
     replay = run_cfg.get("replay")
     if replay is not None:
+        digest_given = replay.get("settings_digest") if isinstance(replay, dict) else None
+        if isinstance(digest_given, (int, float)) and not isinstance(digest_given, bool):
+            raise SettingError(f"{path}.replay.settings_digest", f"expected 16 hex digits in quotes: "
+                            f"unquoted, YAML read them as the number {digest_given!r}")
         _check_keys(replay, f"{path}.replay", REPLAY_KEYS)
         if not re.fullmatch(r"[0-9a-f]{16}", replay["settings_digest"]):
-            raise SettingError(f"{path}.replay.settings_digest", f"expected 16 hex digits in quotes "
+            raise SettingError(f"{path}.replay.settings_digest", f"expected 16 hex digits "
                             f"(pipeline.experiment.settings_digest of the row at the book's settings), "
                             f"got {replay['settings_digest']!r}")
         if replay["seed"] < 0 or replay["seed"] in seeds:

@@ -96,9 +96,10 @@ GROUPS = ("book", "profile", "data", "compute")  # chosen by file name: book=ch6
 
 
 def override_problem(args: list[str], conf: Path = CONF) -> str | None:
-    """A command-line key the app does not read, or a run or profile with no file, said in a
-    line (exit 2) before Hydra's own message (exit 1), which for ``etaa=0.1`` advises
-    ``+etaa=0.1``: a key that nothing reads."""
+    """A command-line key the app does not read, a run or profile with no file, or a setting
+    of a run the command does not train (``another_runs_setting``), said in a line (exit 2)
+    before Hydra's own message (exit 1), which for ``etaa=0.1`` advises ``+etaa=0.1``: a key
+    that nothing reads."""
     # other config folders (hydra.searchpath, --config-dir) may hold further runs and profiles
     elsewhere = any(a.lstrip("+~").startswith("hydra.searchpath")
                     or a.split("=", 1)[0] in ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
@@ -114,7 +115,7 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
         if top not in APP_KEYS:
             return f"{key}: {unknown_key('book.<id>', 'ch6-relu')}"
         if key in GROUPS and not elsewhere and not _picks_by_pattern(value):
-            for name in (n.strip() for n in value.split(",")):
+            for name in (n.strip().strip("'\"") for n in value.split(",")):  # Hydra takes book='x' too
                 if not (conf / key / f"{name}.yaml").is_file():
                     have = sorted(p.stem for p in (conf / key).glob("*.yaml"))
                     return f"{key}={name}: there is no conf/{key}/{name}.yaml; the choices are {', '.join(have)}"
@@ -131,8 +132,8 @@ def another_runs_setting(args: list[str], conf: Path = CONF, default_known: bool
     ``book=`` run (or the default one, ``conf/train.yaml``'s unless ``default_known`` is false:
     another config folder or name), and a profile's cuts make such a key exist, so Hydra would
     take it and the wrong run would train without a word."""
-    chosen = [v for a in args if not a.startswith("-") and a.partition("=")[0].lstrip("+~") == "book"
-              for v in [a.partition("=")[2]]]
+    chosen = [v.strip("'\"") for a in args if not a.startswith("-") and "=" in a
+              and a.partition("=")[0].lstrip("+~") == "book" for v in [a.partition("=")[2]]]
     if any(_picks_by_pattern(v) for v in chosen) or not (chosen or default_known):
         return None
     runs = {n.strip() for v in chosen for n in v.split(",")}
@@ -141,7 +142,7 @@ def another_runs_setting(args: list[str], conf: Path = CONF, default_known: bool
         runs = {d["book"] for d in defaults if isinstance(d, dict) and "book" in d}
     for arg in args:
         key = arg.partition("=")[0].lstrip("+~")
-        if arg.startswith("-") or "=" not in arg or not key.startswith("book.") or key.count(".") < 2:
+        if arg.startswith("-") or "=" not in arg or not key.startswith("book."):
             continue
         run_id = key.split(".")[1]
         if run_id not in runs:
@@ -369,9 +370,6 @@ def main(cfg: DictConfig) -> None:
         model_dir, results_dir = run_folders(book_id, out)
         metrics = train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
                               results_dir=results_dir, log=say, compute=plain.get("compute"))
-        ids = metrics["mlflow_run_ids"]  # where to look next: the folder, and the runs in MLflow
-        say(f"train {book_id}: models and results in {os.path.relpath(out)}; MLflow run"
-            f"{'s' if len(ids) > 1 else ''} {', '.join(ids)} ({tracking.tracking_uri()})")
     except (InputError, FileNotFoundError) as error:  # names the key or file, and the fix
         named = any(o.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir="))
                     for o in HydraConfig.get().overrides.hydra)
@@ -395,6 +393,18 @@ def main(cfg: DictConfig) -> None:
         else:  # a bug: its traceback, and the sweep's other jobs go on
             logging.getLogger("pipeline.train").exception("job %s failed", job.num)
             _end(job, sweep, f"failed: {type(error).__name__}: {error} (traceback above)")
+    else:  # where to look next: the folder, and the runs in MLflow (the replay's too)
+        ids = metrics["mlflow_run_ids"] + ([metrics["replay"]["mlflow_run_id"]] if metrics.get("replay") else [])
+        say(f"train {book_id}: models and results in {_shown(out)}; MLflow run{'s' if len(ids) > 1 else ''} "
+            f"{', '.join(ids)}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder where it lies below it, else whole."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # on Windows, another drive
+        return str(path)
 
 
 def _end(job, sweep: bool, message: str) -> None:

@@ -149,6 +149,18 @@ def test_a_copied_run_file_whose_top_key_was_not_renamed_is_named(tmp_path, monk
     assert not (root / "p.yaml").exists()
 
 
+def test_a_run_of_ones_own_that_kept_the_books_figure_is_named(tmp_path, monkeypatch, capsys):
+    """The report would set the copied row's figure beside the new run and count it."""
+    from pipeline.config import main
+
+    root = _checkout(tmp_path, monkeypatch)
+    _add_run(root, "my-l2-60", (REPO_ROOT / "conf/book/ch3-ce-30.yaml").read_text().replace("ch3-ce-30:", "my-l2-60:"))
+    assert main(["--out", "p.yaml"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "pipeline.config: book.my-l2-60.book.value: my-l2-60 is not a row of the book (BOOK.md)")
+    assert not (root / "p.yaml").exists()
+
+
 def test_a_new_run_missing_from_dvc_yaml_is_named_before_anything_trains(tmp_path, monkeypatch, capsys):
     """Without the report's deps, DVC may run the report before the new run, or never again."""
     from pipeline.config import main

@@ -101,9 +101,12 @@ def test_a_replay_config_is_checked_by_key(workdir):
         del run["replay"][key]
         with pytest.raises(ValueError, match=rf"book.tiny.replay.{key}: required key is missing"):
             experiment.validate_run("tiny", run)
-    with pytest.raises(ValueError, match=r"book.tiny.replay.settings_digest: expected 16 hex digits in quotes "
+    with pytest.raises(ValueError, match=r"book.tiny.replay.settings_digest: expected 16 hex digits "
                                          r"\(pipeline.experiment.settings_digest .*\), got 'abc'"):
         experiment.validate_run("tiny", with_replay(settings_digest="abc"))
+    with pytest.raises(ValueError, match=r"book.tiny.replay.settings_digest: expected 16 hex digits in quotes: "
+                                         r"unquoted, YAML read them as the number 1234567890123456"):
+        experiment.validate_run("tiny", with_replay(settings_digest=1234567890123456))
 
 
 def test_settings_digest_covers_what_makes_the_books_run_and_nothing_else():

@@ -50,6 +50,10 @@ def test_joblib_sweep_trains_each_seed_as_its_own_job_and_run(tmp_path):
         # the jobs' lines side by side on the terminal say whose they are
         assert f"[job {job}: book=ch1-30,profile=smoke,seed={seed}] train ch1-30 seed {seed}" in log, log
         assert "train ch1-30: peak_test " in log, log
+        # and the job's last line says where to look next
+        run_id = metrics["mlflow_run_ids"][0]
+        assert log.rstrip().endswith(f"train ch1-30: models and results in {sweep.relative_to(tmp_path) / str(job)}; "
+                                     f"MLflow run {run_id}"), log
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("nielsen-mnist")
@@ -342,7 +346,8 @@ def test_a_run_changed_on_the_command_line_does_not_replay_the_books_run():
     ("device=gpu", "device: unknown key; allowed at the top: "),
     ("book=ch9-nope", "book=ch9-nope: there is no conf/book/ch9-nope.yaml; the choices are ch1-100, ch1-30, "),
     ("profile=nope", "profile=nope: there is no conf/profile/nope.yaml; the choices are book, fast, quick, smoke"),
-    # a profile's cuts make book.ch6-relu.training exist, so Hydra took it and ch1-30 trained
+    # under quick, a profile's cuts make book.ch6-relu.training exist, so Hydra took it and ch1-30
+    # trained (under smoke, as here, Hydra's own message: exit 1); the function's own test is below
     ("book.ch6-relu.training.epochs=2", "book.ch6-relu.training.epochs: a setting of ch6-relu, but the run "
                                         "trained is ch1-30, conf/train.yaml's default: add book=ch6-relu"),
 ])
@@ -363,6 +368,10 @@ def test_a_setting_of_a_run_not_trained_is_named():
     assert override_problem(["book=ch6-relu", "book.ch6-relu.training.eta=1"]) is None
     assert override_problem(["-m", "book=ch1-30,ch6-relu", "book.ch6-relu.training.eta=1"]) is None
     assert override_problem(["book.ch1-30.training.eta=1"]) is None  # conf/train.yaml's default run
+    # a whole run's key, a quoted choice, a removed choice
+    assert override_problem(["+book.my-run={chapter: 6}"]).startswith("book.my-run: a setting of my-run")
+    assert override_problem(["book='ch6-relu'", "book.ch6-relu.training.eta=1"]) is None
+    assert override_problem(["~book", "book.ch1-30.training.eta=1"]) is None
     # another config folder may default to another run: only a named book= is held to
     assert override_problem(["--config-dir", "mine", "book.my-run.training.eta=1"]) is None
     assert override_problem(["--config-dir", "mine", "book=a", "book.my-run.training.eta=1"]).endswith(
