@@ -248,25 +248,32 @@ def test_keyboard_interrupt_is_killed_and_reraised(client):
     assert status_of(client, run.run_id) == "KILLED"
 
 
-def test_a_run_whose_process_was_killed_outright_is_ended_killed_by_the_next_run(client, store_dir):
-    """SIGKILL (or the out-of-memory killer) gives a run no chance to end: the next run started
-    on the machine ends it KILLED. Runs of live processes and of other machines stay RUNNING."""
+def _run_killed_outright(store_dir, name: str, inside: str = "") -> tuple[str, int]:
+    """A process that starts a run named ``name`` (and runs the lines ``inside`` it), then is
+    killed with SIGKILL, its run left RUNNING: the run's id and the process's pid."""
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pipeline import tracking\n"
-         "with tracking.start_run('killed outright') as run:\n"
+        [sys.executable, "-c", f"import time\nfrom pipeline import tracking\n"
+         f"with tracking.start_run({name!r}) as run:\n{inside}"
          "    print(run.run_id, flush=True)\n    time.sleep(600)\n"],
         cwd=store_dir, stdout=subprocess.PIPE, text=True)
     killed_id = child.stdout.readline().strip()
     child.kill()
     child.wait(timeout=30)
+    return killed_id, child.pid
+
+
+def test_a_run_whose_process_was_killed_outright_is_ended_killed_by_the_next_run(client, store_dir):
+    """SIGKILL (or the out-of-memory killer) gives a run no chance to end: the next run started
+    on the machine ends it KILLED. Runs of live processes and of other machines stay RUNNING."""
+    killed_id, killed_pid = _run_killed_outright(store_dir, "killed outright")
     assert status_of(client, killed_id) == "RUNNING"
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
-    elsewhere = client.create_run(experiment, tags={"host": "another-machine", "pid": str(child.pid)})
+    elsewhere = client.create_run(experiment, tags={"host": "another-machine", "pid": str(killed_pid)})
     alive = client.create_run(experiment, tags={"host": socket.gethostname(), "pid": str(os.getpid())})
     with tracking.start_run("next") as run:
         pass
     assert status_of(client, killed_id) == "KILLED"
-    assert f"process {child.pid} that started it was gone" in client.get_run(killed_id).data.tags["ended_by"]
+    assert f"process {killed_pid} that started it was gone" in client.get_run(killed_id).data.tags["ended_by"]
     assert status_of(client, elsewhere.info.run_id) == status_of(client, alive.info.run_id) == "RUNNING"
     tags = client.get_run(run.run_id).data.tags
     assert (tags["host"], tags["pid"]) == (socket.gethostname(), str(os.getpid()))
@@ -764,16 +771,10 @@ def test_models_left_pending_by_a_killed_process_are_failed_and_deleted_runs_tak
     """SIGKILL while a model is logged leaves it PENDING: the run that ends the dead process's
     run KILLED marks it FAILED. Deleting runs (restore_runs's copies cut short) deletes their
     models too, which MLflow would otherwise keep listing."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom pipeline import tracking\n"
-         "with tracking.start_run('killed while logging') as run:\n"
-         "    e = run.client.get_run(run.run_id).info.experiment_id\n"
-         "    run.client.create_logged_model(e, name='model', source_run_id=run.run_id)\n"
-         "    print(run.run_id, flush=True)\n    time.sleep(600)\n"],
-        cwd=store_dir, stdout=subprocess.PIPE, text=True)
-    killed_id = child.stdout.readline().strip()
-    child.kill()
-    child.wait(timeout=30)
+    killed_id, _ = _run_killed_outright(
+        store_dir, "killed while logging",
+        "    e = run.client.get_run(run.run_id).info.experiment_id\n"
+        "    run.client.create_logged_model(e, name='model', source_run_id=run.run_id)\n")
     assert _model_status(client, killed_id) == ["PENDING"]
     [net] = _saved_nets(tmp_path / "models", [1])
     with tracking.start_run("next") as run:
