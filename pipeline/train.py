@@ -104,22 +104,30 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
     elsewhere = any(a.lstrip("+~").startswith("hydra.searchpath")
                     or a.split("=", 1)[0] in ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
                     for a in args)
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+~")
+    for key, value in _settings(args):
         top = key.split(".", 1)[0].split("/", 1)[0]
         if top == "hydra":
             continue
         if top not in APP_KEYS:
             return f"{key}: {unknown_key('book.<id>', 'ch6-relu')}"
         if key in GROUPS and not elsewhere and not _picks_by_pattern(value):
-            for name in (n.strip().strip("'\"") for n in value.split(",")):  # Hydra takes book='x' too
+            for name in _names(value):
                 if not (conf / key / f"{name}.yaml").is_file():
                     have = sorted(p.stem for p in (conf / key).glob("*.yaml"))
                     return f"{key}={name}: there is no conf/{key}/{name}.yaml; the choices are {', '.join(have)}"
     return another_runs_setting(args, conf, default_known=not elsewhere)
+
+
+def _settings(args: list[str]) -> list[tuple[str, str]]:
+    """The ``key=value`` settings of a command line, each key without Hydra's ``+``/``++``/``~``
+    (options such as ``-m`` and ``--cfg`` left out)."""
+    return [(arg.partition("=")[0].lstrip("+~"), arg.partition("=")[2]) for arg in args
+            if not arg.startswith("-") and "=" in arg]
+
+
+def _names(value: str) -> list[str]:
+    """The names of a group choice, ``book=a,b``; Hydra takes them quoted too (``book='a'``)."""
+    return [name.strip().strip("'\"") for name in value.split(",")]
 
 
 def _picks_by_pattern(value: str) -> bool:
@@ -132,17 +140,15 @@ def another_runs_setting(args: list[str], conf: Path = CONF, default_known: bool
     ``book=`` run (or the default one, ``conf/train.yaml``'s unless ``default_known`` is false:
     another config folder or name), and a profile's cuts make such a key exist, so Hydra would
     take it and the wrong run would train without a word."""
-    chosen = [v.strip("'\"") for a in args if not a.startswith("-") and "=" in a
-              and a.partition("=")[0].lstrip("+~") == "book" for v in [a.partition("=")[2]]]
+    chosen = [value for key, value in _settings(args) if key == "book"]
     if any(_picks_by_pattern(v) for v in chosen) or not (chosen or default_known):
         return None
-    runs = {n.strip() for v in chosen for n in v.split(",")}
+    runs = {name for value in chosen for name in _names(value)}
     if not chosen:
         defaults = yaml.safe_load((conf / "train.yaml").read_text(encoding="utf-8")).get("defaults") or []
         runs = {d["book"] for d in defaults if isinstance(d, dict) and "book" in d}
-    for arg in args:
-        key = arg.partition("=")[0].lstrip("+~")
-        if arg.startswith("-") or "=" not in arg or not key.startswith("book."):
+    for key, _ in _settings(args):
+        if not key.startswith("book."):
             continue
         run_id = key.split(".")[1]
         if run_id not in runs:
