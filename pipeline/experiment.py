@@ -31,7 +31,7 @@ from pipeline.errors import InputError, SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.nn.spec import SpecError, validate_training
-from pipeline.settings import COUNT_OR_NULL, SEED, check_compute, check_limits, check_rule
+from pipeline.settings import COUNT_OR_NULL, LIMIT_KEYS, SEED, check_compute, check_limits, check_rule
 
 # the rows of BOOK.md (with chapter 3's runs that have no figure of their own): only these may
 # carry a figure of the book's, which the report sets beside the run and counts in its verdicts
@@ -303,7 +303,8 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
     cut = f" (of {asked}: the profile's limits.epochs)" if epochs < asked else ""
     log(f"train {book_id} {what}: {len(train):,} training images, "
         f"{epochs} epoch{'s' if epochs != 1 else ''}{cut}")
-    with tracking.start_run(book_id, params=seed_params(book_id, run_cfg, profile, seed, spec), tags=tags) as run:
+    params = seed_params(book_id, run_cfg, profile, seed, spec, limits)
+    with tracking.start_run(book_id, params=params, tags=tags) as run:
         if interrupts.stop_requested():  # a SIGTERM came while this seed was being set up
             raise KeyboardInterrupt(f"seed {seed} stopped before training")
         rows: list[dict] = []
@@ -351,9 +352,12 @@ def seed_tags(book_id: str, run_cfg: dict, profile: str, seed: int, data_digest:
     return tags
 
 
-def seed_params(book_id: str, run_cfg: dict, profile: str, seed: int, spec: dict) -> dict:
-    """The params of one seed's MLflow run: the run's data and the seed's engine spec."""
+def seed_params(book_id: str, run_cfg: dict, profile: str, seed: int, spec: dict, limits: dict) -> dict:
+    """The params of one seed's MLflow run: the run's data, the profile's ``limits`` (what it
+    caps, so that runs of two profiles side by side in MLflow say why their figures differ)
+    and the seed's engine spec."""
     return {"book_id": book_id, "profile": profile, "seed": seed, "data": run_cfg["data"],
+            "limits": {key: limits.get(key) for key in LIMIT_KEYS},
             "model": spec["model"], "training": spec["training"]}
 
 

@@ -243,7 +243,7 @@ class Restorer:
         tags = tracking.restored_tags(
             experiment.seed_tags(book_id, run_cfg, self.profile, seed, loaded.metadata.get("data_digest"),
                                  replay, loaded.metadata.get("trained_with") or {}), original)
-        params = experiment.seed_params(book_id, run_cfg, self.profile, seed, spec)
+        params = experiment.seed_params(book_id, run_cfg, self.profile, seed, spec, self.limits)
         with tracking.start_run(book_id, params=params, tags=tags, context_tags=False) as run:
             for row in rows:
                 run.log_epoch(row)

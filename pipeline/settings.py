@@ -15,7 +15,8 @@ from typing import Any
 
 from pipeline.errors import SettingError
 
-__all__ = ["SettingError", "check_compute", "check_limits", "check_rule", "check_sections", "check_settings"]
+__all__ = ["LIMIT_KEYS", "SettingError", "check_compute", "check_limits", "check_rule", "check_sections",
+           "check_settings"]
 
 DOWNLOAD_SOURCES = ("mirrors", "npm", "local")
 # the engine's pipeline.nn.spec.DEVICES, written again: importing the engine here would make the
@@ -120,6 +121,9 @@ def _check(node, path: str, schema_name: str) -> None:
     missing = [key for key in schema if key not in node and key not in OPTIONAL.get(schema_name, ())]
     if missing:
         raise SettingError(f"{path}.{missing[0]}", f"missing; expected {schema[missing[0]][1]}")
+
+
+LIMIT_KEYS = tuple(SCHEMAS["profile.limits"])  # what a profile can cap
 
 
 def check_limits(limits: dict) -> None:

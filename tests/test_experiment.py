@@ -151,6 +151,10 @@ def test_a_row_changed_since_its_replay_was_written_trains_without_it(workdir, c
                      "why": said.split("not replayed: ")[1], "script": "overfitting.py"}
     if change == "limits":
         assert said.endswith("is not replayed: profile.limits are set (epochs=2); only its seeds train")
+        # in MLflow, beside runs of other profiles, the run's params say what was capped
+        params = runs[0].data.params
+        assert (params["limits.epochs"], params["limits.train_examples"], params["limits.eval_examples"]) == (
+            "2", "None", "None")
     else:
         now = experiment.settings_digest(run, data["n_train"])
         assert said == (f"train tiny: the book's own run (overfitting.py) is not replayed: book.tiny is not at "
