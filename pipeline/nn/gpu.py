@@ -19,9 +19,9 @@ What a recorded step may not do:
   and could later be handed to another array. So the GPU step is written without temporaries
   (the update and the softmax are one kernel each, col2im one GEMM and one gather kernel, bias
   gradients GEMVs), and recording runs under an allocator that refuses every request: a step
-  that still allocates (L1, momentum with L2, a ``ConvPool`` built with ``ties="one"``, which only
-  the tests build) is not recorded, and the run goes
-  on with plain steps, with one line saying why.
+  that still allocates (L1, momentum with L2, a ``ConvPool`` built with ``ties="one"``, which
+  only the tests build) is not recorded, and the run goes on with plain steps, with one line
+  saying why.
 - Call cuBLAS through CuPy, which refuses while a stream records ("calling cuBLAS API during
   stream capture is currently unsupported"), although cuBLAS itself records fine (PyTorch's
   CUDA graphs rely on it). So every GEMM of a GPU training step goes through :func:`gemm`,
