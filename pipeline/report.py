@@ -398,10 +398,10 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
         "from one of its seeded scripts, that very run trained again with the script's seed "
         "and random streams (our engine, the book's draws); a difference of +0.00 means it "
         "retraced the book's run; *not run* where the row was changed since (its settings "
-        "are then not the book's) or the profile's limits were set. *epochs*: the most any of our "
-        "seeds trained; *k of n* "
-        "where that is fewer than the run's length n (the book's epochs; ours for a run the book "
-        "describes without one), cut by the profile or ended early by the run's η schedule.\n\n" + replay_line)
+        "are then not the book's) or the profile's limits were set. *epochs*: the most any of "
+        "our seeds trained; *k of n* where that is fewer than the run's length n (the book's "
+        "epochs; ours for a run the book describes without one), cut by the profile or ended "
+        "early by the run's η schedule.\n\n" + replay_line)
 
 
 def curves_section(ids: list[str], rows: list[dict], histories: dict[str, list[dict]]) -> str:
