@@ -320,12 +320,20 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         wall = time.perf_counter() - start
         summary = dict(history.summary(), wall_seconds=round(wall, 1))
         seed_dir = model_dir / f"seed{seed}"
-        save_model(seed_dir, net, spec, metadata={
-            "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
-            "test_examples": len(test.y),  # what its test accuracies were measured on
-            "weights": (f"interrupted during epoch {summary['epochs_run']}" if history.interrupted
-                        else FINAL_EPOCH_WEIGHTS),
-            "mlflow_run_id": run.run_id, "trained_with": trained_with, "metrics": summary})
+        try:
+            save_model(seed_dir, net, spec, metadata={
+                "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
+                "test_examples": len(test.y),  # what its test accuracies were measured on
+                "weights": (f"interrupted during epoch {summary['epochs_run']}" if history.interrupted
+                            else FINAL_EPOCH_WEIGHTS),
+                "mlflow_run_id": run.run_id, "trained_with": trained_with, "metrics": summary})
+        except Exception as error:
+            if not history.interrupted:
+                raise
+            # stopped, and then the save failed too (`dvc queue stop --kill` removes a queued
+            # experiment's copy while its stage stops): the stop ended the run, so it ends KILLED
+            log(f"train {book_id} seed {seed}: interrupted; its weights could not be saved: {error}")
+            raise (history.stopped_by or KeyboardInterrupt()) from error
         if history.interrupted:
             log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")
             raise history.stopped_by or KeyboardInterrupt()

@@ -189,6 +189,45 @@ def test_interrupted_training_saves_weights_and_ends_killed(workdir, monkeypatch
     assert [r.info.status for r in runs] == ["KILLED"]
 
 
+def test_a_stopped_seed_whose_weights_cannot_be_saved_still_ends_killed(workdir, monkeypatch):
+    """`dvc queue stop --kill` removes a queued experiment's copy while its stage stops: the
+    save fails, but the stop is what ended the run (KILLED, not FAILED), and the log says the
+    weights were not saved."""
+    real_fit = experiment.fit
+
+    def interrupted_fit(*args, **kwargs):
+        history = real_fit(*args, **kwargs)
+        history.interrupted, history.stopped_by = True, KeyboardInterrupt()
+        return history
+
+    def folder_gone(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "models/tiny/seed1")
+
+    monkeypatch.setattr(experiment, "fit", interrupted_fit)
+    monkeypatch.setattr(experiment, "save_model", folder_gone)
+    said: list[str] = []
+    with pytest.raises(KeyboardInterrupt) as info:
+        experiment.train_entry("tiny", dict(RUN, seeds=[1]), DATA, PROFILE, "models/tiny", "results/tiny",
+                               log=said.append)
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert said[-1] == ("train tiny seed 1: interrupted; its weights could not be saved: "
+                        "[Errno 2] No such file or directory: 'models/tiny/seed1'")
+    _, runs = _runs(workdir)
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_a_seed_whose_weights_cannot_be_saved_after_training_ends_failed(workdir, monkeypatch):
+    def disk_gone(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(experiment, "save_model", disk_gone)
+    with pytest.raises(OSError, match="Input/output error"):
+        experiment.train_entry("tiny", dict(RUN, seeds=[1]), DATA, PROFILE, "models/tiny", "results/tiny",
+                               log=lambda _: None)
+    _, runs = _runs(workdir)
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_compute_blas_threads_pins_every_training_process(workdir, monkeypatch, workers):
     from threadpoolctl import threadpool_info

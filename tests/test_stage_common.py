@@ -138,6 +138,21 @@ def test_a_stage_whose_working_folder_was_removed_says_so(tmp_path, monkeypatch,
     assert "train@x: its working folder was removed while it ran" in capsys.readouterr().err
 
 
+def test_a_stage_stopped_after_its_working_folder_was_removed_says_so_and_exits_130(tmp_path, monkeypatch,
+                                                                                  capsys):
+    gone = tmp_path / "exp-copy"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # `dvc queue stop --kill`: DVC removes the copy, and the stage is stopped
+    with pytest.raises(SystemExit) as info:
+        with stage("train@x"):
+            raise KeyboardInterrupt
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert "train@x: its working folder was removed while it ran" in err
+    assert "== stage train@x interrupted after" in err
+
+
 def test_a_ctrl_c_while_a_stage_loads_its_modules_prints_one_line():
     """Before ``stage()`` handles Ctrl-C, the module's imports (MLflow, pandas) take a second
     or two: a Ctrl-C there ends the process by SIGINT with one line, not a traceback."""

@@ -25,6 +25,10 @@ def one_argument(usage: str) -> str:
     return sys.argv[1]
 
 
+_FOLDER_REMOVED = ("its working folder was removed while it ran (a queued DVC experiment stopped with "
+                   "`dvc queue kill --force` or `dvc queue stop --kill`, say); nothing it made was kept")
+
+
 def _cwd_exists() -> bool:
     """Whether the folder the stage runs in is still there (DVC removes a queued experiment's
     temporary copy when the experiment is killed outright)."""
@@ -63,14 +67,15 @@ def stage(name: str):
         with stops_raise_once(process_ends_on_stop=True):
             yield
     except KeyboardInterrupt as stopped:
+        if not _cwd_exists():
+            log(f"{name}: {_FOLDER_REMOVED}")
         log(f"== stage {name} interrupted after {time.perf_counter() - start:.1f} s ==")
         sys.exit(exit_status(stopped))
     except Exception as error:
         if (disk := disk_error_message(error)) is not None:
             log(f"{name}: {disk}")
         elif isinstance(error, FileNotFoundError) and not _cwd_exists():
-            log(f"{name}: its working folder was removed while it ran (a queued DVC experiment "
-                f"stopped with `dvc queue kill --force`, say); nothing it made was kept")
+            log(f"{name}: {_FOLDER_REMOVED}")
         elif _is_input_error(error):
             log(f"{name}: {error}")
             if isinstance(error, SettingError) and not error.message.startswith("missing"):
