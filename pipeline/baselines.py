@@ -126,7 +126,10 @@ def fit_pairwise_svms(x: np.ndarray, y: np.ndarray, sizes: list[int], *, C: floa
             for b in range(a + 1, len(classes)):
                 jobs.append((n, (a, b), pair_indices(y[:n], classes[a], classes[b])))
     jobs.sort(key=lambda job: -len(job[2]))
-    log(f"svm: fitting {len(jobs)} pairwise RBF machines (C={C}, gamma={gamma!r}) for "
+    # a named gamma ('auto': 1/784) with the number it stands for
+    resolved = "" if not isinstance(gamma, str) else " = " + ", ".join(
+        f"{g:.6g}" for g in sorted(set(gammas.values())))
+    log(f"svm: fitting {len(jobs)} pairwise RBF machines (C={C}, gamma={gamma!r}{resolved}) for "
         f"training sizes {', '.join(f'{n:,}' for n in sizes)}, on every core...")
     start = time.perf_counter()
     fitted = Parallel(n_jobs=n_jobs, return_as="generator")(

@@ -406,10 +406,12 @@ def main(cfg: DictConfig) -> None:
 
 
 def _shown(path: Path) -> str:
-    """``path`` relative to the working folder where it lies below it, else whole."""
+    """``path`` relative to the working folder where it lies below it, else whole (not
+    ``../../tmp/x``)."""
+    path = Path(path).absolute()
     try:
-        return os.path.relpath(path)
-    except ValueError:  # on Windows, another drive
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:  # outside it
         return str(path)
 
 

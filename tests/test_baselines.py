@@ -67,6 +67,8 @@ def test_outside_a_terminal_the_fit_reports_progress_in_whole_lines(monkeypatch)
     fit_pairwise_svms(x, y, [80, 160], C=1.0, gamma="auto", n_jobs=1, log=lines.append)
     progress = [line.rsplit(",", 1)[0] for line in lines if "machines fitted" in line]
     assert progress == ["svm on the first 160: 6 machines fitted", "svm on the first 80: 6 machines fitted"]
+    # a named gamma is shown with the number it stands for ('auto': 1/n_features, here 1/12)
+    assert lines[0].startswith("svm: fitting 12 pairwise RBF machines (C=1.0, gamma='auto' = 0.0833333) ")
 
 
 def test_darkness_needs_every_digit_in_its_training_images():

@@ -168,6 +168,16 @@ def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tm
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
+def test_a_folder_is_shown_relative_below_the_working_folder_and_whole_outside_it(tmp_path, monkeypatch):
+    from pipeline.train import _shown
+
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert _shown(tmp_path / "repo/outputs/x") == str(Path("outputs/x"))
+    assert _shown(Path("outputs/x")) == str(Path("outputs/x"))
+    assert _shown(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")  # not ../elsewhere
+
+
 def test_a_seed_that_is_not_an_integer_is_named(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.train", "book=ch1-30", "profile=smoke", "seed=abc",

@@ -268,7 +268,9 @@ def fetch_mnist(files: list[MnistFile], sources: list, dest_dir: str | Path,
             if hasattr(source, "close"):
                 source.close()
     if missing:
-        tried = "\n  ".join(attempts) or "(no source configured)"
+        tried = "\n  ".join(attempts) or (
+            "no source: none of download.sources could be tried (`local` is tried only with "
+            "download.local_dir set to a folder)")
         raise FetchError(
             f"could not fetch {', '.join(missing)} with the right bytes. Tried:\n  {tried}\n"
             "To place the files by hand: get the four MNIST files (plain or .gz) from any copy "

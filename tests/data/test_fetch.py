@@ -188,6 +188,17 @@ def test_npm_is_asked_once_when_it_fails(tmp_path, monkeypatch):
     assert "(exit status 1)" in str(info.value)
 
 
+def test_a_source_list_that_leaves_nothing_to_try_names_local_dir(tmp_path):
+    # download.sources=[local] with download.local_dir left null: `local` is skipped, and the
+    # message says why rather than that no source was configured
+    from pipeline.data.fetch import build_sources
+
+    sources = build_sources({"sources": ["local"], "local_dir": None})
+    with pytest.raises(FetchError, match=r"none of download.sources could be tried \(`local` is tried only "
+                                         r"with download.local_dir set"):
+        fetch_mnist([FILE], sources, tmp_path, log=lambda _: None)
+
+
 def test_a_bug_in_a_source_is_not_taken_for_a_source_that_failed(tmp_path):
     with pytest.raises(TypeError, match="a bug"):
         fetch_mnist([FILE], [FakeSource("buggy", error=TypeError("a bug")), FakeSource("good", PAYLOAD)],
