@@ -23,6 +23,10 @@ Conventions shared by every layer:
   every layer (``Network.set_dropout_rng``); re-seeding it reproduces the same masks.
 - An output layer (fc or softmax) also keeps ``z``, the weighted input of its last forward
   pass: the costs evaluate themselves from z (stable for saturated units).
+- A layer may also have ``backward_sgd(delta, need_input_grad, eta, shrink)``: ``backward``
+  with the plain SGD step taken inside it. ``Network.sgd_step``, the path training takes for
+  plain and L2 SGD, calls it where a layer has one (the fc layers, ``pipeline/nn/layers.py``)
+  and ``backward`` followed by ``sgd_update`` elsewhere; the two give the same weights.
 - ``forward(x, train=True)`` may return a buffer the layer reuses on its next training pass
   (the mini-batch loop allocates nothing); evaluation (``train=False``) returns fresh arrays.
 """
@@ -35,6 +39,7 @@ Array = Any  # numpy.ndarray or cupy.ndarray
 
 
 class Layer(Protocol):
+    kind: str  # "fc", "softmax" or "conv": the spec's layer type
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     params: dict[str, Array]

@@ -133,14 +133,15 @@ def _read_info(directory: Path) -> dict:
         raise ModelFileError(f"{path}: not valid JSON ({exc}): the file is damaged; {REDO}") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         found = info.get("format") if isinstance(info, dict) else None
-        raise ModelFileError(f"{path}: not a {FORMAT} file (format={found!r})")
+        raise ModelFileError(f"{path}: not a {FORMAT} file (format={found!r}): give the directory that "
+                             f"`dvc repro` wrote, models/<id>/seed<N>, or {REDO}")
     version = info.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:  # not `True`, which equals 1
         raise ModelFileError(f"{path}: format_version {info.get('format_version')!r} is not supported "
                              f"(expected {FORMAT_VERSION})")
     for key in ("spec", "params", "dtype", "weights_sha256"):
         if key not in info:
-            raise ModelFileError(f"{path}: missing key {key!r}")
+            raise ModelFileError(f"{path}: missing key {key!r}: the file is damaged; {REDO}")
     metadata = info.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise ModelFileError(f"{path}: 'metadata' must be a mapping, got {type(metadata).__name__}")
@@ -251,6 +252,7 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
     _check_dtypes(info, declared_dtypes, state, meta_path)
     digest = sha256_file(weights_path)
     if digest != info["weights_sha256"]:
-        raise ModelFileError(f"{weights_path}: SHA-256 {digest} does not match model.json ({info['weights_sha256']})")
+        raise ModelFileError(f"{weights_path}: SHA-256 {digest} does not match model.json "
+                             f"({info['weights_sha256']}): the weights were changed or damaged; {REDO}")
     net.load_state_dict(state)
     return LoadedModel(net, spec, info.get("metadata") or {}, info)

@@ -247,9 +247,10 @@ class FullyConnected:
     # -- parameters -------------------------------------------------------------------------
     def init_stds(self, scheme: str) -> tuple[float, float]:
         """Standard deviations (weights, biases) of the initial parameters under ``scheme``,
-        both drawn from zero-mean Gaussians: "large" N(0, 1) weights (ch. 1); "default"
-        N(0, 1/n_in) weights (ch. 3's weight initialisation); "network3"
-        N(0, 1/n_out) weights (network3.py). Biases N(0, 1) under every scheme."""
+        both drawn from zero-mean Gaussians, given here as N(mean, standard deviation) like the
+        module's table: "large" N(0, 1) weights (ch. 1); "default" N(0, 1/sqrt(n_in)) weights
+        (ch. 3's weight initialisation); "network3" N(0, sqrt(1/n_out)) weights (network3.py).
+        Biases N(0, 1) under every scheme."""
         if scheme == "large":
             return 1.0, 1.0
         if scheme == "default":

@@ -6,8 +6,10 @@ One step on a mini-batch of m examples (``backprop`` gives dC/dw for the *mean* 
 - L2, L1 weight decay:            see :mod:`pipeline.nn.regularization` (biases never decay)
 - momentum (ch. 3, eq. 107-108):  v <- mu v - eta dC/dw,  w <- w + v   (C includes the decay term)
 
-Epochs visit the training set in mini-batches of ``batch_size`` (the last one may be smaller),
-either reshuffled every epoch (network.py, network2.py) or in a fixed order (network3.py).
+Epochs visit the training set in mini-batches of ``batch_size`` (the last one may be smaller;
+under ``regularization.scaling: network3`` it is left out, as network3.py trains n // m whole
+mini-batches, whatever ``regularization.kind``), either reshuffled every epoch (network.py,
+network2.py) or in a fixed order (network3.py).
 After every epoch (or every ``eval_every``-th epoch and the last; for runs of thousands of
 tiny epochs, like chapter 3's 100-image training sets) the net is evaluated and a record is
 made (accuracies are fractions in [0, 1]): ``epoch`` (0-based), ``eta``, ``seconds`` (training
@@ -207,7 +209,8 @@ def _prepare(data, net: Network, name: str):
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{name}: {x.shape[0]} inputs but {y.shape[0]} labels")
     if y.size and (y.min() < 0 or y.max() >= net.classes):
-        raise ValueError(f"{name}: labels must lie in [0, {net.classes}), got [{y.min()}, {y.max()}]")
+        raise ValueError(f"{name}: labels must lie in [0, {net.classes}), got [{y.min()}, {y.max()}]: the "
+                         f"output layer (the spec's model.layers[-1].units) needs one unit per class")
     return x, y.astype(numpy.int64)
 
 
@@ -416,6 +419,20 @@ def _mini_batches(reg: Regularization, n: int, m: int, log: Callable[[str], None
     return whole_batches, n // m if whole_batches else (n + m - 1) // m
 
 
+def _check_decay(reg: Regularization, eta: float, coef: float, n: int, m: int) -> None:
+    """Refuse an L2 step that would not shrink the weights: w <- (1 - eta c) w needs eta c < 1.
+
+    At eta c >= 1 every step flips the weights' sign (or zeroes them), and the run would end
+    "normally" with nonsense. eta only falls during a run, so its first value is the test."""
+    if reg.kind == "l2" and eta * coef >= 1:
+        per = f"lmbda / n = {reg.lmbda} / {n}" if reg.scaling == "network2" else \
+            f"lmbda / (n // batch_size) = {reg.lmbda} / {max(1, n // m)}"
+        raise InputError(f"training.regularization.lmbda: the L2 step w <- (1 - eta c) w with eta = {eta} and "
+                         f"c = {per} gives 1 - eta c = {1 - eta * coef:.4g}, which flips the weights' "
+                         f"sign every step; lower training.regularization.lmbda or training.eta (or train "
+                         f"on more examples) so that eta c < 1")
+
+
 def fit(
     net: Network,
     training,
@@ -445,6 +462,7 @@ def fit(
     reg = Regularization(**t["regularization"])
     whole_batches, batches = _mini_batches(reg, n, m, log)
     coef = reg.coefficient(n, m)
+    _check_decay(reg, t["eta"], coef, n, m)
     opt = SGD(net, t["momentum"], reg, coef)
     next_order = epoch_orders(t, n)
     monitor = t["monitor"]
