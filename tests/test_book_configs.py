@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,119 @@ def test_book_profile_keeps_the_books_hyperparameters():
     # BOOK.md: chapters 1 and 6 report the best of three runs, chapters 3 and 5 one run
     assert {run["book"]["runs"] for run in book.values() if run["chapter"] in (1, 6)} == {3}
     assert {run["book"]["runs"] for run in book.values() if run["chapter"] in (3, 5)} == {1}
+
+
+# BOOK.md's rows, transcribed by hand (the configs must not be their own witness): network,
+# hidden activation, cost, init, epochs, eta, lambda, training data, the book's figure and the
+# set it was measured on. "50k": the prepared training set; a number n: its first n images;
+# "250k": the set expanded by 1-pixel shifts.
+CH3, CH6 = "cross_entropy", "log_likelihood"
+MORE_DATA = {100: 0.6909, 200: 0.7637, 500: 0.8529, 1000: 0.8885, 2000: 0.9127, 5000: 0.9324,
+             10000: 0.9489, 20000: 0.9585, 50000: 0.9597}
+BOOK_ROWS = {
+    "ch1-30": ("784-30-10", "sigmoid", "quadratic", "large", 30, 3.0, 0, "50k", 0.9542, "test"),
+    "ch1-100": ("784-100-10", "sigmoid", "quadratic", "large", 30, 3.0, 0, "50k", 0.9659, "test"),
+    "ch3-ce-30": ("784-30-10", "sigmoid", CH3, "large", 30, 0.5, 0, "50k", 0.9549, "test"),
+    "ch3-ce-100": ("784-100-10", "sigmoid", CH3, "large", 30, 0.5, 0, "50k", 0.9682, "test"),
+    "ch3-overfit-1k": ("784-30-10", "sigmoid", CH3, "large", 400, 0.5, 0, 1000, 0.8227, "test"),
+    "ch3-l2-1k": ("784-30-10", "sigmoid", CH3, "large", 400, 0.5, 0.1, 1000, 0.8710, "test"),
+    "ch3-l2-30": ("784-30-10", "sigmoid", CH3, "large", 30, 0.5, 5.0, "50k", 0.9649, "test"),
+    "ch3-l2-100": ("784-100-10", "sigmoid", CH3, "large", 30, 0.5, 5.0, "50k", 0.9792, "validation"),
+    "ch3-l2-100-tuned": ("784-100-10", "sigmoid", CH3, "large", 60, 0.1, 5.0, "50k", 0.9804, "validation"),
+    "ch3-init-30-default": ("784-30-10", "sigmoid", CH3, "default", 30, 0.1, 5.0, "50k", None, "validation"),
+    "ch3-init-30-large": ("784-30-10", "sigmoid", CH3, "large", 30, 0.1, 5.0, "50k", None, "validation"),
+    "ch3-init-100-default": ("784-100-10", "sigmoid", CH3, "default", 30, 0.1, 5.0, "50k", 0.9781, "validation"),
+    "ch3-init-100-large": ("784-100-10", "sigmoid", CH3, "large", 30, 0.1, 5.0, "50k", 0.9755, "validation"),
+    **{f"ch3-more-data-{n}": ("784-30-10", "sigmoid", CH3, "large", 1_500_000 // n, 0.5, 0.0001 * n,
+                              "50k" if n == 50000 else n, value, "validation") for n, value in MORE_DATA.items()},
+    "ch5-depth-1": ("784-30-10", "sigmoid", CH3, "default", 30, 0.1, 5.0, "50k", 0.9648, "validation"),
+    "ch5-depth-2": ("784-30-30-10", "sigmoid", CH3, "default", 30, 0.1, 5.0, "50k", 0.9690, "validation"),
+    "ch5-depth-3": ("784-30-30-30-10", "sigmoid", CH3, "default", 30, 0.1, 5.0, "50k", 0.9657, "validation"),
+    "ch5-depth-4": ("784-30-30-30-30-10", "sigmoid", CH3, "default", 30, 0.1, 5.0, "50k", 0.9653, "validation"),
+    "ch6-fc": ("784-100-softmax10", "sigmoid", CH6, "network3", 60, 0.1, 0, "50k", 0.9780, "test"),
+    "ch6-conv1": ("conv20-100-softmax10", "sigmoid", CH6, "network3", 60, 0.1, 0, "50k", 0.9878, "test"),
+    "ch6-conv2": ("conv20-conv40-100-softmax10", "sigmoid", CH6, "network3", 60, 0.1, 0, "50k", 0.9906, "test"),
+    "ch6-relu": ("conv20-conv40-100-softmax10", "relu", CH6, "network3", 60, 0.03, 0.1, "50k", 0.9923, "test"),
+    "ch6-expanded": ("conv20-conv40-100-softmax10", "relu", CH6, "network3", 60, 0.03, 0.1, "250k", 0.9937, "test"),
+    "ch6-fc300": ("conv20-conv40-300-softmax10", "relu", CH6, "network3", 60, 0.03, 0.1, "250k", 0.9946, "test"),
+    "ch6-fc1000": ("conv20-conv40-1000-softmax10", "relu", CH6, "network3", 60, 0.03, 0.1, "250k", 0.9943, "test"),
+    "ch6-2fc": ("conv20-conv40-100-100-softmax10", "relu", CH6, "network3", 60, 0.03, 0.1, "250k", 0.9943, "test"),
+    "ch6-2fc300": ("conv20-conv40-300-300-softmax10", "relu", CH6, "network3", 60, 0.03, 0.1, "250k", 0.9948, "test"),
+    "ch6-2fc1000": ("conv20-conv40-1000-1000-softmax10", "relu", CH6, "network3", 60, 0.03, 0.1, "250k", 0.9947,
+                    "test"),
+    # dropout 0.5 on the inputs of both FC layers and of the softmax: "d" marks a layer's input
+    "ch6-dropout": ("conv20-conv40-d1000-d1000-dsoftmax10", "relu", CH6, "network3", 40, 0.03, 0, "250k", 0.9960,
+                    "test"),
+}
+
+
+def _network(run: dict) -> str:
+    """A run's layers written as BOOK.md writes them (784-30-10; conv20-conv40-100-softmax10)."""
+    model = run["model"]
+    first = model["layers"][0]["type"]
+    parts = [] if first == "conv" else [str(math.prod(model["input_shape"]))]
+    for layer in model["layers"]:
+        mark = "d" if layer.get("dropout") else ""
+        assert layer.get("dropout") in (None, 0, 0.0, 0.5), layer  # the book's only dropout is 0.5
+        if layer["type"] == "conv":
+            assert (layer.get("kernel", 5), layer.get("pool", 2)) == (5, 2), layer  # 5x5 valid, 2x2 max-pool
+            parts.append(f"{mark}conv{layer['filters']}")
+        else:
+            parts.append(f"{mark}{'softmax' if layer['type'] == 'softmax' else ''}{layer['units']}")
+    return "-".join(parts)
+
+
+def _training_data(run: dict):
+    data = run["data"]
+    if data["train"] == "shifted":
+        assert data["train_limit"] is None
+        return "250k"
+    assert data["train"] == "train", data
+    return "50k" if data["train_limit"] is None else data["train_limit"]
+
+
+@pytest.fixture(scope="module")
+def book_profile():
+    return yaml.safe_load(compose(REPO_ROOT, ["profile=book"]))
+
+
+@pytest.mark.parametrize("book_id", sorted(BOOK_ROWS))
+def test_book_profile_runs_are_the_rows_of_book_md(book_profile, book_id):
+    """Every setting BOOK.md gives for a row, in the composed book profile: network, activation,
+    cost, init, epochs, eta, lambda and its scaling, mini-batch, data, the figure and its set."""
+    run = book_profile["book"][book_id]
+    network, activation, cost, init, epochs, eta, lmbda, data, value, measured_on = BOOK_ROWS[book_id]
+    training = run["training"]
+    regularization = training.get("regularization", {"kind": "none", "lmbda": 0.0})
+    chapter = int(book_id[2])
+    assert _network(run) == network
+    assert {layer["activation"] for layer in run["model"]["layers"] if layer["type"] != "softmax"} == {activation}
+    assert (run["model"]["cost"], run["model"]["init"]) == (cost, init)
+    assert (training["epochs"], training["eta"], training["batch_size"]) == (epochs, eta, 10)
+    assert regularization["lmbda"] == pytest.approx(lmbda)
+    assert regularization["kind"] == ("l2" if lmbda else "none")
+    if chapter == 6:  # network3.py: lambda over the mini-batches, no reshuffling, classic dropout
+        assert (regularization["scaling"], training["shuffle"]) == ("network3", False)
+        assert training.get("dropout_mode", "classic") == "classic"
+    elif lmbda:
+        assert regularization["scaling"] == "network2"
+    assert _training_data(run) == data
+    assert run["book"]["value"] == (pytest.approx(value) if value is not None else None)
+    assert run["book"]["metric"].split("_")[-1] == measured_on or run["book"]["metric"] == "test_at_best_validation"
+    assert run["book"]["metric"] != "test_at_best_validation" or chapter == 6  # chapter 6's rule only
+    assert run["book"]["epochs"] == epochs
+
+
+def test_the_rows_without_a_table_keep_the_books_words(book_profile):
+    """The ensemble (BOOK.md: five ch6-dropout nets, 99.67%) and the early-stopping rule
+    (chapter 3: 10 epochs without improvement, halve eta, stop at eta/128)."""
+    params = book_profile
+    assert (params["ensemble"]["members"], params["ensemble"]["book"]["value"]) == ("ch6-dropout", 0.9967)
+    assert len(params["book"]["ch6-dropout"]["seeds"]) == 5
+    schedule = params["book"]["ch3-early-stop"]["training"]["eta_schedule"]
+    assert (schedule["kind"], schedule["patience"], schedule["min_fraction"]) == ("halve_on_plateau", 10, 1 / 128)
+    assert sorted(i for i in BOOK_IDS if i not in BOOK_ROWS) == sorted(
+        ["ch3-dropout", "ch3-early-stop", "ch3-rotated", "ch5-speed-2", "ch5-speed-3", "ch5-speed-4"])
 
 
 def test_quick_profile_gives_chapter_6_the_epochs_read_off_the_book_runs():

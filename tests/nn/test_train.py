@@ -153,6 +153,35 @@ def test_accuracy_and_cost_in_one_pass_equal_the_two_measured_apart(data, batch)
     assert measured[2][1] < measured[0][1]  # training cost fell
 
 
+def _cost_by_hand(cost: str, a: numpy.ndarray, labels: numpy.ndarray) -> float:
+    """The mean over examples of each cost, written out per example (ch. 1 eq. 6, ch. 3 eq. 63
+    and 80) from the output activations."""
+    y = numpy.eye(a.shape[1])[labels]
+    if cost == "quadratic":
+        per_example = 0.5 * ((a - y) ** 2).sum(axis=1)
+    elif cost == "cross_entropy":
+        per_example = -(y * numpy.log(a) + (1 - y) * numpy.log(1 - a)).sum(axis=1)
+    else:
+        per_example = -numpy.log(a[numpy.arange(len(labels)), labels])
+    return float(per_example.mean())
+
+
+@pytest.mark.parametrize("cost, output", [("quadratic", "fc"), ("cross_entropy", "fc"), ("log_likelihood", "softmax")])
+def test_total_cost_is_the_mean_per_example_cost_plus_the_l2_term(cost, output):
+    """``total_cost`` against the costs' formulas on one unchunked forward pass: 150 examples in
+    chunks of 64 (the last one partial), with network2.py's L2 term 0.5 (lmbda / n) sum w^2."""
+    layers = [{"type": "fc", "units": 7, "activation": "sigmoid"},
+              {"type": output, "units": 3, **({"activation": "sigmoid"} if output == "fc" else {})}]
+    net = build_network(make_spec(layers, cost, init="large"))
+    x, labels = blobs(150, seed=9)
+    a = numpy.asarray(net.forward(x, False))
+    expected = _cost_by_hand(cost, a, labels)
+    assert net.total_cost(x, labels, batch=64) == pytest.approx(expected, rel=1e-12)
+    reg = Regularization(kind="l2", lmbda=2.0)
+    l2 = 0.5 * (2.0 / 150) * sum(float((layer.params["w"] ** 2).sum()) for layer in net.layers)
+    assert net.total_cost(x, labels, reg, batch=64) == pytest.approx(expected + l2, rel=1e-12)
+
+
 def test_without_monitoring_only_the_required_metrics_are_recorded(data):
     train, val, _ = data
     s = spec(epochs=1)
