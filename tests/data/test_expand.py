@@ -65,3 +65,19 @@ def test_rotated_pixels_are_rounded_to_the_nearest_grey_level_not_truncated():
     centre = (slice(None), slice(7, 21), slice(7, 21))
     for angle in (-10, -5, 5, 10):
         assert abs(rotate(ramp, angle)[centre].mean() - ramp[centre].mean()) < 0.25
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_rotation_uses_the_configured_spline_order(images, order):
+    """``expand.order`` reaches scipy: the rotation equals ndimage.rotate at that order (with the
+    spline prefilter that orders above 1 need), and orders 1 and 3 give different images."""
+    from scipy import ndimage
+
+    reference = ndimage.rotate(images.astype(np.float64), 10, axes=(2, 1), reshape=False, order=order,
+                               mode="constant", cval=0.0, prefilter=True)
+    turned = rotate(images, 10, order=order)
+    assert np.abs(turned.astype(np.int16) - np.clip(np.rint(reference), 0, 255)).max() <= 1  # float32 rounding
+    assert not np.array_equal(rotate(images, 10, order=1), rotate(images, 10, order=3))
+    labels = np.arange(6, dtype=np.uint8)
+    x, _ = expand(images, labels, shifts=False, angles=[10], seed=1, order=order)
+    assert all((x == turned[i]).all(axis=(1, 2)).sum() == 1 for i in range(6))

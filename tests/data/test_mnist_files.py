@@ -12,20 +12,23 @@ def test_each_split_has_one_file_and_an_unknown_split_is_refused(tmp_path):
         split_file(tmp_path, "valid")
 
 
-@pytest.mark.parametrize("n_labels, bad_label, message", [
-    (3, 7, "train-images-idx3-ubyte and {raw}/train-labels-idx1-ubyte: 2 images but 3 labels"),
-    (2, 12, "train-labels-idx1-ubyte: labels outside 0..9"),
-    (2, 10, "train-labels-idx1-ubyte: labels outside 0..9"),
+@pytest.mark.parametrize("bad_part, n_labels, bad_label, message", [
+    ("train", 3, 7, "train-images-idx3-ubyte and {raw}/train-labels-idx1-ubyte: 2 images but 3 labels"),
+    ("train", 2, 12, "train-labels-idx1-ubyte: labels outside 0..9"),
+    ("train", 2, 10, "train-labels-idx1-ubyte: labels outside 0..9"),
+    ("test", 3, 7, "t10k-images-idx3-ubyte and {raw}/t10k-labels-idx1-ubyte: 2 images but 3 labels"),
+    ("test", 2, 10, "t10k-labels-idx1-ubyte: labels outside 0..9"),
 ])
-def test_raw_files_that_disagree_are_named_with_the_fix(tmp_path, n_labels, bad_label, message):
+def test_raw_files_that_disagree_are_named_with_the_fix(tmp_path, bad_part, n_labels, bad_label, message):
     import numpy as np
 
     from pipeline.data.idx import encode_idx
     from pipeline.data.mnist import RAW_FILES, read_raw
     from pipeline.errors import InputError
 
-    images, labels = np.zeros((2, 28, 28), np.uint8), np.full(n_labels, bad_label, np.uint8)
-    for part in ("train", "test"):
+    images, good = np.zeros((2, 28, 28), np.uint8), np.array([3, 9], np.uint8)
+    for part in ("train", "test"):  # the other part's files are sound
+        labels = np.full(n_labels, bad_label, np.uint8) if part == bad_part else good
         (tmp_path / RAW_FILES[f"{part}_images"]).write_bytes(encode_idx(images))
         (tmp_path / RAW_FILES[f"{part}_labels"]).write_bytes(encode_idx(labels))
     with pytest.raises(InputError) as refused:

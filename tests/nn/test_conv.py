@@ -329,12 +329,14 @@ def test_init_other_schemes_and_errors():
     assert layer.params["w"].std() == pytest.approx(1 / np.sqrt(27), rel=0.05)
     layer.init_params("large", np.random.default_rng(9), np, np.float64)
     assert layer.params["w"].std() == pytest.approx(1.0, rel=0.05)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="init: unknown 'nope'"):
         layer.init_params("nope", np.random.default_rng(9), np, np.float64)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ties: unknown 'some'"):
         ConvPool((1, 28, 28), 4, ties="some")
-    with pytest.raises(ValueError):
-        layer.forward(np.zeros((2, 5)), train=False)
+    # too few values, and the right number of values in the wrong shape (a reshape would take them)
+    for shape in [(2, 5), (2, 10, 30), (2, 3, 100), (2, 10, 3, 10)]:
+        with pytest.raises(ValueError, match=r"conv layer with in_shape \(3, 10, 10\) got input of shape"):
+            layer.forward(np.zeros(shape), train=False)
 
 
 def test_chapter6_shapes():

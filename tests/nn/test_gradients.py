@@ -147,7 +147,6 @@ def test_checker_catches_a_wrong_gradient():
 
 
 def test_mixed_network_with_convpool():
-    pytest.importorskip("pipeline.nn.conv")
     layers = [
         {"type": "conv", "filters": 2, "kernel": 3, "pool": 2, "activation": "relu"},
         {"type": "fc", "units": 4, "activation": "sigmoid", "dropout": 0.2},

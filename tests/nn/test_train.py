@@ -411,8 +411,12 @@ def test_fit_checks_its_inputs(data):
         # an empty set's accuracy is NaN every epoch: the rule would fire after `patience` epochs
         with pytest.raises(ValueError, match="validation_data with at least one example"):
             fit(build_network(spec(**rule)), spec(**rule), train, (x[:0], y[:0]), log=None)
-    with pytest.raises(ValueError, match="labels must lie in"):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got \[3, 5\]: .*model.layers\[-1\].units"):
         fit(build_network(spec()), spec(), (x, y + 3), log=None)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got \[-1, 1\]"):
+        fit(build_network(spec()), spec(), (x, y - 1), log=None)
+    with pytest.raises(ValueError, match="train_data is empty"):
+        fit(build_network(spec()), spec(), (x[:0], y[:0]), log=None)
     with pytest.raises(ValueError, match="inputs but"):
         fit(build_network(spec()), spec(), (x, y[:-1]), log=None)
     with pytest.raises(ValueError, match="training.eta"):
