@@ -345,6 +345,11 @@ def _eta_schedule(raw, path: str) -> dict:
     sched = _mapping(raw, path, {"kind": kind, "patience": REQUIRED, "min_fraction": REQUIRED})
     sched["patience"] = _int(sched["patience"], _join(path, "patience"), 1)
     sched["min_fraction"] = _float(sched["min_fraction"], _join(path, "min_fraction"), 0.0, 1.0, lo_open=True)
+    if sched["min_fraction"] >= 0.5:  # the first halving would end the run: no epoch at eta / 2
+        raise SpecError(_join(path, "min_fraction"),
+                        f"must be < 0.5, got {sched['min_fraction']}: training ends once eta is at most "
+                        f"min_fraction of its start, so the first halving would end it; to stop at the "
+                        f"first plateau without halving, use training.early_stopping: {{patience: N}}")
     return sched
 
 
