@@ -167,6 +167,28 @@ def sync_problem(root: str | Path = ".", params_file: str | Path = "params.yaml"
             f"key=value given to pipeline.config), that drops it.")
 
 
+def explain_override(error: Exception, overrides: list[str], root: str | Path = ".") -> str | None:
+    """For Hydra's "Could not override 'key'" (a key that is not in the config), which advises
+    ``+key=value``, or its "Error merging override key=value" (a list index past the end):
+    which part of the key is not there and what is (``absent_key``), read from the config
+    composed without that override. None where that does not explain the error."""
+    from pipeline.settings import absent_key
+
+    text = str(error)
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+    elif text.startswith("Error merging override "):  # e.g. a list index out of range
+        key = text.removeprefix("Error merging override ").partition("=")[0].strip().lstrip("+~")
+    else:
+        return None
+    others = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+    try:
+        params = yaml.safe_load(compose(root, others))
+    except Exception:  # another override fails too: Hydra's message stands
+        return None
+    return absent_key(key, params or {})
+
+
 def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -196,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         params = yaml.safe_load(text)
         check(params, ".")
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, InputError, ValueError) as error:
+        if (said := explain_override(error, args.overrides)) is not None:
+            print(f"pipeline.config: {said}\n{out} was not written.", file=sys.stderr)
+            return EXIT_STATUS
         # Hydra's own message (a missing config group option, a key it cannot override, a YAML
         # error in conf/, a group set to null) or ours (an InputError names the key), without
         # the traceback around it

@@ -184,3 +184,31 @@ def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download"
         if ensemble["members"] not in (params.get("book") or {}):
             raise SettingError("ensemble.members", f"{ensemble['members']!r} is not a run in params.yaml's "
                                f"book (have: {', '.join(params.get('book') or {})})")
+
+
+def absent_key(key: str, params: dict) -> str | None:
+    """What is wrong with setting the dotted ``key`` (a command line's ``key=value``) in the
+    composed ``params``: the first part of it that is not there, with the keys that are; None
+    when the whole path exists.
+
+    Hydra's own message for such a key advises ``+key=value``, which adds a key that nothing
+    reads (the checks then refuse it); a misspelt key or run id wants the right name instead."""
+    node: Any = params
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth])
+        if isinstance(node, list):
+            if part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            return f"{key}: {where} is a list of {len(node)}; {part!r} is not one of its indices 0..{len(node) - 1}"
+        if not isinstance(node, dict):
+            return f"{key}: {where} is a value ({node!r}), not a mapping: no key goes under it"
+        if part not in node:
+            if where == "book":
+                return (f"{key}: there is no run {part!r}; the runs are {', '.join(sorted(node))}. A run of "
+                        f"your own is a new file conf/book/<id>.yaml (README: An experiment of your own)")
+            allowed = ", ".join(map(str, node)) or "none"
+            return f"{key}: unknown key {part!r}{f' under {where}' if where else ''}; allowed keys: {allowed}"
+        node = node[part]
+    return None

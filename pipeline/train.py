@@ -33,7 +33,7 @@ from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
 from pipeline.params import MODELS, below_the_root, run_folders
-from pipeline.settings import COUNT, POSITIVE, SECTIONS, SEED
+from pipeline.settings import COUNT, POSITIVE, SECTIONS, SEED, absent_key
 
 # what conf/train.yaml composes: params.yaml's sections (a profile may set any) and the shortcuts
 APP_KEYS = (*SECTIONS, "seed", "eta", "epochs")
@@ -115,7 +115,30 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
                 if not (conf / key / f"{name}.yaml").is_file():
                     have = sorted(p.stem for p in (conf / key).glob("*.yaml"))
                     return f"{key}={name}: there is no conf/{key}/{name}.yaml; the choices are {', '.join(have)}"
-    return another_runs_setting(args, conf, default_known=not elsewhere)
+    return another_runs_setting(args, conf, default_known=not elsewhere) or (
+        None if elsewhere else absent_setting(args, conf))
+
+
+def absent_setting(args: list[str], conf: Path = CONF) -> str | None:
+    """A nested ``key=value`` (``book.ch1-30.training.etaa=0.5``) whose key is not in the
+    config, named with the keys that are (``pipeline.settings.absent_key``): Hydra would advise
+    ``+key=value``, a key nothing reads. Read from ``conf/`` composed with the command line's
+    group choices; left to Hydra where a choice is a sweep or a pattern (which profile's keys
+    apply is then not one answer). Keys given with ``+``, ``++`` or ``~`` are the user's to add."""
+    nested = [arg.partition("=")[0] for arg in args if "=" in arg and not arg.startswith(("-", "+", "~"))
+              and "." in arg.partition("=")[0] and arg.split(".", 1)[0] in GROUPS]
+    if not nested:
+        return None
+    choices = [(key, value) for key, value in _settings(args) if key in GROUPS]  # book=: a run of one's own too
+    if any("," in value or _picks_by_pattern(value) for _, value in choices):
+        return None
+    from pipeline.config import compose
+
+    try:
+        params = yaml.safe_load(compose(conf.parent, [f"{key}={value}" for key, value in choices]))
+    except Exception:  # a choice Hydra refuses: its own message says so
+        return None
+    return next((problem for key in nested if (problem := absent_key(key, params or {}))), None)
 
 
 def _settings(args: list[str]) -> list[tuple[str, str]]:

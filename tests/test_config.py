@@ -32,7 +32,14 @@ def test_a_switched_profile_is_in_sync_and_an_override_is_named(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["profile=smok"], "Could not find 'profile/smok'"),
-    (["book.ch1-30.training.etaa=0.5"], "Could not override 'book.ch1-30.training.etaa'"),
+    # Hydra would advise +key=value; the key's first absent part is named, with what is there
+    (["book.ch1-30.training.etaa=0.5"], "book.ch1-30.training.etaa: unknown key 'etaa' under "
+                                        "book.ch1-30.training; allowed keys: epochs, batch_size, eta, shuffle"),
+    (["book.ch1-31.training.eta=0.5"], "book.ch1-31.training.eta: there is no run 'ch1-31'; the runs are ch1-100, "
+                                       "ch1-30, ch3-ce-100"),
+    (["book.ch1-30.model.layers.5.units=3"], "book.ch1-30.model.layers is a list of 2; '5' is not one of its "
+                                             "indices 0..1"),
+    (["etaa=0.5"], "etaa: unknown key 'etaa'; allowed keys: data, download, expand"),
     (["+book.ch1-30.training.etaa=0.5"], "book.ch1-30.training.etaa: unknown key"),
     (["book.ch1-30.training.eta=-1"], "book.ch1-30.training.eta: must be > 0"),
     (["profile.limits.train_examples=-5"], "profile.limits.train_examples: expected an integer >= 1 or null"),
@@ -56,6 +63,7 @@ def test_config_names_a_mistake_and_writes_nothing(tmp_path, monkeypatch, capsys
     assert main(overrides) == 2
     err = capsys.readouterr().err
     assert message in err and "params.yaml was not written" in err and "Traceback" not in err
+    assert "To append to your config use" not in err
     assert not (tmp_path / "params.yaml").exists()
 
 

@@ -360,6 +360,8 @@ def test_a_run_changed_on_the_command_line_does_not_replay_the_books_run():
     # trained (under smoke, as here, Hydra's own message: exit 1); the function's own test is below
     ("book.ch6-relu.training.epochs=2", "book.ch6-relu.training.epochs: a setting of ch6-relu, but the run "
                                         "trained is ch1-30, conf/train.yaml's default: add book=ch6-relu"),
+    ("book.ch1-30.training.etaa=0.1", "book.ch1-30.training.etaa: unknown key 'etaa' under book.ch1-30.training; "
+                                      "allowed keys: epochs, batch_size, eta"),
 ])
 def test_a_key_or_choice_the_app_does_not_have_is_said_in_a_line_exit_2(arg, said):
     """Hydra's own message for `etaa=0.1` exits 1 and advises `+etaa=0.1`, a key nothing reads."""
@@ -367,6 +369,30 @@ def test_a_key_or_choice_the_app_does_not_have_is_said_in_a_line_exit_2(arg, sai
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith(said), result.stderr
     assert "Traceback" not in result.stderr and "+etaa" not in result.stderr
+    assert "To append to your config use" not in result.stderr
+
+
+def test_a_nested_key_that_is_not_there_is_named_with_the_keys_that_are(tmp_path):
+    """Read from conf/ composed with the command line's choices, a run of one's own included;
+    a sweep over profiles, an added (+) key and a key that is there are left alone."""
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    mine = (conf / "book" / "ch6-relu.yaml").read_text().replace("\nch6-relu:", "\nmy-tanh:", 1)
+    (conf / "book" / "my-tanh.yaml").write_text(mine)
+    assert override_problem(["profile=smoke", "book=my-tanh", "book.my-tanh.training.eta=0.1"], conf) is None
+    assert override_problem(["profile=smoke", "book=my-tanh", "book.my-tanh.training.etaa=0.1"], conf) == (
+        "book.my-tanh.training.etaa: unknown key 'etaa' under book.my-tanh.training; allowed keys: epochs, "
+        "batch_size, eta, shuffle, regularization, dtype")
+    assert override_problem(["book=ch6-relu", "book.ch6-relu.model.layers.9.units=3"], conf) == (
+        "book.ch6-relu.model.layers.9.units: book.ch6-relu.model.layers is a list of 4; '9' is not one of its "
+        "indices 0..3")
+    assert override_problem(["compute.devise=gpu"], conf).startswith(
+        "compute.devise: unknown key 'devise' under compute; allowed keys: ")
+    assert override_problem(["-m", "profile=smoke,quick", "book.ch1-30.training.etaa=0.1"], conf) is None
+    assert override_problem(["+book.ch1-30.training.etaa=0.1"], conf) is None
+    assert override_problem(["profile=smoke", "book.ch1-30.training.eta=0.1", "data.n_train=100"], conf) is None
 
 
 def test_a_setting_of_a_run_not_trained_is_named():
