@@ -66,6 +66,10 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
         if weights is not None and weights != FINAL_EPOCH_WEIGHTS:  # saved by a stopped run
             print(f"predict: {voter.name} holds the weights of a run that did not finish "
                   f"({weights}), not those of its last epoch", file=sys.stderr)
+        if (cut := training_cut(voter.metadata.get("profile"))) is not None:  # e.g. smoke's: a pipeline check
+            print(f"predict: {voter.name} was trained under the {voter.metadata['profile']} profile: {cut} "
+                  f"Expect many wrong answers; the quick profile (`python -m pipeline.config && dvc repro`) "
+                  f"trains the book's nets.", file=sys.stderr)
     return voters
 
 
@@ -135,6 +139,27 @@ def recorded_final_test(voter: Voter) -> float | None:
     return voter.test_accuracy.get(last)
 
 
+def _profile_section(profile: str | None) -> dict | None:
+    """conf/profile/<profile>.yaml's ``profile`` mapping, or None where this checkout has no such file."""
+    path = params.CONF / "profile" / f"{profile}.yaml"
+    if not profile or not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path)).get("profile") or {}
+
+
+def training_cut(profile: str | None) -> str | None:
+    """What a profile that trains on a cut of the training set (``limits.train_examples``; the
+    smoke profile's 500 images) says of itself (its ``about``), or None for one that trains on
+    the whole set, or that this checkout does not have."""
+    section = _profile_section(profile)
+    if section is None or not (section.get("limits") or {}).get("train_examples"):
+        return None
+    return " ".join(str(section.get("about") or "").split()) or \
+        f"{section['limits']['train_examples']} training images."
+
+
 def evaluated_examples(metadata: dict) -> int | None | bool:
     """How many test images the run that saved a model evaluated on: its ``test_examples``
     (recorded since 2026-12-04); for a model saved before, its profile's
@@ -146,13 +171,10 @@ def evaluated_examples(metadata: dict) -> int | None | bool:
     profile = metadata.get("profile")
     if not profile:
         return None
-    path = params.CONF / "profile" / f"{profile}.yaml"
-    if not path.is_file():
+    section = _profile_section(profile)
+    if section is None:
         return False
-    from omegaconf import OmegaConf
-
-    limits = OmegaConf.to_container(OmegaConf.load(path)).get("profile", {}).get("limits") or {}
-    return limits.get("eval_examples")
+    return (section.get("limits") or {}).get("eval_examples")
 
 
 def score_test(voters: list[Voter], prepared: Path) -> tuple[list[str], bool]:

@@ -348,6 +348,20 @@ def test_weights_a_stopped_run_saved_are_said_to_be_so(tmp_path, capsys):
     assert str(folders[0]) not in err
 
 
+def test_a_net_of_the_smoke_profile_is_said_to_be_a_pipeline_check(tmp_path, capsys):
+    folders = []
+    for seed, profile in ((1, "quick"), (2, "smoke")):
+        spec = {"model": FC30["model"], "training": dict(FC30["training"], seed=seed)}
+        folders.append(tmp_path / f"seed{seed}")
+        save_model(folders[-1], build_network(spec), spec,
+                   metadata={"seed": seed, "weights": FINAL_EPOCH_WEIGHTS, "profile": profile})
+    predict.load_voters(folders, [], tmp_path)
+    err = capsys.readouterr().err
+    assert (f"predict: {folders[1]} was trained under the smoke profile: 500 training images and one epoch per "
+            f"run: a test of the pipeline. Its numbers say nothing about the book's. Expect many wrong") in err
+    assert str(folders[0]) not in err
+
+
 @pytest.mark.parametrize("damage", [b"seed,era,test_accuracy\n2,0,0.95\n", b"seed,epoch,test_accuracy\n2,0,abc\n",
                                     b"\x81\x82\x00garbage"], ids=["renamed column", "not a number", "binary"])
 def test_a_damaged_history_is_named_and_left_out_not_fatal(tmp_path, capsys, damage):
