@@ -442,7 +442,7 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"default: {' '.join(DEFAULT_CASES)}")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: ours through CuPy, torch on CUDA")
     ap.add_argument("--threads", nargs="+", type=int, default=None, help="CPU thread counts (default: 1 2; gpu: 1)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed epochs per case, interleaved (default: 3)")
     ap.add_argument("--epoch-fraction", type=float, default=1.0,
                     help="time this fraction of the 50,000 images and scale")
     ap.add_argument("--batch-size", nargs="+", type=int, default=None,
@@ -450,7 +450,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None,
                     help=".npz with x (n, 784) and y (n,), or uint8 images/labels "
                          "(e.g. data/prepared/train.npz); default synthetic")
-    ap.add_argument("--out", default="results/bench.json")
+    ap.add_argument("--out", default="results/bench.json",
+                    help="the JSON file the timings are written to (default: results/bench.json)")
     return ap
 
 

@@ -167,6 +167,24 @@ def sync_problem(root: str | Path = ".", params_file: str | Path = "params.yaml"
             f"key=value given to pipeline.config), that drops it.")
 
 
+# Hydra's options whose value is the next word (``--cfg job``, ``-cn train``)
+OPTIONS_WITH_A_VALUE = ("--cfg", "-c", "--info", "-i", "--package", "-p", "--config-path", "-cp",
+                        "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
+
+
+def bare_choice(args: list[str], conf: str | Path = CONFIG_DIR) -> str | None:
+    """A word without ``=`` that names a run or a profile (``ch1-30``, ``smoke``): Hydra reads
+    it as a malformed override ("missing EQUAL"); the fix is ``book=ch1-30`` or ``profile=smoke``."""
+    conf = Path(conf)
+    for before, word in zip(["", *args], args):
+        if "=" in word or word.startswith(("-", "+", "~")) or before in OPTIONS_WITH_A_VALUE:
+            continue
+        for group in ("book", "profile"):
+            if (conf / group / f"{word}.yaml").is_file():
+                return f"{word}: a setting is key=value: {group}={word}"
+    return None
+
+
 def explain_override(error: Exception, overrides: list[str], root: str | Path = ".") -> str | None:
     """For Hydra's "Could not override 'key'" (a key that is not in the config), which advises
     ``+key=value``, or its "Error merging override key=value" (a list index past the end):
@@ -208,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     if out.is_dir():
         print(f"pipeline.config: --out {out} is a folder; give the file to write, e.g. {out / 'params.yaml'}",
               file=sys.stderr)
+        return EXIT_STATUS
+    if problem := bare_choice(args.overrides):
+        print(f"pipeline.config: {problem}\n{out} was not written.", file=sys.stderr)
         return EXIT_STATUS
     try:
         if args.check:

@@ -179,10 +179,11 @@ def train_torch(spec: dict, state: dict, train, validation, test, torch, log=pri
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.crosscheck", description=__doc__.split("\n")[0])
-    parser.add_argument("book_id", help="a run in params.yaml without dropout, e.g. ch6-relu or ch1-100")
+    parser.add_argument("book_id", help="a run in params.yaml trained by plain constant-eta SGD: no dropout, "
+                                        "momentum, eta schedule, early stopping or L1 (e.g. ch6-relu, ch1-100)")
     parser.add_argument("--epochs", type=int, default=3,
                         help="epochs to train (at most the run's own; default 3)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="the run's seeds to train (default: 1)")
     args = parser.parse_args(argv)
     try:
         import torch

@@ -100,6 +100,10 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
     of a run the command does not train (``another_runs_setting``), said in a line (exit 2)
     before Hydra's own message (exit 1), which for ``etaa=0.1`` advises ``+etaa=0.1``: a key
     that nothing reads."""
+    from pipeline.config import bare_choice
+
+    if problem := bare_choice(args, conf):
+        return problem
     # other config folders (hydra.searchpath, --config-dir) may hold further runs and profiles
     elsewhere = any(a.lstrip("+~").startswith("hydra.searchpath")
                     or a.split("=", 1)[0] in ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")

@@ -40,6 +40,7 @@ def test_a_switched_profile_is_in_sync_and_an_override_is_named(tmp_path):
     (["book.ch1-30.model.layers.5.units=3"], "book.ch1-30.model.layers is a list of 2; '5' is not one of its "
                                              "indices 0..1"),
     (["etaa=0.5"], "etaa: unknown key 'etaa'; allowed keys: data, download, expand"),
+    (["smoke"], "smoke: a setting is key=value: profile=smoke"),  # Hydra: "missing EQUAL"
     (["+book.ch1-30.training.etaa=0.5"], "book.ch1-30.training.etaa: unknown key"),
     (["book.ch1-30.training.eta=-1"], "book.ch1-30.training.eta: must be > 0"),
     (["profile.limits.train_examples=-5"], "profile.limits.train_examples: expected an integer >= 1 or null"),

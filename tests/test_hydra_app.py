@@ -392,6 +392,12 @@ def test_a_nested_key_that_is_not_there_is_named_with_the_keys_that_are(tmp_path
         "compute.devise: unknown key 'devise' under compute; allowed keys: ")
     assert override_problem(["-m", "profile=smoke,quick", "book.ch1-30.training.etaa=0.1"], conf) is None
     assert override_problem(["+book.ch1-30.training.etaa=0.1"], conf) is None
+    # a bare run or profile name: Hydra's "missing EQUAL"; an option's own value is no setting
+    assert override_problem(["ch1-30"], conf) == "ch1-30: a setting is key=value: book=ch1-30"
+    assert override_problem(["-m", "smoke"], conf) == "smoke: a setting is key=value: profile=smoke"
+    assert override_problem(["--cfg", "job", "--info", "plugins"], conf) is None
+    (conf / "book" / "job.yaml").write_text(mine.replace("\nmy-tanh:", "\njob:", 1))
+    assert override_problem(["--cfg", "job"], conf) is None
     assert override_problem(["profile=smoke", "book.ch1-30.training.eta=0.1", "data.n_train=100"], conf) is None
 
 
