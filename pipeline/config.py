@@ -19,6 +19,7 @@ mistaken for a stale file.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -185,13 +186,59 @@ def bare_choice(args: list[str], conf: str | Path = CONFIG_DIR) -> str | None:
     return None
 
 
+def explain_absent(key: str, value: str, params: dict) -> str | None:
+    """Why ``key=value`` cannot be set in the composed ``params``: the key's first absent part
+    with the keys that are there (``pipeline.settings.absent_key``), or, for a run's setting
+    that the engine knows but the run's file leaves at its default (``regularization`` of
+    ``ch1-30``), the ``+key=value`` that adds it. None where the key is there."""
+    import copy
+
+    from pipeline.errors import SettingError
+    from pipeline.settings import absent_key
+
+    problem = absent_key(key, params)
+    parts = key.split(".")
+    if problem is None or len(parts) < 3 or parts[0] != "book" or parts[1] not in (params.get("book") or {}):
+        return problem
+    run = copy.deepcopy(params["book"][parts[1]])
+    node, depth = run, 2  # down to the mapping that lacks parts[depth]
+    while depth < len(parts) - 1:
+        part = parts[depth]
+        below = (node.get(part) if isinstance(node, dict)
+                 else node[int(part)] if part.isdigit() and int(part) < len(node) else None)
+        if not isinstance(below, (dict, list)):
+            break
+        node, depth = below, depth + 1
+    if not isinstance(node, dict) or parts[depth] in node:
+        return problem  # a list index past the end or a value in the way: absent_key said it
+    absent = ".".join(parts[: depth + 1])
+    try:
+        leaf: object = yaml.safe_load(value) if value else None
+    except yaml.YAMLError:  # Hydra's grammar is not YAML's: the text itself is as good a value here
+        leaf = value
+    for part in reversed(parts[depth + 1:]):
+        leaf = {part: leaf}
+    node[parts[depth]] = leaf
+    from pipeline.experiment import validate_run  # loads MLflow: only for a key that is not there
+
+    try:
+        validate_run(parts[1], run)
+    except SettingError as error:
+        said = re.sub(r"\[(\d+)\]", r".\1", str(error))  # the spec writes layers[0], the command line layers.0
+        if said.startswith(f"{absent}: unknown key"):  # the engine's message lists every key it takes
+            return str(error) if absent == key else f"{key}: {error}"
+    except (ValueError, TypeError):
+        pass
+    what = "" if absent == key else f"{absent} is "
+    return (f"{key}: {what}not set in this run's config (it takes the engine's default); "
+            f"add it with +{key}={value}")
+
+
 def explain_override(error: Exception, overrides: list[str], root: str | Path = ".") -> str | None:
     """For Hydra's "Could not override 'key'" (a key that is not in the config), which advises
     ``+key=value``, or its "Error merging override key=value" (a list index past the end):
-    which part of the key is not there and what is (``absent_key``), read from the config
+    which part of the key is not there and what is (``explain_absent``), read from the config
     composed without that override. None where that does not explain the error."""
-    from pipeline.settings import absent_key
-
     text = str(error)
     if text.startswith("Could not override '"):
         key = text.split("'")[1]
@@ -200,11 +247,12 @@ def explain_override(error: Exception, overrides: list[str], root: str | Path = 
     else:
         return None
     others = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+    value = next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+~") == key), "")
     try:
         params = yaml.safe_load(compose(root, others))
     except Exception:  # another override fails too: Hydra's message stands
         return None
-    return absent_key(key, params or {})
+    return explain_absent(key, value, params or {})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
 from pipeline.machine import kernel_pin_note
 from pipeline.params import MODELS, below_the_root, run_folders
-from pipeline.settings import COUNT, POSITIVE, SECTIONS, SEED, absent_key
+from pipeline.settings import COUNT, POSITIVE, SECTIONS, SEED
 
 # what conf/train.yaml composes: params.yaml's sections (a profile may set any) and the shortcuts
 APP_KEYS = (*SECTIONS, "seed", "eta", "epochs")
@@ -125,24 +125,25 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
 
 def absent_setting(args: list[str], conf: Path = CONF) -> str | None:
     """A nested ``key=value`` (``book.ch1-30.training.etaa=0.5``) whose key is not in the
-    config, named with the keys that are (``pipeline.settings.absent_key``): Hydra would advise
-    ``+key=value``, a key nothing reads. Read from ``conf/`` composed with the command line's
+    config, named with the keys that are (``pipeline.config.explain_absent``): Hydra would advise
+    ``+key=value``, a key nothing reads (right only for a setting the run's file leaves out, which
+    is then said). Read from ``conf/`` composed with the command line's
     group choices; left to Hydra where a choice is a sweep or a pattern (which profile's keys
     apply is then not one answer). Keys given with ``+``, ``++`` or ``~`` are the user's to add."""
-    nested = [arg.partition("=")[0] for arg in args if "=" in arg and not arg.startswith(("-", "+", "~"))
+    nested = [arg.partition("=")[::2] for arg in args if "=" in arg and not arg.startswith(("-", "+", "~"))
               and "." in arg.partition("=")[0] and arg.split(".", 1)[0] in GROUPS]
     if not nested:
         return None
     choices = [(key, value) for key, value in _settings(args) if key in GROUPS]  # book=: a run of one's own too
     if any("," in value or _picks_by_pattern(value) for _, value in choices):
         return None
-    from pipeline.config import compose
+    from pipeline.config import compose, explain_absent
 
     try:
         params = yaml.safe_load(compose(conf.parent, [f"{key}={value}" for key, value in choices]))
     except Exception:  # a choice Hydra refuses: its own message says so
         return None
-    return next((problem for key in nested if (problem := absent_key(key, params or {}))), None)
+    return next((problem for key, value in nested if (problem := explain_absent(key, value, params or {}))), None)
 
 
 def _settings(args: list[str]) -> list[tuple[str, str]]:
