@@ -19,6 +19,7 @@ mistaken for a stale file.
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.atomic import write_text
+from pipeline.errors import SettingError
 from pipeline.params import below_the_root
 
 CONFIG_DIR = "conf"
@@ -186,52 +188,72 @@ def bare_choice(args: list[str], conf: str | Path = CONFIG_DIR) -> str | None:
     return None
 
 
-def explain_absent(key: str, value: str, params: dict) -> str | None:
-    """Why ``key=value`` cannot be set in the composed ``params``: the key's first absent part
-    with the keys that are there (``pipeline.settings.absent_key``), or, for a run's setting
-    that the engine knows but the run's file leaves at its default (``regularization`` of
-    ``ch1-30``), the ``+key=value`` that adds it. None where the key is there."""
-    import copy
+def _first_absent(run: dict, parts: list[str]) -> int | None:
+    """The index in ``parts`` (a ``book.<id>.…`` key split at its dots) of the first part that
+    a mapping of ``run`` lacks; None where a list index or a value stands in the way first."""
+    node: object = run
+    for depth in range(2, len(parts)):
+        part = parts[depth]
+        if isinstance(node, dict):
+            if part not in node:
+                return depth
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return None
 
-    from pipeline.errors import SettingError
+
+def _with_setting(run: dict, parts: list[str], depth: int, value: str) -> dict:
+    """A copy of ``run`` with ``value`` (read as YAML) set at ``parts[2:]``, the mappings from
+    ``parts[depth]`` down made for it, as Hydra's ``+key=value`` would."""
+    try:
+        leaf: object = yaml.safe_load(value) if value else None
+    except yaml.YAMLError:  # Hydra's grammar is not YAML's: the text itself will do here
+        leaf = value
+    for part in reversed(parts[depth + 1:]):
+        leaf = {part: leaf}
+    changed = copy.deepcopy(run)
+    node: object = changed
+    for part in parts[2:depth]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[parts[depth]] = leaf
+    return changed
+
+
+def explain_absent(key: str, value: str, params: dict) -> str | None:
+    """Why ``key=value`` cannot be set in the composed ``params``, or None where the key is there.
+
+    For most keys, the first absent part with the keys that are (``absent_key``). For a run's
+    setting (``book.<id>.…``) the run is checked with the setting added: where the engine
+    refuses a key at or below the absent part, its message (which lists every key it takes);
+    otherwise the setting is one the run's file leaves at the engine's default
+    (``regularization`` of ``ch1-30``), and ``+key=value`` adds it."""
+    from pipeline.experiment import validate_run  # loads MLflow: only for a key that is not there
     from pipeline.settings import absent_key
 
     problem = absent_key(key, params)
     parts = key.split(".")
-    if problem is None or len(parts) < 3 or parts[0] != "book" or parts[1] not in (params.get("book") or {}):
+    runs = params.get("book") or {}
+    if problem is None or len(parts) < 3 or parts[0] != "book" or parts[1] not in runs:
         return problem
-    run = copy.deepcopy(params["book"][parts[1]])
-    node, depth = run, 2  # down to the mapping that lacks parts[depth]
-    while depth < len(parts) - 1:
-        part = parts[depth]
-        below = (node.get(part) if isinstance(node, dict)
-                 else node[int(part)] if part.isdigit() and int(part) < len(node) else None)
-        if not isinstance(below, (dict, list)):
-            break
-        node, depth = below, depth + 1
-    if not isinstance(node, dict) or parts[depth] in node:
-        return problem  # a list index past the end or a value in the way: absent_key said it
+    depth = _first_absent(runs[parts[1]], parts)
+    if depth is None:
+        return problem  # a list index past the end, or a value in the way
     absent = ".".join(parts[: depth + 1])
     try:
-        leaf: object = yaml.safe_load(value) if value else None
-    except yaml.YAMLError:  # Hydra's grammar is not YAML's: the text itself is as good a value here
-        leaf = value
-    for part in reversed(parts[depth + 1:]):
-        leaf = {part: leaf}
-    node[parts[depth]] = leaf
-    from pipeline.experiment import validate_run  # loads MLflow: only for a key that is not there
-
-    try:
-        validate_run(parts[1], run)
-    except SettingError as error:
-        said = re.sub(r"\[(\d+)\]", r".\1", str(error))  # the spec writes layers[0], the command line layers.0
-        if said.startswith(f"{absent}: unknown key"):  # the engine's message lists every key it takes
-            return str(error) if absent == key else f"{key}: {error}"
-    except (ValueError, TypeError):
-        pass
+        validate_run(parts[1], _with_setting(runs[parts[1]], parts, depth, value))
+        refused = ""
+    except (SettingError, ValueError, TypeError) as error:
+        refused = str(error)
+    at = re.sub(r"\[(\d+)\]", r".\1", refused).split(":", 1)[0]  # the spec writes layers[0]
+    if "unknown key" in refused and (at == absent or at.startswith(absent + ".")):
+        return refused if at == key else f"{key}: {refused}"
     what = "" if absent == key else f"{absent} is "
+    then = f" (with it, the run's check says: {refused})" if refused else ""
     return (f"{key}: {what}not set in this run's config (it takes the engine's default); "
-            f"add it with +{key}={value}")
+            f"add it with +{key}={value}{then}")
 
 
 def explain_override(error: Exception, overrides: list[str], root: str | Path = ".") -> str | None:

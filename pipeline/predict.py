@@ -66,8 +66,8 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
         if weights is not None and weights != FINAL_EPOCH_WEIGHTS:  # saved by a stopped run
             print(f"predict: {voter.name} holds the weights of a run that did not finish "
                   f"({weights}), not those of its last epoch", file=sys.stderr)
-        if (cut := training_cut(voter.metadata.get("profile"))) is not None:  # e.g. smoke's: a pipeline check
-            print(f"predict: {voter.name} was trained under the {voter.metadata['profile']} profile: {cut} "
+        if (about := cut_profile_about(voter.metadata.get("profile"))) is not None:  # e.g. smoke's: a pipeline check
+            print(f"predict: {voter.name} was trained under the {voter.metadata['profile']} profile: {about} "
                   f"Expect many wrong answers; the quick profile (`python -m pipeline.config && dvc repro`) "
                   f"trains the book's nets.", file=sys.stderr)
     return voters
@@ -149,7 +149,7 @@ def _profile_section(profile: str | None) -> dict | None:
     return OmegaConf.to_container(OmegaConf.load(path)).get("profile") or {}
 
 
-def training_cut(profile: str | None) -> str | None:
+def cut_profile_about(profile: str | None) -> str | None:
     """What a profile that trains on a cut of the training set (``limits.train_examples``; the
     smoke profile's 500 images) says of itself (its ``about``), or None for one that trains on
     the whole set, or that this checkout does not have."""

@@ -129,7 +129,8 @@ def absent_setting(args: list[str], conf: Path = CONF) -> str | None:
     ``+key=value``, a key nothing reads (right only for a setting the run's file leaves out, which
     is then said). Read from ``conf/`` composed with the command line's
     group choices; left to Hydra where a choice is a sweep or a pattern (which profile's keys
-    apply is then not one answer). Keys given with ``+``, ``++`` or ``~`` are the user's to add."""
+    apply is then not one answer). Keys given with ``+``, ``++`` or ``~`` are the user's to add
+    or remove, and count as made (or gone) for the settings after them."""
     nested = [arg.partition("=")[::2] for arg in args if "=" in arg and not arg.startswith(("-", "+", "~"))
               and "." in arg.partition("=")[0] and arg.split(".", 1)[0] in GROUPS]
     if not nested:
@@ -137,10 +138,15 @@ def absent_setting(args: list[str], conf: Path = CONF) -> str | None:
     choices = [(key, value) for key, value in _settings(args) if key in GROUPS]  # book=: a run of one's own too
     if any("," in value or _picks_by_pattern(value) for _, value in choices):
         return None
+    # what the command line adds or removes comes first, as Hydra applies it in order: a key
+    # that +book.….regularization.kind=l2 makes is there for the setting after it
+    changes = [arg for arg in args if arg.startswith(("+", "~")) and not arg.lstrip("+~").startswith("hydra")]
+    if any("," in arg.partition("=")[2] for arg in changes):
+        return None  # a sweep over what is added
     from pipeline.config import compose, explain_absent
 
     try:
-        params = yaml.safe_load(compose(conf.parent, [f"{key}={value}" for key, value in choices]))
+        params = yaml.safe_load(compose(conf.parent, [f"{key}={value}" for key, value in choices] + changes))
     except Exception:  # a choice Hydra refuses: its own message says so
         return None
     return next((problem for key, value in nested if (problem := explain_absent(key, value, params or {}))), None)

@@ -42,6 +42,8 @@ def test_a_switched_profile_is_in_sync_and_an_override_is_named(tmp_path):
     (["book.ch1-30.training.regularization.lmbda=1"], "book.ch1-30.training.regularization.lmbda: "
                                                       "book.ch1-30.training.regularization is not set in this "
                                                       "run's config"),
+    (["book.ch1-30.training.regularization.lmbdaa=5"], "book.ch1-30.training.regularization.lmbdaa: unknown "
+                                                       "key; allowed keys: kind, lmbda, scaling"),
     (["book.ch1-30.model.layers.0.dropoutt=0.2"], "book.ch1-30.model.layers[0].dropoutt: unknown key; allowed "
                                                   "keys: type, units, activation, dropout"),
     (["book.ch1-31.training.eta=0.5"], "book.ch1-31.training.eta: there is no run 'ch1-31'; the runs are ch1-100, "

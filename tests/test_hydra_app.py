@@ -394,6 +394,11 @@ def test_a_nested_key_that_is_not_there_is_named_with_the_keys_that_are(tmp_path
         "compute.devise: unknown key 'devise' under compute; allowed keys: ")
     assert override_problem(["-m", "profile=smoke,quick", "book.ch1-30.training.etaa=0.1"], conf) is None
     assert override_problem(["+book.ch1-30.training.etaa=0.1"], conf) is None
+    # what a + or ++ before it made is there; a misspelt key below an absent one is no "add it"
+    assert override_problem(["++book.ch1-30.training.momentum=0.5", "book.ch1-30.training.momentum=0.4"],
+                            conf) is None
+    assert override_problem(["book.ch1-30.training.regularization.lmbdaa=5"], conf) == (
+        "book.ch1-30.training.regularization.lmbdaa: unknown key; allowed keys: kind, lmbda, scaling")
     # a bare run or profile name: Hydra's "missing EQUAL"; an option's own value is no setting
     assert override_problem(["ch1-30"], conf) == "ch1-30: a setting is key=value: book=ch1-30"
     assert override_problem(["-m", "smoke"], conf) == "smoke: a setting is key=value: profile=smoke"

@@ -420,17 +420,17 @@ def _mini_batches(reg: Regularization, n: int, m: int, log: Callable[[str], None
 
 
 def _check_decay(reg: Regularization, eta: float, coef: float, n: int, m: int) -> None:
-    """Refuse an L2 step that would not shrink the weights: w <- (1 - eta c) w needs eta c < 1.
+    """Refuse an L2 decay that would not shrink the weights: w <- (1 - eta c) w needs eta c < 1.
 
-    At eta c >= 1 every step flips the weights' sign (or zeroes them), and the run would end
-    "normally" with nonsense. eta only falls during a run, so its first value is the test."""
+    At eta c = 1 every step zeroes the weights, above it flips their sign, and the run would
+    end "normally" with nonsense. eta only falls during a run, so its first value is the test."""
     if reg.kind == "l2" and eta * coef >= 1:
         per = f"lmbda / n = {reg.lmbda} / {n}" if reg.scaling == "network2" else \
             f"lmbda / (n // batch_size) = {reg.lmbda} / {max(1, n // m)}"
-        raise InputError(f"training.regularization.lmbda: the L2 step w <- (1 - eta c) w with eta = {eta} and "
-                         f"c = {per} gives 1 - eta c = {1 - eta * coef:.4g}, which flips the weights' "
-                         f"sign every step; lower training.regularization.lmbda or training.eta (or train "
-                         f"on more examples) so that eta c < 1")
+        raise InputError(f"training.regularization.lmbda: the L2 decay w <- (1 - eta c) w with eta = {eta} and "
+                         f"c = {per} gives 1 - eta c = {1 - eta * coef:.4g}, which zeroes the weights or "
+                         f"flips their sign every step; lower training.regularization.lmbda or training.eta "
+                         f"(or train on more examples) so that eta c < 1")
 
 
 def fit(

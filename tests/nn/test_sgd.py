@@ -147,17 +147,17 @@ def test_regularization_changes_the_result(data, kind, momentum):
     assert not numpy.allclose(plain.layers[0].params["w"], decayed.layers[0].params["w"])
 
 
-@pytest.mark.parametrize("scaling, lmbda", [("network2", 8 / ETA), ("network3", 20.0)])
+@pytest.mark.parametrize("scaling, lmbda", [("network2", 9 / ETA), ("network3", 20.0)])
 def test_an_l2_step_that_flips_the_weights_is_refused(data, scaling, lmbda):
-    """w <- (1 - eta c) w with eta c >= 1 flips the weights' sign every step: refused before
+    """w <- (1 - eta c) w with eta c > 1 flips the weights' sign every step: refused before
     training, naming the key; just under the limit trains."""
     from pipeline.errors import InputError
 
     spec = spec_with(regularization={"kind": "l2", "lmbda": lmbda, "scaling": scaling})
     with pytest.raises(InputError, match=r"training\.regularization\.lmbda: .* eta c < 1"):
         fitted(spec, *data)
-    coef_at_limit = lmbda / (N if scaling == "network2" else N // M)
-    spec["training"]["regularization"]["lmbda"] = lmbda * 0.99 / (ETA * coef_at_limit)
+    coef = lmbda / (N if scaling == "network2" else N // M)
+    spec["training"]["regularization"]["lmbda"] = lmbda * 0.99 / (ETA * coef)  # eta c = 0.99
     fitted(spec, *data)
 
 
