@@ -170,9 +170,10 @@ def sync_problem(root: str | Path = ".", params_file: str | Path = "params.yaml"
             f"key=value given to pipeline.config), that drops it.")
 
 
+# Hydra's options that point it at another config folder or file (which may hold other runs)
+CONFIG_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 # Hydra's options whose value is the next word (``--cfg job``, ``-cn train``)
-OPTIONS_WITH_A_VALUE = ("--cfg", "-c", "--info", "-i", "--package", "-p", "--config-path", "-cp",
-                        "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
+OPTIONS_WITH_A_VALUE = ("--cfg", "-c", "--info", "-i", "--package", "-p", "--experimental-rerun", *CONFIG_OPTIONS)
 
 
 def bare_choice(args: list[str], conf: str | Path = CONFIG_DIR) -> str | None:

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import interrupts, tracking
 from pipeline.atomic import disk_error_message, write_text
+from pipeline.config import CONFIG_OPTIONS, bare_choice, compose, explain_absent
 from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
@@ -100,13 +101,11 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
     of a run the command does not train (``another_runs_setting``), said in a line (exit 2)
     before Hydra's own message (exit 1), which for ``etaa=0.1`` advises ``+etaa=0.1``: a key
     that nothing reads."""
-    from pipeline.config import bare_choice
-
     if problem := bare_choice(args, conf):
         return problem
     # other config folders (hydra.searchpath, --config-dir) may hold further runs and profiles
     elsewhere = any(a.lstrip("+~").startswith("hydra.searchpath")
-                    or a.split("=", 1)[0] in ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+                    or a.split("=", 1)[0] in CONFIG_OPTIONS
                     for a in args)
     for key, value in _settings(args):
         top = key.split(".", 1)[0].split("/", 1)[0]
@@ -125,12 +124,11 @@ def override_problem(args: list[str], conf: Path = CONF) -> str | None:
 
 def absent_setting(args: list[str], conf: Path = CONF) -> str | None:
     """A nested ``key=value`` (``book.ch1-30.training.etaa=0.5``) whose key is not in the
-    config, named with the keys that are (``pipeline.config.explain_absent``): Hydra would advise
-    ``+key=value``, a key nothing reads (right only for a setting the run's file leaves out, which
-    is then said). Read from ``conf/`` composed with the command line's
-    group choices; left to Hydra where a choice is a sweep or a pattern (which profile's keys
-    apply is then not one answer). Keys given with ``+``, ``++`` or ``~`` are the user's to add
-    or remove, and count as made (or gone) for the settings after them."""
+    config, said as ``pipeline.config.explain_absent`` says it, where Hydra would advise
+    ``+key=value``. Read from ``conf/`` composed with the command line's group choices and its
+    ``+``/``++``/``~`` overrides (a key a ``+`` makes is there for the settings after it); left
+    to Hydra where a choice or an added value is a sweep or a pattern (which keys apply is then
+    not one answer)."""
     nested = [arg.partition("=")[::2] for arg in args if "=" in arg and not arg.startswith(("-", "+", "~"))
               and "." in arg.partition("=")[0] and arg.split(".", 1)[0] in GROUPS]
     if not nested:
@@ -143,8 +141,6 @@ def absent_setting(args: list[str], conf: Path = CONF) -> str | None:
     changes = [arg for arg in args if arg.startswith(("+", "~")) and not arg.lstrip("+~").startswith("hydra")]
     if any("," in arg.partition("=")[2] for arg in changes):
         return None  # a sweep over what is added
-    from pipeline.config import compose, explain_absent
-
     try:
         params = yaml.safe_load(compose(conf.parent, [f"{key}={value}" for key, value in choices] + changes))
     except Exception:  # a choice Hydra refuses: its own message says so
