@@ -259,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
                     from pipeline.figures import digits_with_answers, save_figure
 
                     names = [p.name for p in args.image]
-                    save_figure(digits_with_answers(images, names, [str(a) for a in answers]), args.show)
+                    try:
+                        save_figure(digits_with_answers(images, names, [str(a) for a in answers]), args.show)
+                    except OSError as error:  # a folder that is not writable, a full disk
+                        raise OSError(f"--show: cannot write {args.show}: {error.strerror or error}; "
+                                      "give a path in a folder you can write to") from error
                     print(f"wrote {args.show}")
             if args.test:
                 lines, agree = score_test(voters, args.prepared)
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not agree:
                     print("predict: a net's test accuracy differs from its run's record", file=sys.stderr)
                     return 1
-    except (ModelFileError, DigitImageError, LookupError, FileNotFoundError, ValueError) as error:
+    except (ModelFileError, DigitImageError, LookupError, OSError, ValueError) as error:
         print(f"predict: {error}", file=sys.stderr)
         return EXIT_STATUS
     return 0

@@ -271,6 +271,22 @@ def test_show_draws_what_the_nets_saw(trained, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.realdata
+def test_show_into_a_folder_it_cannot_write_names_the_option(trained, tmp_path, capsys, monkeypatch):
+    picture = tmp_path / "seven.png"
+    Image.fromarray(np.round(pen_on_paper() * 255).astype(np.uint8)).save(picture)
+
+    def read_only_folder(fig, path):  # what writing into a folder without write permission raises
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(figures, "save_figure", read_only_folder)
+    shown = tmp_path / "locked" / "seen.png"
+    folders = [str(f) for f in trained["folders"]]
+    assert predict.main([*folders, "--image", str(picture), "--show", str(shown)]) == predict.EXIT_STATUS
+    err = capsys.readouterr().err
+    assert f"predict: --show: cannot write {shown}: Permission denied; give a path in a folder" in err
+
+
+@pytest.mark.realdata
 def test_a_model_logged_in_mlflow_is_fetched_by_its_run_id(trained, tmp_path, monkeypatch, capsys):
     from pipeline import tracking
 
