@@ -108,6 +108,11 @@ def _loadavg():
         return None
 
 
+def _loads(loads: list[float] | None) -> str:
+    """The load averages as ``uptime`` prints them, e.g. ``1.93 1.12 0.61``."""
+    return "unknown" if loads is None else " ".join(f"{load:.2f}" for load in loads)
+
+
 def _torch():
     try:
         import torch
@@ -522,7 +527,8 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     write_text(out, json.dumps(result, indent=2) + "\n")  # atomic: an interrupted run leaves the old file
-    log(f"wrote {out} (load average before {load_before}, after {result['loadavg_after']})")
+    log(f"wrote {out} (load average over 1, 5, 15 min: before {_loads(load_before)}, "
+        f"after {_loads(result['loadavg_after'])})")
     return 0
 
 

@@ -43,7 +43,11 @@ def test_bench_smoke(tmp_path, capsys):
     assert rows == {("ch1", 10), ("fc30", 10), ("fc100", 10), ("conv", 10), ("conv", 100)}
     for r in result["results"]:
         assert all(t > 0 for ts in r["times_s"].values() for t in ts)
-    assert "ours" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "ours" in printed.out
+    # the load averages are printed as uptime prints them; the JSON keeps them unrounded
+    loads = " ".join(f"{load:.2f}" for load in result["loadavg_before"])
+    assert f"load average over 1, 5, 15 min: before {loads}, after " in printed.out + printed.err
 
 
 @pytest.mark.parametrize("args, message", [
