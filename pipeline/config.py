@@ -284,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.errors import EXIT_STATUS, InputError
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=book")
     parser.add_argument("--check", action="store_true",
                         help="only check params.yaml is in sync with conf/ (under its own profile)")
-    parser.add_argument("--out", default="params.yaml")
+    parser.add_argument("--out", default="params.yaml",
+                        help="the file to write (default: params.yaml), e.g. /tmp/try.yaml to look without changing it")
     args = parser.parse_args(argv)
     if problem := below_the_root("python -m pipeline.config"):
         print(f"pipeline.config: {problem}", file=sys.stderr)

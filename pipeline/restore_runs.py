@@ -346,8 +346,7 @@ def restore(params: dict, log: Callable[[str], None] = print, dry_run: bool = Fa
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.restore_runs",
-        description="Log into this machine's MLflow store the runs whose outputs `dvc repro --pull` "
-                    "restored (run from the repository root).")
+        description=__doc__.split("\n\n")[0], epilog="Run it from the repository root.")
     parser.add_argument("--dry-run", action="store_true", help="say what would be logged, log nothing")
     return parser.parse_args(argv)
 

@@ -198,7 +198,7 @@ def table(folders: list[Path], votes: list[Path], params: dict) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="folders searched for metrics.json")
     parser.add_argument("--vote", action="append", type=Path, default=[],
                         help="a vote_saved_nets.py result to add as the ensemble's row")

@@ -225,7 +225,7 @@ def frontier(folders: list[Path], params: dict,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="folders searched for metrics.json")
     parser.add_argument("--profile", default="quick",
                         help="the profile whose cuts are read (composed from conf/)")

@@ -38,7 +38,7 @@ def write_digits(out: Path, size: int = 200) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the pictures into")
     args = parser.parse_args()
     paths = write_digits(args.out)

@@ -39,7 +39,7 @@ def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="+", type=Path, help="saved nets (seed folders)")
     prepared = conf_data()["prepared_dir"]
     parser.add_argument("--prepared", type=Path, default=Path(prepared),

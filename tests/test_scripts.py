@@ -471,3 +471,42 @@ def test_check_logged_models_scores_each_model_on_the_images_its_own_run_evaluat
     out = capsys.readouterr().out
     assert out.count(" same") == 2 and "DIFFERENT" not in out
     assert "2 of 2 models give the test accuracy their run logged" in out
+
+
+SCRIPTS = sorted(SCRIPT.parent.glob("*.py"))
+COMMANDS = ["pipeline.bench", "pipeline.config", "pipeline.crosscheck", "pipeline.predict", "pipeline.restore_runs"]
+
+
+def _help_of(main, argv_style: bool, monkeypatch, capsys) -> str:
+    """What ``--help`` prints, from the command's own ``main`` in this process."""
+    monkeypatch.setattr(sys, "argv", ["command", "--help"])
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"]) if argv_style else main()
+    assert stopped.value.code == 0
+    return capsys.readouterr().out
+
+
+def _without_spaces(text: str) -> str:
+    """``text`` with no white space: argparse wraps lines anew, also after a hyphen."""
+    return "".join(text.split())
+
+
+@pytest.mark.parametrize("name", [*COMMANDS, *(path.name for path in SCRIPTS)])
+def test_every_commands_help_opens_with_its_docstrings_whole_first_paragraph(name, monkeypatch, capsys):
+    """A description cut at the end of the docstring's first line stops mid-sentence."""
+    import importlib
+    import importlib.util
+    import inspect
+
+    if name.endswith(".py"):
+        loaded = importlib.util.spec_from_file_location(name[:-3], SCRIPT.parent / name)
+        module = importlib.util.module_from_spec(loaded)
+        monkeypatch.setitem(sys.modules, loaded.name, module)  # dataclasses look their module up
+        monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when it runs: scripts import each other
+        loaded.loader.exec_module(module)
+    else:
+        module = importlib.import_module(name)
+    printed = _help_of(module.main, bool(inspect.signature(module.main).parameters), monkeypatch, capsys)
+    assert _without_spaces(module.__doc__.split("\n\n")[0]) in _without_spaces(printed)
+    if not name.endswith(".py"):  # run as ``python -m``, not as the file argparse would name
+        assert printed.startswith(f"usage: python -m {name} ")
