@@ -734,6 +734,47 @@ def download_model(run_id: str, dst: str | os.PathLike) -> LoggedModel:
     return LoggedModel(folders, local_id, run.info.run_name, test)
 
 
+class StoredModel(NamedTuple):
+    """An MLflow model of the experiment, with the run that logged it (``stored_models``)."""
+
+    model_id: str
+    status: str  # READY, or PENDING / FAILED for a model whose logging did not finish
+    run_name: str
+    tags: dict[str, str]  # its run's
+    test_accuracy: float | None  # its run's logged test accuracy at its last step
+
+
+def stored_models() -> list[StoredModel]:
+    """Every MLflow model of the experiment in the store, oldest first (none where the store
+    has no such experiment)."""
+    client, experiment_id = _client(create=False)
+    if experiment_id is None:
+        return []
+    stored = []
+    for model in sorted(client.search_logged_models([experiment_id], max_results=1000),
+                        key=lambda m: m.creation_timestamp):
+        run = client.get_run(model.source_run_id)
+        history = client.get_metric_history(model.source_run_id, "test_accuracy")
+        last = max(history, key=lambda m: m.step).value if history else None
+        stored.append(StoredModel(model.model_id, str(model.status), run.info.run_name, dict(run.data.tags), last))
+    return stored
+
+
+def download_stored_model(model_id: str, dst: str | os.PathLike) -> Path:
+    """The folder of MLflow model ``model_id`` (its ``MLmodel`` file, the networks), downloaded into ``dst``."""
+    from mlflow.artifacts import download_artifacts
+
+    return Path(download_artifacts(f"models:/{model_id}", dst_path=os.fspath(dst), tracking_uri=tracking_uri()))
+
+
+def load_as_pyfunc(model_folder: str | os.PathLike):
+    """A downloaded MLflow model loaded through MLflow's generic interface, as a user of
+    MLflow loads it: ``predict(images)`` and the input schema in ``metadata``."""
+    from mlflow.pyfunc import load_model
+
+    return load_model(os.fspath(model_folder))
+
+
 def _network_folders(model_folder: Path) -> list[Path]:
     """The network folders inside a downloaded MLflow model, in vote order (its ``MLmodel``
     file names them)."""
@@ -758,6 +799,10 @@ __all__ = [
     "artifact_root",
     "LoggedModel",
     "download_model",
+    "download_stored_model",
+    "load_as_pyfunc",
+    "StoredModel",
+    "stored_models",
     "end_stray_models",
     "flatten",
     "init_store",

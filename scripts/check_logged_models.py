@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import mlflow
 import numpy as np
 
 from pipeline import tracking
@@ -40,24 +39,21 @@ def evaluated_on(model_folder: Path) -> int | None | bool:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     prepared = load_params()["data"]["prepared_dir"]
-    client = mlflow.MlflowClient(tracking.tracking_uri())
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
-    models = client.search_logged_models([experiment.experiment_id], max_results=1000) if experiment else []
+    models = tracking.stored_models()
     started, differ, unknown, tests = time.time(), 0, 0, {}
-    for logged in sorted(models, key=lambda m: m.creation_timestamp):
-        if str(logged.status) != "READY":
-            print(f"model {logged.model_id} of run {logged.source_run_id}: {logged.status}")
+    for logged in models:
+        if logged.status != "READY":
+            print(f"model {logged.model_id} of run {logged.run_name}: {logged.status}")
             differ += 1
             continue
-        run = client.get_run(logged.source_run_id)
         with tempfile.TemporaryDirectory() as tmp:  # one download: the nets are in memory once loaded
-            folder = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{logged.model_id}", dst_path=tmp, tracking_uri=client.tracking_uri))
+            folder = tracking.download_stored_model(logged.model_id, tmp)
             cap = evaluated_on(folder)
-            model = None if cap is False else mlflow.pyfunc.load_model(str(folder))
+            model = None if cap is False else tracking.load_as_pyfunc(folder)
+        seed = logged.tags.get("seed", "-")
         if model is None:
-            print(f"{run.info.run_name:22s} seed {run.data.tags.get('seed', '-'):>8s}  not compared: how many test "
-                  f"images its run evaluated is not known here (profile {run.data.tags.get('profile')})")
+            print(f"{logged.run_name:22s} seed {seed:>8s}  not compared: how many test "
+                  f"images its run evaluated is not known here (profile {logged.tags.get('profile')})")
             unknown += 1
             continue
         dtype = np.dtype(model.metadata.get_input_schema().inputs[0].type).name
@@ -65,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
             tests[dtype, cap] = load_dataset(split_file(prepared, "test"), dtype=dtype, cap=cap)
         test = tests[dtype, cap]
         accuracy = float((model.predict(test.x) == test.y).mean())
-        recorded = max(client.get_metric_history(run.info.run_id, "test_accuracy"), key=lambda m: m.step).value
+        recorded = logged.test_accuracy
         same = accuracy == recorded
         differ += not same
-        print(f"{run.info.run_name:22s} seed {run.data.tags.get('seed', '-'):>8s}  through MLflow {accuracy:.2%}"
-              f"  logged {recorded:.2%}  {'same' if same else 'DIFFERENT'}")
+        logged_text = "none" if recorded is None else f"{recorded:.2%}"
+        print(f"{logged.run_name:22s} seed {seed:>8s}  through MLflow {accuracy:.2%}"
+              f"  logged {logged_text}  {'same' if same else 'DIFFERENT'}")
     print(f"{len(models) - differ - unknown} of {len(models)} models give the test accuracy their run logged"
           + (f" ({unknown} not compared)" if unknown else "") + f" ({time.time() - started:.0f} s)")
     return 1 if differ or len(models) == unknown else 0  # none compared: nothing was checked
