@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from pipeline.report import book_speeds, hidden_norm_keys
+from pipeline.results import METRIC_SETS
 
 CURVE_CHAPTERS = (1, 3, 5, 6)  # one learning-curves plot each
 
@@ -34,9 +35,12 @@ def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
     more_data, depth_prefix = cfg["figures"]["more_data"], cfg["figures"]["depth"]
     by_id = {r["id"]: r for r in rows}
     plots = {"progression.png": progression_plot(rows, cfg["progression"])}
+    speeds = book_speeds(book)
+    # runs drawn in plots of their own, over hundreds of epochs, would squeeze the others' 30
+    own_plot = set(speeds) | set(cfg["figures"]["overfitting"])
     for chapter in CURVE_CHAPTERS:
         ids = [r["id"] for r in rows if r["chapter"] == chapter and histories.get(r["id"])
-               and not r["id"].startswith(more_data)]
+               and not r["id"].startswith(more_data) and r["id"] not in own_plot]
         plots[f"learning_curves_ch{chapter}.png"] = chapter_curves(chapter, {i: histories[i] for i in ids})
     svm = [(p["n"], p["validation_accuracy"]) for p in svm_sweep["points"]]
     svm.append((baselines["svm"]["train_size"], baselines["svm"]["validation_accuracy"]))
@@ -46,7 +50,6 @@ def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
                     for i in book if i.startswith(more_data))
     nets = sorted({f"{architecture(book[i]['model'])} network" for i in book if i.startswith(more_data)})
     plots["more_data.png"] = more_data_plot(points, sorted(svm), " or ".join(nets) or "network")
-    speeds = book_speeds(book)
     plots["learning_speed.png"] = learning_speed_plot(
         {i: histories[i] for i in speeds}, {i: histories[i] for i in book if i.startswith(depth_prefix)},
         speeds)
@@ -77,8 +80,12 @@ def progression_plot(rows: list[dict], order: list[str]):
                 ax.plot(x, bottom, "v", color=colour, clip_on=False)
                 ax.annotate(f"{v:.2f}", (x, bottom), xytext=(0, rise), textcoords="offset points",
                             ha="center", fontsize=7, color=colour)
-    ax.set_xticks(list(xs), [r["id"] for r in shown], rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("accuracy (%)")
+    # the book's own metric, as the table: test accuracy but where the book read validation
+    on_validation = lambda r: r["book"].get("metric") == "validation" or METRIC_SETS.get(  # noqa: E731
+        r["book"].get("metric")) == "validation"
+    ax.set_xticks(list(xs), [r["id"] + (" (validation)" if on_validation(r) else "") for r in shown],
+                  rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%), on the test data but where marked")
     ax.set_ylim(bottom, 100.0)
     ax.set_title(f"MNIST accuracy, chapter by chapter (below {bottom:g}%: ▼ on the bottom edge, with its value)")
     ax.grid(alpha=0.3)
@@ -87,17 +94,23 @@ def progression_plot(rows: list[dict], order: list[str]):
     return fig
 
 
+LINE_STYLES = ("-", "--", ":", "-.")  # with the 10 colours: 40 runs before two lines look alike
+
+
 def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy"):
-    """Validation accuracy per epoch of every run of one chapter (its smallest seed)."""
+    """Validation accuracy per epoch of the runs of one chapter that have no plot of their
+    own (each run's smallest seed)."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    for run_id, rows in histories.items():
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, (run_id, rows) in enumerate(histories.items()):
         first_seed = min((r.get("seed", 1) for r in rows), default=None)
         pts = [(r["epoch"], 100 * r[key]) for r in rows if r.get("seed", 1) == first_seed and key in r]
         if pts:
-            ax.plot(*zip(*pts), label=run_id, linewidth=1)
+            ax.plot(*zip(*pts), label=f"{run_id} (seed {first_seed:g})", linewidth=1,
+                    color=colours[n % len(colours)], linestyle=LINE_STYLES[n // len(colours) % len(LINE_STYLES)])
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
-    ax.set_title(f"chapter {chapter}: learning curves")
+    ax.set_title(f"chapter {chapter}: {key.replace('_', ' ')} per epoch, each run's smallest seed")
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize=7, ncol=2)

@@ -138,6 +138,13 @@ def test_the_report_draws_the_configured_plots(params, results):
     labels = {t.get_text() for ax in figures["overfitting_ch3-overfit-1k.png"].axes
               if ax.get_legend() for t in ax.get_legend().get_texts()}
     assert labels == {"seed 1", "the book's run, replayed"}
+    # the speed and overfitting runs, hundreds of epochs in plots of their own, are left out
+    # of their chapters' learning curves; the others are drawn
+    drawn = {c: [t.get_text() for t in figures[f"learning_curves_ch{c}.png"].axes[0].get_legend().get_texts()]
+             for c in (1, 6)}
+    assert drawn == {1: ["ch1-30 (seed 1)"], 6: ["ch6-relu (seed 1)"]}
+    assert not figures["learning_curves_ch3.png"].axes[0].get_lines()
+    assert not figures["learning_curves_ch5.png"].axes[0].get_lines()
 
 
 def test_the_overfitting_plot_shows_the_test_cost_like_the_book_when_monitored():
@@ -283,6 +290,15 @@ def test_the_progression_follows_the_configured_order_and_draws_ours_by_the_book
     assert list(ours.get_ydata()) == pytest.approx([95.30, 95.21, 99.10])
 
 
+def test_the_progression_marks_the_rows_the_book_read_on_validation_data():
+    rows = [{"id": "ch3-ce-100", "book": {"value": 0.9682, "metric": "peak_test"}, "ours": 0.9672},
+            {"id": "ch3-l2-100", "book": {"value": 0.9792, "metric": "peak_validation"}, "ours": 0.9780},
+            {"id": "ch6-relu", "book": {"value": 0.9923, "metric": "test_at_best_validation"}, "ours": 0.9920}]
+    ax = report_plots.progression_plot(rows, ["ch3-ce-100", "ch3-l2-100", "ch6-relu"]).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ch3-ce-100", "ch3-l2-100 (validation)", "ch6-relu"]
+    assert ax.get_ylabel() == "accuracy (%), on the test data but where marked"
+
+
 def test_the_overfitting_panels_draw_the_test_and_training_accuracy_they_are_titled_with():
     rows = _history(epochs=3)
     for row in rows:
@@ -297,7 +313,8 @@ def test_the_overfitting_panels_draw_the_test_and_training_accuracy_they_are_tit
 def test_the_more_data_plot_sets_ours_by_the_books_metric_beside_the_svms_validation_accuracy(params, results):
     """Chapter 3's figure is validation accuracy: the SVM's too (94.48% at 50,000, not its
     94.35% test); ours is the row's book-metric figure, not the honest one. The sweep's runs
-    have this plot and are left out of chapter 3's learning curves."""
+    have this plot and are left out of chapter 3's learning curves, as are the overfitting
+    runs, which have theirs."""
     params["book"]["ch3-more-data-1000"] = {"chapter": 3, "book": {"value": 0.8885},
                                             "data": {"train_limit": 1000},
                                             "training": {"monitor": {"gradient_norms": False}},
@@ -310,8 +327,7 @@ def test_the_more_data_plot_sets_ours_by_the_books_metric_beside_the_svms_valida
     ours, book, svm = plots["more_data.png"].axes[0].get_lines()
     assert list(ours.get_ydata()) == pytest.approx([80.0]) and list(book.get_ydata()) == pytest.approx([88.85])
     assert list(svm.get_xdata()) == [1000, 50000] and list(svm.get_ydata()) == pytest.approx([83.87, 94.48])
-    curves = plots["learning_curves_ch3.png"].axes[0]
-    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["ch3-overfit-1k"]
+    assert not plots["learning_curves_ch3.png"].axes[0].get_lines()
 
 
 def test_a_chapters_learning_curves_draw_each_runs_smallest_seed():
@@ -319,6 +335,14 @@ def test_a_chapters_learning_curves_draw_each_runs_smallest_seed():
             for seed, v in ((3, 0.5), (1, 0.9), (2, 0.7)) for e in range(2)]
     ax = report_plots.chapter_curves(1, {"ch1-30": rows}).axes[0]
     assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([90.0, 91.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ch1-30 (seed 1)"]
+
+
+def test_a_chapters_learning_curves_tell_a_dozen_runs_apart():
+    """Chapter 3 draws about a dozen runs: more than matplotlib's ten colours."""
+    rows = [{"epoch": e, "validation_accuracy": 0.9} for e in range(2)]
+    lines = report_plots.chapter_curves(3, {f"run-{n}": rows for n in range(14)}).axes[0].get_lines()
+    assert len({(line.get_color(), line.get_linestyle()) for line in lines}) == 14
 
 
 def test_the_honest_column_gives_the_mean_and_the_std_over_the_seeds():
