@@ -362,11 +362,29 @@ def tally(rows: list[dict]) -> dict[str, int]:
             "retraced": sum(1 for r in replayed if r["replay_difference_pp"] == 0)}
 
 
+def evaluated_every(book: dict) -> dict[str, int]:
+    """The runs that evaluate only every k-th epoch (``training.eval_every`` > 1), with k."""
+    every = {i: run["training"].get("eval_every", 1) for i, run in book.items()}
+    return {i: k for i, k in every.items() if k and k > 1}
+
+
+def _sparse_note(sparse: dict[str, int]) -> str:
+    """Which runs' best validation is over every k-th epoch only, grouped by k."""
+    if not sparse:
+        return ""
+    groups = {}
+    for run_id, k in sparse.items():
+        groups.setdefault(k, []).append(f"`{run_id}`")
+    return (" (over the epochs a run evaluates: every k-th only in " + "; ".join(
+        f"{', '.join(ids)} every {k}" for k, ids in sorted(groups.items(), reverse=True)) + ")")
+
+
 def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict[str, int],
-           machine_note: str = "", about: str = "") -> str:
+           machine_note: str = "", about: str = "", sparse: dict[str, int] | None = None) -> str:
     """The report's title, provenance, what the profile runs (``about``: how its cuts were
     chosen, which a verdict may depend on), ``machine_note`` (a warning about the machine's
-    settings, as a quote), verdict count and a key to its columns."""
+    settings, as a quote), verdict count and a key to its columns (``sparse``: the runs that
+    evaluate every k-th epoch only, ``evaluated_every``)."""
     replay_line = (f"The book's own run, replayed with its script's seed, gives the book's "
                    f"figure exactly in {counts['retraced']} of {counts['replayed']} rows: our engine, "
                    "given the book's random draws, retraces the book's run. That checks the set-up "
@@ -393,9 +411,9 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
         "that rule applied to our seeds: the best of the first three (or of as many as the "
         "profile trains, if fewer) where the book took the best of three runs, their mean (and "
         "range) where the book reports one run. *test at best "
-        "val.*: the honest number — test accuracy at the epoch of best validation accuracy, "
-        "mean ± std over seeds. *the book's run, replayed*: where the book's figure came "
-        "from one of its seeded scripts, that very run trained again with the script's seed "
+        "val.*: the honest number — test accuracy at the epoch of best validation accuracy"
+        + _sparse_note(sparse or {}) + ", mean ± std over seeds. *the book's run, replayed*: where "
+        "the book's figure came from one of its seeded scripts, that very run trained again with the script's seed "
         "and random streams (our engine, the book's draws); a difference of +0.00 means it "
         "retraced the book's run; *not run* where the row was changed since (its settings "
         "are then not the book's) or the profile's limits were set. *epochs*: the most any of "
@@ -466,7 +484,7 @@ def document(params: dict, rows: list[dict], histories: dict[str, list[dict]], s
     speeds = book_speeds(book)
     measured_on = sorted({book[i]["training"]["monitor"]["gradient_norms"] for i in speeds})
     return (header(params["profile"]["name"], stamp, machine, cfg["tolerance_pp"], tally(rows),
-                   machine_note, params["profile"].get("about") or "")
+                   machine_note, params["profile"].get("about") or "", evaluated_every(book))
             + markdown_table(rows) + "\n![progression](plots/progression.png)\n"
             + curves_section(cfg["curves_in_words"], rows, histories)
             + speed_section(speeds, histories, measured_on))

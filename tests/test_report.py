@@ -370,6 +370,19 @@ def test_a_replay_not_run_says_why_in_its_column(cause, cell):
 def test_the_header_gives_each_tolerance_its_own_value():
     text = rp.header("quick", "stamp", "machine", {"default": 0.5, "chapter6": 0.3}, rp.tally([]))
     assert "within tolerance (0.5 pp; chapter 6: 0.3 pp)" in text
+    assert "every k-th" not in text
+
+
+def test_the_header_names_the_runs_whose_best_validation_is_over_every_kth_epoch():
+    book = {"ch3-more-data-100": {"training": {"eval_every": 500}}, "ch1-30": {"training": {}},
+            "ch5-speed-2": {"training": {"eval_every": 10}}, "ch5-speed-3": {"training": {"eval_every": 10}},
+            "ch3-more-data-50000": {"training": {"eval_every": 1}}}
+    sparse = rp.evaluated_every(book)
+    assert sparse == {"ch3-more-data-100": 500, "ch5-speed-2": 10, "ch5-speed-3": 10}
+    text = rp.header("quick", "stamp", "machine", {"default": 0.5, "chapter6": 0.3}, rp.tally([]), sparse=sparse)
+    assert ("test accuracy at the epoch of best validation accuracy (over the epochs a run evaluates: "
+            "every k-th only in `ch3-more-data-100` every 500; `ch5-speed-2`, `ch5-speed-3` every 10), "
+            "mean ± std over seeds.") in text
 
 
 def test_the_report_stage_writes_the_baselines_runs_and_ensemble_rows_and_every_plot(params, results, tmp_path,
