@@ -58,9 +58,9 @@ from pipeline.atomic import write_text
 from pipeline.data.mnist import scale_pixels
 from pipeline.machine import kernel_pin_note
 from pipeline.machine import machine_info as base_machine_info
-from pipeline.params import conf_book_run
+from pipeline.params import conf_book_run, conf_data
 
-EPOCH = 50_000
+EPOCH = conf_data()["n_train"]  # the book's training set: 50,000 images
 CASES = ("ch1", "fc30", "fc100", "conv", "conv2fc1000")
 DEFAULT_CASES = ("ch1", "fc30", "fc100", "conv")  # the issue's targets; conv2fc1000 on request
 # The book run (conf/book/<id>.yaml) whose network and hyperparameters each case times
@@ -74,6 +74,13 @@ TARGETS = {  # (case, batch size or None for any) -> (compared against, max rati
     ("conv", 100): ("torch_best", 1.5),
     ("conv2fc1000", None): ("torch_best", None),  # a reading, no target
 }
+
+
+def default_batch_sizes(case: str) -> list[int]:
+    """The mini-batch size of the case's book run, and any other that a target names (the
+    conv net's 100)."""
+    book = conf_book_run(BOOK_RUNS[case])["training"]["batch_size"]
+    return sorted({book} | {m for (c, m) in TARGETS if c == case and m is not None})
 
 
 # -- machine ---------------------------------------------------------------------------------
@@ -449,7 +456,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", nargs="+", type=int, default=None, help="CPU thread counts (default: 1 2; gpu: 1)")
     ap.add_argument("--repeats", type=int, default=3, help="timed epochs per case, interleaved (default: 3)")
     ap.add_argument("--epoch-fraction", type=float, default=1.0,
-                    help="time this fraction of the 50,000 images and scale")
+                    help=f"time this fraction of the {EPOCH:,} images and scale")
     ap.add_argument("--batch-size", nargs="+", type=int, default=None,
                     help="mini-batch sizes (default: 10; conv: 10 100)")
     ap.add_argument("--data", default=None,
@@ -502,7 +509,7 @@ def main(argv=None) -> int:
     t_start = time.time()
     for threads in args.threads:
         for case in args.cases:
-            sizes = args.batch_size or ([10, 100] if case == "conv" else [10])
+            sizes = args.batch_size or default_batch_sizes(case)
             for m in sizes:
                 times = time_case(case, m, threads, args.repeats, args.epoch_fraction, x, labels, log, args.device)
                 row = summarize(case, m, threads, times, args.device)
