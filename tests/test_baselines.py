@@ -50,7 +50,7 @@ def test_a_training_size_beyond_the_data_is_rejected_with_the_fix():
 
 
 def test_a_book_svm_trained_beyond_the_data_is_rejected_not_cut():
-    from pipeline.stages.baselines import svm
+    from pipeline.baselines import svm_scores as svm
 
     x, y = _blobs(50)
     cfg = {"svm": {"C": 1.0, "kernel": "rbf", "gamma": "auto", "train_limit": 60}, "sweep": {"sizes": [20]}}
@@ -82,7 +82,7 @@ def test_darkness_needs_every_digit_in_its_training_images():
 def test_the_book_svm_trains_on_its_train_limit_and_is_scored_on_test_beside_a_longer_sweep():
     """``svm.train_limit`` smaller than the sweep's largest size: the book's SVM is still the
     one trained on the first ``train_limit`` images, with its test accuracy."""
-    from pipeline.stages.baselines import svm
+    from pipeline.baselines import svm_scores as svm
 
     x, y = _blobs(90)
     images = np.clip(x.repeat(66, axis=1)[:, :784] * 40 + 128, 0, 255).astype(np.uint8).reshape(90, 28, 28)

@@ -35,8 +35,8 @@ def test_average_darkness_gets_exactly_2225(mnist_sets):
     assert int((darkness_predict(means, images) == labels).sum()) == 2225
 
 
-def test_the_baselines_stage_fits_darkness_on_the_training_set(mnist_sets):
-    from pipeline.stages.baselines import darkness
+def test_the_darkness_baseline_is_fitted_on_the_training_set(mnist_sets):
+    from pipeline.baselines import darkness_scores as darkness
 
     result = darkness(mnist_sets)
     assert result["test_correct"] == 2225 and result["test_accuracy"] == 0.2225
