@@ -31,6 +31,7 @@ from pipeline.errors import InputError, SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 from pipeline.nn.spec import SpecError, validate_training
+from pipeline.params import seed_folder
 from pipeline.settings import COUNT_OR_NULL, LIMIT_KEYS, SEED, check_compute, check_limits, check_rule
 
 # the rows of BOOK.md (with chapter 3's runs that have no figure of their own): only these may
@@ -319,7 +320,7 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
                       (test.x, test.y), on_epoch=on_epoch, log=log)
         wall = time.perf_counter() - start
         summary = dict(history.summary(), wall_seconds=round(wall, 1))
-        seed_dir = model_dir / f"seed{seed}"
+        seed_dir = seed_folder(model_dir, seed)
         try:
             save_model(seed_dir, net, spec, metadata={
                 "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,

@@ -46,6 +46,11 @@ def run_folders(book_id: str, root: Path = Path(".")) -> tuple[Path, Path]:
     return root / MODELS / book_id, root / RESULTS / book_id
 
 
+def seed_folder(model_dir: str | Path, seed: int) -> Path:
+    """Where a run's net of ``seed`` is saved in its model folder: ``models/<id>/seed<k>/``."""
+    return Path(model_dir) / f"seed{seed}"
+
+
 def book_run(params: dict, book_id: str) -> dict:
     """Run ``book_id``'s config from the composed ``params`` (params.yaml's ``book``)."""
     book = params.get("book") or {}

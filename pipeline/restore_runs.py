@@ -45,7 +45,7 @@ from pipeline.errors import EXIT_STATUS, InputError
 from pipeline.interrupts import exit_status
 from pipeline.nn import ModelFileError, load_model
 from pipeline.nn.spec import validate_spec, validate_training
-from pipeline.params import load_params, run_folders
+from pipeline.params import load_params, run_folders, seed_folder
 
 RESTORE = "run `dvc repro --pull` to restore it"
 
@@ -214,7 +214,7 @@ class Restorer:
             histories = histories or history_by_seed(results_dir / "history.csv")
             summary = {k: v for k, v in summary.items() if k not in ("seed", "mlflow_run_id")}
             self._guarded(what, self._seed, what, book_id, seed, replay, summary, histories.get(seed),
-                          model_dir / f"seed{seed}", original)
+                          seed_folder(model_dir, seed), original)
 
     def _seed(self, what: str, book_id: str, seed: int, replay: bool, summary: dict, rows: list[dict] | None,
               seed_dir: Path, original: str) -> None:

@@ -17,22 +17,19 @@ import itertools
 from pathlib import Path
 
 from pipeline.atomic import write_json
-from pipeline.data.mnist import load_dataset, split_file
 from pipeline.nn import load_model, score_vote
 from pipeline.params import conf_data
+from pipeline.vote import predictions, vote_scores
 
 
 def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
     nets = [load_model(d).network for d in model_dirs]
-    result: dict = {"members": [str(d) for d in model_dirs]}
-    for split in ("validation", "test"):
-        ds = load_dataset(split_file(prepared_dir, split))
-        votes = [net.predict(ds.x) for net in nets]
-        score = score_vote(votes, ds.y, n_classes=nets[0].classes)
-        result.update({f"{split}_{key}": value for key, value in score.items()})
+    predicted = predictions(nets, prepared_dir)
+    result: dict = {"members": [str(d) for d in model_dirs], **vote_scores(predicted, nets[0].classes)}
+    votes, labels = predicted["test"]
     result["test_errors_by_subset"] = {
         "+".join(str(i + 1) for i in subset):
-            score_vote([votes[i] for i in subset], ds.y, n_classes=nets[0].classes)["errors"]
+            score_vote([votes[i] for i in subset], labels, n_classes=nets[0].classes)["errors"]
         for k in range(3, len(nets) + 1) for subset in itertools.combinations(range(len(nets)), k)
     }
     return result

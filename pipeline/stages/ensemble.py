@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pipeline import results, tracking
 from pipeline.atomic import write_json
-from pipeline.data.mnist import load_dataset, split_file
-from pipeline.errors import InputError
-from pipeline.nn import load_model, score_vote
-from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
-from pipeline.params import load_params, run_folders
+from pipeline.params import load_params, run_folders, seed_folder
 from pipeline.settings import check_settings
 from pipeline.stages._common import log, stage
+from pipeline.vote import load_members, predictions, vote_scores
 
 
 def main() -> None:
@@ -21,23 +18,8 @@ def main() -> None:
         limit = (params["profile"].get("limits") or {}).get("eval_examples")
         # exactly the seeds that train@<members> trained, each to its last epoch
         seeds = params["book"][cfg["members"]]["seeds"]
-        member_dirs = [run_folders(cfg["members"])[0] / f"seed{seed}" for seed in seeds]
-        missing = [str(d) for d in member_dirs if not d.is_dir()]
-        if len(member_dirs) < 2 or missing:
-            raise InputError(f"needs the {cfg['members']} nets of seeds {seeds} (at least 2); "
-                             f"missing: {missing or 'none'}. Run `dvc repro train@{cfg['members']}` first")
-        loaded = [load_model(d) for d in member_dirs]
-        redo = f"run `dvc repro train@{cfg['members']}`"
-        for d, seed, m in zip(member_dirs, seeds, loaded):
-            found = (m.metadata.get("book_id"), m.metadata.get("seed"))
-            if found != (cfg["members"], seed):  # a net copied in from another run or seed
-                raise InputError(f"{d} holds the net of run {found[0]!r}, seed {found[1]!r}, not "
-                                 f"{cfg['members']!r} seed {seed}: {redo} to train it")
-            if not isinstance((m.metadata.get("metrics") or {}).get("epochs_run"), int):
-                raise InputError(f"{d}/model.json: metadata.metrics.epochs_run is missing: {redo} to train it again")
-        unfinished = [str(d) for d, m in zip(member_dirs, loaded) if m.metadata.get("weights") != FINAL_EPOCH_WEIGHTS]
-        if unfinished:
-            raise InputError(f"{unfinished} hold the weights of an interrupted run; {redo} to train them to the end")
+        member_dirs = [seed_folder(run_folders(cfg["members"])[0], seed) for seed in seeds]
+        loaded = load_members(cfg["members"], seeds, member_dirs)
         nets = [m.network for m in loaded]
         # the report's epochs column: the members' epochs, beside the book's for its members
         book = dict(cfg["book"], epochs=params["book"][cfg["members"]]["book"]["epochs"])
@@ -45,10 +27,7 @@ def main() -> None:
                   "what_changed": cfg["what_changed"], "profile": params["profile"]["name"],
                   "book": book, "members": [str(d) for d in member_dirs],
                   "epochs": max(m.metadata["metrics"]["epochs_run"] for m in loaded)}
-        for split in ("validation", "test"):
-            ds = load_dataset(split_file(data["prepared_dir"], split), cap=limit)
-            score = score_vote([net.predict(ds.x) for net in nets], ds.y, n_classes=nets[0].classes)
-            result.update({f"{split}_{key}": value for key, value in score.items()})
+        result.update(vote_scores(predictions(nets, data["prepared_dir"], limit), nets[0].classes))
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
                                       "n_seeds": len(nets), "rule": f"vote of {len(nets)}",
                                       "seed": None}
