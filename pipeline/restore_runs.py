@@ -39,7 +39,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from pipeline import baselines, experiment, tracking
+from pipeline import baselines, experiment, tracking, vote
 from pipeline.data.mnist import Dataset, digest, load_dataset, load_images, split_file
 from pipeline.errors import EXIT_STATUS, InputError
 from pipeline.interrupts import exit_status
@@ -279,9 +279,13 @@ class Restorer:
                 nets.append(load_model(member).network)
             except (FileNotFoundError, ModelFileError) as error:
                 raise InputError(f"{member}: {error}; {RESTORE}") from None
-        with tracking.start_run(cfg["id"], params=cfg, tags=tags, context_tags=False) as run:
-            run.log_metrics(result)  # its numbers, as the stage logged them
-            run.log_model(members, nets[0], step=0)
+        test = self._test_set("float32")  # as the stage reads it, whatever the nets' dtype
+        test_votes = [net.predict(test.x) for net in nets]
+        # as the stage logged them; outputs of older stages record no seeds or limits
+        config = vote.run_params(cfg, result.get("member_seeds"), result.get("limits"))
+        with tracking.start_run(cfg["id"], params=config, tags=tags, context_tags=False) as run:
+            run.log_metrics(vote.run_metrics(result))
+            vote.log_vote(run, config, nets, members, test_votes, test)
         self._done(original)
 
     def baselines(self) -> None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.mnist import load_dataset, split_file
+import numpy as np
+
+from pipeline import figures, results
+from pipeline.data.mnist import Dataset, load_dataset, split_file
 from pipeline.errors import InputError
-from pipeline.nn import LoadedModel, Network, load_model, score_vote
+from pipeline.nn import LoadedModel, Network, load_model, plurality_vote, score_vote
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
 
 SPLITS = ("validation", "test")
@@ -38,16 +41,47 @@ def load_members(members: str, seeds: list[int], member_dirs: list[Path]) -> lis
 
 def predictions(nets: list[Network], prepared_dir: str | Path, cap: int | None = None) -> dict:
     """Each net's predicted digits on validation and test (the first ``cap`` images), with
-    the true labels: ``{split: (votes, labels)}``."""
+    the images and true labels: ``{split: (votes, Dataset)}``."""
     found = {}
     for split in SPLITS:
         ds = load_dataset(split_file(prepared_dir, split), cap=cap)
-        found[split] = ([net.predict(ds.x) for net in nets], ds.y)
+        found[split] = ([net.predict(ds.x) for net in nets], ds)
     return found
 
 
 def vote_scores(predicted: dict, classes: int) -> dict:
     """The plurality vote's accuracy, errors and ties on each split (``score_vote``), as
     ``<split>_<key>``."""
-    return {f"{split}_{key}": value for split, (votes, labels) in predicted.items()
-            for key, value in score_vote(votes, labels, n_classes=classes).items()}
+    return {f"{split}_{key}": value for split, (votes, ds) in predicted.items()
+            for key, value in score_vote(votes, ds.y, n_classes=classes).items()}
+
+
+def run_params(cfg: dict, seeds: list[int] | None, limits: dict | None) -> dict:
+    """The ensemble run's MLflow params (and its ``config.json``): its config, the seeds of
+    the nets that vote and the profile's limits, as a training seed's run has them."""
+    return {**cfg, "member_seeds": seeds, "limits": limits or {}}
+
+
+def run_metrics(result: dict) -> dict:
+    """The ensemble run's MLflow metrics, from its ``metrics.json``: the vote's scores on each
+    split, and the book's figure and the difference from it under a training run's names."""
+    metrics = {k: v for k, v in result.items() if k.startswith(SPLITS)
+               and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    book = (result.get("book") or {}).get("value")
+    if book is not None:
+        metrics["book_value"] = book
+        metrics["difference_vs_book"] = results.difference(result["test_accuracy"], book)
+    return metrics
+
+
+def log_vote(run, config: dict, nets: list[Network], member_dirs: list[Path], test_votes: list,
+             test: Dataset) -> None:
+    """The ensemble run's artifacts, as a training run's: its config, the vote's confusion
+    matrix and misclassified test digits, and the vote as one MLflow model (step 0)."""
+    run.log_dict(config, "config.json")
+    predicted = plurality_vote(test_votes, nets[0].classes)
+    run.log_figure(figures.confusion_matrix(test.y, predicted, nets[0].classes), "confusion_matrix.png")
+    wrong = np.flatnonzero(predicted != test.y)
+    run.log_figure(figures.misclassified_digits(test.x[wrong], test.y[wrong], predicted[wrong]),
+                   "misclassified.png")
+    run.log_model(member_dirs, nets[0], step=0)

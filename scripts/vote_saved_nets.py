@@ -26,10 +26,10 @@ def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
     nets = [load_model(d).network for d in model_dirs]
     predicted = predictions(nets, prepared_dir)
     result: dict = {"members": [str(d) for d in model_dirs], **vote_scores(predicted, nets[0].classes)}
-    votes, labels = predicted["test"]
+    votes, test = predicted["test"]
     result["test_errors_by_subset"] = {
         "+".join(str(i + 1) for i in subset):
-            score_vote([votes[i] for i in subset], labels, n_classes=nets[0].classes)["errors"]
+            score_vote([votes[i] for i in subset], test.y, n_classes=nets[0].classes)["errors"]
         for k in range(3, len(nets) + 1) for subset in itertools.combinations(range(len(nets)), k)
     }
     return result

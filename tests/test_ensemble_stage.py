@@ -161,6 +161,14 @@ def test_the_vote_is_scored_on_the_profiles_images_and_tracked_as_the_ensembles_
     assert result["mlflow_run_ids"] == [run.info.run_id] and run.info.status == "FINISHED"
     assert (run.info.run_name, run.data.tags["book_id"]) == ("ch6-ensemble", "ch6-ensemble")
     assert run.data.metrics["test_accuracy"] == pytest.approx(result["test_accuracy"])
+    # named as a training run's: the book's figure and the difference from it; no chapter or
+    # epochs among the numbers; the seeds that voted and the profile's limits among the params
+    assert run.data.metrics["book_value"] == 0.9967
+    assert run.data.metrics["difference_vs_book"] == pytest.approx(result["test_accuracy"] - 0.9967)
+    assert not {"chapter", "epochs", "difference"} & set(run.data.metrics)
+    assert (run.data.params["member_seeds"], run.data.params["limits.eval_examples"]) == ("[1, 2]", "20")
+    drawn = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "confusion_matrix.png", "misclassified.png"} <= drawn
     # the vote as an MLflow model: the members' nets, predicting their vote, with the vote's numbers
     import mlflow.pyfunc
 

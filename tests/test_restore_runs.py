@@ -159,7 +159,9 @@ def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_recor
     _save_a_net(workdir / "models/m/seed1")
     write_json(workdir / "results/tiny-ensemble/metrics.json",
                {"id": "tiny-ensemble", "profile": "test", "members": ["models/m/seed1"], "test_accuracy": 0.75,
-                "test_errors": 5, "mlflow_run_ids": ["e" * 32], "trained_with": {"cpu": "elsewhere"}})
+                "test_errors": 5, "mlflow_run_ids": ["e" * 32], "trained_with": {"cpu": "elsewhere"},
+                "book": {"value": 0.8, "metric": "ensemble_test"}, "epochs": 3, "member_seeds": [1],
+                "limits": {"eval_examples": None}})
     baselines_metrics = {
         "darkness": {"test_accuracy": 0.2}, "svm": {"test_accuracy": 0.9, "train_size": 60},
         "mlflow_run_ids": {"B-darkness": "d" * 32, "B-svm": "s" * 32, "svm-sweep": "w" * 32},
@@ -186,7 +188,14 @@ def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_recor
     assert (done.logged, done.present, done.missing) == (3, 1, [])
     _, runs = _store(workdir / "mlflow.db")
     by_name = {r.info.run_name: r for r in runs.values()}
-    assert by_name["tiny-ensemble"].data.metrics == {"test_accuracy": 0.75, "test_errors": 5}
+    # as the stage logs it: the vote's scores, the book's figure and the difference from it
+    assert by_name["tiny-ensemble"].data.metrics == {"test_accuracy": 0.75, "test_errors": 5, "book_value": 0.8,
+                                                     "difference_vs_book": -0.05}
+    assert {k: v for k, v in by_name["tiny-ensemble"].data.params.items() if k.startswith(("member_", "limits"))} \
+        == {"member_seeds": "[1]", "limits.eval_examples": "None"}
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    drawn = {a.path for a in client.list_artifacts(by_name["tiny-ensemble"].info.run_id)}
+    assert {"config.json", "confusion_matrix.png", "misclassified.png"} <= drawn
     assert by_name["tiny-ensemble"].data.tags["data_digest"] == "abc"
     assert by_name["tiny-ensemble"].data.tags["cpu"] == "elsewhere"
     # and its vote as an MLflow model again, of the member nets DVC restored

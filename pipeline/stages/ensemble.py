@@ -7,7 +7,7 @@ from pipeline.atomic import write_json
 from pipeline.params import load_params, run_folders, seed_folder
 from pipeline.settings import check_settings
 from pipeline.stages._common import log, stage
-from pipeline.vote import load_members, predictions, vote_scores
+from pipeline.vote import load_members, log_vote, predictions, run_metrics, run_params, vote_scores
 
 
 def main() -> None:
@@ -27,7 +27,9 @@ def main() -> None:
                   "what_changed": cfg["what_changed"], "profile": params["profile"]["name"],
                   "book": book, "members": [str(d) for d in member_dirs],
                   "epochs": max(m.metadata["metrics"]["epochs_run"] for m in loaded)}
-        result.update(vote_scores(predictions(nets, data["prepared_dir"], limit), nets[0].classes))
+        predicted = predictions(nets, data["prepared_dir"], limit)
+        result.update(vote_scores(predicted, nets[0].classes), member_seeds=seeds,
+                      limits=params["profile"].get("limits") or {})
         result["ours_book_metric"] = {"value": result["test_accuracy"], "metric": "ensemble_test",
                                       "n_seeds": len(nets), "rule": f"vote of {len(nets)}",
                                       "seed": None}
@@ -35,10 +37,10 @@ def main() -> None:
         result["trained_with"] = tracking.environment_tags()  # for pipeline.restore_runs
         tags = tracking.standard_tags(cfg["id"], cfg["chapter"], params["profile"]["name"], None,
                                       loaded[0].metadata.get("data_digest", ""), result["trained_with"])
-        with tracking.start_run(cfg["id"], params=cfg, tags=tags) as run:
-            run.log_metrics(result)  # its numbers; pipeline.restore_runs logs them again from metrics.json
-            # the vote as one MLflow model, listed with the numbers above (logged at step 0)
-            run.log_model(member_dirs, nets[0], step=0)
+        config = run_params(cfg, seeds, result["limits"])
+        with tracking.start_run(cfg["id"], params=config, tags=tags) as run:
+            run.log_metrics(run_metrics(result))  # pipeline.restore_runs logs them again from metrics.json
+            log_vote(run, config, nets, member_dirs, *predicted["test"])
             result["mlflow_run_ids"] = [run.run_id]
         write_json(run_folders(cfg["id"])[1] / "metrics.json", result)
         log(f"ensemble of {len(nets)}: test {result['test_accuracy']:.2%} "
