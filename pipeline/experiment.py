@@ -338,7 +338,7 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         if history.interrupted:
             log(f"train {book_id} seed {seed}: interrupted; weights so far saved in {seed_dir}")
             raise history.stopped_by or KeyboardInterrupt()
-        log_seed_outcome(run, book_id, run_cfg, spec, summary, rows, net, test, seed_dir)
+        log_seed_outcome(run, book_id, run_cfg, params, summary, rows, net, test, seed_dir)
         return {"seed": seed, "replay": replay, "mlflow_run_id": run.run_id, "summary": summary,
                 "records": rows}
 
@@ -370,17 +370,18 @@ def seed_params(book_id: str, run_cfg: dict, profile: str, seed: int, spec: dict
             "model": spec["model"], "training": spec["training"]}
 
 
-def log_seed_outcome(run, book_id: str, run_cfg: dict, spec: dict, summary: dict, rows: list[dict],
+def log_seed_outcome(run, book_id: str, run_cfg: dict, config: dict, summary: dict, rows: list[dict],
                      net, test: Dataset, seed_dir: Path) -> None:
     """What a seed's MLflow run holds beside its epochs: the summary metrics (with the seed's
-    value by the book's metric and its difference from the book) and the artifacts."""
+    value by the book's metric and its difference from the book) and the artifacts, among
+    them ``config``, its params (``seed_params``) unflattened, as ``config.json``."""
     value = results.seed_value(summary, rows, run_cfg["book"]["metric"])
     run.log_metrics(_summary_metrics(summary, run_cfg["book"], value))
-    _log_artifacts(run, book_id, run_cfg, spec, rows, net, test, seed_dir)
+    _log_artifacts(run, book_id, run_cfg, config, rows, net, test, seed_dir)
 
 
-def _log_artifacts(run, book_id, run_cfg, spec, rows, net, test: Dataset, seed_dir: Path) -> None:
-    run.log_dict(spec, "config.json")
+def _log_artifacts(run, book_id, run_cfg, config, rows, net, test: Dataset, seed_dir: Path) -> None:
+    run.log_dict(config, "config.json")
     run.log_text(history_csv(rows), "history.csv")
     run.log_figure(figures.learning_curves(rows, f"{book_id}: {run_cfg['title']}",
                                            run_cfg["book"].get("value")), "learning_curves.png")

@@ -247,7 +247,7 @@ class Restorer:
         with tracking.start_run(book_id, params=params, tags=tags, context_tags=False) as run:
             for row in rows:
                 run.log_epoch(row)
-            experiment.log_seed_outcome(run, book_id, run_cfg, spec, summary, rows, loaded.network,
+            experiment.log_seed_outcome(run, book_id, run_cfg, params, summary, rows, loaded.network,
                                         test, seed_dir)
         self._done(original)
 

@@ -520,6 +520,12 @@ def test_a_seeds_mlflow_run_holds_its_own_seed_data_digest_model_and_whole_histo
         assert logged.tags["data_digest"] == digest(workdir / "data/expanded/mine.npz")
         assert {"config.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
                 "misclassified.png"} <= {a.path for a in client.list_artifacts(run_id)}
+        # the config is the run's whole: what it trains on and how much the profile cut, not
+        # the engine's spec alone, and its params are that config flattened
+        config = json.loads(Path(client.download_artifacts(run_id, "config.json", str(workdir / "cfg"))).read_text())
+        assert (config["book_id"], config["seed"], config["data"]) == ("tiny", seed, run["data"])
+        assert {"limits", "model", "training", "profile"} <= set(config)
+        assert tracking.flatten(config) == logged.params
         # the model: an MLflow model of the seed's network, listed with its last epoch's metrics
         [folder] = tracking.download_model(run_id, workdir / "dl" / run_id).folders
         model = json.loads((folder / "model.json").read_text())
