@@ -486,6 +486,23 @@ def _experiment_id(client: MlflowClient, uri: str) -> str:
         return experiment.experiment_id
 
 
+def _check_location(experiment, uri: str) -> None:
+    """Refuse a store of ours whose experiment keeps its artifacts in another folder than the
+    one beside it: the repository was moved or copied with its ``mlflow.db``, and MLflow
+    records each location whole (a run would list no artifacts, or write into the old folder)."""
+    root = artifact_root(uri)
+    if experiment is None or root is None:
+        return
+    recorded, expected = experiment.artifact_location, (root / EXPERIMENT).as_uri()
+    ours = recorded.startswith("file://") and recorded.endswith(f"/mlartifacts/{EXPERIMENT}")
+    if ours and recorded != expected:
+        raise InputError(
+            f"the tracking store {uri} keeps its runs' artifacts in {recorded}, not beside it in {expected}: "
+            "the folder was moved or copied with its mlflow.db (MLflow records artifact locations "
+            "whole). Move the folder back; or move mlflow.db and mlartifacts/ aside and run "
+            "`python -m pipeline.restore_runs`, which logs the runs again from the outputs DVC keeps")
+
+
 # how long a process waits for another one to finish opening the store (a new store's
 # migrations take seconds): past that, the lock is held by a process that hangs
 STORE_LOCK_SECONDS = 120.0
@@ -542,10 +559,13 @@ def _client(create: bool = True) -> tuple[MlflowClient, str | None]:
         with warnings.catch_warnings(), _store_lock(uri):
             warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
             client = MlflowClient(tracking_uri=uri)
+            _check_location(client.get_experiment_by_name(EXPERIMENT), uri)
             if not create:
                 experiment = client.get_experiment_by_name(EXPERIMENT)
                 return client, experiment.experiment_id if experiment else None
             return client, _experiment_id(client, uri)
+    except InputError:
+        raise
     except Exception as error:  # no server, a path that cannot be made, not a database, an unknown scheme
         if "database is locked" in str(error) or isinstance(error, filelock.Timeout):
             where = ("a store another process holds locked (a sqlite shell or database browser open "

@@ -449,6 +449,27 @@ def test_artifacts_land_next_to_the_store_and_are_listed(client, store_dir, tmp_
     assert json.loads((files / "config.json").read_text()) == {"eta": 0.5}
 
 
+def test_a_store_moved_from_another_folder_is_refused_with_the_fix(monkeypatch, tmp_path):
+    """MLflow records the experiment's artifact folder whole: in a moved repository its runs
+    would list no artifacts and new ones would go to the old folder."""
+    from pipeline.errors import InputError
+
+    for name in DVC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    old, new = tmp_path / "repo", tmp_path / "moved"
+    old.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{old}/mlflow.db")
+    with tracking.start_run("before the move"):
+        pass
+    old.rename(new)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{new}/mlflow.db")
+    for reading in (False, True):
+        with pytest.raises(InputError, match=rf"keeps its runs' artifacts in {(old / 'mlartifacts').as_uri()}/"
+                                             rf"nielsen-mnist, not beside it in {(new / 'mlartifacts').as_uri()}/"
+                                             r"nielsen-mnist: the folder was moved .*pipeline.restore_runs"):
+            tracking.store_runs() if reading else tracking.start_run("after").__enter__()
+
+
 @pytest.mark.parametrize("store", ["not-a-database", "under-a-file", "a-folder", "under-proc"])
 def test_an_unusable_store_is_named_with_where_it_comes_from(monkeypatch, tmp_path, store):
     """At once: a folder is not left to MLflow's minutes of retries, nor a lock file that
