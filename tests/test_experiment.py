@@ -395,6 +395,9 @@ def test_a_damaged_data_file_is_named_with_the_fix(workdir):
     save_images(path, np.zeros((3, 28, 28), np.uint8), np.array([1, 42, 3], np.uint8))
     with pytest.raises(InputError, match="labels must be digits 0..9, found 42"):
         load_images(path)
+    save_images(path, np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))  # reshape(0, -1) failed
+    with pytest.raises(InputError, match=r"train.npz: holds no images: delete it, then build it"):
+        load_images(path)
 
 
 def test_a_plain_float_key_takes_an_integer_but_not_a_string():

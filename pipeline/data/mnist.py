@@ -128,6 +128,8 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             or len(images) != len(labels)):
         raise InputError(f"{path}: expected uint8 images (n, 28, 28) and n labels, got "
                          f"{images.dtype} {images.shape} and {labels.shape}: {remake()}.")
+    if not len(labels):  # no set the pipeline makes is empty; the stages after it would fail obscurely
+        raise InputError(f"{path}: holds no images: {remake()}.")
     if labels.dtype.kind != "u":  # as stored by save_images; a float or negative label is damage
         raise InputError(f"{path}: labels must be unsigned integers (digits 0..9), got {labels.dtype}: {remake()}.")
     if labels.size and labels.max() > 9:
