@@ -14,6 +14,21 @@ PARAMS_FILE = "params.yaml"
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class _UniqueKeyLoader(SAFE_LOADER):
+    """The safe loader, refusing a mapping that gives a key twice: YAML keeps the last one
+    silently, where DVC refuses the file ("duplicate key")."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"found the key {key!r} twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # A run's folders, relative to the repository root; dvc.yaml's train outs spell the same
 MODELS, RESULTS = "models", "results"
@@ -92,9 +107,13 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
     remake = "write it again with `python -m pipeline.config` (add profile=<name> for another profile)"
     try:
         with open(path, encoding="utf-8") as f:
-            params = yaml.load(f, Loader=SAFE_LOADER)
+            params = yaml.load(f, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]}): {remake}") from error
+        problem = " ".join(line.strip() for line in str(error).splitlines()[:3] if line.strip())
+        raise InputError(f"{path}: not valid YAML ({problem}): {remake}") from error
+    except UnicodeDecodeError as error:  # saved in another encoding by an editor
+        raise InputError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                         f"offset {error.start}): save it as UTF-8, or {remake}") from error
     if not isinstance(params, dict):
         raise InputError(f"{path}: expected a mapping of settings, got {type(params).__name__}: {remake}")
     return params

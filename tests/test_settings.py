@@ -94,13 +94,17 @@ def test_a_rotation_order_is_needed_only_with_angles():
     ("book: [\n", "params.yaml: not valid YAML"),
     ("", "params.yaml: expected a mapping of settings, got NoneType"),
     ("- a\n- b\n", "params.yaml: expected a mapping of settings, got list"),
+    # a key given twice: YAML would keep the last silently, where DVC refuses the file
+    ("book:\n  ch1-30: {seeds: [1]}\n  ch1-30: {seeds: [2]}\n",
+     "params.yaml: not valid YAML (found the key 'ch1-30' twice in"),
+    ("title: caf\xe9\n", "params.yaml: not UTF-8 text (byte 0xe9 at offset 10): save it as UTF-8, or"),
 ])
 def test_a_params_file_that_is_not_settings_is_named_with_the_fix(tmp_path, text, message):
     """A hand-edited params.yaml read by a stage run by hand (under DVC, DVC reads it first)."""
     from pipeline.errors import InputError
     from pipeline.params import load_params
 
-    (tmp_path / "params.yaml").write_text(text)
+    (tmp_path / "params.yaml").write_bytes(text.encode("latin-1"))
     with pytest.raises(InputError, match=re.escape(message) + ".*python -m pipeline.config"):
         load_params(tmp_path / "params.yaml")
 
