@@ -12,6 +12,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+# the backend's compiled module, loaded now rather than at a run's first figure: a Ctrl-C
+# landing in that first load came out as an ImportError, and its MLflow run ended FAILED
+import matplotlib.backends.backend_agg
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure

@@ -676,6 +676,14 @@ def start_run(
         except KeyboardInterrupt:  # includes Terminated
             status = RunStatus.KILLED
             raise
+        except Exception as error:
+            stop = _stop_among_causes(error)
+            if stop is None:
+                raise
+            # a stop that a library turned into its own error (an import cut short raises
+            # ImportError "initialization failed"): a stop all the same, of the same kind
+            status = RunStatus.KILLED
+            raise type(stop)(*stop.args) from error
         finally:
             with signals_held() as came_while_closing:
                 if logger.pending:  # stopped or failed: the epochs it completed still go in
@@ -687,6 +695,18 @@ def start_run(
                 _write(client.set_terminated, run.info.run_id, RunStatus.to_string(status))
             if status == RunStatus.FINISHED:  # else the run is being stopped already
                 raise_held(came_while_closing)
+
+
+def _stop_among_causes(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C (``KeyboardInterrupt``) or SIGTERM (``Terminated``) among the causes of
+    ``error``, if there is one."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 class LoggedModel(NamedTuple):

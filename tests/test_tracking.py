@@ -411,6 +411,24 @@ def test_sigterm_is_killed_and_handler_restored(client):
     assert issubclass(tracking.Terminated, KeyboardInterrupt)
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, tracking.Terminated])
+def test_a_stop_that_a_library_turned_into_its_own_error_is_still_a_stop(client, stop):
+    """matplotlib's first load of its backend, cut short by a Ctrl-C, raised ImportError
+    "initialization failed" from the KeyboardInterrupt: the run ended FAILED."""
+    with pytest.raises(stop) as raised:
+        with tracking.start_run("stopped in a library") as run:
+            try:
+                raise stop()
+            except KeyboardInterrupt as cut_short:
+                raise ImportError("initialization failed") from cut_short
+    assert type(raised.value) is stop and isinstance(raised.value.__cause__, ImportError)
+    assert status_of(client, run.run_id) == "KILLED"
+    with pytest.raises(ImportError):  # an error with no stop among its causes stays what it is
+        with tracking.start_run("failed in a library") as run:
+            raise ImportError("no such module")
+    assert status_of(client, run.run_id) == "FAILED"
+
+
 def test_artifacts_land_next_to_the_store_and_are_listed(client, store_dir, tmp_path):
     import matplotlib
 
