@@ -18,8 +18,11 @@ os.umask(_UMASK)
 
 
 STALE_SECONDS = 600  # a temp untouched this long, whose writer is gone, is a leftover
-# a disk that is full, over its quota or read-only: the machine's state, not the code's fault
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# a disk that is full, over its quota or read-only, or a file or folder this user may not
+# write: the machine's state, not the code's fault
+FULL = (errno.ENOSPC, errno.EDQUOT)
+DENIED = (errno.EACCES, errno.EPERM)
+DISK_ERRORS = (*FULL, errno.EROFS, *DENIED)
 
 
 def process_alive(pid: int) -> bool:
@@ -108,15 +111,36 @@ class OutputNotWritten(OSError):
 
 
 def disk_error_message(error: BaseException) -> str | None:
-    """What to tell the user when the disk refused a write (full, over quota, read-only); None
-    for any other error. Only an output of ours is known to be left whole; a copy made by a
-    library (MLflow's artifacts) may be half-written."""
+    """What to tell the user when the disk refused a write (full, over quota, read-only, or
+    no permission); None for any other error. Only an output of ours is known to be left
+    whole; a copy made by a library (MLflow's artifacts) may be half-written."""
     if not isinstance(error, OSError) or error.errno not in DISK_ERRORS:
         return None
-    what = f"could not write {error.filename}" if error.filename else "could not write a file"
+    if error.errno in DENIED:  # reading or writing: say which file, not "could not write"
+        what = f"no permission for {error.filename}" if error.filename else "no permission for a file"
+        fix = "Give this user write access to it and its folder (or run where it has), then run it again"
+    else:
+        what = f"could not write {error.filename}" if error.filename else "could not write a file"
+        fix = ("Make room, then run it again" if error.errno in FULL else
+               "The file system is read-only: run it where it can write, then run it again")
     whole = (" Nothing half-written is left: the output is written to a temporary file first."
              if isinstance(error, OutputNotWritten) else "")
-    return f"{what}: {error.strerror}.{whole} Make room, then run it again"
+    return f"{what}: {error.strerror}.{whole} {fix}"
+
+
+def check_writable(folder: str | Path) -> None:
+    """Make ``folder`` (and those above it) if needed and write a file in it, so that a stage
+    that cannot write its outputs says so before its work, not after it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".write-check.pid{os.getpid()}.", dir=folder)
+    except OSError as error:
+        if error.errno in DISK_ERRORS:
+            raise OutputNotWritten(error.errno, error.strerror, str(folder)) from error
+        raise
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline import figures, interrupts, results, tracking
-from pipeline.atomic import write_json, write_text
+from pipeline.atomic import check_writable, write_json, write_text
 from pipeline.data.mnist import Dataset, digest, load_dataset, split_file
 from pipeline.errors import InputError, SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
@@ -549,6 +549,8 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     # the store and experiment made now: a store that cannot be used is named before anything
     # is removed, and forked seed workers find them ready instead of creating them at once
     tracking.init_store()
+    for folder in (model_dir, results_dir):  # a folder it cannot write is named now, not after training
+        check_writable(folder)
     clear_earlier_outputs(model_dir, results_dir, log)  # every check passed: this run replaces them
     start = time.perf_counter()
     run_cfg = with_device(run_cfg, device)

@@ -486,6 +486,19 @@ def _experiment_id(client: MlflowClient, uri: str) -> str:
         return experiment.experiment_id
 
 
+def _check_writable_store(uri: str) -> None:
+    """Refuse a sqlite store this process cannot write (sqlite writes the file and a journal
+    beside it): MLflow's own error is hundreds of lines from its first write."""
+    database = sqlite_file(uri)
+    if database is None or not database.exists():
+        return
+    for path in (database, database.parent):
+        if not os.access(path, os.W_OK):
+            raise InputError(f"the tracking store {uri} cannot be written here: {path} is read-only "
+                             "for this user; make it writable, or set MLFLOW_TRACKING_URI to a store "
+                             "you can write")
+
+
 def _check_location(experiment, uri: str) -> None:
     """Refuse a store of ours whose experiment keeps its artifacts in another folder than the
     one beside it: the repository was moved or copied with its ``mlflow.db``, and MLflow
@@ -559,6 +572,8 @@ def _client(create: bool = True) -> tuple[MlflowClient, str | None]:
         with warnings.catch_warnings(), _store_lock(uri):
             warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
             client = MlflowClient(tracking_uri=uri)
+            if create:
+                _check_writable_store(uri)
             _check_location(client.get_experiment_by_name(EXPERIMENT), uri)
             if not create:
                 experiment = client.get_experiment_by_name(EXPERIMENT)

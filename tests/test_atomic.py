@@ -124,6 +124,31 @@ def test_a_full_disk_names_the_file_being_written_and_leaves_no_temporary_file(t
         f"is written to a temporary file first. Make room, then run it again")
     # a write of someone else's (a library's copy) is not known to be whole
     assert disk_error_message(OSError(errno.EROFS, "Read-only file system")) == (
-        "could not write a file: Read-only file system. Make room, then run it again")
+        "could not write a file: Read-only file system. The file system is read-only: run it where "
+        "it can write, then run it again")
+    # no permission, reading or writing: the file named, with the fix
+    assert disk_error_message(PermissionError(errno.EACCES, "Permission denied", "results/x/metrics.json")) == (
+        "no permission for results/x/metrics.json: Permission denied. Give this user write access to it "
+        "and its folder (or run where it has), then run it again")
+    assert disk_error_message(OSError(errno.EPERM, "Operation not permitted")).startswith(
+        "no permission for a file: Operation not permitted. Give this user")
     assert disk_error_message(OSError(errno.ENETUNREACH, "Network is unreachable")) is None
     assert disk_error_message(ValueError("not a disk")) is None
+
+
+def test_a_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from pipeline.atomic import OutputNotWritten, check_writable
+
+    check_writable(tmp_path / "made" / "here")  # made, written, and left empty
+    assert list((tmp_path / "made" / "here").iterdir()) == []
+
+    def refused(*args, **kwargs):  # what a folder without write permission gives (root has them all)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(OutputNotWritten) as info:
+        check_writable(tmp_path / "locked")
+    assert (info.value.errno, info.value.filename) == (errno.EACCES, str(tmp_path / "locked"))

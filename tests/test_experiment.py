@@ -377,6 +377,29 @@ def test_a_network_that_does_not_fit_the_data_is_named_before_any_run_starts(wor
     assert not (workdir / "mlflow.db").exists() and not (workdir / "models").exists()
 
 
+def test_a_results_folder_it_cannot_write_is_named_before_training(workdir, monkeypatch):
+    """Without the check the run trained to its end, its MLflow run FINISHED, and only then
+    did writing metrics.json fail."""
+    import errno
+    import tempfile
+
+    from pipeline.atomic import OutputNotWritten, disk_error_message
+
+    real_mkstemp = tempfile.mkstemp
+
+    def no_write_in_results(*args, dir=None, **kwargs):  # root may write anywhere: as a locked folder
+        if dir is not None and "results" in str(dir):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_write_in_results)
+    monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(OutputNotWritten) as info:
+        experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    assert disk_error_message(info.value).startswith("no permission for results/tiny: Permission denied.")
+    assert not (workdir / "models/tiny").exists() or not any((workdir / "models/tiny").iterdir())
+
+
 def test_a_damaged_data_file_is_named_with_the_fix(workdir):
     from pipeline.data.mnist import load_images
     from pipeline.errors import InputError

@@ -467,6 +467,24 @@ def test_artifacts_land_next_to_the_store_and_are_listed(client, store_dir, tmp_
     assert json.loads((files / "config.json").read_text()) == {"eta": 0.5}
 
 
+def test_a_store_it_cannot_write_is_refused_before_a_run_but_read(monkeypatch, tmp_path):
+    from pipeline.errors import InputError
+
+    for name in DVC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    with tracking.start_run("while it was writable"):
+        pass
+    real_access = os.access
+    # root writes anywhere: the file as a read-only mount or a chmod would make it for a user
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode))
+    with pytest.raises(InputError, match=rf"the tracking store sqlite:///{tmp_path}/mlflow.db cannot be written "
+                                         rf"here: {tmp_path}/mlflow.db is read-only for this user"):
+        tracking.start_run("now").__enter__()
+    client, experiment_id = tracking._client(create=False)  # reading it needs no write
+    assert [r.info.run_name for r in client.search_runs([experiment_id])] == ["while it was writable"]
+
+
 def test_a_store_moved_from_another_folder_is_refused_with_the_fix(monkeypatch, tmp_path):
     """MLflow records the experiment's artifact folder whole: in a moved repository its runs
     would list no artifacts and new ones would go to the old folder."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline import baselines as bl
 from pipeline import tracking
-from pipeline.atomic import write_json
+from pipeline.atomic import check_writable, write_json
 from pipeline.data.mnist import SPLITS, digest, load_images, split_file
 from pipeline.params import load_params
 from pipeline.settings import check_settings
@@ -25,6 +25,7 @@ def main() -> None:
         data, cfg = params["data"], params["baselines"]
         profile = params["profile"]["name"]
         check_settings(params, ("data", "baselines"))
+        check_writable(cfg["out_dir"])  # named now, not after the SVM's minutes of fitting
         sets = _load_sets(data["prepared_dir"])
         train_digest = digest(split_file(data["prepared_dir"], "train"))
 
