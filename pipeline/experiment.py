@@ -324,6 +324,7 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
         try:
             save_model(seed_dir, net, spec, metadata={
                 "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
+                "train_examples": len(train.y),  # what it learned from (a profile may cut the set)
                 "test_examples": len(test.y),  # what its test accuracies were measured on
                 "weights": (f"interrupted during epoch {summary['epochs_run']}" if history.interrupted
                             else FINAL_EPOCH_WEIGHTS),

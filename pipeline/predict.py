@@ -66,7 +66,8 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
         if weights is not None and weights != FINAL_EPOCH_WEIGHTS:  # saved by a stopped run
             print(f"predict: {voter.name} holds the weights of a run that did not finish "
                   f"({weights}), not those of its last epoch", file=sys.stderr)
-        if (about := cut_profile_about(voter.metadata.get("profile"))) is not None:  # e.g. smoke's: a pipeline check
+        if (about := cut_profile_about(voter.metadata.get("profile"),  # e.g. smoke's: a pipeline check
+                                       voter.metadata.get("train_examples"))) is not None:
             print(f"predict: {voter.name} was trained under the {voter.metadata['profile']} profile: {about} "
                   f"Expect many wrong answers; the quick profile (`python -m pipeline.config && dvc repro`) "
                   f"trains the book's nets.", file=sys.stderr)
@@ -149,12 +150,15 @@ def _profile_section(profile: str | None) -> dict | None:
     return OmegaConf.to_container(OmegaConf.load(path)).get("profile") or {}
 
 
-def cut_profile_about(profile: str | None) -> str | None:
+def cut_profile_about(profile: str | None, trained_on: int | None = None) -> str | None:
     """What a profile that trains on a cut of the training set (``limits.train_examples``; the
     smoke profile's 500 images) says of itself (its ``about``), or None for one that trains on
-    the whole set, or that this checkout does not have."""
+    the whole set, or that this checkout does not have, or where the net's ``trained_on``
+    (its model's ``train_examples``, recorded since 2026-12-06) is more than that cut: the
+    profile's limits were changed for that run."""
     section = _profile_section(profile)
-    if section is None or not (section.get("limits") or {}).get("train_examples"):
+    cut = None if section is None else (section.get("limits") or {}).get("train_examples")
+    if not cut or (trained_on is not None and trained_on > cut):
         return None
     return " ".join(str(section.get("about") or "").split()) or \
         f"{section['limits']['train_examples']} training images."

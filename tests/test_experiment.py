@@ -41,6 +41,7 @@ def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
     assert sorted(p.name for p in (workdir / "models/tiny").iterdir()) == ["seed1", "seed2"]
     model = json.loads((workdir / "models/tiny/seed1/model.json").read_text())
     assert model["metadata"]["test_examples"] == 30 and model["metadata"]["profile"] == "test"
+    assert model["metadata"]["train_examples"] == DATA["n_train"]  # what it learned from: predict reads it
     header, *rows = (workdir / "results/tiny/history.csv").read_text().splitlines()
     assert header.startswith("seed,epoch") and len(rows) == 6
     client, runs = _runs(workdir)

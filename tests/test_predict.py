@@ -365,17 +365,23 @@ def test_weights_a_stopped_run_saved_are_said_to_be_so(tmp_path, capsys):
 
 
 def test_a_net_of_the_smoke_profile_is_said_to_be_a_pipeline_check(tmp_path, capsys):
+    """By the images it learned from, where its model records them: a smoke run whose limits
+    were lifted to the whole set is not a pipeline check."""
     folders = []
-    for seed, profile in ((1, "quick"), (2, "smoke")):
+    for seed, profile, trained_on in ((1, "quick", 50000), (2, "smoke", 500), (3, "smoke", None),
+                                      (4, "smoke", 50000)):
         spec = {"model": FC30["model"], "training": dict(FC30["training"], seed=seed)}
         folders.append(tmp_path / f"seed{seed}")
-        save_model(folders[-1], build_network(spec), spec,
-                   metadata={"seed": seed, "weights": FINAL_EPOCH_WEIGHTS, "profile": profile})
+        metadata = {"seed": seed, "weights": FINAL_EPOCH_WEIGHTS, "profile": profile}
+        if trained_on is not None:  # a model saved before 2026-12-06 records none: its profile says
+            metadata["train_examples"] = trained_on
+        save_model(folders[-1], build_network(spec), spec, metadata=metadata)
     predict.load_voters(folders, [], tmp_path)
     err = capsys.readouterr().err
-    assert (f"predict: {folders[1]} was trained under the smoke profile: 500 training images and one epoch per "
-            f"run: a test of the pipeline. Its numbers say nothing about the book's. Expect many wrong") in err
-    assert str(folders[0]) not in err
+    for folder in folders[1:3]:
+        assert (f"predict: {folder} was trained under the smoke profile: 500 training images and one epoch per "
+                f"run: a test of the pipeline. Its numbers say nothing about the book's. Expect many wrong") in err
+    assert str(folders[0]) not in err and str(folders[3]) not in err
 
 
 @pytest.mark.parametrize("damage", [b"seed,era,test_accuracy\n2,0,0.95\n", b"seed,epoch,test_accuracy\n2,0,abc\n",
