@@ -177,6 +177,8 @@ class Restorer:
     def _other_profile(self, what: str, profile) -> bool:
         if profile == self.profile:
             return False
+        if not isinstance(profile, str):  # damaged, or hand-made: no profile to switch to
+            raise InputError(f"{what}: its metrics.json names no profile (profile: {profile!r}); {RESTORE}")
         self._leave_out(what, f"its results are of profile {profile!r}, params.yaml is {self.profile!r} "
                               f"(`python -m pipeline.config profile={profile}` first)")
         return True

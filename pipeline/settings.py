@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SettingError
+
+# the profiles conf/ defines: the names a profile may have
+PROFILES = tuple(sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "profile").glob("*.yaml")))
 
 __all__ = ["LIMIT_KEYS", "SettingError", "check_compute", "check_limits", "check_rule", "check_sections",
            "check_settings"]
@@ -71,7 +75,9 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
                   "a non-empty list of integers >= 1"),
     },
     "profile": {
-        "name": TEXT,
+        # a misspelt name was recorded on every run and output, and no `python -m pipeline.config
+        # profile=<it>` could then make params.yaml agree with them
+        "name": (lambda v: isinstance(v, str) and v in PROFILES, f"one of {', '.join(PROFILES)} (conf/profile/)"),
         "about": (lambda v: isinstance(v, str), "a description (text)"),
         "seeds": (lambda v: isinstance(v, list) and v and all(_is_int(x) and x >= 0 for x in v),
                   "a non-empty list of integers >= 0"),

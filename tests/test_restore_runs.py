@@ -245,6 +245,13 @@ def test_an_ensemble_of_another_profile_and_damaged_baselines_log_nothing(workdi
     assert "results/baselines/metrics.json: not as its stage writes it (no 'darkness')" in out
     assert "not logged, their outputs damaged or missing (see above): baselines" in err
     assert not _store(workdir / "mlflow.db")[1]  # no run left FAILED
+    # a metrics.json that names no profile is damaged, not "of profile None"
+    write_json(workdir / "results/tiny-ensemble/metrics.json",
+               {"id": "tiny-ensemble", "members": ["models/m/seed1"], "mlflow_run_ids": ["e" * 32]})
+    assert restore_runs.main([]) == 2
+    out, err = capsys.readouterr()
+    assert "tiny-ensemble: its metrics.json names no profile (profile: None); run `dvc repro --pull`" in out
+    assert "profile=None" not in out + err
 
 
 def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, monkeypatch, capsys):

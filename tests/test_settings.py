@@ -83,6 +83,15 @@ def test_a_missing_setting_is_named(path):
         check_settings(removed(path))
 
 
+def test_a_profile_name_must_be_one_of_conf_profiles():
+    """A misspelt name was recorded on every run and output (predict's warnings and
+    restore_runs' advice go by it)."""
+    with pytest.raises(SettingError, match=r"^profile\.name: expected one of book, fast, quick, smoke "
+                                           r"\(conf/profile/\), got 'smok'"):
+        check_settings(edited("profile.name", "smok"), ("profile",))
+    check_settings(edited("profile.name", "smoke"), ("profile",))
+
+
 def test_a_rotation_order_is_needed_only_with_angles():
     with pytest.raises(SettingError, match=r"^expand\.rotated\.order: missing"):
         check_settings(removed("expand.rotated.order"), ("expand",))
