@@ -531,6 +531,10 @@ def _store_lock(uri: str) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     if database.is_dir():
         raise IsADirectoryError(f"{database} is a folder, not a database file")
+    if not database.parent.exists() and os.environ.get("MLFLOW_TRACKING_URI"):
+        # a misspelt path would quietly start a second store there, splitting the runs
+        raise InputError(f"MLFLOW_TRACKING_URI names a store in {database.parent}, a folder that does not "
+                         "exist: fix the path, or make the folder first (a new store starts there)")
     database.parent.mkdir(parents=True, exist_ok=True)
     lock = Path(f"{database}.lock")
     # made here first: where it cannot be made (a path under /proc), filelock would retry for ever

@@ -485,6 +485,16 @@ def test_a_store_it_cannot_write_is_refused_before_a_run_but_read(monkeypatch, t
     assert [r.info.run_name for r in client.search_runs([experiment_id])] == ["while it was writable"]
 
 
+def test_a_tracking_uri_in_a_folder_that_does_not_exist_is_named_not_made(monkeypatch, tmp_path):
+    from pipeline.errors import InputError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/no-such-folder/mlflow.db")
+    with pytest.raises(InputError, match=rf"MLFLOW_TRACKING_URI names a store in {tmp_path}/no-such-folder, "
+                                         r"a folder that does not exist: fix the path, or make the folder"):
+        tracking.start_run("never").__enter__()
+    assert not (tmp_path / "no-such-folder").exists()
+
+
 def test_a_store_moved_from_another_folder_is_refused_with_the_fix(monkeypatch, tmp_path):
     """MLflow records the experiment's artifact folder whole: in a moved repository its runs
     would list no artifacts and new ones would go to the old folder."""
