@@ -57,7 +57,7 @@ def test_a_switched_profile_is_in_sync_and_an_override_is_named(tmp_path):
     (["profile.limits.train_examples=-5"], "profile.limits.train_examples: expected an integer >= 1 or null"),
     (["compute.seed_workers=0"], "compute.seed_workers: expected an integer >= 1"),
     (["+foo=1"], "foo: unknown section; allowed: data, download"),
-    (["profile.name=5"], "profile.name: expected a non-empty string, got 5"),
+    (["profile.name=5"], "profile.name: expected one of book, fast, quick, smoke (conf/profile/), got 5"),
     (["profile.replay=abc"], "profile.replay: expected true or false, got 'abc'"),
     (["+profile.foo=1"], "profile.foo: unknown key"),
     (["profile.ensemble_seeds=[1]"], "profile.ensemble_seeds: expected a list of at least 2 integers"),
