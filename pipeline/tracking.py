@@ -578,9 +578,9 @@ def _client(create: bool = True) -> tuple[MlflowClient, str | None]:
             client = MlflowClient(tracking_uri=uri)
             if create:
                 _check_writable_store(uri)
-            _check_location(client.get_experiment_by_name(EXPERIMENT), uri)
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            _check_location(experiment, uri)
             if not create:
-                experiment = client.get_experiment_by_name(EXPERIMENT)
                 return client, experiment.experiment_id if experiment else None
             return client, _experiment_id(client, uri)
     except InputError:
