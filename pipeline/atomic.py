@@ -118,7 +118,8 @@ def disk_error_message(error: BaseException) -> str | None:
         return None
     if error.errno in DENIED:  # reading or writing: say which file, not "could not write"
         what = f"no permission for {error.filename}" if error.filename else "no permission for a file"
-        fix = "Give this user write access to it and its folder (or run where it has), then run it again"
+        fix = ("Give this user access to it (read access to an input; write access to an output and "
+               "its folder), or run where it has, then run it again")
     else:
         what = f"could not write {error.filename}" if error.filename else "could not write a file"
         fix = ("Make room, then run it again" if error.errno in FULL else
@@ -136,8 +137,8 @@ def check_writable(folder: str | Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".write-check.pid{os.getpid()}.", dir=folder)
     except OSError as error:
-        if error.errno in DISK_ERRORS:
-            raise OutputNotWritten(error.errno, error.strerror, str(folder)) from error
+        if error.errno in DISK_ERRORS:  # named by the folder; nothing was being written yet
+            raise OSError(error.errno, error.strerror, str(folder)) from error
         raise
     os.close(fd)
     os.unlink(probe)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,11 @@ class _UniqueKeyLoader(SAFE_LOADER):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            try:
+                twice = key in seen
+            except TypeError:  # unhashable: the safe loader's own error says so
+                continue
+            if twice:
                 raise yaml.constructor.ConstructorError(None, None, f"found the key {key!r} twice",
                                                         key_node.start_mark)
             seen.add(key)
@@ -98,6 +103,14 @@ def profile_name(path: str | Path = PARAMS_FILE) -> str | None:
     return name if isinstance(name, str) else None
 
 
+class _NamedText(io.StringIO):
+    """Text that YAML's errors name by its file, as they name an open file."""
+
+    def __init__(self, text: str, path: Path):
+        super().__init__(text)
+        self.name = str(path)
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -105,15 +118,18 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
             f"{path} not found: run stages from the repository root, "
             "or write it with `python -m pipeline.config`.")
     remake = "write it again with `python -m pipeline.config` (add profile=<name> for another profile)"
+    data = path.read_bytes()
     try:
-        with open(path, encoding="utf-8") as f:
-            params = yaml.load(f, Loader=_UniqueKeyLoader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:  # saved in another encoding by an editor
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InputError(f"{path}: not UTF-8 text (byte {data[error.start]:#04x} on line {line}): "
+                         f"save it as UTF-8, or {remake}") from error
+    try:
+        params = yaml.load(_NamedText(text, path), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         problem = " ".join(line.strip() for line in str(error).splitlines()[:3] if line.strip())
         raise InputError(f"{path}: not valid YAML ({problem}): {remake}") from error
-    except UnicodeDecodeError as error:  # saved in another encoding by an editor
-        raise InputError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at "
-                         f"offset {error.start}): save it as UTF-8, or {remake}") from error
     if not isinstance(params, dict):
         raise InputError(f"{path}: expected a mapping of settings, got {type(params).__name__}: {remake}")
     return params

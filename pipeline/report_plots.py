@@ -106,7 +106,7 @@ def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "v
         first_seed = min((r.get("seed", 1) for r in rows), default=None)
         pts = [(r["epoch"], 100 * r[key]) for r in rows if r.get("seed", 1) == first_seed and key in r]
         if pts:
-            ax.plot(*zip(*pts), label=f"{run_id} (seed {first_seed:g})", linewidth=1,
+            ax.plot(*zip(*pts), label=f"{run_id} (seed {int(first_seed)})", linewidth=1,
                     color=colours[n % len(colours)], linestyle=LINE_STYLES[n // len(colours) % len(LINE_STYLES)])
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{key.replace('_', ' ')} (%)")

@@ -269,22 +269,31 @@ class Restorer:
             raise _lacking(path, error) from None
         if self._in_store(original):
             return
+        recorded_limits = result.get("limits")  # recorded since 2026-12-06
+        if recorded_limits is not None and recorded_limits != self.limits:
+            self._leave_out(cfg["id"], f"its vote was scored under the profile limits {recorded_limits}, "
+                                       f"params.yaml's are {self.limits} (set them back first)")
+            return
         digest_of_data = (_json(first_member / "model.json").get("metadata") or {}).get("data_digest")
         if not self._log_now(cfg["id"], original):
             return
         tags = tracking.restored_tags(tracking.standard_tags(
             cfg["id"], cfg["chapter"], self.profile, None, digest_of_data, result.get("trained_with") or {}), original)
         members = [Path(m) for m in result["members"]]
-        nets = []
+        loaded = []
         for member in members:  # the vote's model holds every one: each checked before the run starts
             try:
-                nets.append(load_model(member).network)
+                loaded.append(load_model(member))
             except (FileNotFoundError, ModelFileError) as error:
                 raise InputError(f"{member}: {error}; {RESTORE}") from None
+        nets = [m.network for m in loaded]
+        # the test set capped by params.yaml's limits: the vote's own (checked above, or not
+        # recorded by an older stage, whose profile is params.yaml's)
         test = self._test_set("float32")  # as the stage reads it, whatever the nets' dtype
         test_votes = [net.predict(test.x) for net in nets]
-        # as the stage logged them; outputs of older stages record no seeds or limits
-        config = vote.run_params(cfg, result.get("member_seeds"), result.get("limits"))
+        # as the stage logged them; for outputs of older stages, the seeds their nets record
+        seeds = result.get("member_seeds") or [m.metadata.get("seed") for m in loaded]
+        config = vote.run_params(cfg, seeds, self.limits if recorded_limits is None else recorded_limits)
         with tracking.start_run(cfg["id"], params=config, tags=tags, context_tags=False) as run:
             run.log_metrics(vote.run_metrics(result))
             vote.log_vote(run, config, nets, members, test_votes, test)

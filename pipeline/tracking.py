@@ -471,8 +471,9 @@ def _model_signature(net):
                           outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
 
 
-def _experiment_id(client: MlflowClient, uri: str) -> str:
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+def _experiment_id(client: MlflowClient, uri: str, experiment=None) -> str:
+    """The experiment's id (``experiment``: the one the store holds, already looked up),
+    made where the store has none."""
     if experiment is not None:
         return experiment.experiment_id
     root = artifact_root(uri)
@@ -521,7 +522,7 @@ def _check_location(experiment, uri: str) -> None:
 STORE_LOCK_SECONDS = 120.0
 
 
-def _store_lock(uri: str) -> contextlib.AbstractContextManager:
+def _store_lock(uri: str, reading: bool = False) -> contextlib.AbstractContextManager:
     """An inter-process lock around opening a sqlite store: a new store runs its schema
     migrations on first open, and two processes migrating at once fail ("duplicate column").
     That happens with the joblib launcher's parallel runs, queued DVC experiments, or two
@@ -537,6 +538,9 @@ def _store_lock(uri: str) -> contextlib.AbstractContextManager:
                          "exist: fix the path, or make the folder first (a new store starts there)")
     database.parent.mkdir(parents=True, exist_ok=True)
     lock = Path(f"{database}.lock")
+    if reading and database.is_file() and not (os.access(database.parent, os.W_OK)
+                                               and (not lock.exists() or os.access(lock, os.W_OK))):
+        return contextlib.nullcontext()  # a store it may not write is read as it is: only migrations need the lock
     # made here first: where it cannot be made (a path under /proc), filelock would retry for ever
     lock.touch()
     return filelock.FileLock(lock, timeout=STORE_LOCK_SECONDS)
@@ -573,16 +577,16 @@ def _client(create: bool = True) -> tuple[MlflowClient, str | None]:
     uri = tracking_uri()
     try:
         _check_server_answers(uri)
-        with warnings.catch_warnings(), _store_lock(uri):
+        if create:  # before the lock, which a read-only store would refuse with a vaguer error
+            _check_writable_store(uri)
+        with warnings.catch_warnings(), _store_lock(uri, reading=not create):
             warnings.simplefilter("ignore")  # deprecation noise from the store's SQLAlchemy setup
             client = MlflowClient(tracking_uri=uri)
-            if create:
-                _check_writable_store(uri)
             experiment = client.get_experiment_by_name(EXPERIMENT)
             _check_location(experiment, uri)
             if not create:
                 return client, experiment.experiment_id if experiment else None
-            return client, _experiment_id(client, uri)
+            return client, _experiment_id(client, uri, experiment)
     except InputError:
         raise
     except Exception as error:  # no server, a path that cannot be made, not a database, an unknown scheme
@@ -798,6 +802,7 @@ class StoredModel(NamedTuple):
 
     model_id: str
     status: str  # READY, or PENDING / FAILED for a model whose logging did not finish
+    run_id: str
     run_name: str
     tags: dict[str, str]  # its run's
     test_accuracy: float | None  # its run's logged test accuracy at its last step
@@ -815,7 +820,8 @@ def stored_models() -> list[StoredModel]:
         run = client.get_run(model.source_run_id)
         history = client.get_metric_history(model.source_run_id, "test_accuracy")
         last = max(history, key=lambda m: m.step).value if history else None
-        stored.append(StoredModel(model.model_id, str(model.status), run.info.run_name, dict(run.data.tags), last))
+        stored.append(StoredModel(model.model_id, str(model.status), model.source_run_id, run.info.run_name,
+                                  dict(run.data.tags), last))
     return stored
 
 

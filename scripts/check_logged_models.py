@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     started, differ, unknown, tests = time.time(), 0, 0, {}
     for logged in models:
         if logged.status != "READY":
-            print(f"model {logged.model_id} of run {logged.run_name}: {logged.status}")
+            print(f"model {logged.model_id} of run {logged.run_id} ({logged.run_name}): {logged.status}")
             differ += 1
             continue
         with tempfile.TemporaryDirectory() as tmp:  # one download: the nets are in memory once loaded

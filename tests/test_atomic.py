@@ -128,8 +128,8 @@ def test_a_full_disk_names_the_file_being_written_and_leaves_no_temporary_file(t
         "it can write, then run it again")
     # no permission, reading or writing: the file named, with the fix
     assert disk_error_message(PermissionError(errno.EACCES, "Permission denied", "results/x/metrics.json")) == (
-        "no permission for results/x/metrics.json: Permission denied. Give this user write access to it "
-        "and its folder (or run where it has), then run it again")
+        "no permission for results/x/metrics.json: Permission denied. Give this user access to it (read "
+        "access to an input; write access to an output and its folder), or run where it has, then run it again")
     assert disk_error_message(OSError(errno.EPERM, "Operation not permitted")).startswith(
         "no permission for a file: Operation not permitted. Give this user")
     assert disk_error_message(OSError(errno.ENETUNREACH, "Network is unreachable")) is None
@@ -140,7 +140,7 @@ def test_a_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, monk
     import errno
     import tempfile
 
-    from pipeline.atomic import OutputNotWritten, check_writable
+    from pipeline.atomic import check_writable, disk_error_message
 
     check_writable(tmp_path / "made" / "here")  # made, written, and left empty
     assert list((tmp_path / "made" / "here").iterdir()) == []
@@ -149,6 +149,7 @@ def test_a_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, monk
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", refused)
-    with pytest.raises(OutputNotWritten) as info:
+    with pytest.raises(PermissionError) as info:
         check_writable(tmp_path / "locked")
     assert (info.value.errno, info.value.filename) == (errno.EACCES, str(tmp_path / "locked"))
+    assert "Nothing half-written" not in disk_error_message(info.value)  # nothing was being written

@@ -82,6 +82,8 @@ INFRASTRUCTURE_BY_STAGE = {
     "train": {"pipeline/figures.py",
               # the vote: imported with pipeline.nn, never called in training (the ensemble stage's)
               "pipeline/nn/ensemble.py"},
+    # the vote's confusion matrix and misclassified digits go to MLflow alone, as training's
+    "ensemble": {"pipeline/figures.py"},
 }
 
 

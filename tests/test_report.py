@@ -336,6 +336,10 @@ def test_a_chapters_learning_curves_draw_each_runs_smallest_seed():
     ax = report_plots.chapter_curves(1, {"ch1-30": rows}).axes[0]
     assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([90.0, 91.0])
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ch1-30 (seed 1)"]
+    # history.csv's numbers are read as floats: a replay's seed of 12345678 is not 1.23457e+07
+    rows = [{"seed": 12345678.0, "epoch": 0.0, "validation_accuracy": 0.9}]
+    ax = report_plots.chapter_curves(3, {"ch3-ce-30": rows}).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ch3-ce-30 (seed 12345678)"]
 
 
 def test_a_chapters_learning_curves_tell_a_dozen_runs_apart():

@@ -144,14 +144,37 @@ def test_a_missing_net_is_named_and_the_other_runs_still_logged(trained, workdir
     assert sorted(r.data.tags["seed"] for r in _store(workdir / "elsewhere.db")[1].values()) == ["12345678", "2"]
 
 
-def _save_a_net(folder: Path) -> None:
+def _save_a_net(folder: Path, **metadata) -> None:
     """A 784-10 net saved as a member of the ensemble (the vote's MLflow model holds it)."""
     from pipeline.nn import build_network, save_model, validate_spec
 
     spec = validate_spec({"model": {"input_shape": [784], "cost": "cross_entropy", "init": "default",
                                     "layers": [{"type": "fc", "units": 10, "activation": "sigmoid"}]},
                           "training": {"epochs": 1, "batch_size": 10, "eta": 0.5}})
-    save_model(folder, build_network(spec, seed=1), spec, {"data_digest": "abc"})
+    save_model(folder, build_network(spec, seed=1), spec, {"data_digest": "abc", **metadata})
+
+
+def test_an_ensemble_of_other_limits_is_left_out_and_an_older_one_logged_with_its_nets_seeds(workdir):
+    """The stage records the voting seeds and the profile's limits since 2026-12-06: a vote
+    scored under other limits than params.yaml's is left out; one of an older stage is logged
+    with the seeds its nets record and params.yaml's limits, the test set it is drawn on."""
+    from pipeline.atomic import write_json
+
+    for seed in (3, 5):
+        _save_a_net(workdir / f"models/m/seed{seed}", seed=seed)
+    vote = {"id": "tiny-ensemble", "profile": "test", "members": ["models/m/seed3", "models/m/seed5"],
+            "test_accuracy": 0.75, "mlflow_run_ids": ["e" * 32], "book": {"value": 0.8}}
+    params = dict(PARAMS, book={}, ensemble={"id": "tiny-ensemble", "chapter": 6, "members": "m"},
+                  profile=dict(PARAMS["profile"], limits={"eval_examples": 20}))
+    write_json(workdir / "results/tiny-ensemble/metrics.json", dict(vote, limits={"eval_examples": None}))
+    lines = []
+    assert restore_runs.restore(params, log=lines.append).left_out == ["tiny-ensemble"]
+    assert any("its vote was scored under the profile limits {'eval_examples': None}, params.yaml's are "
+               "{'eval_examples': 20}" in line for line in lines)
+    write_json(workdir / "results/tiny-ensemble/metrics.json", vote)  # an older stage's: neither key
+    assert restore_runs.restore(params, log=lambda _: None).logged == 1
+    [run] = _store(workdir / "mlflow.db")[1].values()
+    assert (run.data.params["member_seeds"], run.data.params["limits.eval_examples"]) == ("[3, 5]", "20")
 
 
 def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_record(workdir, monkeypatch):
@@ -171,7 +194,8 @@ def test_the_ensemble_and_the_baselines_are_restored_from_the_run_ids_they_recor
                {"points": [{"n": 100, "validation_accuracy": 0.7}]})
     baselines_cfg = {"out_dir": "results/baselines", "svm": {"C": 1.0, "train_limit": None}, "sweep": {"sizes": [100]}}
     params = dict(PARAMS, book={}, ensemble={"id": "tiny-ensemble", "chapter": 6, "members": "m"},
-                  baselines=dict(baselines_cfg, sweep={"sizes": [100, 200]}))
+                  baselines=dict(baselines_cfg, sweep={"sizes": [100, 200]}),
+                  profile=dict(PARAMS["profile"], limits={"eval_examples": None}))  # as the vote's
     lines = []
     other_sizes = restore_runs.restore(params, log=lines.append)  # the sweep's sizes edited since
     assert other_sizes.left_out == ["B-darkness", "B-svm", "svm-sweep"] and other_sizes.logged == 1

@@ -106,7 +106,10 @@ def test_a_rotation_order_is_needed_only_with_angles():
     # a key given twice: YAML would keep the last silently, where DVC refuses the file
     ("book:\n  ch1-30: {seeds: [1]}\n  ch1-30: {seeds: [2]}\n",
      "params.yaml: not valid YAML (found the key 'ch1-30' twice in"),
-    ("title: caf\xe9\n", "params.yaml: not UTF-8 text (byte 0xe9 at offset 10): save it as UTF-8, or"),
+    # past the first chunk a text reader decodes: the line is the file's
+    ("".join(f"k{i}: 1\n" for i in range(5000)) + "title: caf\xe9\n",
+     "params.yaml: not UTF-8 text (byte 0xe9 on line 5001): save it as UTF-8, or"),
+    ("? [1, 2]\n: 3\n", "params.yaml: not valid YAML (while constructing a mapping in"),
 ])
 def test_a_params_file_that_is_not_settings_is_named_with_the_fix(tmp_path, text, message):
     """A hand-edited params.yaml read by a stage run by hand (under DVC, DVC reads it first)."""

@@ -513,7 +513,7 @@ def test_a_store_moved_from_another_folder_is_refused_with_the_fix(monkeypatch, 
         with pytest.raises(InputError, match=rf"keeps its runs' artifacts in {(old / 'mlartifacts').as_uri()}/"
                                              rf"nielsen-mnist, not beside it in {(new / 'mlartifacts').as_uri()}/"
                                              r"nielsen-mnist: the folder was moved .*pipeline.restore_runs"):
-            tracking.store_runs() if reading else tracking.start_run("after").__enter__()
+            tracking.stored_models() if reading else tracking.start_run("after").__enter__()
 
 
 @pytest.mark.parametrize("store", ["not-a-database", "under-a-file", "a-folder", "under-proc"])
