@@ -124,6 +124,11 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
         seeds = params["book"][run_id]["seeds"]
         assert len(by_name.get(run_id, [])) == len(seeds), run_id
         assert all(r.info.status == "FINISHED" for r in by_name[run_id]), run_id
+    # and one run each of the other stages: the ensemble's vote and the baselines
+    for name in ("ch6-ensemble", "B-darkness", "B-svm", "svm-sweep"):
+        assert len(by_name.get(name, [])) == 1, name
+    assert set(by_name) == {*book_ids, "ch6-ensemble", "B-darkness", "B-svm", "svm-sweep"}
+    assert {r.info.status for r in runs} == {"FINISHED"}
     one = by_name["ch1-30"][0]
     epochs = params["book"]["ch1-30"]["training"]["epochs"]
     steps = [m.step for m in client.get_metric_history(one.info.run_id, "validation_accuracy")]
@@ -131,6 +136,10 @@ def test_smoke_profile_whole_pipeline_tracked_and_cached(repo_copy, stage_env, m
     artifacts = {a.path for a in client.list_artifacts(one.info.run_id)}
     assert {"config.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
             "misclassified.png"} <= artifacts
+    vote = by_name["ch6-ensemble"][0]
+    assert {"config.json", "confusion_matrix.png", "misclassified.png"} <= {
+        a.path for a in client.list_artifacts(vote.info.run_id)}
+    assert {"book_value", "difference_vs_book"} <= set(vote.data.metrics)
     # every training run and the ensemble's hold their net as a READY MLflow model
     models = client.search_logged_models([one.info.experiment_id], max_results=1000)
     with_model = {m.source_run_id for m in models if m.name == "model" and str(m.status) == "READY"}
