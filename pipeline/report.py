@@ -316,6 +316,17 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def wall_in_all(runs: list[dict], baselines: dict) -> str:
+    """The time the runs and the baselines took, one stage after another, as "69 min 12 s":
+    each training run's *wall* (``runs``: :func:`load_runs`'s rows) and the baselines stage's
+    SVMs (``baselines``: its ``metrics.json``; the darkness baseline takes no time worth
+    counting), timed when they ran, by this ``dvc repro`` or by
+    one whose outputs it restored from DVC's cache."""
+    seconds = sum(r["wall_seconds"] or 0 for r in runs) + (baselines.get("svm", {}).get("seconds") or 0)
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s"
+
+
 def curves_table(ids: list[str], rows: list[dict], histories: dict[str, list[dict]]) -> str:
     """The book's words about a run's curves ("training accuracy reaches 100%", "after epoch 1
     about 93%", "peak at epoch 28") beside each seed's curve, and the replayed book run's: the

@@ -390,7 +390,7 @@ def test_the_header_names_the_runs_whose_best_validation_is_over_every_kth_epoch
 
 
 def test_the_report_stage_writes_the_baselines_runs_and_ensemble_rows_and_every_plot(params, results, tmp_path,
-                                                                                      monkeypatch):
+                                                                                      monkeypatch, capsys):
     import yaml
 
     from pipeline.stages import report as report_stage
@@ -414,9 +414,19 @@ def test_the_report_stage_writes_the_baselines_runs_and_ensemble_rows_and_every_
     report_stage.main()
     summary = json.loads((results / "summary.json").read_text())
     assert [r["id"] for r in summary["rows"]] == ["B-svm", *params["book"], "ch6-ensemble"]
+    said = capsys.readouterr().err
+    # every run here took 1 s (_metrics), the baselines' metrics record no time
+    assert f"their runs 0 min {len(params['book']) + 1} s in all" in said, said
     assert summary["rows"][0]["ours"] == 0.9435
     assert "| 1 | B-svm | baseline | 94.35% |" in (results / "report.md").read_text()
     assert sorted(p.name for p in (results / "plots").iterdir()) == sorted(report_plots.plot_names(params["report"]))
+
+
+def test_the_total_time_counts_every_run_and_the_svm_fits_once():
+    runs = [{"wall_seconds": 1000.4}, {"wall_seconds": None}, {"wall_seconds": 3000.0}]
+    # B-svm and B-svm-val are two rows of one fit: the baselines' metrics count it once
+    assert rp.wall_in_all(runs, {"darkness": {"test_accuracy": 0.22}, "svm": {"seconds": 138.4}}) == "68 min 59 s"
+    assert rp.wall_in_all(runs, {}) == "66 min 40 s"
 
 
 def test_the_curves_section_lists_the_configured_runs_only(params, results):

@@ -31,8 +31,8 @@ def main() -> None:
                                                      kernel_pin_note()))
         write_json(out / "summary.json", rp.summary(params, rows, histories, stamp, machine))
         counts = rp.tally(rows)
-        log(f"report: {len(rows)} rows, {counts['within']}/{counts['with_figure']} "
-            f"within tolerance -> {out / 'report.md'}")
+        log(f"report: {len(rows)} rows, {counts['within']}/{counts['with_figure']} within tolerance, "
+            f"their runs {rp.wall_in_all(runs, baselines)} in all -> {out / 'report.md'}")
 
 
 if __name__ == "__main__":
