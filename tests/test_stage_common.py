@@ -238,7 +238,34 @@ def test_an_unknown_run_or_set_is_named_with_those_there_and_exits_2():
 
 def test_a_foreach_stage_called_without_its_name_prints_its_usage_and_exits_2(tmp_path):
     done = _stage("train", cwd=tmp_path)
-    assert done.returncode == 2 and "usage: python -m pipeline.stages.train <book id>" in done.stderr
+    assert done.returncode == 2 and "usage: python -m pipeline.stages.train [-h] book_id" in done.stderr
+    assert "the following arguments are required: book_id" in done.stderr
+
+
+STAGE_MODULES = ["download", "prepare", "expand", "baselines", "train", "ensemble", "report"]
+
+
+@pytest.mark.parametrize("module", STAGE_MODULES)
+def test_a_stages_help_says_what_it_does_and_runs_nothing(module, tmp_path, monkeypatch, capsys):
+    """``--help`` once ran the stage itself and rewrote its outputs."""
+    import importlib
+    import runpy
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: a stage that ran would fail, exit 2
+    monkeypatch.setattr(sys, "argv", [module, "--help"])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_module(f"pipeline.stages.{module}", run_name="__main__", alter_sys=False)
+    assert stopped.value.code == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    first_paragraph = importlib.import_module(f"pipeline.stages.{module}").__doc__.split("\n\n")[0]
+    assert printed.startswith(f"usage: python -m pipeline.stages.{module} [-h]")
+    assert " ".join(first_paragraph.split()) in printed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stage_without_a_name_refuses_one():
+    done = _stage("report", "ch1-30", cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2 and "unrecognized arguments: ch1-30" in done.stderr
 
 
 def test_a_stage_run_outside_the_repository_says_where_to_run_it_and_exits_2(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import sys
@@ -16,13 +17,20 @@ from pipeline.interrupts import exit_status, stop_when_parent_dies, stops_raise_
 from pipeline.params import profile_name
 
 
-def one_argument(usage: str) -> str:
-    """The one name a ``foreach`` stage is called with (``train@<id>`` → ``<id>``); a wrong
-    call prints the usage and exits 2, as every user's mistake does."""
-    if len(sys.argv) != 2:
-        log(f"usage: {usage}")
-        sys.exit(EXIT_STATUS)
-    return sys.argv[1]
+def stage_command(module: str, doc: str, name: str | None = None, name_help: str = "") -> str | None:
+    """Read a stage's command line: none but ``--help``, which says what the stage does
+    (``doc``'s first paragraph) and runs nothing; a ``foreach`` stage's one ``name``
+    (``train@<id>`` → ``<id>``) as well. A wrong call prints the usage and exits 2, as every
+    user's mistake does."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module}", description=" ".join(doc.split("\n\n")[0].split()),
+        epilog="dvc.yaml says how `dvc repro` runs it. Run by hand, it reads params.yaml and "
+               "writes the stage's outputs as `dvc repro` would; `dvc status` then shows them "
+               "changed, and `dvc commit` records them.")
+    if name:
+        parser.add_argument(name, help=name_help)
+    args = parser.parse_args()
+    return getattr(args, name) if name else None
 
 
 _FOLDER_REMOVED = ("its working folder was removed while it ran (a queued DVC experiment stopped with "

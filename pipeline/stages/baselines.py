@@ -11,7 +11,7 @@ from pipeline.atomic import check_writable, write_json
 from pipeline.data.mnist import SPLITS, digest, load_images, split_file
 from pipeline.params import load_params
 from pipeline.settings import check_settings
-from pipeline.stages._common import log, stage
+from pipeline.stages._common import log, stage, stage_command
 
 
 def _load_sets(prepared_dir: str) -> dict:
@@ -54,4 +54,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stage_command("pipeline.stages.baselines", __doc__)
     main()

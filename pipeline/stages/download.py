@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.data.fetch import MNIST_FILES, build_sources, fetch_mnist
 from pipeline.params import load_params
 from pipeline.settings import check_settings
-from pipeline.stages._common import log, stage
+from pipeline.stages._common import log, stage, stage_command
 
 
 def main() -> None:
@@ -17,4 +17,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stage_command("pipeline.stages.download", __doc__)
     main()

@@ -6,7 +6,7 @@ from pipeline import results, tracking
 from pipeline.atomic import write_json
 from pipeline.params import load_params, run_folders, seed_folder
 from pipeline.settings import check_settings
-from pipeline.stages._common import log, stage
+from pipeline.stages._common import log, stage, stage_command
 from pipeline.vote import load_members, log_vote, predictions, run_metrics, run_params, vote_scores
 
 
@@ -49,4 +49,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stage_command("pipeline.stages.ensemble", __doc__)
     main()

@@ -15,7 +15,7 @@ from pipeline.data.mnist import load_images, save_images, split_file
 from pipeline.errors import InputError
 from pipeline.params import load_params
 from pipeline.settings import check_settings
-from pipeline.stages._common import log, one_argument, stage
+from pipeline.stages._common import log, stage, stage_command
 
 
 def preview(images: np.ndarray, cfg: dict, order: int | None, path: Path, n: int = 8) -> None:
@@ -52,4 +52,5 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(one_argument("python -m pipeline.stages.expand <set name>"))
+    main(stage_command("pipeline.stages.expand", __doc__, "name",
+                       "the expanded set to make: a key of `expand` in params.yaml (e.g. shifted)"))

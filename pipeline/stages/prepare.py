@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.data.mnist import read_raw, save_images, split_book, split_file
 from pipeline.params import load_params
 from pipeline.settings import check_settings
-from pipeline.stages._common import log, stage
+from pipeline.stages._common import log, stage, stage_command
 
 
 def main() -> None:
@@ -21,4 +21,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stage_command("pipeline.stages.prepare", __doc__)
     main()

@@ -11,7 +11,7 @@ from pipeline.atomic import write_json, write_text
 from pipeline.figures import save_figure
 from pipeline.machine import describe, kernel_pin_note
 from pipeline.params import RESULTS, load_params
-from pipeline.stages._common import log, stage
+from pipeline.stages._common import log, stage, stage_command
 
 
 def main() -> None:
@@ -36,4 +36,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stage_command("pipeline.stages.report", __doc__)
     main()

@@ -10,7 +10,7 @@ from pipeline.experiment import train_entry
 from pipeline.machine import kernel_pin_note
 from pipeline.params import book_run, load_params, run_folders
 from pipeline.settings import check_settings
-from pipeline.stages._common import log, one_argument, stage
+from pipeline.stages._common import log, stage, stage_command
 
 
 def main(book_id: str) -> None:
@@ -26,4 +26,5 @@ def main(book_id: str) -> None:
 
 
 if __name__ == "__main__":
-    main(one_argument("python -m pipeline.stages.train <book id>"))
+    main(stage_command("pipeline.stages.train", __doc__, "book_id",
+                       "the run to train: a key of `book` in params.yaml (e.g. ch1-30)"))
