@@ -364,6 +364,19 @@ def test_weights_a_stopped_run_saved_are_said_to_be_so(tmp_path, capsys):
     assert str(folders[0]) not in err
 
 
+def test_nets_with_different_numbers_of_classes_cannot_vote(tmp_path):
+    from pipeline.nn import ModelFileError
+
+    folders = []
+    for units in (10, 12):
+        model = dict(FC30["model"], layers=[{"type": "fc", "units": 30}, {"type": "fc", "units": units}])
+        spec = {"model": model, "training": FC30["training"]}
+        folders.append(tmp_path / f"classes{units}")
+        save_model(folders[-1], build_network(spec), spec, metadata={"seed": 1, "weights": FINAL_EPOCH_WEIGHTS})
+    with pytest.raises(ModelFileError, match=r"different numbers of classes \[10, 12\]; they cannot vote"):
+        predict.load_voters(folders, [], tmp_path)
+
+
 def test_a_net_of_the_smoke_profile_is_said_to_be_a_pipeline_check(tmp_path, capsys):
     """By the images it learned from, where its model records them: a smoke run whose limits
     were lifted to the whole set is not a pipeline check."""

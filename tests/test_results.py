@@ -89,6 +89,15 @@ def test_report_tolerance_is_inclusive_at_two_decimals():
     assert with_verdict(dict(row, ours=0.9929), {"default": 0.5, "chapter6": 0.3})["within"] is False
 
 
+@pytest.mark.parametrize("chapter", [1, 3, 5])
+def test_every_chapter_but_6_takes_the_default_tolerance(chapter):
+    from pipeline.report import with_verdict
+
+    verdict = with_verdict({"chapter": chapter, "book": {"value": 0.9657}, "ours": 0.9617},
+                           {"default": 0.5, "chapter6": 0.3})
+    assert (verdict["difference_pp"], verdict["tolerance_pp"], verdict["within"]) == (-0.4, 0.5, True)
+
+
 def test_report_marks_a_one_run_figure_inside_our_seed_range():
     """The book's 94.89% (one run) against our mean of 94.30% over seeds ranging 93.94-95.05%:
     -0.59 pp is outside the 0.5 pp tolerance, but the book's run lies inside our seeds' range."""

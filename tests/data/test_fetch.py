@@ -24,6 +24,13 @@ class FakeSource:
         dest.write_bytes(self.data)
 
 
+def test_a_file_of_the_wrong_size_is_named_by_its_size_before_hashing(tmp_path):
+    short = tmp_path / "short"
+    short.write_bytes(PAYLOAD[:-1])
+    with pytest.raises(VerificationError, match=rf"^size {len(PAYLOAD) - 1:,} bytes, expected {len(PAYLOAD):,}$"):
+        verify(short, FILE)
+
+
 def test_corrupted_source_rejected_and_next_source_used(tmp_path):
     bad = FakeSource("bad", PAYLOAD[:-1] + b"\x09")
     good = FakeSource("good", PAYLOAD)

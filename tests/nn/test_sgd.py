@@ -161,6 +161,16 @@ def test_an_l2_step_that_flips_the_weights_is_refused(data, scaling, lmbda):
     fitted(spec, *data)
 
 
+@pytest.mark.parametrize("scaling, lmbda", [("network2", 16.0), ("network3", 4.0)])
+def test_an_l2_step_that_zeroes_the_weights_is_refused(data, scaling, lmbda):
+    """eta c = 1 exactly (0.5 * 16 / 8, and 0.5 * 4 / (8 // 4)): every step would zero the weights."""
+    from pipeline.errors import InputError
+
+    spec = spec_with(eta=0.5, regularization={"kind": "l2", "lmbda": lmbda, "scaling": scaling})
+    with pytest.raises(InputError, match=r"gives 1 - eta c = 0, .* eta c < 1"):
+        fitted(spec, *data)
+
+
 def test_regularization_coefficients():
     assert Regularization("l2", 5.0, "network2").coefficient(50000, 10) == pytest.approx(5.0 / 50000)
     assert Regularization("l2", 0.1, "network3").coefficient(50000, 10) == pytest.approx(0.1 / 5000)
