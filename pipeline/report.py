@@ -320,8 +320,7 @@ def wall_in_all(runs: list[dict], baselines: dict) -> str:
     """The time the runs and the baselines took, one stage after another, as "69 min 12 s":
     each training run's *wall* (``runs``: :func:`load_runs`'s rows) and the baselines stage's
     SVMs (``baselines``: its ``metrics.json``; the darkness baseline takes no time worth
-    counting), timed when they ran, by this ``dvc repro`` or by
-    one whose outputs it restored from DVC's cache."""
+    counting), timed when they ran, by this ``dvc repro`` or one whose outputs it restored."""
     seconds = sum(r["wall_seconds"] or 0 for r in runs) + (baselines.get("svm", {}).get("seconds") or 0)
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes} min {seconds} s"

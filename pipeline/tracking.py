@@ -292,15 +292,16 @@ def _write(call, *args, **kwargs):
     return call(*args, **kwargs)  # the last attempt: its error is the caller's
 
 
-EPOCH_FLUSH_SECONDS = 1.0  # per-epoch metrics reach the store at most this long after their epoch
+EPOCH_FLUSH_SECONDS = 1.0  # per-epoch metrics wait for an epoch that ends this long after the last write
 METRICS_PER_BATCH = 1000  # MLflow's limit on the metrics of one log_batch call
 
 
 class RunLogger:
     """Logs into one MLflow run; obtained from ``start_run``.
 
-    Per-epoch metrics are written in batches, at most ``EPOCH_FLUSH_SECONDS`` after their
-    epoch ended, and all of them before the run ends (whether it finishes, fails or is
+    Per-epoch metrics are written in batches, with the first epoch that ends
+    ``EPOCH_FLUSH_SECONDS`` or more after the last write (at most that and one epoch after
+    their own), and all of them before the run ends (whether it finishes, fails or is
     interrupted): an epoch of a small net takes milliseconds, and one store write per epoch
     (a sqlite transaction, about 9 ms) cost more than the training in some of the book's rows.
     """

@@ -6,12 +6,12 @@ the CPU.
 
 Why graphs. At the book's mini-batch of 10 a GPU step is a hundred or so tiny kernels, and the
 time goes into Python and launch overhead, not arithmetic: without graphs the chapter 6 ReLU
-net took 5.8-9.3 s an epoch on an H200, no faster than one CPU core; with them, 1.1 s. A CUDA
-graph records one whole step (forward, backward, update) once and replays it with a single
-launch. A replay uses the very buffers and scalars (eta, the L2 shrink, 1/m) of the recorded
-step, so :func:`run_epoch_graphed` copies each mini-batch into a fixed input buffer first,
-records a new graph every epoch (eta may change between epochs) and runs the plain step for a
-last, smaller mini-batch.
+net took 6.5-9.3 s an epoch on an H200 (medians of two benchmark runs), no faster than one CPU
+core; with them, 1.1 s. A CUDA graph records one whole step (forward, backward, update) once
+and replays it with a single launch. A replay uses the very buffers and scalars (eta, the L2
+shrink, 1/m) of the recorded step, so :func:`run_epoch_graphed` copies each mini-batch into a
+fixed input buffer first, records a new graph every epoch (eta may change between epochs) and
+runs the plain step for a last, smaller mini-batch.
 
 What a recorded step may not do:
 
