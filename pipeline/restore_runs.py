@@ -32,6 +32,7 @@ is named with ``dvc repro --pull`` (exit status 0; 1 when no run's outputs are h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -349,12 +350,14 @@ class Restorer:
 
 
 def restore(params: dict, log: Callable[[str], None] = print, dry_run: bool = False) -> Restorer:
-    """Log every restored run that the store lacks; the ``Restorer`` holds the counts."""
-    restorer = Restorer(params, log, dry_run)
-    restorer._guarded("baselines", restorer.baselines)
-    for book_id in params["book"]:
-        restorer._guarded(book_id, restorer.book_run, book_id)
-    restorer._guarded(params["ensemble"]["id"], restorer.ensemble)
+    """Log every restored run that the store lacks; the ``Restorer`` holds the counts. One call
+    at a time per store: a second waits, then finds the first one's runs there."""
+    with contextlib.nullcontext() if dry_run else tracking.one_at_a_time("restore_runs", log):
+        restorer = Restorer(params, log, dry_run)
+        restorer._guarded("baselines", restorer.baselines)
+        for book_id in params["book"]:
+            restorer._guarded(book_id, restorer.book_run, book_id)
+        restorer._guarded(params["ensemble"]["id"], restorer.ensemble)
     return restorer
 
 

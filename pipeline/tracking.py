@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -545,6 +545,35 @@ def _store_lock(uri: str, reading: bool = False) -> contextlib.AbstractContextMa
     # made here first: where it cannot be made (a path under /proc), filelock would retry for ever
     lock.touch()
     return filelock.FileLock(lock, timeout=STORE_LOCK_SECONDS)
+
+
+@contextlib.contextmanager
+def one_at_a_time(task: str, on_wait: Callable[[str], None]) -> Iterator[None]:
+    """Hold this store's lock for ``task`` (a sqlite store's ``<db>.<task>.lock``) through the
+    block: a second process doing the same task on the same store says so with ``on_wait``
+    and waits for the first to end. For ``restore_runs``: two at once would each log every run
+    the store lacked when they began. A server's store (or a folder this user cannot write,
+    which the store's own checks name) gets no lock."""
+    database = sqlite_file(tracking_uri())
+    lock_file = Path(f"{database}.{task}.lock") if database else None
+    try:
+        if lock_file is not None:
+            lock_file.touch()  # made here first: where it cannot be, filelock would retry for ever
+    except OSError:
+        lock_file = None
+    if lock_file is None:
+        yield
+        return
+    lock = filelock.FileLock(lock_file)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        on_wait(f"another {task} is logging into {database}: waiting for it to end (Ctrl-C to stop)")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 SERVER_CONNECT_SECONDS = 5.0

@@ -309,6 +309,31 @@ def _note_sweep_stopped(signum: int) -> None:
             write_text(folder / STOP_MARK, f"{signum}\n")
 
 
+def _catch_a_stopped_start(launch):
+    """The joblib launcher's ``launch``, ending quietly when the sweep was stopped as its
+    workers started. A terminal's Ctrl-C reaches the whole process group: a worker still
+    starting up (before ``_join_sweep`` makes it ignore SIGINT) dies unpacking its job, and
+    joblib's pool breaks with a traceback. Once the sweep was stopped, the jobs that left no
+    record are recorded as not started and none is returned, so that ``on_multirun_end``
+    says what the stop did and exits with its status; any other error is raised as it was."""
+    def launch_until_stopped(launcher, job_overrides, initial_job_idx):
+        try:
+            return launch(launcher=launcher, job_overrides=job_overrides, initial_job_idx=initial_job_idx)
+        except Exception:
+            folder = _jobs_folder()
+            if folder is None or not (_sweep_signal or (folder / STOP_MARK).exists()):
+                raise
+            for num, overrides in enumerate(job_overrides, start=initial_job_idx):
+                if not (folder / str(num)).exists():
+                    with contextlib.suppress(OSError):
+                        write_text(folder / str(num), f"job {num} ({','.join(sorted(overrides))}): not started: "
+                                                      "the sweep was stopped as its workers started\n")
+            return []
+
+    launch_until_stopped.catches_a_stopped_start = True
+    return launch_until_stopped
+
+
 class SweepOutcome(Callback):
     """Hydra callback (conf/train.yaml) for ``-m`` sweeps: see the comment above. With a
     launcher that runs the jobs on other machines (SLURM), a stop is left to the launcher."""
@@ -321,8 +346,14 @@ class SweepOutcome(Callback):
         os.environ[SWEEP_PARENT_ENV] = f"{socket.gethostname()}:{os.getpid()}"
         _sweep_signal.clear()
         interrupts.clear_stop()
-        if "slurm" in str(config.hydra.launcher.get("_target_", "")).lower():
+        target = str(config.hydra.launcher.get("_target_", "")).lower()
+        if "slurm" in target:
             return
+        if "joblib" in target:
+            from hydra_plugins.hydra_joblib_launcher import _core  # JoblibLauncher.launch calls _core.launch
+
+            if not getattr(_core.launch, "catches_a_stopped_start", False):
+                _core.launch = _catch_a_stopped_start(_core.launch)
         for s in (signal.SIGINT, *interrupts.TERMINATING):
             if signal.getsignal(s) is not signal.SIG_IGN:
                 _sweep_handlers[s] = signal.signal(s, _sweep_stop)

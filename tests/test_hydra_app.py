@@ -151,6 +151,47 @@ def test_a_sweep_stopped_by_sigterm_stops_every_job_cleanly(tmp_path, launcher):
                 p.kill()
 
 
+def test_a_ctrl_c_as_a_joblib_sweeps_workers_start_ends_it_in_a_few_lines(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group; a worker still starting up died
+    unpacking its job, and the sweep ended with joblib's traceback and exit 1."""
+    import signal
+    import time
+
+    import psutil
+
+    env = _smoke_data(tmp_path)
+    sweep = tmp_path / "multirun"
+    log = tmp_path / "sweep.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", "-m", "book=ch1-30", "seed=1,2", "epochs=100000",
+             "profile=smoke", "profile.limits.epochs=100000", f"hydra.sweep.dir={sweep}",
+             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while "Launching jobs" not in log.read_text():
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.05)
+        time.sleep(1.0)  # the workers are starting: importing, unpacking their jobs
+        workers = psutil.Process(process.pid).children(recursive=True)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 130, log.read_text()
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        text = log.read_text()
+        assert not alive, f"left running: {alive}\n{text}"
+        assert "sweep: " in text and "Traceback" not in text, text
+        assert not (sweep / ".jobs").exists()
+        if (tmp_path / "mlflow.db").exists():
+            assert {r.info.status for r in _runs(tmp_path)} <= {"KILLED"}, text
+    finally:
+        for p in [process, *workers]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                p.kill()
+
+
 def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tmp_path):
     """A copy of a run whose top key was not renamed, or with a misspelt key, stops at once."""
     extra = tmp_path / "extra" / "book"

@@ -1,6 +1,7 @@
 """Runs restored by DVC, logged again into another machine's MLflow store as they were first logged."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,42 @@ def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, mon
     (workdir / "results/tiny/metrics.json").write_text("[]")
     assert restore_runs.main([]) == 2
     assert "results/tiny/metrics.json: expected a JSON object, got list" in _said(capsys)
+
+
+def test_two_restores_started_together_log_each_run_once(trained, workdir, monkeypatch):
+    """Each once read the store's runs at its start and logged all three: six runs."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{workdir}/elsewhere.db")
+    restores = [subprocess.Popen([sys.executable, "-m", "pipeline.restore_runs"], cwd=workdir, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    said = sorted(p.communicate(timeout=300)[0] for p in restores)
+    assert [p.returncode for p in restores] == [0, 0], said
+    assert sum("logged 3 run(s)" in s for s in said) == 1 and sum("logged 0 run(s)" in s for s in said) == 1, said
+    assert len(_store(workdir / "elsewhere.db")[1]) == 3
+
+
+def test_a_restore_waits_for_another_one_on_the_same_store_and_says_so(workdir):
+    import threading
+
+    said, entered = [], threading.Event()
+
+    def second():
+        with tracking.one_at_a_time("restore_runs", said.append):
+            entered.set()
+
+    with tracking.one_at_a_time("restore_runs", said.append):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert not entered.is_set() and len(said) == 1
+        assert said[0].startswith(f"another restore_runs is logging into {workdir / 'mlflow.db'}: waiting")
+    waiting.join(timeout=10)
+    assert entered.is_set()
 
 
 def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(trained, workdir, monkeypatch,
