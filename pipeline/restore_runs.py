@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"restore_runs: {error}", file=sys.stderr)
         return EXIT_STATUS
     except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM
-        print("restore_runs: stopped; the runs logged before stay, a run being logged ended KILLED, "
+        print("restore_runs: stopped; the runs it logged before stay, a run it was logging ended KILLED, "
               "and the next call logs it again with the runs not logged yet", file=sys.stderr)
         return exit_status(stopped)
     verb = "would log" if args.dry_run else "logged"

@@ -309,29 +309,29 @@ def _note_sweep_stopped(signum: int) -> None:
             write_text(folder / STOP_MARK, f"{signum}\n")
 
 
-def _catch_a_stopped_start(launch):
-    """The joblib launcher's ``launch``, ending quietly when the sweep was stopped as its
-    workers started. A terminal's Ctrl-C reaches the whole process group: a worker still
-    starting up (before ``_join_sweep`` makes it ignore SIGINT) dies unpacking its job, and
-    joblib's pool breaks with a traceback. Once the sweep was stopped, the jobs that left no
-    record are recorded as not started and none is returned, so that ``on_multirun_end``
-    says what the stop did and exits with its status; any other error is raised as it was."""
-    def launch_until_stopped(launcher, job_overrides, initial_job_idx):
+def _with_sigint_blocked(fork_exec):
+    """loky's ``fork_exec`` (how joblib starts a worker), starting the worker with SIGINT
+    blocked. A terminal's Ctrl-C reaches the whole process group: a worker still starting up
+    died of it unpacking its job, and joblib's pool broke with a traceback. Blocked, it waits
+    until ``_join_sweep`` makes the worker ignore SIGINT, and is dropped; the sweep's process
+    takes the Ctrl-C and stops the sweep (``_sweep_stop``)."""
+    def fork_exec_sigint_blocked(*args, **kwargs):
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            return launch(launcher=launcher, job_overrides=job_overrides, initial_job_idx=initial_job_idx)
-        except Exception:
-            folder = _jobs_folder()
-            if folder is None or not (_sweep_signal or (folder / STOP_MARK).exists()):
-                raise
-            for num, overrides in enumerate(job_overrides, start=initial_job_idx):
-                if not (folder / str(num)).exists():
-                    with contextlib.suppress(OSError):
-                        write_text(folder / str(num), f"job {num} ({','.join(sorted(overrides))}): not started: "
-                                                      "the sweep was stopped as its workers started\n")
-            return []
+            return fork_exec(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
-    launch_until_stopped.catches_a_stopped_start = True
-    return launch_until_stopped
+    fork_exec_sigint_blocked.blocks_sigint = True
+    return fork_exec_sigint_blocked
+
+
+def block_sigint_in_joblib_workers() -> None:
+    """Start joblib's (loky's) workers with SIGINT blocked from now on (``_with_sigint_blocked``)."""
+    from joblib.externals.loky.backend import fork_exec  # popen_loky_posix imports it at each start
+
+    if not getattr(fork_exec.fork_exec, "blocks_sigint", False):
+        fork_exec.fork_exec = _with_sigint_blocked(fork_exec.fork_exec)
 
 
 class SweepOutcome(Callback):
@@ -350,10 +350,7 @@ class SweepOutcome(Callback):
         if "slurm" in target:
             return
         if "joblib" in target:
-            from hydra_plugins.hydra_joblib_launcher import _core  # JoblibLauncher.launch calls _core.launch
-
-            if not getattr(_core.launch, "catches_a_stopped_start", False):
-                _core.launch = _catch_a_stopped_start(_core.launch)
+            block_sigint_in_joblib_workers()
         for s in (signal.SIGINT, *interrupts.TERMINATING):
             if signal.getsignal(s) is not signal.SIG_IGN:
                 _sweep_handlers[s] = signal.signal(s, _sweep_stop)

@@ -172,24 +172,42 @@ def test_a_ctrl_c_as_a_joblib_sweeps_workers_start_ends_it_in_a_few_lines(tmp_pa
     workers = []
     try:
         deadline = time.monotonic() + 120
-        while "Launching jobs" not in log.read_text():
+        while len(workers := [p for p in psutil.Process(process.pid).children(recursive=True)
+                              if "popen_loky_posix" in " ".join(p.cmdline())]) < 2:
             assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            time.sleep(0.05)
-        time.sleep(1.0)  # the workers are starting: importing, unpacking their jobs
-        workers = psutil.Process(process.pid).children(recursive=True)
-        os.killpg(process.pid, signal.SIGINT)
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGINT)  # the workers are starting: importing, unpacking their jobs
         assert process.wait(timeout=60) == 130, log.read_text()
         gone, alive = psutil.wait_procs(workers, timeout=30)
         text = log.read_text()
         assert not alive, f"left running: {alive}\n{text}"
-        assert "sweep: " in text and "Traceback" not in text, text
+        assert "sweep: 2 job(s) did not finish:" in text and "Traceback" not in text, text
         assert not (sweep / ".jobs").exists()
-        if (tmp_path / "mlflow.db").exists():
+        if (tmp_path / "mlflow.db").exists():  # a job that started before the signal came
             assert {r.info.status for r in _runs(tmp_path)} <= {"KILLED"}, text
     finally:
         for p in [process, *workers]:
             with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
                 p.kill()
+
+
+def test_joblibs_workers_start_with_sigint_blocked(tmp_path, monkeypatch):
+    """What keeps a Ctrl-C from killing a worker before it can ignore the signal."""
+    import signal
+
+    from joblib.externals.loky.backend import fork_exec
+
+    from pipeline.train import block_sigint_in_joblib_workers
+
+    monkeypatch.setattr(fork_exec, "fork_exec", fork_exec.fork_exec)  # put back after the test
+    block_sigint_in_joblib_workers()
+    said = tmp_path / "blocked"
+    check = ("import signal; blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []); "
+             f"open({str(said)!r}, 'w').write(str(blocked))")
+    pid = fork_exec.fork_exec([sys.executable, "-c", check], [])
+    assert os.waitpid(pid, 0)[1] == 0
+    assert said.read_text() == "True"
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this process as it was
 
 
 def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tmp_path):

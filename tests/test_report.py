@@ -416,7 +416,7 @@ def test_the_report_stage_writes_the_baselines_runs_and_ensemble_rows_and_every_
     assert [r["id"] for r in summary["rows"]] == ["B-svm", *params["book"], "ch6-ensemble"]
     said = capsys.readouterr().err
     # every run here took 1 s (_metrics), the baselines' metrics record no time
-    assert f"their runs 0 min {len(params['book']) + 1} s in all" in said, said
+    assert f"training runs and SVM fits 0 min {len(params['book']) + 1} s as timed" in said, said
     assert summary["rows"][0]["ours"] == 0.9435
     assert "| 1 | B-svm | baseline | 94.35% |" in (results / "report.md").read_text()
     assert sorted(p.name for p in (results / "plots").iterdir()) == sorted(report_plots.plot_names(params["report"]))

@@ -304,18 +304,34 @@ def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, mon
 
 
 def test_two_restores_started_together_log_each_run_once(trained, workdir, monkeypatch):
-    """Each once read the store's runs at its start and logged all three: six runs."""
+    """Each once read the store's runs at its start and logged all three: six runs. Both are
+    held at the lock until both are there, then let go together."""
     import subprocess
     import sys
+    import time
 
     import yaml
 
     (workdir / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{workdir}/elsewhere.db")
-    restores = [subprocess.Popen([sys.executable, "-m", "pipeline.restore_runs"], cwd=workdir, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    said = sorted(p.communicate(timeout=300)[0] for p in restores)
-    assert [p.returncode for p in restores] == [0, 0], said
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    logs = [workdir / f"restore{i}.log" for i in range(2)]
+    restores = []
+    try:
+        with tracking.one_at_a_time("restore_runs", lambda _: None):
+            for log in logs:
+                with log.open("w") as out:
+                    restores.append(subprocess.Popen([sys.executable, "-m", "pipeline.restore_runs"], cwd=workdir,
+                                                     env=env, stdout=out, stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + 120
+            while not all("waiting for it to end" in log.read_text() for log in logs):
+                assert time.monotonic() < deadline, [log.read_text() for log in logs]
+                time.sleep(0.05)
+        assert [p.wait(timeout=300) for p in restores] == [0, 0]
+    finally:
+        for p in restores:
+            p.kill()
+    said = [log.read_text() for log in logs]
     assert sum("logged 3 run(s)" in s for s in said) == 1 and sum("logged 0 run(s)" in s for s in said) == 1, said
     assert len(_store(workdir / "elsewhere.db")[1]) == 3
 
@@ -323,19 +339,19 @@ def test_two_restores_started_together_log_each_run_once(trained, workdir, monke
 def test_a_restore_waits_for_another_one_on_the_same_store_and_says_so(workdir):
     import threading
 
-    said, entered = [], threading.Event()
+    said, asked, entered = [], threading.Event(), threading.Event()
 
     def second():
-        with tracking.one_at_a_time("restore_runs", said.append):
+        with tracking.one_at_a_time("restore_runs", lambda line: (said.append(line), asked.set())):
             entered.set()
 
     with tracking.one_at_a_time("restore_runs", said.append):
         waiting = threading.Thread(target=second)
         waiting.start()
-        waiting.join(timeout=1.0)
+        assert asked.wait(timeout=60)
         assert not entered.is_set() and len(said) == 1
         assert said[0].startswith(f"another restore_runs is logging into {workdir / 'mlflow.db'}: waiting")
-    waiting.join(timeout=10)
+    waiting.join(timeout=60)
     assert entered.is_set()
 
 
@@ -354,7 +370,7 @@ def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(t
 
     monkeypatch.setattr(experiment, "log_seed_outcome", stopped)
     assert restore_runs.main([]) == 130
-    assert "a run being logged ended KILLED, and the next call logs it again" in capsys.readouterr().err
+    assert "a run it was logging ended KILLED, and the next call logs it again" in capsys.readouterr().err
     assert [r.info.status for r in _store(workdir / "elsewhere.db")[1].values()] == ["KILLED"] * 2
     monkeypatch.setattr(experiment, "log_seed_outcome", first_outcome)
     deleting = tracking.delete_runs

@@ -263,8 +263,8 @@ def test_a_stages_help_says_what_it_does_and_runs_nothing(module, tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_stage_without_a_name_refuses_one():
-    done = _stage("report", "ch1-30", cwd=Path(__file__).resolve().parents[1])
+def test_a_stage_without_a_name_refuses_one(tmp_path):
+    done = _stage("report", "ch1-30", cwd=tmp_path)  # refused before it looks for params.yaml
     assert done.returncode == 2 and "unrecognized arguments: ch1-30" in done.stderr
 
 

@@ -23,10 +23,11 @@ def stage_command(module: str, doc: str, name: str | None = None, name_help: str
     (``train@<id>`` → ``<id>``) as well. A wrong call prints the usage and exits 2, as every
     user's mistake does."""
     parser = argparse.ArgumentParser(
-        prog=f"python -m {module}", description=" ".join(doc.split("\n\n")[0].split()),
+        prog=f"python -m {module}", description=" ".join((doc or "").split("\n\n")[0].split()),
         epilog="dvc.yaml says how `dvc repro` runs it. Run by hand, it reads params.yaml and "
-               "writes the stage's outputs as `dvc repro` would; `dvc status` then shows them "
-               "changed, and `dvc commit` records them.")
+               "writes its outputs in place (`dvc repro` would delete them first); where they "
+               "differ from dvc.lock's, `dvc status` lists the stage and `dvc commit <stage>` "
+               "records them.")
     if name:
         parser.add_argument(name, help=name_help)
     args = parser.parse_args()

@@ -32,7 +32,8 @@ def main() -> None:
         write_json(out / "summary.json", rp.summary(params, rows, histories, stamp, machine))
         counts = rp.tally(rows)
         log(f"report: {len(rows)} rows, {counts['within']}/{counts['with_figure']} within tolerance, "
-            f"their runs {rp.wall_in_all(runs, baselines)} in all -> {out / 'report.md'}")
+            f"training runs and SVM fits {rp.wall_in_all(runs, baselines)} as timed when they ran "
+            f"-> {out / 'report.md'}")
 
 
 if __name__ == "__main__":
