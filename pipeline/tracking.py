@@ -556,11 +556,11 @@ def one_at_a_time(task: str, on_wait: Callable[[str], None]) -> Iterator[None]:
     which the store's own checks name) gets no lock."""
     database = sqlite_file(tracking_uri())
     lock_file = Path(f"{database}.{task}.lock") if database else None
-    try:
-        if lock_file is not None:
+    if lock_file is not None:
+        try:
             lock_file.touch()  # made here first: where it cannot be, filelock would retry for ever
-    except OSError:
-        lock_file = None
+        except OSError:
+            lock_file = None
     if lock_file is None:
         yield
         return

@@ -17,11 +17,11 @@ from pipeline.interrupts import exit_status, stop_when_parent_dies, stops_raise_
 from pipeline.params import profile_name
 
 
-def stage_command(module: str, doc: str, name: str | None = None, name_help: str = "") -> str | None:
-    """Read a stage's command line: none but ``--help``, which says what the stage does
-    (``doc``'s first paragraph) and runs nothing; a ``foreach`` stage's one ``name``
-    (``train@<id>`` → ``<id>``) as well. A wrong call prints the usage and exits 2, as every
-    user's mistake does."""
+def stage_command(module: str, doc: str | None, name: str | None = None, name_help: str = "") -> str | None:
+    """Read the command line of stage ``module`` (its ``__spec__.name``): none but ``--help``,
+    which says what the stage does (``doc``'s first paragraph) and runs nothing; a ``foreach``
+    stage's one ``name`` (``train@<id>`` → ``<id>``) as well. A wrong call prints the usage and
+    exits 2, as every user's mistake does."""
     parser = argparse.ArgumentParser(
         prog=f"python -m {module}", description=" ".join((doc or "").split("\n\n")[0].split()),
         epilog="dvc.yaml says how `dvc repro` runs it. Run by hand, it reads params.yaml and "

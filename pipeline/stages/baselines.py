@@ -54,5 +54,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_command("pipeline.stages.baselines", __doc__)
+    stage_command(__spec__.name, __doc__)
     main()

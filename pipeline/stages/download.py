@@ -17,5 +17,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_command("pipeline.stages.download", __doc__)
+    stage_command(__spec__.name, __doc__)
     main()

@@ -52,5 +52,5 @@ def main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(stage_command("pipeline.stages.expand", __doc__, "name",
+    main(stage_command(__spec__.name, __doc__, "name",
                        "the expanded set to make: a key of `expand` in params.yaml (e.g. shifted)"))

@@ -21,5 +21,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_command("pipeline.stages.prepare", __doc__)
+    stage_command(__spec__.name, __doc__)
     main()

@@ -37,5 +37,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_command("pipeline.stages.report", __doc__)
+    stage_command(__spec__.name, __doc__)
     main()

@@ -26,5 +26,5 @@ def main(book_id: str) -> None:
 
 
 if __name__ == "__main__":
-    main(stage_command("pipeline.stages.train", __doc__, "book_id",
+    main(stage_command(__spec__.name, __doc__, "book_id",
                        "the run to train: a key of `book` in params.yaml (e.g. ch1-30)"))
