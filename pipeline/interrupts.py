@@ -138,6 +138,22 @@ def signals_held() -> Iterator[list[int]]:
             signal.signal(s, handler)
 
 
+@contextlib.contextmanager
+def held_then_delivered() -> Iterator[None]:
+    """Hold back Ctrl-C and SIGTERM while the block runs, then deliver the first that came to
+    whatever handles it after the block (raising there, or held by an enclosing
+    :func:`signals_held`). For one write to the tracking store: a stop raised inside a sqlite
+    transaction can leave it open, and the process's next write, its run's closing included,
+    then waits on its own lock for ever."""
+    came: list[int] = []
+    try:
+        with signals_held() as came:
+            yield
+    finally:
+        if came:
+            signal.raise_signal(came[0])
+
+
 def raise_held(came: list[int]) -> None:
     """Raise what the first held signal would have raised: ``Terminated`` for SIGTERM,
     ``KeyboardInterrupt`` for Ctrl-C; nothing if the process is being stopped already (inside

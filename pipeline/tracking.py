@@ -49,7 +49,7 @@ import numpy as np
 
 from pipeline.atomic import process_alive
 from pipeline.errors import InputError
-from pipeline.interrupts import Terminated, raise_held, signals_held, stops_raise_once
+from pipeline.interrupts import Terminated, held_then_delivered, raise_held, signals_held, stops_raise_once
 from pipeline.machine import blas_summary, cpu_model
 
 # No pooled connections: seeds train in forked processes, and a sqlite connection must not
@@ -284,12 +284,14 @@ def _write(call, *args, **kwargs):
     the one that ends it (seen with two workers logging epochs of a few milliseconds)."""
     for attempt in range(STORE_RETRIES - 1):
         try:
-            return call(*args, **kwargs)
+            with held_then_delivered():  # a stop waits for the write's transaction to end
+                return call(*args, **kwargs)
         except MlflowException as error:
             if error.error_code != "TEMPORARILY_UNAVAILABLE":
                 raise
             time.sleep(min(1.0, 0.05 * 2**attempt))
-    return call(*args, **kwargs)  # the last attempt: its error is the caller's
+    with held_then_delivered():
+        return call(*args, **kwargs)  # the last attempt: its error is the caller's
 
 
 EPOCH_FLUSH_SECONDS = 1.0  # per-epoch metrics wait for an epoch that ends this long after the last write

@@ -137,6 +137,27 @@ def test_epochs_are_written_in_batches_a_second_apart_and_all_before_the_run_end
     assert status_of(client, run.run_id) == "KILLED"
 
 
+def test_a_stop_during_a_store_write_waits_for_the_write_to_end():
+    """SIGTERM raised inside a sqlite transaction once left it open, and the run's closing
+    writes then waited on the process's own lock until the test timed out."""
+    from pipeline import interrupts
+
+    done = []
+
+    def write():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)  # the handler would run here if the signal were not held
+        done.append("written")
+        return "result"
+
+    with pytest.raises(interrupts.Terminated), interrupts.stops_raise_once():
+        tracking._write(write)
+    assert done == ["written"]
+    with interrupts.signals_held() as came:  # while a run is created or closed: held on for it
+        assert tracking._write(write) == "result"
+    assert came == [signal.SIGTERM] and done == ["written"] * 2
+
+
 def test_epochs_a_failed_write_left_out_go_in_when_the_run_ends_failed(client, monkeypatch):
     from mlflow.exceptions import MlflowException
 
