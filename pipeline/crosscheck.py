@@ -35,10 +35,20 @@ from pipeline.nn.spec import validate_spec
 from pipeline.nn.train import History, epoch_orders, fit, track_best
 from pipeline.params import book_run, load_params
 
+# What the twin implements: a cost or activation added to the engine must be added to the twin
+# too (TorchTwin.mean_cost, TorchTwin._activation) before it can be cross-checked
+TWIN_COSTS = ("quadratic", "cross_entropy", "log_likelihood")
+TWIN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
+
 
 def _check_supported(spec: dict, book_id: str) -> None:
     model, training = spec["model"], spec["training"]
     problems = []  # the spec already pairs each cost with its output layer (pipeline.nn.spec)
+    if model["cost"] not in TWIN_COSTS:
+        problems.append(f"cost {model['cost']} (the PyTorch twin has {', '.join(TWIN_COSTS)})")
+    if odd := sorted({layer["activation"] for layer in model["layers"] if "activation" in layer}
+                     - set(TWIN_ACTIVATIONS)):
+        problems.append(f"activation {', '.join(odd)} (the PyTorch twin has {', '.join(TWIN_ACTIVATIONS)})")
     if any(layer["dropout"] for layer in model["layers"]):
         problems.append("dropout (the masks would differ between the engines)")
     if training["regularization"]["kind"] not in ("none", "l2"):
@@ -72,8 +82,10 @@ class TorchTwin:
 
     def _activation(self, name, z):
         F = self.torch.nn.functional
-        return {"sigmoid": self.torch.sigmoid, "tanh": self.torch.tanh, "relu": F.relu,
-                "linear": lambda v: v}[name](z)
+        twins = {"sigmoid": self.torch.sigmoid, "tanh": self.torch.tanh, "relu": F.relu,
+                 "linear": lambda v: v}
+        assert set(twins) == set(TWIN_ACTIVATIONS)
+        return twins[name](z)
 
     def output_z(self, x):
         """Forward pass to the output layer's z (a softmax layer's: the logits).
@@ -110,7 +122,9 @@ class TorchTwin:
         y = F.one_hot(labels, self.layers[-1]["units"]).to(self.dtype)
         if self.cost == "cross_entropy":  # -sum y ln a + (1-y) ln(1-a), from z for stability
             return F.binary_cross_entropy_with_logits(self.output_z(x), y, reduction="sum") / len(x)
-        return 0.5 * torch.sum((self.output(x) - y) ** 2) / len(x)  # quadratic
+        if self.cost == "quadratic":
+            return 0.5 * torch.sum((self.output(x) - y) ** 2) / len(x)
+        raise ValueError(f"the PyTorch twin has no cost {self.cost!r}")  # _check_supported refuses it
 
     def sgd_step(self, x, labels, eta: float, l2: float) -> None:
         """One step on C = mean C_0 + l2/2 * sum w^2 (both L2 scalings, l2 their coefficient)."""

@@ -6,7 +6,7 @@ check both the twin's translation of our layouts and our backward pass against a
 import numpy
 import pytest
 
-from pipeline.crosscheck import TorchTwin, _check_supported, train_torch
+from pipeline.crosscheck import TorchTwin, train_torch
 from pipeline.data.mnist import Dataset
 from pipeline.nn.build import build_network
 from pipeline.nn.network import one_hot
@@ -115,21 +115,3 @@ def test_both_engines_follow_the_same_reshuffles(cost, scaling, eval_every):
         numpy.testing.assert_allclose(theirs.best_weights[name], w, rtol=1e-7, atol=1e-9, err_msg=name)
 
 
-@pytest.mark.parametrize("training, named", [
-    ({"momentum": 0.9}, "momentum"),
-    ({"eta_schedule": {"kind": "halve_on_plateau", "patience": 5, "min_fraction": 0.0078125}},
-     "eta schedule"),
-    ({"early_stopping": {"patience": 3}}, "early stopping"),
-    ({"regularization": {"kind": "l1", "lmbda": 0.1}}, "regularization l1"),
-])
-def test_what_the_twin_cannot_do_is_refused(training, named):
-    spec = _fc_spec("quadratic", **training)
-    with pytest.raises(SystemExit, match=named):
-        _check_supported(spec, "my-run")
-
-
-def test_dropout_is_refused():
-    spec = _fc_spec("quadratic")
-    spec["model"]["layers"][0]["dropout"] = 0.5
-    with pytest.raises(SystemExit, match="dropout"):
-        _check_supported(spec, "my-run")

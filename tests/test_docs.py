@@ -80,13 +80,15 @@ def test_ci_runs_exactly_the_readmes_test_command():
 CODE_REFERENCE = re.compile(r"`((?:pipeline|tests)/[\w/]+\.py)(?:::([\w.]+))?`")
 
 
-def test_the_reading_guide_names_code_and_tests_that_exist():
-    """docs/reading-the-code.md points from the book's equations to ``file::Name.method``."""
+@pytest.mark.parametrize("guide, at_least", [("docs/reading-the-code.md", 40), ("docs/extending.md", 25)])
+def test_the_guides_name_code_and_tests_that_exist(guide, at_least):
+    """docs/reading-the-code.md points from the book's equations to ``file::Name.method``,
+    docs/extending.md to where a new piece of the engine goes."""
     import importlib
 
-    page = (REPO_ROOT / "docs/reading-the-code.md").read_text(encoding="utf-8")
+    page = (REPO_ROOT / guide).read_text(encoding="utf-8")
     references = CODE_REFERENCE.findall(page)
-    assert len(references) > 40
+    assert len(references) > at_least
     for path, name in references:
         assert (REPO_ROOT / path).is_file(), path
         if not name:

@@ -2,6 +2,9 @@
 
 Each :class:`Activation` is bound to an array module ``xp`` and works in place when given an
 ``out`` buffer (the training loop reuses its buffers; evaluation passes ``out=None``).
+``fn(z, out)`` may be given ``out`` that *is* ``z`` (a conv layer's evaluation works in place):
+read ``z`` no more once ``out`` is written. To add an activation, write its factory below and
+add it to ``_FACTORIES`` (docs/extending.md says what else follows it).
 ``prime(z, a, out)`` receives both the weighted input ``z`` and the activation ``a = sigma(z)``
 so that each derivative uses the cheapest exact form:
 
@@ -17,7 +20,7 @@ chapter 1 and 3 networks with N(0, 1) weights do start with weighted inputs of t
 (784-100-10 with eta 3 lost whole digits for ever in float32 until this was fixed).
 
 The sigmoid never overflows: it is ``scipy.special.expit`` on the CPU (``cupyx``'s on a GPU),
-or 0.5 * (1 + tanh(z / 2)) for any other array module.
+or 0.5 * (1 + tanh(z / 2)) for another array module where CuPy is not installed.
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy
-
-NAMES = ("sigmoid", "tanh", "relu", "linear")
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def _linear(xp) -> Activation:
 
 
 _FACTORIES = {"sigmoid": _sigmoid, "tanh": _tanh, "relu": _relu, "linear": _linear}
+NAMES = tuple(_FACTORIES)  # what a config may name (pipeline.nn.spec checks against it)
 
 
 @lru_cache(maxsize=None)

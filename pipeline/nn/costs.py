@@ -11,9 +11,12 @@ the number of examples: network2.py's ``total_cost`` is a mean); ``delta`` write
   delta = a - y  (BP1, sigma'(z) cancelling; eqs. 66-67 are the gradients it gives; sigmoid
   fc output only). Evaluated from z as
   sum_j softplus(z_j) - y_j z_j, which is exact and finite for saturated sigmoids.
-- log_likelihood (ch. 3, eq. 80):  C_x = -ln a_y,  delta = a - y  (by BP3 eq. 81's dC/db^L, and
-  by BP4 eq. 82's dC/dw^L; softmax output only).
+- log_likelihood (ch. 3, eq. 80):  C_x = -ln a_y,  delta = a - y  (BP1 through the softmax's
+  Jacobian, which cancels as sigma' does for cross-entropy; eqs. 81-82 are the gradients it
+  gives; softmax output only).
   Evaluated from z as logsumexp(z) - z_y, finite for logits of any size.
+
+To add a cost, subclass :class:`Cost` and add it to ``_CLASSES`` (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy
-
-NAMES = ("quadratic", "cross_entropy", "log_likelihood")
 
 
 class Cost:
@@ -56,7 +57,10 @@ class Cost:
         raise NotImplementedError
 
     def delta(self, z, a, y, layer, scale, out=None):
-        """``scale`` * dC_x/dz for every example, written into ``out`` when given."""
+        """``scale`` * dC_x/dz for every example, written into ``out`` when given (BP1,
+        delta = grad_a C_x * sigma'(z)). On an fc output, ``layer.activation_prime()`` gives
+        sigma'(z); a softmax output has no elementwise sigma': with g = grad_a C_x its delta is
+        the Jacobian's a * (g - sum_j g_j a_j), row by row."""
         raise NotImplementedError
 
     def _a_minus_y(self, a, y, scale, out):
@@ -119,6 +123,7 @@ class LogLikelihoodCost(Cost):
 
 
 _CLASSES = {c.name: c for c in (QuadraticCost, CrossEntropyCost, LogLikelihoodCost)}
+NAMES = tuple(_CLASSES)  # what a config may name (pipeline.nn.spec checks against it)
 
 
 @lru_cache(maxsize=None)

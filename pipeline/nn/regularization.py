@@ -60,4 +60,6 @@ class Regularization:
             return 0.0
         if self.kind == "l2":
             return 0.5 * coef * sum(float((w * w).sum()) for w in weights)
-        return coef * sum(float(abs(w).sum()) for w in weights)
+        if self.kind == "l1":
+            return coef * sum(float(abs(w).sum()) for w in weights)
+        raise NotImplementedError(f"no penalty for regularization {self.kind!r}: add it here")

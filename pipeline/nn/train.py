@@ -118,6 +118,9 @@ class SGD:
         self.xp = xp
         self.momentum = float(momentum)
         self.kind = reg.kind if reg.active and coef > 0 else "none"
+        if self.kind not in ("none", "l1", "l2"):  # a kind added to regularization.KINDS
+            raise NotImplementedError(f"SGD has no step for regularization {self.kind!r}: add it to "
+                                      "SGD.step and SGD._momentum_step (docs/extending.md)")
         self.coef = float(coef)
         self.decayed = [layer.params[k] for layer in net.layers for k in layer.decayed]
         decayed_ids = {id(p) for p in self.decayed}

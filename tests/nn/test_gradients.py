@@ -1,6 +1,7 @@
 """Finite-difference checks of backpropagation and the training step (float64): every
 activation, cost, regulariser and dropout mode, with the dropout masks held fixed by re-seeding
-the network's generator."""
+the network's generator. Activations and costs are read from the engine's registries, so one
+added there is checked here without a new test."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy
 import pytest
 from nnhelpers import blobs, central_difference, make_spec, max_relative_error
 
-from pipeline.nn import Regularization, build_network, one_hot
+from pipeline.nn import Regularization, activations, build_network, costs, one_hot
+from pipeline.nn.regularization import KINDS
 from pipeline.nn.train import SGD, run_epoch
 
 TOLERANCE = 1e-6
@@ -69,7 +71,7 @@ def check(spec, reg=None, n=7, seed=0):
     return max_relative_error(pairs)
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
+@pytest.mark.parametrize("activation", activations.NAMES)
 def test_quadratic_cost_every_hidden_and_output_activation(activation):
     layers = [
         {"type": "fc", "units": 5, "activation": activation},
@@ -79,13 +81,13 @@ def test_quadratic_cost_every_hidden_and_output_activation(activation):
     assert check(make_spec(layers, "quadratic")) < TOLERANCE
 
 
-@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("hidden", activations.NAMES)
 def test_cross_entropy_sigmoid_output(hidden):
     layers = [{"type": "fc", "units": 5, "activation": hidden}, {"type": "fc", "units": 3, "activation": "sigmoid"}]
     assert check(make_spec(layers, "cross_entropy", init="large")) < TOLERANCE
 
 
-@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu", "linear"])
+@pytest.mark.parametrize("hidden", activations.NAMES)
 def test_log_likelihood_softmax_output(hidden):
     layers = [
         {"type": "fc", "units": 5, "activation": hidden},
@@ -95,7 +97,23 @@ def test_log_likelihood_softmax_output(hidden):
     assert check(make_spec(layers, "log_likelihood")) < TOLERANCE
 
 
-@pytest.mark.parametrize("kind", ["l1", "l2"])
+def _output_layers(cost: str) -> list[dict]:
+    """Every output layer ``cost`` accepts (``Cost.accepts``): a softmax, or an fc layer of each
+    activation it allows."""
+    if costs.cost_class(cost).accepts("softmax", None):
+        return [{"type": "softmax", "units": 3}]
+    return [{"type": "fc", "units": 3, "activation": a} for a in activations.NAMES
+            if costs.cost_class(cost).accepts("fc", a)]
+
+
+@pytest.mark.parametrize("cost, output", [(c, o) for c in costs.NAMES for o in _output_layers(c)],
+                         ids=lambda v: v if isinstance(v, str) else v.get("activation", v["type"]))
+def test_every_cost_on_every_output_layer_it_accepts(cost, output):
+    layers = [{"type": "fc", "units": 5, "activation": "tanh"}, output]
+    assert check(make_spec(layers, cost)) < TOLERANCE
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "none"])
 @pytest.mark.parametrize("scaling", ["network2", "network3"])
 def test_regularised_cost(kind, scaling):
     layers = [{"type": "fc", "units": 5, "activation": "tanh"}, {"type": "softmax", "units": 3}]
@@ -156,7 +174,7 @@ def test_mixed_network_with_convpool():
     assert check(spec, Regularization("l2", 1.0, "network3"), n=4) < TOLERANCE
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("activation", activations.NAMES)
 def test_conv_after_conv(activation):
     """A conv layer that is not first: its input gradient (the full convolution with the rotated
     kernel) is the error backprop hands to the layer below, as in the chapter 6 nets."""

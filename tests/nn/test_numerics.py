@@ -7,22 +7,28 @@ import warnings
 import numpy
 import pytest
 
-from pipeline.nn import FullyConnected, Softmax, get_activation, get_cost, one_hot
+from pipeline.nn import FullyConnected, Softmax, activations, get_activation, get_cost, one_hot
 
 
 def naive_sigmoid(z):
     return 1.0 / (1.0 + numpy.exp(-z))
 
 
-@pytest.mark.parametrize(
-    "name, reference, derivative",
-    [
-        ("sigmoid", naive_sigmoid, lambda z: naive_sigmoid(z) * (1 - naive_sigmoid(z))),
-        ("tanh", numpy.tanh, lambda z: 1 - numpy.tanh(z) ** 2),
-        ("relu", lambda z: numpy.maximum(z, 0), lambda z: (z > 0).astype(float)),
-        ("linear", lambda z: z, lambda z: numpy.ones_like(z)),
-    ],
-)
+# Each activation's textbook formula and derivative, to hold the engine's forms to
+REFERENCES = [
+    ("sigmoid", naive_sigmoid, lambda z: naive_sigmoid(z) * (1 - naive_sigmoid(z))),
+    ("tanh", numpy.tanh, lambda z: 1 - numpy.tanh(z) ** 2),
+    ("relu", lambda z: numpy.maximum(z, 0), lambda z: (z > 0).astype(float)),
+    ("linear", lambda z: z, lambda z: numpy.ones_like(z)),
+]
+
+
+def test_every_activation_has_a_reference():
+    """An activation added to the engine is held to its formula here once it has a row."""
+    assert sorted(name for name, _, _ in REFERENCES) == sorted(activations.NAMES)
+
+
+@pytest.mark.parametrize("name, reference, derivative", REFERENCES)
 def test_activation_values_and_derivatives(name, reference, derivative):
     act = get_activation(name)
     z = numpy.append(numpy.linspace(-6, 6, 49) + 0.01, 0.0)  # and z = 0 itself: relu'(0) = 0
@@ -32,6 +38,15 @@ def test_activation_values_and_derivatives(name, reference, derivative):
     a = act.fn(z, out)
     numpy.testing.assert_allclose(a, reference(z), rtol=1e-12, atol=1e-15)
     numpy.testing.assert_allclose(act.prime(z, a, prime), derivative(z), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", activations.NAMES)
+def test_activation_in_place_on_its_own_input(name):
+    """fn(z, out=z), as a conv layer's evaluation calls it, gives sigma(z): an activation must
+    read z no more once it has written out."""
+    act = get_activation(name)
+    z = numpy.linspace(-6, 6, 49) + 0.01
+    numpy.testing.assert_array_equal(act.fn(z.copy(), None), act.fn(z, z))
 
 
 def test_activation_registry_rejects_unknown_names():

@@ -226,3 +226,17 @@ def _check_step_inside_backprop(dtype, lmbda):
     for (name, la, k), (_, lb, _) in zip(two_step.named_params(), fused.named_params()):
         assert not numpy.allclose(lb.params[k], initial[name]), f"{name} never moved"
         numpy.testing.assert_allclose(lb.params[k], la.params[k], rtol=tol, atol=tol, err_msg=name)
+
+
+def test_a_regularization_kind_without_a_step_is_refused_not_trained_as_plain_sgd(monkeypatch):
+    """A kind added to regularization.KINDS but not to the step would otherwise train as plain
+    SGD and report L1's penalty: both say where its rule is missing."""
+    from pipeline.nn import regularization
+
+    monkeypatch.setattr(regularization, "KINDS", (*regularization.KINDS, "maxnorm"))
+    reg = Regularization("maxnorm", 1.0)
+    net = build_network(make_spec(LAYERS))
+    with pytest.raises(NotImplementedError, match="maxnorm.*SGD.step"):
+        SGD(net, 0.0, reg, reg.coefficient(N, M))
+    with pytest.raises(NotImplementedError, match="maxnorm"):
+        reg.penalty(net.weights(), 0.1)
