@@ -33,6 +33,7 @@ from pipeline.params import below_the_root
 
 CONFIG_DIR = "conf"
 CONFIG_NAME = "config"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a run's id: conf/book/<id>.yaml, train@<id>
 
 
 def compose(root: str | Path = ".", overrides: list[str] | None = None) -> str:
@@ -67,6 +68,30 @@ def check(params: dict, root: str | Path = ".") -> None:
     check_dvc_yaml(root, list(params["book"]))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping as Hydra's does (PyYAML
+    keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: what, and at which line and column."""
+    mark = getattr(error, "problem_mark", None)
+    problem = ": ".join(filter(None, (getattr(error, "context", None), getattr(error, "problem", None))))
+    if mark is None or not problem:
+        return " ".join(str(error).split())
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
 def check_book_files(root: str | Path = ".") -> None:
     """Each ``conf/book/<id>.yaml`` holds one run, under the top key ``<id>``.
 
@@ -75,11 +100,21 @@ def check_book_files(root: str | Path = ".") -> None:
     from pipeline.errors import InputError
 
     for path in sorted((Path(root) / CONFIG_DIR / "book").glob("*.yaml")):
-        keys = list(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        where = f"{CONFIG_DIR}/book/{path.name}"
+        if not RUN_ID.fullmatch(path.stem):  # dvc.yaml's train@<id> and the key paths book.<id>.… read it
+            raise InputError(f"{where}: a run's id (its file's name) is letters, digits, - and _, "
+                             f"starting with a letter or digit: rename it")
+        try:
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as error:  # what and where, under the file's name
+            raise InputError(f"{where}: not valid YAML: {_yaml_problem(error)}") from None
+        keys = list(loaded) if isinstance(loaded, dict) else [] if loaded is None else None
+        if keys is None:
+            raise InputError(f"{where}: expected a mapping `{path.stem}: {{...}}`, got {type(loaded).__name__}")
         if keys != [path.stem]:
             holds = ("no run" if not keys else f"its run under the top key `{keys[0]}:`" if len(keys) == 1
                      else f"runs under the top keys {', '.join(f'`{k}:`' for k in keys)}")
-            raise InputError(f"{CONFIG_DIR}/book/{path.name} holds {holds}: a file holds one run, under its "
+            raise InputError(f"{where} holds {holds}: a file holds one run, under its "
                              f"file's name `{path.stem}:`"
                              + (f" (as it is, it would replace the run {keys[0]})" if len(keys) == 1 else ""))
 

@@ -30,7 +30,8 @@ from pipeline.data.mnist import Dataset, digest, load_dataset, split_file
 from pipeline.errors import InputError, SettingError
 from pipeline.nn import build_network, fit, get_xp, save_model, validate_spec
 from pipeline.nn.io import FINAL_EPOCH_WEIGHTS
-from pipeline.nn.spec import SpecError, validate_training
+from pipeline.nn.spec import SpecError, parameter_count, validate_training
+from pipeline.nn.train import check_trainable
 from pipeline.params import seed_folder
 from pipeline.settings import COUNT_OR_NULL, LIMIT_KEYS, SEED, check_compute, check_limits, check_rule
 
@@ -92,6 +93,13 @@ def validate_run(book_id: str, run_cfg: dict) -> None:
     """Check a ``book.<id>`` config before anything runs; errors name the key path."""
     path = f"book.{book_id}"
     _check_keys(run_cfg, path, RUN_KEYS, {"replay": dict})
+    if not 1 <= run_cfg["chapter"] <= 6:
+        raise SettingError(f"{path}.chapter", f"expected the book's chapter, 1..6, got {run_cfg['chapter']!r}")
+    # keys of the engine's schema that a run does not set: each seed's spec takes them elsewhere
+    for key, instead in (("seed", f"its seeds are {path}.seeds (the Hydra app's seed= trains one)"),
+                         ("device", "every run trains on the machine's compute.device (cpu or gpu)")):
+        if key in run_cfg["training"]:
+            raise SettingError(f"{path}.training.{key}", f"not a setting of a run: {instead}; remove it")
     _check_keys(run_cfg["book"], f"{path}.book", BOOK_KEYS, BOOK_OPTIONAL)
     if run_cfg["book"]["metric"] not in results.METRICS:
         raise SettingError(f"{path}.book.metric", f"unknown {run_cfg['book']['metric']!r}; "
@@ -215,14 +223,51 @@ def check_fits_data(book_id: str, run_cfg: dict, pixels: int = MNIST_PIXELS, cla
     """The network's input takes the data's pictures and its output has a unit per digit."""
     model = run_cfg["model"]
     shape = list(model.get("input_shape") or [])
-    if shape and math.prod(shape) != pixels:
+    side = math.isqrt(pixels)
+    # any other shape of as many values would cut the picture into strips stacked as channels
+    if shape and shape not in ([pixels], [1, side, side]):
         raise SettingError(f"book.{book_id}.model.input_shape",
-                        f"{shape} takes {math.prod(shape)} values a picture, the data's pictures have "
-                        f"{pixels} pixels: use [{pixels}] (fully connected) or [1, 28, 28] (conv)")
+                        f"{shape} is not the shape of the data's {side} × {side} pictures: use [{pixels}] "
+                        f"(fully connected) or [1, {side}, {side}] (conv)")
     units = model["layers"][-1]["units"]
     if units != classes:
         raise SettingError(f"book.{book_id}.model.layers[{len(model['layers']) - 1}].units",
                         f"the output layer has {units} units, MNIST has {classes} digits: use {classes}")
+
+
+def check_trains_on(book_id: str, run_cfg: dict, n: int, limits: dict) -> None:
+    """What training would refuse at its start on these ``n`` training examples (a mini-batch
+    larger than network3's scaling can train, an L2 decay that flips the weights), refused
+    before any MLflow run starts, under the run's key."""
+    try:
+        check_trainable(run_spec(run_cfg, run_cfg["seeds"][0], limits)["training"], n)
+    except InputError as error:
+        capped = (f" (profile.limits.train_examples keeps {n} of the training set)"
+                  if limits.get("train_examples") == n else "")
+        raise InputError(f"book.{book_id}.{error}{capped}") from None
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the system says (None elsewhere)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_memory(book_id: str, run_cfg: dict, seeds_at_once: int, memory: int | None = None) -> None:
+    """Refuse a network whose weights alone outgrow this machine's memory, before numpy fails
+    half-way through building it: each seed holds its parameters four times (the weights,
+    their gradients, the SGD step's scratch and the best epoch's copy)."""
+    memory = physical_memory() if memory is None else memory
+    itemsize = np.dtype(validate_training(run_cfg["training"])["dtype"]).itemsize
+    count = parameter_count(run_cfg["model"])
+    need = 4 * count * itemsize * seeds_at_once
+    if memory is not None and need > memory:
+        at_once = f", {seeds_at_once} seeds at once" if seeds_at_once > 1 else ""
+        raise SettingError(f"book.{book_id}.model.layers",
+                           f"{count:,} parameters take at least {need / 2**30:,.1f} GiB to train{at_once}, "
+                           f"more than this machine's {memory / 2**30:,.1f} GiB: use fewer units or filters")
 
 
 def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset, Dataset, Dataset, str]:
@@ -236,8 +281,14 @@ def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset,
     train_path = Path(run_cfg["data"]["train_file"])
     # the run's train_limit is part of the experiment (the first 1,000 images): a file with fewer
     # is an error; a profile's limits only cap what is there
+    folders = [Path(data_cfg[key]).resolve() for key in ("prepared_dir", "expanded_dir")]
+    made_here = any(train_path.resolve().is_relative_to(folder) for folder in folders)
+    # a file of one's own that is not a data set is no reason to delete it or to run a data stage
+    fix = None if made_here else (
+        f"data.train_file names a data set of the pipeline's ({data_cfg['prepared_dir']}/train.npz, or a "
+        f"file of {data_cfg['expanded_dir']}/) or one saved as they are (pipeline.data.mnist.save_images)")
     train = load_dataset(train_path, limit=run_cfg["data"].get("train_limit"), dtype=dtype,
-                         cap=limits.get("train_examples"))
+                         cap=limits.get("train_examples"), fix=fix)
     validation, test = (load_dataset(split_file(data_cfg["prepared_dir"], split), dtype=dtype,
                                      cap=limits.get("eval_examples"))
                         for split in ("validation", "test"))
@@ -529,7 +580,7 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
                 log: Callable[[str], None] = print, compute: dict | None = None) -> dict:
     """Train every seed of ``book.<id>``; write ``metrics.json`` and ``history.csv``.
 
-    ``compute.device`` (cpu | gpu) is where every seed trains (it overrides the run's
+    ``compute.device`` (cpu | gpu) is where every seed trains (a run sets no
     ``training.device``); ``compute.seed_workers`` > 1 trains that many seeds at once, in
     forked processes (CPU only);
     ``compute.blas_threads`` pins each training process's BLAS threads (on two cores, two
@@ -545,8 +596,11 @@ def train_entry(book_id: str, run_cfg: dict, data_cfg: dict, profile_cfg: dict,
     device, workers = compute.get("device", "cpu"), compute.get("seed_workers", 1)
     if device != "cpu":
         get_xp(device)  # no GPU or no CuPy: the message says what to install, before any data loads
+    if device == "cpu":
+        check_fits_memory(book_id, run_cfg, min(workers, len(run_cfg["seeds"])))
     data = load_run_data(run_cfg, data_cfg, limits)
     check_fits_data(book_id, run_cfg, pixels=data[0].x.shape[1])
+    check_trains_on(book_id, run_cfg, len(data[0]), limits)
     # the store and experiment made now: a store that cannot be used is named before anything
     # is removed, and forked seed workers find them ready instead of creating them at once
     tracking.init_store()

@@ -20,15 +20,17 @@ import socket
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import interrupts, tracking
 from pipeline.atomic import disk_error_message, write_text
-from pipeline.config import CONFIG_OPTIONS, bare_choice, compose, explain_absent
+from pipeline.config import CONFIG_OPTIONS, bare_choice, check_book_files, compose, explain_absent
 from pipeline.errors import EXIT_STATUS, InputError, SettingError
 from pipeline.experiment import train_entry
 from pipeline.interrupts import exit_status
@@ -411,12 +413,15 @@ def main(cfg: DictConfig) -> None:
     # (on the terminal through Hydra's console handler, on stdout); notes and errors on stderr
     started = time.time()
     log = logging.getLogger("pipeline.train")
-    plain = OmegaConf.to_container(cfg, resolve=True)
     out = Path(HydraConfig.get().runtime.output_dir)
     if note := kernel_pin_note("python -m pipeline.train ..."):
         print(note, file=sys.stderr)
     say = log.info
-    job = HydraConfig.get().job
+    # read unresolved: a ${...} given on the command line is a setting, to resolve (and name if
+    # it resolves to nothing) with the rest of the config in `resolved`
+    raw = OmegaConf.to_container(HydraConfig.get(), resolve=False)
+    job = SimpleNamespace(num=raw["job"]["num"], override_dirname=raw["job"]["override_dirname"])
+    task = list(raw["overrides"]["task"])
     sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     if sweep:  # a sweep's jobs side by side: whose line is whose
         say = lambda line, tag=f"[job {job.num}: {job.override_dirname}] ": log.info(tag + line)  # noqa: E731
@@ -426,10 +431,11 @@ def main(cfg: DictConfig) -> None:
             return
     # the runs' tags (tracking.environment_tags): where their outputs are, what the command changed
     os.environ[tracking.HYDRA_OUTPUT_ENV] = str(out.resolve())
-    os.environ[tracking.HYDRA_OVERRIDES_ENV] = " ".join(HydraConfig.get().overrides.task)
+    os.environ[tracking.HYDRA_OVERRIDES_ENV] = " ".join(task)
     try:
+        plain = resolved(cfg)
         book_id, run_cfg = run_config(plain, HydraConfig.get().runtime.choices["book"])
-        if note := without_replay(run_cfg, plain["profile"], list(HydraConfig.get().overrides.task), book_id):
+        if note := without_replay(run_cfg, plain["profile"], task, book_id):
             say(note)
         model_dir, results_dir = run_folders(book_id, out)
         metrics = train_entry(book_id, run_cfg, plain["data"], plain["profile"], model_dir=model_dir,
@@ -463,6 +469,16 @@ def main(cfg: DictConfig) -> None:
             f"{', '.join(ids)}")
 
 
+def resolved(cfg: DictConfig) -> dict:
+    """The composed config as plain data, every ``${...}`` resolved; one that names a key
+    there is not (in a run file, or on the command line) is an ``InputError`` naming where."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        where = f"{error.full_key}: " if getattr(error, "full_key", None) else ""
+        raise InputError(where + str(error).splitlines()[0]) from None
+
+
 def _shown(path: Path) -> str:
     """``path`` relative to the working folder where it lies below it, else whole (not
     ``../../tmp/x``)."""
@@ -486,9 +502,19 @@ def _leave(sweep: bool, status: int) -> None:
         sys.exit(status)
 
 
+def book_files_problem(root: Path = CONF.parent) -> str | None:
+    """A run file of conf/book/ that Hydra could not read, or would read as another run's,
+    said in a line (``pipeline.config.check_book_files``) before Hydra's traceback."""
+    try:
+        check_book_files(root)
+    except InputError as error:
+        return str(error)
+    return None
+
+
 if __name__ == "__main__":
-    if (problem := below_the_root("python -m pipeline.train") or override_problem(sys.argv[1:])
-            or launcher_problem(sys.argv[1:])) is not None:
+    if (problem := below_the_root("python -m pipeline.train") or book_files_problem()
+            or override_problem(sys.argv[1:]) or launcher_problem(sys.argv[1:])) is not None:
         print(problem, file=sys.stderr)
         sys.exit(EXIT_STATUS)
     main()

@@ -169,6 +169,30 @@ def test_a_copied_run_file_whose_top_key_was_not_renamed_is_named(tmp_path, monk
     assert not (root / "p.yaml").exists()
 
 
+@pytest.mark.parametrize("name, text, said", [
+    ("my-run", "my-run:\n  chapter: 3\n  seeds: [1, 2\n",
+     "conf/book/my-run.yaml: not valid YAML: while parsing a flow sequence: expected ',' or ']', but got "
+     "'<stream end>' (line 4, column 1)"),
+    # PyYAML would keep the second; Hydra refuses it with a traceback
+    ("my-run", "my-run:\n  chapter: 3\n  chapter: 5\n",
+     "conf/book/my-run.yaml: not valid YAML: the key 'chapter' is given twice (line 3, column 3)"),
+    ("my-run", "- chapter: 3\n", "conf/book/my-run.yaml: expected a mapping `my-run: {...}`, got list"),
+    # book.my.run.… would read as a setting of a run `my`
+    ("my.run", "my.run:\n  chapter: 3\n", "conf/book/my.run.yaml: a run's id (its file's name) is letters, "
+                                          "digits, - and _, starting with a letter or digit: rename it"),
+])
+def test_a_run_file_hydra_could_not_read_is_named_in_a_line(tmp_path, monkeypatch, capsys, name, text, said):
+    from pipeline.config import main
+    from pipeline.train import book_files_problem
+
+    root = _checkout(tmp_path, monkeypatch)
+    (root / "conf/book" / f"{name}.yaml").write_text(text)
+    assert book_files_problem(root) == said  # the Hydra app's check, before Hydra reads the file
+    assert main(["--out", "p.yaml", "profile=smoke"]) == 2
+    assert capsys.readouterr().err == f"pipeline.config: {said}\np.yaml was not written.\n"
+    assert book_files_problem(REPO_ROOT) is None
+
+
 def test_a_run_of_ones_own_that_kept_the_books_figure_is_named(tmp_path, monkeypatch, capsys):
     """The report would set the copied row's figure beside the new run and count it."""
     from pipeline.config import main
@@ -212,7 +236,11 @@ def test_a_new_run_missing_from_dvc_yaml_is_named_before_anything_trains(tmp_pat
     ("book.ch1-30.model.layers.1.units=12",
      "book.ch1-30.model.layers[1].units: the output layer has 12 units, MNIST has 10 digits: use 10"),
     ("book.ch1-30.model.input_shape=[785]",
-     "book.ch1-30.model.input_shape: [785] takes 785 values a picture, the data's pictures have 784 pixels"),
+     "book.ch1-30.model.input_shape: [785] is not the shape of the data's 28 × 28 pictures: use [784] "
+     "(fully connected) or [1, 28, 28] (conv)"),
+    # as many values, but the picture cut into strips stacked as channels
+    ("book.ch1-30.model.input_shape=[2,14,28]",
+     "book.ch1-30.model.input_shape: [2, 14, 28] is not the shape of the data's 28 × 28 pictures"),
 ])
 def test_a_network_that_does_not_fit_mnist_is_named_before_anything_trains(override, message, tmp_path,
                                                                               monkeypatch, capsys):

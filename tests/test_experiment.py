@@ -270,20 +270,19 @@ def test_compute_device_reaches_every_seed_and_a_gpu_trains_in_this_process(work
     assert seen == [(seed, "gpu", os.getpid()) for seed in RUN["seeds"]] and len(seen) == 2
 
 
-def test_compute_device_cpu_overrides_a_run_that_asks_for_a_gpu(workdir, monkeypatch):
-    seen = []
+@pytest.mark.parametrize("edit, where", [
+    # each seed's spec takes them from elsewhere: set in a run, they would be silently replaced
+    ({"training": dict(RUN["training"], seed=5)},
+     r"book.tiny.training.seed: not a setting of a run: its seeds are book.tiny.seeds"),
+    ({"training": dict(RUN["training"], device="gpu")},
+     r"book.tiny.training.device: not a setting of a run: every run trains on the machine's compute.device"),
+    ({"chapter": 9}, r"book.tiny.chapter: expected the book's chapter, 1..6, got 9"),
+])
+def test_a_key_a_run_does_not_set_and_a_chapter_not_in_the_book_are_refused(edit, where):
+    from pipeline.errors import SettingError
 
-    def build(spec, **_):
-        seen.append(spec["training"]["device"])
-        raise RuntimeError("stop before training")
-
-    monkeypatch.setattr(experiment, "build_network", build)
-    monkeypatch.setattr(experiment, "get_xp", lambda device: pytest.fail("asked for a GPU"))
-    run = dict(RUN, training=dict(RUN["training"], device="gpu"))
-    with pytest.raises(RuntimeError, match="stop before training"):
-        experiment.train_entry("tiny", run, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
-                               compute={"device": "cpu", "seed_workers": 1})
-    assert seen == ["cpu"]
+    with pytest.raises(SettingError, match=where):
+        experiment.validate_run("tiny", dict(RUN, **edit))
 
 
 def test_unknown_compute_device_is_rejected_by_name(workdir):
@@ -364,8 +363,10 @@ def test_a_profile_limit_caps_but_a_runs_train_limit_must_be_there(workdir):
 
 
 @pytest.mark.parametrize("model_edit, where", [
-    ({"input_shape": [700]}, r"model.input_shape: \[700\] takes 700 values a picture, the data's pictures have 784"),
-    ({"input_shape": [1, 32, 32]}, r"model.input_shape: \[1, 32, 32\] takes 1024 values"),
+    ({"input_shape": [700]}, r"model.input_shape: \[700\] is not the shape of the data's 28 × 28 pictures: "
+                             r"use \[784\] \(fully connected\) or \[1, 28, 28\] \(conv\)"),
+    ({"input_shape": [1, 32, 32]}, r"model.input_shape: \[1, 32, 32\] is not the shape"),
+    ({"input_shape": [4, 14, 14]}, r"model.input_shape: \[4, 14, 14\] is not the shape"),  # 784 values
     ({"layers": [{"type": "fc", "units": 8}, {"type": "fc", "units": 12}]},
      r"model.layers\[1\].units: the output layer has 12 units, MNIST has 10 digits"),
 ])
@@ -375,6 +376,35 @@ def test_a_network_that_does_not_fit_the_data_is_named_before_any_run_starts(wor
     run = dict(RUN, model=dict(RUN["model"], **model_edit))
     with pytest.raises(SettingError, match="book.tiny." + where):
         experiment.train_entry("tiny", run, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "models").exists()
+
+
+@pytest.mark.parametrize("limits, batch, where", [
+    ({}, 100, r"book.tiny.training.batch_size: 100 is more than the 60 training examples, and "
+              r"regularization.scaling network3 trains whole mini-batches only"),
+    ({"train_examples": 30}, 50, r"book.tiny.training.batch_size: 50 is more than the 30 .*"
+                                 r"\(profile.limits.train_examples keeps 30 of the training set\)"),
+])
+def test_a_mini_batch_network3_cannot_train_is_named_before_any_run_starts(workdir, limits, batch, where):
+    run = dict(RUN, training=dict(RUN["training"], batch_size=batch,
+                                  regularization={"kind": "l2", "lmbda": 0.1, "scaling": "network3"}))
+    with pytest.raises(InputError, match=where):
+        experiment.train_entry("tiny", run, DATA, dict(PROFILE, limits=limits), "models/tiny", "results/tiny",
+                               log=lambda _: None)
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "models").exists()
+
+
+def test_a_network_too_big_for_the_memory_is_named_before_anything_is_allocated(workdir, monkeypatch):
+    from pipeline.errors import SettingError
+
+    # 784 * 8 + 8 + 8 * 10 + 10 = 6,370 float32 parameters, held four times: 101,920 bytes
+    experiment.check_fits_memory("tiny", RUN, 1, memory=101_920)
+    with pytest.raises(SettingError, match=r"book.tiny.model.layers: 6,370 parameters take at least 0.0 GiB "
+                                           r"to train, 2 seeds at once, more than"):
+        experiment.check_fits_memory("tiny", RUN, 2, memory=101_920 * 2 - 1)
+    monkeypatch.setattr(experiment, "physical_memory", lambda: 100_000)
+    with pytest.raises(SettingError, match="use fewer units or filters"):
+        experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
     assert not (workdir / "mlflow.db").exists() and not (workdir / "models").exists()
 
 
@@ -422,6 +452,22 @@ def test_a_damaged_data_file_is_named_with_the_fix(workdir):
     save_images(path, np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))  # reshape(0, -1) failed
     with pytest.raises(InputError, match=r"train.npz: holds no images: delete it, then build it"):
         load_images(path)
+
+
+def test_a_train_file_of_ones_own_that_is_no_data_set_is_not_to_be_deleted_or_rebuilt(workdir):
+    """A data stage's damaged file is to be made again; a file of one's own, named by mistake
+    (the README), is neither deleted nor something `dvc repro prepare` makes."""
+    (workdir / "README.md").write_text("# not images\n")
+    for name, error in (("README.md", InputError), ("mine.npz", FileNotFoundError)):
+        run = dict(RUN, data=dict(RUN["data"], train_file=name))
+        with pytest.raises(error) as info:
+            experiment.load_run_data(run, DATA, {})
+        said = str(info.value)
+        assert said.startswith(name) and "data.train_file names a data set of the pipeline's" in said, said
+        assert "delete" not in said and "dvc repro" not in said, said
+    (workdir / "data/prepared/train.npz").write_bytes(b"damaged")  # the stage's own: made again
+    with pytest.raises(InputError, match="delete it, then build it with `dvc repro prepare`"):
+        experiment.load_run_data(RUN, DATA, {})
 
 
 def test_a_plain_float_key_takes_an_integer_but_not_a_string():

@@ -217,8 +217,12 @@ def test_a_run_file_of_ones_own_with_a_mistake_gets_a_message_not_a_traceback(tm
     relu = (REPO_ROOT / "conf/book/ch6-relu.yaml").read_text()
     (extra / "my-nokey.yaml").write_text(relu)  # still `ch6-relu:` at the top
     (extra / "my-typo.yaml").write_text(relu.replace("ch6-relu:", "my-typo:").replace("batch_size:", "batch_sise:"))
+    (extra / "my-interp.yaml").write_text(relu.replace("ch6-relu:", "my-interp:")
+                                          .replace("${data.prepared_dir}", "${data.prepared_dirr}"))
     for name, message in (("my-nokey", "conf/book/my-nokey.yaml must hold its run under the top key `my-nokey:`"),
-                          ("my-typo", "book.my-typo.training.batch_sise: unknown key")):
+                          ("my-typo", "book.my-typo.training.batch_sise: unknown key"),
+                          ("my-interp", "book.my-interp.data.train_file: Interpolation key 'data.prepared_dirr' "
+                                        "not found")):
         result = subprocess.run(
             [sys.executable, "-m", "pipeline.train", f"book={name}", "profile=smoke",
              f"hydra.searchpath=[file://{tmp_path / 'extra'}]", f"hydra.run.dir={tmp_path / name}"],

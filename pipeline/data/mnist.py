@@ -103,14 +103,16 @@ def cache_copy_hint(path: Path) -> str:
             f"(`{find}`) and the file, and run the command again")
 
 
-def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The uint8 images and labels of a stored set (no pickles, ever)."""
+def load_images(path: str | Path, fix: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 images and labels of a stored set (no pickles, ever). ``fix``: what to do
+    about a file that is missing or not a data set, where it is not one the data stages make
+    (by default: make it again)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {BUILD}.")
+        raise FileNotFoundError(f"{path} is missing: {fix or BUILD}.")
 
     def remake() -> str:  # only for a file found damaged: the hint reads the file's size
-        return f"delete it, then {BUILD}. {cache_copy_hint(path)}"
+        return fix or f"delete it, then {BUILD}. {cache_copy_hint(path)}"
 
     if not zipfile.is_zipfile(path):  # a truncated file, or not an .npz: numpy would try a pickle
         raise InputError(f"{path}: not a readable .npz data set (not a zip archive): {remake()}.")
@@ -138,13 +140,14 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_dataset(path: str | Path, limit: int | None = None, dtype=np.float32,
-                 cap: int | None = None) -> Dataset:
+                 cap: int | None = None, fix: str | None = None) -> Dataset:
     """The one loader: pixels as ``raw/256`` in ``dtype``, shape (n, 784); labels int64.
 
     ``limit`` keeps the first ``limit`` examples (the book's "first 1,000 images"; a file with
-    fewer is an error); ``cap`` then keeps at most that many (a profile's smaller sets).
+    fewer is an error); ``cap`` then keeps at most that many (a profile's smaller sets); ``fix``
+    as in :func:`load_images`.
     """
-    images, labels = load_images(path)
+    images, labels = load_images(path, fix)
     for name, n in (("limit", limit), ("cap", cap)):
         if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
             raise InputError(f"{path}: {name} must be an integer >= 1 or None, got {n!r}.")

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -113,10 +114,19 @@ def _reads_as_number(value) -> bool:
     return isinstance(value, str)
 
 
+def _number_hint(value) -> str:
+    """Why a string that reads as a number is one: YAML 1.1's exponent without a dot (1e-4), or
+    quotes."""
+    if not _reads_as_number(value) or not math.isfinite(float(value)):
+        return ""
+    if exponent := re.fullmatch(r"\s*([+-]?\d+)[eE]([+-]?\d+)\s*", value):
+        return f" (YAML reads {value.strip()} as a string: write {exponent[1]}.0e{exponent[2]})"
+    return " (a number in quotes is a string: write it without them)"
+
+
 def _float(value, path, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = " (YAML reads 1e-4 as a string: write 1.0e-4)" if _reads_as_number(value) else ""
-        raise SpecError(path, f"expected a number, got {_type_name(value)} {value!r}{hint}")
+        raise SpecError(path, f"expected a number, got {_type_name(value)} {value!r}{_number_hint(value)}")
     value = float(value)
     if not math.isfinite(value):
         raise SpecError(path, f"must be finite, got {value}")

@@ -414,8 +414,9 @@ def _mini_batches(reg: Regularization, n: int, m: int, log: Callable[[str], None
     used. network2.py's trains the last, smaller, mini-batch too."""
     whole_batches = reg.scaling == "network3"
     if whole_batches and n < m:
-        raise InputError(f"regularization.scaling network3 trains whole mini-batches only: {n} training "
-                         f"examples make none of batch_size {m}; use more examples or a smaller batch_size")
+        raise InputError(f"training.batch_size: {m} is more than the {n} training examples, and "
+                         f"regularization.scaling network3 trains whole mini-batches only: use a "
+                         f"batch_size of at most {n}, or more examples")
     if whole_batches and n % m and log is not None:
         log(f"network3 scaling: {n % m} of the {n} training examples are left out of every epoch "
             f"(as network3.py, which trains n // m = {n // m} mini-batches of {m})")
@@ -434,6 +435,16 @@ def _check_decay(reg: Regularization, eta: float, coef: float, n: int, m: int) -
                          f"c = {per} gives 1 - eta c = {1 - eta * coef:.4g}, which zeroes the weights or "
                          f"flips their sign every step; lower training.regularization.lmbda or training.eta "
                          f"(or train on more examples) so that eta c < 1")
+
+
+def check_trainable(training, n: int) -> None:
+    """Refuse, before anything trains, what :func:`fit` would refuse at its start on ``n``
+    training examples: network3's whole mini-batches that make none, an L2 decay that zeroes or
+    flips the weights (an ``InputError`` naming the ``training.`` key)."""
+    t = _training_config(training)
+    reg, m = Regularization(**t["regularization"]), t["batch_size"]
+    _mini_batches(reg, n, m, None)
+    _check_decay(reg, t["eta"], reg.coefficient(n, m), n, m)
 
 
 def fit(

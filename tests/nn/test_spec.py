@@ -351,6 +351,18 @@ def test_a_number_yaml_left_a_string_is_explained_and_a_word_is_not():
     assert str(info.value) == "training.eta: expected a number, got str 'fast'"
 
 
+@pytest.mark.parametrize("value, hint", [
+    ("3.0", " (a number in quotes is a string: write it without them)"),
+    ("5e-3", " (YAML reads 5e-3 as a string: write 5.0e-3)"),
+    ("inf", ""),  # not YAML's .inf: no hint that would lead to a value refused anyway
+    ("nan", ""),
+])
+def test_each_string_that_reads_as_a_number_gets_its_own_hint(value, hint):
+    with pytest.raises(SpecError) as info:
+        validate_spec(edited(("training", "eta"), value))
+    assert str(info.value) == f"training.eta: expected a number, got str {value!r}{hint}"
+
+
 def test_parameter_count_is_the_built_networks():
     from nnhelpers import chapter6_relu_spec, make_spec
 

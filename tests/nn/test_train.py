@@ -313,7 +313,7 @@ def test_network3_scaling_leaves_out_the_last_partial_mini_batch(data, scaling, 
 def test_network3_scaling_needs_one_whole_mini_batch(data):
     x, y = data[0]
     s = spec(regularization={"kind": "none", "lmbda": 0.0, "scaling": "network3"})
-    with pytest.raises(ValueError, match="make none of batch_size 10"):
+    with pytest.raises(ValueError, match="batch_size: 10 is more than the 7 training examples"):
         fit(build_network(s), s, (x[:7], y[:7]), log=None, progress=False)
 
 
