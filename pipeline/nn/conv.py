@@ -96,9 +96,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from pipeline.nn.activations import get_activation
+from pipeline.nn.blas import blas_single_threaded
 from pipeline.nn.layers import (
     INIT_SCHEMES,
-    blas_single_threaded,
     check_dropout,
     draw_params,
     dropped_input,

@@ -30,17 +30,12 @@ network3 N(0, sqrt(1/n_out)) (fc)       N(0, 1) (fc)     (network3.py; n_out is 
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy
 
-# Loaded at import, not at the first step: scipy ships its own OpenBLAS, and a BLAS loaded
-# inside a threadpoolctl limit keeps its default thread count (two processes, two threads
-# each, on two cores spin-wait: a 2880x100 layer trained 5x slower).
-from scipy.linalg.blas import get_blas_funcs
-
 from pipeline.nn.activations import get_activation
+from pipeline.nn.blas import inplace_gemm
 
 INIT_SCHEMES = ("large", "default", "network3")
 DROPOUT_MODES = ("classic", "inverted")
@@ -96,85 +91,6 @@ def sgd_update(layer, eta: float, shrink: float) -> None:
         if shrink != 1.0 and key in layer.decayed:
             p *= shrink
         p -= eta * layer.grads[key]
-
-
-_GEMM_IN_PLACE: dict = {}
-_BLAS_CONTROLLER = None
-
-
-def _blas_controller():
-    """threadpoolctl's view of the BLAS libraries loaded now, made once (a scan takes ms)."""
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_CONTROLLER = ThreadpoolController().select(user_api="blas")
-    return _BLAS_CONTROLLER
-
-
-_SETTLED_SINGLE_THREADED: bool | None = None  # the answer fixed by ``blas_threads_settled``
-
-
-def blas_single_threaded() -> bool:
-    """Whether every BLAS in the process runs one thread now (a ctypes call each, ~1 us),
-    or, inside ``blas_threads_settled``, the answer it checked on entry.
-
-    The in-place GEMM below is scipy's, and scipy ships an OpenBLAS of its own beside numpy's.
-    With two threads each, the two libraries' idle workers spin-wait against each other: on
-    two cores the chapter 6 conv net at mini-batch 100 trained at 38 s an epoch with the
-    in-place GEMM and 9 s without it. So the step takes it only with one BLAS thread.
-    """
-    if _SETTLED_SINGLE_THREADED is not None:
-        return _SETTLED_SINGLE_THREADED
-    return blas_single_threaded_now()
-
-
-def blas_single_threaded_now() -> bool:
-    """Whether every BLAS in the process runs one thread now, asked of each library."""
-    return all(lib.get_num_threads() == 1 for lib in _blas_controller().lib_controllers)
-
-
-@contextlib.contextmanager
-def blas_threads_settled():
-    """Check ``blas_single_threaded`` once, and give that answer inside the block.
-
-    For a training epoch, which changes no thread limit: every fully connected layer asks
-    before every step, and the asking (two ctypes calls) was 6% of a 784-30-10 epoch.
-    """
-    global _SETTLED_SINGLE_THREADED
-    saved = _SETTLED_SINGLE_THREADED
-    _SETTLED_SINGLE_THREADED = blas_single_threaded_now()
-    try:
-        yield
-    finally:
-        _SETTLED_SINGLE_THREADED = saved
-
-
-def one_blas_thread():
-    """A context in which every BLAS library in the process runs one thread."""
-    return _blas_controller().limit(limits=1)
-
-
-def _inplace_gemm(w):
-    """scipy's BLAS GEMM for ``w``'s dtype if it can update w^T in place now, else None.
-
-    None on the GPU, for a non-contiguous w, with several BLAS threads (see
-    ``blas_single_threaded``), or where the GEMM would copy (probed once per dtype).
-    """
-    if not (isinstance(w, numpy.ndarray) and w.flags.c_contiguous and blas_single_threaded()):
-        return None
-    key = w.dtype.char
-    if key not in _GEMM_IN_PLACE:
-        gemm = None
-        if w.dtype in (numpy.float32, numpy.float64):
-            probe = numpy.ones((3, 2), dtype=w.dtype)
-            f = get_blas_funcs("gemm", dtype=w.dtype)
-            out = f(1.0, numpy.ones((1, 2), w.dtype).T, numpy.ones((1, 3), w.dtype).T, beta=1.0,
-                    c=probe.T, trans_b=1, overwrite_c=1)
-            if numpy.shares_memory(out, probe) and numpy.all(probe == 2.0):
-                gemm = f
-        _GEMM_IN_PLACE[key] = gemm
-    return _GEMM_IN_PLACE[key]
 
 
 def matmul_into(xp, a, b, out):
@@ -321,14 +237,14 @@ class FullyConnected:
         in eq. 93).
 
         dx = delta w^T is taken first, from the weights the forward pass used (BP2). On the
-        CPU with one BLAS thread (see ``blas_single_threaded``) the weight step is the L2
-        shrink (shrink = 1 - eta c, else 1) and then one BLAS GEMM that adds -eta x^T delta
+        CPU with one BLAS thread (see :func:`pipeline.nn.blas.blas_single_threaded`) the weight
+        step is the L2 shrink (shrink = 1 - eta c, else 1) and then one BLAS GEMM that adds -eta x^T delta
         into w itself, where gradient-then-update writes the gradient and makes three more
         passes over w (at mini-batch 10 a 1000x1000 layer is memory-bound). ``grads["w"]`` and
         ``grads["b"]`` are left stale.
         """
         w = self.params["w"]
-        gemm = _inplace_gemm(w)
+        gemm = inplace_gemm(w)
         if gemm is None:  # GPU, several BLAS threads, or a BLAS that would copy: two steps
             dx = self.backward(delta, need_input_grad)
             sgd_update(self, eta, shrink)

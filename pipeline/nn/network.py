@@ -122,7 +122,8 @@ class Network:
         Each layer's step w <- shrink w - eta dC/dw (ch. 1 eq. 20-21; shrink = 1 - eta c for
         L2 weight decay, ch. 3 eq. 93, 1 without) follows its own backward pass, which has
         already used its old weights for BP2, so the result is backprop-then-step; layers with
-        a ``backward_sgd`` fuse the two.
+        a ``backward_sgd`` fuse the two. The loop repeats ``backprop``'s on purpose: one loop for
+        both would test, for every layer of every mini-batch, whether to step.
         """
         layers = self.layers
         delta = self._feedforward_to_output_error(x, y)

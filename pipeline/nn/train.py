@@ -46,7 +46,7 @@ import numpy
 from pipeline.console import say
 from pipeline.errors import InputError
 from pipeline.nn.backend import to_numpy
-from pipeline.nn.layers import blas_threads_settled, one_blas_thread
+from pipeline.nn.blas import blas_threads_settled, one_blas_thread
 from pipeline.nn.network import Network, one_hot
 from pipeline.nn.network2_rng import Python27Shuffle
 from pipeline.nn.regularization import Regularization
@@ -57,7 +57,7 @@ _TICK_BATCHES = 250  # progress-bar granularity, in mini-batches
 # The most multiply-adds one layer's GEMM of a training step may have for an epoch to train
 # on one BLAS thread whatever the thread limit: below it a second OpenBLAS thread costs more
 # than it gives, and one thread also lets the step update w in place (see
-# pipeline.nn.layers.blas_single_threaded). Measured by ``python -m pipeline.bench`` (2-core
+# pipeline.nn.blas.blas_single_threaded). Measured by ``python -m pipeline.bench`` (2-core
 # Intel Xeon, 2026-12-01): 784-30-10 (235k) and 784-100-10 (784k) at mini-batch 10 took 0.21
 # and 0.35 s an epoch on one thread, 0.24 and 0.45 s on two.
 SMALL_STEP_MACS = 1_000_000
@@ -260,6 +260,24 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
     for every full mini-batch (see :mod:`pipeline.nn.gpu`); ``log`` hears why when it cannot.
     Returns whether a graph was used.
     """
+    train, m = _minibatch_step(net, opt, eta), batch_size
+    if whole_batches:
+        x, y, order = _whole_minibatches(x, y, m, order)
+    if graphs and _replayable(net):
+        from pipeline.nn.gpu import run_epoch_graphed  # imported here: GPU only
+
+        return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log, tick_every=_TICK_BATCHES)
+    with _epoch_blas_threads(net, m):
+        _run_minibatches(train, x, y, m, order, tick)
+    return False
+
+
+def _minibatch_step(net: Network, opt: SGD, eta: float) -> Callable[[Any, Any], None]:
+    """``train(xb, yb)``: one SGD step with learning rate ``eta`` on a mini-batch (xb, yb one-hot).
+
+    Plain SGD and L2 (``opt.fused``) take the step inside backprop, layer by layer
+    (``Network.sgd_step``: w <- shrink w - eta dC/dw); momentum and L1 run ``backprop`` and then
+    ``SGD.step``. Made once an epoch, so that each mini-batch costs one call and no lookups."""
     if opt.fused:
         sgd_step, shrink = net.sgd_step, opt.shrink(eta)
 
@@ -271,22 +289,35 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
         def train(xb, yb):
             backprop(xb, yb)
             step(eta)
+    return train
 
-    m = batch_size
-    if whole_batches and x.shape[0] % m:
-        used = x.shape[0] - x.shape[0] % m
-        if order is None:
-            x, y = x[:used], y[:used]
-        else:
-            order = order[:used]
-    # dropout draws new masks every step, which a replayed graph would not
-    if graphs and net.xp is not numpy and not any(getattr(layer, "dropout", 0) for layer in net.layers):
-        from pipeline.nn.gpu import run_epoch_graphed  # imported here: GPU only
 
-        return run_epoch_graphed(train, x, y, m, order, tick, (net, opt), log, tick_every=_TICK_BATCHES)
-    with one_blas_thread() if too_small_for_two_threads(net, m) else contextlib.nullcontext(), blas_threads_settled():
-        _run_minibatches(train, x, y, m, order, tick)
-    return False
+def _whole_minibatches(x, y, m: int, order):
+    """(x, y, order) with the last n % m examples of the epoch left out: network3.py's n // m
+    whole mini-batches. With an ``order``, its tail is cut (x and y stay whole)."""
+    n = x.shape[0]
+    if n % m == 0:
+        return x, y, order
+    used = n - n % m
+    if order is None:
+        return x[:used], y[:used], None
+    return x, y, order[:used]
+
+
+def _replayable(net: Network) -> bool:
+    """Whether a CUDA graph of the step can stand in for it: on a GPU, and without dropout,
+    which draws new masks every step where a replayed graph would not."""
+    return net.xp is not numpy and not any(getattr(layer, "dropout", 0) for layer in net.layers)
+
+
+@contextlib.contextmanager
+def _epoch_blas_threads(net: Network, batch_size: int):
+    """The BLAS threads of one CPU epoch: one for a net too small for two
+    (``too_small_for_two_threads``), and the thread count asked once for the whole epoch
+    (:func:`pipeline.nn.blas.blas_threads_settled`), not before every step."""
+    one = one_blas_thread() if too_small_for_two_threads(net, batch_size) else contextlib.nullcontext()
+    with one, blas_threads_settled():
+        yield
 
 
 def too_small_for_two_threads(net: Network, batch_size: int) -> bool:
@@ -447,6 +478,51 @@ def check_trainable(training, n: int) -> None:
     _check_decay(reg, t["eta"], reg.coefficient(n, m), n, m)
 
 
+@dataclass
+class _Setup:
+    """What every epoch of one :func:`fit` uses, fixed before the first (see ``_set_up``)."""
+
+    x: Any  # training inputs on the device
+    labels: numpy.ndarray  # their labels, on the host
+    y: Any  # the labels one-hot, on the device: the targets of the step
+    val: tuple | None  # (x, labels) of the validation set
+    test: tuple | None  # (x, labels) of the test set
+    reg: Regularization
+    coef: float  # the training coefficient c of the decay term, lmbda / n or lmbda / (n // m)
+    opt: SGD
+    batch_size: int
+    whole_batches: bool  # network3's epochs of n // m whole mini-batches
+    batches: int  # mini-batches an epoch (the progress bar's length)
+    next_order: Callable[[], numpy.ndarray] | None  # each epoch's order (None: as stored)
+    monitor: Mapping
+
+
+def _set_up(t: dict, net: Network, train_data, validation_data, test_data,
+            log: Callable[[str], None] | None) -> _Setup:
+    """The data on the network's device, checked (``_fit_data``); the regularisation and its
+    coefficient c (``Regularization.coefficient``), an L2 decay checked to shrink
+    (``_check_decay``); the epoch's mini-batches (``_mini_batches``); the optimiser :class:`SGD`
+    and the source of each epoch's order (``epoch_orders``)."""
+    (x, labels), val, test = _fit_data(t, net, train_data, validation_data, test_data)
+    n, m = x.shape[0], t["batch_size"]
+    y = one_hot(labels, net.classes, net.xp, net.dtype)
+    reg = Regularization(**t["regularization"])
+    whole_batches, batches = _mini_batches(reg, n, m, log)
+    coef = reg.coefficient(n, m)
+    _check_decay(reg, t["eta"], coef, n, m)
+    opt = SGD(net, t["momentum"], reg, coef)
+    return _Setup(x=x, labels=labels, y=y, val=val, test=test, reg=reg, coef=coef, opt=opt, batch_size=m,
+                  whole_batches=whole_batches, batches=batches, next_order=epoch_orders(t, n), monitor=t["monitor"])
+
+
+def _plateau(t: dict) -> Plateau:
+    """The run's early stopping and eta schedule, counting evaluations (epochs, unless
+    ``eval_every`` > 1)."""
+    eval_every = t["eval_every"]
+    unit = "epochs" if eval_every == 1 else f"evaluations (one every {eval_every} epochs)"
+    return Plateau(t["eta"], t["early_stopping"]["patience"], t["eta_schedule"], unit)
+
+
 def fit(
     net: Network,
     training,
@@ -470,41 +546,24 @@ def fit(
     :class:`TrainingDiverged` at the end of that epoch.
     """
     t = _training_config(training)
-    (x, labels), val, test = _fit_data(t, net, train_data, validation_data, test_data)
-    n, m = x.shape[0], t["batch_size"]
-    y = one_hot(labels, net.classes, net.xp, net.dtype)
-    reg = Regularization(**t["regularization"])
-    whole_batches, batches = _mini_batches(reg, n, m, log)
-    coef = reg.coefficient(n, m)
-    _check_decay(reg, t["eta"], coef, n, m)
-    opt = SGD(net, t["momentum"], reg, coef)
-    next_order = epoch_orders(t, n)
-    monitor = t["monitor"]
-    epochs, eval_every = t["epochs"], t["eval_every"]
-    unit = "epochs" if eval_every == 1 else f"evaluations (one every {eval_every} epochs)"
-    plateau = Plateau(t["eta"], t["early_stopping"]["patience"], t["eta_schedule"], unit)
+    run = _set_up(t, net, train_data, validation_data, test_data, log)
+    epochs, eval_every, norm_examples = t["epochs"], t["eval_every"], run.monitor["gradient_norms"]
+    plateau = _plateau(t)
     history = History(final_eta=plateau.eta)
     graphs = t["cuda_graphs"] and net.xp is not numpy  # dropped for the run if a step cannot be recorded
-    train_seconds = 0.0
+    train_seconds = 0.0  # since the last record: epochs between evaluations add up
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None
     try:
         for epoch in range(epochs):
-            bar = _progress_bar(progress, batches, epoch)
+            bar = _progress_bar(progress, run.batches, epoch)
             evaluated = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
             # the speed of learning is measured (and recorded) at the start of every epoch,
             # evaluated or not: chapter 5's figure has a point per epoch
-            norms = (start_of_epoch_norms(net, x, labels, monitor["gradient_norms"])
-                     if monitor["gradient_norms"] else None)
-            t0 = time.perf_counter()
-            order = net.xp.asarray(next_order()) if next_order is not None else None
-            # a step too large overflows on its way to NaN: check_finite says so after the
-            # epoch, in words, so numpy's warnings (one per operation) would only come first
-            with numpy.errstate(over="ignore", invalid="ignore"):
-                graphs = run_epoch(net, opt, x, y, m, plateau.eta, order,
-                                   bar.update if bar is not None else None, graphs, log, whole_batches)
-            train_seconds += time.perf_counter() - t0
+            norms = start_of_epoch_norms(net, run.x, run.labels, norm_examples) if norm_examples else None
+            graphs, seconds = _train_epoch(net, run, plateau.eta, bar, graphs, log)
+            train_seconds += seconds
             if bar is not None:
                 bar.close()
                 bar = None
@@ -512,27 +571,13 @@ def fit(
             history.epochs_completed = epoch + 1
             if not evaluated and norms is None:
                 continue  # nothing to record: early stopping counts evaluations
-            record = {"epoch": epoch, "eta": plateau.eta, "seconds": train_seconds}
-            if evaluated:
-                record.update(evaluate(net, (x, labels), val, test, monitor, reg, coef))
-            if norms is not None:
-                record["gradient_norms"] = norms[0]
-                record["eval_seconds"] = record.get("eval_seconds", 0.0) + norms[1]
+            record = _epoch_record(net, run, epoch, plateau.eta, train_seconds, evaluated, norms)
             train_seconds = 0.0
-            history.records.append(record)
-            track_best(history, record, net)
-            if on_epoch is not None:
-                on_epoch(record)
-            if log is not None:
-                log(format_record(record, epochs))
-            if val is None or not evaluated or epoch == epochs - 1:
+            _keep_record(history, record, net, epochs, on_epoch, log)
+            if run.val is None or not evaluated or epoch == epochs - 1:
                 continue  # after the last epoch neither rule has anything left to stop or halve
-            history.stopped_early, message = plateau.update(record["validation_accuracy"])
-            history.final_eta = plateau.eta
-            if history.stopped_early:
+            if _stops(history, plateau, record["validation_accuracy"], log):
                 break
-            if message and log is not None:
-                log(message)
     except KeyboardInterrupt as stopped:
         history.interrupted, history.stopped_by = True, stopped
         if log is not None:
@@ -541,6 +586,59 @@ def fit(
         if bar is not None:
             bar.close()
     return history
+
+
+def _train_epoch(net: Network, run: _Setup, eta: float, bar, graphs: bool,
+                 log: Callable[[str], None] | None) -> tuple[bool, float]:
+    """One epoch of SGD in this epoch's order (``run_epoch``); (whether a CUDA graph may still be
+    used, the seconds it took, drawing the order included)."""
+    t0 = time.perf_counter()
+    order = net.xp.asarray(run.next_order()) if run.next_order is not None else None
+    # a step too large overflows on its way to NaN: check_finite says so after the
+    # epoch, in words, so numpy's warnings (one per operation) would only come first
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        graphs = run_epoch(net, run.opt, run.x, run.y, run.batch_size, eta, order,
+                           bar.update if bar is not None else None, graphs, log, run.whole_batches)
+    return graphs, time.perf_counter() - t0
+
+
+def _epoch_record(net: Network, run: _Setup, epoch: int, eta: float, seconds: float, evaluated: bool,
+                  norms: tuple[list, float] | None) -> dict:
+    """An epoch's record: its eta and training ``seconds``, then, when ``evaluated``, the
+    measurements of :func:`evaluate`, and the start-of-epoch gradient ``norms`` when measured
+    (their seconds counted as evaluation's)."""
+    record = {"epoch": epoch, "eta": eta, "seconds": seconds}
+    if evaluated:
+        record.update(evaluate(net, (run.x, run.labels), run.val, run.test, run.monitor, run.reg, run.coef))
+    if norms is not None:
+        record["gradient_norms"] = norms[0]
+        record["eval_seconds"] = record.get("eval_seconds", 0.0) + norms[1]
+    return record
+
+
+def _keep_record(history: History, record: dict, net: Network, epochs: int,
+                 on_epoch: Callable[[dict], None] | None, log: Callable[[str], None] | None) -> None:
+    """Add ``record`` to the history and its best epochs (``track_best``), then tell
+    ``on_epoch`` and ``log``."""
+    history.records.append(record)
+    track_best(history, record, net)
+    if on_epoch is not None:
+        on_epoch(record)
+    if log is not None:
+        log(format_record(record, epochs))
+
+
+def _stops(history: History, plateau: Plateau, validation_accuracy: float,
+           log: Callable[[str], None] | None) -> bool:
+    """Count one evaluation against early stopping and the eta schedule (:class:`Plateau`);
+    whether training stops here (the history says why). A halved eta is logged."""
+    history.stopped_early, message = plateau.update(validation_accuracy)
+    history.final_eta = plateau.eta
+    if history.stopped_early:
+        return True
+    if message and log is not None:
+        log(message)
+    return False
 
 
 def track_best(history: History, record: dict, net) -> None:

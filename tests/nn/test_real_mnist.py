@@ -5,7 +5,7 @@ from nnhelpers import chapter6_relu_spec
 
 from pipeline.data.mnist import load_dataset
 from pipeline.nn import build_network, fit
-from pipeline.nn.layers import one_blas_thread
+from pipeline.nn.blas import one_blas_thread
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

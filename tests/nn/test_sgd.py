@@ -192,11 +192,11 @@ def test_step_inside_backprop_equals_backprop_then_step(dtype, lmbda, threads):
     ``SGD.step``: conv, fc, softmax, dropout."""
     from threadpoolctl import threadpool_limits
 
-    from pipeline.nn.layers import _inplace_gemm, blas_single_threaded
+    from pipeline.nn.blas import blas_single_threaded, inplace_gemm
 
     with threadpool_limits(threads, user_api="blas"):
         assert blas_single_threaded() == (threads == 1)
-        in_place = _inplace_gemm(numpy.zeros((4, 3), dtype=dtype)) is not None
+        in_place = inplace_gemm(numpy.zeros((4, 3), dtype=dtype)) is not None
         assert in_place == (threads == 1)  # which path the fc layers take
         _check_step_inside_backprop(dtype, lmbda)
 

@@ -486,7 +486,7 @@ def test_small_fully_connected_steps_train_on_one_blas_thread(data):
     a large layer keeps the limit it was given."""
     from threadpoolctl import threadpool_limits
 
-    from pipeline.nn.layers import blas_single_threaded_now
+    from pipeline.nn.blas import blas_single_threaded_now
     from pipeline.nn.train import SGD, SMALL_STEP_MACS, run_epoch, too_small_for_two_threads
 
     spec = make_spec([{"type": "fc", "units": 30}, {"type": "fc", "units": 3}], dtype="float32",
@@ -525,7 +525,7 @@ def test_blas_threads_settled_answers_what_it_found_on_entry():
     entry; outside, and in a nested block, the live one."""
     from threadpoolctl import threadpool_limits
 
-    from pipeline.nn.layers import blas_single_threaded, blas_threads_settled
+    from pipeline.nn.blas import blas_single_threaded, blas_threads_settled
 
     with threadpool_limits(limits=1, user_api="blas"):
         with blas_threads_settled():
