@@ -410,10 +410,11 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
         f"{tolerance['chapter6']} pp); ⚠ marks the others, *in range* those of "
         f"them ({counts['in_range']} here) where the book reports one run and that run lies "
         "inside the range of our seeds: one run of ours could have missed by as much.\n\n"
-        + (f"Rows where the profile trains more seeds than the book had runs: {counts['more_seeds']}; "
-           f"their verdict takes the best of the first seeds, as many as the book's runs; by the "
-           f"best of all their seeds, {counts['more_seeds_all_within']} of them would be within "
-           "(the *book's metric* column gives that figure).\n\n" if counts.get("more_seeds") else "")
+        + (f"Rows where the book took the best of several runs and the profile trains more seeds "
+           f"than that: {counts['more_seeds']}; their verdict takes the best of the first seeds, as "
+           f"many as the book's runs; by the best of all their seeds, {counts['more_seeds_all_within']} "
+           "of them would be within (the *book's metric* column gives that figure).\n\n"
+           if counts.get("more_seeds") else "")
         + (f"> {machine_note}\n\n" if machine_note else "")
         + "*book's metric*: how the book measured its figure (BOOK.md; *our reading* where "
         "BOOK.md names the set but not the rule: the run's `book.metric_reading` says which rule "
@@ -422,14 +423,20 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
         "profile trains, if fewer) where the book took the best of three runs, their mean (and "
         "range) where the book reports one run. *test at best "
         "val.*: the honest number — test accuracy at the epoch of best validation accuracy"
-        + _sparse_note(sparse or {}) + ", mean ± std over seeds. *the book's run, replayed*: where "
+        + _sparse_note(sparse or {}) + ", mean ± std (the sample standard deviation) over seeds; "
+        "the book's rules choose with the test set itself (the epoch of peak test accuracy, the "
+        "best of three runs), which lifts a figure by luck, where validation accuracy chooses "
+        "here. *diff (pp)*: ours by the book's metric minus the book's figure, in percentage "
+        "points. *the book's run, replayed*: where "
         "the book's figure came from one of its seeded scripts, that very run trained again with the script's seed "
         "and random streams (our engine, the book's draws); a difference of +0.00 means it "
         "retraced the book's run; *not run* where the row was changed since (its settings "
         "are then not the book's) or the profile's limits were set. *epochs*: the most any of "
         "our seeds trained; *k of n* where that is fewer than the run's length n (the book's "
         "epochs; ours for a run the book describes without one), cut by the profile or ended "
-        "early by the run's η schedule.\n\n" + replay_line)
+        "early by the run's η schedule. *wall (s)*: the run's wall time, its seeds (and replay) "
+        "trained side by side; both SVM rows show one time, that of the book's SVM and every size "
+        "of the sweep, fitted in one pool.\n\n" + replay_line)
 
 
 def curves_section(ids: list[str], rows: list[dict], histories: dict[str, list[dict]]) -> str:

@@ -55,7 +55,7 @@ def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
         speeds)
     for run_id in cfg["figures"]["overfitting"]:
         plots[f"overfitting_{run_id}.png"] = overfitting_plot(
-            run_id, histories.get(run_id, []), by_id.get(run_id, {}).get("replay_seed"))
+            run_id, histories.get(run_id, []), by_id.get(run_id, {}).get("replay_seed"), book.get(run_id))
     return plots
 
 
@@ -94,7 +94,29 @@ def progression_plot(rows: list[dict], order: list[str]):
     return fig
 
 
-LINE_STYLES = ("-", "--", ":", "-.")  # with the 10 colours: 40 runs before two lines look alike
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def line_style(n: int, colours: int = 10) -> str:
+    """The n-th line's style: it changes with every line, so that neighbours differ in greyscale
+    and to a colour-blind reader too; with the ``colours`` colours, 40 lines before a pair of
+    colour and style comes back."""
+    return LINE_STYLES[(n + n // colours) % len(LINE_STYLES)]
+
+
+def zoom_to_the_ends(ax, values: list[list[float]], margin: float = 1.0) -> float | None:
+    """Start an accuracy axis just below where the lines end (their second halves) rather than
+    at their first epochs, many points lower, which would flatten the differences that matter;
+    the lower bound set, or None where no point is left out."""
+    tails = [v[len(v) // 2:] for v in values if v]
+    if not tails:
+        return None
+    bottom = max(0.0, float(int(min(min(t) for t in tails) - margin)))
+    if bottom <= min(min(v) for v in values if v):
+        return None
+    top = max(max(v) for v in values if v)
+    ax.set_ylim(bottom, min(100.0, top + 0.05 * (top - bottom)))  # the autoscaled top allowed for the low points
+    return bottom
 
 
 def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy"):
@@ -102,14 +124,18 @@ def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "v
     own (each run's smallest seed)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = []
     for n, (run_id, rows) in enumerate(histories.items()):
         first_seed = min((r.get("seed", 1) for r in rows), default=None)
         pts = [(r["epoch"], 100 * r[key]) for r in rows if r.get("seed", 1) == first_seed and key in r]
         if pts:
             ax.plot(*zip(*pts), label=f"{run_id} (seed {int(first_seed)})", linewidth=1,
-                    color=colours[n % len(colours)], linestyle=LINE_STYLES[n // len(colours) % len(LINE_STYLES)])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
+                    color=colours[n % len(colours)], linestyle=line_style(n, len(colours)))
+            drawn.append([v for _, v in pts])
+    bottom = zoom_to_the_ends(ax, drawn)
+    ax.set_xlabel("epoch (each run's own: its training set, once)")
+    ax.set_ylabel(f"{key.replace('_', ' ')} (%)" + (f"; earlier points below {bottom:g}% are off the axis"
+                                                     if bottom is not None else ""))
     ax.set_title(f"chapter {chapter}: {key.replace('_', ' ')} per epoch, each run's smallest seed")
     ax.grid(alpha=0.3)
     if ax.has_data():
@@ -179,43 +205,56 @@ def learning_speed_plot(figure: dict[str, list[dict]], depth: dict[str, list[dic
 
 def _speed_panel(ax, run_id: str, rows: list[dict], book: list[float] | None) -> None:
     first_seed = min((x.get("seed", 1) for x in rows), default=1)
-    for key in hidden_norm_keys(rows):
+    for n, key in enumerate(hidden_norm_keys(rows)):
         pts = [(x["epoch"], x[key]) for x in rows if key in x and x.get("seed", 1) == first_seed]
         if pts:
-            ax.semilogy(*zip(*pts), linewidth=1.2, label=key.replace("grad_norm_layer", "hidden layer "))
+            ax.semilogy(*zip(*pts), linewidth=1.2, linestyle=line_style(n),
+                        label=key.replace("grad_norm_layer", "hidden layer "))
     if book:
         ax.semilogy([0] * len(book), book, "k_", markersize=12, label="book, at the start")
-    ax.set_title(run_id, fontsize=9)
+    ax.set_title(f"{run_id} (seed {int(first_seed)})", fontsize=9)
     ax.set_xlabel("epoch (norms at its start)")
     ax.grid(alpha=0.3, which="both")
     if ax.has_data():
         ax.legend(fontsize=7)
 
 
-def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = None):
+def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = None, run: dict | None = None):
     """Chapter 3's four overfitting panels: training cost, test accuracy, test cost (the book's:
     validation cost for a run that did not monitor the test cost), training accuracy; one line
-    per seed (``replay_seed``'s is the book's run, replayed)."""
-    held_out_cost = (("test_cost", "cost on the test data") if any("test_cost" in r for r in rows)
-                     else ("validation_cost", "cost on the validation data"))
-    panels = [("training_cost", "cost on the training data"),
+    per seed (``replay_seed``'s is the book's run, replayed, dashed). ``run``: the row's
+    config, which names the cost and any regularisation in the titles."""
+    training = (run or {}).get("training", {})
+    reg = training.get("regularization") or {}
+    l2 = reg.get("kind") not in (None, "none") and reg.get("lmbda")
+    named = (run or {}).get("model", {}).get("cost")
+    cost = f"{named.replace('_', '-')} cost" if named else "cost"
+    cost += f" + the {reg['kind'].upper()} term" if l2 else ""
+    held_out_cost = (("test_cost", f"{cost} on the test data") if any("test_cost" in r for r in rows)
+                     else ("validation_cost", f"{cost} on the validation data"))
+    panels = [("training_cost", f"{cost} on the training data"),
               ("test_accuracy", "accuracy on the test data (%)"),
               held_out_cost,
               ("training_accuracy", "accuracy on the training data (%)")]
     seeds = sorted({int(r.get("seed", 1)) for r in rows})
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, (key, label) in zip(axes.ravel(), panels):
+        drawn = []
         for seed in seeds:
             pts = [(r["epoch"], r[key] * (100 if key.endswith("accuracy") else 1))
                    for r in rows if key in r and int(r.get("seed", 1)) == seed]
             if pts:
                 name = "the book's run, replayed" if seed == replay_seed else f"seed {seed}"
-                ax.plot(*zip(*pts), linewidth=1, label=name)
+                ax.plot(*zip(*pts), linewidth=1, label=name, linestyle="--" if seed == replay_seed else "-")
+                drawn.append([v for _, v in pts])
+        if key == "test_accuracy" and (bottom := zoom_to_the_ends(ax, drawn)) is not None:
+            label += f"; the first epochs, below {bottom:g}%, off the axis"
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if ax.has_data() and len(seeds) > 1:
             ax.legend(fontsize=7)
-    fig.suptitle(f"chapter 3: overfitting ({run_id})")
+    what = f"{reg['kind'].upper()} regularisation (λ = {reg['lmbda']:g})" if l2 else "overfitting"
+    fig.suptitle(f"chapter 3: {what} ({run_id})")
     fig.tight_layout()
     return fig

@@ -342,6 +342,30 @@ def test_a_chapters_learning_curves_draw_each_runs_smallest_seed():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ch3-ce-30 (seed 12345678)"]
 
 
+def test_the_l2_runs_panels_name_its_cost_and_term_and_the_replay_is_dashed():
+    rows = [dict(r, seed=seed) for seed in (1, 12345678) for r in _history(epochs=4)]
+    run = {"model": {"cost": "cross_entropy"},
+           "training": {"regularization": {"kind": "l2", "lmbda": 0.1, "scaling": "network2"}}}
+    fig = report_plots.overfitting_plot("ch3-l2-1k", rows, 12345678, run)
+    assert fig._suptitle.get_text() == "chapter 3: L2 regularisation (λ = 0.1) (ch3-l2-1k)"
+    assert fig.axes[0].get_title() == "cross-entropy cost + the L2 term on the training data"
+    assert [line.get_linestyle() for line in fig.axes[0].get_lines()] == ["-", "--"]
+    plain = report_plots.overfitting_plot("ch3-overfit-1k", rows, 12345678, {"model": {"cost": "cross_entropy"},
+                                                                             "training": {}})
+    assert plain._suptitle.get_text() == "chapter 3: overfitting (ch3-overfit-1k)"
+
+
+def test_an_accuracy_axis_starts_below_where_the_lines_end_not_at_their_first_epochs():
+    """A first epoch at chance would stretch the axis over 90 points and flatten the late
+    differences the figure is for; the axis then says what it leaves out."""
+    rows = [{"epoch": e, "validation_accuracy": v} for e, v in enumerate([0.10, 0.90, 0.955, 0.96, 0.962])]
+    ax = report_plots.chapter_curves(5, {"ch5-depth-4": rows}).axes[0]
+    assert ax.get_ylim()[0] == 94.0 and "earlier points below 94% are off the axis" in ax.get_ylabel()
+    steady = [dict(r, validation_accuracy=0.95 + 0.001 * r["epoch"]) for r in rows]
+    ax = report_plots.chapter_curves(5, {"ch5-depth-4": steady}).axes[0]
+    assert ax.get_ylim()[0] < 95.0 and "off the axis" not in ax.get_ylabel()
+
+
 def test_a_chapters_learning_curves_tell_a_dozen_runs_apart():
     """Chapter 3 draws about a dozen runs: more than matplotlib's ten colours."""
     rows = [{"epoch": e, "validation_accuracy": 0.9} for e in range(2)]
@@ -386,7 +410,7 @@ def test_the_header_names_the_runs_whose_best_validation_is_over_every_kth_epoch
     text = rp.header("quick", "stamp", "machine", {"default": 0.5, "chapter6": 0.3}, rp.tally([]), sparse=sparse)
     assert ("test accuracy at the epoch of best validation accuracy (over the epochs a run evaluates: "
             "every k-th only in `ch3-more-data-100` every 500; `ch5-speed-2`, `ch5-speed-3` every 10), "
-            "mean ± std over seeds.") in text
+            "mean ± std (the sample standard deviation) over seeds;") in text
 
 
 def test_the_report_stage_writes_the_baselines_runs_and_ensemble_rows_and_every_plot(params, results, tmp_path,

@@ -147,7 +147,8 @@ def test_a_row_with_more_seeds_than_the_books_runs_is_judged_by_the_books_count(
     assert "| peak test (best of 3 seeds, as the book; of all our 6: 96.60%) | 78.38% |" in line
     assert "| -18.21 ⚠ |" in line
     assert tally([row])["more_seeds"] == 1 and tally([row])["more_seeds_all_within"] == 1
-    assert ("Rows where the profile trains more seeds than the book had runs: 1; their verdict takes "
+    assert ("Rows where the book took the best of several runs and the profile trains more seeds than "
+            "that: 1; their verdict takes "
             "the best of the first seeds, as many as the book's runs; by the best of all their seeds, "
             "1 of them would be within") in header("quick", "stamp", "machine", tol, tally([row]))
     unlucky = with_verdict(run_row(dict(metrics, ours_book_metric=dict(
