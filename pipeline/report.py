@@ -284,6 +284,14 @@ def _epochs(r: dict) -> str:
     return f"{r['epochs']} of {book}"
 
 
+def _what(r: dict) -> str:
+    """The run's network (its title) and what the book changed to get it."""
+    title = r.get("title")
+    if not title:
+        return r["what_changed"]
+    return title if r["what_changed"] == "baseline" else f"{title}: {r['what_changed']}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     """One line per run: the book's figure, ours by its rule and by the honest rule."""
     lines = [
@@ -310,7 +318,7 @@ def markdown_table(rows: list[dict]) -> str:
                 metric += f"; {r['ties']} tied votes, {r['errors_on_ties']} of them wrong"
             metric += ")"
         lines.append(
-            f"| {r['chapter']} | {r['id']} | {r['what_changed']} | {_book(r)} | {metric} | "
+            f"| {r['chapter']} | {r['id']} | {_what(r)} | {_book(r)} | {metric} | "
             f"{_ours(r)} | {_honest(r)} | {_diff(r)} | {_replay(r)} | "
             f"{_epochs(r)} | {_number(r['wall_seconds'], '.0f')} |")
     return "\n".join(lines) + "\n"
@@ -416,7 +424,10 @@ def header(profile: str, stamp: str, machine: str, tolerance: dict, counts: dict
            "of them would be within (the *book's metric* column gives that figure).\n\n"
            if counts.get("more_seeds") else "")
         + (f"> {machine_note}\n\n" if machine_note else "")
-        + "*book's metric*: how the book measured its figure (BOOK.md; *our reading* where "
+        + "*what changed*: the run's network, then what the book changed to get it, told from "
+        "the step before it in the book (the row above may differ in more: each run's config "
+        "in `conf/book/` holds every setting). "
+        "*book's metric*: how the book measured its figure (BOOK.md; *our reading* where "
         "BOOK.md names the set but not the rule: the run's `book.metric_reading` says which rule "
         "we read it by and why). *ours, same metric*: "
         "that rule applied to our seeds: the best of the first three (or of as many as the "

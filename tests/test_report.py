@@ -120,7 +120,7 @@ def test_the_document_counts_rows_and_labels_cut_epochs(params, results):
                         rows, histories, "stamp", "machine")
     assert "on machine. Cut at k epochs.\n\n1 of 3 rows" in about
     noted = rp.document(params, rows, histories, "stamp", "machine", "note: a pinned BLAS")
-    assert "could have missed by as much.\n\n> note: a pinned BLAS\n\n*book's metric*" in noted
+    assert "could have missed by as much.\n\n> note: a pinned BLAS\n\n*what changed*" in noted
     summary = rp.summary(params, rows, histories, "stamp", "machine")
     assert [r["id"] for r in summary["rows"]] == list(params["book"])
     assert summary["initial_speeds"] == {"ch5-speed-2": {"book": [0.07, 0.31], "ours": {1: [0.01, 0.1]}}}
@@ -442,7 +442,9 @@ def test_the_report_stage_writes_the_baselines_runs_and_ensemble_rows_and_every_
     # every run here took 1 s (_metrics), the baselines' metrics record no time
     assert f"training runs and SVM fits 0 min {len(params['book']) + 1} s as timed" in said, said
     assert summary["rows"][0]["ours"] == 0.9435
-    assert "| 1 | B-svm | baseline | 94.35% |" in (results / "report.md").read_text()
+    report = (results / "report.md").read_text()
+    assert "| 1 | B-svm | SVM | 94.35% |" in report  # a baseline: its name, no change to tell
+    assert "| ch1-30 | ch1-30: w |" in report  # a run: its network (title), then what changed
     assert sorted(p.name for p in (results / "plots").iterdir()) == sorted(report_plots.plot_names(params["report"]))
 
 
