@@ -10,7 +10,9 @@ from pathlib import Path as _Path
 CHECKOUT_NEEDED = ("pipeline runs from a clone of its repository, whose conf/ holds every setting, "
                    "and this copy was installed without it (a `pip install .` copies pipeline/ "
                    "only): in the clone, `pip install -e .` (README: Set-up), and run the command there")
-_command = _sys.argv[:1] == ["-m"] or _Path(_sys.argv[0] if _sys.argv else "").parent.name == "scripts"
+_script = _Path(_sys.argv[0] if _sys.argv else "").resolve()
+_command = _sys.argv[:1] == ["-m"] or (_script.parent.name == "scripts"  # one of a clone's scripts/
+                                       and (_script.parent.parent / "pipeline" / "__init__.py").is_file())
 if _command and not (_Path(__file__).resolve().parents[1] / "conf").is_dir():
     print(CHECKOUT_NEEDED, file=_sys.stderr)
     raise SystemExit(2)  # as every setting the user can fix (pipeline.errors.EXIT_STATUS)

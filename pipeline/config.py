@@ -23,6 +23,7 @@ import copy
 import re
 import sys
 import tempfile
+from collections.abc import Hashable
 from pathlib import Path
 
 import yaml
@@ -76,6 +77,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # a list or mapping as a key: the base class says so
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
                                                         key_node.start_mark)
@@ -92,14 +95,17 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
 
 
-def check_book_files(root: str | Path = ".") -> None:
-    """Each ``conf/book/<id>.yaml`` holds one run, under the top key ``<id>``.
+def check_book_files(root: str | Path = ".", only: set[str] | None = None) -> None:
+    """Each ``conf/book/<id>.yaml`` (``only`` those of these ids, where given) holds one run,
+    under the top key ``<id>``, in YAML Hydra can read.
 
     Hydra merges every file into ``book:``, so a copied file whose top key was not renamed
     would silently replace the run it was copied from."""
     from pipeline.errors import InputError
 
     for path in sorted((Path(root) / CONFIG_DIR / "book").glob("*.yaml")):
+        if only is not None and path.stem not in only:
+            continue
         where = f"{CONFIG_DIR}/book/{path.name}"
         if not RUN_ID.fullmatch(path.stem):  # dvc.yaml's train@<id> and the key paths book.<id>.… read it
             raise InputError(f"{where}: a run's id (its file's name) is letters, digits, - and _, "
@@ -284,7 +290,9 @@ def explain_absent(key: str, value: str, params: dict) -> str | None:
     except (SettingError, ValueError, TypeError) as error:
         refused = str(error)
     at = re.sub(r"\[(\d+)\]", r".\1", refused).split(":", 1)[0]  # the spec writes layers[0]
-    if "unknown key" in refused and (at == absent or at.startswith(absent + ".")):
+    # a key the check refuses by name (unknown, or one a run does not set): its words alone
+    by_name = "unknown key" in refused or "not a setting of a run" in refused
+    if by_name and (at == absent or at.startswith(absent + ".")):
         return refused if at == key else f"{key}: {refused}"
     what = "" if absent == key else f"{absent} is "
     then = f" (with it, the run's check says: {refused})" if refused else ""

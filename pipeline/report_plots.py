@@ -226,10 +226,10 @@ def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = No
     config, which names the cost and any regularisation in the titles."""
     training = (run or {}).get("training", {})
     reg = training.get("regularization") or {}
-    l2 = reg.get("kind") not in (None, "none") and reg.get("lmbda")
+    penalised = reg.get("kind") not in (None, "none") and reg.get("lmbda")
     named = (run or {}).get("model", {}).get("cost")
     cost = f"{named.replace('_', '-')} cost" if named else "cost"
-    cost += f" + the {reg['kind'].upper()} term" if l2 else ""
+    cost += f" + the {reg['kind'].upper()} term" if penalised else ""
     held_out_cost = (("test_cost", f"{cost} on the test data") if any("test_cost" in r for r in rows)
                      else ("validation_cost", f"{cost} on the validation data"))
     panels = [("training_cost", f"{cost} on the training data"),
@@ -254,7 +254,7 @@ def overfitting_plot(run_id: str, rows: list[dict], replay_seed: int | None = No
         ax.grid(alpha=0.3)
         if ax.has_data() and len(seeds) > 1:
             ax.legend(fontsize=7)
-    what = f"{reg['kind'].upper()} regularisation (λ = {reg['lmbda']:g})" if l2 else "overfitting"
+    what = f"{reg['kind'].upper()} regularisation (λ = {reg['lmbda']:g})" if penalised else "overfitting"
     fig.suptitle(f"chapter 3: {what} ({run_id})")
     fig.tight_layout()
     return fig

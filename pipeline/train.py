@@ -167,18 +167,26 @@ def _picks_by_pattern(value: str) -> bool:
     return any(c in value for c in "()[]{}*$")
 
 
+def chosen_runs(args: list[str], conf: Path = CONF) -> set[str] | None:
+    """The runs a command line trains: its ``book=`` names, else conf/train.yaml's default;
+    None where it picks them by a pattern."""
+    chosen = [value for key, value in _settings(args) if key == "book"]
+    if any(_picks_by_pattern(v) for v in chosen):
+        return None
+    if chosen:
+        return {name for value in chosen for name in _names(value)}
+    defaults = yaml.safe_load((conf / "train.yaml").read_text(encoding="utf-8")).get("defaults") or []
+    return {d["book"] for d in defaults if isinstance(d, dict) and "book" in d}
+
+
 def another_runs_setting(args: list[str], conf: Path = CONF, default_known: bool = True) -> str | None:
     """A ``book.<id>.`` key of a run the command does not train: the app trains only the
     ``book=`` run (or the default one, ``conf/train.yaml``'s unless ``default_known`` is false:
     another config folder or name), and a profile's cuts make such a key exist, so Hydra would
     take it and the wrong run would train without a word."""
     chosen = [value for key, value in _settings(args) if key == "book"]
-    if any(_picks_by_pattern(v) for v in chosen) or not (chosen or default_known):
+    if (runs := chosen_runs(args, conf)) is None or not (chosen or default_known):
         return None
-    runs = {name for value in chosen for name in _names(value)}
-    if not chosen:
-        defaults = yaml.safe_load((conf / "train.yaml").read_text(encoding="utf-8")).get("defaults") or []
-        runs = {d["book"] for d in defaults if isinstance(d, dict) and "book" in d}
     for key, _ in _settings(args):
         if not key.startswith("book."):
             continue
@@ -502,18 +510,19 @@ def _leave(sweep: bool, status: int) -> None:
         sys.exit(status)
 
 
-def book_files_problem(root: Path = CONF.parent) -> str | None:
-    """A run file of conf/book/ that Hydra could not read, or would read as another run's,
-    said in a line (``pipeline.config.check_book_files``) before Hydra's traceback."""
+def book_files_problem(args: list[str], root: Path = CONF.parent) -> str | None:
+    """The file of a run the command trains, in conf/book/, that Hydra could not read, or
+    would read as another run's, said in a line (``pipeline.config.check_book_files``) before
+    Hydra's traceback. Other files are not the app's to read (a draft stays a draft)."""
     try:
-        check_book_files(root)
+        check_book_files(root, only=chosen_runs(args, root / "conf"))
     except InputError as error:
         return str(error)
     return None
 
 
 if __name__ == "__main__":
-    if (problem := below_the_root("python -m pipeline.train") or book_files_problem()
+    if (problem := below_the_root("python -m pipeline.train") or book_files_problem(sys.argv[1:])
             or override_problem(sys.argv[1:]) or launcher_problem(sys.argv[1:])) is not None:
         print(problem, file=sys.stderr)
         sys.exit(EXIT_STATUS)

@@ -177,6 +177,8 @@ def test_a_copied_run_file_whose_top_key_was_not_renamed_is_named(tmp_path, monk
     ("my-run", "my-run:\n  chapter: 3\n  chapter: 5\n",
      "conf/book/my-run.yaml: not valid YAML: the key 'chapter' is given twice (line 3, column 3)"),
     ("my-run", "- chapter: 3\n", "conf/book/my-run.yaml: expected a mapping `my-run: {...}`, got list"),
+    ("my-run", "my-run:\n  [1, 2]: 3\n",
+     "conf/book/my-run.yaml: not valid YAML: while constructing a mapping: found unhashable key (line 2, column 3)"),
     # book.my.run.… would read as a setting of a run `my`
     ("my.run", "my.run:\n  chapter: 3\n", "conf/book/my.run.yaml: a run's id (its file's name) is letters, "
                                           "digits, - and _, starting with a letter or digit: rename it"),
@@ -187,10 +189,21 @@ def test_a_run_file_hydra_could_not_read_is_named_in_a_line(tmp_path, monkeypatc
 
     root = _checkout(tmp_path, monkeypatch)
     (root / "conf/book" / f"{name}.yaml").write_text(text)
-    assert book_files_problem(root) == said  # the Hydra app's check, before Hydra reads the file
-    assert main(["--out", "p.yaml", "profile=smoke"]) == 2
+    # the Hydra app's check, before Hydra reads the file: of the run it trains only
+    assert book_files_problem([f"book={name}", "profile=smoke"], root) == said
+    assert book_files_problem(["book=ch1-30"], root) is None  # a draft beside it is not read
+    assert main(["--out", "p.yaml", "profile=smoke"]) == 2  # params.yaml holds every run
     assert capsys.readouterr().err == f"pipeline.config: {said}\np.yaml was not written.\n"
-    assert book_files_problem(REPO_ROOT) is None
+    assert book_files_problem([], REPO_ROOT) is None
+
+
+@pytest.mark.parametrize("key", ["training.seed", "training.device"])
+def test_a_key_a_run_does_not_set_is_refused_in_its_own_words_not_offered_with_a_plus(key):
+    from pipeline.config import explain_absent
+    from pipeline.params import load_params
+
+    said = explain_absent(f"book.ch1-30.{key}", "3", load_params(REPO_ROOT / "params.yaml"))
+    assert said.startswith(f"book.ch1-30.{key}: not a setting of a run: ") and "+book" not in said, said
 
 
 def test_a_run_of_ones_own_that_kept_the_books_figure_is_named(tmp_path, monkeypatch, capsys):

@@ -285,6 +285,26 @@ def test_a_key_a_run_does_not_set_and_a_chapter_not_in_the_book_are_refused(edit
         experiment.validate_run("tiny", dict(RUN, **edit))
 
 
+def test_seed_workers_off_linux_train_the_seeds_one_after_another_and_say_so(workdir, monkeypatch):
+    """macOS's Accelerate does not survive a fork, Windows has none: no forked workers there."""
+    import os
+
+    pids = []
+    real = experiment.train_seed
+
+    def spy(*args, **kwargs):
+        pids.append(os.getpid())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_seed", spy)
+    monkeypatch.setattr(experiment, "forked_workers_safe", lambda: False)
+    said = []
+    metrics = experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=said.append,
+                                     compute={"seed_workers": 2})
+    assert pids == [os.getpid()] * 2 and len(metrics["seeds"]) == 2
+    assert "train tiny: seeds one after another (seed workers are forked processes: Linux only)" in said
+
+
 def test_unknown_compute_device_is_rejected_by_name(workdir):
     with pytest.raises(ValueError, match=r"compute\.device: expected one of cpu, gpu, got 'tpu'"):
         experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None,
@@ -463,7 +483,7 @@ def test_a_train_file_of_ones_own_that_is_no_data_set_is_not_to_be_deleted_or_re
         with pytest.raises(error) as info:
             experiment.load_run_data(run, DATA, {})
         said = str(info.value)
-        assert said.startswith(name) and "data.train_file names a data set of the pipeline's" in said, said
+        assert said.startswith(name) and "point data.train_file at a data set of the pipeline's" in said, said
         assert "delete" not in said and "dvc repro" not in said, said
     (workdir / "data/prepared/train.npz").write_bytes(b"damaged")  # the stage's own: made again
     with pytest.raises(InputError, match="delete it, then build it with `dvc repro prepare`"):

@@ -119,8 +119,10 @@ def _number_hint(value) -> str:
     quotes."""
     if not _reads_as_number(value) or not math.isfinite(float(value)):
         return ""
-    if exponent := re.fullmatch(r"\s*([+-]?\d+)[eE]([+-]?\d+)\s*", value):
-        return f" (YAML reads {value.strip()} as a string: write {exponent[1]}.0e{exponent[2]})"
+    if exponent := re.fullmatch(r"\s*([+-]?\d+)[eE]([+-]?)(\d+)\s*", value):
+        # YAML 1.1's float needs the dot and the exponent's sign: 1.0e+5, not 1.0e5
+        return (f" (YAML reads {value.strip()} as a string: write "
+                f"{exponent[1]}.0e{exponent[2] or '+'}{exponent[3]})")
     return " (a number in quotes is a string: write it without them)"
 
 

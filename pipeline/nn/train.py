@@ -111,6 +111,8 @@ class SGD:
     w -> w - eta c sgn(w) - eta dC/dw (eq. 97); with momentum v -> mu v - eta dC/dw,
     w -> w + v (eqs. 107-108), the decay's gradient inside dC/dw."""
 
+    KINDS_WITH_A_STEP = ("none", "l1", "l2")  # the regularisations step and _momentum_step apply
+
     def __init__(self, net: Network, momentum: float = 0.0, regularization: Regularization | None = None,
                  coef: float = 0.0):
         xp = net.xp
@@ -118,9 +120,10 @@ class SGD:
         self.xp = xp
         self.momentum = float(momentum)
         self.kind = reg.kind if reg.active and coef > 0 else "none"
-        if self.kind not in ("none", "l1", "l2"):  # a kind added to regularization.KINDS
+        if self.kind not in self.KINDS_WITH_A_STEP:  # a kind added to regularization.KINDS only
             raise NotImplementedError(f"SGD has no step for regularization {self.kind!r}: add it to "
-                                      "SGD.step and SGD._momentum_step (docs/extending.md)")
+                                      "SGD.step, SGD._momentum_step and SGD.KINDS_WITH_A_STEP "
+                                      "(docs/extending.md)")
         self.coef = float(coef)
         self.decayed = [layer.params[k] for layer in net.layers for k in layer.decayed]
         decayed_ids = {id(p) for p in self.decayed}

@@ -354,6 +354,7 @@ def test_a_number_yaml_left_a_string_is_explained_and_a_word_is_not():
 @pytest.mark.parametrize("value, hint", [
     ("3.0", " (a number in quotes is a string: write it without them)"),
     ("5e-3", " (YAML reads 5e-3 as a string: write 5.0e-3)"),
+    ("5e3", " (YAML reads 5e3 as a string: write 5.0e+3)"),  # 5.0e3 is a string to YAML 1.1 too
     ("inf", ""),  # not YAML's .inf: no hint that would lead to a value refused anyway
     ("nan", ""),
 ])

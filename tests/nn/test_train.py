@@ -663,3 +663,15 @@ def test_an_undefined_validation_accuracy_is_never_the_best():
         track_best(history, {"epoch": epoch, "validation_accuracy": accuracy}, net)
     assert (history.best_epoch, history.best_validation_accuracy) == (1, 0.5)
     assert history.best_weights == {"epoch": 1}
+
+
+def test_a_blas_threadpoolctl_cannot_see_is_not_taken_for_one_thread(monkeypatch):
+    """Apple's Accelerate (numpy's BLAS on macOS 14+) has no threadpoolctl controller: with no
+    library to ask, "every library runs one thread" must not come out true, or the step would
+    take the one-thread in-place GEMM while the BLAS may thread."""
+    from types import SimpleNamespace
+
+    from pipeline.nn import blas
+
+    monkeypatch.setattr(blas, "_blas_controller", lambda: SimpleNamespace(lib_controllers=[]))
+    assert blas.blas_single_threaded_now() is False
