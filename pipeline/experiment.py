@@ -285,8 +285,8 @@ def load_run_data(run_cfg: dict, data_cfg: dict, limits: dict) -> tuple[Dataset,
     made_here = any(train_path.resolve().is_relative_to(folder) for folder in folders)
     # a file of one's own that is not a data set is no reason to delete it or to run a data stage
     fix = None if made_here else (
-        f"data.train_file names a data set of the pipeline's ({data_cfg['prepared_dir']}/train.npz, or a "
-        f"file of {data_cfg['expanded_dir']}/) or one saved as they are (pipeline.data.mnist.save_images)")
+        f"point data.train_file at a data set of the pipeline's ({data_cfg['prepared_dir']}/train.npz, or "
+        f"a file of {data_cfg['expanded_dir']}/), or at one saved as they are (pipeline.data.mnist.save_images)")
     train = load_dataset(train_path, limit=run_cfg["data"].get("train_limit"), dtype=dtype,
                          cap=limits.get("train_examples"), fix=fix)
     validation, test = (load_dataset(split_file(data_cfg["prepared_dir"], split), dtype=dtype,
@@ -479,12 +479,19 @@ def _blas_threads(threads: int | None):
     return threadpool_limits(threads) if threads else contextlib.nullcontext()
 
 
+def forked_workers_safe() -> bool:
+    """Whether seed workers may be forked processes: on Linux only. Windows has no fork, and on
+    macOS a child forked after the parent's first matrix product can crash inside Apple's
+    Accelerate (numpy's BLAS there), whose thread pool does not survive a fork."""
+    import multiprocessing
+
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
 def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
                 threads: int | None = None, replay_seed: int | None = None) -> list[dict]:
     """Train each seed (and, with ``replay_seed``, the book's own run last), one after the
     other or ``workers`` at a time in forked processes, each with ``threads`` BLAS threads."""
-    import multiprocessing
-
     book_id, run_cfg, profile, limits, model_dir, log = args
     jobs = [(seed, False) for seed in seeds] + ([(replay_seed, True)] if replay_seed is not None else [])
     workers = min(workers, len(jobs), os.cpu_count() or 1)
@@ -492,7 +499,11 @@ def train_seeds(seeds: list[int], data: tuple, args: tuple, workers: int,
     # to the whole process group) must not cut short the saving of weights and closing of runs
     # it started, nor break the pool while it shuts down
     with interrupts.stops_raise_once():
-        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        forking = workers > 1 and forked_workers_safe()
+        if workers > 1 and not forking:
+            log(f"train {book_id}: seeds one after another (seed workers are forked processes: "
+                f"Linux only)")
+        if not forking:
             with _blas_threads(threads):
                 return [train_seed(book_id, run_cfg, seed, data, profile, limits, model_dir, log, replay)
                         for seed, replay in jobs]

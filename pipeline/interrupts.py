@@ -186,7 +186,8 @@ def init_worker(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # a sweep's joblib worker starts with SIGINT blocked (pipeline.train): a Ctrl-C that came
     # while it started waits, and, ignored now, is dropped
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if hasattr(signal, "pthread_sigmask"):  # POSIX: not on Windows
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if TIME_LIMIT_SIGNAL is not None:
         signal.signal(TIME_LIMIT_SIGNAL, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: request_stop())

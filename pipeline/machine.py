@@ -90,7 +90,7 @@ def machine_info() -> dict:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "blas": blas_libraries(),
-        "blas_kernels_set_by": kernel_override() or "OpenBLAS",
+        "blas_kernels_set_by": kernel_override() or ("OpenBLAS" if "OpenBLAS" in blas_summary() else None),
     }
 
 

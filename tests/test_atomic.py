@@ -153,3 +153,17 @@ def test_a_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, monk
         check_writable(tmp_path / "locked")
     assert (info.value.errno, info.value.filename) == (errno.EACCES, str(tmp_path / "locked"))
     assert "Nothing half-written" not in disk_error_message(info.value)  # nothing was being written
+
+
+def test_whether_a_process_is_alive_is_never_asked_of_windows_by_os_kill(monkeypatch):
+    """On Windows os.kill(pid, 0) ends the process: every pid counts as alive there, so no
+    run is taken for an orphan and nothing is killed."""
+    from pipeline import atomic
+
+    def kill(pid, sig):
+        raise AssertionError("os.kill called")
+
+    assert atomic.process_alive(os.getpid())
+    monkeypatch.setattr(atomic.os, "kill", kill)
+    monkeypatch.setattr(atomic.os, "name", "nt")
+    assert atomic.process_alive(2**22 + 12345)

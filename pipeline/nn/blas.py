@@ -50,8 +50,10 @@ def blas_single_threaded() -> bool:
 
 
 def blas_single_threaded_now() -> bool:
-    """Whether every BLAS in the process runs one thread now, asked of each library."""
-    return all(lib.get_num_threads() == 1 for lib in _blas_controller().lib_controllers)
+    """Whether every BLAS in the process runs one thread now, asked of each library; not where
+    threadpoolctl sees none (Apple's Accelerate, numpy's BLAS on macOS 14+: unknown threads)."""
+    libraries = _blas_controller().lib_controllers
+    return bool(libraries) and all(lib.get_num_threads() == 1 for lib in libraries)
 
 
 @contextlib.contextmanager
