@@ -253,6 +253,8 @@ def test_a_stages_help_says_what_it_does_and_runs_nothing(module, tmp_path, monk
 
     monkeypatch.chdir(tmp_path)  # no params.yaml here: a stage that ran would fail, exit 2
     monkeypatch.setattr(sys, "argv", [module, "--help"])
+    # run as `python -m` runs it: not already imported (runpy warns of a module it would re-run)
+    monkeypatch.delitem(sys.modules, f"pipeline.stages.{module}", raising=False)
     with pytest.raises(SystemExit) as stopped:
         runpy.run_module(f"pipeline.stages.{module}", run_name="__main__", alter_sys=False)
     assert stopped.value.code == 0
