@@ -79,13 +79,12 @@ class TorchTwin:
             self.params += [w, b]
             self.weights.append(w)
         self.dtype = self.tensors[0][0].dtype
+        # torch's twin of each of TWIN_ACTIVATIONS
+        self.activations = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.nn.functional.relu,
+                            "linear": lambda v: v}
 
     def _activation(self, name, z):
-        F = self.torch.nn.functional
-        twins = {"sigmoid": self.torch.sigmoid, "tanh": self.torch.tanh, "relu": F.relu,
-                 "linear": lambda v: v}
-        assert set(twins) == set(TWIN_ACTIVATIONS)
-        return twins[name](z)
+        return self.activations[name](z)
 
     def output_z(self, x):
         """Forward pass to the output layer's z (a softmax layer's: the logits).

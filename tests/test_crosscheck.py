@@ -115,3 +115,9 @@ def test_both_engines_follow_the_same_reshuffles(cost, scaling, eval_every):
         numpy.testing.assert_allclose(theirs.best_weights[name], w, rtol=1e-7, atol=1e-9, err_msg=name)
 
 
+def test_the_twin_has_a_torch_function_for_every_activation_it_claims():
+    from pipeline.crosscheck import TWIN_ACTIVATIONS
+
+    spec = _spec()
+    twin = TorchTwin(spec, build_network(spec).state_dict(), torch)
+    assert set(twin.activations) == set(TWIN_ACTIVATIONS)

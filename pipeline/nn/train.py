@@ -471,14 +471,23 @@ def _check_decay(reg: Regularization, eta: float, coef: float, n: int, m: int) -
                          f"(or train on more examples) so that eta c < 1")
 
 
+def _step_plan(t: dict, n: int, log: Callable[[str], None] | None
+               ) -> tuple[Regularization, float, bool, int]:
+    """(the regularisation, its coefficient c (``Regularization.coefficient``), whether an epoch
+    trains whole mini-batches only, how many it trains) for ``n`` training examples, refusing
+    what cannot train: mini-batches that make none (``_mini_batches``), an L2 decay that does
+    not shrink (``_check_decay``)."""
+    reg, m = Regularization(**t["regularization"]), t["batch_size"]
+    whole_batches, batches = _mini_batches(reg, n, m, log)
+    coef = reg.coefficient(n, m)
+    _check_decay(reg, t["eta"], coef, n, m)
+    return reg, coef, whole_batches, batches
+
+
 def check_trainable(training, n: int) -> None:
     """Refuse, before anything trains, what :func:`fit` would refuse at its start on ``n``
-    training examples: network3's whole mini-batches that make none, an L2 decay that zeroes or
-    flips the weights (an ``InputError`` naming the ``training.`` key)."""
-    t = _training_config(training)
-    reg, m = Regularization(**t["regularization"]), t["batch_size"]
-    _mini_batches(reg, n, m, None)
-    _check_decay(reg, t["eta"], reg.coefficient(n, m), n, m)
+    training examples (``_step_plan``; an ``InputError`` naming the ``training.`` key)."""
+    _step_plan(_training_config(training), n, None)
 
 
 @dataclass
@@ -502,17 +511,13 @@ class _Setup:
 
 def _set_up(t: dict, net: Network, train_data, validation_data, test_data,
             log: Callable[[str], None] | None) -> _Setup:
-    """The data on the network's device, checked (``_fit_data``); the regularisation and its
-    coefficient c (``Regularization.coefficient``), an L2 decay checked to shrink
-    (``_check_decay``); the epoch's mini-batches (``_mini_batches``); the optimiser :class:`SGD`
-    and the source of each epoch's order (``epoch_orders``)."""
+    """The data on the network's device, checked (``_fit_data``); the regularisation, its
+    coefficient and the epoch's mini-batches (``_step_plan``); the optimiser :class:`SGD` and
+    the source of each epoch's order (``epoch_orders``)."""
     (x, labels), val, test = _fit_data(t, net, train_data, validation_data, test_data)
     n, m = x.shape[0], t["batch_size"]
     y = one_hot(labels, net.classes, net.xp, net.dtype)
-    reg = Regularization(**t["regularization"])
-    whole_batches, batches = _mini_batches(reg, n, m, log)
-    coef = reg.coefficient(n, m)
-    _check_decay(reg, t["eta"], coef, n, m)
+    reg, coef, whole_batches, batches = _step_plan(t, n, log)
     opt = SGD(net, t["momentum"], reg, coef)
     return _Setup(x=x, labels=labels, y=y, val=val, test=test, reg=reg, coef=coef, opt=opt, batch_size=m,
                   whole_batches=whole_batches, batches=batches, next_order=epoch_orders(t, n), monitor=t["monitor"])
