@@ -234,6 +234,31 @@ def launcher_problem(args: list[str], which=shutil.which) -> str | None:
     return None
 
 
+OUTPUT_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def output_dir_problem(args: list[str]) -> str | None:
+    """Why a folder named by ``hydra.run.dir=`` or ``hydra.sweep.dir=`` cannot be made, or None.
+
+    Hydra makes it before the run starts and, when it cannot, shows a traceback; said here in a
+    line instead. Checked up to the first ``${...}`` (the rest is Hydra's to fill in)."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":  # quoted for Hydra
+            value = value[1:-1]
+        if key.lstrip("+~") not in OUTPUT_DIR_KEYS or not value.split("${")[0].strip():
+            continue
+        folder = Path(value.split("${")[0]).expanduser().absolute()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            return (f"{key.lstrip('+~')}={value}: {existing} is a file, not a folder, so the run's "
+                    f"folder cannot be made there; name another folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return (f"{key.lstrip('+~')}={value}: {existing} is not writable by you, so the run's "
+                    f"folder cannot be made there; name a folder you can write in")
+    return None
+
+
 def remove_if_nothing_ran(out: Path, named_by_user: bool) -> None:
     """Take away the output folder Hydra made for a run refused before it started (a bad
     setting, data not built): its config copy and empty log would stand among real runs' folders.
@@ -523,7 +548,8 @@ def book_files_problem(args: list[str], root: Path = CONF.parent) -> str | None:
 
 if __name__ == "__main__":
     if (problem := below_the_root("python -m pipeline.train") or book_files_problem(sys.argv[1:])
-            or override_problem(sys.argv[1:]) or launcher_problem(sys.argv[1:])) is not None:
+            or override_problem(sys.argv[1:]) or launcher_problem(sys.argv[1:])
+            or output_dir_problem(sys.argv[1:])) is not None:
         print(problem, file=sys.stderr)
         sys.exit(EXIT_STATUS)
     main()

@@ -16,7 +16,14 @@ from omegaconf import OmegaConf
 
 from pipeline.data.mnist import save_images
 from pipeline.errors import SettingError
-from pipeline.train import interrupted_message, launcher_problem, override_problem, run_config, without_replay
+from pipeline.train import (
+    interrupted_message,
+    launcher_problem,
+    output_dir_problem,
+    override_problem,
+    run_config,
+    without_replay,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -497,3 +504,31 @@ def test_what_the_app_has_passes_the_check():
     # a run file in a config folder of one's own
     assert override_problem(["--config-dir", "my-runs", "book=my-run"]) is None
     assert override_problem(["-cd=my-runs", "book=my-run"]) is None
+
+
+def test_an_output_folder_that_cannot_be_made_is_said_in_a_line(tmp_path, monkeypatch):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert output_dir_problem([f"hydra.run.dir={a_file}/run"]) == (
+        f"hydra.run.dir={a_file}/run: {a_file} is a file, not a folder, so the run's folder cannot be "
+        f"made there; name another folder")
+    assert "is a file" in output_dir_problem([f"hydra.sweep.dir='{a_file}'"])
+    assert output_dir_problem([f"hydra.run.dir={tmp_path}/new/deeper", "book=ch1-30"]) is None
+    assert output_dir_problem([f"hydra.run.dir={tmp_path}/" + "${now:%H}"]) is None  # Hydra fills it in
+    assert output_dir_problem([f"data.prepared_dir={a_file}/x"]) is None  # not an output folder
+    # a folder one may not write in (root may write anywhere, so os.access is asked as a user's would answer)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    assert output_dir_problem([f"hydra.run.dir={tmp_path}/run"]) == (
+        f"hydra.run.dir={tmp_path}/run: {tmp_path} is not writable by you, so the run's folder cannot be "
+        f"made there; name a folder you can write in")
+
+
+def test_the_app_refuses_an_output_folder_under_a_file_before_hydra_starts(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    done = subprocess.run([sys.executable, "-m", "pipeline.train", "book=ch1-30", f"hydra.run.dir={a_file}/run"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().endswith("is a file, not a folder, so the run's folder cannot be made there; "
+                                        "name another folder")
+    assert "Traceback" not in done.stderr
