@@ -41,7 +41,8 @@ def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
     for chapter in CURVE_CHAPTERS:
         ids = [r["id"] for r in rows if r["chapter"] == chapter and histories.get(r["id"])
                and not r["id"].startswith(more_data) and r["id"] not in own_plot]
-        plots[f"learning_curves_ch{chapter}.png"] = chapter_curves(chapter, {i: histories[i] for i in ids})
+        plots[f"learning_curves_ch{chapter}.png"] = chapter_curves(
+            chapter, {i: histories[i] for i in ids}, epoch_sizes={i: by_id[i].get("train_examples") for i in ids})
     svm = [(p["n"], p["validation_accuracy"]) for p in svm_sweep["points"]]
     svm.append((baselines["svm"]["train_size"], baselines["svm"]["validation_accuracy"]))
     # at the size each run trained on (a profile's limits may cut the configured train_limit)
@@ -119,17 +120,22 @@ def zoom_to_the_ends(ax, values: list[list[float]], margin: float = 1.0) -> floa
     return bottom
 
 
-def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy"):
+def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy",
+                   epoch_sizes: dict[str, int | None] | None = None):
     """Validation accuracy per epoch of the runs of one chapter that have no plot of their
-    own (each run's smallest seed)."""
+    own (each run's smallest seed). Where their epochs differ in size (chapter 6's expanded
+    data: 250,000 images an epoch against 50,000), each label says its run's."""
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn = []
+    sizes = {run_id: n for run_id, n in (epoch_sizes or {}).items() if run_id in histories and n}
+    mixed = len(set(sizes.values())) > 1
     for n, (run_id, rows) in enumerate(histories.items()):
         first_seed = min((r.get("seed", 1) for r in rows), default=None)
         pts = [(r["epoch"], 100 * r[key]) for r in rows if r.get("seed", 1) == first_seed and key in r]
         if pts:
-            ax.plot(*zip(*pts), label=f"{run_id} (seed {int(first_seed)})", linewidth=1,
+            size = f", {sizes[run_id]:,} images an epoch" if mixed and run_id in sizes else ""
+            ax.plot(*zip(*pts), label=f"{run_id} (seed {int(first_seed)}{size})", linewidth=1,
                     color=colours[n % len(colours)], linestyle=line_style(n, len(colours)))
             drawn.append([v for _, v in pts])
     bottom = zoom_to_the_ends(ax, drawn)

@@ -342,6 +342,17 @@ def test_a_chapters_learning_curves_draw_each_runs_smallest_seed():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ch3-ce-30 (seed 12345678)"]
 
 
+def test_chapter_curves_say_each_runs_epoch_size_where_they_differ():
+    """Chapter 6's expanded-data runs' epochs are five times the others': the legend says so."""
+    rows = [{"seed": 1, "epoch": e, "validation_accuracy": 0.99} for e in range(2)]
+    sizes = {"ch6-relu": 50000, "ch6-expanded": 250000}
+    ax = report_plots.chapter_curves(6, {"ch6-relu": rows, "ch6-expanded": rows}, epoch_sizes=sizes).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "ch6-relu (seed 1, 50,000 images an epoch)", "ch6-expanded (seed 1, 250,000 images an epoch)"]
+    same = report_plots.chapter_curves(6, {"ch6-relu": rows}, epoch_sizes={**sizes, "ch6-conv1": 50000}).axes[0]
+    assert [t.get_text() for t in same.get_legend().get_texts()] == ["ch6-relu (seed 1)"]
+
+
 def test_the_l2_runs_panels_name_its_cost_and_term_and_the_replay_is_dashed():
     rows = [dict(r, seed=seed) for seed in (1, 12345678) for r in _history(epochs=4)]
     run = {"model": {"cost": "cross_entropy"},
