@@ -87,7 +87,7 @@ def validate_baselines(baselines: dict) -> None:
 
 
 REPORT_KEYS = ("out_dir", "baselines", "progression", "curves_in_words", "tolerance_pp", "figures")
-FIGURE_KEYS = ("more_data", "depth", "overfitting")
+FIGURE_KEYS = ("more_data", "depth", "overfitting", "every_seed")
 FIX = "fix it in conf/report/default.yaml"
 
 
@@ -102,7 +102,7 @@ def _exactly(node, keys: tuple[str, ...], where: str) -> None:
 
 def validate(cfg: dict, book_ids: list[str], ensemble_id: str) -> None:
     """Check the ``report`` config against the runs it names, before any table is drawn: its
-    keys; the baselines' rows; every id in ``curves_in_words`` and ``figures.overfitting`` a
+    keys; the baselines' rows; every id in ``curves_in_words``, ``figures.overfitting`` and ``figures.every_seed`` a
     run of params.yaml's ``book``, every id in ``progression`` a run, a baseline or the
     ensemble; each ``figures`` prefix the start of some run's id; both tolerances numbers > 0."""
     _exactly(cfg, REPORT_KEYS, "report")
@@ -112,7 +112,7 @@ def validate(cfg: dict, book_ids: list[str], ensemble_id: str) -> None:
     _exactly(cfg["figures"], FIGURE_KEYS, "report.figures")
     figures = cfg["figures"]
     for key, ids in (("progression", cfg["progression"]), ("curves_in_words", cfg["curves_in_words"]),
-                     ("figures.overfitting", figures["overfitting"])):
+                     ("figures.overfitting", figures["overfitting"]), ("figures.every_seed", figures["every_seed"])):
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise InputError(f"report.{key}: expected a list of run ids, got {ids!r}; {FIX}")
     for key in ("more_data", "depth"):
@@ -127,6 +127,7 @@ def validate(cfg: dict, book_ids: list[str], ensemble_id: str) -> None:
     row_ids = [*book_ids, *cfg["baselines"], ensemble_id]
     for key, ids, allowed, kind in (("curves_in_words", cfg["curves_in_words"], book_ids, runs),
                                     ("figures.overfitting", cfg["figures"]["overfitting"], book_ids, runs),
+                                    ("figures.every_seed", cfg["figures"]["every_seed"], book_ids, runs),
                                     ("progression", cfg["progression"], row_ids, rows)):
         unknown = [i for i in ids if i not in allowed]
         if unknown:

@@ -42,7 +42,8 @@ def figures(params: dict, rows: list[dict], histories: dict[str, list[dict]],
         ids = [r["id"] for r in rows if r["chapter"] == chapter and histories.get(r["id"])
                and not r["id"].startswith(more_data) and r["id"] not in own_plot]
         plots[f"learning_curves_ch{chapter}.png"] = chapter_curves(
-            chapter, {i: histories[i] for i in ids}, epoch_sizes={i: by_id[i].get("train_examples") for i in ids})
+            chapter, {i: histories[i] for i in ids}, epoch_sizes={i: by_id[i].get("train_examples") for i in ids},
+            every_seed=cfg["figures"]["every_seed"])
     svm = [(p["n"], p["validation_accuracy"]) for p in svm_sweep["points"]]
     svm.append((baselines["svm"]["train_size"], baselines["svm"]["validation_accuracy"]))
     # at the size each run trained on (a profile's limits may cut the configured train_limit)
@@ -121,28 +122,32 @@ def zoom_to_the_ends(ax, values: list[list[float]], margin: float = 1.0) -> floa
 
 
 def chapter_curves(chapter: int, histories: dict[str, list[dict]], key: str = "validation_accuracy",
-                   epoch_sizes: dict[str, int | None] | None = None):
+                   epoch_sizes: dict[str, int | None] | None = None, every_seed: list[str] = ()):
     """Validation accuracy per epoch of the runs of one chapter that have no plot of their
-    own (each run's smallest seed). Where their epochs differ in size (chapter 6's expanded
-    data: 250,000 images an epoch against 50,000), each label says its run's."""
+    own: each run's smallest seed, or every seed of a run in ``every_seed`` (``ch1-100``, where
+    seeds part ways). Where their epochs differ in size (chapter 6's expanded data: 250,000
+    images an epoch against 50,000), each label says its run's."""
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn = []
     sizes = {run_id: n for run_id, n in (epoch_sizes or {}).items() if run_id in histories and n}
     mixed = len(set(sizes.values())) > 1
-    for n, (run_id, rows) in enumerate(histories.items()):
-        first_seed = min((r.get("seed", 1) for r in rows), default=None)
-        pts = [(r["epoch"], 100 * r[key]) for r in rows if r.get("seed", 1) == first_seed and key in r]
+    lines = [(run_id, seed, rows) for run_id, rows in histories.items()
+             for seed in sorted({r.get("seed", 1) for r in rows})[:None if run_id in every_seed else 1]]
+    for n, (run_id, seed, rows) in enumerate(lines):
+        pts = [(r["epoch"], 100 * r[key]) for r in rows if r.get("seed", 1) == seed and key in r]
         if pts:
             size = f", {sizes[run_id]:,} images an epoch" if mixed and run_id in sizes else ""
-            ax.plot(*zip(*pts), label=f"{run_id} (seed {int(first_seed)}{size})", linewidth=1,
+            ax.plot(*zip(*pts), label=f"{run_id} (seed {int(seed)}{size})", linewidth=1,
                     color=colours[n % len(colours)], linestyle=line_style(n, len(colours)))
             drawn.append([v for _, v in pts])
     bottom = zoom_to_the_ends(ax, drawn)
     ax.set_xlabel("epoch (each run's own: its training set, once)")
     ax.set_ylabel(f"{key.replace('_', ' ')} (%)" + (f"; earlier points below {bottom:g}% are off the axis"
                                                      if bottom is not None else ""))
-    ax.set_title(f"chapter {chapter}: {key.replace('_', ' ')} per epoch, each run's smallest seed")
+    every = [i for i in histories if i in every_seed]
+    ax.set_title(f"chapter {chapter}: {key.replace('_', ' ')} per epoch, each run's smallest seed"
+                 + (f" ({', '.join(every)}: every seed)" if every else ""))
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize=7, ncol=2)

@@ -75,7 +75,7 @@ def params():
     report = {"out_dir": "results", "baselines": {},
               "progression": ["ch1-30", "ch6-relu"], "curves_in_words": ["ch1-30"],
               "figures": {"more_data": "ch3-more-data", "depth": "ch5-depth",
-                          "overfitting": ["ch3-overfit-1k"]},
+                          "overfitting": ["ch3-overfit-1k"], "every_seed": []},
               "tolerance_pp": TOLERANCE}
     return {"profile": {"name": "quick"}, "book": book, "report": report,
             "data": {"n_train": 50000}, "ensemble": {"id": "ch6-ensemble"}}
@@ -340,6 +340,17 @@ def test_a_chapters_learning_curves_draw_each_runs_smallest_seed():
     rows = [{"seed": 12345678.0, "epoch": 0.0, "validation_accuracy": 0.9}]
     ax = report_plots.chapter_curves(3, {"ch3-ce-30": rows}).axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ch3-ce-30 (seed 12345678)"]
+
+
+def test_a_run_named_in_every_seed_draws_each_of_its_seeds():
+    """ch1-100's seeds part ways (some stall near 78%): the curves show the lottery."""
+    rows = [{"seed": seed, "epoch": e, "validation_accuracy": v} for seed, v in ((2, 0.78), (1, 0.96), (3, 0.85))
+            for e in range(2)]
+    ax = report_plots.chapter_curves(1, {"ch1-30": rows, "ch1-100": rows}, every_seed=["ch1-100"]).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "ch1-30 (seed 1)", "ch1-100 (seed 1)", "ch1-100 (seed 2)", "ch1-100 (seed 3)"]
+    assert [list(line.get_ydata()) for line in ax.get_lines()][1:] == [[96.0, 96.0], [78.0, 78.0], [85.0, 85.0]]
+    assert ax.get_title().endswith("each run's smallest seed (ch1-100: every seed)")
 
 
 def test_chapter_curves_say_each_runs_epoch_size_where_they_differ():
