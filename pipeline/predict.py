@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -141,9 +142,12 @@ def recorded_final_test(voter: Voter) -> float | None:
 
 
 def _profile_section(profile: str | None) -> dict | None:
-    """conf/profile/<profile>.yaml's ``profile`` mapping, or None where this checkout has no such file."""
+    """conf/profile/<profile>.yaml's ``profile`` mapping, or None where this checkout has no such file.
+    ``profile`` comes from a model.json, anyone's: only a plain name, not a path to another file."""
+    if not isinstance(profile, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", profile):
+        return None
     path = params.CONF / "profile" / f"{profile}.yaml"
-    if not profile or not path.is_file():
+    if not path.is_file():
         return None
     from omegaconf import OmegaConf
 

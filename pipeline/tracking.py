@@ -864,11 +864,41 @@ def download_stored_model(model_id: str, dst: str | os.PathLike) -> Path:
     return Path(download_artifacts(f"models:/{model_id}", dst_path=os.fspath(dst), tracking_uri=tracking_uri()))
 
 
+CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"  # MLflow's loader of a model from code
+
+
+def check_model_code(model_folder: str | os.PathLike) -> None:
+    """Refuse a downloaded MLflow model unless loading it runs this checkout's own
+    ``mlflow_model.py`` and nothing else: MLflow executes the code file stored in the model (any
+    one who can write the store can change it), imports its ``loader_module`` and puts its
+    ``code`` folders first on ``sys.path``."""
+    from mlflow.models import Model
+
+    model_folder = Path(model_folder)
+    try:
+        flavor = Model.load(os.fspath(model_folder)).flavors["python_function"]
+    except (KeyError, TypeError, OSError, MlflowException) as error:
+        raise InputError(f"{model_folder}: not a model this pipeline logged ({error})") from None
+    code = flavor.get("model_code_path")
+    stored = model_folder / os.path.basename(str(code)) if code else None
+    why = ("it loads through " + repr(flavor.get("loader_module")) if flavor.get("loader_module") != CODE_MODEL_LOADER
+           else "it puts code folders of its own on sys.path" if flavor.get("code")
+           else "it names no code file" if stored is None or not stored.is_file()
+           else f"its code {stored.name} differs from this checkout's {MODEL_CODE.name}"
+           if stored.read_bytes() != MODEL_CODE.read_bytes() else None)
+    if why:
+        raise InputError(f"{model_folder}: not loaded, as loading it would run code other than this checkout's "
+                         f"{MODEL_CODE.name}: {why} (a model logged at another commit loads where that "
+                         f"commit is checked out, its tag mlflow.source.git.commit, if you trust its code)")
+
+
 def load_as_pyfunc(model_folder: str | os.PathLike):
     """A downloaded MLflow model loaded through MLflow's generic interface, as a user of
-    MLflow loads it: ``predict(images)`` and the input schema in ``metadata``."""
+    MLflow loads it: ``predict(images)`` and the input schema in ``metadata``. Only a model
+    whose code is this checkout's (``check_model_code``): loading runs it."""
     from mlflow.pyfunc import load_model
 
+    check_model_code(model_folder)
     return load_model(os.fspath(model_folder))
 
 
@@ -882,6 +912,11 @@ def _network_folders(model_folder: Path) -> list[Path]:
         folders = [model_folder / artifacts[name]["path"] for name in network_names(artifacts)]
     except (KeyError, TypeError, OSError, MlflowException) as error:
         raise LookupError(f"{model_folder}: not a model this pipeline logged ({error})") from None
+    inside = model_folder.resolve()
+    for folder in folders:  # the MLmodel file is the store's: its paths may name any folder here
+        if not folder.resolve().is_relative_to(inside):
+            raise LookupError(f"{model_folder}: its MLmodel file names the network folder {folder}, outside "
+                              "the downloaded model: not a model this pipeline logged")
     if not folders:
         raise LookupError(f"{model_folder}: the model names no network among its artifacts {sorted(artifacts)}")
     return folders
@@ -897,6 +932,7 @@ __all__ = [
     "LoggedModel",
     "download_model",
     "download_stored_model",
+    "check_model_code",
     "load_as_pyfunc",
     "StoredModel",
     "stored_models",

@@ -491,3 +491,16 @@ def test_a_net_whose_weights_do_not_give_its_record_exits_1(tmp_path, capsys):
         out, err = capsys.readouterr()
         assert ("DIFFERENT" in out) == bool(status)
         assert ("differs from its run's record" in err) == bool(status)
+
+
+@pytest.mark.parametrize("profile", ["../../../elsewhere/x", "/tmp/x", ["smoke"]])
+def test_a_models_profile_names_a_profile_of_conf_not_another_file(profile, tmp_path):
+    """metadata.profile comes from a model.json anyone may have made: not a path to read."""
+    (tmp_path / "x.yaml").write_text("profile:\n  about: a file outside conf/profile\n  limits: {train_examples: 5}\n")
+    if isinstance(profile, str) and profile.startswith("/"):
+        profile = str(tmp_path / "x")
+    elif isinstance(profile, str):
+        profile = "../" * 30 + str(tmp_path / "x").lstrip("/")
+    assert predict.cut_profile_about(profile) is None
+    assert predict.evaluated_examples({"profile": profile}) is False  # not known here
+    assert predict.cut_profile_about("smoke") is not None  # the checkout's own still is

