@@ -6,11 +6,13 @@ from collections.abc import Sequence
 
 import numpy
 
+from pipeline.nn.backend import to_numpy
+
 
 def _label_arrays(predictions: Sequence) -> numpy.ndarray:
     """The (voters, n) array of ``predictions``, checked before stacking: numpy.stack's own
     errors ("need at least one array", "same shape") would not say what was expected."""
-    arrays = [numpy.asarray(p) for p in predictions]
+    arrays = [to_numpy(p) for p in predictions]  # label arrays on a GPU are copied over
     if not arrays:
         raise ValueError("predictions: expected a non-empty list of equally long 1-d label arrays, got none")
     shapes = sorted({a.shape for a in arrays})
@@ -70,7 +72,7 @@ def score_vote(votes: Sequence, labels, n_classes: int) -> dict:
 
     ``votes`` holds one (n,) predicted-label array per network, as ``net.predict`` returns;
     ``labels`` must be (n,) too: an (n, 1) column would broadcast into n * n comparisons."""
-    labels = numpy.asarray(labels)
+    labels = to_numpy(labels)
     counts = vote_counts(votes, n_classes)
     predicted, ties = counts.argmax(axis=1), tied(counts)
     if labels.shape != predicted.shape:
@@ -84,4 +86,4 @@ def score_vote(votes: Sequence, labels, n_classes: int) -> dict:
             "errors": int(numpy.sum(predicted != labels)),
             "ties": int(numpy.sum(ties)),
             "errors_on_ties": int(numpy.sum(ties & (predicted != labels))),
-            "member_accuracies": [accuracy(numpy.asarray(v)) for v in votes]}
+            "member_accuracies": [accuracy(to_numpy(v)) for v in votes]}

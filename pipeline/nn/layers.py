@@ -104,11 +104,14 @@ def matmul_into(xp, a, b, out):
 
 
 def dropout_mask(rng, shape, p: float, mode: str, xp=numpy, dtype=numpy.float32):
-    """A Bernoulli(keep = 1 - p) mask of ``shape``, divided by 1 - p for inverted dropout."""
+    """A Bernoulli(keep = 1 - p) mask of ``shape``, divided by 1 - p for inverted dropout.
+
+    The scale is a numpy scalar, which a GPU kernel takes as an argument: ``xp.asarray`` of it
+    would be an allocation and a host-to-device copy every mini-batch."""
     keep = 1.0 - p
     mask = rng.random(shape, dtype=dtype) < keep
     if mode == "inverted":
-        return mask * xp.asarray(1.0 / keep, dtype=dtype)
+        return xp.multiply(mask, numpy.dtype(dtype).type(1.0 / keep), dtype=dtype)
     return mask.astype(dtype)
 
 
@@ -122,7 +125,7 @@ def dropped_input(layer, x, train: bool):
         layer._mask = dropout_mask(layer.rng, x.shape, layer.dropout, layer.dropout_mode, layer.xp, layer.dtype)
         return x * layer._mask
     if layer.dropout_mode == "classic":
-        return x * layer.xp.asarray(1.0 - layer.dropout, dtype=layer.dtype)
+        return x * layer.dtype.type(1.0 - layer.dropout)  # a scalar: no copy to the device
     return x
 
 
