@@ -69,7 +69,8 @@ def _fake_cupy():
 def gpu(monkeypatch):
     for name, module in _fake_cupy().items():
         monkeypatch.setitem(sys.modules, name, module)
-    sys.modules.pop("pipeline.nn.gpu", None)
+    # a module imported before against the real CuPy is put back afterwards (monkeypatch's undo)
+    monkeypatch.delitem(sys.modules, "pipeline.nn.gpu", raising=False)
     yield importlib.import_module("pipeline.nn.gpu")
     sys.modules.pop("pipeline.nn.gpu", None)  # the next import sees the real CuPy (or none)
 
