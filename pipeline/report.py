@@ -227,8 +227,17 @@ def with_verdict(row: dict, tolerance: dict) -> dict:
     return row
 
 
+def fixed(number: float, digits: int = 2, sign: bool = False) -> str:
+    """``number`` as text to ``digits`` decimals, an exact half away from zero
+    (``results.to_places``), with a sign if asked; never -0.00."""
+    text = str(results.to_places(number, digits))
+    if text.startswith("-") and not text.strip("-0."):  # -0.00: no sign for a zero
+        text = text[1:]
+    return f"+{text}" if sign and not text.startswith("-") else text
+
+
 def _pct(value, digits=2) -> str:
-    return "—" if value is None else f"{100 * value:.{digits}f}%"
+    return "—" if value is None else f"{fixed(100 * value, digits)}%"
 
 
 def _honest(r: dict) -> str:
@@ -236,7 +245,7 @@ def _honest(r: dict) -> str:
         return "—"
     text = _pct(r["honest_mean"])
     if r["honest_std"] is not None:
-        text += f" ± {100 * r['honest_std']:.2f}"
+        text += f" ± {fixed(100 * r['honest_std'])}"
     return text + f" (n={r.get('honest_n') or r['n_seeds']})"
 
 
@@ -250,13 +259,13 @@ def _ours(r: dict) -> str:
     values = _seed_values(r)
     if r["ours"] is None or len(values) < 2:
         return _pct(r["ours"])
-    return f"{_pct(r['ours'])} ({100 * min(values):.2f}–{100 * max(values):.2f})"
+    return f"{_pct(r['ours'])} ({fixed(100 * min(values))}–{fixed(100 * max(values))})"
 
 
 def _diff(r: dict) -> str:
     if r["difference_pp"] is None:
         return "—"
-    text = f"{r['difference_pp']:+.2f}" + ("" if r["within"] else " ⚠")
+    text = fixed(r["difference_pp"], sign=True) + ("" if r["within"] else " ⚠")
     if not r["within"] and r.get("book_in_seed_range"):
         text += " in range"
     return text
@@ -270,7 +279,7 @@ def _replay(r: dict) -> str:
     if r.get("replay") is None:
         return REPLAY_NOT_RUN.get(r.get("replay_not_run"), "—")
     diff = r.get("replay_difference_pp")
-    return _pct(r["replay"]) + ("" if diff is None else f" ({diff:+.2f})")
+    return _pct(r["replay"]) + ("" if diff is None else f" ({fixed(diff, sign=True)})")
 
 
 def _number(value, fmt: str) -> str:

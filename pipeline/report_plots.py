@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from pipeline.report import book_speeds, hidden_norm_keys
+from pipeline.report import book_speeds, fixed, hidden_norm_keys
 from pipeline.results import METRIC_SETS
 
 CURVE_CHAPTERS = (1, 3, 5, 6)  # one learning-curves plot each
@@ -80,7 +80,7 @@ def progression_plot(rows: list[dict], order: list[str]):
         for x, v in zip(xs, values):
             if v is not None and v < bottom:
                 ax.plot(x, bottom, "v", color=colour, clip_on=False)
-                ax.annotate(f"{v:.2f}", (x, bottom), xytext=(0, rise), textcoords="offset points",
+                ax.annotate(fixed(v), (x, bottom), xytext=(0, rise), textcoords="offset points",
                             ha="center", fontsize=7, color=colour)
     # the book's own metric, as the table: test accuracy but where the book read validation
     on_validation = lambda r: r["book"].get("metric") == "validation" or METRIC_SETS.get(  # noqa: E731

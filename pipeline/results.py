@@ -18,6 +18,7 @@ the honest number: test accuracy at the best-validation epoch, mean and spread o
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Sequence
 
 # each metric, and the set whose accuracy it reports
@@ -98,12 +99,22 @@ def difference(value: float | None, book_value: float | None) -> float | None:
     return None if value is None or book_value is None else round(value - book_value, 10)
 
 
+def to_places(number: float, digits: int = 2) -> Decimal:
+    """``number`` to ``digits`` decimals, an exact half away from zero (96.725 -> 96.73,
+    -0.125 -> -0.13). Accuracies are counts over 10,000, and their means over seeds and their
+    differences often end in a half: rounding the binary float (96.72499999...) would send such
+    halves up or down by accident."""
+    exact = Decimal(f"{number:.9f}")  # the float's noise cleared first
+    return exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+
+
 def difference_pp(value: float | None, book_value: float | None) -> float | None:
     """The difference in percentage points, to 0.01 pp (99.30 - 99.60 is -0.30, not
-    -0.3000001): what the report prints and the tolerance is checked on."""
+    -0.3000001; an exact half away from zero, ``to_places``): what the report prints and the
+    tolerance is checked on."""
     if value is None or book_value is None:
         return None
-    return round(100 * (value - book_value), 2)  # unrounded first: as every report before 04e7b98
+    return float(to_places(100 * (value - book_value)))
 
 
 def tolerance_pp(chapter: int, tolerance: dict) -> float:

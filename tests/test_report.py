@@ -395,6 +395,19 @@ def test_a_chapters_learning_curves_tell_a_dozen_runs_apart():
     assert len({(line.get_color(), line.get_linestyle()) for line in lines}) == 14
 
 
+def test_a_mean_that_ends_in_a_half_is_rounded_one_way_in_every_cell():
+    """Means of two seeds' counts end in a half (96.725); the binary float rounded some halves
+    down and some up (quick-38's table: 95.205 -> 95.21 but 96.725 -> 96.72)."""
+    assert [rp.fixed(x) for x in (95.205, 96.725, 96.065, 99.205, 96.535)] == [
+        "95.21", "96.73", "96.07", "99.21", "96.54"]
+    assert [rp.fixed(x, sign=True) for x in (96.065 - 96.57, -0.125, 0.155, 0.0, -1e-12)] == [
+        "-0.51", "-0.13", "+0.16", "+0.00", "+0.00"]
+    metrics = dict(_metrics("ch3-ce-100", 3, 0.9682, 0.96725, 60, 60),
+                   honest_test_at_best_validation={"mean": 0.96725, "std": 0.00025, "n": 2})
+    line = rp.markdown_table([rp.with_verdict(rp.run_row(metrics), TOLERANCE)]).splitlines()[-1]
+    assert "| 96.73% | 96.73% ± 0.03 (n=2) | -0.10 |" in line
+
+
 def test_the_honest_column_gives_the_mean_and_the_std_over_the_seeds():
     metrics = dict(_metrics("ch1-30", 1, 0.9542, 0.9560, 30, 30),
                    honest_test_at_best_validation={"mean": 0.9530, "std": 0.0012, "n": 3})

@@ -270,9 +270,11 @@ def test_the_difference_from_the_book_in_pp_is_rounded_and_none_without_a_figure
     assert difference(0.98, 0.9) == pytest.approx(0.08)
     assert difference(0.4, 0.9983) == -0.5983  # no float noise in metrics.json (exactly, not approx)
     # ch3-ce-30: the mean of its seeds' 95.06% and 95.35% is 0.9520500000000001 in floats, -0.285 pp
-    # from the book, printed -0.28 by every report up to quick-25 (quick-26, at 04e7b98's rounding
-    # of the difference first, printed -0.29)
-    assert difference_pp((0.9506 + 0.9535) / 2, 0.9549) == -0.28
+    # from the book: an exact half, away from zero, as every half (reports up to quick-38 rounded
+    # the binary float: -0.28 here, but ch3-ce-100's -0.095 to -0.10)
+    assert difference_pp((0.9506 + 0.9535) / 2, 0.9549) == -0.29
+    assert difference_pp((0.9664 + 0.9681) / 2, 0.9682) == -0.10
+    assert difference_pp(0.96935, 0.9690) == 0.04 and difference_pp(0.96065, 0.9657) == -0.51
     assert difference_pp(None, 0.99) is None and difference_pp(0.99, None) is None
     assert difference(None, None) is None
 
