@@ -453,6 +453,11 @@ def _seed_worker(job: tuple[int, bool]) -> dict:
     """One seed (or the replay) in a forked worker (see ``interrupts.init_worker`` for how it is stopped)."""
     seed, replay = job
     book_id, run_cfg, profile, limits, model_dir, log = _SHARED["args"]
+    with interrupts.worker_job():
+        return _seed_job(seed, replay, book_id, run_cfg, profile, limits, model_dir, log)
+
+
+def _seed_job(seed, replay, book_id, run_cfg, profile, limits, model_dir, log) -> dict:
     try:
         if interrupts.stop_requested():
             raise KeyboardInterrupt(f"seed {seed} not started: the run was stopped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -169,6 +170,14 @@ def raise_held(came: list[int]) -> None:
 
 
 _stop_requested = False  # in a seed worker: a SIGTERM came, start no further seed
+_stop_requested_at = 0.0  # when (time.monotonic()) the last stop was requested
+# A seed worker (``worker_job``) that was asked to stop and has been idle this long leaves on
+# its own. Python 3.12+ no longer sends a broken pool's workers the sentinel that ends their
+# wait for work (a worker killed from outside breaks it): it sends SIGTERM and joins them, and
+# a stopped worker ignores SIGTERM, so without this the pool's shutdown waited for ever.
+IDLE_EXIT_SECONDS = 5.0
+_job_running = False
+_idle_since: float | None = None  # None: this process runs no ``worker_job``s
 
 
 def init_worker(parent_pid: int) -> None:
@@ -216,8 +225,29 @@ def clear_stop() -> None:
 
 def request_stop() -> None:
     """Note that this worker must start no further seed."""
-    global _stop_requested
+    global _stop_requested, _stop_requested_at
     _stop_requested = True
+    _stop_requested_at = time.monotonic()
+
+
+@contextlib.contextmanager
+def worker_job() -> Iterator[None]:
+    """Mark the block as one job of a pool's worker (a seed): a worker asked to stop leaves on
+    its own once it has been idle ``IDLE_EXIT_SECONDS`` (``_watch_parent``)."""
+    global _job_running, _idle_since
+    _job_running = True
+    try:
+        yield
+    finally:
+        _job_running = False
+        _idle_since = time.monotonic()
+
+
+def _stopped_and_idle() -> bool:
+    """A worker that runs ``worker_job``s, was asked to stop, and has run none for a while."""
+    if not _stop_requested or _job_running or _idle_since is None:
+        return False
+    return time.monotonic() - max(_idle_since, _stop_requested_at) >= IDLE_EXIT_SECONDS
 
 
 def stop_requested() -> bool:
@@ -232,8 +262,12 @@ def parent_gone(parent_pid: int) -> bool:
 def _watch_parent(parent_pid: int) -> None:
     """Once the parent is gone: SIGTERM this process, so a training seed stops as after
     Ctrl-C (its worker then exits, see ``experiment``); exit anyway after a grace period, for
-    a worker that was waiting for work."""
+    a worker that was waiting for work. A worker asked to stop leaves once idle (``worker_job``)."""
     while not parent_gone(parent_pid):
+        if _stopped_and_idle():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         time.sleep(PARENT_POLL_SECONDS)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(ORPHAN_GRACE_SECONDS)
@@ -277,5 +311,5 @@ def stop_workers(pids: list[int]) -> None:
 __all__ = ["LEAVING_GRACE_SECONDS", "ORPHAN_GRACE_SECONDS", "PARENT_POLL_SECONDS", "TERMINATING",
            "TIME_LIMIT_SIGNAL", "Terminated", "clear_stop", "exit_status", "ignore_while_leaving",
            "init_worker", "init_worker_once", "parent_gone", "parent_of", "raise_held", "request_stop", "signals_held",
-           "stop_requested", "stop_when_parent_dies", "stop_workers", "stops_raise_once"]
+           "stop_requested", "stop_when_parent_dies", "stop_workers", "stops_raise_once", "worker_job"]
 

@@ -318,3 +318,30 @@ def test_stop_workers_signals_only_processes_that_are_still_its_children():
         child.kill()
         with contextlib.suppress(ProcessLookupError):
             os.kill(stranger, signal.SIGKILL)
+
+
+def _a_job_that_is_stopped() -> int:
+    with interrupts.worker_job():
+        interrupts.request_stop()  # as a SIGTERM while the seed trained leaves it
+    return os.getpid()
+
+
+def test_a_stopped_worker_leaves_on_its_own_once_idle(monkeypatch):
+    """Python 3.12+ ends a broken pool's workers (one killed from outside) with SIGTERM alone,
+    sending no sentinel; a stopped worker ignores SIGTERM, so it must leave on its own once
+    idle, or the pool's shutdown waits for ever (the test above, on Python 3.12 and 3.13)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    monkeypatch.setattr(interrupts, "IDLE_EXIT_SECONDS", 0.2)  # read in the forked worker
+    monkeypatch.setattr(interrupts, "PARENT_POLL_SECONDS", 0.1)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                             initializer=interrupts.init_worker, initargs=(os.getpid(),)) as pool:
+        worker = psutil.Process(pool.submit(_a_job_that_is_stopped).result(timeout=60))
+
+        def gone() -> bool:
+            try:
+                return worker.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+        _wait_for(gone, 20, "the stopped worker to leave")
