@@ -158,6 +158,16 @@ def test_a_sweep_stopped_by_sigterm_stops_every_job_cleanly(tmp_path, launcher):
                 p.kill()
 
 
+def _cmdline(process) -> list[str]:
+    """A child's command line, or none where it ended between being listed and being read."""
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.NoSuchProcess:
+        return []
+
+
 def test_a_ctrl_c_as_a_joblib_sweeps_workers_start_ends_it_in_a_few_lines(tmp_path):
     """A terminal's Ctrl-C reaches every process of the group; a worker still starting up died
     unpacking its job, and the sweep ended with joblib's traceback and exit 1."""
@@ -180,7 +190,7 @@ def test_a_ctrl_c_as_a_joblib_sweeps_workers_start_ends_it_in_a_few_lines(tmp_pa
     try:
         deadline = time.monotonic() + 120
         while len(workers := [p for p in psutil.Process(process.pid).children(recursive=True)
-                              if "popen_loky_posix" in " ".join(p.cmdline())]) < 2:
+                              if "popen_loky_posix" in " ".join(_cmdline(p))]) < 2:
             assert time.monotonic() < deadline and process.poll() is None, log.read_text()
             time.sleep(0.02)
         os.killpg(process.pid, signal.SIGINT)  # the workers are starting: importing, unpacking their jobs
