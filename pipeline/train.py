@@ -10,6 +10,7 @@ e.g. ``book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro exp
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import logging
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import hydra
 import yaml
@@ -546,10 +548,43 @@ def book_files_problem(args: list[str], root: Path = CONF.parent) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def hydra_parser_allowed() -> Iterator[None]:
+    """Let Hydra 1.3 build its command-line parser on Python 3.14 and later.
+
+    Hydra 1.3 gives its ``--shell-completion`` flag a help that is an object rendering itself
+    when printed, not a string. From 3.14, argparse checks each help as the argument is added
+    (``ArgumentParser._check_help``) and refuses that one, so every Hydra 1.3 app stops before
+    reading its command line (hydra#3121; Hydra 1.4 will not need this). Inside this block such
+    a help is let through; a string help is still checked. Before 3.14 nothing is checked, and
+    nothing is changed.
+    """
+    parser_class = argparse.ArgumentParser
+    check = getattr(parser_class, "_check_help", None)
+    if check is None:
+        yield
+        return
+    own = vars(parser_class).get("_check_help")  # 3.14 defines it on a base class
+
+    def check_strings_only(parser, action):
+        if action.help is None or isinstance(action.help, str):
+            check(parser, action)
+
+    parser_class._check_help = check_strings_only
+    try:
+        yield
+    finally:
+        if own is None:
+            del parser_class._check_help
+        else:
+            parser_class._check_help = own
+
+
 if __name__ == "__main__":
     if (problem := below_the_root("python -m pipeline.train") or book_files_problem(sys.argv[1:])
             or override_problem(sys.argv[1:]) or launcher_problem(sys.argv[1:])
             or output_dir_problem(sys.argv[1:])) is not None:
         print(problem, file=sys.stderr)
         sys.exit(EXIT_STATUS)
-    main()
+    with hydra_parser_allowed():
+        main()

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from pipeline.data.mnist import save_images
 from pipeline.errors import SettingError
 from pipeline.train import (
+    hydra_parser_allowed,
     interrupted_message,
     launcher_problem,
     output_dir_problem,
@@ -542,3 +543,80 @@ def test_the_app_refuses_an_output_folder_under_a_file_before_hydra_starts(tmp_p
     assert done.stderr.strip().endswith("is a file, not a folder, so the run's folder cannot be made there; "
                                         "name another folder")
     assert "Traceback" not in done.stderr
+
+
+# What Python 3.14's argparse does as each argument is added (its `_ActionsContainer._check_help`):
+# format the help, and refuse one that does not format as a string
+PYTHON_314_HELP_CHECK = """
+import argparse
+
+def _check_help(self, action):
+    if action.help and hasattr(self, "_get_formatter"):
+        try:
+            self._get_formatter()._expand_help(action)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError("badly formed help string") from error
+
+_add_argument = argparse._ActionsContainer.add_argument
+
+def add_argument(self, *args, **kwargs):
+    action = _add_argument(self, *args, **kwargs)
+    self._check_help(action)
+    return action
+
+argparse._ActionsContainer._check_help = _check_help
+argparse._ActionsContainer.add_argument = add_argument
+"""
+
+
+@pytest.fixture
+def python_314_help_check():
+    """argparse as on Python 3.14, for the length of a test (this Python has no such check)."""
+    import argparse
+
+    saved = {name: vars(argparse._ActionsContainer).get(name) for name in ("_check_help", "add_argument")}
+    exec(PYTHON_314_HELP_CHECK, {})
+    yield
+    for name, value in saved.items():
+        if value is None:
+            delattr(argparse._ActionsContainer, name)
+        else:
+            setattr(argparse._ActionsContainer, name, value)
+
+
+def test_hydras_parser_is_built_on_python_314_and_other_helps_are_still_checked(python_314_help_check):
+    """hydra#3121: Hydra 1.3's `--shell-completion` help is not a string, which 3.14 refuses."""
+    import argparse
+
+    from hydra._internal.utils import get_args_parser
+
+    with pytest.raises(ValueError, match="badly formed help string"):
+        get_args_parser()  # what every Hydra 1.3 app meets on 3.14
+    with hydra_parser_allowed():
+        assert "--shell-completion" in get_args_parser().format_usage()
+        with pytest.raises(ValueError, match="badly formed help string"):
+            argparse.ArgumentParser().add_argument("--x", help="%(no_such_key)s")
+    assert "_check_help" not in vars(argparse.ArgumentParser)  # as it was
+    with pytest.raises(ValueError, match="badly formed help string"):
+        get_args_parser()
+
+
+def test_before_python_314_nothing_is_changed():
+    import argparse
+
+    if hasattr(argparse.ArgumentParser, "_check_help"):
+        pytest.skip("this Python checks helps: the test above covers it")
+    with hydra_parser_allowed():
+        assert not hasattr(argparse.ArgumentParser, "_check_help")
+
+
+def test_the_app_reads_its_command_line_under_python_314s_argparse():
+    """The app's own entry point, in a Python whose argparse checks helps as 3.14's does."""
+    start = PYTHON_314_HELP_CHECK + (
+        "import runpy, sys\n"
+        "sys.argv = ['pipeline.train', 'book=ch1-30', '--cfg', 'job']\n"
+        "runpy.run_module('pipeline.train', run_name='__main__', alter_sys=True)\n")
+    result = subprocess.run([sys.executable, "-c", start], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "ch1-30:" in result.stdout and "badly formed" not in result.stderr
