@@ -46,3 +46,10 @@ def to_numpy(a: Any) -> numpy.ndarray:
     if type(a).__module__.startswith("cupy"):
         return a.get()
     return numpy.asarray(a)
+
+
+def synchronize(xp) -> None:
+    """Wait until the device has done every kernel queued so far; nothing on the CPU. CuPy
+    returns once work is queued, so a clock read without this times the queuing, not the work."""
+    if xp is not numpy:
+        xp.cuda.Device().synchronize()

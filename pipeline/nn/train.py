@@ -45,7 +45,7 @@ import numpy
 
 from pipeline.console import say
 from pipeline.errors import InputError
-from pipeline.nn.backend import to_numpy
+from pipeline.nn.backend import synchronize, to_numpy
 from pipeline.nn.blas import blas_threads_settled, one_blas_thread
 from pipeline.nn.network import Network, one_hot
 from pipeline.nn.network2_rng import Python27Shuffle
@@ -607,6 +607,7 @@ def _train_epoch(net: Network, run: _Setup, eta: float, bar, graphs: bool,
     with numpy.errstate(over="ignore", invalid="ignore"):
         graphs = run_epoch(net, run.opt, run.x, run.y, run.batch_size, eta, order,
                            bar.update if bar is not None else None, graphs, log, run.whole_batches)
+    synchronize(net.xp)  # on a GPU, the epoch's last steps may still be queued
     return graphs, time.perf_counter() - t0
 
 

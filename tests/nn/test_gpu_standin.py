@@ -249,6 +249,30 @@ def test_training_matches_the_cpu_epoch_by_epoch(cp, regularization, momentum, r
     assert len(fell_back) == (1 if graphs and not recorded else 0), said  # then no more tries
 
 
+def test_an_epochs_seconds_are_read_after_the_device_has_finished_it(cp, monkeypatch):
+    """CuPy returns once kernels are queued: the clock that ends an epoch of plain steps must
+    wait for them (a graphed epoch waits for its stream in ``run_epoch_graphed``)."""
+    events = []
+
+    class Device(cp.cupy.cuda.Device):
+        def synchronize(self):
+            events.append("sync")
+
+    monkeypatch.setattr(cp.cupy.cuda, "Device", Device)
+    monkeypatch.setattr(pipeline.nn.train, "time", type("clock", (), {
+        "perf_counter": staticmethod(lambda: events.append("clock") or float(len(events)))}))
+    run_epoch = pipeline.nn.train.run_epoch
+    monkeypatch.setattr(pipeline.nn.train, "run_epoch", lambda *a, **k: events.append("epoch") or run_epoch(*a, **k))
+    spec = make_spec([{"type": "fc", "units": 5, "activation": "sigmoid"}, {"type": "fc", "units": 3,
+                                                                           "activation": "sigmoid"}],
+                     epochs=2, batch_size=7, cuda_graphs=False)
+    gpu = build_network(spec, seed=1, device="gpu")
+    fit(gpu, spec, blobs(30, seed=1), blobs(10, seed=2), blobs(10, seed=3), log=None)
+    assert events.count("epoch") == 2
+    for at in (i for i, event in enumerate(events) if event == "epoch"):
+        assert "sync" in events[at:events.index("clock", at)], events
+
+
 @pytest.mark.parametrize("graphs", [True, False])
 def test_conv_training_matches_the_cpu(cp, graphs):
     """Mini-batches of 30 that the conv layers split into chunks of 25 and 5, a last one of 20."""
