@@ -555,7 +555,7 @@ def hydra_parser_allowed() -> Iterator[None]:
     Hydra 1.3 gives its ``--shell-completion`` flag a help that is an object rendering itself
     when printed, not a string. From 3.14, argparse checks each help as the argument is added
     (``ArgumentParser._check_help``) and refuses that one, so every Hydra 1.3 app stops before
-    reading its command line (hydra#3121; Hydra 1.4 will not need this). Inside this block such
+    reading its command line (hydra#3121, open for Hydra 1.3.8). Inside this block such
     a help is let through; a string help is still checked. Before 3.14 nothing is checked, and
     nothing is changed.
     """
