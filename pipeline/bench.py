@@ -266,6 +266,7 @@ def _ours_epoch_fn(case, x, labels, m, threads=1, device="cpu", graphs=True):
     from threadpoolctl import threadpool_limits
 
     from pipeline.nn import SGD, Regularization, build_network, one_hot
+    from pipeline.nn.backend import synchronize
     from pipeline.nn.train import run_epoch
 
     spec = _spec(case, m)
@@ -283,8 +284,7 @@ def _ours_epoch_fn(case, x, labels, m, threads=1, device="cpu", graphs=True):
     def run(n):
         with threadpool_limits(limits=1, user_api="blas") if threads > 1 else contextlib.nullcontext():
             run_epoch(net, opt, xd[:n], y[:n], m, eta, graphs=graphs, log=print)
-        if xp is not numpy:
-            xp.cuda.Device().synchronize()
+        synchronize(xp)
 
     return run
 
