@@ -356,6 +356,13 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
     log(f"train {book_id} {what}: {len(train):,} training images, "
         f"{epochs} epoch{'s' if epochs != 1 else ''}{cut}")
     params = seed_params(book_id, run_cfg, profile, seed, spec, limits)
+    # what the profile's limits cut, for `predict` to say: the epochs the run asked for, and
+    # the training set's cap, where it was reached
+    profile_cut = {}
+    if cut:
+        profile_cut.update(epochs=epochs, epochs_asked=asked)
+    if limits.get("train_examples") == len(train):
+        profile_cut["train_examples"] = len(train)
     with tracking.start_run(book_id, params=params, tags=tags) as run:
         if interrupts.stop_requested():  # a SIGTERM came while this seed was being set up
             raise KeyboardInterrupt(f"seed {seed} stopped before training")
@@ -376,6 +383,7 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
             save_model(seed_dir, net, spec, metadata={
                 "book_id": book_id, "seed": seed, "profile": profile, "data_digest": data_digest,
                 "train_examples": len(train.y),  # what it learned from (a profile may cut the set)
+                "profile_cut": profile_cut,
                 "test_examples": len(test.y),  # what its test accuracies were measured on
                 "weights": (f"interrupted during epoch {summary['epochs_run']}" if history.interrupted
                             else FINAL_EPOCH_WEIGHTS),

@@ -67,11 +67,9 @@ def load_voters(model_dirs: list[Path], run_ids: list[str], download_to: Path) -
         if weights is not None and weights != FINAL_EPOCH_WEIGHTS:  # saved by a stopped run
             print(f"predict: {voter.name} holds the weights of a run that did not finish "
                   f"({weights}), not those of its last epoch", file=sys.stderr)
-        if (about := cut_profile_about(voter.metadata.get("profile"),  # e.g. smoke's: a pipeline check
-                                       voter.metadata.get("train_examples"))) is not None:
-            print(f"predict: {voter.name} was trained under the {voter.metadata['profile']} profile: {about} "
-                  f"Expect many wrong answers; the quick profile (`python -m pipeline.config && dvc repro`) "
-                  f"trains the book's nets.", file=sys.stderr)
+        if (about := cut_training_about(voter.metadata)) is not None:  # e.g. smoke's: a pipeline check
+            print(f"predict: {voter.name} was trained under the {voter.metadata['profile']} profile: {about}",
+                  file=sys.stderr)
     return voters
 
 
@@ -166,6 +164,31 @@ def cut_profile_about(profile: str | None, trained_on: int | None = None) -> str
         return None
     return " ".join(str(section.get("about") or "").split()) or \
         f"{section['limits']['train_examples']} training images."
+
+
+PIPELINE_CHECK = ("Expect many wrong answers; the quick profile (`python -m pipeline.config && dvc repro`) "
+                  "trains the book's nets.")
+
+
+def cut_training_about(metadata: dict) -> str | None:
+    """What cut a net's training, where its profile's limits did: the profile's ``about`` where
+    they are the profile's own (the smoke profile), else the cut itself (limits set by hand on
+    another profile); None for a net trained as its run asks. A model saved before 2026-12-07
+    records no ``profile_cut``: only its profile's file can say (``cut_profile_about``)."""
+    recorded = metadata.get("profile_cut")
+    if "profile_cut" in metadata and not (recorded and isinstance(recorded, dict)):
+        return None  # trained as its run asks (a malformed record, in anyone's model.json, says no more)
+    if (about := cut_profile_about(metadata.get("profile"), metadata.get("train_examples"))) is not None:
+        return f"{about} {PIPELINE_CHECK}"
+    if recorded is None:
+        return None
+    what = []
+    if isinstance(recorded.get("train_examples"), int):
+        what.append(f"{recorded['train_examples']:,} training images")
+    if isinstance(recorded.get("epochs"), int) and isinstance(recorded.get("epochs_asked"), int):
+        what.append(f"{recorded['epochs']} of its run's {recorded['epochs_asked']} epochs")
+    return (f"its limits cut its training to {' and '.join(what)}, so it is not the net its run "
+            f"describes." if what else None)
 
 
 def evaluated_examples(metadata: dict) -> int | None | bool:

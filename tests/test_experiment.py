@@ -42,6 +42,7 @@ def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
     model = json.loads((workdir / "models/tiny/seed1/model.json").read_text())
     assert model["metadata"]["test_examples"] == 30 and model["metadata"]["profile"] == "test"
     assert model["metadata"]["train_examples"] == DATA["n_train"]  # what it learned from: predict reads it
+    assert model["metadata"]["profile_cut"] == {}  # no limits: trained as its run asks
     header, *rows = (workdir / "results/tiny/history.csv").read_text().splitlines()
     assert header.startswith("seed,epoch") and len(rows) == 6
     client, runs = _runs(workdir)
@@ -49,6 +50,17 @@ def test_train_entry_writes_results_models_and_finished_runs(workdir, workers):
     assert {r.info.status for r in runs} == {"FINISHED"}
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "validation_accuracy")]
     assert steps == [0, 1, 2]
+
+
+def test_a_model_records_what_the_profiles_limits_cut(workdir):
+    """For predict, which says so of a net trained on a cut: the set's cap where it was reached,
+    and the epochs, with those the run asked for."""
+    limits = {"epochs": 2, "train_examples": 40, "eval_examples": None}
+    experiment.train_entry("tiny", dict(RUN, seeds=[1]), DATA, dict(PROFILE, limits=limits), "models/tiny",
+                           "results/tiny", log=lambda _: None)
+    model = json.loads((workdir / "models/tiny/seed1/model.json").read_text())
+    assert model["metadata"]["train_examples"] == 40
+    assert model["metadata"]["profile_cut"] == {"epochs": 2, "epochs_asked": 3, "train_examples": 40}
 
 
 def _with_replay(run: dict) -> dict:
@@ -156,6 +168,9 @@ def test_a_row_changed_since_its_replay_was_written_trains_without_it(workdir, c
         params = runs[0].data.params
         assert (params["limits.epochs"], params["limits.train_examples"], params["limits.eval_examples"]) == (
             "2", "None", "None")
+        # and its model says so, for predict: 2 of the run's 3 epochs
+        model = json.loads((workdir / "models/tiny/seed1/model.json").read_text())
+        assert model["metadata"]["profile_cut"] == {"epochs": 2, "epochs_asked": 3}
     else:
         now = experiment.settings_digest(run, data["n_train"])
         assert said == (f"train tiny: the book's own run (overfitting.py) is not replayed: book.tiny is not at "

@@ -397,6 +397,32 @@ def test_a_net_of_the_smoke_profile_is_said_to_be_a_pipeline_check(tmp_path, cap
     assert str(folders[0]) not in err and str(folders[3]) not in err
 
 
+def test_a_net_whose_training_a_profiles_limits_cut_is_said_so(tmp_path, capsys):
+    """By the cut its model records (since 2026-12-07), whatever its profile: the smoke profile's
+    own cut gives its about, limits set by hand on the quick profile the cut itself."""
+    cases = {"whole": {}, "smoke": {"epochs": 1, "epochs_asked": 30, "train_examples": 500},
+             "images": {"train_examples": 1000}, "epochs": {"epochs": 1, "epochs_asked": 30},
+             "malformed": "1,000 images"}
+    folders = {}
+    for seed, (name, cut) in enumerate(cases.items(), start=1):
+        spec = {"model": FC30["model"], "training": dict(FC30["training"], seed=seed)}
+        folders[name] = tmp_path / name
+        trained_on = cut.get("train_examples", 50000) if isinstance(cut, dict) else 50000
+        save_model(folders[name], build_network(spec), spec, metadata={
+            "seed": seed, "weights": FINAL_EPOCH_WEIGHTS, "profile": "smoke" if name == "smoke" else "quick",
+            "train_examples": trained_on, "profile_cut": cut})
+    predict.load_voters(list(folders.values()), [], tmp_path)
+    err = capsys.readouterr().err
+    assert (f"predict: {folders['smoke']} was trained under the smoke profile: 500 training images and one "
+            f"epoch per run: a test of the pipeline. Its numbers say nothing about the book's. Expect many "
+            f"wrong answers") in err
+    assert (f"predict: {folders['images']} was trained under the quick profile: its limits cut its training "
+            f"to 1,000 training images, so it is not the net its run describes.") in err
+    assert (f"predict: {folders['epochs']} was trained under the quick profile: its limits cut its training "
+            f"to 1 of its run's 30 epochs, so it is not the net its run describes.") in err
+    assert str(folders["whole"]) not in err and str(folders["malformed"]) not in err
+
+
 @pytest.mark.parametrize("damage", [b"seed,era,test_accuracy\n2,0,0.95\n", b"seed,epoch,test_accuracy\n2,0,abc\n",
                                     b"\x81\x82\x00garbage"], ids=["renamed column", "not a number", "binary"])
 def test_a_damaged_history_is_named_and_left_out_not_fatal(tmp_path, capsys, damage):
