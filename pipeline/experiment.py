@@ -359,7 +359,7 @@ def train_seed(book_id: str, run_cfg: dict, seed: int, data: tuple, profile: str
     # what the profile's limits cut, for `predict` to say: the epochs the run asked for, and
     # the training set's cap, where it was reached
     profile_cut = {}
-    if cut:
+    if epochs < asked:
         profile_cut.update(epochs=epochs, epochs_asked=asked)
     if limits.get("train_examples") == len(train):
         profile_cut["train_examples"] = len(train)

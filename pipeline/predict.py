@@ -175,9 +175,12 @@ def cut_training_about(metadata: dict) -> str | None:
     they are the profile's own (the smoke profile), else the cut itself (limits set by hand on
     another profile); None for a net trained as its run asks. A model saved before 2026-12-07
     records no ``profile_cut``: only its profile's file can say (``cut_profile_about``)."""
-    recorded = metadata.get("profile_cut")
-    if "profile_cut" in metadata and not (recorded and isinstance(recorded, dict)):
-        return None  # trained as its run asks (a malformed record, in anyone's model.json, says no more)
+    if "profile_cut" in metadata:
+        recorded = metadata["profile_cut"]
+        if not recorded or not isinstance(recorded, dict):
+            return None  # nothing cut (a malformed record, in anyone's model.json, says no more)
+    else:
+        recorded = None  # saved before the record: only its profile's file can say
     if (about := cut_profile_about(metadata.get("profile"), metadata.get("train_examples"))) is not None:
         return f"{about} {PIPELINE_CHECK}"
     if recorded is None:
