@@ -41,13 +41,16 @@ Given delta = dC/dz (m, Hp, Wp, F):
   On MNIST about 43% of first-layer windows are tied (zero background), so this matters.
 - BP4: dC/dw[di, dj, ch, f] = sum_{n,i,j} x[n, i + di, j + dj, ch] * dC/dc[n, i, j, f], the
   correlation of the input with the upsampled error = ``cols^T @ dC/dc`` with im2col ``cols``.
-- BP2 (input part): dC/dx = the *full* convolution of dC/dc with the 180-degree-rotated kernel,
+- BP2 (input part): dC/dx = the *full* cross-correlation of dC/dc with the 180-degree-rotated
+  kernel (the forward sum being a cross-correlation; equivalently, the full true convolution of
+  dC/dc with the kernel as it is, the "full convolution with the rotated kernel" of texts that
+  call the forward sum a convolution),
   dC/dx[n, y, x, ch] = sum_{di,dj,f} dC/dc[n, y - di, x - dj, f] * w[di, dj, ch, f]. It is
   computed as col2im(dC/dc @ W^T): for every kernel offset (di, dj) a GEMM gives
   blocks[di, dj][n, i, j, ch] = sum_f dC/dc[n, i, j, f] * w[di, dj, ch, f] (the columns of
   dC/dc @ W^T that belong to that offset), and col2im adds that block to dx shifted by (di, dj):
   dx[n, i + di, j + dj, ch] += blocks[di, dj][n, i, j, ch]. Substituting y = i + di, x = j + dj
-  gives the full-convolution sum above term by term, with half the multiplications of a
+  gives the sum above term by term, with half the multiplications of a
   zero-padded full convolution. ``need_input_grad=False`` (first layer) skips it: it is the
   single most expensive step.
 
@@ -443,7 +446,7 @@ class ConvPool:
         return dc
 
     def _col2im(self, work: _Work, dc):
-        """dC/dx = col2im(dC/dc @ W^T): the full convolution with the 180-degree-rotated kernel."""
+        """dC/dx = col2im(dC/dc @ W^T): the full cross-correlation with the 180-degree-rotated kernel."""
         xp = self.xp
         p, C, F = self.pool, self.channels, self.filters
         Hp, Wp = self.out_shape[0], self.out_shape[1]
@@ -475,8 +478,8 @@ class ConvPool:
         """BP3 (dC/db_f = delta summed over the pooled positions and the mini-batch: the bias is
         added after pooling) and BP4 (dC/dw = patches^T times the upsampled error: the
         correlation of the input with it) into ``grads``; return dC/dx, the convolution's half
-        of BP2 (the full convolution of the error with the 180-degree-rotated kernel, done as
-        col2im), in the input's shape, or None when not needed."""
+        of BP2 (the full cross-correlation of the error with the 180-degree-rotated kernel,
+        done as col2im), in the input's shape, or None when not needed."""
         xp = self.xp
         F = self.filters
         m = self._m

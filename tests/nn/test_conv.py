@@ -166,7 +166,7 @@ def reference_backward(x, w, c, delta, pool, ties="all"):
                 for f in range(F):
                     dw[di, dj, ch, f] = sum(x[n, ch, i + di, j + dj] * dc[n, i, j, f]
                                             for n in range(m) for i in range(c.shape[1]) for j in range(c.shape[2]))
-    # BP2: dC/dx is the full convolution of dC/dc with the 180-degree-rotated kernel:
+    # BP2: dC/dx is the full cross-correlation of dC/dc with the 180-degree-rotated kernel:
     # dC/dx[n, ch, y, x] = sum over di, dj, f of dC/dc[n, y - di, x - dj, f] * w[di, dj, ch, f]
     dx = np.zeros(x.shape)
     for n in range(m):

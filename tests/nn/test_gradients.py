@@ -176,8 +176,8 @@ def test_mixed_network_with_convpool():
 
 @pytest.mark.parametrize("activation", activations.NAMES)
 def test_conv_after_conv(activation):
-    """A conv layer that is not first: its input gradient (the full convolution with the rotated
-    kernel) is the error backprop hands to the layer below, as in the chapter 6 nets."""
+    """A conv layer that is not first: its input gradient (the full cross-correlation with the
+    rotated kernel) is the error backprop hands to the layer below, as in the chapter 6 nets."""
     layers = [
         {"type": "conv", "filters": 2, "kernel": 3, "pool": 2, "activation": activation},
         {"type": "conv", "filters": 3, "kernel": 3, "pool": 1, "activation": activation},
