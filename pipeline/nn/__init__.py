@@ -12,8 +12,9 @@ Public API::
 
 Modules: ``base`` (the layer contract), ``activations``, ``costs``, ``layers`` (fc, softmax),
 ``conv`` (conv + max-pool), ``network`` (backprop), ``regularization``, ``spec``, ``build``,
-``train`` (SGD loop), ``ensemble``, ``io`` (model files), ``backend`` (numpy/cupy), ``gpu``
-(CUDA kernels and graphs), ``seeding``, ``network2_rng`` (the book's draw order, replayed).
+``train`` (SGD loop), ``ensemble``, ``io`` (model files), ``backend`` (numpy/cupy), ``blas``
+(BLAS threads, the in-place GEMM step), ``gpu`` (CUDA kernels and graphs), ``seeding``,
+``network2_rng`` (the book's draw order, replayed).
 """
 
 from pipeline.nn.activations import Activation, get_activation

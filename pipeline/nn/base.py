@@ -20,7 +20,8 @@ Conventions shared by every layer:
 - Arrays come from the array module ``xp`` (numpy, or cupy on a GPU); a layer never imports
   numpy for array work it could do with ``xp``.
 - ``rng`` is the generator dropout masks are drawn from. The network owns it and assigns it to
-  every layer (``Network.set_dropout_rng``); re-seeding it reproduces the same masks.
+  every layer (``Network.set_dropout_rng``; on a GPU, a CuPy generator seeded from one draw of
+  it); re-seeding it reproduces the same masks.
 - An output layer (fc or softmax) also keeps ``z``, the weighted input of its last forward
   pass: the costs evaluate themselves from z (stable for saturated units).
 - A layer may also have ``backward_sgd(delta, need_input_grad, eta, shrink)``: ``backward``

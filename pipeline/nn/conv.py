@@ -154,7 +154,7 @@ def _run_lanes(fn, n: int, lanes: int) -> None:
 
 
 class _Work:
-    """Scratch arrays for chunks of ``m`` images, shared by every chunk of that size."""
+    """Scratch arrays for chunks of ``m`` images, shared by every chunk of that size on one lane."""
 
     def __init__(self, layer: "ConvPool", m: int, train: bool):
         xp, dt = layer.xp, layer.dtype

@@ -45,7 +45,8 @@ def normal(rng, shape, std: float, xp=numpy, dtype=numpy.float32):
     """N(0, std^2) samples of ``shape`` as an ``xp`` array of ``dtype``.
 
     Drawn in float64 on the host from ``rng`` and then cast, so float32 and float64 runs with
-    one seed start from the same numbers (rounded), on the CPU and on a GPU.
+    one seed start from the same numbers (rounded), on the CPU and on a GPU. A std of 0 gives
+    zeros and draws nothing from ``rng``.
     """
     if std == 0.0:
         return xp.zeros(shape, dtype=dtype)
@@ -80,7 +81,8 @@ def sgd_update(layer, eta: float, shrink: float) -> None:
     """w <- shrink w - eta dC/dw for the decayed parameters, p <- p - eta dC/dp for the others.
 
     dC/dw is the mini-batch mean, so with shrink = 1 this is ch. 1 eq. 20-21, and with
-    shrink = 1 - eta lmbda / n ch. 3's L2 step, eq. 93 (``Regularization.coefficient``)."""
+    shrink = 1 - eta c an L2 step (``Regularization.coefficient``): c = lmbda / n is ch. 3's,
+    eq. 93; c = lmbda / (n // m) network3.py's."""
     if layer.xp is not numpy:  # one fused kernel per parameter, no temporary
         from pipeline.nn.gpu import scaled_axpy  # imported here: GPU only
 

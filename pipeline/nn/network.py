@@ -2,7 +2,7 @@
 
 ``backprop`` is the book's algorithm (ch. 2) for a whole mini-batch at once:
 
-1. feedforward: a^l = sigma(z^l), z^l = a^{l-1} w^l + b^l, caching what step 3 needs;
+1. feedforward: a^l = sigma(z^l), z^l = a^{l-1} w^l + b^l, caching what steps 3 and 4 need;
 2. output error (BP1): delta^L = dC/dz^L, from the cost, divided by m for the mean cost;
 3. backpropagate (BP2): delta^{l-1} = (delta^l w^{l T}) * sigma'(z^{l-1});
 4. gradients (BP3, BP4): dC/db^l = sum_x delta^l, dC/dw^l = a^{l-1 T} delta^l.
@@ -51,7 +51,8 @@ class Network:
 
     # -- set-up -----------------------------------------------------------------------------
     def set_dropout_rng(self, rng) -> None:
-        """Make every layer draw its dropout masks from ``rng`` (a numpy Generator)."""
+        """Make every layer draw its dropout masks from ``rng`` (a numpy Generator; on a GPU, from a
+        CuPy generator seeded from one draw of it)."""
         self.dropout_rng = rng
         device = device_rng(rng, self.xp)
         for layer in self.layers:

@@ -18,7 +18,7 @@ seed both of Python's generators with the same integer (the book's: 12345678) be
   also left that list in the order this run starts from.
 
 With those streams, our network2-style training (float64, chapter 3's update) retraces the
-book's runs epoch by epoch: see the README's "The book's own runs, replayed".
+book's runs epoch by epoch: see docs/findings.md, "The book's own runs, replayed".
 """
 
 from __future__ import annotations

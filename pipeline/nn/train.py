@@ -15,7 +15,7 @@ tiny epochs, like chapter 3's 100-image training sets) the net is evaluated and 
 made (accuracies are fractions in [0, 1]): ``epoch`` (0-based), ``eta``, ``seconds`` (training
 loop since the last record), ``eval_seconds``, ``validation_accuracy``, ``test_accuracy``
 (when those sets are given), and when monitored ``training_cost``, ``training_accuracy``,
-``validation_cost``, ``gradient_norms`` (||dC/db^l|| per layer over the first
+``validation_cost``, ``test_cost``, ``gradient_norms`` (||dC/db^l|| per layer over the first
 ``monitor.gradient_norms`` training examples, measured at the *start* of the epoch as the
 book's chapter 5 script does, so epoch 0's are the initial network's). Gradient norms are
 measured and recorded every epoch, also between evaluations (those records have no
@@ -81,8 +81,9 @@ class History:
     # epochs trained to the end: more than the records when only every k-th is evaluated
     epochs_completed: int = 0
     stopped_early: str | None = None  # why training stopped before the last epoch, if it did
-    # eta where the schedule ended: when the schedule stopped the run, the eta0 * min_fraction
-    # that stopped it, which no epoch trained with (each record's "eta" is the one it used)
+    # eta where the schedule ended: when the schedule stopped the run, the first halved eta at
+    # or below eta0 * min_fraction, which stopped it and which no epoch trained with (each
+    # record's "eta" is the one it used)
     final_eta: float | None = None
 
     def column(self, key: str) -> list:
@@ -260,7 +261,8 @@ def run_epoch(net: Network, opt: SGD, x, y, batch_size: int, eta: float, order=N
     A last mini-batch smaller than ``batch_size`` is trained on, as network.py and network2.py
     do; ``whole_batches``: left out, as network3.py does (it trains n // m mini-batches).
     ``graphs`` (a network on a GPU only): record the step once as a CUDA graph and replay it
-    for every full mini-batch (see :mod:`pipeline.nn.gpu`); ``log`` hears why when it cannot.
+    for every full mini-batch (see :mod:`pipeline.nn.gpu`); ``log`` hears why when recording
+    fails (a net with dropout is never recorded, and takes plain steps without a word).
     Returns whether a graph was used.
     """
     train, m = _minibatch_step(net, opt, eta), batch_size
@@ -444,8 +446,9 @@ def _mini_batches(reg: Regularization, n: int, m: int, log: Callable[[str], None
     """(whether an epoch trains whole mini-batches only, how many mini-batches it trains).
 
     network3.py's accounting, which its L2 coefficient lambda / (n // m) assumes: an epoch is
-    n // m whole mini-batches, and the last n % m examples (in the stored order) are never
-    used. network2.py's trains the last, smaller, mini-batch too."""
+    n // m whole mini-batches, and the last n % m examples of each epoch's order are left out
+    (always the same ones when the order is fixed, as network3.py's is). network2.py's trains
+    the last, smaller, mini-batch too."""
     whole_batches = reg.scaling == "network3"
     if whole_batches and n < m:
         raise InputError(f"training.batch_size: {m} is more than the {n} training examples, and "
