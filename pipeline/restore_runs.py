@@ -26,7 +26,8 @@ says which command makes them agree: another profile (each ``metrics.json``), an
 run's ``metrics.json`` ``settings``), another baselines config (theirs, or for outputs of an
 older stage the sizes they show); damaged ones, or ones missing beside a run's others, are
 named, the other runs still logged, and the exit status is 2. A run with no outputs here at all
-is named with ``dvc repro --pull`` (exit status 0; 1 when no run's outputs are here at all).
+is named with ``dvc repro --pull`` (exit status 0; 1 when nothing was logged and the store held
+none of the runs already: no outputs here, or every one left out).
 """
 
 from __future__ import annotations

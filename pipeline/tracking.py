@@ -14,8 +14,8 @@ every run and its artifacts:
   own: ``<root>/mlartifacts/<experiment>/models/<model_id>/artifacts``.
 
 ``<root>`` is ``$DVC_ROOT`` (DVC sets it for every stage, and points it at the main repo for
-queued experiments that run in temporary copies), else the nearest folder above the working
-directory holding ``dvc.yaml``, ``.dvc`` or ``.git``, else the working directory.
+queued experiments that run in temporary copies), else the nearest folder at or above the
+working directory holding ``dvc.yaml``, ``.dvc`` or ``.git``, else the working directory.
 ``$MLFLOW_TRACKING_URI`` overrides the store; with a sqlite URI, artifacts go next to its file.
 
 Usage::

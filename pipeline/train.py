@@ -3,8 +3,8 @@
     python -m pipeline.train book=ch6-relu seed=2 eta=0.1
     python -m pipeline.train -m book=ch1-30 seed=1,2,3 hydra/launcher=joblib
 
-Configuration: conf/train.yaml (the run is chosen from conf/book/, any key can be overridden,
-e.g. ``book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro expand`` or
+Configuration: conf/train.yaml (the run is chosen from conf/book/, any key of it can be
+overridden, e.g. ``book=ch6-relu book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro expand`` or
 ``dvc pull``). Outputs land in Hydra's output folder.
 """
 

@@ -1,9 +1,10 @@
 """A digit of your own, made into an MNIST image that the book's networks can read.
 
 MNIST's images are white digits on black, 28 x 28, each scaled so that its longer side fits a
-20 x 20 box (anti-aliased to grey levels) and placed so that its centre of mass is the centre
-of the 28 x 28 field (LeCun, Cortes and Burges' description of the set). A network trained on
-them expects exactly that, so ``to_mnist`` does the same to any greyscale picture:
+20 x 20 box (anti-aliased to grey levels) and placed so that its centre of mass is at the
+centre of the 28 x 28 field (LeCun, Cortes and Burges' description of the set; on average
+MNIST's digits have it at pixel (14, 14), not the middle, 13.5). A network trained on them
+expects exactly that, so ``to_mnist`` does the same to any greyscale picture:
 
 1. ink is bright: a picture whose border is mostly light (dark pen on white paper) is inverted
    (``invert="auto"``; or say ``"yes"`` / ``"no"``);
