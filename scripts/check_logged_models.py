@@ -2,7 +2,8 @@
 set, against the test accuracy its run logged for those weights: a training run's at its last
 epoch, the ensemble's run's for its vote. Run from the repo root after ``dvc repro``:
 
-    python scripts/check_logged_models.py            # exit status 1 if any model differs
+    python scripts/check_logged_models.py   # exit status 1 if a model differs, is not READY or
+                                            # cannot be loaded, or if none could be compared
 
 The test set is the prepared one, as many images as the model's own run evaluated (its
 ``test_examples``; ``smoke``: the first 500), in each model's input dtype (its signature), so a

@@ -3,7 +3,8 @@
 The book's repository keeps, beside the chapter 3 figures, the JSON files its scripts wrote
 (``fig/overfitting.json``: test cost, test counts, training cost, training counts per epoch;
 ``fig/weight_initialization_<n>.json``: validation counts per epoch of the default and the
-large initialisation; ``fig/more_data.json``: the final validation accuracy, in %, per
+large initialisation; ``fig/regularized.json``: the same four series as overfitting.json, for
+the L2 run, ch3-l2-1k; ``fig/more_data.json``: the final validation accuracy, in %, per
 training-set size). Get them from there, then, after ``dvc repro`` has trained the replays::
 
     python scripts/compare_with_book_figures.py <the book's fig folder> [--results results]
@@ -11,7 +12,7 @@ training-set size). Get them from there, then, after ``dvc repro`` has trained t
 For every series it prints whether our replay (the run with the replay's seed in
 ``results/<id>/history.csv``) gives the same numbers at every epoch, or the first epoch where
 it does not. Counts must be equal; costs must agree to ``--cost-rtol``. Exit status 1 if any
-series differs. Files that are missing are skipped and named.
+series differs or nothing could be compared. Files that are missing are skipped and named.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Train one chapter 6 run of the book at its full epochs on a GPU, with the engine alone.
+"""Train one run of the book (made for chapter 6's) at its full epochs on a GPU, with the engine alone.
 
 For a GPU machine that has CuPy but not the rest of the stack (no DVC, Hydra or MLflow): the
 model and training come from ``conf/book/<id>.yaml`` as they stand, the data are the book's
 50,000/10,000/10,000 split of the four raw MNIST files (``--raw``, plain or ``.gz``, checked
-by SHA-256). Only runs that train on the plain training set (not the expanded ones). Prints one
-line per epoch and writes the records and the book's rule (test accuracy at the best
-validation epoch) to ``--out`` as JSON. The pipeline's own way is
+by SHA-256). Only runs that train on the whole plain training set (not an expanded one, no
+``train_limit``). Prints one line per epoch and writes the records and the test accuracy at
+the best validation epoch (chapter 6's rule of the book) to ``--out`` as JSON. The pipeline's own way is
 ``python -m pipeline.train book=<id> compute.device=gpu``.
 
     python scripts/train_book_gpu.py ch6-relu --seed 1 --raw /path/to/mnist --out relu-1.json
@@ -43,7 +43,9 @@ def main(argv=None) -> int:
 
     cfg = conf_book_run(args.book_id)
     if cfg["data"]["train"] != "train" or cfg["data"].get("train_limit"):
-        ap.error(f"{args.book_id} trains on {cfg['data']['train']!r}; this script has the plain split only")
+        limit = cfg["data"].get("train_limit")
+        ap.error(f"{args.book_id} trains on {cfg['data']['train']!r}{f' limited to {limit} images' if limit else ''}; "
+                 "this script trains on the whole plain training set only")
     with tempfile.TemporaryDirectory() as tmp:
         fetch_mnist(MNIST_FILES, [LocalDirSource(args.raw)], tmp, log=lambda _: None)
         sets = split_book(read_raw(tmp), conf_data()["n_train"])

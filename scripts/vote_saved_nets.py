@@ -1,5 +1,6 @@
-"""The plurality vote of saved networks (``models/<id>/seed<N>/``), as the ``ensemble`` stage
-computes it, and the test errors of every sub-ensemble of three or more of them.
+"""The plurality vote of saved networks (``models/<id>/seed<N>/``), the same vote as the
+``ensemble`` stage's (without its checks that each net is the run's and trained to its last
+epoch), and the test errors of every sub-ensemble of three or more of them.
 
 For nets trained outside one DVC run, e.g. the book profile's ch6-dropout seeds trained a
 pair at a time with ``python -m pipeline.train``, each pair in its own output folder:
