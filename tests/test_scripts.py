@@ -49,10 +49,12 @@ def test_train_book_gpu_trains_at_the_books_epochs_unless_told_fewer():
     assert conf_data()["n_train"] == 50_000
 
 
-def test_train_book_gpu_refuses_a_run_on_the_expanded_set(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "ch6-expanded", "--raw", str(tmp_path),
+@pytest.mark.parametrize("book_id, says", [("ch6-expanded", "trains on 'shifted';"),
+                                           ("ch3-l2-1k", "trains on 'train' limited to 1000 images;")])
+def test_train_book_gpu_refuses_a_run_on_another_training_set(tmp_path, book_id, says):
+    done = subprocess.run([sys.executable, str(SCRIPT), book_id, "--raw", str(tmp_path),
                            "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
-    assert done.returncode == 2 and "trains on 'shifted'" in done.stderr, done.stderr
+    assert done.returncode == 2 and says in done.stderr, done.stderr
 
 
 def test_vote_saved_nets_matches_a_vote_computed_here(tmp_path):

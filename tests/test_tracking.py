@@ -399,6 +399,7 @@ def test_writes_are_not_retried_for_other_errors_or_forever(client, monkeypatch)
     from mlflow.exceptions import MlflowException
 
     monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    real_log_batch = MlflowClient.log_batch
     with tracking.start_run("refused") as run:
         bad = _refused(1, MlflowClient.log_batch, code="INVALID_PARAMETER_VALUE")
         monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: bad(self, *a, **k))
@@ -410,7 +411,8 @@ def test_writes_are_not_retried_for_other_errors_or_forever(client, monkeypatch)
         with pytest.raises(MlflowException, match="database is locked"):
             run.log_metrics({"x": 1.0})
         assert busy.calls == tracking.STORE_RETRIES
-        monkeypatch.undo()
+        monkeypatch.setattr(MlflowClient, "log_batch", real_log_batch)
+    assert status_of(client, run.run_id) == "FINISHED"
 
 
 def test_sigterm_is_killed_and_handler_restored(client):

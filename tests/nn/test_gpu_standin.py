@@ -357,16 +357,22 @@ def test_dropout_gradients_on_the_device_against_finite_differences(cp, mode):
 
 
 @pytest.mark.parametrize("mode", ["classic", "inverted"])
-def test_dropout_trains_and_evaluates_without_copies_and_without_a_graph(cp, mode):
-    """Masks drawn on the device every step (so no graph), the classic mode's test-time scaling
-    in the evaluations, and not one copy between host and device inside an epoch."""
+def test_dropout_trains_and_evaluates_without_copies_and_without_a_graph(cp, mode, tmp_path):
+    """Masks drawn on the device every step (so no graph), the mode's test-time scaling in the
+    evaluations (the trained net's outputs those of its weights on the CPU), and not one copy
+    between host and device inside an epoch."""
     layers = [{"type": "conv", "filters": 2, "kernel": 3, "pool": 2, "activation": "relu", "dropout": 0.1},
               {"type": "fc", "units": 8, "activation": "relu", "dropout": 0.2}, {"type": "softmax", "units": 3}]
     spec = make_spec(layers, "log_likelihood", input_shape=(1, 8, 8), epochs=2, batch_size=10, dtype="float32",
                      dropout_mode=mode)
     x, y = images(60, (1, 8, 8), seed=2), numpy.random.default_rng(3).integers(0, 3, 60)
-    history = fit(build_network(spec, device="gpu"), spec, (x, y), (x[:20], y[:20]), log=None)
+    net = build_network(spec, device="gpu")
+    history = fit(net, spec, (x, y), (x[:20], y[:20]), log=None)
     assert history.epochs_completed == 2 and cp.epochs == [False, False]
+    save_model(tmp_path / "model", net, spec)
+    on_cpu = load_model(tmp_path / "model").network
+    assert on_cpu.xp is numpy
+    assert_same(net.forward(cp.cupy.asarray(x), False), on_cpu.forward(x, False), rtol=1e-5, what="evaluation")
 
 
 def test_the_books_replayed_streams_train_the_same_on_the_device(cp):

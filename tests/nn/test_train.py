@@ -92,6 +92,8 @@ def test_measuring_gradient_norms_leaves_the_training_untouched(data, dropout, g
                       monitor={"gradient_norms": monitored})
         net = build_network(s)
         history = fit(net, s, train, val, log=None, progress=False)
+        measured = [len(r.get("gradient_norms") or []) for r in history.records]
+        assert measured == ([2] * 3 if monitored else [0] * 3)  # one norm per layer, every epoch
         runs.append((net.state_dict(), [r["validation_accuracy"] for r in history.records]))
     (monitored_weights, monitored_acc), (plain_weights, plain_acc) = runs
     assert monitored_acc == plain_acc
@@ -235,8 +237,12 @@ def test_best_validation_ties_go_to_the_later_epoch(data):
     # the peak test accuracy is where it was first reached
     net = build_network(s)
     scripted_accuracy(net, val, test, [0.5, 0.6, 0.7, 0.8], [0.1, 0.4, 0.4, 0.3])
-    history = fit(net, s, train, val, test, log=None, progress=False)
+    states = []
+    history = fit(net, s, train, val, test, on_epoch=lambda r: states.append(net.state_dict()), log=None,
+                  progress=False)
     assert (history.peak_test_accuracy, history.peak_test_epoch) == (0.4, 1)
+    assert history.best_epoch == 3
+    assert all(numpy.array_equal(history.best_weights[k], states[3][k]) for k in states[3])
     assert not numpy.array_equal(history.best_weights["layers.0.w"], states[1]["layers.0.w"])
 
 
@@ -508,7 +514,7 @@ def test_small_fully_connected_steps_train_on_one_blas_thread(data):
             run_epoch(net, SGD(net), x.astype(numpy.float32), y, 10, 0.5)
             assert blas_single_threaded_now() == (limit == 1)  # the limit is restored afterwards
         weights.append([layer.params["w"].copy() for layer in net.layers])
-    assert all(threads_seen)
+    assert len(threads_seen) == 2 * -(-len(x) // 10) and all(threads_seen)  # every step of both epochs
     assert all(numpy.array_equal(a, b) for a, b in zip(*weights))
 
     wide = build_network(make_spec([{"type": "fc", "units": SMALL_STEP_MACS // (6 * 10) + 1},
