@@ -102,7 +102,9 @@ def _pipeline_imports(path: Path) -> set[str]:
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        elif isinstance(node, ast.ImportFrom):
+            # a relative import would slip past this reading: the project writes absolute ones
+            assert not node.level, f"{path}:{node.lineno}: a relative import; write it absolute"
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         found |= {name for name in names if name.split(".")[0] == "pipeline" and _module_path(name)}
     return found
