@@ -4,8 +4,8 @@
 training = raw training images 0..49,999, validation = 50,000..59,999, test = the official
 10,000. Each set is stored compactly as uint8 images ``(n, 28, 28)`` plus uint8 labels in an
 uncompressed ``.npz`` (fast to load). ``load_dataset`` turns any such file into what the
-networks eat: float32 pixels ``raw/256`` (the book's scaling, range [0, 255/256]) of shape
-``(n, 784)`` and int64 labels.
+networks eat: pixels ``raw/256`` (the book's scaling, range [0, 255/256]) in the run's dtype
+(float32 unless asked; chapters 1-5 train in float64) of shape ``(n, 784)`` and int64 labels.
 """
 
 from __future__ import annotations
