@@ -4,8 +4,8 @@
     python -m pipeline.train -m book=ch1-30 seed=1,2,3 hydra/launcher=joblib
 
 Configuration: conf/train.yaml (the run is chosen from conf/book/, any key of it can be
-overridden, e.g. ``book=ch6-relu book.ch6-relu.training.batch_size=20``). Data must exist (``dvc repro expand`` or
-``dvc pull``). Outputs land in Hydra's output folder.
+overridden, e.g. ``book=ch6-relu book.ch6-relu.training.batch_size=20``). Data must exist
+(``dvc repro expand`` or ``dvc pull``). Outputs land in Hydra's output folder.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Train one run of the book (made for chapter 6's) at its full epochs on a GPU, with the engine alone.
+"""Train one run of the book (made for chapter 6's) at its full epochs on a GPU, with the
+engine alone.
 
 For a GPU machine that has CuPy but not the rest of the stack (no DVC, Hydra or MLflow): the
 model and training come from ``conf/book/<id>.yaml`` as they stand, the data are the book's
 50,000/10,000/10,000 split of the four raw MNIST files (``--raw``, plain or ``.gz``, checked
 by SHA-256). Only runs that train on the whole plain training set (not an expanded one, no
 ``train_limit``). Prints one line per epoch and writes the records and the test accuracy at
-the best validation epoch (chapter 6's rule of the book) to ``--out`` as JSON. The pipeline's own way is
-``python -m pipeline.train book=<id> compute.device=gpu``.
+the best validation epoch (chapter 6's rule of the book) to ``--out`` as JSON. The pipeline's
+own way is ``python -m pipeline.train book=<id> compute.device=gpu``.
 
     python scripts/train_book_gpu.py ch6-relu --seed 1 --raw /path/to/mnist --out relu-1.json
 """
