@@ -143,8 +143,10 @@ def check_writable(folder: str | Path) -> None:
         if error.errno in DISK_ERRORS:  # named by the folder; nothing was being written yet
             raise OSError(error.errno, error.strerror, str(folder)) from error
         raise
-    os.close(fd)
-    os.unlink(probe)
+    try:
+        os.close(fd)
+    finally:
+        os.unlink(probe)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy
 
-from pipeline.atomic import write_text
+from pipeline.atomic import check_writable, disk_error_message, write_text
 from pipeline.data.mnist import scale_pixels
 from pipeline.machine import kernel_pin_note
 from pipeline.machine import machine_info as base_machine_info
@@ -478,6 +478,10 @@ def main(argv=None) -> int:
             ap.error(f"{name}: expected counts >= 1, got {' '.join(map(str, values))}")
     if Path(args.out).is_dir():  # found now, not after the whole benchmark has run
         ap.error(f"--out: {args.out} is a folder; give the JSON file to write, e.g. {Path(args.out) / 'bench.json'}")
+    try:
+        check_writable(Path(args.out).parent)  # likewise
+    except OSError as error:
+        ap.error(f"--out: {disk_error_message(error) or error}")
     if args.data and not zipfile.is_zipfile(args.data):
         what = "not an .npz file (a zip archive)" if Path(args.data).is_file() else "missing"
         ap.error(f"--data: {args.data} is {what}; e.g. data/prepared/train.npz from `dvc repro prepare`")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.atomic import write_text
+from pipeline.atomic import disk_error_message, write_text
 from pipeline.errors import SettingError
 from pipeline.params import below_the_root
 
@@ -363,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         message = str(error).strip() or type(error).__name__
         print(f"pipeline.config: {message}" + ("" if args.check else f"\n{out} was not written."), file=sys.stderr)
         return EXIT_STATUS
-    write_text(out, text)
+    try:
+        write_text(out, text)
+    except OSError as error:
+        if (said := disk_error_message(error)) is None:
+            raise
+        print(f"pipeline.config: {said}", file=sys.stderr)  # the old file, if any, as it was
+        return EXIT_STATUS
     print(f"wrote {out}")
     for note in [device_note(params), *replay_notes(params)]:
         if note:

@@ -205,12 +205,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from threadpoolctl import threadpool_limits
 
-    params = load_params()
     try:
+        params = load_params()
         run_cfg = book_run(params, args.book_id)
-    except InputError as error:
+        train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
+    except (InputError, FileNotFoundError) as error:  # a misspelt id; no params.yaml or data yet
         raise SystemExit(f"crosscheck: {error}") from None
-    train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
     results = []
     for seed in args.seeds:
         spec = validate_spec(run_spec(run_cfg, seed, {"epochs": args.epochs}))
@@ -222,6 +222,8 @@ def main(argv=None) -> int:
         with threadpool_limits(1):
             ours = fit(net, spec["training"], (train.x, train.y), (validation.x, validation.y),
                        (test.x, test.y), log=lambda s: print("  ours " + s.strip()), progress=False)
+        if ours.interrupted:  # fit keeps Ctrl-C's history; here a part-trained seed compares nothing
+            raise SystemExit(f"crosscheck: stopped during {args.book_id} seed {seed}; nothing compared")
         theirs = train_torch(spec, start_state, train, validation, test, torch)
         results.append((seed, ours, theirs))
     print(f"\n{args.book_id}, {epochs}: peak test accuracy; test accuracy at the best validation epoch"

@@ -53,7 +53,10 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     rows = []
     try:
         with open(path, encoding="utf-8") as f:
-            for row in csv.DictReader(f):
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row:  # csv's key for the cells past the header's columns
+                    raise ValueError(f"line {reader.line_num} has {len(row[None])} cell(s) more than the header")
                 rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
     except (UnicodeDecodeError, ValueError, csv.Error) as error:
         raise InputError(f"{path}: not a history of numbers ({error}): {DAMAGED}") from None
@@ -151,7 +154,11 @@ def load_runs(out: Path, stages: dict[str, str]) -> tuple[list[dict], dict[str, 
     runs ``stages`` maps to the DVC stage that writes them (named when a run is missing)."""
     rows, histories = [], {}
     for run_id, stage in stages.items():
-        rows.append(run_row(_required_json(out / run_id / "metrics.json", stage)))
+        path = out / run_id / "metrics.json"
+        metrics = _required_json(path, stage)
+        if absent := [key for key in RUN_KEYS if key not in metrics]:
+            raise InputError(f"{path}: no {', '.join(absent)}: {DAMAGED}")
+        rows.append(run_row(metrics))
         histories[run_id] = read_history(out / run_id / "history.csv")
     return rows, histories
 
@@ -176,6 +183,10 @@ def baseline_rows(cfg: dict, metrics: dict) -> list[dict]:
                      "ours": ours, "honest_mean": None, "honest_std": None, "n_seeds": 1,
                      "epochs": None, "wall_seconds": metrics.get(b["source"], {}).get("seconds")})
     return rows
+
+
+# what every run's row is named and set beside the book by (the rest may be absent)
+RUN_KEYS = ("chapter", "id", "title", "what_changed", "book")
 
 
 def run_row(metrics: dict) -> dict:

@@ -151,13 +151,19 @@ def check_sections(params: dict) -> None:
         raise SettingError(unknown[0], f"unknown section; allowed: {', '.join(SECTIONS)}")
 
 
+def require_sections(params: dict, sections: tuple[str, ...]) -> None:
+    """Raise :class:`SettingError` for the first of ``sections`` that params.yaml lacks (a
+    hand-edited file): named before a stage reads it, not as a KeyError's traceback."""
+    missing = [section for section in sections if section not in params]
+    if missing:
+        raise SettingError(missing[0], "missing: compose params.yaml with `python -m pipeline.config`")
+
+
 def check_settings(params: dict, sections: tuple[str, ...] = ("data", "download", "expand", "baselines",
                                                               "ensemble", "profile")) -> None:
     """Raise :class:`SettingError` for the first setting of ``sections`` that is not allowed
     or missing."""
-    missing = [section for section in sections if section not in params]
-    if missing:
-        raise SettingError(missing[0], "missing: compose params.yaml with `python -m pipeline.config`")
+    require_sections(params, sections)
     if "data" in sections:
         _check(params["data"], "data", "data")
     if "profile" in sections:

@@ -61,6 +61,8 @@ def trace_run(net, training: dict, train, validation, test) -> dict:
     with threadpool_limits(1):
         history = fit(net, training, (train.x, train.y), (validation.x, validation.y),
                       (test.x, test.y), on_epoch=after_epoch, log=None, progress=False)
+    if history.interrupted:  # fit keeps Ctrl-C's history; a part-trained seed is no finding
+        raise history.stopped_by
     epochs = sorted(dead)
     changes = {str(e): dead[e] for before, e in zip(epochs, epochs[1:]) if dead[e] != dead[before]}
     return {"peak_test_accuracy": history.peak_test_accuracy, "dead_at_start": dead[-1],

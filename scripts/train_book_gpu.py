@@ -59,6 +59,10 @@ def main(argv=None) -> int:
     result = {"book_id": args.book_id, "seed": args.seed, "device": args.device, "wall_s": wall,
               "book": cfg["book"], **history.summary(), "records": history.records}
     write_text(args.out, json.dumps(result, indent=1) + "\n")
+    if history.interrupted:  # Ctrl-C: fit kept the epochs done, and the file says "interrupted"
+        print(f"{args.book_id} seed {args.seed}: interrupted after {history.epochs_completed} epoch(s); "
+              f"those are in {args.out}")
+        return 130
     print(f"{args.book_id} seed {args.seed}: test at best validation {history.test_at_best_validation:.4f} "
           f"(epoch {history.best_epoch}), book {cfg['book']['value']}, {wall:.0f} s")
     return 0

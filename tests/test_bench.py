@@ -55,6 +55,7 @@ def test_bench_smoke(tmp_path, capsys):
     (["--threads", "1", "0"], "--threads: expected counts >= 1, got 1 0"),
     (["--batch-size", "0"], "--batch-size: expected counts >= 1, got 0"),
     (["--out", "{tmp}"], "is a folder; give the JSON file to write"),
+    (["--out", "{tmp}/text.npz/bench.json"], "--out: [Errno 17] File exists"),  # a file where its folder goes
     (["--data", "{tmp}/none.npz"], "none.npz is missing"),
     (["--data", "{tmp}/text.npz"], "text.npz is not an .npz file"),
 ])

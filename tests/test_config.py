@@ -80,7 +80,9 @@ def test_config_names_a_mistake_and_writes_nothing(tmp_path, monkeypatch, capsys
 
 
 def test_check_and_out_mistakes_are_named_not_raised(tmp_path, monkeypatch, capsys):
+    import errno
     import shutil
+    import tempfile
 
     from pipeline.config import main
 
@@ -96,6 +98,15 @@ def test_check_and_out_mistakes_are_named_not_raised(tmp_path, monkeypatch, caps
     (tmp_path / "folder").mkdir()
     assert main(["--out", "folder"]) == 2
     assert "--out folder is a folder" in capsys.readouterr().err
+
+    def refused(*args, **kwargs):  # what a folder without write permission gives (root has them all)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    assert main(["--out", "p.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "pipeline.config: no permission for p.yaml: Permission denied." in err and "Traceback" not in err
+    assert not (tmp_path / "p.yaml").exists()
 
 
 def test_a_gpu_this_machine_lacks_is_noted_and_the_file_still_written(tmp_path, monkeypatch, capsys):

@@ -59,3 +59,36 @@ def test_dropout_is_refused():
     spec["model"]["layers"][0]["dropout"] = 0.5
     with pytest.raises(SystemExit, match="dropout"):
         _check_supported(spec, "my-run")
+
+
+def test_ctrl_c_during_our_training_stops_the_crosscheck_and_compares_nothing(monkeypatch, capsys):
+    """``fit`` keeps Ctrl-C's history and returns; the cross-check must not go on to train the
+    twin and print a part-trained seed's comparison as if it were whole (no torch needed)."""
+    import sys
+    import types
+    from pathlib import Path
+
+    import numpy
+
+    from pipeline import crosscheck
+    from pipeline.nn.train import fit
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(set_num_threads=lambda n: None))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # params.yaml's ch1-30
+    rng = numpy.random.default_rng(0)
+    tiny = types.SimpleNamespace(x=rng.random((40, 784)), y=rng.integers(0, 10, 40))
+    monkeypatch.setattr(crosscheck, "load_run_data", lambda *args: (tiny, tiny, tiny, ""))
+
+    lines = []
+
+    def ctrl_c_at_the_first_epoch_line(line):
+        lines.append(line)
+        if len(lines) == 1:  # fit's own "interrupted after ..." line goes through too
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(crosscheck, "fit", lambda *args, **kwargs: fit(
+        *args, **dict(kwargs, log=ctrl_c_at_the_first_epoch_line)))
+    monkeypatch.setattr(crosscheck, "train_torch", lambda *args: pytest.fail("trained the twin"))
+    with pytest.raises(SystemExit, match="stopped during ch1-30 seed 1; nothing compared"):
+        crosscheck.main(["ch1-30", "--epochs", "2", "--seeds", "1", "2"])
+    assert "peak test accuracy" not in capsys.readouterr().out

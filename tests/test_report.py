@@ -169,12 +169,18 @@ def test_a_damaged_results_file_is_named_with_the_fix(results):
     metrics.write_text(metrics.read_text()[:300])
     with pytest.raises(InputError, match=r"ch1-30/metrics.json: not readable JSON .*dvc repro -f <stage>"):
         rp.load_runs(results, {"ch1-30": "train@ch1-30"})
+    metrics.write_text('{"id": "ch1-30", "chapter": 1, "book": {}}')  # valid JSON, not a run's
+    with pytest.raises(InputError, match=r"ch1-30/metrics.json: no title, what_changed: rerun the stage"):
+        rp.load_runs(results, {"ch1-30": "train@ch1-30"})
     history = results / "ch6-relu" / "history.csv"
     history.write_text("epoch,test_accuracy\n0,0.9\n")
     with pytest.raises(InputError, match="ch6-relu/history.csv: no seed and epoch columns"):
         rp.read_history(history)
     history.write_text("seed,epoch,test_accuracy\n1,0,ninety\n")
     with pytest.raises(InputError, match="not a history of numbers"):
+        rp.read_history(history)
+    history.write_text("seed,epoch,test_accuracy\n1,0,0.9\n1,1,0.91,0.92\n")  # a cell past the header
+    with pytest.raises(InputError, match=r"not a history of numbers \(line 3 has 1 cell\(s\) more than"):
         rp.read_history(history)
 
 

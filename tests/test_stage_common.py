@@ -310,6 +310,33 @@ def test_a_download_no_source_can_serve_names_the_sources_and_exits_2(tmp_path):
     assert not [p.name for p in (tmp_path / "raw").iterdir()], "nothing half-fetched is left behind"
 
 
+@pytest.mark.parametrize("module, name, section", [
+    ("prepare", None, "data"), ("expand", "shifted", "expand"), ("baselines", None, "profile"),
+    ("train", "ch1-30", "data"), ("ensemble", None, "book"), ("report", None, "baselines"),
+])
+def test_a_params_file_without_a_section_the_stage_reads_is_named_before_anything_runs(
+        capsys, tmp_path, monkeypatch, module, name, section):
+    """A hand-edited params.yaml that lost a section: the stage names it and how to write
+    the file again (status 2), not a KeyError's traceback from wherever it was first read."""
+    import importlib
+
+    import yaml
+
+    from pipeline.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    del params[section]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(f"pipeline.stages.{module}").main
+    with pytest.raises(SystemExit) as info:
+        main(*([name] if name else []))
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert f"{section}: missing: compose params.yaml with `python -m pipeline.config`" in err
+    assert "Traceback" not in err and not [p.name for p in tmp_path.iterdir() if p.name != "params.yaml"]
+
+
 def test_the_first_line_names_the_profile(capsys, tmp_path, monkeypatch):
     """A stage of the quick profile started by mistake shows in its first line."""
     monkeypatch.chdir(tmp_path)

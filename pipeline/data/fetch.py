@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import DENIED, OutputNotWritten, atomic_path, check_writable
 from pipeline.errors import InputError
 from pipeline.hashing import sha256_file
 
@@ -253,6 +253,10 @@ def fetch_file(file: MnistFile, sources: Iterable, dest_dir: Path,
         # not one of these, and stops the download with its traceback
         except (OSError, ValueError, RuntimeError, EOFError, subprocess.SubprocessError, tarfile.TarError,
                 zlib.error, http.client.HTTPException) as error:
+            if isinstance(error, OutputNotWritten) and error.errno not in DENIED:
+                # the disk, not the source: full or read-only for every source alike, so the
+                # next one would download again only to fail the same way
+                raise
             attempts.append(f"{file.name} from {source.label}: {type(error).__name__}: {error}")
     raise FetchError(file.name)
 
@@ -266,7 +270,7 @@ def fetch_mnist(files: list[MnistFile], sources: list, dest_dir: str | Path,
     by hand.
     """
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(dest_dir)  # a folder it cannot write in is named now, not as each source failing
     served: dict[str, str] = {}
     attempts: list[str] = []
     missing: list[str] = []

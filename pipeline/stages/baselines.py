@@ -10,7 +10,7 @@ from pipeline import tracking
 from pipeline.atomic import check_writable, write_json
 from pipeline.data.mnist import SPLITS, digest, load_images, split_file
 from pipeline.params import load_params
-from pipeline.settings import check_settings
+from pipeline.settings import check_settings, require_sections
 from pipeline.stages._common import log, stage, stage_command
 
 
@@ -22,9 +22,10 @@ def main() -> None:
     """Darkness, then the book's SVM and the sweep's, which share one fit (``svm_scores``)."""
     with stage("baselines"):
         params = load_params()
+        require_sections(params, ("profile",))  # its name alone, for the runs' tags
+        check_settings(params, ("data", "baselines"))
         data, cfg = params["data"], params["baselines"]
         profile = params["profile"]["name"]
-        check_settings(params, ("data", "baselines"))
         check_writable(cfg["out_dir"])  # named now, not after the SVM's minutes of fitting
         sets = _load_sets(data["prepared_dir"])
         train_digest = digest(split_file(data["prepared_dir"], "train"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pipeline import results, tracking
-from pipeline.atomic import write_json
+from pipeline.atomic import check_writable, write_json
 from pipeline.params import load_params, run_folders, seed_folder
-from pipeline.settings import check_settings
+from pipeline.settings import check_settings, require_sections
 from pipeline.stages._common import log, stage, stage_command
 from pipeline.vote import load_members, log_vote, predictions, run_metrics, run_params, vote_scores
 
@@ -13,8 +13,10 @@ from pipeline.vote import load_members, log_vote, predictions, run_metrics, run_
 def main() -> None:
     with stage("ensemble"):
         params = load_params()
+        require_sections(params, ("data", "profile", "book", "ensemble"))
         check_settings(params, ("ensemble",))
         cfg, data = params["ensemble"], params["data"]
+        check_writable(run_folders(cfg["id"])[1])  # named now, not after its MLflow run has FINISHED
         limit = (params["profile"].get("limits") or {}).get("eval_examples")
         # exactly the seeds that train@<members> trained, each to its last epoch
         seeds = params["book"][cfg["members"]]["seeds"]

@@ -34,8 +34,8 @@ def preview(images: np.ndarray, cfg: dict, order: int | None, path: Path, n: int
 def main(name: str) -> None:
     with stage(f"expand@{name}"):
         params = load_params()
-        data, sets = params["data"], params["expand"]
         check_settings(params, ("data", "expand"))
+        data, sets = params["data"], params["expand"]
         if name not in sets:
             raise InputError(f"no set {name!r} in params.yaml's expand (have: {', '.join(sets)})")
         cfg = sets[name]

@@ -11,8 +11,8 @@ from pipeline.stages._common import log, stage, stage_command
 def main() -> None:
     with stage("prepare"):
         params = load_params()
-        data = params["data"]
         check_settings(params, ("data",))
+        data = params["data"]
         sets = split_book(read_raw(data["raw_dir"]), data["n_train"])
         for name, (images, labels) in sets.items():
             path = split_file(data["prepared_dir"], name)

@@ -11,12 +11,14 @@ from pipeline.atomic import write_json, write_text
 from pipeline.figures import save_figure
 from pipeline.machine import describe, kernel_pin_note
 from pipeline.params import RESULTS, load_params
+from pipeline.settings import require_sections
 from pipeline.stages._common import log, stage, stage_command
 
 
 def main() -> None:
     with stage("report"):
         params = load_params()
+        require_sections(params, ("report", "book", "baselines", "ensemble"))  # report's keys: rp.validate
         cfg = params["report"]
         out = Path(cfg["out_dir"])
         rp.validate(cfg, list(params["book"]), params["ensemble"]["id"])  # a mistake is named, exit 2

