@@ -718,10 +718,11 @@ def start_run(
     # cut the first one's clean-up short. A stop while the run is created or closed would
     # leave it RUNNING: both wait for it, held back
     with stops_raise_once():
-        with signals_held() as came_while_creating:
-            run = _write(client.create_run, experiment_id, run_name=run_name, tags=all_tags)
-        logger = RunLogger(client, run.info.run_id)
-        try:
+        run = logger = None
+        try:  # entered before the run exists: no stop can come between its creation and the try
+            with signals_held() as came_while_creating:
+                run = _write(client.create_run, experiment_id, run_name=run_name, tags=all_tags)
+                logger = RunLogger(client, run.info.run_id)
             raise_held(came_while_creating)  # the run exists now: it ends KILLED
             if params:
                 logger.log_params(params)
@@ -740,16 +741,23 @@ def start_run(
             status = RunStatus.KILLED
             raise type(stop)(*stop.args) from error
         finally:
-            with signals_held() as came_while_closing:
-                if logger.pending:  # stopped or failed: the epochs it completed still go in
-                    try:
-                        logger.flush()
-                    except Exception as error:  # the run's own error is the one to report
-                        warnings.warn(f"MLflow: the last epochs of run {run.info.run_id} were "
-                                      f"not written: {error}", stacklevel=2)
-                _write(client.set_terminated, run.info.run_id, RunStatus.to_string(status))
-            if status == RunStatus.FINISHED:  # else the run is being stopped already
-                raise_held(came_while_closing)
+            if run is not None:  # else MLflow made no run (its error goes on up): none to end
+                _end_run(client, run.info.run_id, logger, status)
+
+
+def _end_run(client, run_id: str, logger: RunLogger | None, status) -> None:
+    """Write what ``logger`` still holds and end the run with ``status``, stops held back
+    meanwhile; one that came while a FINISHED run was closed is raised after."""
+    with signals_held() as came_while_closing:
+        if logger is not None and logger.pending:  # stopped or failed: its completed epochs go in
+            try:
+                logger.flush()
+            except Exception as error:  # the run's own error is the one to report
+                warnings.warn(f"MLflow: the last epochs of run {run_id} were not written: {error}",
+                              stacklevel=3)
+        _write(client.set_terminated, run_id, RunStatus.to_string(status))
+    if status == RunStatus.FINISHED:  # else the run is being stopped already
+        raise_held(came_while_closing)
 
 
 def _stop_among_causes(error: BaseException | None) -> KeyboardInterrupt | None:

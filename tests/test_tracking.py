@@ -357,6 +357,34 @@ def test_a_stop_while_the_run_is_created_ends_it_killed_before_its_work(client, 
     assert run.info.status == "KILLED" and ran == []
 
 
+def test_a_stop_the_moment_the_run_exists_ends_it_killed(client, monkeypatch):
+    """The step after MLflow made the run is already inside the part that ends it: a stop
+    there (raised from the run's logger, as a signal's handler would raise it) does not leave
+    it RUNNING."""
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "RunLogger", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run("stopped at once"):
+            pytest.fail("the run's work began")
+    (run,) = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id],
+                                filter_string="attributes.run_name = 'stopped at once'")
+    assert run.info.status == "KILLED"
+
+
+def test_a_run_mlflow_could_not_make_raises_mlflows_error(client, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    def refused(*args, **kwargs):
+        raise MlflowException("the store refused it")
+
+    monkeypatch.setattr(MlflowClient, "create_run", refused)
+    with pytest.raises(MlflowException, match="the store refused it"):
+        with tracking.start_run("never made"):
+            pytest.fail("the run's work began")
+
+
 def _refused(times: int, real, code: str = "TEMPORARILY_UNAVAILABLE"):
     """``real``, but raising MLflow's "temporarily unavailable" (a busy sqlite store; or the
     error ``code`` names) the first ``times`` calls; ``calls`` counts every attempt."""
