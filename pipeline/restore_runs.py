@@ -48,6 +48,7 @@ from pipeline.interrupts import exit_status
 from pipeline.nn import ModelFileError, load_model
 from pipeline.nn.spec import validate_spec, validate_training
 from pipeline.params import load_params, run_folders, seed_folder
+from pipeline.settings import require_sections
 
 RESTORE = "run `dvc repro --pull` to restore it"
 
@@ -353,6 +354,7 @@ class Restorer:
 def restore(params: dict, log: Callable[[str], None] = print, dry_run: bool = False) -> Restorer:
     """Log every restored run that the store lacks; the ``Restorer`` holds the counts. One call
     at a time per store: a second waits, then finds the first one's runs there."""
+    require_sections(params, ("profile", "data", "baselines", "book", "ensemble"))
     with contextlib.nullcontext() if dry_run else tracking.one_at_a_time("restore_runs", log):
         restorer = Restorer(params, log, dry_run)
         restorer._guarded("baselines", restorer.baselines)

@@ -282,6 +282,9 @@ def test_an_ensemble_of_another_profile_and_damaged_baselines_log_nothing(workdi
 def test_the_command_says_what_it_did_and_fails_with_nothing_to_log(workdir, monkeypatch, capsys):
     import yaml
 
+    (workdir / "params.yaml").write_text(yaml.safe_dump({k: v for k, v in PARAMS.items() if k != "ensemble"}))
+    assert restore_runs.main([]) == 2  # a hand-edited params.yaml: named, not a KeyError
+    assert "restore_runs: ensemble: missing: compose params.yaml with `python -m pipeline.config`" in _said(capsys)
     (workdir / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     assert restore_runs.main([]) == 1  # nothing here at all
     assert "no outputs here for baselines, tiny, tiny-ensemble" in capsys.readouterr().out
