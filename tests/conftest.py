@@ -99,6 +99,27 @@ def stage_env(monkeypatch, tmp_path) -> dict:
 
 
 @pytest.fixture
+def lock_folders(monkeypatch):
+    """``lock_folders(where)``: from now on a file cannot be made in a folder for which
+    ``where(folder)`` holds (every folder by default), as in one without write permission.
+    Tests run as root here, who may write anywhere, so ``chmod`` cannot lock one."""
+    import errno
+    import tempfile
+
+    real_mkstemp = tempfile.mkstemp
+
+    def lock(where=lambda folder: True):
+        def mkstemp(*args, dir=None, **kwargs):
+            if where(Path(dir if dir is not None else tempfile.gettempdir())):
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return real_mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+    return lock
+
+
+@pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     """A working directory with tiny synthetic prepared sets (60/30/30 images, each label's
     images brighter by 20) and its own MLflow store: for a run of the book end to end."""

@@ -136,19 +136,15 @@ def test_a_full_disk_names_the_file_being_written_and_leaves_no_temporary_file(t
     assert disk_error_message(ValueError("not a disk")) is None
 
 
-def test_a_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, monkeypatch):
+def test_a_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, lock_folders):
     import errno
-    import tempfile
 
     from pipeline.atomic import check_writable, disk_error_message
 
     check_writable(tmp_path / "made" / "here")  # made, written, and left empty
     assert list((tmp_path / "made" / "here").iterdir()) == []
 
-    def refused(*args, **kwargs):  # what a folder without write permission gives (root has them all)
-        raise PermissionError(errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    lock_folders()
     with pytest.raises(PermissionError) as info:
         check_writable(tmp_path / "locked")
     assert (info.value.errno, info.value.filename) == (errno.EACCES, str(tmp_path / "locked"))

@@ -79,10 +79,8 @@ def test_config_names_a_mistake_and_writes_nothing(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "params.yaml").exists()
 
 
-def test_check_and_out_mistakes_are_named_not_raised(tmp_path, monkeypatch, capsys):
-    import errno
+def test_check_and_out_mistakes_are_named_not_raised(tmp_path, monkeypatch, capsys, lock_folders):
     import shutil
-    import tempfile
 
     from pipeline.config import main
 
@@ -99,10 +97,7 @@ def test_check_and_out_mistakes_are_named_not_raised(tmp_path, monkeypatch, caps
     assert main(["--out", "folder"]) == 2
     assert "--out folder is a folder" in capsys.readouterr().err
 
-    def refused(*args, **kwargs):  # what a folder without write permission gives (root has them all)
-        raise PermissionError(errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    lock_folders()
     assert main(["--out", "p.yaml"]) == 2
     err = capsys.readouterr().err
     assert "pipeline.config: no permission for p.yaml: Permission denied." in err and "Traceback" not in err

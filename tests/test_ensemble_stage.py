@@ -54,21 +54,12 @@ def test_a_member_folder_holding_another_net_is_refused(stage_dir, capsys, membe
     assert not Path("results/ch6-ensemble/metrics.json").exists()
 
 
-def test_a_results_folder_it_cannot_write_is_named_before_the_vote_is_tracked(stage_dir, capsys, monkeypatch):
+def test_a_results_folder_it_cannot_write_is_named_before_the_vote_is_tracked(
+        stage_dir, capsys, monkeypatch, lock_folders):
     """Not a FINISHED MLflow run for every retry of a stage that then cannot write its metrics."""
-    import errno
-    import tempfile
-
     _save(1, "final epoch")
     _save(2, "final epoch")
-    mkstemp = tempfile.mkstemp
-
-    def refused_in_results(*args, dir=None, **kwargs):  # a folder without write permission
-        if Path(dir).name == "ch6-ensemble":
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return mkstemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refused_in_results)
+    lock_folders(lambda folder: folder.name == "ch6-ensemble")
     monkeypatch.setattr(ensemble.tracking, "start_run", lambda *a, **k: pytest.fail("tracked"))
     with pytest.raises(SystemExit) as stopped:
         ensemble.main()

@@ -443,22 +443,12 @@ def test_a_network_too_big_for_the_memory_is_named_before_anything_is_allocated(
     assert not (workdir / "mlflow.db").exists() and not (workdir / "models").exists()
 
 
-def test_a_results_folder_it_cannot_write_is_named_before_training(workdir, monkeypatch):
+def test_a_results_folder_it_cannot_write_is_named_before_training(workdir, monkeypatch, lock_folders):
     """Without the check the run trained to its end, its MLflow run FINISHED, and only then
     did writing metrics.json fail."""
-    import errno
-    import tempfile
-
     from pipeline.atomic import disk_error_message
 
-    real_mkstemp = tempfile.mkstemp
-
-    def no_write_in_results(*args, dir=None, **kwargs):  # root may write anywhere: as a locked folder
-        if dir is not None and "results" in str(dir):
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return real_mkstemp(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", no_write_in_results)
+    lock_folders(lambda folder: "results" in str(folder))
     monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(PermissionError) as info:
         experiment.train_entry("tiny", RUN, DATA, PROFILE, "models/tiny", "results/tiny", log=lambda _: None)
