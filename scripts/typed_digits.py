@@ -11,6 +11,7 @@ digit), so expect a trained net to miss some.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -19,31 +20,45 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from pipeline.atomic import atomic_path, check_writable, disk_error_message
+
 FONTS = {"sans": "DejaVu Sans", "serif": "DejaVu Serif", "mono": "DejaVu Sans Mono"}  # shipped with matplotlib
 
 
 def write_digits(out: Path, size: int = 200) -> list[Path]:
-    """One PNG per font and digit, ``size`` x ``size`` pixels, the digit in the middle."""
-    out.mkdir(parents=True, exist_ok=True)
+    """One PNG per font and digit, ``size`` x ``size`` pixels, the digit in the middle; each
+    written whole or not at all (a Ctrl-C or a full disk leaves no half-written picture)."""
+    check_writable(out)
     paths = []
     for short, family in FONTS.items():
         for digit in range(10):
             fig = plt.figure(figsize=(1, 1), dpi=size)
             fig.text(0.5, 0.5, str(digit), family=family, fontsize=48, ha="center", va="center")
             path = out / f"{short}-{digit}.png"
-            fig.savefig(path, dpi=size, facecolor="white")
-            plt.close(fig)
+            try:
+                with atomic_path(path, suffix=".png") as tmp:
+                    fig.savefig(tmp, format="png", dpi=size, facecolor="white")
+            finally:
+                plt.close(fig)
             paths.append(path)
     return paths
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the pictures into")
-    args = parser.parse_args()
-    paths = write_digits(args.out)
+    args = parser.parse_args(argv)
+    try:
+        paths = write_digits(args.out)
+    except OSError as error:
+        message = disk_error_message(error)
+        if message is None:
+            raise
+        print(f"typed_digits: {message}", file=sys.stderr)
+        return 2
     print(f"wrote {len(paths)} pictures to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

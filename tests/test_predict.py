@@ -448,6 +448,43 @@ def test_typed_digits_script_writes_thirty_pictures_that_make_mnist_images(tmp_p
         assert max(ink_box(read_digit(path))) == BOX
 
 
+def _typed_digits_script():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "typed_digits.py"
+    loaded = importlib.util.spec_from_file_location("typed_digits", script)
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    return module
+
+
+def test_typed_digits_leave_no_half_written_picture(tmp_path, monkeypatch):
+    """A stop in the middle of a picture leaves the old one (here none) and no part of the new."""
+    from matplotlib.figure import Figure
+
+    script = _typed_digits_script()
+    (tmp_path / "sans-0.png").write_bytes(b"the old picture")
+
+    def savefig_stopped_halfway(fig, target, **kwargs):
+        Path(target).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", savefig_stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        script.write_digits(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sans-0.png"]
+    assert (tmp_path / "sans-0.png").read_bytes() == b"the old picture"
+
+
+def test_typed_digits_into_a_folder_it_may_not_write_is_a_message(tmp_path, lock_folders, capsys):
+    script = _typed_digits_script()
+    lock_folders()
+    assert script.main([str(tmp_path / "typed")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"typed_digits: no permission for {tmp_path / 'typed'}: Permission denied.")
+    assert not list((tmp_path / "typed").iterdir())
+
+
 def test_bad_command_lines_and_missing_models_are_explained(tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict.main(["--test"])
