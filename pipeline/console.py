@@ -1,4 +1,5 @@
-"""One line of progress to stderr, written whole; a Ctrl-C nothing caught, in one line.
+"""One line of progress to stderr, written whole; a Ctrl-C nothing caught, or a script's
+mistake the user can fix, in one line.
 
 Two seeds train side by side in two processes that share the stage's stderr. ``print`` writes a
 line and its newline in two system calls, so the other process's line could land between them
@@ -8,7 +9,12 @@ pipe's atomic 4 KiB) keeps every line intact.
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Callable
+
+from pipeline.atomic import disk_error_message
+from pipeline.errors import EXIT_STATUS, InputError
 
 
 def say(line: str) -> None:
@@ -36,3 +42,24 @@ def ctrl_c_in_one_line() -> None:
         default(kind, value, traceback)
 
     sys.excepthook = hook
+
+
+def run_command(name: str, main: Callable[[], int | None]) -> int:
+    """Run a command's ``main`` and give its exit status: a mistake the user can fix (an
+    ``InputError``, a missing file) or a disk that refuses an output in one line, status 2;
+    a Ctrl-C in one line, 130 (143 for a SIGTERM raised as one). For the scripts of
+    ``scripts/``, which the stages' own handling (``pipeline.stages._common.stage``) does not
+    reach; a bug of ours stays a traceback."""
+    try:
+        return main() or 0
+    except KeyboardInterrupt as stopped:
+        say(f"{name}: interrupted")
+        return 128 + getattr(stopped, "signum", signal.SIGINT)
+    except (InputError, OSError) as error:
+        message = disk_error_message(error)
+        if message is None and isinstance(error, (InputError, FileNotFoundError)):
+            message = str(error)
+        if message is None:
+            raise
+        say(f"{name}: {message}")
+        return EXIT_STATUS

@@ -21,24 +21,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-
-import yaml
 
 from pipeline import results
 from pipeline.atomic import write_text
-from pipeline.report import read_history
+from pipeline.console import run_command
+from pipeline.errors import InputError
+from pipeline.params import load_params
+from pipeline.report import fixed, read_history
 
 # what must be the same in every run of one id for their seeds to be one row
 SAME_IN_EVERY_RUN = ("profile", "train_set", "train_examples", "book")
 
 
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; a file that is none is named."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_run(metrics_path: Path) -> dict:
     """One run's ``metrics.json`` with each seed's per-epoch records from ``history.csv``."""
-    metrics = json.loads(metrics_path.read_text())
+    metrics = read_json(metrics_path)
+    if "seeds" not in metrics or "id" not in metrics:
+        raise InputError(f"{metrics_path}: not a training run's metrics.json (it names no seeds); "
+                         "give folders that hold training runs only")
     history = metrics_path.with_name("history.csv")
     if not history.is_file():
-        raise SystemExit(f"{history}: missing; a run writes it beside {metrics_path.name}")
+        raise InputError(f"{history}: missing; a run writes it beside {metrics_path.name}")
     rows = read_history(history)
     metrics["path"] = str(metrics_path)
     metrics["records"] = {s["seed"]: [r for r in rows if r["seed"] == s["seed"]]
@@ -52,7 +68,7 @@ def merge(runs: list[dict]) -> dict:
     for run in runs[1:]:
         for key in SAME_IN_EVERY_RUN:
             if run.get(key) != first.get(key):
-                raise SystemExit(f"{first['id']}: {key} differs between {first['path']} "
+                raise InputError(f"{first['id']}: {key} differs between {first['path']} "
                                  f"({first.get(key)!r}) and {run['path']} ({run.get(key)!r}); "
                                  "only runs of the same configuration can be merged")
     seeds = seeds_of(runs)
@@ -60,7 +76,7 @@ def merge(runs: list[dict]) -> dict:
     replays = {(run["replay"]["script"], run["replay"]["seed"], run["replay"]["value"]):
                run["replay"] for run in runs if run.get("replay")}
     if len(replays) > 1:
-        raise SystemExit(f"{first['id']}: the runs replayed the book's run with different "
+        raise InputError(f"{first['id']}: the runs replayed the book's run with different "
                          "results; only runs of the same configuration can be merged")
     book = first["book"]
     ours = results.book_rule(seeds, book["metric"], book["runs"])
@@ -68,7 +84,7 @@ def merge(runs: list[dict]) -> dict:
     return {
         "id": first["id"], "chapter": first["chapter"], "book": book,
         "seeds": [s["seed"] for s in seeds], "ours": ours, "honest": honest,
-        "difference_pp": _diff_pp(ours["value"], book.get("value")),
+        "difference_pp": results.difference_pp(ours["value"], book.get("value")),
         "epochs": max(run["epochs"] for run in runs),
         "best_epochs": [s["summary"]["best_epoch"] for s in seeds],
         "walls": [run["wall_seconds"] for run in sorted(runs, key=_first_seed)],
@@ -84,7 +100,7 @@ def seeds_of(runs: list[dict]) -> list[dict]:
         for summary in run["seeds"]:
             seed = summary["seed"]
             if seed in where:
-                raise SystemExit(f"{run['id']}: seed {seed} is in both {where[seed]} and "
+                raise InputError(f"{run['id']}: seed {seed} is in both {where[seed]} and "
                                  f"{run['path']}; keep one of them")
             where[seed] = run["path"]
             seeds.append({"seed": seed, "summary": summary, "records": run["records"][seed]})
@@ -96,7 +112,7 @@ def _replay(replay: dict | None, book: float | None) -> dict | None:
     if replay is None:
         return None
     return {"script": replay["script"], "seed": replay["seed"], "value": replay["value"],
-            "difference_pp": _diff_pp(replay["value"], book)}
+            "difference_pp": results.difference_pp(replay["value"], book)}
 
 
 def _first_seed(run: dict) -> int:
@@ -109,11 +125,7 @@ def vote_row(vote: dict, ensemble_cfg: dict) -> dict:
     return {"id": ensemble_cfg["id"], "chapter": ensemble_cfg["chapter"], "book": book,
             "members": len(vote["members"]), "test_accuracy": vote["test_accuracy"],
             "test_errors": vote["test_errors"],
-            "difference_pp": _diff_pp(vote["test_accuracy"], book.get("value"))}
-
-
-def _diff_pp(ours: float | None, book: float | None) -> float | None:
-    return None if ours is None or book is None else round(100 * (ours - book), 2)
+            "difference_pp": results.difference_pp(vote["test_accuracy"], book.get("value"))}
 
 
 def _duration(seconds: float) -> str:
@@ -137,21 +149,21 @@ def markdown(rows: list[dict]) -> str:
              + "| test at best val., mean ± std | best-val. epochs |",
              "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_replay else "")]
     for r in rows:
-        book = f"{100 * r['book']['value']:.2f}" if r["book"].get("value") is not None else "—"
-        diff = "—" if r["difference_pp"] is None else f"{r['difference_pp']:+.2f}"
+        book = fixed(100 * r['book']['value']) if r["book"].get("value") is not None else "—"
+        diff = "—" if r["difference_pp"] is None else fixed(r["difference_pp"], sign=True)
         if with_replay:
             diff += f" | {_replay_cell(r.get('replay'))}"
         if "members" in r:
             lines.append(f"| {r['id']} | vote of {r['members']} nets | — | — | "
-                         f"{100 * r['test_accuracy']:.2f} ({r['test_errors']} errors) | {book} "
+                         f"{fixed(100 * r['test_accuracy'])} ({r['test_errors']} errors) | {book} "
                          f"| {diff} | — | — |")
             continue
-        ours = "—" if r["ours"]["value"] is None else f"{100 * r['ours']['value']:.2f}"
+        ours = "—" if r["ours"]["value"] is None else fixed(100 * r["ours"]["value"])
         if r["ours"].get("seed") is not None:
             ours += f" (seed {r['ours']['seed']})"
         honest = r["honest"]
-        spread = "" if honest["std"] is None else f" ± {100 * honest['std']:.2f}"
-        mean = "—" if honest["mean"] is None else f"{100 * honest['mean']:.2f}{spread}"
+        spread = "" if honest["std"] is None else f" ± {fixed(100 * honest['std'])}"
+        mean = "—" if honest["mean"] is None else f"{fixed(100 * honest['mean'])}{spread}"
         lines.append(f"| {r['id']} | {_seeds(r['seeds'])} | {r['epochs']} | "
                      f"{' + '.join(_duration(w) for w in r['walls'])} | {ours} | {book} | {diff} "
                      f"| {mean} | {', '.join(map(str, r['best_epochs']))} |")
@@ -161,8 +173,8 @@ def markdown(rows: list[dict]) -> str:
 def _replay_cell(replay: dict | None) -> str:
     if not replay:
         return "—"
-    diff = "" if replay["difference_pp"] is None else f" ({replay['difference_pp']:+.2f})"
-    return f"{100 * replay['value']:.2f}{diff}"
+    diff = "" if replay["difference_pp"] is None else f" ({fixed(replay['difference_pp'], sign=True)})"
+    return f"{fixed(100 * replay['value'])}{diff}"
 
 
 def runs_by_id(folders: list[Path]) -> dict[str, list[dict]]:
@@ -171,7 +183,7 @@ def runs_by_id(folders: list[Path]) -> dict[str, list[dict]]:
     for folder in folders:
         paths = sorted(folder.rglob("metrics.json"))
         if not paths:
-            raise SystemExit(f"{folder}: no metrics.json below it")
+            raise InputError(f"{folder}: no metrics.json below it")
         for path in paths:
             run = read_run(path)
             by_id.setdefault(run["id"], []).append(run)
@@ -193,11 +205,16 @@ def table(folders: list[Path], votes: list[Path], params: dict) -> list[dict]:
     order = list(params.get("book", {}))
     ids = sorted(by_id, key=lambda i: (order.index(i) if i in order else len(order), i))
     rows = [merge(by_id[i]) for i in ids]
-    rows += [vote_row(json.loads(v.read_text()), params["ensemble"]) for v in votes]
+    for path in votes:
+        vote = read_json(path)
+        if not {"members", "test_accuracy", "test_errors"} <= set(vote):
+            raise InputError(f"--vote {path}: not a result of scripts/vote_saved_nets.py (no members, "
+                             "test_accuracy, test_errors)")
+        rows.append(vote_row(vote, params["ensemble"]))
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="folders searched for metrics.json")
     parser.add_argument("--vote", action="append", type=Path, default=[],
@@ -206,11 +223,12 @@ def main() -> None:
                         help="for the rows' order and the ensemble's book figure")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     parser.add_argument("--json", type=Path, help="also write the merged rows (JSON) here")
-    args = parser.parse_args()
-    params = yaml.safe_load(args.params.read_text())
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
     rows = table(args.folders, args.vote, params)
     write_outputs(markdown(rows), rows, args.out, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("book_profile_table", main))

@@ -3,7 +3,8 @@ set, against the test accuracy its run logged for those weights: a training run'
 epoch, the ensemble's run's for its vote. Run from the repo root after ``dvc repro``:
 
     python scripts/check_logged_models.py   # exit status 1 if a model differs, is not READY or
-                                            # cannot be loaded, or if none could be compared
+                                            # cannot be loaded, or if none could be compared;
+                                            # 2 if params.yaml or the test set is missing
 
 The test set is the prepared one, as many images as the model's own run evaluated (its
 ``test_examples``; ``smoke``: the first 500), in each model's input dtype (its signature), so a
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import tracking
+from pipeline.console import run_command
 from pipeline.data.mnist import load_dataset, split_file
 from pipeline.errors import InputError
 from pipeline.nn.io import META_FILE
@@ -33,8 +35,13 @@ def evaluated_on(model_folder: Path) -> int | None | bool:
     """How many test images the run of a downloaded model evaluated its nets on (None: all;
     False: not known here: a profile this checkout does not have, or nets that disagree), read
     from its nets' ``model.json``."""
-    counts = {evaluated_examples(json.loads(path.read_text(encoding="utf-8"))["metadata"])
-              for path in sorted(model_folder.glob(f"artifacts/*/{META_FILE}"))}
+    counts = set()
+    for path in sorted(model_folder.glob(f"artifacts/*/{META_FILE}")):
+        try:
+            counts.add(evaluated_examples(json.loads(path.read_text(encoding="utf-8"))["metadata"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(f"its {path.parent.name}/{META_FILE} is not one this project writes "
+                             f"({type(error).__name__}: {error})") from None
     return counts.pop() if len(counts) == 1 else False
 
 
@@ -50,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with tempfile.TemporaryDirectory() as tmp:  # one download: the nets are in memory once loaded
             folder = tracking.download_stored_model(logged.model_id, tmp)
-            cap = evaluated_on(folder)
             try:
+                cap = evaluated_on(folder)
                 model = None if cap is False else tracking.load_as_pyfunc(folder)
-            except InputError as error:  # code other than this checkout's: not run
+            except InputError as error:  # a model.json that is not one, or code other than this
+                # checkout's (not run)
                 print(f"model {logged.model_id} of run {logged.run_id} ({logged.run_name}): {error}")
                 differ += 1
                 continue
@@ -80,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("check_logged_models", main))

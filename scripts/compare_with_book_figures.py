@@ -12,7 +12,8 @@ training-set size). Get them from there, then, after ``dvc repro`` has trained t
 For every series it prints whether our replay (the run with the replay's seed in
 ``results/<id>/history.csv``) gives the same numbers at every epoch, or the first epoch where
 it does not. Counts must be equal; costs must agree to ``--cost-rtol``. Exit status 1 if any
-series differs or nothing could be compared. Files that are missing are skipped and named.
+series differs or nothing could be compared; 2 if a file is not what it should be. Files that
+are missing are skipped and named.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.report import read_history
+from pipeline.console import run_command
+from pipeline.errors import InputError
+from pipeline.report import read_history, read_json
 
 SWEEP_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)  # more_data.py's order
 
@@ -57,7 +60,7 @@ def replay_rows(results: Path, book_id: str) -> list[dict]:
     metrics_path = results / book_id / "metrics.json"
     if not metrics_path.is_file():
         return []
-    replay = json.loads(metrics_path.read_text(encoding="utf-8")).get("replay")
+    replay = (read_json(metrics_path) or {}).get("replay")
     if not replay:
         return []
     return [r for r in read_history(results / book_id / "history.csv") if int(r["seed"]) == replay["seed"]]
@@ -75,6 +78,16 @@ def compare_series(ours: list[float], book: list[float], scale: int | None, cost
     return None
 
 
+def read_book_file(path: Path, read, *args) -> list:
+    """``read``'s series from one of the book's JSON files; a file of another shape is named
+    (a saved web page instead of the raw file, most often)."""
+    try:
+        return read(json.loads(path.read_text(encoding="utf-8")), *args)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as error:
+        raise InputError(f"{path}: not the book's {path.name} ({type(error).__name__}: {error}); "
+                         "save the raw JSON file from the book's repository, not its web page") from None
+
+
 def compare(fig_dir: Path, results: Path, cost_rtol: float = 1e-9) -> list[tuple[str, str, int, str | None]]:
     """(id, series, epochs compared, None or the first difference) for every series found on both sides."""
     out = []
@@ -83,7 +96,7 @@ def compare(fig_dir: Path, results: Path, cost_rtol: float = 1e-9) -> list[tuple
         if not path.is_file():
             print(f"{name}: not in {fig_dir}; skipped")
             continue
-        for run_id, key, scale, book in read(json.loads(path.read_text(encoding="utf-8")), book_id):
+        for run_id, key, scale, book in read_book_file(path, read, book_id):
             if not book:
                 continue  # a series the book's script did not monitor
             rows = replay_rows(results, run_id)
@@ -95,13 +108,17 @@ def compare(fig_dir: Path, results: Path, cost_rtol: float = 1e-9) -> list[tuple
                 continue
             out.append((run_id, key, len(book), compare_series([r[key] for r in rows], book, scale, cost_rtol)))
     sweep = fig_dir / "more_data.json"
-    if sweep.is_file():
-        for size, book in zip(SWEEP_SIZES, json.loads(sweep.read_text(encoding="utf-8"))):
-            rows = replay_rows(results, f"ch3-more-data-{size}")
-            if rows:
-                ours = round(100 * rows[-1]["validation_accuracy"], 2)
-                out.append((f"ch3-more-data-{size}", "final validation_accuracy", 1,
-                            None if ours == round(book, 2) else f"ours {ours}%, the book's {book}%"))
+    if not sweep.is_file():
+        print(f"{sweep.name}: not in {fig_dir}; skipped")
+        return out
+    for size, book in read_book_file(sweep, lambda data: list(zip(SWEEP_SIZES, map(float, data), strict=True))):
+        rows = replay_rows(results, f"ch3-more-data-{size}")
+        if not rows:
+            print(f"ch3-more-data-{size}: no replay in {results}; skipped")
+            continue
+        ours = round(100 * rows[-1]["validation_accuracy"], 2)
+        out.append((f"ch3-more-data-{size}", "final validation_accuracy", 1,
+                    None if ours == round(book, 2) else f"ours {ours}%, the book's {book}%"))
     return out
 
 
@@ -122,4 +139,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_command("compare_with_book_figures", main))

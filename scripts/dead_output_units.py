@@ -19,12 +19,14 @@ predicted).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy
 from threadpoolctl import threadpool_limits
 
-from pipeline.atomic import write_json
+from pipeline.atomic import check_writable, write_json
+from pipeline.console import run_command
 from pipeline.errors import InputError
 from pipeline.experiment import load_run_data, run_spec
 from pipeline.nn.build import build_network
@@ -78,34 +80,42 @@ def main(argv=None) -> int:
                         help="the run's cost and the ones to swap in for it")
     parser.add_argument("--out", type=Path, help="folder for dead_units.json")
     args = parser.parse_args(argv)
+    if args.out is not None:  # before the training, not after it
+        if args.out.exists() and not args.out.is_dir():
+            parser.error(f"--out {args.out} is a file; give a folder for dead_units.json")
+        check_writable(args.out)
     params = load_params()
-    try:
-        run_cfg = book_run(params, args.book_id)
-    except InputError as error:
-        raise SystemExit(str(error)) from None
+    run_cfg = book_run(params, args.book_id)
+    # the run's own spec, its defaults filled, checked before any data are read
+    if validate_spec(run_spec(run_cfg, args.seeds[0], {}))["model"]["layers"][-1].get("activation") != "sigmoid":
+        raise InputError(f"{args.book_id}: its output layer is not sigmoid; this counts sigmoid units")
     train, validation, test, _ = load_run_data(run_cfg, params["data"], {})
     rows = []
-    for cost in args.costs:
-        for seed in args.seeds:
-            spec = run_spec(run_cfg, seed, {})
-            spec["model"]["cost"] = cost  # all else the run's: the same start, the same shuffles
-            spec = validate_spec(spec)
-            if spec["model"]["layers"][-1]["activation"] != "sigmoid":
-                raise SystemExit(f"{args.book_id}: its output layer is not sigmoid; this counts sigmoid units")
-            net = build_network(spec, device="cpu")
-            row = {"book_id": args.book_id, "cost": cost, "seed": seed,
-                   "epochs": spec["training"]["epochs"], "eta": spec["training"]["eta"],
-                   **trace_run(net, spec["training"], train, validation, test)}
-            rows.append(row)
-            print(f"{cost:<14} seed {seed:>2}: peak test {row['peak_test_accuracy']:.2%}  "
-                  f"dead at start {row['dead_at_start']}  after epoch 0 "
-                  f"{row['dead_after_epoch'].get('0', row['dead_at_start'])}  at the end {row['dead_at_end']}",
+    try:
+        for cost in args.costs:
+            for seed in args.seeds:
+                spec = run_spec(run_cfg, seed, {})
+                spec["model"]["cost"] = cost  # all else the run's: the same start, the same shuffles
+                spec = validate_spec(spec)
+                net = build_network(spec, device="cpu")
+                row = {"book_id": args.book_id, "cost": cost, "seed": seed,
+                       "epochs": spec["training"]["epochs"], "eta": spec["training"]["eta"],
+                       **trace_run(net, spec["training"], train, validation, test)}
+                rows.append(row)
+                print(f"{cost:<14} seed {seed:>2}: peak test {row['peak_test_accuracy']:.2%}  "
+                      f"dead at start {row['dead_at_start']}  after epoch 0 "
+                      f"{row['dead_after_epoch'].get('0', row['dead_at_start'])}  at the end {row['dead_at_end']}",
+                      flush=True)
+    except KeyboardInterrupt:  # the runs finished before the stop are kept; the stopped one is no finding
+        if args.out is not None:
+            write_json(args.out / "dead_units.json", rows)
+            print(f"stopped: the {len(rows)} run(s) finished before it are in {args.out / 'dead_units.json'}",
                   flush=True)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
+        raise
+    if args.out is not None:
         write_json(args.out / "dead_units.json", rows)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_command("dead_output_units", main))

@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
+import sys
 from pathlib import Path
 
 import yaml
 
 # scripts/ is on sys.path when this runs as a script
-from book_profile_table import runs_by_id, seeds_of, write_outputs
+from book_profile_table import read_json, runs_by_id, seeds_of, write_outputs
 
 from pipeline import results
 from pipeline.config import compose
+from pipeline.console import run_command
+from pipeline.errors import InputError
 from pipeline.nn.train import History, track_best
 
 
@@ -68,7 +70,7 @@ def rule_at(seeds: list[dict], k: int, book: dict) -> float:
     cut = [first_epochs(s, k) for s in seeds]
     value = results.book_rule(cut, book["metric"], book["runs"])["value"]
     if value is None:
-        raise SystemExit(f"no {book['metric']} in the first {k} epochs of seeds "
+        raise InputError(f"no {book['metric']} in the first {k} epochs of seeds "
                          f"{[s['seed'] for s in seeds]}")
     return value
 
@@ -86,7 +88,7 @@ def row(run_id: str, runs: list[dict], cfg: dict, run_row: dict | None,
         raise Skip(f"{run_id}: the profile's seeds {missing} are not in the book-profile runs "
                    "given")
     if run_row is not None and (run_row["epochs"], run_row["n_seeds"]) != (cut_epochs, len(cut_seeds)):
-        raise SystemExit(f"{run_id}: --run trained {run_row['epochs']} epochs of "
+        raise InputError(f"{run_id}: --run trained {run_row['epochs']} epochs of "
                          f"{run_row['n_seeds']} seeds, the profile {cut_epochs} of "
                          f"{len(cut_seeds)}; give the summary.json of a run of this profile")
     n = len(cut_seeds)
@@ -108,7 +110,7 @@ def row(run_id: str, runs: list[dict], cfg: dict, run_row: dict | None,
                      "profile_seeds": diff_pp(rule_at([seeds[s] for s in cut_seeds], k, book))})
     value = rule_at([seeds[s] for s in cut_seeds], cut_epochs, book)
     if run_row is not None and abs(value - run_row["ours"]) > 1e-9:
-        raise SystemExit(f"{run_id}: the first {cut_epochs} epochs of seeds {cut_seeds} give "
+        raise InputError(f"{run_id}: the first {cut_epochs} epochs of seeds {cut_seeds} give "
                          f"{value}, the run reported {run_row['ours']}; the runs are not the "
                          "same training")
     inside = [abs(r["low"]) <= tolerance_pp and abs(r["high"]) <= tolerance_pp for r in by_k]
@@ -205,7 +207,7 @@ def frontier(folders: list[Path], params: dict,
     by_id = runs_by_id(folders)
     limits = params["profile"].get("limits") or {}
     if any(v is not None for v in limits.values()):
-        raise SystemExit(f"profile {params['profile']['name']} limits the data ({limits}); its "
+        raise InputError(f"profile {params['profile']['name']} limits the data ({limits}); its "
                          "runs are not the first epochs of the book-profile runs")
     run_rows = {r["id"]: r for r in run["rows"]} if run else {}
     tolerance = params["report"]["tolerance_pp"]
@@ -219,12 +221,12 @@ def frontier(folders: list[Path], params: dict,
         except Skip as skip:
             skipped.append(str(skip))
     if not out:
-        raise SystemExit("none of the runs found is a row of the profile that they can say "
+        raise InputError("none of the runs found is a row of the profile that they can say "
                          "anything about" + "".join(f"\n  {s}" for s in skipped))
     return out, skipped
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="folders searched for metrics.json")
     parser.add_argument("--profile", default="quick",
@@ -233,13 +235,22 @@ def main() -> None:
                         "checks the recomputed figures and gives each row's seconds per epoch")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     parser.add_argument("--json", type=Path, help="also write the rows (JSON) here")
-    args = parser.parse_args()
-    params = yaml.safe_load(compose(Path(__file__).resolve().parents[1], [f"profile={args.profile}"]))
-    run = json.loads(args.run.read_text()) if args.run else None
+    args = parser.parse_args(argv)
+    root = Path(__file__).resolve().parents[1]
+    profiles = sorted(path.stem for path in (root / "conf" / "profile").glob("*.yaml"))
+    if args.profile not in profiles:
+        parser.error(f"--profile {args.profile}: no such profile in conf/profile/; the profiles: "
+                     f"{', '.join(profiles)}")
+    run = read_json(args.run) if args.run else None
+    if run is not None and not isinstance(run.get("rows"), list):
+        raise InputError(f"--run {args.run}: not a report's summary.json (no rows); give a run's "
+                         "results/summary.json")
+    params = yaml.safe_load(compose(root, [f"profile={args.profile}"]))
     rows, skipped = frontier(args.folders, params, run)
     text = markdown(rows, args.profile) + "".join(f"- Skipped {s}.\n" for s in skipped)
     write_outputs(text, rows, args.out, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("epochs_to_tolerance", main))

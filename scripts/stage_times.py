@@ -20,6 +20,7 @@ import argparse
 import gzip
 import re
 import statistics
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,8 +137,8 @@ def main() -> None:
     for path in args.logs:
         try:
             runs.append(read_log(path))
-        except (OSError, ValueError) as exc:
-            parser.error(str(exc))
+        except (OSError, ValueError, EOFError, zlib.error) as exc:  # EOFError: a .gz cut short
+            parser.error(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
     for path, run in zip(args.logs, runs):
         print("\n".join(summary_lines(str(path), run)))
     if len(runs) == 2:

@@ -16,20 +16,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-from pipeline.atomic import write_text
-from pipeline.data.fetch import MNIST_FILES, LocalDirSource, fetch_mnist
+from pipeline.atomic import check_writable, write_text
+from pipeline.console import run_command
+from pipeline.data.fetch import MNIST_FILES, FetchError, LocalDirSource, fetch_mnist
 from pipeline.data.mnist import read_raw, scale_pixels, split_book
+from pipeline.errors import InputError
 from pipeline.nn import build_network, fit
-from pipeline.params import conf_book_run, conf_data
+from pipeline.params import CONF, conf_book_run, conf_data
 
 
 def book_training(cfg: dict, seed: int, device: str, epochs: int | None = None) -> dict:
     """The run's training settings (``conf_book_run``: at the book's epochs, or ``epochs``),
     with this seed and device."""
-    return dict(cfg["training"], seed=seed, device=device, epochs=epochs or cfg["training"]["epochs"])
+    return dict(cfg["training"], seed=seed, device=device,
+                epochs=cfg["training"]["epochs"] if epochs is None else epochs)
+
+
+def at_least_one(text: str) -> int:
+    """argparse type: a whole number of 1 or more (0 epochs would train nothing)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def read_book_split(raw: str) -> dict:
+    """The book's training, validation and test sets from the four raw files in ``raw``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            fetch_mnist(MNIST_FILES, [LocalDirSource(raw)], tmp, log=lambda _: None)
+        except FetchError:  # its advice is the pipeline's (dvc exp run), not this script's
+            names = ", ".join(file.name for file in MNIST_FILES)
+            raise InputError(f"--raw {raw}: it must hold the four MNIST files ({names}), plain or .gz, "
+                             "with their original bytes") from None
+        sets = split_book(read_raw(tmp), conf_data()["n_train"])
+    return {name: (scale_pixels(images), labels.astype("int64")) for name, (images, labels) in sets.items()}
 
 
 def main(argv=None) -> int:
@@ -39,20 +64,23 @@ def main(argv=None) -> int:
     ap.add_argument("--raw", required=True, help="folder with the four MNIST files (plain or .gz)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="gpu", choices=("cpu", "gpu"))
-    ap.add_argument("--epochs", type=int, default=None, help="fewer epochs than the book's, for a trial")
+    ap.add_argument("--epochs", type=at_least_one, default=None, help="fewer epochs than the book's, for a trial")
     args = ap.parse_args(argv)
 
+    if not (CONF / "book" / f"{args.book_id}.yaml").is_file():
+        ids = sorted(path.stem for path in (CONF / "book").glob("*.yaml"))
+        ap.error(f"no run {args.book_id!r} in conf/book/; the runs: {', '.join(ids)}")
+    if Path(args.out).is_dir():
+        ap.error(f"--out {args.out} is a folder; give the JSON file's name")
+    check_writable(Path(args.out).parent)  # before the training, not after it
     cfg = conf_book_run(args.book_id)
     if cfg["data"]["train"] != "train" or cfg["data"].get("train_limit"):
         limit = cfg["data"].get("train_limit")
         ap.error(f"{args.book_id} trains on {cfg['data']['train']!r}{f' limited to {limit} images' if limit else ''}; "
                  "this script trains on the whole plain training set only")
-    with tempfile.TemporaryDirectory() as tmp:
-        fetch_mnist(MNIST_FILES, [LocalDirSource(args.raw)], tmp, log=lambda _: None)
-        sets = split_book(read_raw(tmp), conf_data()["n_train"])
-    data = {name: (scale_pixels(images), labels.astype("int64")) for name, (images, labels) in sets.items()}
     spec = {"model": cfg["model"], "training": book_training(cfg, args.seed, args.device, args.epochs)}
-    net = build_network(spec)
+    net = build_network(spec)  # first: a GPU asked for but absent is named before the data are read
+    data = read_book_split(args.raw)
     t0 = time.perf_counter()
     history = fit(net, spec, data["train"], data["validation"], data["test"], log=print)
     wall = time.perf_counter() - t0
@@ -69,4 +97,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_command("train_book_gpu", main))

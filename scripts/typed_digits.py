@@ -20,7 +20,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from pipeline.atomic import atomic_path, check_writable, disk_error_message
+from pipeline.atomic import atomic_path, check_writable
+from pipeline.console import run_command
 
 FONTS = {"sans": "DejaVu Sans", "serif": "DejaVu Serif", "mono": "DejaVu Sans Mono"}  # shipped with matplotlib
 
@@ -48,17 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the pictures into")
     args = parser.parse_args(argv)
-    try:
-        paths = write_digits(args.out)
-    except OSError as error:
-        message = disk_error_message(error)
-        if message is None:
-            raise
-        print(f"typed_digits: {message}", file=sys.stderr)
-        return 2
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"{args.out} is a file; give a folder to write the pictures into")
+    paths = write_digits(args.out)
     print(f"wrote {len(paths)} pictures to {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("typed_digits", main))

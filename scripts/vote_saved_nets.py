@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from pathlib import Path
 
-from pipeline.atomic import write_json
+from pipeline.atomic import check_writable, write_json
+from pipeline.console import run_command
 from pipeline.nn import load_model, score_vote
 from pipeline.params import conf_data
 from pipeline.vote import predictions, vote_scores
@@ -36,21 +38,25 @@ def vote(model_dirs: list[Path], prepared_dir: Path) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="+", type=Path, help="saved nets (seed folders)")
     prepared = conf_data()["prepared_dir"]
     parser.add_argument("--prepared", type=Path, default=Path(prepared),
                         help=f"folder of validation.npz and test.npz (default: {prepared})")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if len(args.model_dirs) < 2:
         parser.error("a vote needs at least 2 nets")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder; give the JSON file's name")
+    check_writable(args.out.parent)  # before the nets are read and scored
     result = vote(args.model_dirs, args.prepared)
     write_json(args.out, result)
     print(f"vote of {len(args.model_dirs)}: test {result['test_accuracy']:.2%} "
           f"({result['test_errors']} errors); sub-ensembles: {result['test_errors_by_subset']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("vote_saved_nets", main))

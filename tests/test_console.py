@@ -46,3 +46,35 @@ def test_two_processes_writing_to_one_pipe_never_run_their_lines_together():
     for line in out:
         seed = line[len("[seed "):len("[seed ") + 1]
         assert line.startswith(f"[seed {seed}] epoch ") and line.endswith(" " + seed * 120), line
+
+
+def test_a_scripts_mistakes_and_its_stop_are_one_line_each(capsys):
+    import errno
+    import signal
+
+    import pytest
+
+    from pipeline.console import run_command
+    from pipeline.errors import InputError
+    from pipeline.interrupts import Terminated
+
+    def raising(error):
+        def main():
+            raise error
+        return main
+
+    cases = [(InputError("--raw x: it must hold the four MNIST files"), 2,
+              "tool: --raw x: it must hold the four MNIST files\n"),
+             (FileNotFoundError("params.yaml not found: run it from the repository root"), 2,
+              "tool: params.yaml not found: run it from the repository root\n"),
+             (PermissionError(errno.EACCES, "Permission denied", "out.json"), 2,
+              "tool: no permission for out.json: Permission denied."),
+             (KeyboardInterrupt(), 130, "tool: interrupted\n"),
+             (Terminated("stopped", signal.SIGTERM), 143, "tool: interrupted\n")]
+    for error, status, line in cases:
+        assert run_command("tool", raising(error)) == status
+        assert capsys.readouterr().err.startswith(line)
+    assert run_command("tool", lambda: 1) == 1 and run_command("tool", lambda: None) == 0
+    for bug in (KeyError("seeds"), IsADirectoryError(errno.EISDIR, "Is a directory", "x")):
+        with pytest.raises(type(bug)):  # ours to fix: a traceback
+            run_command("tool", raising(bug))

@@ -479,7 +479,7 @@ def test_typed_digits_leave_no_half_written_picture(tmp_path, monkeypatch):
 def test_typed_digits_into_a_folder_it_may_not_write_is_a_message(tmp_path, lock_folders, capsys):
     script = _typed_digits_script()
     lock_folders()
-    assert script.main([str(tmp_path / "typed")]) == 2
+    assert script.run_command("typed_digits", lambda: script.main([str(tmp_path / "typed")])) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"typed_digits: no permission for {tmp_path / 'typed'}: Permission denied.")
     assert not list((tmp_path / "typed").iterdir())

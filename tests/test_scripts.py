@@ -141,13 +141,13 @@ def test_book_profile_table_refuses_a_seed_twice_and_runs_that_differ(tmp_path):
     measured = MEASURED / "2026-11-30-cpu-book" / "ch6-2fc" / "metrics.json"
     _split_run(measured, [[1], [1, 2]], tmp_path / "twice")
     done = _run_table(tmp_path / "twice")
-    assert done.returncode == 1 and "seed 1 is in both" in done.stderr, done.stderr
+    assert done.returncode == 2 and "seed 1 is in both" in done.stderr, done.stderr
 
     _split_run(measured, [[1], [2]], tmp_path / "differ")
     other = tmp_path / "differ" / "run1" / "metrics.json"
     other.write_text(json.dumps(dict(json.loads(other.read_text()), profile="quick")))
     done = _run_table(tmp_path / "differ")
-    assert done.returncode == 1 and "profile differs" in done.stderr, done.stderr
+    assert done.returncode == 2 and "profile differs" in done.stderr, done.stderr
 
 
 def test_book_profile_table_adds_the_ensemble_row_from_a_vote(tmp_path):
@@ -238,7 +238,7 @@ def test_book_profile_table_shows_the_replay_only_where_a_row_has_one(tmp_path):
     other.write_text(json.dumps(dict(json.loads(other.read_text()),
                                      replay=dict(replay, value=replay["value"] - 0.01))))
     done = _run_table(tmp_path / "runs")
-    assert done.returncode == 1 and "replayed the book's run with different" in done.stderr
+    assert done.returncode == 2 and "replayed the book's run with different" in done.stderr
 
     ch6 = _run_table(MEASURED / "2026-11-30-cpu-book" / "ch6-2fc")
     assert ch6.returncode == 0 and "replayed" not in ch6.stdout
@@ -329,14 +329,14 @@ def test_epochs_to_tolerance_refuses_a_run_that_is_not_the_same_training(tmp_pat
     other = tmp_path / "summary.json"
     other.write_text(json.dumps(summary))
     done = _frontier(tmp_path, book / "ch6-2fc", "--profile", "fast", "--run", other)
-    assert done.returncode == 1 and "not the same training" in done.stderr, done.stderr
+    assert done.returncode == 2 and "not the same training" in done.stderr, done.stderr
 
     # a run of another profile: its epochs are not the profile's
     done = _frontier(tmp_path, book / "ch6-2fc", "--profile", "fast", "--run", QUICK_RUN)
-    assert done.returncode == 1 and "trained 8 epochs of 2 seeds, the profile 1 of 2" in done.stderr
+    assert done.returncode == 2 and "trained 8 epochs of 2 seeds, the profile 1 of 2" in done.stderr
 
     done = _frontier(tmp_path, book, "--profile", "smoke")
-    assert done.returncode == 1 and "limits the data" in done.stderr, done.stderr
+    assert done.returncode == 2 and "limits the data" in done.stderr, done.stderr
 
 
 STAGE_TIMES = SCRIPT.with_name("stage_times.py")
@@ -512,3 +512,165 @@ def test_every_commands_help_opens_with_its_docstrings_whole_first_paragraph(nam
     assert _without_spaces(module.__doc__.split("\n\n")[0]) in _without_spaces(printed)
     if not name.endswith(".py"):  # run as ``python -m``, not as the file argparse would name
         assert printed.startswith(f"usage: python -m {name} ")
+
+
+# The scripts' refusals: a mistake the user can fix is one line and status 2 (pipeline.console's
+# run_command), found before any training, not a traceback after it.
+
+def _script(name: str, *args, cwd=None):
+    return subprocess.run([sys.executable, str(SCRIPT.with_name(name)), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd or SCRIPT.parents[1])
+
+
+def _load_script(name: str, monkeypatch):
+    import importlib.util
+
+    loaded = importlib.util.spec_from_file_location(name[:-3], SCRIPT.with_name(name))
+    module = importlib.util.module_from_spec(loaded)
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when it runs: scripts import each other
+    loaded.loader.exec_module(module)
+    return module
+
+
+def _one_line_refusal(done, *said):
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and all(s in done.stderr for s in said), done.stderr
+
+
+def test_train_book_gpu_names_each_mistake_before_it_reads_or_trains(tmp_path):
+    import importlib.util
+
+    out = tmp_path / "out.json"
+    common = ("--raw", tmp_path, "--device", "cpu")
+    _one_line_refusal(_script("train_book_gpu.py", "ch6-relux", *common, "--out", out),
+                      "no run 'ch6-relux' in conf/book/; the runs: ch1-100, ch1-30,")
+    _one_line_refusal(_script("train_book_gpu.py", "ch6-relu", *common, "--epochs", "0", "--out", out),
+                      "argument --epochs: '0' is not a whole number of 1 or more")
+    _one_line_refusal(_script("train_book_gpu.py", "ch6-relu", *common, "--out", tmp_path),
+                      f"--out {tmp_path} is a folder; give the JSON file's name")
+    _one_line_refusal(_script("train_book_gpu.py", "ch6-relu", *common, "--out", out),
+                      f"train_book_gpu: --raw {tmp_path}: it must hold the four MNIST files (train-images-idx3-ubyte")
+    if importlib.util.find_spec("cupy") is None:  # the GPU is checked first: the empty --raw is not reached
+        _one_line_refusal(_script("train_book_gpu.py", "ch6-relu", "--raw", tmp_path, "--out", out),
+                          "train_book_gpu: device 'gpu' needs CuPy, which is not installed")
+    assert not out.exists()
+
+
+def test_train_book_gpu_takes_an_epochs_count_as_given(monkeypatch):
+    script = _load_script("train_book_gpu.py", monkeypatch)
+    cfg = {"training": {"epochs": 60, "eta": 0.03}}
+    assert script.book_training(cfg, seed=1, device="cpu", epochs=None)["epochs"] == 60
+    assert script.book_training(cfg, seed=1, device="cpu", epochs=1)["epochs"] == 1
+    assert script.at_least_one("3") == 3
+    for text in ("0", "-2", "1.5", "x"):
+        with pytest.raises(Exception, match="not a whole number of 1 or more"):
+            script.at_least_one(text)
+
+
+def test_dead_output_units_refuses_a_softmax_run_and_an_out_file_before_reading_data(tmp_path):
+    _one_line_refusal(_script("dead_output_units.py", "ch6-relu", "--seeds", "1"),
+                      "dead_output_units: ch6-relu: its output layer is not sigmoid")
+    (tmp_path / "taken").write_text("")
+    _one_line_refusal(_script("dead_output_units.py", "ch1-100", "--out", tmp_path / "taken"),
+                      f"--out {tmp_path / 'taken'} is a file; give a folder for dead_units.json")
+    _one_line_refusal(_script("dead_output_units.py", "ch1-1000"), "no run 'ch1-1000' in params.yaml's book")
+
+
+def test_dead_output_units_keeps_the_runs_finished_before_a_ctrl_c(tmp_path, monkeypatch):
+    from pipeline.console import run_command
+
+    script = _load_script("dead_output_units.py", monkeypatch)
+    monkeypatch.setattr(script, "load_run_data", lambda *args: (None, None, None, None))
+    traced = []
+
+    def trace_run(net, training, *data):
+        if traced:
+            raise KeyboardInterrupt  # the second seed stopped mid-way
+        traced.append(training["seed"])
+        return {"peak_test_accuracy": 0.9, "dead_at_start": [], "dead_after_epoch": {}, "dead_at_end": [3]}
+
+    monkeypatch.setattr(script, "trace_run", trace_run)
+    monkeypatch.chdir(SCRIPT.parents[1])
+    status = run_command("dead_output_units", lambda: script.main(
+        ["ch1-100", "--seeds", "1", "2", "--costs", "quadratic", "--out", str(tmp_path)]))
+    assert status == 130
+    rows = json.loads((tmp_path / "dead_units.json").read_text())
+    assert [(r["seed"], r["dead_at_end"]) for r in rows] == [(1, [3])]
+
+
+def test_vote_saved_nets_names_a_missing_net_and_an_out_folder(tmp_path):
+    _one_line_refusal(_script("vote_saved_nets.py", "--out", tmp_path, tmp_path / "a", tmp_path / "b"),
+                      f"--out {tmp_path} is a folder; give the JSON file's name")
+    _one_line_refusal(_script("vote_saved_nets.py", "--out", tmp_path / "v.json", tmp_path / "a", tmp_path / "b"),
+                      "vote_saved_nets: ", "model.json")
+
+
+def test_check_logged_models_outside_the_checkout_and_a_damaged_model_json(tmp_path, monkeypatch):
+    from pipeline.errors import InputError
+
+    _one_line_refusal(_script("check_logged_models.py", cwd=tmp_path),
+                      "check_logged_models: params.yaml not found: run stages from the repository root")
+    check = _load_script("check_logged_models.py", monkeypatch)
+    meta = tmp_path / "artifacts" / "net1" / "model.json"
+    meta.parent.mkdir(parents=True)
+    for text in ("{", '{"spec": {}}'):
+        meta.write_text(text)
+        with pytest.raises(InputError, match="its net1/model.json is not one this project writes"):
+            check.evaluated_on(tmp_path)
+
+
+def test_book_profile_table_rounds_as_the_report_and_names_files_that_are_not_runs(tmp_path, monkeypatch):
+    table = _load_script("book_profile_table.py", monkeypatch)
+    # 96.035 - 96.59 = -0.555 exactly: the report's rule (an exact half away from zero) gives
+    # -0.56; Python's round() of the binary float gave -0.55
+    row = table.vote_row({"members": ["a", "b"], "test_accuracy": 0.96035, "test_errors": 397},
+                         {"id": "ens", "chapter": 6, "book": {"value": 0.9659}})
+    assert row["difference_pp"] == -0.56 and "| -0.56 |" in table.markdown([row])
+    assert "| 96.04 (397 errors) |" in table.markdown([row])  # 96.035 to 2 places, as the report
+
+    (tmp_path / "ensemble").mkdir()
+    (tmp_path / "ensemble" / "metrics.json").write_text(json.dumps({"id": "ch6-ensemble", "test_accuracy": 0.99}))
+    _one_line_refusal(_run_table(tmp_path), "not a training run's metrics.json (it names no seeds)")
+    measured = MEASURED / "2026-11-30-cpu-book" / "ch6-2fc"
+    (tmp_path / "vote.json").write_text("<html>")
+    _one_line_refusal(_run_table(measured, "--vote", tmp_path / "vote.json"), "vote.json: not readable JSON")
+    (tmp_path / "vote.json").write_text("{}")
+    _one_line_refusal(_run_table(measured, "--vote", tmp_path / "vote.json"),
+                      "not a result of scripts/vote_saved_nets.py")
+
+
+def test_epochs_to_tolerance_names_an_unknown_profile_and_a_run_that_is_not_a_summary(tmp_path):
+    book = MEASURED / "2026-11-30-cpu-book"
+    _one_line_refusal(_frontier(tmp_path, book, "--profile", "qiuck"),
+                      "--profile qiuck: no such profile in conf/profile/; the profiles: book, fast, quick, smoke")
+    _one_line_refusal(_frontier(tmp_path, book, "--run", book / "ch6-2fc" / "metrics.json"),
+                      "not a report's summary.json (no rows)")
+
+
+def test_compare_with_book_figures_names_a_saved_web_page_and_a_missing_sweep(tmp_path):
+    fig = tmp_path / "fig"
+    fig.mkdir()
+    done = _script("compare_with_book_figures.py", fig, "--results", tmp_path)
+    assert done.returncode == 1 and "more_data.json: not in" in done.stdout, done.stdout
+    (fig / "overfitting.json").write_text("<!DOCTYPE html><html>")
+    _one_line_refusal(_script("compare_with_book_figures.py", fig, "--results", tmp_path),
+                      "overfitting.json: not the book's overfitting.json (JSONDecodeError",
+                      "save the raw JSON file from the book's repository")
+    (fig / "overfitting.json").unlink()
+    (fig / "more_data.json").write_text("[69.09, 76.37]")  # two sizes of nine
+    _one_line_refusal(_script("compare_with_book_figures.py", fig, "--results", tmp_path),
+                      "more_data.json: not the book's more_data.json")
+
+
+def test_stage_times_names_a_log_cut_short(tmp_path):
+    log = tmp_path / "repro.log.gz"
+    log.write_bytes(gzip.compress(b"00:00:39 == stage download done in 1.5 s ==\n" * 200)[:-20])
+    done = _stage_times(log)
+    assert done.returncode == 2 and f"{log}: Compressed file ended" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_typed_digits_refuses_a_file_for_its_folder(tmp_path):
+    (tmp_path / "typed.png").write_bytes(b"")
+    _one_line_refusal(_script("typed_digits.py", tmp_path / "typed.png"),
+                      f"{tmp_path / 'typed.png'} is a file; give a folder")
