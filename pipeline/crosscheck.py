@@ -198,6 +198,8 @@ def main(argv=None) -> int:
                         help="epochs to train (at most the run's own; default 3)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="the run's seeds to train (default: 1)")
     args = parser.parse_args(argv)
+    if args.epochs < 1:  # the run's own epochs are capped at --epochs, and a cap of 0 is no cap
+        parser.error(f"--epochs: expected a count >= 1, got {args.epochs}")
     try:
         import torch
     except ImportError:

@@ -92,3 +92,15 @@ def test_ctrl_c_during_our_training_stops_the_crosscheck_and_compares_nothing(mo
     with pytest.raises(SystemExit, match="stopped during ch1-30 seed 1; nothing compared"):
         crosscheck.main(["ch1-30", "--epochs", "2", "--seeds", "1", "2"])
     assert "peak test accuracy" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_epochs_below_one_are_refused_not_taken_for_the_runs_own(epochs, capsys):
+    """``run_spec`` caps the run's epochs at a limit that is set: 0 was no limit, and the
+    cross-check trained the run's whole 30 or 60 epochs; -1 reached the spec as a traceback."""
+    from pipeline import crosscheck
+
+    with pytest.raises(SystemExit) as stopped:
+        crosscheck.main(["ch1-30", "--epochs", epochs])
+    assert stopped.value.code == 2
+    assert f"--epochs: expected a count >= 1, got {epochs}" in capsys.readouterr().err
