@@ -674,3 +674,20 @@ def test_typed_digits_refuses_a_file_for_its_folder(tmp_path):
     (tmp_path / "typed.png").write_bytes(b"")
     _one_line_refusal(_script("typed_digits.py", tmp_path / "typed.png"),
                       f"{tmp_path / 'typed.png'} is a file; give a folder")
+
+
+@pytest.mark.parametrize("folder", ["2026-11-30-cpu-book", "2026-12-01-cpu-book-ch1-5"])
+def test_the_archived_tables_are_what_the_scripts_print_now(folder, tmp_path):
+    """docs/book-profile.md quotes these files and gives the commands that wrote them: a
+    change to the report's rules (the rounding of halves, the reading of a row) must write them
+    again, or the commands print other figures than the docs."""
+    book = MEASURED / folder
+    vote = ["--vote", book / "ch6-ensemble" / "vote-of-5.json"] if (book / "ch6-ensemble").is_dir() else []
+    done = _run_table(book, *vote)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (book / "table.md").read_text()
+    done = _frontier(tmp_path, book, "--profile", "fast", "--run", FAST_RUN)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (book / "epochs-to-tolerance.md").read_text()
+    archived = json.loads((book / "epochs-to-tolerance.json").read_text())
+    assert json.loads((tmp_path / "rows.json").read_text()) == archived
