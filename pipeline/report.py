@@ -32,16 +32,17 @@ METRIC_LABELS = {
 DAMAGED = "rerun the stage that writes it (`dvc repro -f <stage>`), or `dvc checkout` it"
 
 
-def read_json(path: Path) -> dict | None:
-    """A results file's JSON object (None if there is none); a damaged one is named."""
+def read_json(path: Path, fix: str = DAMAGED) -> dict | None:
+    """A results file's JSON object (None if there is none); a damaged one is named, with
+    ``fix``."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not readable JSON ({error}): {DAMAGED}") from None
+        raise InputError(f"{path}: not readable JSON ({error}): {fix}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}: {DAMAGED}")
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}: {fix}")
     return data
 
 

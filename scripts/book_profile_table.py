@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import results
+from pipeline import report, results
 from pipeline.atomic import write_text
 from pipeline.console import run_command
 from pipeline.errors import InputError
@@ -36,13 +36,10 @@ SAME_IN_EVERY_RUN = ("profile", "train_set", "train_examples", "book")
 
 
 def read_json(path: Path) -> dict:
-    """A JSON object from ``path``; a file that is none is named."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    """A JSON object from ``path``; a file that is none, or no file, is named."""
+    data = report.read_json(path, fix="give a file that a run or scripts/vote_saved_nets.py wrote")
+    if data is None:
+        raise InputError(f"{path}: not found")
     return data
 
 
