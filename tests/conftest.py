@@ -99,6 +99,27 @@ def stage_env(monkeypatch, tmp_path) -> dict:
 
 
 @pytest.fixture
+def load_script(monkeypatch):
+    """``load_script("name.py")``: a script of ``scripts/`` imported as a module, as when it
+    runs (``scripts/`` on the path, for the scripts that import each other; the module in
+    ``sys.modules``, where dataclasses look it up)."""
+    import importlib.util
+    import sys
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+
+    def load(name: str):
+        loaded = importlib.util.spec_from_file_location(name.removesuffix(".py"), scripts / name)
+        module = importlib.util.module_from_spec(loaded)
+        monkeypatch.setitem(sys.modules, loaded.name, module)
+        monkeypatch.syspath_prepend(str(scripts))
+        loaded.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
 def lock_folders(monkeypatch):
     """``lock_folders(where)``: from now on a file cannot be made in a folder for which
     ``where(folder)`` holds (every folder by default), as in one without write permission.

@@ -448,21 +448,11 @@ def test_typed_digits_script_writes_thirty_pictures_that_make_mnist_images(tmp_p
         assert max(ink_box(read_digit(path))) == BOX
 
 
-def _typed_digits_script():
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "typed_digits.py"
-    loaded = importlib.util.spec_from_file_location("typed_digits", script)
-    module = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(module)
-    return module
-
-
-def test_typed_digits_leave_no_half_written_picture(tmp_path, monkeypatch):
+def test_typed_digits_leave_no_half_written_picture(tmp_path, monkeypatch, load_script):
     """A stop in the middle of a picture leaves the old one (here none) and no part of the new."""
     from matplotlib.figure import Figure
 
-    script = _typed_digits_script()
+    script = load_script("typed_digits.py")
     (tmp_path / "sans-0.png").write_bytes(b"the old picture")
 
     def savefig_stopped_halfway(fig, target, **kwargs):
@@ -476,8 +466,8 @@ def test_typed_digits_leave_no_half_written_picture(tmp_path, monkeypatch):
     assert (tmp_path / "sans-0.png").read_bytes() == b"the old picture"
 
 
-def test_typed_digits_into_a_folder_it_may_not_write_is_a_message(tmp_path, lock_folders, capsys):
-    script = _typed_digits_script()
+def test_typed_digits_into_a_folder_it_may_not_write_is_a_message(tmp_path, lock_folders, capsys, load_script):
+    script = load_script("typed_digits.py")
     lock_folders()
     assert script.run_command("typed_digits", lambda: script.main([str(tmp_path / "typed")])) == 2
     err = capsys.readouterr().err

@@ -24,20 +24,16 @@ def test_train_book_gpu_trains_a_book_run_from_the_raw_files(mnist_raw_dir, tmp_
     assert result["book"]["value"] == 0.978 and result["test_at_best_validation"] > 0.9
 
 
-def test_train_book_gpu_trains_at_the_books_epochs_unless_told_fewer():
+def test_train_book_gpu_trains_at_the_books_epochs_unless_told_fewer(load_script):
     """conf/book's ``epochs: ${..book.epochs}`` is not resolved by plain YAML: the script reads
     the book's epochs through ``conf_book_run`` (it once failed without --epochs: "expected an
     integer, got str")."""
-    import importlib.util
-
     import yaml
 
     from pipeline.nn.spec import validate_spec
     from pipeline.params import conf_book_run, conf_data
 
-    loaded = importlib.util.spec_from_file_location("train_book_gpu", SCRIPT)
-    script = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(script)
+    script = load_script("train_book_gpu.py")
     raw = yaml.safe_load((SCRIPT.parents[1] / "conf/book/ch6-relu.yaml").read_text())["ch6-relu"]
     assert raw["training"]["epochs"] == "${..book.epochs}"  # what plain YAML leaves
     cfg = conf_book_run("ch6-relu")
@@ -414,22 +410,18 @@ DEAD_UNITS = SCRIPT.with_name("dead_output_units.py")
 
 
 @pytest.mark.parametrize("cost, stays_dead", [("quadratic", True), ("cross_entropy", False)])
-def test_an_output_unit_saturated_off_stays_dead_under_the_quadratic_cost_only(cost, stays_dead):
+def test_an_output_unit_saturated_off_stays_dead_under_the_quadratic_cost_only(cost, stays_dead, load_script):
     """The mechanism behind ch1-100's stalls, on separable synthetic data: an output unit whose
     weighted input starts at about -40 gets (a - y) sigma'(z), about 1e-17, under the
     quadratic cost and never fires for its digit in 20 epochs; under cross-entropy it gets a - y
     and revives."""
-    import importlib.util
-
     import numpy as np
 
     from pipeline.data.mnist import Dataset
     from pipeline.nn import build_network
     from pipeline.nn.spec import validate_spec
 
-    loaded = importlib.util.spec_from_file_location("dead_output_units", DEAD_UNITS)
-    script = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(script)
+    script = load_script(DEAD_UNITS.name)
     centres = np.random.default_rng(99).uniform(0, 1, (10, 100))
 
     def data(n, seed):
@@ -450,12 +442,10 @@ def test_an_output_unit_saturated_off_stays_dead_under_the_quadratic_cost_only(c
     assert (recall[3] < 0.05) == stays_dead and min(recall[:3] + recall[4:]) > 0.9
 
 
-def test_check_logged_models_scores_each_model_on_the_images_its_own_run_evaluated(workdir, capsys):
+def test_check_logged_models_scores_each_model_on_the_images_its_own_run_evaluated(workdir, capsys, load_script):
     """A store holding runs of two profiles (all 30 test images, and the first 10): each model is
     scored on its own run's images, where params.yaml's profile gave the other runs false
     DIFFERENT rows."""
-    import importlib.util
-
     import yaml
     from test_experiment import DATA, PROFILE, RUN
 
@@ -466,9 +456,7 @@ def test_check_logged_models_scores_each_model_on_the_images_its_own_run_evaluat
     capped = dict(PROFILE, name="capped", limits={"eval_examples": 10})
     experiment.train_entry("tiny", run, DATA, capped, "models/capped", "results/capped", log=lambda _: None)
     (workdir / "params.yaml").write_text(yaml.safe_dump({"data": DATA, "profile": capped}))
-    loaded = importlib.util.spec_from_file_location("check_logged_models", SCRIPT.with_name("check_logged_models.py"))
-    check = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(check)
+    check = load_script("check_logged_models.py")
     assert check.main([]) == 0
     out = capsys.readouterr().out
     assert out.count(" same") == 2 and "DIFFERENT" not in out
@@ -494,20 +482,12 @@ def _without_spaces(text: str) -> str:
 
 
 @pytest.mark.parametrize("name", [*COMMANDS, *(path.name for path in SCRIPTS)])
-def test_every_commands_help_opens_with_its_docstrings_whole_first_paragraph(name, monkeypatch, capsys):
+def test_every_commands_help_opens_with_its_docstrings_whole_first_paragraph(name, monkeypatch, capsys, load_script):
     """A description cut at the end of the docstring's first line stops mid-sentence."""
     import importlib
-    import importlib.util
     import inspect
 
-    if name.endswith(".py"):
-        loaded = importlib.util.spec_from_file_location(name[:-3], SCRIPT.parent / name)
-        module = importlib.util.module_from_spec(loaded)
-        monkeypatch.setitem(sys.modules, loaded.name, module)  # dataclasses look their module up
-        monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when it runs: scripts import each other
-        loaded.loader.exec_module(module)
-    else:
-        module = importlib.import_module(name)
+    module = load_script(name) if name.endswith(".py") else importlib.import_module(name)
     printed = _help_of(module.main, bool(inspect.signature(module.main).parameters), monkeypatch, capsys)
     assert _without_spaces(module.__doc__.split("\n\n")[0]) in _without_spaces(printed)
     if not name.endswith(".py"):  # run as ``python -m``, not as the file argparse would name
@@ -520,16 +500,6 @@ def test_every_commands_help_opens_with_its_docstrings_whole_first_paragraph(nam
 def _script(name: str, *args, cwd=None):
     return subprocess.run([sys.executable, str(SCRIPT.with_name(name)), *map(str, args)],
                           capture_output=True, text=True, cwd=cwd or SCRIPT.parents[1])
-
-
-def _load_script(name: str, monkeypatch):
-    import importlib.util
-
-    loaded = importlib.util.spec_from_file_location(name[:-3], SCRIPT.with_name(name))
-    module = importlib.util.module_from_spec(loaded)
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when it runs: scripts import each other
-    loaded.loader.exec_module(module)
-    return module
 
 
 def _one_line_refusal(done, *said):
@@ -556,8 +526,8 @@ def test_train_book_gpu_names_each_mistake_before_it_reads_or_trains(tmp_path):
     assert not out.exists()
 
 
-def test_train_book_gpu_takes_an_epochs_count_as_given(monkeypatch):
-    script = _load_script("train_book_gpu.py", monkeypatch)
+def test_train_book_gpu_takes_an_epochs_count_as_given(load_script):
+    script = load_script("train_book_gpu.py")
     cfg = {"training": {"epochs": 60, "eta": 0.03}}
     assert script.book_training(cfg, seed=1, device="cpu", epochs=None)["epochs"] == 60
     assert script.book_training(cfg, seed=1, device="cpu", epochs=1)["epochs"] == 1
@@ -576,10 +546,10 @@ def test_dead_output_units_refuses_a_softmax_run_and_an_out_file_before_reading_
     _one_line_refusal(_script("dead_output_units.py", "ch1-1000"), "no run 'ch1-1000' in params.yaml's book")
 
 
-def test_dead_output_units_keeps_the_runs_finished_before_a_ctrl_c(tmp_path, monkeypatch):
+def test_dead_output_units_keeps_the_runs_finished_before_a_ctrl_c(tmp_path, monkeypatch, load_script):
     from pipeline.console import run_command
 
-    script = _load_script("dead_output_units.py", monkeypatch)
+    script = load_script("dead_output_units.py")
     monkeypatch.setattr(script, "load_run_data", lambda *args: (None, None, None, None))
     traced = []
 
@@ -605,12 +575,12 @@ def test_vote_saved_nets_names_a_missing_net_and_an_out_folder(tmp_path):
                       "vote_saved_nets: ", "model.json")
 
 
-def test_check_logged_models_outside_the_checkout_and_a_damaged_model_json(tmp_path, monkeypatch):
+def test_check_logged_models_outside_the_checkout_and_a_damaged_model_json(tmp_path, load_script):
     from pipeline.errors import InputError
 
     _one_line_refusal(_script("check_logged_models.py", cwd=tmp_path),
                       "check_logged_models: params.yaml not found: run stages from the repository root")
-    check = _load_script("check_logged_models.py", monkeypatch)
+    check = load_script("check_logged_models.py")
     meta = tmp_path / "artifacts" / "net1" / "model.json"
     meta.parent.mkdir(parents=True)
     for text in ("{", '{"spec": {}}'):
@@ -619,8 +589,8 @@ def test_check_logged_models_outside_the_checkout_and_a_damaged_model_json(tmp_p
             check.evaluated_on(tmp_path)
 
 
-def test_book_profile_table_rounds_as_the_report_and_names_files_that_are_not_runs(tmp_path, monkeypatch):
-    table = _load_script("book_profile_table.py", monkeypatch)
+def test_book_profile_table_rounds_as_the_report_and_names_files_that_are_not_runs(tmp_path, load_script):
+    table = load_script("book_profile_table.py")
     # 96.035 - 96.59 = -0.555 exactly: the report's rule (an exact half away from zero) gives
     # -0.56; Python's round() of the binary float gave -0.55
     row = table.vote_row({"members": ["a", "b"], "test_accuracy": 0.96035, "test_errors": 397},
