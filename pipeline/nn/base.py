@@ -1,11 +1,15 @@
 """The contract every layer of the engine keeps.
 
-A network is a list of layers. Each layer maps a mini-batch of inputs ``x`` of shape
-``(m, *in_shape)`` to activations ``a`` of shape ``(m, *out_shape)``. Backpropagation runs
+A network is a list of layers. Each layer maps a mini-batch of inputs ``x``, the previous
+layer's output, to activations ``a`` of shape ``(m, *out_shape)``. ``in_shape`` is in the spec's
+words: ``(n,)`` for fc and softmax, ``(C, H, W)`` for conv, whose activations are channels-last,
+``(Hp, Wp, F)``; a layer takes any of the layouts its docstring lists, so a row holds
+``prod(in_shape)`` values, ``prod(out_shape)`` of the layer below. Backpropagation runs
 the list in reverse: a layer receives ``delta``, the gradient of the mini-batch cost with
 respect to its weighted input ``z`` (the book's delta^l, equations BP1/BP2), fills
 ``grads`` (BP3/BP4) and returns the gradient with respect to its *input activations*
-(the W^T delta part of BP2, with the previous layer's sigma'(z) still to apply).
+(the W^T delta part of BP2, with the previous layer's sigma'(z) still to apply), shaped like
+the input it was given. ``tests/nn/test_layer_contract.py`` holds every layer to this contract.
 
 Conventions shared by every layer:
 
@@ -34,11 +38,12 @@ Conventions shared by every layer:
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 
 
+@runtime_checkable  # isinstance checks the members are there; tests/nn/test_layer_contract.py the rest
 class Layer(Protocol):
     kind: str  # "fc", "softmax" or "conv": the spec's layer type
     in_shape: tuple[int, ...]
