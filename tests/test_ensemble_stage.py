@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.data.mnist import scale_pixels
+from pipeline.data.mnist import Dataset, scale_pixels
 from pipeline.nn import build_network, load_model, save_model
 from pipeline.stages import ensemble
 
@@ -190,3 +190,52 @@ def test_the_vote_is_scored_on_the_profiles_images_and_tracked_as_the_ensembles_
     assert np.array_equal(model.predict(scale_pixels(test["images"]).astype(nets[0].dtype)), voted)
     [listed] = client.search_logged_models([run.info.experiment_id])
     assert {m.key: m.value for m in listed.metrics}["test_accuracy"] == pytest.approx(result["test_accuracy"])
+
+
+def test_the_runs_figures_are_of_the_vote_not_of_one_member(monkeypatch):
+    """The confusion matrix is the vote's, and the misclassified digits are the ones the
+    vote got wrong, each shown with the vote's answer."""
+    from pipeline import vote
+
+    nets = [build_network(SPEC, seed=seed) for seed in (1, 2, 3)]
+    images = scale_pixels(np.random.default_rng(0).integers(0, 256, (60, 28, 28), dtype=np.uint8))
+    answers = [net.predict(images) for net in nets]
+    labels, voted = answers[0], _vote(answers)
+    wrong = voted != labels
+    assert 0 < wrong.sum() < len(labels)  # the test can tell the vote from its first member
+    drawn = {}
+    monkeypatch.setattr(vote.figures, "confusion_matrix", lambda y, p, *a: drawn.setdefault("confusion", (y, p)))
+    monkeypatch.setattr(vote.figures, "misclassified_digits", lambda x, y, p: drawn.setdefault("wrong", (x, y, p)))
+
+    class Run:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    vote.log_vote(Run(), {}, nets, [], answers, Dataset(images, labels))
+    assert np.array_equal(drawn["confusion"][0], labels) and np.array_equal(drawn["confusion"][1], voted)
+    x, y, p = drawn["wrong"]
+    assert np.array_equal(x, images[wrong]) and np.array_equal(y, labels[wrong]) and np.array_equal(p, voted[wrong])
+
+
+def test_the_runs_metrics_are_the_votes_scores_on_both_splits():
+    """The ensemble run's MLflow metrics: the vote's scores on validation and on test (numbers
+    only), and the book's figure with the difference from it."""
+    from pipeline.vote import run_metrics
+
+    result = {"id": "e", "chapter": 6, "epochs": 3, "validation_accuracy": 0.5, "validation_errors": 5,
+              "test_accuracy": 0.75, "test_ties": 2, "test_member_accuracies": [0.7, 0.6],
+              "book": {"value": 0.8, "metric": "ensemble_test"}}
+    assert run_metrics(result) == {"validation_accuracy": 0.5, "validation_errors": 5, "test_accuracy": 0.75,
+                                   "test_ties": 2, "book_value": 0.8, "difference_vs_book": -0.05}
+
+
+def test_a_vote_of_one_net_is_refused(stage_dir, capsys):
+    """One net's answers are no vote: the ensemble needs the nets of at least two seeds."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["book"]["ch6-dropout"]["seeds"] = [1]
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    _save(1, "final epoch")
+    with pytest.raises(SystemExit) as stopped:
+        ensemble.main()
+    assert stopped.value.code == 2
+    assert "needs the ch6-dropout nets of seeds [1] (at least 2); missing: none" in capsys.readouterr().err

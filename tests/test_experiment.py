@@ -693,3 +693,50 @@ def test_an_earlier_runs_seed_folders_go_whatever_their_number_and_nothing_else_
     experiment.clear_earlier_outputs(models, results_dir, log=lambda _: None)
     assert [p.name for p in models.iterdir()] == ["seedlings"]
     assert [p.name for p in results_dir.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("edit, where", [
+    ({"chapter": 7}, r"book.tiny.chapter: expected the book's chapter, 1..6, got 7"),
+    ({"book": dict(RUN["book"], runs=0)}, r"book.tiny.book.runs: expected the number of runs .* \(>= 1\), got 0"),
+    ({"book": dict(RUN["book"], epochs=0)},
+     r"book.tiny.book.epochs: expected the book's number of epochs \(>= 1\), got 0"),
+])
+def test_a_run_setting_just_past_its_bound_is_refused(edit, where):
+    """The first value past each bound of a run's config (chapter 7, a figure of no runs or of
+    no epochs) is refused, named by its key."""
+    from pipeline.errors import SettingError
+
+    with pytest.raises(SettingError, match=where):
+        experiment.validate_run("tiny", dict(RUN, **edit))
+
+
+def test_history_csv_has_a_column_for_every_key_any_epoch_recorded():
+    """With ``eval_every`` > 1 and gradient norms monitored, an epoch between evaluations records
+    its norms alone: the accuracies of a later epoch still get their column, left empty there."""
+    rows = [{"epoch": 0, "grad_norm_layer1": 0.5}, {"epoch": 1, "grad_norm_layer1": 0.25, "validation_accuracy": 0.9}]
+    assert experiment.history_csv(rows) == "epoch,grad_norm_layer1,validation_accuracy\n0,0.5,\n1,0.25,0.9\n"
+
+
+def test_a_seed_with_no_value_by_the_books_metric_logs_no_difference_from_it():
+    """No value to compare (the metric needs epochs the seed did not record): the book's figure
+    is logged, and no difference (MLflow takes no None)."""
+    metrics = experiment._summary_metrics({"epochs_run": 3}, {"metric": "peak_validation", "value": 0.9792}, None)
+    assert metrics == {"epochs_run": 3, "book_value": 0.9792}
+
+
+def test_limits_that_cut_nothing_are_not_recorded_as_a_cut(workdir):
+    """An epoch limit equal to the run's epochs and a cap above the training set's size cut
+    nothing: predict must not say the net was trained on a cut."""
+    limits = {"epochs": 3, "train_examples": 100, "eval_examples": None}
+    experiment.train_entry("tiny", dict(RUN, seeds=[1]), DATA, dict(PROFILE, limits=limits),
+                           "models/tiny", "results/tiny", log=lambda _: None)
+    model = json.loads((workdir / "models/tiny/seed1/model.json").read_text())
+    assert model["metadata"]["profile_cut"] == {}
+
+
+def test_metrics_json_holds_no_nan_or_infinity():
+    """NaN and infinite numbers (a cost that overflowed) become null, in nested lists and
+    mappings too: Python's json writes them as NaN and Infinity, which strict JSON readers refuse."""
+    found = experiment._json_safe({"cost": float("inf"), "seeds": [{"cost": float("nan")}, 0.5], "n": 3,
+                                   "low": float("-inf")})
+    assert found == {"cost": None, "seeds": [{"cost": None}, 0.5], "n": 3, "low": None}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy
+import pytest
 
 from pipeline import machine
 
@@ -94,3 +95,42 @@ def test_blas_summary_names_every_library_the_engine_runs_on():
     summary = machine.blas_summary()
     for lib in machine.blas_libraries():
         assert f" {lib['version']}" in summary, (lib, summary)
+
+
+def test_only_blas_libraries_are_named_not_the_openmp_runtime_beside_them(monkeypatch):
+    """threadpoolctl lists OpenMP runtimes too (scikit-learn's libgomp): they are not a BLAS."""
+    import threadpoolctl
+
+    found = [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.27", "architecture": "Haswell",
+              "num_threads": 2, "prefix": "libopenblas"},
+             {"user_api": "openmp", "internal_api": "openmp", "version": None, "num_threads": 2, "prefix": "libgomp"}]
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: found)
+    assert machine.blas_libraries() == [{"internal_api": "openblas", "version": "0.3.27", "architecture": "Haswell",
+                                         "num_threads": 2}]
+
+
+def test_blas_summary_names_each_library_once_in_one_order_whatever_loaded_first(monkeypatch):
+    """numpy's and scipy's copies of one build are named once; the order does not follow load
+    order; a library without a kernel set (MKL) is named without one, and is not said to be
+    OpenBLAS in the benchmark's record."""
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    openblas = {"internal_api": "openblas", "version": "0.3.27", "architecture": "SkylakeX", "num_threads": 2}
+    mkl = {"internal_api": "mkl", "version": "2024.0", "architecture": None, "num_threads": 2}
+    monkeypatch.setattr(machine, "blas_libraries", lambda: [openblas, mkl, dict(openblas)])
+    assert machine.blas_summary() == "MKL 2024.0, OpenBLAS 0.3.27 (SkylakeX)"
+    monkeypatch.setattr(machine, "blas_libraries", lambda: [mkl, openblas])
+    assert machine.blas_summary() == "MKL 2024.0, OpenBLAS 0.3.27 (SkylakeX)"
+    monkeypatch.setattr(machine, "blas_libraries", lambda: [mkl])
+    assert machine.machine_info()["blas_kernels_set_by"] is None
+    monkeypatch.setattr(machine, "blas_libraries", lambda: [])  # none loaded: nothing to say, pinned or not
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert machine.blas_summary() == ""
+    assert not machine.describe().endswith(", ")  # nor an empty BLAS at the end of the line
+
+
+def test_cpu_model_prefers_proc_cpuinfo_to_what_platform_knows(monkeypatch):
+    """``platform.processor()`` says "x86_64" on many Linux machines: the model name comes first."""
+    if not Path("/proc/cpuinfo").exists() or machine._cpuinfo("model name") is None:
+        pytest.skip("no model name in /proc/cpuinfo here")
+    monkeypatch.setattr(platform, "processor", lambda: "x86_64")
+    assert machine.cpu_model() == machine._cpuinfo("model name") != "x86_64"

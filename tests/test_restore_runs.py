@@ -1,5 +1,7 @@
 """Runs restored by DVC, logged again into another machine's MLflow store as they were first logged."""
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -390,3 +392,116 @@ def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(t
     assert [r.data.tags.get("restored_from") for r in active.values() if r.info.status == "KILLED"] == [None]
     every = client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id], run_view_type=3)
     assert sorted(r.info.status for r in every) == ["FINISHED"] * 3 + ["KILLED"] * 2
+
+
+def test_epochs_not_evaluated_leave_cells_empty_and_their_runs_are_still_restored(workdir, monkeypatch):
+    """With ``eval_every`` > 1 and the speed of learning monitored, the epochs between
+    evaluations record their gradient norms and no accuracies: their other cells of
+    history.csv are empty, and each run is restored with the epochs it recorded."""
+    run = dict(TINY, training=dict(TINY["training"], eval_every=2, monitor={"gradient_norms": 10}))
+    experiment.train_entry("tiny", run, PARAMS["data"], PARAMS["profile"], "models/tiny", "results/tiny",
+                           log=lambda _: None)
+    rows = list(csv.DictReader(io.StringIO((workdir / "results/tiny/history.csv").read_text())))
+    assert any(cell == "" for row in rows for cell in row.values())  # the test can tell
+    original, first = _store(workdir / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    done = restore_runs.restore(dict(PARAMS, book={"tiny": run}), log=lambda _: None)
+    assert (done.logged, done.damaged) == (2, [])
+    client, restored = _store(workdir / "elsewhere.db")
+    for again in restored.values():
+        run_id = again.data.tags["restored_from"]
+        assert ([(m.step, m.value) for m in client.get_metric_history(again.info.run_id, "validation_accuracy")]
+                == [(m.step, m.value) for m in original.get_metric_history(run_id, "validation_accuracy")])
+
+
+def _stopped_restore(monkeypatch) -> None:
+    """A restore stopped while it logs its first run: that copy ends KILLED."""
+    logged_whole = experiment.log_seed_outcome
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "log_seed_outcome", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        restore_runs.restore(PARAMS, log=lambda _: None)
+    monkeypatch.setattr(experiment, "log_seed_outcome", logged_whole)
+
+
+def test_a_copy_cut_short_is_deleted_by_the_call_that_logs_its_run_whole_and_never_by_a_dry_run(
+        trained, workdir, monkeypatch):
+    """A copy a stopped call left KILLED is deleted by the call that logs its run whole; one
+    whose run was logged by a call stopped before it deleted it goes with the next call, and
+    a dry run, which changes nothing, never deletes it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    _stopped_restore(monkeypatch)
+    assert [r.info.status for r in _store(workdir / "elsewhere.db")[1].values()] == ["KILLED"]
+    assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 3
+    assert sorted(r.info.status for r in _store(workdir / "elsewhere.db")[1].values()) == ["FINISHED"] * 3
+    # a call stopped before it deleted the copy: a dry run leaves it, the next call deletes it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/another.db")
+    _stopped_restore(monkeypatch)
+    deleting = tracking.delete_runs
+    monkeypatch.setattr(tracking, "delete_runs", lambda ids: None)
+    assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 3
+    monkeypatch.setattr(tracking, "delete_runs", deleting)
+    assert restore_runs.restore(PARAMS, log=lambda _: None, dry_run=True).logged == 0
+    assert len(_store(workdir / "another.db")[1]) == 4  # the copy is still there
+    assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 0
+    assert sorted(r.info.status for r in _store(workdir / "another.db")[1].values()) == ["FINISHED"] * 3
+
+
+def test_a_seed_folder_holding_the_net_of_another_run_is_left_out(trained, workdir, monkeypatch):
+    """A seed trained again since the run's metrics.json was written: its net is not the run's
+    that metrics.json names, and logging it under that run's id would mix the two."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
+    model_json = workdir / "models/tiny/seed2/model.json"
+    model = json.loads(model_json.read_text())
+    model["metadata"]["mlflow_run_id"] = "f" * 32
+    model_json.write_text(json.dumps(model))
+    lines = []
+    done = restore_runs.restore(PARAMS, log=lines.append)
+    assert (done.logged, done.left_out) == (2, ["tiny seed 2"])
+    assert any(f"models/tiny/seed2 holds the net of run {'f' * 32}, not of run" in line for line in lines), lines
+
+
+def test_baselines_whose_metrics_name_no_runs_are_left_out_and_logged_once(workdir):
+    """An older baselines stage recorded no MLflow run ids: nothing to restore them from. With
+    them, a second call finds the runs in the store and logs none again."""
+    from pipeline.atomic import write_json
+
+    cfg = {"out_dir": "results/baselines", "svm": {"C": 1.0, "train_limit": None}, "sweep": {"sizes": [100]}}
+    metrics = {"darkness": {"test_accuracy": 0.2}, "svm": {"test_accuracy": 0.9, "train_size": 60},
+               "settings": cfg}
+    write_json(workdir / "results/baselines/metrics.json", metrics)
+    write_json(workdir / "results/baselines/svm_sweep.json", {"points": [{"n": 100, "validation_accuracy": 0.7}]})
+    params = dict(PARAMS, book={}, baselines=cfg)
+    lines = []
+    done = restore_runs.restore(params, log=lines.append)
+    assert (done.logged, done.left_out) == (0, ["B-darkness", "B-svm", "svm-sweep"])
+    assert sum("does not name its MLflow run" in line for line in lines) == 3
+    write_json(workdir / "results/baselines/metrics.json",
+               dict(metrics, mlflow_run_ids={"B-darkness": "d" * 32, "B-svm": "s" * 32, "svm-sweep": "w" * 32}))
+    assert restore_runs.restore(params, log=lambda _: None).logged == 3
+    again = restore_runs.restore(params, log=lambda _: None)
+    assert (again.logged, again.present) == (0, 3)
+    assert len(_store(workdir / "mlflow.db")[1]) == 3
+
+
+def test_the_votes_figures_are_drawn_again_on_the_test_images_it_was_scored_on(workdir, monkeypatch):
+    """A profile's ``eval_examples`` capped the vote's test set (20 of the 30 here): its
+    confusion matrix and misclassified digits are drawn again on those 20, not on all 30."""
+    from pipeline import vote
+    from pipeline.atomic import write_json
+
+    _save_a_net(workdir / "models/m/seed1", seed=1)
+    write_json(workdir / "results/tiny-ensemble/metrics.json",
+               {"id": "tiny-ensemble", "profile": "test", "members": ["models/m/seed1"], "test_accuracy": 0.75,
+                "mlflow_run_ids": ["e" * 32], "member_seeds": [1], "limits": {"eval_examples": 20}})
+    drawn_on = []
+    logging = vote.log_vote
+    monkeypatch.setattr(vote, "log_vote", lambda run, config, nets, members, votes, test: (
+        drawn_on.append((len(test), [len(v) for v in votes])), logging(run, config, nets, members, votes, test)))
+    params = dict(PARAMS, book={}, ensemble={"id": "tiny-ensemble", "chapter": 6, "members": "m"},
+                  profile=dict(PARAMS["profile"], limits={"eval_examples": 20}))
+    assert restore_runs.restore(params, log=lambda _: None).logged == 1
+    assert drawn_on == [(20, [20])]

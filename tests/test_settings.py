@@ -143,3 +143,52 @@ def test_a_set_that_expands_nothing_is_refused():
     params = edited("expand.rotated.angles", [])
     with pytest.raises(SettingError, match=r"^expand\.rotated: expands nothing .*set shifts: true or give angles"):
         check_settings(params, ("expand",))
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("baselines.svm.C", 0, "baselines.svm.C: expected a number > 0"),  # scikit-learn refuses C=0
+    ("baselines.svm.gamma", -0.5, "baselines.svm.gamma: expected auto, scale or a number > 0"),
+    ("baselines.sweep.sizes", [], "baselines.sweep.sizes: expected a non-empty list of integers >= 1"),
+    ("profile.seeds", [], "profile.seeds: expected a non-empty list of integers >= 0"),
+    ("profile.ensemble_seeds", [1], "profile.ensemble_seeds: expected a list of at least 2 integers"),
+    ("ensemble.chapter", 7, "ensemble.chapter: expected a chapter number 1..6"),
+    ("ensemble.book", {"value": 0.9967}, "ensemble.book: expected a mapping of value (a fraction in (0, 1]), metric"),
+])
+def test_a_setting_just_past_its_bound_is_refused(path, value, message):
+    """The first value past a bound is refused, named with what is allowed."""
+    with pytest.raises(SettingError, match="^" + re.escape(message)):
+        check_settings(edited(path, value))
+
+
+@pytest.mark.parametrize("path, value", [
+    ("expand.shifted.seed", 0),  # a seed may be 0
+    ("expand.rotated.angles", [-45, 45]),  # the widest small rotation
+    ("expand.rotated.order", 5),  # scipy's highest spline order
+    ("baselines.svm.gamma", 0.01),
+    ("baselines.svm.gamma", "scale"),
+])
+def test_a_setting_at_its_bound_is_allowed(path, value):
+    """The last value within a bound is allowed: the checks refuse nothing the stages take."""
+    check_settings(edited(path, value))
+
+
+def test_the_optional_keys_may_be_left_out():
+    """A profile's about is for the report; a limit or a compute key left out means none, or the default."""
+    from pipeline.settings import check_compute, check_limits
+
+    check_settings(removed("profile.about"), ("profile",))
+    check_limits({})
+    check_limits({"epochs": 2})
+    check_compute({})
+    check_compute({"device": "cpu"})
+
+
+def test_an_index_just_past_a_lists_end_is_named_not_raised():
+    """A command line's index one past a list's end is named with the indices there are, not
+    met as an IndexError."""
+    from pipeline.settings import absent_key
+
+    params = {"book": {"r": {"model": {"layers": [{"units": 8}, {"units": 10}]}}}}
+    assert absent_key("book.r.model.layers.1.units", params) is None
+    assert absent_key("book.r.model.layers.2.units", params) == (
+        "book.r.model.layers.2.units: book.r.model.layers is a list of 2; '2' is not one of its indices 0..1")
