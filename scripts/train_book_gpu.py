@@ -6,8 +6,10 @@ model and training come from ``conf/book/<id>.yaml`` as they stand, the data are
 50,000/10,000/10,000 split of the four raw MNIST files (``--raw``, plain or ``.gz``, checked
 by SHA-256). Only runs that train on the whole plain training set (not an expanded one, no
 ``train_limit``). Prints one line per epoch and writes the records and the test accuracy at
-the best validation epoch (chapter 6's rule of the book) to ``--out`` as JSON. The pipeline's
-own way is ``python -m pipeline.train book=<id> compute.device=gpu``.
+the best validation epoch (chapter 6's rule of the book) to ``--out`` as JSON; a run whose
+weights go NaN stops with one line and writes the epochs before it, with the reason
+(``diverged``). The pipeline's own way is ``python -m pipeline.train book=<id>
+compute.device=gpu``.
 
     python scripts/train_book_gpu.py ch6-relu --seed 1 --raw /path/to/mnist --out relu-1.json
 """
@@ -27,6 +29,7 @@ from pipeline.data.fetch import MNIST_FILES, FetchError, LocalDirSource, fetch_m
 from pipeline.data.mnist import read_raw, scale_pixels, split_book
 from pipeline.errors import InputError
 from pipeline.nn import build_network, fit
+from pipeline.nn.train import TrainingDiverged
 from pipeline.params import CONF, conf_book_run, conf_data
 
 
@@ -57,6 +60,11 @@ def read_book_split(raw: str) -> dict:
     return {name: (scale_pixels(images), labels.astype("int64")) for name, (images, labels) in sets.items()}
 
 
+def write_json_file(path: str, result: dict) -> None:
+    """``result`` as indented JSON, written whole."""
+    write_text(path, json.dumps(result, indent=1) + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("book_id")
@@ -81,12 +89,19 @@ def main(argv=None) -> int:
     spec = {"model": cfg["model"], "training": book_training(cfg, args.seed, args.device, args.epochs)}
     net = build_network(spec)  # first: a GPU asked for but absent is named before the data are read
     data = read_book_split(args.raw)
+    head = {"book_id": args.book_id, "seed": args.seed, "device": args.device}
+    records: list[dict] = []
     t0 = time.perf_counter()
-    history = fit(net, spec, data["train"], data["validation"], data["test"], log=print)
+    try:
+        history = fit(net, spec, data["train"], data["validation"], data["test"], log=print,
+                      on_epoch=records.append)
+    except TrainingDiverged as diverged:  # the epochs before it show how it went: kept
+        write_json_file(args.out, {**head, "wall_s": time.perf_counter() - t0, "book": cfg["book"],
+                                   "diverged": str(diverged), "records": records})
+        raise InputError(f"{diverged}; the {len(records)} epoch(s) recorded before it are in {args.out}") from None
     wall = time.perf_counter() - t0
-    result = {"book_id": args.book_id, "seed": args.seed, "device": args.device, "wall_s": wall,
-              "book": cfg["book"], **history.summary(), "records": history.records}
-    write_text(args.out, json.dumps(result, indent=1) + "\n")
+    write_json_file(args.out, {**head, "wall_s": wall, "book": cfg["book"], **history.summary(),
+                               "records": history.records})
     if history.interrupted:  # Ctrl-C: fit kept the epochs done, and the file says "interrupted"
         print(f"{args.book_id} seed {args.seed}: interrupted after {history.epochs_completed} epoch(s); "
               f"those are in {args.out}")

@@ -526,6 +526,29 @@ def test_train_book_gpu_names_each_mistake_before_it_reads_or_trains(tmp_path):
     assert not out.exists()
 
 
+def test_train_book_gpu_keeps_the_epochs_before_a_divergence(load_script, tmp_path, monkeypatch):
+    """Weights gone NaN stop the run with one line (status 2), and the epochs recorded before
+    it are written to --out with the reason: a GPU hour is not thrown away unexplained."""
+    from pipeline.errors import InputError
+    from pipeline.nn.train import TrainingDiverged
+
+    script = load_script("train_book_gpu.py")
+    message = "training diverged in epoch 1: fc layer 0's w holds NaN or infinite values at eta 3; lower training.eta"
+
+    def diverging_fit(net, spec, *data, log, on_epoch):
+        on_epoch({"epoch": 0, "validation_accuracy": 0.9})
+        raise TrainingDiverged(message)
+
+    monkeypatch.setattr(script, "read_book_split", lambda raw: {"train": None, "validation": None, "test": None})
+    monkeypatch.setattr(script, "fit", diverging_fit)
+    out = tmp_path / "ch1-30.json"
+    with pytest.raises(InputError, match=f"; the 1 epoch\\(s\\) recorded before it are in {out}"):
+        script.main(["ch1-30", "--raw", str(tmp_path), "--device", "cpu", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["diverged"] == message and result["records"] == [{"epoch": 0, "validation_accuracy": 0.9}]
+    assert (result["book_id"], result["seed"], result["book"]["value"]) == ("ch1-30", 1, 0.9542)
+
+
 def test_train_book_gpu_takes_an_epochs_count_as_given(load_script):
     script = load_script("train_book_gpu.py")
     cfg = {"training": {"epochs": 60, "eta": 0.03}}
