@@ -1,8 +1,9 @@
 """Every layer the engine builds keeps the contract written down in ``pipeline/nn/base.py``:
-the members, a layer taking its predecessor's output (the same number of values a row; a conv
-layer's in_shape is the spec's (C, H, W), its output channels-last), grads shaped like params, weight decay
-on weights only, the network's dropout generator, evaluation that returns fresh arrays. (That
-``backward_sgd`` equals ``backward`` and the step: ``tests/nn/test_sgd.py``.)"""
+the members, a layer taking its predecessor's output (the same number of values a row; a
+conv layer's in_shape is the spec's (C, H, W), its output channels-last), grads shaped like
+params, weight decay on weights only, the network's dropout generator, evaluation that
+returns fresh arrays. (That ``backward_sgd`` equals ``backward`` and the step:
+``tests/nn/test_sgd.py``.)"""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def built(name):
 
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_every_layer_has_the_members_and_its_shapes_chain(name):
+    """The spec's layer types in order, each layer's input the size of the one below's output,
+    and the members every layer has."""
     spec, net, _ = built(name)
     assert [layer.kind for layer in net.layers] == [layer["type"] for layer in spec["model"]["layers"]]
     assert net.layers[0].in_shape == tuple(spec["model"]["input_shape"])
