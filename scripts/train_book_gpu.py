@@ -17,13 +17,12 @@ compute.device=gpu``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from pipeline.atomic import check_writable, write_text
+from pipeline.atomic import check_writable, write_json
 from pipeline.console import run_command
 from pipeline.data.fetch import MNIST_FILES, FetchError, LocalDirSource, fetch_mnist
 from pipeline.data.mnist import read_raw, scale_pixels, split_book
@@ -60,11 +59,6 @@ def read_book_split(raw: str) -> dict:
     return {name: (scale_pixels(images), labels.astype("int64")) for name, (images, labels) in sets.items()}
 
 
-def write_json_file(path: str, result: dict) -> None:
-    """``result`` as indented JSON, written whole."""
-    write_text(path, json.dumps(result, indent=1) + "\n")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("book_id")
@@ -89,19 +83,18 @@ def main(argv=None) -> int:
     spec = {"model": cfg["model"], "training": book_training(cfg, args.seed, args.device, args.epochs)}
     net = build_network(spec)  # first: a GPU asked for but absent is named before the data are read
     data = read_book_split(args.raw)
-    head = {"book_id": args.book_id, "seed": args.seed, "device": args.device}
+    head = {"book_id": args.book_id, "seed": args.seed, "device": args.device, "book": cfg["book"]}
     records: list[dict] = []
     t0 = time.perf_counter()
     try:
         history = fit(net, spec, data["train"], data["validation"], data["test"], log=print,
                       on_epoch=records.append)
     except TrainingDiverged as diverged:  # the epochs before it show how it went: kept
-        write_json_file(args.out, {**head, "wall_s": time.perf_counter() - t0, "book": cfg["book"],
-                                   "diverged": str(diverged), "records": records})
+        write_json(args.out, {**head, "wall_s": time.perf_counter() - t0, "diverged": str(diverged),
+                              "records": records})
         raise InputError(f"{diverged}; the {len(records)} epoch(s) recorded before it are in {args.out}") from None
     wall = time.perf_counter() - t0
-    write_json_file(args.out, {**head, "wall_s": wall, "book": cfg["book"], **history.summary(),
-                               "records": history.records})
+    write_json(args.out, {**head, "wall_s": wall, **history.summary(), "records": history.records})
     if history.interrupted:  # Ctrl-C: fit kept the epochs done, and the file says "interrupted"
         print(f"{args.book_id} seed {args.seed}: interrupted after {history.epochs_completed} epoch(s); "
               f"those are in {args.out}")
