@@ -384,6 +384,9 @@ def test_a_stopped_restore_ends_its_run_killed_and_the_next_call_logs_it_again(t
     assert "logged 3 run(s)" in capsys.readouterr().out
     assert len(_store(workdir / "elsewhere.db")[1]) == 5
     monkeypatch.setattr(tracking, "delete_runs", deleting)
+    assert restore_runs.main(["--dry-run"]) == 0  # changes nothing: the copy cut short stays
+    assert len(_store(workdir / "elsewhere.db")[1]) == 5
+    capsys.readouterr()
     assert restore_runs.main([]) == 0  # logs nothing, and deletes the copy cut short
     assert "logged 0 run(s)" in capsys.readouterr().out
     # MLflow's soft delete: the UI lists each run once, and the stopped training run still
@@ -414,8 +417,10 @@ def test_epochs_not_evaluated_leave_cells_empty_and_their_runs_are_still_restore
                 == [(m.step, m.value) for m in original.get_metric_history(run_id, "validation_accuracy")])
 
 
-def _stopped_restore(monkeypatch) -> None:
-    """A restore stopped while it logs its first run: that copy ends KILLED."""
+def test_a_copy_cut_short_is_deleted_by_the_call_that_logs_its_run_whole(trained, workdir, monkeypatch):
+    """A copy a stopped call left KILLED goes with the call that logs its run whole, not one
+    call later. (A call stopped before it deleted: the test above.)"""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
     logged_whole = experiment.log_seed_outcome
 
     def stopped(*args, **kwargs):
@@ -424,30 +429,10 @@ def _stopped_restore(monkeypatch) -> None:
     monkeypatch.setattr(experiment, "log_seed_outcome", stopped)
     with pytest.raises(KeyboardInterrupt):
         restore_runs.restore(PARAMS, log=lambda _: None)
-    monkeypatch.setattr(experiment, "log_seed_outcome", logged_whole)
-
-
-def test_a_copy_cut_short_is_deleted_by_the_call_that_logs_its_run_whole_and_never_by_a_dry_run(
-        trained, workdir, monkeypatch):
-    """A copy a stopped call left KILLED is deleted by the call that logs its run whole; one
-    whose run was logged by a call stopped before it deleted it goes with the next call, and
-    a dry run, which changes nothing, never deletes it."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/elsewhere.db")
-    _stopped_restore(monkeypatch)
     assert [r.info.status for r in _store(workdir / "elsewhere.db")[1].values()] == ["KILLED"]
+    monkeypatch.setattr(experiment, "log_seed_outcome", logged_whole)
     assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 3
     assert sorted(r.info.status for r in _store(workdir / "elsewhere.db")[1].values()) == ["FINISHED"] * 3
-    # a call stopped before it deleted the copy: a dry run leaves it, the next call deletes it
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/another.db")
-    _stopped_restore(monkeypatch)
-    deleting = tracking.delete_runs
-    monkeypatch.setattr(tracking, "delete_runs", lambda ids: None)
-    assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 3
-    monkeypatch.setattr(tracking, "delete_runs", deleting)
-    assert restore_runs.restore(PARAMS, log=lambda _: None, dry_run=True).logged == 0
-    assert len(_store(workdir / "another.db")[1]) == 4  # the copy is still there
-    assert restore_runs.restore(PARAMS, log=lambda _: None).logged == 0
-    assert sorted(r.info.status for r in _store(workdir / "another.db")[1].values()) == ["FINISHED"] * 3
 
 
 def test_a_seed_folder_holding_the_net_of_another_run_is_left_out(trained, workdir, monkeypatch):
