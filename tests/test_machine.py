@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy
-import pytest
 
 from pipeline import machine
 
@@ -23,11 +22,13 @@ def test_describe_names_cpu_cores_numpy_and_blas():
 
 
 def test_cpu_model_reads_proc_cpuinfo_and_falls_back_without_it(monkeypatch):
+    """The model name first: ``platform.processor()`` says "x86_64" on many Linux machines."""
+    monkeypatch.setattr(platform, "processor", lambda: "x86_64")
     if Path("/proc/cpuinfo").exists():
         names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                  if ln.startswith("model name")]
         if names:
-            assert machine.cpu_model() == names[0]
+            assert machine.cpu_model() == names[0] != "x86_64"
 
     def unreadable(self, *args, **kwargs):
         raise OSError("no such file")
@@ -126,11 +127,3 @@ def test_blas_summary_names_each_library_once_in_one_order_whatever_loaded_first
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     assert machine.blas_summary() == ""
     assert not machine.describe().endswith(", ")  # nor an empty BLAS at the end of the line
-
-
-def test_cpu_model_prefers_proc_cpuinfo_to_what_platform_knows(monkeypatch):
-    """``platform.processor()`` says "x86_64" on many Linux machines: the model name comes first."""
-    if not Path("/proc/cpuinfo").exists() or machine._cpuinfo("model name") is None:
-        pytest.skip("no model name in /proc/cpuinfo here")
-    monkeypatch.setattr(platform, "processor", lambda: "x86_64")
-    assert machine.cpu_model() == machine._cpuinfo("model name") != "x86_64"
