@@ -12,6 +12,7 @@ Schema (defaults in brackets; ``<required>`` has none)::
       layers: <required>           # non-empty list; the last one is the output layer
         - {type: conv, filters: <required>, kernel: [5], pool: [2], activation: [sigmoid], dropout: [0.0]}
         - {type: fc, units: <required>, activation: [sigmoid], dropout: [0.0]}
+                                   # a conv or fc activation: sigmoid | tanh | relu | linear
         - {type: softmax, units: <required>, dropout: [0.0]}
       cost: <required>             # quadratic | cross_entropy | log_likelihood
       init: [default]              # large | default | network3

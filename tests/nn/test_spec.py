@@ -178,6 +178,21 @@ def test_unknown_names(path, value, where, allowed):
     rejects(edited(path, value), where, "unknown", allowed)
 
 
+def test_the_schema_in_the_docstring_names_every_activation_and_cost():
+    """docs/extending.md sends a new activation or cost to this schema; it must stay complete."""
+    from pipeline.nn import activations, costs, spec
+
+    lines = [line.strip() for line in spec.__doc__.splitlines()]
+    activation_line = next(line for line in lines if line.startswith("# a conv or fc activation:"))
+    cost_line = next(line for line in lines if line.startswith("cost:"))
+
+    def names(after):
+        return {name.strip() for name in after.split("|")}
+
+    assert names(activation_line.split(":", 1)[1]) == set(activations.NAMES)
+    assert names(cost_line.split("#", 1)[1]) == set(costs.NAMES)
+
+
 @pytest.mark.parametrize(
     "path, value, where",
     [
