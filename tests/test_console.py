@@ -78,3 +78,23 @@ def test_a_scripts_mistakes_and_its_stop_are_one_line_each(capsys):
     for bug in (KeyError("seeds"), IsADirectoryError(errno.EISDIR, "Is a directory", "x")):
         with pytest.raises(type(bug)):  # ours to fix: a traceback
             run_command("tool", raising(bug))
+
+
+def test_a_ctrl_c_nothing_caught_is_one_line_naming_the_module_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    """``python -m pipeline.<module>``'s hook (pipeline/__init__.py): a Ctrl-C or SIGTERM during
+    the imports, before the module's own handling, is one line; any other error is passed on."""
+    import signal
+
+    from pipeline.console import ctrl_c_in_one_line
+    from pipeline.interrupts import Terminated
+
+    passed_on = []
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "pipeline.report", "--help"])
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, traceback: passed_on.append(kind))
+    ctrl_c_in_one_line()
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    sys.excepthook(Terminated, Terminated("stopped", signal.SIGTERM), None)
+    assert capsys.readouterr().err == "pipeline.report: interrupted\n" * 2
+    assert passed_on == []
+    sys.excepthook(ValueError, ValueError("a bug"), None)
+    assert passed_on == [ValueError]

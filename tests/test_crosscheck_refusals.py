@@ -61,9 +61,10 @@ def test_dropout_is_refused():
         _check_supported(spec, "my-run")
 
 
-def test_ctrl_c_during_our_training_stops_the_crosscheck_and_compares_nothing(monkeypatch, capsys):
-    """``fit`` keeps Ctrl-C's history and returns; the cross-check must not go on to train the
-    twin and print a part-trained seed's comparison as if it were whole (no torch needed)."""
+@pytest.fixture
+def offline_crosscheck(monkeypatch):
+    """``pipeline.crosscheck`` as its command runs it, without torch (a stand-in that takes
+    ``set_num_threads``) or the prepared data (40 random images), on params.yaml's runs."""
     import sys
     import types
     from pathlib import Path
@@ -71,14 +72,22 @@ def test_ctrl_c_during_our_training_stops_the_crosscheck_and_compares_nothing(mo
     import numpy
 
     from pipeline import crosscheck
-    from pipeline.nn.train import fit
 
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(set_num_threads=lambda n: None))
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # params.yaml's ch1-30
     rng = numpy.random.default_rng(0)
     tiny = types.SimpleNamespace(x=rng.random((40, 784)), y=rng.integers(0, 10, 40))
     monkeypatch.setattr(crosscheck, "load_run_data", lambda *args: (tiny, tiny, tiny, ""))
+    return crosscheck
 
+
+def test_ctrl_c_during_our_training_stops_the_crosscheck_and_compares_nothing(offline_crosscheck, monkeypatch,
+                                                                              capsys):
+    """``fit`` keeps Ctrl-C's history and returns; the cross-check must not go on to train the
+    twin and print a part-trained seed's comparison as if it were whole (no torch needed)."""
+    from pipeline.nn.train import fit
+
+    crosscheck = offline_crosscheck
     lines = []
 
     def ctrl_c_at_the_first_epoch_line(line):
@@ -92,6 +101,58 @@ def test_ctrl_c_during_our_training_stops_the_crosscheck_and_compares_nothing(mo
     with pytest.raises(SystemExit, match="stopped during ch1-30 seed 1; nothing compared"):
         crosscheck.main(["ch1-30", "--epochs", "2", "--seeds", "1", "2"])
     assert "peak test accuracy" not in capsys.readouterr().out
+
+
+def test_each_seed_trains_both_engines_from_one_start_for_the_epochs_asked(offline_crosscheck, monkeypatch,
+                                                                           capsys):
+    """The twin gets the seed's own spec, capped at --epochs, and the weights our network
+    started from (not those it ended with); the summary gives each engine's own accuracies."""
+    import numpy
+
+    from pipeline.nn.train import History, fit
+
+    crosscheck = offline_crosscheck
+    starts, twins = [], []
+
+    def fit_from(net, *args, **kwargs):
+        starts.append(net.state_dict())
+        return fit(net, *args, **kwargs)
+
+    def twin(spec, state, *args):
+        twins.append((spec["training"]["seed"], spec["training"]["epochs"], state))
+        return History(peak_test_accuracy=0.5, test_at_best_validation=0.25)
+
+    monkeypatch.setattr(crosscheck, "fit", fit_from)
+    monkeypatch.setattr(crosscheck, "train_torch", twin)
+    assert crosscheck.main(["ch1-30", "--epochs", "2"]) == 0  # seed 1 by default
+    assert crosscheck.main(["ch1-30", "--epochs", "2", "--seeds", "2", "3"]) == 0
+    assert [(seed, epochs) for seed, epochs, _ in twins] == [(1, 2), (2, 2), (3, 2)]
+    for (_, _, state), start in zip(twins, starts):
+        assert state.keys() == start.keys() and all(numpy.array_equal(state[k], start[k]) for k in start)
+    out = capsys.readouterr().out
+    assert "ch1-30 seed 3: 2 epochs, both engines from the same start" in out
+    summary = [line for line in out.splitlines() if line.startswith("  seed ")]
+    assert [line.split(":")[0] for line in summary] == ["  seed 1", "  seed 2", "  seed 3"]
+    assert all(line.endswith("   torch 50.00%; 25.00%") for line in summary), summary
+
+
+@pytest.mark.parametrize("book_id, data_error, said", [
+    ("ch1-3", None, "crosscheck: no run 'ch1-3' in params.yaml's book"),
+    ("ch1-30", FileNotFoundError("data/prepared/train.npz is missing: build it"),
+     "crosscheck: data/prepared/train.npz is missing: build it"),
+    ("ch6-dropout", None, "crosscheck: ch6-dropout is not supported: dropout"),
+])
+def test_a_run_it_cannot_find_read_or_compare_is_refused_in_a_line_before_training(
+        offline_crosscheck, monkeypatch, book_id, data_error, said):
+    crosscheck = offline_crosscheck
+    if data_error is not None:
+        def no_data(*args):
+            raise data_error
+        monkeypatch.setattr(crosscheck, "load_run_data", no_data)
+    monkeypatch.setattr(crosscheck, "fit", lambda *args, **kwargs: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as stopped:
+        crosscheck.main([book_id, "--epochs", "1"])
+    assert str(stopped.value.code).startswith(said), stopped.value.code
 
 
 @pytest.mark.parametrize("epochs", ["0", "-1"])

@@ -20,6 +20,8 @@ def test_misclassified_digits_tiles_only_the_wrong_predictions_with_their_labels
     assert labels == [f"pred {y_pred[i]} / true {y_true[i]}" for i in wrong]
     assert ax.get_title() == "misclassified: first 3 of 3"
     tiles = np.asarray(ax.images[0].get_array())
+    assert tiles.shape == (10 + 32, 3 * 32)  # one row of three 32-pixel tiles under their labels, no empty ones
+    assert ax.images[0].get_cmap().name == "gray_r"  # white on black drawn black on white
     # every wrong digit appears, whole, somewhere in the tiled image; a right one does not
     for i in range(10):
         digit = images[i].reshape(28, 28)
@@ -49,6 +51,7 @@ def test_expansion_preview_shows_each_copy_in_its_own_titled_column():
     for row in range(3):
         assert np.array_equal(axes[row, 0].images[0].get_array(), originals[row])
         assert np.array_equal(axes[row, 1].images[0].get_array(), shifted[row])
+        assert axes[row, 0].images[0].get_clim() == (0, 255)  # as bright as it is, not stretched to its own range
 
 
 def test_the_confusion_matrix_counts_true_digits_by_row_and_answers_by_column():
@@ -58,6 +61,9 @@ def test_the_confusion_matrix_counts_true_digits_by_row_and_answers_by_column():
     expected[3, 3] = expected[3, 8] = expected[5, 5] = 1
     np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected)
     assert (ax.get_ylabel(), ax.get_xlabel()) == ("true digit", "predicted digit")
+    # each cell's count written in it, at (answer, true digit); white on the darker cells
+    written = {text.get_position(): (text.get_text(), text.get_color()) for text in ax.texts}
+    assert written[(8, 3)] == ("1", "white") and written[(3, 8)] == ("0", "black")
     assert ax.get_title() == "confusion matrix: 3 images, accuracy 66.67%"
     figures.plt.close(fig)
 
@@ -69,4 +75,32 @@ def test_learning_curves_draw_accuracies_and_the_books_figure_in_percent():
     drawn = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].get_lines()}
     assert drawn["validation"] == pytest.approx([90.0, 91.0]) and drawn["test"] == pytest.approx([91.0, 92.0])
     assert drawn["book: 95.42%"] == pytest.approx([95.42, 95.42])
+    # the costs recorded on a second axes below
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "cost"
+    assert {line.get_label(): list(line.get_ydata()) for line in fig.axes[1].get_lines()} == {"training": [0.3, 0.3]}
     figures.plt.close(fig)
+
+
+def test_digits_with_answers_labels_each_picture_with_its_name_and_answer():
+    images = np.zeros((2, 784), np.float32)
+    images[1, :28] = 1.0  # the second picture's top row
+    fig = figures.digits_with_answers(images, ["seven.png", "two.png"], ["7", "2"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["seven.png: 7", "two.png: 2"]
+    assert ax.get_title() == "what the networks saw, and their answers"
+    tiles = np.asarray(ax.images[0].get_array())
+    assert tiles[:, :32].sum() == 0 and tiles[:, 32:].sum() == 28  # in the order given
+    figures.plt.close(fig)
+
+
+def test_save_figure_writes_the_format_its_name_asks_for_and_closes_the_figure(tmp_path):
+    from PIL import Image
+
+    fig = figures.plt.figure(figsize=(2, 1))
+    assert figures.save_figure(fig, tmp_path / "plot.png") == tmp_path / "plot.png"
+    assert Image.open(tmp_path / "plot.png").size == (220, 110)  # 110 dpi by default
+    assert not figures.plt.fignum_exists(fig.number)
+    fig = figures.plt.figure(figsize=(2, 1))
+    figures.save_figure(fig, tmp_path / "plot.svg")
+    assert "<svg" in (tmp_path / "plot.svg").read_text()
+    assert not figures.plt.fignum_exists(fig.number)

@@ -159,6 +159,36 @@ def test_a_sweep_stopped_by_sigterm_stops_every_job_cleanly(tmp_path, launcher):
                 p.kill()
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGUSR2"), reason="SLURM's warning signal is POSIX's")
+def test_slurms_time_limit_warning_stops_a_run_saying_why(tmp_path):
+    """SLURM sends SIGUSR2 before a job's time limit: the run saves its weights, says that this
+    was the reason (not a plain "interrupted"), and exits 128 + SIGUSR2."""
+    import signal
+    import time
+
+    env = _smoke_data(tmp_path)
+    run = tmp_path / "run"
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", "book=ch1-30", "seed=1", "epochs=100000", "profile=smoke",
+             "profile.limits.epochs=100000", f"hydra.run.dir={run}"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while " epoch 1/" not in log.read_text():
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGUSR2)
+        assert process.wait(timeout=60) == 128 + signal.SIGUSR2, log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    assert ("SLURM's warning that the job's time limit is near (SIGUSR2): interrupted: the weights so far "
+            f"are in {run / 'models'}") in log.read_text()
+    assert [r.info.status for r in _runs(tmp_path)] == ["KILLED"]
+
+
 def _cmdline(process) -> list[str]:
     """A child's command line, or none where it ended between being listed and being read."""
     import psutil
@@ -282,7 +312,7 @@ def test_a_refused_run_leaves_no_folder_where_hydra_named_it():
     assert folders() == before
 
 
-def test_only_what_hydra_made_goes_with_a_refused_runs_folder(tmp_path):
+def test_only_what_hydra_made_goes_with_a_refused_runs_folder(tmp_path, monkeypatch):
     from pipeline.train import remove_if_nothing_ran
 
     date = tmp_path
@@ -308,6 +338,12 @@ def test_only_what_hydra_made_goes_with_a_refused_runs_folder(tmp_path):
     (date / "10-00-00-000000" / "train.log").write_text("")
     remove_if_nothing_ran(date / "10-00-00-000000", named_by_user=False)
     assert not date.exists()
+    # a run folder that is the working folder (hydra.run.dir=. in a config of one's own) stays
+    (date / ".hydra").mkdir(parents=True)
+    (date / "train.log").write_text("")
+    monkeypatch.chdir(date)
+    remove_if_nothing_ran(date, named_by_user=False)
+    assert (date / ".hydra").is_dir() and (date / "train.log").exists()
 
 
 @pytest.mark.parametrize("seed", [1.7, -1, True])
@@ -342,6 +378,30 @@ def test_a_stop_says_where_the_weights_are_only_where_this_run_saved_some(tmp_pa
     assert interrupted_message(models, 1000.0) == f"interrupted: the weights so far are in {models}"
 
 
+def test_a_sweeps_first_stop_signal_stops_its_workers_once_and_a_second_is_ignored(tmp_path, monkeypatch):
+    """In the sweep's own process (``SweepOutcome``'s handler): no job starts after it, each
+    worker is sent one SIGTERM, and a second Ctrl-C does not stop them again mid-save."""
+    import signal
+    import socket
+
+    from pipeline import interrupts, train
+
+    stopped = []
+    monkeypatch.setattr(interrupts, "stop_workers", stopped.append)
+    monkeypatch.setattr(train, "_sweep_signal", [])
+    monkeypatch.setenv(train.SWEEP_JOBS_ENV, str(tmp_path))
+    monkeypatch.setenv(train.SWEEP_PARENT_ENV, f"{socket.gethostname()}:{os.getpid()}")
+    (tmp_path / f"{train.WORKER_PREFIX}4321").touch()
+    try:
+        train._sweep_stop(signal.SIGTERM, None)
+        train._sweep_stop(signal.SIGINT, None)
+        assert interrupts.stop_requested()
+    finally:
+        interrupts.clear_stop()
+    assert stopped == [[4321]]
+    assert (tmp_path / train.STOP_MARK).read_text() == f"{int(signal.SIGTERM)}\n"  # the sweep ends 143
+
+
 def test_two_runs_started_in_one_second_get_two_output_folders():
     """Hydra's default folder name ends at the second: two ad-hoc runs started together shared
     one folder and one overwrote the other's results."""
@@ -373,6 +433,38 @@ def test_data_not_built_yet_is_named_with_the_data_stages_to_run(tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{tmp_path / 'none' / 'train.npz'} is missing: build it with `dvc repro prepare`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_changed_on_the_command_line_says_the_books_run_is_not_replayed_beside_it(tmp_path):
+    """The note is said before anything else (here, data not built yet) stops the run."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "book=ch3-l2-30", "profile=quick", "eta=0.1",
+         f"data.prepared_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    note = "the book's own run (overfitting.py) is not replayed beside it: eta=0.1 data.prepared_dir="
+    assert note in result.stdout and note in (tmp_path / "run/train.log").read_text(), result.stdout
+
+
+def test_a_run_whose_output_folder_refuses_a_file_says_which_in_a_line(tmp_path):
+    """A full, read-only or forbidden disk is the user's to fix: one line naming the folder and
+    exit 2, not a traceback (Python runs as root here, so the refusal is made in the process)."""
+    env = _smoke_data(tmp_path)
+    run = tmp_path / "run"
+    start = ("import errno, runpy, sys, tempfile\n"
+             "real = tempfile.mkstemp\n"
+             "def mkstemp(*args, dir=None, **kwargs):\n"
+             "    if 'models' in str(dir):\n"
+             "        raise PermissionError(errno.EACCES, 'Permission denied')\n"
+             "    return real(*args, dir=dir, **kwargs)\n"
+             "tempfile.mkstemp = mkstemp\n"
+             f"sys.argv = ['pipeline.train', 'book=ch1-30', 'profile=smoke', 'hydra.run.dir={run}']\n"
+             "runpy.run_module('pipeline.train', run_name='__main__', alter_sys=True)\n")
+    result = subprocess.run([sys.executable, "-c", start], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"no permission for {run / 'models/ch1-30'}: Permission denied." in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -528,7 +620,7 @@ def test_an_output_folder_that_cannot_be_made_is_said_in_a_line(tmp_path, monkey
     assert output_dir_problem([f"hydra.run.dir={tmp_path}/" + "${now:%H}"]) is None  # Hydra fills it in
     assert output_dir_problem([f"data.prepared_dir={a_file}/x"]) is None  # not an output folder
     # a folder one may not write in (root may write anywhere, so os.access is asked as a user's would answer)
-    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path or not mode & os.W_OK)
     assert output_dir_problem([f"hydra.run.dir={tmp_path}/run"]) == (
         f"hydra.run.dir={tmp_path}/run: {tmp_path} is not writable by you, so the run's folder cannot be "
         f"made there; name a folder you can write in")
