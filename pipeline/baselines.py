@@ -59,7 +59,7 @@ def _fit_pair(x: np.ndarray, y: np.ndarray, index: np.ndarray, C: float, gamma: 
     from sklearn.svm import SVC
 
     machine = SVC(C=C, kernel="rbf", gamma=gamma).fit(x[index], y[index])
-    # sklearn's binary convention: decision > 0 means the second class (j)
+    # sklearn's binary convention: decision > 0 means the second class (j); libsvm's is the negative
     return index[machine.support_], machine.dual_coef_[0].copy(), float(machine.intercept_[0])
 
 
@@ -91,7 +91,7 @@ class PairwiseSVM:
         return np.exp(-self.gamma * np.maximum(sq, 0.0))
 
     def decision(self, x: np.ndarray) -> np.ndarray:
-        """Each pair's decision value, shape (n, n_pairs); > 0 votes for the pair's j."""
+        """Each pair's decision value, shape (n, n_pairs); >= 0 votes for the pair's j."""
         k = self.kernel(x)
         return np.stack([k[:, rows] @ coef + b for rows, coef, b
                          in zip(self.pair_support, self.pair_coef, self.pair_intercept)], axis=1)
@@ -101,7 +101,9 @@ class PairwiseSVM:
         pairs = np.array(self.pairs)
         out = []
         for start in range(0, len(x), chunk):
-            wins_j = self.decision(x[start:start + chunk]) > 0
+            # libsvm votes for i where its own decision, the negative of ours, is > 0, so a
+            # decision of exactly 0 goes to j
+            wins_j = self.decision(x[start:start + chunk]) >= 0
             votes = np.zeros((len(wins_j), len(self.classes)), dtype=np.int64)
             for p, (i, j) in enumerate(pairs):
                 votes[:, j] += wins_j[:, p]

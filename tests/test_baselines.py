@@ -136,8 +136,6 @@ def test_the_settings_a_config_makes_are_those_its_outputs_show():
     assert settings_shown_by({**cfg, "svm": {"train_limit": None}}, 90)["svm_train_size"] == 90
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a pair's decision of exactly 0 votes for its first class; "
-                                       "libsvm (SVC) votes for the second")
 def test_a_decision_of_exactly_zero_votes_as_libsvm_does():
     """Two mirror-image classes (intercept 0): far from every support vector the RBF kernel is 0,
     so each decision is exactly 0; libsvm votes for the pair's second class where its own
