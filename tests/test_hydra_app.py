@@ -96,6 +96,18 @@ def _runs(folder: Path) -> list:
     return client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id])
 
 
+def _wait_until(ready, process, log: Path, poll: float = 0.1):
+    """Polls ``ready()`` until true, for two minutes at most; fails with the log if the
+    process ends first. Returns what ``ready()`` last returned."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while not (answer := ready()):
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(poll)
+    return answer
+
+
 def test_a_failing_job_of_a_joblib_sweep_leaves_the_others_to_finish(tmp_path):
     """A job's mistake ends that job alone (before, its sys.exit killed its joblib worker and
     joblib every other job); the sweep then names it and exits 2."""
@@ -121,7 +133,6 @@ def test_a_sweep_stopped_by_sigterm_stops_every_job_cleanly(tmp_path, launcher):
     starts after it, no worker is left behind, and the sweep exits 143. Before, with joblib,
     the parent died at once and its workers trained on to the end, orphaned."""
     import signal
-    import time
 
     import psutil
 
@@ -137,11 +148,8 @@ def test_a_sweep_stopped_by_sigterm_stops_every_job_cleanly(tmp_path, launcher):
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     workers = []
     try:
-        deadline = time.monotonic() + 120
-        while sum(f"[job {j}: " in line and " epoch 5/" in line for j in range(3)
-                  for line in log.read_text().splitlines()) < training:
-            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            time.sleep(0.1)
+        _wait_until(lambda: sum(f"[job {j}: " in line and " epoch 5/" in line for j in range(3)
+                                for line in log.read_text().splitlines()) >= training, process, log)
         workers = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(signal.SIGTERM)  # the sweep's process alone
         assert process.wait(timeout=60) == 143, log.read_text()
@@ -164,7 +172,6 @@ def test_slurms_time_limit_warning_stops_a_run_saying_why(tmp_path):
     """SLURM sends SIGUSR2 before a job's time limit: the run saves its weights, says that this
     was the reason (not a plain "interrupted"), and exits 128 + SIGUSR2."""
     import signal
-    import time
 
     env = _smoke_data(tmp_path)
     run = tmp_path / "run"
@@ -175,10 +182,7 @@ def test_slurms_time_limit_warning_stops_a_run_saying_why(tmp_path):
              "profile.limits.epochs=100000", f"hydra.run.dir={run}"],
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while " epoch 1/" not in log.read_text():
-            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            time.sleep(0.1)
+        _wait_until(lambda: " epoch 1/" in log.read_text(), process, log)
         process.send_signal(signal.SIGUSR2)
         assert process.wait(timeout=60) == 128 + signal.SIGUSR2, log.read_text()
     finally:
@@ -203,7 +207,6 @@ def test_a_ctrl_c_as_a_joblib_sweeps_workers_start_ends_it_in_a_few_lines(tmp_pa
     """A terminal's Ctrl-C reaches every process of the group; a worker still starting up died
     unpacking its job, and the sweep ended with joblib's traceback and exit 1."""
     import signal
-    import time
 
     import psutil
 
@@ -219,11 +222,12 @@ def test_a_ctrl_c_as_a_joblib_sweeps_workers_start_ends_it_in_a_few_lines(tmp_pa
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     workers = []
     try:
-        deadline = time.monotonic() + 120
-        while len(workers := [p for p in psutil.Process(process.pid).children(recursive=True)
-                              if "popen_loky_posix" in " ".join(_cmdline(p))]) < 2:
-            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            time.sleep(0.02)
+        def two_workers_starting():
+            starting = [p for p in psutil.Process(process.pid).children(recursive=True)
+                        if "popen_loky_posix" in " ".join(_cmdline(p))]
+            return starting if len(starting) >= 2 else None
+
+        workers = _wait_until(two_workers_starting, process, log, poll=0.02)
         os.killpg(process.pid, signal.SIGINT)  # the workers are starting: importing, unpacking their jobs
         assert process.wait(timeout=60) == 130, log.read_text()
         gone, alive = psutil.wait_procs(workers, timeout=30)
