@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.atomic import STALE_SECONDS, atomic_path, write_json, write_text
+from pipeline.atomic import STALE_SECONDS, OutputNotWritten, atomic_path, write_json, write_text
 
 
 def temps(folder):
@@ -17,12 +17,12 @@ def temps(folder):
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     target = tmp_path / "metrics.json"
-    write_json(target, {"accuracy": 0.95})
+    write_json(target, {"seed": 1, "accuracy": 0.95})
     with pytest.raises(RuntimeError):
         with atomic_path(target) as tmp:
             tmp.write_text('{"accur')  # half written, then the writer fails
             raise RuntimeError("disk full")
-    assert target.read_text() == '{\n  "accuracy": 0.95\n}\n'
+    assert target.read_text() == '{\n  "seed": 1,\n  "accuracy": 0.95\n}\n'  # the keys in their order
     assert temps(tmp_path) == []
 
 
@@ -105,6 +105,23 @@ def test_temps_of_other_files_are_left_alone_even_when_their_names_look_alike(tm
     assert all(stranger.exists() for stranger in strangers)
 
 
+def test_a_stale_temp_removed_by_another_writer_meanwhile_is_no_error(tmp_path, monkeypatch):
+    """Two writers of one file both clean up: the temp one lists may be gone when it looks."""
+    from pipeline import atomic
+
+    stale = tmp_path / ".metrics.json.pid999999999.abc.tmp"
+    stale.write_text("")
+    age(stale, 2 * STALE_SECONDS)
+
+    def dead_and_cleaned_up_meanwhile(pid):
+        stale.unlink()  # the other writer's cleanup, between the listing and the look at its age
+        return False
+
+    monkeypatch.setattr(atomic, "process_alive", dead_and_cleaned_up_meanwhile)
+    write_text(tmp_path / "metrics.json", "{}")
+    assert (tmp_path / "metrics.json").read_text() == "{}" and temps(tmp_path) == []
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, a device that is always full")
 def test_a_full_disk_names_the_file_being_written_and_leaves_no_temporary_file(tmp_path):
     """The kernel's ENOSPC on a write names no file; the error that leaves names the output."""
@@ -123,6 +140,7 @@ def test_a_full_disk_names_the_file_being_written_and_leaves_no_temporary_file(t
         f"could not write {out}: No space left on device. Nothing half-written is left: the output "
         f"is written to a temporary file first. Make room, then run it again")
     # a write of someone else's (a library's copy) is not known to be whole
+    assert disk_error_message(OSError(errno.EDQUOT, "Disk quota exceeded")).endswith("Make room, then run it again")
     assert disk_error_message(OSError(errno.EROFS, "Read-only file system")) == (
         "could not write a file: Read-only file system. The file system is read-only: run it where "
         "it can write, then run it again")
@@ -150,6 +168,11 @@ def test_a_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, lock
     assert (info.value.errno, info.value.filename) == (errno.EACCES, str(tmp_path / "locked"))
     assert "Nothing half-written" not in disk_error_message(info.value)  # nothing was being written
 
+    # a write there fails at its temporary file, yet names the output
+    with pytest.raises(OutputNotWritten) as info:
+        write_text(tmp_path / "locked" / "metrics.json", "{}")
+    assert (info.value.errno, info.value.filename) == (errno.EACCES, str(tmp_path / "locked" / "metrics.json"))
+
 
 def test_whether_a_process_is_alive_is_never_asked_of_windows_by_os_kill(monkeypatch):
     """On Windows os.kill(pid, 0) ends the process: every pid counts as alive there, so no
@@ -163,3 +186,14 @@ def test_whether_a_process_is_alive_is_never_asked_of_windows_by_os_kill(monkeyp
     monkeypatch.setattr(atomic.os, "kill", kill)
     monkeypatch.setattr(atomic.os, "name", "nt")
     assert atomic.process_alive(2**22 + 12345)
+
+
+def test_a_process_of_another_user_counts_as_alive(monkeypatch):
+    """``os.kill(pid, 0)`` on another user's process is refused, not failed: its temps stay."""
+    from pipeline import atomic
+
+    def kill(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(atomic.os, "kill", kill)
+    assert atomic.process_alive(1)

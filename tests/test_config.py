@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import compose, sync_problem
+from pipeline.config import compose, first_difference, sync_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +28,20 @@ def test_a_switched_profile_is_in_sync_and_an_override_is_named(tmp_path):
     problem = sync_problem(tmp_path)
     assert "differs from conf/ composed with profile=smoke, first at book.ch1-30.training.eta" in problem
     assert "`python -m pipeline.config profile=smoke`" in problem
+    params = yaml.safe_load(compose(REPO_ROOT, ["profile=smoke"]))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")  # the same, written otherwise
+    assert "differs from conf/ composed with profile=smoke, first at its formatting" in sync_problem(tmp_path)
+    del params["profile"]["name"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    assert "differs from conf/ composed with profile=quick, first at " in sync_problem(tmp_path)  # the default
+
+
+def test_the_first_difference_is_a_key_either_side_lacks_or_the_whole_file():
+    assert first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == "a.c"
+    assert first_difference({"a": {"b": 1}}, {"a": {"b": 1, "c": 3}}) == "a.c"  # only in the second
+    assert first_difference({"a": {"b": 1, "c": 3}}, {"a": {"b": 1}}) == "a.c"
+    assert first_difference({"a": 1}, {"a": 1}) is None
+    assert first_difference([1], {"a": 1}) == "(the whole file)"
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -49,6 +63,8 @@ def test_a_switched_profile_is_in_sync_and_an_override_is_named(tmp_path):
     (["book.ch1-31.training.eta=0.5"], "book.ch1-31.training.eta: there is no run 'ch1-31'; the runs are ch1-100, "
                                        "ch1-30, ch3-ce-100"),
     (["book.ch1-30.model.layers.5.units=3"], "book.ch1-30.model.layers is a list of 2; '5' is not one of its "
+                                             "indices 0..1"),
+    (["book.ch1-30.model.layers.2.units=3"], "book.ch1-30.model.layers is a list of 2; '2' is not one of its "
                                              "indices 0..1"),
     (["etaa=0.5"], "etaa: unknown key 'etaa'; allowed keys: data, download, expand"),
     (["smoke"], "smoke: a setting is key=value: profile=smoke"),  # Hydra: "missing EQUAL"
@@ -86,6 +102,9 @@ def test_check_and_out_mistakes_are_named_not_raised(tmp_path, monkeypatch, caps
 
     shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(compose(tmp_path), encoding="utf-8")
+    assert main(["--check"]) == 0
+    assert capsys.readouterr().out == "params.yaml is in sync with conf/.\n"
     (tmp_path / "params.yaml").write_text("- a list, not settings\n")
     assert main(["--check"]) == 1
     assert "params.yaml is not a mapping of settings with a profile" in capsys.readouterr().err
@@ -185,6 +204,11 @@ def test_a_copied_run_file_whose_top_key_was_not_renamed_is_named(tmp_path, monk
     ("my-run", "- chapter: 3\n", "conf/book/my-run.yaml: expected a mapping `my-run: {...}`, got list"),
     ("my-run", "my-run:\n  [1, 2]: 3\n",
      "conf/book/my-run.yaml: not valid YAML: while constructing a mapping: found unhashable key (line 2, column 3)"),
+    ("my-run", "my-run:\n  chapter: 3\nother:\n  chapter: 5\n",
+     "conf/book/my-run.yaml holds runs under the top keys `my-run:`, `other:`: a file holds one run, under its "
+     "file's name `my-run:`"),
+    ("_my-run", "_my-run:\n  chapter: 3\n", "conf/book/_my-run.yaml: a run's id (its file's name) is letters, "
+                                            "digits, - and _, starting with a letter or digit: rename it"),
     # book.my.run.… would read as a setting of a run `my`
     ("my.run", "my.run:\n  chapter: 3\n", "conf/book/my.run.yaml: a run's id (its file's name) is letters, "
                                           "digits, - and _, starting with a letter or digit: rename it"),
@@ -249,6 +273,16 @@ def test_a_new_run_missing_from_dvc_yaml_is_named_before_anything_trains(tmp_pat
         "        results/my-l2-60/history.csv: validation_accuracy\n"))
     assert main(["--out", "p.yaml"]) == 0
     assert "my-l2-60" in yaml.safe_load((root / "p.yaml").read_text())["book"]
+
+
+def test_a_plot_of_a_file_outside_results_is_no_run_of_the_book(tmp_path):
+    from pipeline.config import check_dvc_yaml
+
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({
+        "stages": {"report": {"deps": ["results/r1/metrics.json", "results/r1/history.csv"]}},
+        "plots": [{"speeds": {"y": {"bench.csv": "seconds"}}},
+                  {"accuracy": {"y": {"results/r1/history.csv": "validation_accuracy"}}}]}))
+    check_dvc_yaml(tmp_path, ["r1"])
 
 
 @pytest.mark.parametrize("override, message", [

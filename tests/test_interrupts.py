@@ -229,6 +229,66 @@ def test_the_first_stop_signal_raises_and_every_repeat_is_ignored_while_cleaning
             signal.signal(s, handler)
 
 
+def test_a_repeat_after_the_inner_block_ended_is_still_ignored_by_the_outer_one():
+    """A run's block inside its stage's: the run's block has ended on the first stop, and the
+    stage's clean-up that follows is not cut short by a second one."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            with interrupts.stops_raise_once():  # the stage's
+                try:
+                    with interrupts.stops_raise_once():  # the run's
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        time.sleep(5)
+                        pytest.fail("the signal did not raise")
+                except KeyboardInterrupt:
+                    os.kill(os.getpid(), signal.SIGINT)  # a second one, while the stage cleans up
+                    time.sleep(0.2)
+                    raise
+        assert type(stopped.value) is interrupts.Terminated
+        assert stopped.value.__context__ is None  # the repeat raised nothing
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def test_a_stop_held_in_a_run_raises_once_and_its_repeats_are_ignored():
+    """Held while a run was created or closed, the first stop raises after it, and a repeat
+    during the clean-up it starts raises nothing; of several held, the first is delivered."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            with interrupts.stops_raise_once():
+                try:
+                    with interrupts.signals_held() as came:
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    interrupts.raise_held(came)
+                except KeyboardInterrupt:
+                    os.kill(os.getpid(), signal.SIGINT)  # a second one, during clean-up
+                    time.sleep(0.2)
+                    raise
+        assert type(stopped.value) is interrupts.Terminated and stopped.value.__context__ is None
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            with interrupts.stops_raise_once(), interrupts.held_then_delivered():
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+        assert type(stopped.value) is interrupts.Terminated
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def test_a_sweeps_worker_is_set_up_once_however_many_jobs_it_runs(monkeypatch):
+    calls = []
+    monkeypatch.setattr(interrupts, "_worker_set_up", False)
+    monkeypatch.setattr(interrupts, "init_worker", calls.append)
+    assert [interrupts.init_worker_once(7), interrupts.init_worker_once(7)] == [True, False]
+    assert calls == [7]
+
+
 @pytest.mark.skipif(interrupts.TIME_LIMIT_SIGNAL is None, reason="no SIGUSR2 here")
 def test_slurms_time_limit_warning_stops_a_run_as_sigterm_does_and_a_seed_worker_ignores_it():
     """submitit asks SLURM for SIGUSR2 two minutes before a job's limit: the run stops there,
@@ -248,9 +308,10 @@ def test_slurms_time_limit_warning_stops_a_run_as_sigterm_does_and_a_seed_worker
                   "interrupts.init_worker(os.getppid())\n"
                   "os.kill(os.getpid(), signal.SIGUSR2)\n"
                   "time.sleep(0.2)\n"
-                  "print('still here', interrupts.stop_requested())\n")
+                  "ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+                  "print('still here', interrupts.stop_requested(), ignored)\n")
         worker = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-        assert worker.stdout.strip() == "still here False", worker.stderr
+        assert worker.stdout.strip() == "still here False True", worker.stderr  # Ctrl-C is its parent's too
     finally:
         signal.signal(usr2, previous)
 
@@ -284,7 +345,7 @@ def test_a_stop_that_ends_the_process_leaves_its_repeats_ignored():
 
 def test_signals_held_leave_an_ignored_sigint_alone():
     """A seed worker ignores SIGINT (its parent decides when it stops): closing a run there
-    neither installs a handler for it nor raises afterwards."""
+    neither installs a handler for it nor raises afterwards, nor does a run's block."""
     from pipeline.interrupts import raise_held, signals_held
 
     inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -293,6 +354,8 @@ def test_signals_held_leave_an_ignored_sigint_alone():
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         raise_held(came)  # nothing came: nothing raised
+        with interrupts.stops_raise_once():  # a seed's run: its Ctrl-C stays ignored too
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, inherited)
 
@@ -345,3 +408,31 @@ def test_a_stopped_worker_leaves_on_its_own_once_idle(monkeypatch):
             except psutil.NoSuchProcess:
                 return True
         _wait_for(gone, 20, "the stopped worker to leave")
+
+
+def test_a_worker_asked_to_stop_leaves_only_when_idle_for_long_enough(monkeypatch):
+    """``_watch_parent`` asks this each poll; a new sweep forgets an earlier stop."""
+    now = time.monotonic()
+    monkeypatch.setattr(interrupts, "_job_running", False)
+    monkeypatch.setattr(interrupts, "_idle_since", now - 2 * interrupts.IDLE_EXIT_SECONDS)
+    monkeypatch.setattr(interrupts, "_stop_requested", False)
+    assert not interrupts._stopped_and_idle()  # never asked to stop
+    monkeypatch.setattr(interrupts, "_stop_requested_at", now - 2 * interrupts.IDLE_EXIT_SECONDS)
+    monkeypatch.setattr(interrupts, "_stop_requested", True)
+    assert interrupts._stopped_and_idle()
+    monkeypatch.setattr(interrupts, "_job_running", True)
+    assert not interrupts._stopped_and_idle()  # a seed still trains
+    monkeypatch.setattr(interrupts, "_job_running", False)
+    monkeypatch.setattr(interrupts, "_stop_requested_at", now)
+    assert not interrupts._stopped_and_idle()  # asked just now
+    interrupts.clear_stop()
+    assert not interrupts.stop_requested()
+
+
+def test_a_stage_watches_the_parent_it_has_when_none_is_named(monkeypatch):
+    """A stage run by DVC stops once its ``dvc`` is gone: the process watched is this one's parent."""
+    watched = []
+    monkeypatch.setattr(interrupts, "_watch_parent", watched.append)
+    interrupts.stop_when_parent_dies()
+    _wait_for(lambda: watched, 10, "the watching thread to start")
+    assert watched == [os.getppid()]

@@ -105,11 +105,14 @@ def test_a_rotation_order_is_needed_only_with_angles():
     ("- a\n- b\n", "params.yaml: expected a mapping of settings, got list"),
     # a key given twice: YAML would keep the last silently, where DVC refuses the file
     ("book:\n  ch1-30: {seeds: [1]}\n  ch1-30: {seeds: [2]}\n",
-     "params.yaml: not valid YAML (found the key 'ch1-30' twice in"),
+     'params.yaml: not valid YAML (found the key \'ch1-30\' twice in "{path}", line 3, column 3)'),
     # past the first chunk a text reader decodes: the line is the file's
     ("".join(f"k{i}: 1\n" for i in range(5000)) + "title: caf\xe9\n",
      "params.yaml: not UTF-8 text (byte 0xe9 on line 5001): save it as UTF-8, or"),
     ("? [1, 2]\n: 3\n", "params.yaml: not valid YAML (while constructing a mapping in"),
+    # read with the safe loader: a tag naming Python code is refused, never resolved
+    ("profile: !!python/name:os.system\n",
+     "params.yaml: not valid YAML (could not determine a constructor for the tag 'tag:yaml.org,2002:python/name"),
 ])
 def test_a_params_file_that_is_not_settings_is_named_with_the_fix(tmp_path, text, message):
     """A hand-edited params.yaml read by a stage run by hand (under DVC, DVC reads it first)."""
@@ -117,8 +120,36 @@ def test_a_params_file_that_is_not_settings_is_named_with_the_fix(tmp_path, text
     from pipeline.params import load_params
 
     (tmp_path / "params.yaml").write_bytes(text.encode("latin-1"))
+    message = message.replace("{path}", str(tmp_path / "params.yaml"))  # YAML's errors name the file, with the line
     with pytest.raises(InputError, match=re.escape(message) + ".*python -m pipeline.config"):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("text, name", [
+    ("profile: {name: smoke}\n", "smoke"),
+    (None, None),  # no params.yaml
+    ("profile: [smoke]\n", None),
+    ("profile: {name: 3}\n", None),
+    ("book: [\n", None),
+])
+def test_a_stages_profile_is_none_when_params_yaml_cannot_say(tmp_path, text, name):
+    """A stage's first line names the profile; a file that cannot say is named by the stage itself."""
+    from pipeline.params import profile_name
+
+    if text is not None:
+        (tmp_path / "params.yaml").write_text(text)
+    assert profile_name(tmp_path / "params.yaml") == name
+
+
+def test_a_run_not_in_the_book_is_named_even_when_there_is_no_book():
+    from pipeline.errors import InputError
+    from pipeline.params import book_run
+
+    assert book_run({"book": {"ch1-30": {"seeds": [1]}}}, "ch1-30") == {"seeds": [1]}
+    with pytest.raises(InputError, match=r"^no run 'ch9' in params.yaml's book \(have: ch1-30\)$"):
+        book_run({"book": {"ch1-30": {}}}, "ch9")
+    with pytest.raises(InputError, match=r"^no run 'ch9' in params.yaml's book \(have: \)$"):
+        book_run({"profile": {}}, "ch9")
 
 
 def test_the_devices_allowed_are_the_engines():

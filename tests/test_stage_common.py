@@ -289,6 +289,20 @@ def test_a_command_run_below_the_repository_root_names_the_root_and_exits_2(comm
     assert not (root / "docs" / "outputs").exists()
 
 
+def test_the_repository_root_is_the_nearest_folder_holding_dvc_yaml_and_conf_config_yaml(tmp_path):
+    from pipeline.params import repo_root
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    assert repo_root(tmp_path) is None
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    assert repo_root(tmp_path) is None  # dvc.yaml alone: another DVC project
+    (tmp_path / "conf" / "config.yaml").write_text("defaults: []\n")
+    assert repo_root(tmp_path) == repo_root(tmp_path / "docs" / "figures") == tmp_path.resolve()
+    (tmp_path / "dvc.yaml").unlink()
+    assert repo_root(tmp_path) is None  # conf/config.yaml alone: a Hydra app
+
+
 def test_a_download_no_source_can_serve_names_the_sources_and_exits_2(tmp_path):
     """No mirror, no npm: only a local folder holding a damaged copy of the first file, so
     every source fails and the stage says what it tried, as a user's mistake (status 2), not as

@@ -835,6 +835,34 @@ def test_a_model_of_several_networks_is_their_plurality_vote(client, tmp_path):
     assert downloaded.test_accuracy == {}  # the vote's record is not any one net's
 
 
+def test_the_models_code_checks_what_the_signature_cannot():
+    """The range of the pixels (the ends included, no NaN), an empty batch, the pixels of a conv
+    net's [C, H, W] images, and a model without networks: checked by the model's own code."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipeline.mlflow_model import DigitClassifier
+    from pipeline.nn import build_network, validate_spec
+
+    with pytest.raises(ValueError, match="this model has no network among its artifacts"):
+        DigitClassifier().load_context(SimpleNamespace(artifacts={}))
+    conv = {"input_shape": [1, 4, 4], "cost": "log_likelihood", "init": "default",
+            "layers": [{"type": "conv", "filters": 1, "kernel": 1, "pool": 2, "activation": "linear"},
+                       {"type": "softmax", "units": 10}]}
+    model = DigitClassifier()
+    model.networks = [build_network(validate_spec(dict(TINY_NET, model=conv)), seed=1)]
+    x = np.random.default_rng(0).random((5, 16))
+    x[0, 0], x[1, 1] = 0.0, 1.0  # the ends of the range are pixels too
+    assert np.array_equal(model.predict(None, x), model.networks[0].predict(x))
+    assert model.predict(None, x[:0]).shape == (0,)
+    for bad in (x - 0.5, np.where(x > 0.5, np.nan, x)):
+        with pytest.raises(ValueError, match=r"pixels must be numbers in \[0, 1\]"):
+            model.predict(None, bad)
+    with pytest.raises(ValueError, match=r"one image a row, 16 pixels each; got an array of shape \(5, 15\)"):
+        model.predict(None, x[:, :15])
+
+
 def test_a_one_epoch_runs_model_is_listed_with_that_epochs_metrics_not_the_summary(client, tmp_path):
     """Summary metrics are logged at step 0 too: a run of one epoch (last epoch 0) must not
     list its model with them, or the Models tab would compare unlike sets."""
