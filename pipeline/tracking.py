@@ -305,7 +305,8 @@ class RunLogger:
     ``EPOCH_FLUSH_SECONDS`` or more after the last write (at most that and one epoch after
     their own), and all of them before the run ends (whether it finishes, fails or is
     interrupted): an epoch of a small net takes milliseconds, and one store write per epoch
-    (a sqlite transaction, 6.3 ms measured: docs/tracking.md) cost more than the training in some of the book's rows.
+    (a sqlite transaction, 6.3 ms measured: docs/tracking.md) cost more than the training in
+    some of the book's rows.
     """
 
     def __init__(self, client: MlflowClient, run_id: str):
