@@ -75,7 +75,8 @@ def book_run(params: dict, book_id: str) -> dict:
     """Run ``book_id``'s config from the composed ``params`` (params.yaml's ``book``)."""
     book = params.get("book") or {}
     if book_id not in book:
-        raise InputError(f"no run {book_id!r} in params.yaml's book (have: {', '.join(book)})")
+        have = f"have: {', '.join(book)}" if book else "it has none: run python -m pipeline.config"
+        raise InputError(f"no run {book_id!r} in params.yaml's book ({have})")
     return book[book_id]
 
 

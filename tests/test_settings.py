@@ -148,7 +148,8 @@ def test_a_run_not_in_the_book_is_named_even_when_there_is_no_book():
     assert book_run({"book": {"ch1-30": {"seeds": [1]}}}, "ch1-30") == {"seeds": [1]}
     with pytest.raises(InputError, match=r"^no run 'ch9' in params.yaml's book \(have: ch1-30\)$"):
         book_run({"book": {"ch1-30": {}}}, "ch9")
-    with pytest.raises(InputError, match=r"^no run 'ch9' in params.yaml's book \(have: \)$"):
+    with pytest.raises(InputError, match=r"^no run 'ch9' in params.yaml's book \(it has none: run python -m "
+                                          r"pipeline.config\)$"):
         book_run({"profile": {}}, "ch9")
 
 
