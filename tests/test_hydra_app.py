@@ -96,6 +96,16 @@ def _runs(folder: Path) -> list:
     return client.search_runs([client.get_experiment_by_name("nielsen-mnist").experiment_id])
 
 
+def _endless_training(tmp_path: Path, log: Path, *overrides: str, sweep: bool = False, **popen):
+    """``python -m pipeline.train book=ch1-30`` on the smoke data for 100,000 epochs (a run that
+    only a signal ends), with ``overrides``, a sweep (``-m``) if asked; its output goes to ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", *(["-m"] if sweep else []), "book=ch1-30", "epochs=100000",
+             "profile=smoke", "profile.limits.epochs=100000", *overrides],
+            cwd=tmp_path, env=_smoke_data(tmp_path), stdout=out, stderr=subprocess.STDOUT, **popen)
+
+
 def _wait_until(ready, process, log: Path, poll: float = 0.1):
     """Polls ``ready()`` until true, for two minutes at most; fails with the log if the
     process ends first. Returns what ``ready()`` last returned."""
@@ -136,16 +146,13 @@ def test_a_sweep_stopped_by_sigterm_stops_every_job_cleanly(tmp_path, launcher):
 
     import psutil
 
-    env = _smoke_data(tmp_path)
     sweep = tmp_path / "multirun"
     log = tmp_path / "sweep.log"
     training = 2 if launcher == "joblib" else 1
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.train", "-m", "book=ch1-30", "seed=1,2,3", "epochs=100000",
-             "profile=smoke", "profile.limits.epochs=100000", f"hydra.sweep.dir={sweep}"]
-            + (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    process = _endless_training(
+        tmp_path, log, "seed=1,2,3", f"hydra.sweep.dir={sweep}",
+        *(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
+        sweep=True, start_new_session=True)
     workers = []
     try:
         _wait_until(lambda: sum(f"[job {j}: " in line and " epoch 5/" in line for j in range(3)
@@ -173,14 +180,9 @@ def test_slurms_time_limit_warning_stops_a_run_saying_why(tmp_path):
     was the reason (not a plain "interrupted"), and exits 128 + SIGUSR2."""
     import signal
 
-    env = _smoke_data(tmp_path)
     run = tmp_path / "run"
     log = tmp_path / "run.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.train", "book=ch1-30", "seed=1", "epochs=100000", "profile=smoke",
-             "profile.limits.epochs=100000", f"hydra.run.dir={run}"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    process = _endless_training(tmp_path, log, "seed=1", f"hydra.run.dir={run}")
     try:
         _wait_until(lambda: " epoch 1/" in log.read_text(), process, log)
         process.send_signal(signal.SIGUSR2)
@@ -210,16 +212,12 @@ def test_a_ctrl_c_as_a_joblib_sweeps_workers_start_ends_it_in_a_few_lines(tmp_pa
 
     import psutil
 
-    env = _smoke_data(tmp_path)
     sweep = tmp_path / "multirun"
     log = tmp_path / "sweep.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.train", "-m", "book=ch1-30", "seed=1,2", "epochs=100000",
-             "profile=smoke", "profile.limits.epochs=100000", f"hydra.sweep.dir={sweep}",
-             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    process = _endless_training(
+        tmp_path, log, "seed=1,2", f"hydra.sweep.dir={sweep}", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", sweep=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     workers = []
     try:
         def two_workers_starting():
